@@ -1,0 +1,64 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// Module layout (dependencies point down; see ARCHITECTURE in README.md):
+//   pixxel-proxy (CLI) -> ProxyServer -> Upstream -> EventHTTP -> CLibevent
+//                      -> ProxyConfig (swift-configuration)
+//   pixxel-sim  (CLI) -> PixxelSim -> EventHTTP
+let package = Package(
+    name: "pixxel-proxy",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "pixxel-proxy", targets: ["pixxel-proxy"]),
+        .executable(name: "pixxel-sim", targets: ["pixxel-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: ["YAML"]),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLibevent",
+            pkgConfig: "libevent",
+            providers: [.apt(["libevent-dev", "libssl-dev"])]
+        ),
+        .target(name: "EventHTTP", dependencies: ["CLibevent"]),
+        .target(name: "Upstream", dependencies: ["EventHTTP"]),
+        .target(
+            name: "ProxyConfig",
+            dependencies: [.product(name: "Configuration", package: "swift-configuration")]
+        ),
+        .target(
+            name: "ProxyServer",
+            dependencies: [
+                "EventHTTP", "Upstream", "ProxyConfig",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(name: "PixxelSim", dependencies: ["EventHTTP"]),
+        .executableTarget(
+            name: "pixxel-proxy",
+            dependencies: [
+                "ProxyServer", "ProxyConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "pixxel-sim",
+            dependencies: [
+                "PixxelSim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "PixxelProxyTests",
+            dependencies: [
+                "ProxyServer", "ProxyConfig", "PixxelSim", "EventHTTP", "Upstream",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,165 @@
+import CLibevent
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One libevent `event_base` and the thread that runs it: timers, signals, and a thread-safe
+/// way for other threads to hand work to the loop.
+///
+/// Everything but `execute(_:)`, `stop()` and `run()` must be called on the loop thread (or
+/// before `run()` starts). Objects created on the loop (servers, clients, timers) belong to it.
+public final class EventLoop: @unchecked Sendable {
+    /// The libevent base; valid for the loop's lifetime.
+    public let base: OpaquePointer
+    private var wakeEvent: OpaquePointer?
+    private let pending = Mutex<[@Sendable () -> Void]>([])
+    private var dnsBase: OpaquePointer?
+
+    /// libevent must be told to use pthread locks before the first base is created, so that
+    /// `event_active` and `event_base_loopexit` are safe from other threads.
+    private static let threadingEnabled: Bool = {
+        evthread_use_pthreads() == 0
+    }()
+
+    public init() {
+        precondition(Self.threadingEnabled, "libevent: evthread_use_pthreads failed")
+        guard let base = event_base_new() else { fatalError("libevent: event_base_new failed") }
+        self.base = base
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        wakeEvent = event_new(base, -1, Int16(EV_PERSIST), { _, _, context in
+            Unmanaged<EventLoop>.fromOpaque(context!).takeUnretainedValue().drainPending()
+        }, context)
+        event_add(wakeEvent, nil)
+    }
+
+    deinit {
+        if let wakeEvent { event_free(wakeEvent) }
+        if let dnsBase { evdns_base_free(dnsBase, 0) }
+        event_base_free(base)
+    }
+
+    /// Runs the loop on the calling thread until `stop()`.
+    public func run() {
+        event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY)
+    }
+
+    /// Makes `run()` return after the current iteration. Safe from any thread.
+    public func stop() {
+        event_base_loopexit(base, nil)
+    }
+
+    /// Queues `work` to run on the loop thread. Safe from any thread.
+    public func execute(_ work: @escaping @Sendable () -> Void) {
+        pending.withLock { $0.append(work) }
+        event_active(wakeEvent, EV_READ, 0)
+    }
+
+    private func drainPending() {
+        let batch = pending.withLock { queue -> [@Sendable () -> Void] in
+            let batch = queue
+            queue.removeAll(keepingCapacity: true)
+            return batch
+        }
+        for work in batch { work() }
+    }
+
+    /// The asynchronous DNS resolver of this loop, created on first use. A NULL `evdns_base`
+    /// would make libevent resolve host names with a blocking `getaddrinfo` on the loop.
+    public var dns: OpaquePointer {
+        if let dnsBase { return dnsBase }
+        guard let created = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS) else {
+            fatalError("libevent: evdns_base_new failed")
+        }
+        dnsBase = created
+        return created
+    }
+
+    /// Runs `action` once after `seconds`. Cancel with the returned timer's `cancel()`.
+    @discardableResult
+    public func schedule(after seconds: Double, _ action: @escaping () -> Void) -> LoopTimer {
+        let timer = LoopTimer(loop: self, action: action)
+        timer.start(after: seconds)
+        return timer
+    }
+
+    /// Calls `action` on the loop thread each time `signal` arrives, until the handler is released.
+    public func onSignal(_ signal: Int32, _ action: @escaping () -> Void) -> SignalHandler {
+        SignalHandler(loop: self, signal: signal, action: action)
+    }
+}
+
+/// A one-shot timer on an `EventLoop`. It keeps itself alive while armed.
+public final class LoopTimer {
+    private var event: OpaquePointer?
+    private var action: (() -> Void)?
+    private var armedSelf: Unmanaged<LoopTimer>?
+
+    init(loop: EventLoop, action: @escaping () -> Void) {
+        self.action = action
+        event = event_new(loop.base, -1, 0, { _, _, context in
+            Unmanaged<LoopTimer>.fromOpaque(context!).takeUnretainedValue().fire()
+        }, Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    deinit {
+        if let event { event_free(event) }
+    }
+
+    func start(after seconds: Double) {
+        var delay = timeval(seconds: seconds)
+        armedSelf = Unmanaged.passRetained(self)
+        event_add(event, &delay)
+    }
+
+    /// Whether the timer has neither fired nor been cancelled.
+    public var isArmed: Bool { armedSelf != nil }
+
+    /// Disarms the timer; its action will not run.
+    public func cancel() {
+        guard let armed = armedSelf else { return }
+        event_del(event)
+        action = nil
+        armedSelf = nil
+        armed.release()
+    }
+
+    private func fire() {
+        let action = self.action
+        self.action = nil
+        let armed = armedSelf
+        armedSelf = nil
+        action?()
+        armed?.release()
+    }
+}
+
+/// A signal subscription on an `EventLoop`; the signal is handled while this object lives.
+public final class SignalHandler {
+    private var event: OpaquePointer?
+    private let action: () -> Void
+
+    init(loop: EventLoop, signal: Int32, action: @escaping () -> Void) {
+        self.action = action
+        event = event_new(loop.base, signal, Int16(EV_SIGNAL | EV_PERSIST), { _, _, context in
+            Unmanaged<SignalHandler>.fromOpaque(context!).takeUnretainedValue().action()
+        }, Unmanaged.passUnretained(self).toOpaque())
+        event_add(event, nil)
+    }
+
+    deinit {
+        if let event {
+            event_del(event)
+            event_free(event)
+        }
+    }
+}
+
+extension timeval {
+    init(seconds: Double) {
+        let clamped = max(0, seconds)
+        let whole = clamped.rounded(.down)
+        self.init(tv_sec: Int(whole), tv_usec: Int((clamped - whole) * 1_000_000))
+    }
+}
