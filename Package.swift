@@ -16,6 +16,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: ["YAML"]),
+        // Already required by swift-configuration's YAML trait; used directly to find unknown keys.
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.5.0"),
     ],
     targets: [
         .systemLibrary(
@@ -25,14 +28,19 @@ let package = Package(
         ),
         .target(name: "EventHTTP", dependencies: ["CLibevent"]),
         .target(name: "Upstream", dependencies: ["EventHTTP"]),
+        .target(name: "JobCache"),
         .target(
             name: "ProxyConfig",
-            dependencies: [.product(name: "Configuration", package: "swift-configuration")]
+            dependencies: [
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Yams", package: "Yams"),
+            ]
         ),
         .target(
             name: "ProxyServer",
             dependencies: [
-                "EventHTTP", "Upstream", "ProxyConfig",
+                "CLibevent", "EventHTTP", "Upstream", "ProxyConfig", "JobCache",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -55,7 +63,7 @@ let package = Package(
         .testTarget(
             name: "PixxelProxyTests",
             dependencies: [
-                "ProxyServer", "ProxyConfig", "PixxelSim", "EventHTTP", "Upstream",
+                "ProxyServer", "ProxyConfig", "PixxelSim", "EventHTTP", "Upstream", "JobCache",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

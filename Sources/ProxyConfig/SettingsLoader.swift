@@ -1,0 +1,160 @@
+import Configuration
+import Foundation
+import SystemPackage
+import Yams
+
+/// Gathers raw settings from the YAML file and `PIXXEL_PROXY_*` variables (through
+/// swift-configuration), finds the API key among its sources, and validates the lot.
+public enum SettingsLoader {
+    /// The file read when no `--config` is given; it may be absent.
+    public static let defaultConfigFile = "config/pixxel-proxy.yaml"
+    static let environmentPrefix = "PIXXEL_PROXY_"
+
+    /// Loads and validates settings. `configFile` nil means the default file, if it exists.
+    public static func load(configFile: String?, environment: [String: String]) async throws -> ProxySettings {
+        let path = configFile ?? defaultConfigFile
+        let fileExists = FileManager.default.fileExists(atPath: path)
+        if configFile != nil && !fileExists {
+            throw SettingsError(key: "", "config file \(path) does not exist")
+        }
+        var providers: [any ConfigProvider] = [
+            EnvironmentVariablesProvider(
+                environmentVariables: environment.filter { $0.key.hasPrefix(environmentPrefix) },
+                secretsSpecifier: .specific([SettingsParser.environmentName(of: "upstream.api_key")])
+            ).prefixKeys(with: "pixxel_proxy")
+        ]
+        var fileKeys: [String] = []
+        if fileExists {
+            fileKeys = try yamlKeys(in: path)
+            do {
+                providers.append(try await FileProvider<YAMLSnapshot>(
+                    parsingOptions: .init(secretsSpecifier: .specific(["upstream.api_key"])),
+                    filePath: FilePath(path)))
+            } catch {
+                throw SettingsError(key: "", "cannot read \(path): \(error)")
+            }
+        }
+        let reader = ConfigReader(providers: providers)
+
+        let knownKeys = Set(SettingsParser.keys.map(\.name))
+        if let unknown = fileKeys.first(where: { !knownKeys.contains($0) }) {
+            throw SettingsError(key: "", "\(path): unknown key \(unknown)")
+        }
+        let knownVariables = Set(knownKeys.map(SettingsParser.environmentName(of:)))
+        if let unknown = environment.keys.sorted().first(where: { $0.hasPrefix(environmentPrefix) && !knownVariables.contains($0) }) {
+            throw SettingsError(key: "", "unknown environment variable \(unknown)")
+        }
+
+        var values: [String: RawSetting] = [:]
+        for key in SettingsParser.keys {
+            let configKey = ConfigKey(key.name)
+            if let scalar = reader.string(forKey: configKey, isSecret: key.name == "upstream.api_key") {
+                values[key.name] = .scalar(scalar)
+            } else if let list = reader.stringArray(forKey: configKey) {
+                values[key.name] = .list(list)
+            }
+        }
+        let apiKey = try await resolveAPIKey(values: values, environment: environment, configFile: path)
+        let settings = try SettingsParser.parse(values, apiKey: apiKey)
+        if let caFile = settings.upstreamCAFile, !FileManager.default.isReadableFile(atPath: caFile) {
+            throw SettingsError(key: "upstream.ca_file", "cannot read \(caFile)")
+        }
+        return settings
+    }
+
+    /// The API key's sources, first found wins: `upstream.api_key` (variable, then file),
+    /// `PIXXEL_API_KEY`, the file named by `upstream.api_key_file`, the systemd credential `api_key`.
+    static func resolveAPIKey(values: [String: RawSetting], environment: [String: String], configFile: String) async throws -> Secret? {
+        if case .scalar(let key)? = values["upstream.api_key"] {
+            let variable = SettingsParser.environmentName(of: "upstream.api_key")
+            let origin = environment[variable] != nil ? variable : "upstream.api_key in \(configFile)"
+            return try nonEmpty(key, origin: origin, key: "upstream.api_key")
+        }
+        if let key = environment["PIXXEL_API_KEY"] {
+            return try nonEmpty(key, origin: "PIXXEL_API_KEY", key: "upstream.api_key")
+        }
+        if case .scalar(let file)? = values["upstream.api_key_file"] {
+            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+                throw SettingsError(key: "upstream.api_key_file", "cannot read \(file)")
+            }
+            return try nonEmpty(text, origin: file, key: "upstream.api_key_file")
+        }
+        if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty {
+            let provider = try await DirectoryFilesProvider(directoryPath: FilePath(directory), allowMissing: true)
+            if let key = ConfigReader(provider: provider).string(forKey: "api_key", isSecret: true) {
+                return try nonEmpty(key, origin: "credential api_key", key: "upstream.api_key")
+            }
+        }
+        return nil
+    }
+
+    private static func nonEmpty(_ value: String, origin: String, key: String) throws(SettingsError) -> Secret {
+        let trimmed = value.trimmingSpaces()
+        guard !trimmed.isEmpty else { throw SettingsError(key: key, "the API key from \(origin) is empty") }
+        guard !trimmed.contains(where: { $0.isNewline || $0 == "\0" }) else {
+            throw SettingsError(key: key, "the API key from \(origin) contains a line break")
+        }
+        return Secret(trimmed, origin: origin)
+    }
+
+    /// The dotted keys of every leaf in a YAML file, to catch misspelt keys that would
+    /// otherwise be ignored in silence.
+    static func yamlKeys(in path: String) throws -> [String] {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw SettingsError(key: "", "cannot read \(path): \(error.localizedDescription)")
+        }
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch {
+            throw SettingsError(key: "", "\(path) is not valid YAML: \(error)")
+        }
+        guard let node else { return [] }
+        guard case .mapping(let mapping) = node else {
+            throw SettingsError(key: "", "\(path): the top level must be a mapping of keys")
+        }
+        var keys: [String] = []
+        func walk(_ mapping: Node.Mapping, prefix: String) {
+            for (key, value) in mapping {
+                let name = prefix.isEmpty ? (key.string ?? "?") : "\(prefix).\(key.string ?? "?")"
+                if case .mapping(let nested) = value { walk(nested, prefix: name) } else { keys.append(name) }
+            }
+        }
+        walk(mapping, prefix: "")
+        return keys
+    }
+}
+
+extension ProxySettings {
+    /// The effective settings as `key: value` lines, secrets redacted (for `check-config`).
+    public func describedLines() -> [String] {
+        [
+            "listen.host: \(listenHost)",
+            "listen.port: \(listenPort)",
+            "listen.timeout_seconds: \(listenTimeoutSeconds)",
+            "listen.max_header_bytes: \(listenMaxHeaderBytes)",
+            "listen.max_body_bytes: \(listenMaxBodyBytes)",
+            "listen.drain_seconds: \(listenDrainSeconds)",
+            "upstream.url: \(upstreamURL)",
+            "upstream.api_key: \(upstreamAPIKey.map { "<redacted> (from \($0.origin))" } ?? "(none: upstream calls carry no key)")",
+            "upstream.ca_file: \(upstreamCAFile ?? "(system trust store only)")",
+            "upstream.timeout_seconds: \(upstreamTimeoutSeconds)",
+            "upstream.max_connections: \(upstreamMaxConnections)",
+            "upstream.max_response_bytes: \(upstreamMaxResponseBytes)",
+            "upstream.max_queue: \(upstreamMaxQueue)",
+            "upstream.requests_per_second: \(upstreamRequestsPerSecond)",
+            "upstream.burst: \(upstreamBurst)",
+            "cache.directory: \(cacheDirectory)",
+            "cache.memory_mb: \(cacheMemoryMB)",
+            "cache.disk_mb: \(cacheDiskMB)",
+            "cache.ttl.active_job_seconds: \(activeJobTTLSeconds)",
+            "cache.ttl.terminal_job_seconds: \(terminalJobTTLSeconds)",
+            "cache.ttl.job_list_seconds: \(jobListTTLSeconds)",
+            "cache.terminal_statuses: \(terminalStatuses.joined(separator: ", "))",
+            "cache.stale_while_revalidate_seconds: \(staleWhileRevalidateSeconds)",
+            "cache.stale_if_error_seconds: \(staleIfErrorSeconds)",
+            "auth.clients_file: \(clientsFile)",
+            "auth.allow_anonymous: \(allowAnonymous)",
+            "log.level: \(logLevel)",
+        ]
+    }
+}

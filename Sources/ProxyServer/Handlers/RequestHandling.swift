@@ -1,0 +1,147 @@
+import EventHTTP
+import Foundation
+import JobCache
+import Logging
+import Upstream
+
+extension ProxyServer {
+    /// Entry point for every request, on the loop thread.
+    func handle(_ request: ServerRequest) {
+        let started = ContinuousClock.now
+        var exchange = Exchange(request: request, started: started)
+        if isDraining { exchange.closeConnection = true }
+
+        let target: RequestTarget
+        switch RequestTarget.parse(request.uri) {
+        case .success(let parsed): target = parsed
+        case .failure(let invalid): return finish(&exchange, error: .badRequest(invalid.description))
+        }
+        exchange.route = Router.route(method: request.method, target: target)
+
+        switch exchange.route {
+        case .health:
+            return finish(&exchange, status: 200, body: Array(#"{"status":"ok"}"#.utf8))
+        case .ready:
+            return isReady
+                ? finish(&exchange, status: 200, body: Array(#"{"status":"ready"}"#.utf8))
+                : finish(&exchange, error: ProxyError(status: 503, code: "not_ready", message: isDraining ? "draining" : "the cache store is not usable"))
+        case .notFound:
+            return finish(&exchange, error: .notFound)
+        case .methodNotAllowed(let allowed):
+            exchange.extraHeaders.add("Allow", allowed.map(\.rawValue).joined(separator: ", "))
+            return finish(&exchange, error: ProxyError(status: 405, code: "method_not_allowed", message: "\(request.method.rawValue) is not allowed here"))
+        default:
+            break
+        }
+
+        exchange.caller = authenticator.authenticate(authorization: request.headers["Authorization"])
+        if exchange.caller == .rejected {
+            exchange.extraHeaders.add("WWW-Authenticate", #"Bearer realm="pixxel-proxy""#)
+            return finish(&exchange, error: .unauthorized)
+        }
+        let needed: Scopes = request.method.isIdempotentRead ? .read : .write
+        guard exchange.caller.scopes.contains(needed) else {
+            return finish(&exchange, error: .forbidden(needed.description))
+        }
+
+        var upstreamMethod = request.method
+        var headers = request.headers
+        switch exchange.route {
+        case .listJobs:
+            if case .failure(let invalid) = JobListQuery.parse(target.rawQuery) {
+                return finish(&exchange, error: .badRequest("invalid job list filter \(invalid)"))
+            }
+            fallthrough
+        case .getJob:
+            // The cached routes always fetch the full GET answer, uncompressed, so it can be
+            // stored and filtered; HEAD is answered from it.
+            upstreamMethod = .get
+            headers.remove("Accept-Encoding")
+        case .createJob:
+            if let problem = Self.projectIDProblem(target.rawQuery) {
+                return finish(&exchange, error: .badRequest(problem))
+            }
+        default:
+            break
+        }
+
+        exchange.forwarded = true
+        let exchangeBox = ExchangeBox(exchange)
+        upstream.send(method: upstreamMethod, path: target.encodedPath, rawQuery: target.rawQuery,
+                      clientHeaders: headers, body: request.body) { [self] result in
+            var exchange = exchangeBox.exchange
+            switch result {
+            case .success(let response):
+                exchange.upstreamStatus = response.status
+                if exchange.route.isJobRoute, (200..<300).contains(response.status), !Self.isJSONObject(response.body) {
+                    return finish(&exchange, error: ProxyError(status: 502, code: "bad_gateway", message: "the upstream answered something that is not a JSON object"))
+                }
+                finish(&exchange, status: response.status, headers: response.headers, body: response.body)
+            case .failure(let failure):
+                finish(&exchange, error: ProxyError(status: failure.status, code: failure.code, message: failure.message))
+            }
+        }
+    }
+
+    /// Answers and writes the access line.
+    func finish(_ exchange: inout Exchange, status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8]) {
+        var headers = headers
+        if headers["Content-Type"] == nil { headers.add("Content-Type", "application/json") }
+        for field in exchange.extraHeaders { headers.add(field.name, field.value) }
+        if exchange.route.isCachedRoute {
+            var cacheStatus = "pixxel-proxy; fwd=\(exchange.forwarded ? "miss" : "bypass")"
+            if let upstreamStatus = exchange.upstreamStatus { cacheStatus += "; fwd-status=\(upstreamStatus)" }
+            headers.set("Cache-Status", cacheStatus)
+            headers.set("Age", "0")
+        }
+        if exchange.closeConnection { headers.set("Connection", "close") }
+        exchange.request.respond(status: status, headers: headers, body: body)
+        let elapsed = ContinuousClock.now - exchange.started
+        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        logger.info("\(exchange.request.method.rawValue) \(exchange.route.template) \(status)", metadata: [
+            "client": "\(exchange.caller.logName)",
+            "peer": "\(exchange.request.peer)",
+            "duration_ms": "\(Int(milliseconds.rounded()))",
+            "upstream_status": "\(exchange.upstreamStatus.map(String.init) ?? "-")",
+        ])
+    }
+
+    func finish(_ exchange: inout Exchange, error: ProxyError) {
+        finish(&exchange, status: error.status, body: error.body)
+    }
+
+    /// Why a job-creation query is refused, or nil when it has exactly one non-empty `project_id`.
+    static func projectIDProblem(_ rawQuery: String?) -> String? {
+        let values = (rawQuery ?? "").split(separator: "&").compactMap { item -> String? in
+            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            return parts[0] == "project_id" ? (parts.count > 1 ? String(parts[1]) : "") : nil
+        }
+        if values.isEmpty { return "project_id is required to create a job" }
+        if values.count > 1 { return "project_id is given more than once" }
+        if values[0].isEmpty { return "project_id is empty" }
+        return nil
+    }
+
+    static func isJSONObject(_ body: [UInt8]) -> Bool {
+        guard body.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }) == UInt8(ascii: "{") else { return false }
+        return (try? JSONSerialization.jsonObject(with: Data(body))) is [String: Any]
+    }
+}
+
+/// The state of one request while it is handled.
+struct Exchange {
+    let request: ServerRequest
+    let started: ContinuousClock.Instant
+    var route: Route = .notFound
+    var caller: Caller = .rejected
+    var forwarded = false
+    var upstreamStatus: Int?
+    var extraHeaders = HTTPHeaders()
+    var closeConnection = false
+}
+
+/// Carries an `Exchange` into the upstream completion.
+final class ExchangeBox {
+    var exchange: Exchange
+    init(_ exchange: Exchange) { self.exchange = exchange }
+}

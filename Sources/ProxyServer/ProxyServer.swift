@@ -1,0 +1,162 @@
+import EventHTTP
+import Foundation
+import Logging
+import ProxyConfig
+import Synchronization
+import Upstream
+
+/// pixxel-proxy's server: one event loop thread that owns the HTTP front end, the upstream
+/// client and all request state. Build it, optionally `installSignalHandlers()`, `start()`,
+/// then `waitUntilStopped()` (or `shutdown()` from tests).
+public final class ProxyServer: @unchecked Sendable {
+    public let settings: ProxySettings
+    let logger: Logger
+    let loop = EventLoop()
+    var httpServer: HTTPServer?
+    let upstream: UpstreamClient
+    var authenticator: Authenticator
+    var isDraining = false
+    var isReady = false
+    private var signalHandlers: [SignalHandler] = []
+    private let stopState = Mutex<(stopped: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    /// Reads the clients file and prepares the cache directory; throws with a message naming
+    /// the setting at fault.
+    public init(settings: ProxySettings, logger: Logger) throws {
+        self.settings = settings
+        self.logger = logger
+        authenticator = Authenticator(clients: try Self.loadClients(settings), allowAnonymous: settings.allowAnonymous)
+        do {
+            try FileManager.default.createDirectory(atPath: settings.cacheDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw SettingsError(key: "cache.directory", "cannot create \(settings.cacheDirectory): \(error.localizedDescription)")
+        }
+        let url = settings.upstreamURL
+        do {
+            upstream = try UpstreamClient(
+                loop: loop,
+                endpoint: UpstreamEndpoint(useTLS: url.scheme == .https, host: url.host, port: url.port,
+                                           basePath: url.basePath, caFile: settings.upstreamCAFile),
+                apiKey: settings.upstreamAPIKey?.value,
+                limits: ClientLimits(maxConnections: settings.upstreamMaxConnections,
+                                     timeoutSeconds: settings.upstreamTimeoutSeconds,
+                                     maxResponseBytes: settings.upstreamMaxResponseBytes,
+                                     maxQueued: settings.upstreamMaxQueue))
+        } catch {
+            throw SettingsError(key: "upstream.ca_file", "\(error)")
+        }
+        httpServer = HTTPServer(
+            loop: loop,
+            limits: ServerLimits(maxHeaderBytes: settings.listenMaxHeaderBytes, maxBodyBytes: settings.listenMaxBodyBytes,
+                                 timeoutSeconds: settings.listenTimeoutSeconds)
+        ) { [unowned self] request in
+            self.handle(request)
+        }
+    }
+
+    static func loadClients(_ settings: ProxySettings) throws -> [ClientRecord] {
+        let path = settings.clientsFile
+        guard let data = FileManager.default.contents(atPath: path) else {
+            if settings.allowAnonymous && !FileManager.default.fileExists(atPath: path) { return [] }
+            throw SettingsError(key: "auth.clients_file", "cannot read \(path); create it with `pixxel-proxy token add NAME --scopes read --clients-file \(path)`")
+        }
+        switch ClientsFile.parse(String(decoding: data, as: UTF8.self)) {
+        case .success(let clients): return clients
+        case .failure(let invalid): throw SettingsError(key: "auth.clients_file", "\(path) \(invalid)")
+        }
+    }
+
+    /// Listens and starts the loop thread; returns the bound port (useful with port 0).
+    @discardableResult
+    public func start() throws -> UInt16 {
+        // Writing to a socket whose peer left must give EPIPE, not kill the process.
+        signal(SIGPIPE, SIG_IGN)
+        guard let httpServer else { throw EventHTTPError("server already stopped") }
+        let port = try httpServer.bind(host: settings.listenHost, port: settings.listenPort)
+        isReady = true
+        logger.info("listening", metadata: [
+            "address": "\(settings.listenHost):\(port)", "upstream": "\(settings.upstreamURL)",
+            "clients": "\(authenticator.clients.count)", "api_key": "\(settings.upstreamAPIKey == nil ? "none" : "set")",
+        ])
+        let thread = Thread { [self] in
+            loop.run()
+            upstream.close()
+            self.httpServer?.stopAccepting()
+            self.httpServer = nil
+            let waiters = stopState.withLock { state in
+                state.stopped = true
+                let waiters = state.waiters
+                state.waiters = []
+                return waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+        thread.name = "pixxel-proxy-loop"
+        thread.start()
+        return port
+    }
+
+    /// SIGTERM and SIGINT drain and stop; SIGHUP reloads the clients file. Call before `start()`.
+    public func installSignalHandlers() {
+        for signalNumber in [SIGTERM, SIGINT, SIGHUP] { signal(signalNumber, SIG_IGN) }
+        signalHandlers = [
+            loop.onSignal(SIGTERM) { [unowned self] in self.beginDrain(reason: "SIGTERM") },
+            loop.onSignal(SIGINT) { [unowned self] in self.beginDrain(reason: "SIGINT") },
+            loop.onSignal(SIGHUP) { [unowned self] in self.reloadClients() },
+        ]
+    }
+
+    /// Returns once the loop has stopped.
+    public func waitUntilStopped() async {
+        await withCheckedContinuation { continuation in
+            let done = stopState.withLock { state -> Bool in
+                if state.stopped { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    /// Drains (as on SIGTERM) and waits for the loop to stop. Safe from any thread.
+    public func shutdown() async {
+        loop.execute { [self] in beginDrain(reason: "shutdown") }
+        await waitUntilStopped()
+    }
+
+    /// Reloads the clients file off the loop thread; a broken file keeps the old clients.
+    public func reloadClients() {
+        let settings = self.settings
+        DispatchQueue.global().async { [self] in
+            let result = Result { try Self.loadClients(settings) }
+            loop.execute { [self] in
+                switch result {
+                case .success(let clients):
+                    authenticator = Authenticator(clients: clients, allowAnonymous: settings.allowAnonymous)
+                    logger.notice("clients file reloaded", metadata: ["clients": "\(clients.count)"])
+                case .failure(let error):
+                    logger.error("clients file not reloaded, keeping the previous clients", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish within `listen.drain_seconds`, then stops.
+    func beginDrain(reason: String) {
+        guard !isDraining, let httpServer else { return }
+        isDraining = true
+        isReady = false
+        httpServer.stopAccepting()
+        logger.notice("draining", metadata: ["reason": "\(reason)", "in_flight": "\(httpServer.inFlight)"])
+        if httpServer.inFlight == 0 {
+            loop.stop()
+            return
+        }
+        httpServer.onIdle = { [loop] in loop.stop() }
+        loop.schedule(after: settings.listenDrainSeconds) { [self] in
+            logger.warning("drain time is over, stopping with requests unanswered",
+                           metadata: ["in_flight": "\(self.httpServer?.inFlight ?? 0)"])
+            loop.stop()
+        }
+    }
+}

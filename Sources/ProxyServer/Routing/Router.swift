@@ -1,0 +1,69 @@
+import EventHTTP
+
+/// What the proxy does with a request, decided from its method and path alone.
+public enum Route: Sendable, Equatable {
+    case health
+    case ready
+    case listJobs(workflowID: String)
+    case getJob(workflowID: String, jobID: String)
+    case createJob(workflowID: String)
+    /// Any other request under `/v0/`: forwarded as it is, never cached.
+    case passThrough
+    case notFound
+    case methodNotAllowed(allowed: [HTTPMethod])
+
+    /// A stable name for logs and metrics (never an id).
+    public var template: String {
+        switch self {
+        case .health: "/healthz"
+        case .ready: "/readyz"
+        case .listJobs, .createJob: "/v0/workflows/{workflow_id}/jobs"
+        case .getJob: "/v0/workflows/{workflow_id}/jobs/{job_id}"
+        case .passThrough: "/v0/*"
+        case .notFound, .methodNotAllowed: "unmatched"
+        }
+    }
+
+    /// The three Pixxel job routes, whose answers must be JSON objects.
+    public var isJobRoute: Bool {
+        switch self {
+        case .listJobs, .getJob, .createJob: true
+        default: false
+        }
+    }
+
+    /// Whether the answer carries `Cache-Status` and `Age` (the cached routes).
+    public var isCachedRoute: Bool {
+        switch self {
+        case .listJobs, .getJob: true
+        default: false
+        }
+    }
+}
+
+/// Pure routing: `(method, path segments)` to a `Route`.
+public enum Router {
+    public static func route(method: HTTPMethod, target: RequestTarget) -> Route {
+        let path = target.segments
+        if path == ["healthz"] || path == ["readyz"] {
+            guard method == .get || method == .head else { return .methodNotAllowed(allowed: [.get, .head]) }
+            return path == ["healthz"] ? .health : .ready
+        }
+        guard path.first == "v0" else { return .notFound }
+        guard method != .trace && method != .connect else {
+            return .methodNotAllowed(allowed: [.get, .head, .post, .put, .patch, .delete, .options])
+        }
+        if !target.trailingSlash, path.count == 4 || path.count == 5, path[1] == "workflows", path[3] == "jobs" {
+            let workflowID = path[2]
+            if path.count == 4 {
+                switch method {
+                case .get, .head: return .listJobs(workflowID: workflowID)
+                case .post: return .createJob(workflowID: workflowID)
+                default: return .passThrough
+                }
+            }
+            if method == .get || method == .head { return .getJob(workflowID: workflowID, jobID: path[4]) }
+        }
+        return .passThrough
+    }
+}

@@ -1,0 +1,115 @@
+import EventHTTP
+
+/// Where the upstream is and how to talk to it.
+public struct UpstreamEndpoint: Sendable {
+    public var useTLS: Bool
+    public var host: String
+    public var port: UInt16
+    /// Prefix put before every forwarded path ("" for none).
+    public var basePath: String
+    public var caFile: String?
+
+    public init(useTLS: Bool, host: String, port: UInt16, basePath: String = "", caFile: String? = nil) {
+        self.useTLS = useTLS
+        self.host = host
+        self.port = port
+        self.basePath = basePath
+        self.caFile = caFile
+    }
+}
+
+/// Why an upstream call gave nothing to pass on, with the status the client gets.
+public struct UpstreamFailure: Error, Sendable, Equatable {
+    /// 502, 503 or 504.
+    public let status: Int
+    public let code: String
+    public let message: String
+}
+
+/// The one way to the upstream: adds the stored API key and the Host header, removes what must
+/// not travel (the client's Authorization, hop-by-hop fields), and maps transport failures to
+/// 502 (garbage, broken connection, TLS), 503 (unreachable, busy) and 504 (timeout).
+public final class UpstreamClient {
+    private let endpoint: UpstreamEndpoint
+    private let apiKey: String?
+    private let http: HTTPClient
+
+    public init(loop: EventLoop, endpoint: UpstreamEndpoint, apiKey: String?, limits: ClientLimits) throws {
+        self.endpoint = endpoint
+        self.apiKey = apiKey
+        let tls = endpoint.useTLS ? try TLSClientContext(caFile: endpoint.caFile) : nil
+        http = HTTPClient(loop: loop, host: endpoint.host, port: endpoint.port, tls: tls, limits: limits)
+    }
+
+    /// Upstream connections open now.
+    public var openConnections: Int { http.openConnections }
+
+    /// Sends a request. `path` is percent-encoded and starts with `/`; `rawQuery` is sent as is.
+    public func send(method: HTTPMethod, path: String, rawQuery: String?, clientHeaders: HTTPHeaders, body: [UInt8],
+                     completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
+        var target = endpoint.basePath + path
+        if let rawQuery { target += "?" + rawQuery }
+        let request = ClientRequest(method: method, target: target, headers: Self.forwardedHeaders(clientHeaders, apiKey: apiKey), body: body)
+        http.send(request) { result in
+            switch result {
+            case .success(var response):
+                response.headers = Self.passedBackHeaders(response.headers)
+                completion(.success(response))
+            case .failure(let error):
+                completion(.failure(Self.failure(for: error)))
+            }
+        }
+    }
+
+    /// Fails queued calls and closes idle connections.
+    public func close() { http.close() }
+
+    /// The client's headers as sent upstream: the stored key replaces any Authorization.
+    static func forwardedHeaders(_ headers: HTTPHeaders, apiKey: String?) -> HTTPHeaders {
+        let connectionTokens = Set(headers.values("Connection").flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingCharacters(in: " ").lowercased() })
+        var out = HTTPHeaders(headers.fields.filter { field in
+            let name = field.name.lowercased()
+            return !hopByHopHeaderNames.contains(name) && !connectionTokens.contains(name)
+                && name != "authorization" && name != "expect"
+        })
+        if let apiKey { out.set("Authorization", apiKey) }
+        return out
+    }
+
+    /// The upstream's headers as passed to the client.
+    static func passedBackHeaders(_ headers: HTTPHeaders) -> HTTPHeaders {
+        let connectionTokens = Set(headers.values("Connection").flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingCharacters(in: " ").lowercased() })
+        return HTTPHeaders(headers.fields.filter { field in
+            let name = field.name.lowercased()
+            return !hopByHopHeaderNames.contains(name) && !connectionTokens.contains(name) && name != "date"
+        })
+    }
+
+    static func failure(for error: ClientError) -> UpstreamFailure {
+        switch error {
+        case .timedOut:
+            UpstreamFailure(status: 504, code: "upstream_timeout", message: "the upstream did not answer in time")
+        case .unreachable(let reason):
+            UpstreamFailure(status: 503, code: "upstream_unreachable", message: "the upstream is unreachable: \(reason)")
+        case .queueFull:
+            UpstreamFailure(status: 503, code: "upstream_busy", message: "too many requests are waiting for the upstream")
+        case .tls(let reason):
+            UpstreamFailure(status: 502, code: "upstream_tls", message: "TLS to the upstream failed: \(reason)")
+        case .broken(let reason):
+            UpstreamFailure(status: 502, code: "bad_gateway", message: reason)
+        case .responseTooLarge:
+            UpstreamFailure(status: 502, code: "bad_gateway", message: "the upstream's answer is larger than upstream.max_response_bytes")
+        }
+    }
+}
+
+extension Substring {
+    func trimmingCharacters(in set: Character) -> String {
+        var view = self
+        while view.first == set { view.removeFirst() }
+        while view.last == set { view.removeLast() }
+        return String(view)
+    }
+}
