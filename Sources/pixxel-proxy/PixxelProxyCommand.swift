@@ -1,0 +1,136 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ProxyConfig
+import ProxyServer
+
+@main
+struct PixxelProxyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pixxel-proxy",
+        abstract: "A caching gateway for the Pixxel Jobs API.",
+        subcommands: [Serve.self, CheckConfig.self, TokenCommand.self, CacheCommand.self])
+}
+
+/// Exit status for a configuration error (sysexits EX_CONFIG).
+let configErrorExit = ExitCode(78)
+
+/// Loads settings, or prints why not and exits with EX_CONFIG.
+func loadSettings(_ configFile: String?) async throws -> ProxySettings {
+    do {
+        return try await SettingsLoader.load(configFile: configFile, environment: ProcessInfo.processInfo.environment)
+    } catch {
+        FileHandle.standardError.write(Data("pixxel-proxy: \(error)\n".utf8))
+        throw configErrorExit
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the proxy in the foreground; logs go to stderr.")
+
+    @Option(help: "Configuration file (default \(SettingsLoader.defaultConfigFile), if present).")
+    var config: String?
+
+    func run() async throws {
+        let settings = try await loadSettings(config)
+        let level = Logger.Level(rawValue: settings.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "pixxel-proxy")
+        let server: ProxyServer
+        do {
+            server = try ProxyServer(settings: settings, logger: logger)
+            server.installSignalHandlers()
+            try server.start()
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw configErrorExit
+        }
+        await server.waitUntilStopped()
+        logger.notice("stopped")
+    }
+}
+
+struct CheckConfig: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Validate the configuration and print the effective settings, secrets redacted.")
+
+    @Option(help: "Configuration file (default \(SettingsLoader.defaultConfigFile), if present).")
+    var config: String?
+
+    func run() async throws {
+        let settings = try await loadSettings(config)
+        for line in settings.describedLines() { print(line) }
+        do {
+            let clients = try ProxyServer.validateClientsFile(settings)
+            print("# clients file \(settings.clientsFile): \(clients) client(s)")
+        } catch {
+            FileHandle.standardError.write(Data("pixxel-proxy: \(error)\n".utf8))
+            throw configErrorExit
+        }
+        if settings.upstreamAPIKey == nil {
+            print("# warning: no API key configured; upstream calls will carry no Authorization")
+        }
+    }
+}
+
+struct TokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "token", abstract: "Manage client tokens.", subcommands: [Add.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a random token, print it once, and append its hash to the clients file.")
+
+        @Argument(help: "Client name: letters, digits, '.', '_' and '-'.")
+        var name: String
+
+        @Option(help: "Comma-separated scopes: read, write, admin.")
+        var scopes: String
+
+        @Option(name: .customLong("clients-file"), help: "Clients file (default: auth.clients_file's default, config/clients).")
+        var clientsFile: String?
+
+        func run() async throws {
+            let path = clientsFile ?? ProcessInfo.processInfo.environment["PIXXEL_PROXY_AUTH_CLIENTS_FILE"] ?? ProxySettings().clientsFile
+            do {
+                let token = try ClientsFileWriter.add(name: name, scopesText: scopes, path: path)
+                print(token)
+                FileHandle.standardError.write(Data("pixxel-proxy: added client \(name) to \(path); the token above is shown only once\n".utf8))
+            } catch {
+                FileHandle.standardError.write(Data("pixxel-proxy: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+}
+
+struct CacheCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cache", abstract: "Inspect or purge the cache directory offline.", subcommands: [Stats.self, Purge.self])
+
+    struct Stats: AsyncParsableCommand {
+        @Option(help: "Configuration file.") var config: String?
+        func run() async throws {
+            let settings = try await loadSettings(config)
+            print("no cache yet: \(settings.cacheDirectory) holds no store (the disk store is not built yet)")
+        }
+    }
+
+    struct Purge: AsyncParsableCommand {
+        @Option(help: "Configuration file.") var config: String?
+        @Option(help: "Purge this workflow's entries.") var workflow: String?
+        @Option(help: "Purge this job's entries (with --workflow).") var job: String?
+        func run() async throws {
+            let settings = try await loadSettings(config)
+            if job != nil && workflow == nil {
+                FileHandle.standardError.write(Data("pixxel-proxy: --job needs --workflow\n".utf8))
+                throw ExitCode(64)
+            }
+            print("no cache yet: nothing to purge in \(settings.cacheDirectory)")
+        }
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import Testing
+@testable import ProxyConfig
+
+@Suite struct SettingsTests {
+    @Test func defaultsFollowTheContract() throws {
+        let settings = try SettingsParser.parse([:])
+        #expect(settings.listenHost == "127.0.0.1" && settings.listenPort == 8787)
+        #expect(settings.upstreamURL.description == "https://api.pixxel.space")
+        #expect(settings.upstreamTimeoutSeconds == 30 && settings.upstreamMaxConnections == 8)
+        #expect(settings.upstreamRequestsPerSecond == 5 && settings.upstreamBurst == 5)
+        #expect(settings.cacheDirectory == "./cache" && settings.cacheMemoryMB == 256 && settings.cacheDiskMB == 4096)
+        #expect(settings.activeJobTTLSeconds == 10 && settings.terminalJobTTLSeconds == 86_400 && settings.jobListTTLSeconds == 15)
+        #expect(settings.terminalStatuses == ["completed", "failed", "cancelled", "canceled", "succeeded", "error"])
+        #expect(settings.staleWhileRevalidateSeconds == 30 && settings.staleIfErrorSeconds == 86_400)
+        #expect(settings.clientsFile == "config/clients" && !settings.allowAnonymous)
+    }
+
+    @Test func burstDefaultsToTheRate() throws {
+        #expect(try SettingsParser.parse(["upstream.requests_per_second": .scalar("12")]).upstreamBurst == 12)
+        #expect(try SettingsParser.parse(["upstream.requests_per_second": .scalar("0.5")]).upstreamBurst == 1)
+    }
+
+    @Test(arguments: [
+        ("listen.port", "70000"), ("listen.port", "http"), ("upstream.url", "ftp://x"), ("upstream.url", "https://"),
+        ("upstream.timeout_seconds", "0"), ("upstream.timeout_seconds", "-1"), ("upstream.max_connections", "0"),
+        ("cache.memory_mb", "lots"), ("auth.allow_anonymous", "maybe"), ("log.level", "loud"), ("cache.terminal_statuses", " , "),
+        ("upstream.requests_per_second", "-2"), ("listen.host", " "),
+    ])
+    func invalidValuesNameTheirKey(_ key: String, _ value: String) {
+        do {
+            _ = try SettingsParser.parse([key: .scalar(value)])
+            Issue.record("accepted \(key)=\(value)")
+        } catch {
+            #expect(error.key == key)
+            #expect(error.description.contains(key))
+            #expect(error.description.contains(SettingsParser.environmentName(of: key)))
+        }
+    }
+
+    @Test func anonymousAccessNeedsALoopbackAddress() throws {
+        #expect(throws: SettingsError.self) {
+            try SettingsParser.parse(["auth.allow_anonymous": .scalar("true"), "listen.host": .scalar("0.0.0.0")])
+        }
+        #expect(try SettingsParser.parse(["auth.allow_anonymous": .scalar("true"), "listen.host": .scalar("127.0.0.5")]).allowAnonymous)
+    }
+
+    @Test func parsesUpstreamURLs() {
+        #expect(UpstreamURL(parsing: "http://127.0.0.1:8788") == UpstreamURL(scheme: .http, host: "127.0.0.1", port: 8788, basePath: ""))
+        #expect(UpstreamURL(parsing: "https://[::1]:9443/api/") == UpstreamURL(scheme: .https, host: "::1", port: 9443, basePath: "/api"))
+        #expect(UpstreamURL(parsing: "https://user@host") == nil)
+        #expect(UpstreamURL(parsing: "https://host/../x") == nil)
+    }
+
+    @Test func yamlThenEnvironmentOverrides() async throws {
+        let directory = TemporaryDirectory()
+        let file = directory.file("p.yaml", """
+        listen:
+          port: 9000
+          host: 127.0.0.1
+        upstream:
+          url: http://127.0.0.1:8788
+          timeout_seconds: 2.5
+        cache:
+          terminal_statuses: [done, Failed]
+          ttl:
+            active_job_seconds: 3
+        """)
+        let settings = try await SettingsLoader.load(configFile: file, environment: ["PIXXEL_PROXY_LISTEN_PORT": "9100"])
+        #expect(settings.listenPort == 9100)
+        #expect(settings.upstreamURL.port == 8788)
+        #expect(settings.upstreamTimeoutSeconds == 2.5)
+        #expect(settings.terminalStatuses == ["done", "failed"])
+        #expect(settings.activeJobTTLSeconds == 3)
+        let fromEnv = try await SettingsLoader.load(configFile: file, environment: ["PIXXEL_PROXY_CACHE_TERMINAL_STATUSES": "ok,gone"])
+        #expect(fromEnv.terminalStatuses == ["ok", "gone"])
+    }
+
+    @Test func unknownKeysAndVariablesAreErrors() async throws {
+        let directory = TemporaryDirectory()
+        let file = directory.file("p.yaml", "listen:\n  prot: 9000\n")
+        await #expect(throws: SettingsError.self) { try await SettingsLoader.load(configFile: file, environment: [:]) }
+        await #expect(throws: SettingsError.self) {
+            try await SettingsLoader.load(configFile: nil, environment: ["PIXXEL_PROXY_LISTEN_PROT": "1"])
+        }
+        await #expect(throws: SettingsError.self) {
+            try await SettingsLoader.load(configFile: directory.path + "/missing.yaml", environment: [:])
+        }
+    }
+
+    @Test func anInvalidEnvironmentValueNamesTheKey() async {
+        do {
+            _ = try await SettingsLoader.load(configFile: nil, environment: ["PIXXEL_PROXY_UPSTREAM_MAX_CONNECTIONS": "many"])
+            Issue.record("accepted")
+        } catch let error as SettingsError {
+            #expect(error.key == "upstream.max_connections")
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+
+    @Test func apiKeySourcesInOrder() async throws {
+        let directory = TemporaryDirectory()
+        let keyFile = directory.file("key", "from-file\n")
+        let credentials = directory.path + "/creds"
+        try FileManager.default.createDirectory(atPath: credentials, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: credentials + "/api_key", contents: Data("from-credential\n".utf8))
+
+        let credential = try await SettingsLoader.load(configFile: nil, environment: ["CREDENTIALS_DIRECTORY": credentials])
+        #expect(credential.upstreamAPIKey?.value == "from-credential")
+        let file = try await SettingsLoader.load(configFile: nil, environment: [
+            "CREDENTIALS_DIRECTORY": credentials, "PIXXEL_PROXY_UPSTREAM_API_KEY_FILE": keyFile])
+        #expect(file.upstreamAPIKey?.value == "from-file")
+        let plain = try await SettingsLoader.load(configFile: nil, environment: [
+            "PIXXEL_API_KEY": "from-env", "PIXXEL_PROXY_UPSTREAM_API_KEY_FILE": keyFile])
+        #expect(plain.upstreamAPIKey?.value == "from-env")
+        let explicit = try await SettingsLoader.load(configFile: nil, environment: [
+            "PIXXEL_API_KEY": "from-env", "PIXXEL_PROXY_UPSTREAM_API_KEY": "explicit"])
+        #expect(explicit.upstreamAPIKey?.value == "explicit")
+        await #expect(throws: SettingsError.self) {
+            try await SettingsLoader.load(configFile: nil, environment: ["PIXXEL_PROXY_UPSTREAM_API_KEY_FILE": directory.path + "/none"])
+        }
+    }
+
+    @Test func theKeyIsRedactedEverywhere() throws {
+        var settings = try SettingsParser.parse([:])
+        settings.upstreamAPIKey = Secret("super-secret-key", origin: "PIXXEL_API_KEY")
+        let dump = settings.describedLines().joined(separator: "\n") + "\(settings)" + String(reflecting: settings)
+        #expect(!dump.contains("super-secret-key"))
+        #expect(dump.contains("<redacted>"))
+    }
+}
