@@ -1,0 +1,98 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A byte relay on 127.0.0.1 in front of another local port that counts connections, to see
+/// how many upstream connections the proxy really opens.
+final class TCPRelay: @unchecked Sendable {
+    let port: UInt16
+    private let listener: Int32
+    private let target: UInt16
+    private let counts = Mutex<(open: Int, max: Int, total: Int, stopped: Bool)>((0, 0, 0, false))
+
+    init(to target: UInt16) throws {
+        self.target = target
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.listener = listener
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, length) == 0 && listen(listener, 128) == 0 && getsockname(listener, $0, &length) == 0
+            }
+        }
+        guard ok else { throw RawHTTPError(description: "relay cannot listen") }
+        port = UInt16(bigEndian: address.sin_port)
+        Thread { [self] in acceptLoop() }.start()
+    }
+
+    var maxConcurrentConnections: Int { counts.withLock { $0.max } }
+    var totalConnections: Int { counts.withLock { $0.total } }
+
+    func stop() {
+        counts.withLock { $0.stopped = true }
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+    }
+
+    private func acceptLoop() {
+        while true {
+            let client = accept(listener, nil, nil)
+            if client < 0 || counts.withLock({ $0.stopped }) { return }
+            guard let server = try? RawHTTPClient.connect(port: target, timeoutSeconds: 60) else {
+                close(client)
+                continue
+            }
+            counts.withLock { c in
+                c.open += 1
+                c.total += 1
+                c.max = max(c.max, c.open)
+            }
+            let done = Mutex(0)
+            let finish: @Sendable () -> Void = { [self] in
+                let both = done.withLock { value -> Bool in
+                    value += 1
+                    return value == 2
+                }
+                if both {
+                    close(client)
+                    close(server)
+                    counts.withLock { $0.open -= 1 }
+                }
+            }
+            Thread { Self.pump(from: client, to: server); finish() }.start()
+            Thread { Self.pump(from: server, to: client); finish() }.start()
+        }
+    }
+
+    private static func pump(from source: Int32, to destination: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = recv(source, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            if send(destination, buffer, n, Int32(MSG_NOSIGNAL)) <= 0 { break }
+        }
+        shutdown(destination, Int32(SHUT_WR))
+    }
+}
+
+/// Runs `body` on `count` threads at once and returns the results in order.
+func concurrently<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) -> T) -> [T] {
+    let results = Mutex<[Int: T]>([:])
+    let group = DispatchGroup()
+    for index in 0..<count {
+        group.enter()
+        Thread {
+            let value = body(index)
+            results.withLock { $0[index] = value }
+            group.leave()
+        }.start()
+    }
+    group.wait()
+    return (0..<count).map { index in results.withLock { $0[index]! } }
+}
