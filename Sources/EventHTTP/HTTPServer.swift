@@ -36,7 +36,10 @@ public final class HTTPServer {
 
     /// Requests received and not yet answered.
     public private(set) var inFlight = 0
-    /// Called each time `inFlight` drops to zero (drain waits on it).
+    /// Answers handed to libevent and not yet written out to their clients.
+    public private(set) var unflushed = 0
+    /// Called each time the server has nothing in flight and nothing left to write (drain
+    /// waits on it: stopping the loop earlier would drop answers still in the output buffers).
     public var onIdle: (() -> Void)?
 
     public init(loop: EventLoop, limits: ServerLimits, handler: @escaping (ServerRequest) -> Void) {
@@ -107,8 +110,18 @@ public final class HTTPServer {
         handler(ServerRequest(raw, server: self))
     }
 
-    func requestFinished() {
+    func requestAnswered(awaitingFlush: Bool) {
         inFlight -= 1
-        if inFlight == 0 { onIdle?() }
+        if awaitingFlush { unflushed += 1 }
+        checkIdle()
+    }
+
+    func answerFlushed() {
+        unflushed -= 1
+        checkIdle()
+    }
+
+    private func checkIdle() {
+        if inFlight == 0 && unflushed == 0 { onIdle?() }
     }
 }

@@ -63,9 +63,16 @@ public final class ServerRequest {
         } else if !body.isEmpty {
             body.withUnsafeBytes { _ = evbuffer_add(buffer, $0.baseAddress, $0.count) }
         }
+        // libevent frees a detached request (client gone) inside send_reply without writing.
+        let awaitingFlush = evhttp_request_get_connection(raw) != nil
+        if awaitingFlush {
+            evhttp_request_set_on_complete_cb(raw, { _, context in
+                Unmanaged<HTTPServer>.fromOpaque(context!).takeUnretainedValue().answerFlushed()
+            }, Unmanaged.passUnretained(server).toOpaque())
+        }
         evhttp_send_reply(raw, Int32(status), reason ?? reasonPhrase(status), buffer)
         evbuffer_free(buffer)
-        server.requestFinished()
+        server.requestAnswered(awaitingFlush: awaitingFlush)
     }
 
     private func clientClosed() {

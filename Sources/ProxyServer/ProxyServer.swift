@@ -148,7 +148,7 @@ public final class ProxyServer: @unchecked Sendable {
         isReady = false
         httpServer.stopAccepting()
         logger.notice("draining", metadata: ["reason": "\(reason)", "in_flight": "\(httpServer.inFlight)"])
-        if httpServer.inFlight == 0 {
+        if httpServer.inFlight == 0 && httpServer.unflushed == 0 {
             loop.stop()
             return
         }
@@ -158,5 +158,19 @@ public final class ProxyServer: @unchecked Sendable {
                            metadata: ["in_flight": "\(self.httpServer?.inFlight ?? 0)"])
             loop.stop()
         }
+    }
+}
+
+extension ProxyServer {
+    /// Requests received and not yet answered (read from any thread; for tests and drain logs).
+    public var inFlightRequests: Int {
+        let box = Mutex(0)
+        let done = DispatchSemaphore(value: 0)
+        loop.execute { [self] in
+            box.withLock { $0 = httpServer?.inFlight ?? 0 }
+            done.signal()
+        }
+        done.wait()
+        return box.withLock { $0 }
     }
 }

@@ -1,0 +1,132 @@
+import Foundation
+import PixxelSim
+import Testing
+
+/// The real `pixxel-proxy` executable: configuration errors, check-config, signals and drain.
+@Suite struct ProcessTests {
+    struct Run {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Run {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: builtExecutable("pixxel-proxy"))
+        process.arguments = arguments
+        process.environment = ["PATH": "/usr/bin:/bin"].merging(environment) { $1 }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    @Test func checkConfigPrintsEffectiveSettingsWithTheKeyRedacted() throws {
+        let directory = TemporaryDirectory()
+        let clients = directory.path + "/clients"
+        _ = try Self.run(["token", "add", "ci", "--scopes", "read", "--clients-file", clients])
+        let run = try Self.run(["check-config"], environment: [
+            "PIXXEL_API_KEY": "very-secret-key-123", "PIXXEL_PROXY_AUTH_CLIENTS_FILE": clients, "PIXXEL_PROXY_LISTEN_PORT": "9999",
+        ])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("listen.port: 9999"))
+        #expect(run.stdout.contains("upstream.api_key: <redacted> (from PIXXEL_API_KEY)"))
+        #expect(!(run.stdout + run.stderr).contains("very-secret-key-123"))
+    }
+
+    @Test func anInvalidValueFailsAtStartNamingTheKey() throws {
+        for arguments in [["check-config"], ["serve"]] {
+            let run = try Self.run(arguments, environment: ["PIXXEL_PROXY_UPSTREAM_TIMEOUT_SECONDS": "soon"])
+            #expect(run.status == 78)
+            #expect(run.stderr.contains("upstream.timeout_seconds"))
+            #expect(run.stderr.contains("PIXXEL_PROXY_UPSTREAM_TIMEOUT_SECONDS"))
+        }
+        let missingClients = try Self.run(["serve"], environment: ["PIXXEL_PROXY_AUTH_CLIENTS_FILE": "/nonexistent/clients", "PIXXEL_PROXY_LISTEN_PORT": "0"])
+        #expect(missingClients.status == 78)
+        #expect(missingClients.stderr.contains("auth.clients_file"))
+    }
+
+    @Test func tokenAddPrintsTheTokenOnce() throws {
+        let directory = TemporaryDirectory()
+        let clients = directory.path + "/clients"
+        let run = try Self.run(["token", "add", "ci-bot", "--scopes", "read,write", "--clients-file", clients])
+        #expect(run.status == 0)
+        let token = run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(token.hasPrefix("pxp_") && token.count == 68)
+        let file = try String(contentsOfFile: clients, encoding: .utf8)
+        #expect(file.hasPrefix("ci-bot read,write sha256:"))
+        #expect(!file.contains(token))
+        let again = try Self.run(["token", "add", "ci-bot", "--scopes", "read", "--clients-file", clients])
+        #expect(again.status != 0)
+        #expect(try Self.run(["token", "add", "x", "--scopes", "root", "--clients-file", clients]).status != 0)
+    }
+
+    @Test func sigtermDrainsInFlightRequestsAndExitsZero() async throws {
+        let (sim, simPort) = try startSimulator { $0.faults.latencyMilliseconds = 1500 }
+        defer { sim.stop() }
+        let directory = TemporaryDirectory()
+        let clients = directory.path + "/clients"
+        let token = try Self.run(["token", "add", "ci", "--scopes", "read", "--clients-file", clients]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: builtExecutable("pixxel-proxy"))
+        process.arguments = ["serve"]
+        process.environment = [
+            "PIXXEL_PROXY_LISTEN_PORT": "0", "PIXXEL_PROXY_UPSTREAM_URL": "http://127.0.0.1:\(simPort)",
+            "PIXXEL_API_KEY": ProxyHarness.apiKey, "PIXXEL_PROXY_AUTH_CLIENTS_FILE": clients,
+            "PIXXEL_PROXY_CACHE_DIRECTORY": directory.path + "/cache",
+        ]
+        let err = Pipe()
+        process.standardError = err
+        try process.run()
+        // The log line "listening" names the bound port.
+        var log = ""
+        let port: UInt16 = try #require({
+            while !log.contains("listening") {
+                let chunk = err.fileHandleForReading.availableData
+                if chunk.isEmpty { return nil }
+                log += String(decoding: chunk, as: UTF8.self)
+            }
+            guard let range = log.range(of: #"address=127\.0\.0\.1:(\d+)"#, options: .regularExpression) else { return nil }
+            return UInt16(log[range].split(separator: ":").last!)
+        }())
+        let workflow = sim.workflowIDs[0]
+        let slow = Thread.detachedResult {
+            try? RawHTTPClient.request(port: port, target: "/v0/workflows/\(workflow)/jobs", headers: [("Authorization", token)])
+        }
+        #expect(try eventually { sim.stats.total == 1 }, "the slow request is in flight")
+        process.interrupt()  // SIGINT drains like SIGTERM
+        kill(process.processIdentifier, SIGTERM)
+        let answer = slow.wait()
+        #expect(answer?.status == 200, "the in-flight request finished")
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        #expect(process.terminationReason == .exit)
+        // Once drained, new connections are refused.
+        #expect(throws: (any Error).self) { try RawHTTPClient.request(port: port, target: "/healthz") }
+    }
+}
+
+/// A value computed on its own thread.
+final class DetachedResult<T: Sendable>: @unchecked Sendable {
+    private let semaphore = DispatchSemaphore(value: 0)
+    private var value: T?
+    init(_ body: @escaping @Sendable () -> T) {
+        Thread { [self] in
+            value = body()
+            semaphore.signal()
+        }.start()
+    }
+    func wait() -> T {
+        semaphore.wait()
+        return value!
+    }
+}
+
+extension Thread {
+    static func detachedResult<T: Sendable>(_ body: @escaping @Sendable () -> T) -> DetachedResult<T> { DetachedResult(body) }
+}
