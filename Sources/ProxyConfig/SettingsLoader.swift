@@ -26,6 +26,10 @@ public enum SettingsLoader {
         var fileKeys: [String] = []
         if fileExists {
             fileKeys = try yamlKeys(in: path)
+        }
+        // A file of comments only (like the shipped default) sets nothing; swift-configuration
+        // would refuse it for having no top-level mapping.
+        if !fileKeys.isEmpty {
             do {
                 providers.append(try await FileProvider<YAMLSnapshot>(
                     parsingOptions: .init(secretsSpecifier: .specific(["upstream.api_key"])),

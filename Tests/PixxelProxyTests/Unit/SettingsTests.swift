@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import ProxyConfig
+import ProxyServer
 
 @Suite struct SettingsTests {
     @Test func defaultsFollowTheContract() throws {
@@ -129,4 +130,42 @@ import Testing
         #expect(!dump.contains("super-secret-key"))
         #expect(dump.contains("<redacted>"))
     }
+}
+
+@Suite struct ShippedConfigTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().path
+
+    @Test func theShippedFileLoadsAsIsAndDocumentsEveryKey() async throws {
+        let path = Self.repository + "/config/pixxel-proxy.yaml"
+        let settings = try await SettingsLoader.load(configFile: path, environment: [:])
+        #expect(settings == (try SettingsParser.parse([:])))
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        for key in SettingsParser.keys {
+            #expect(text.contains(" \(key.name.split(separator: ".").last!): "), "\(key.name) is documented")
+        }
+    }
+
+    @Test func theShippedFileUncommentedGivesTheDefaults() async throws {
+        let text = try String(contentsOfFile: Self.repository + "/config/pixxel-proxy.yaml", encoding: .utf8)
+        let settingsPart = text.components(separatedBy: "\n\n").dropFirst().joined(separator: "\n\n")
+        let uncommented = settingsPart.split(separator: "\n").compactMap { line -> String? in
+            guard line.hasPrefix("# "), !line.dropFirst(2).trimmingCharacters(in: .whitespaces).hasPrefix("#") else { return nil }
+            let yaml = String(line.dropFirst(2))
+            return yaml.contains("api_key") || yaml.contains("ca_file") ? nil : yaml
+        }.joined(separator: "\n")
+        let directory = TemporaryDirectory()
+        let file = directory.file("full.yaml", uncommented + "\n")
+        let settings = try await SettingsLoader.load(configFile: file, environment: [:])
+        #expect(settings == (try SettingsParser.parse([:])))
+    }
+
+    @Test func theExampleClientsFileParses() throws {
+        let text = try String(contentsOfFile: Self.repository + "/config/clients.example", encoding: .utf8)
+        #expect(try ClientsFileExample.parse(text) == 3)
+    }
+}
+
+enum ClientsFileExample {
+    static func parse(_ text: String) throws -> Int { try ClientsFile.parse(text).get().count }
 }

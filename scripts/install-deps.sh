@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the system packages the build, the demo and the tests need, if any is missing.
+set -euo pipefail
+
+if ! command -v swift >/dev/null 2>&1; then
+    echo "install-deps: swift is not on PATH; install Swift 6.2 or newer (https://swift.org/install)" >&2
+    exit 1
+fi
+
+missing=()
+pkg-config --exists libevent libevent_openssl libevent_pthreads 2>/dev/null || missing+=(libevent-dev)
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # tests make their own CA with it
+command -v curl >/dev/null 2>&1 || missing+=(curl)         # make run checks the simulator with it
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root (or sudo) to install ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
