@@ -65,13 +65,9 @@ import Testing
         #expect(try Self.run(["token", "add", "x", "--scopes", "root", "--clients-file", clients]).status != 0)
     }
 
-    @Test func sigtermDrainsInFlightRequestsAndExitsZero() async throws {
-        let (sim, simPort) = try startSimulator { $0.faults.latencyMilliseconds = 1500 }
-        defer { sim.stop() }
-        let directory = TemporaryDirectory()
-        let clients = directory.path + "/clients"
-        let token = try Self.run(["token", "add", "ci", "--scopes", "read", "--clients-file", clients]).stdout
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+
+    /// Starts `pixxel-proxy serve` on a free port; the "listening" log line names the port.
+    static func startServe(simPort: UInt16, clients: String, directory: TemporaryDirectory) throws -> (Process, UInt16) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: builtExecutable("pixxel-proxy"))
         process.arguments = ["serve"]
@@ -83,23 +79,53 @@ import Testing
         let err = Pipe()
         process.standardError = err
         try process.run()
-        // The log line "listening" names the bound port.
         var log = ""
-        let port: UInt16 = try #require({
-            while !log.contains("listening") {
-                let chunk = err.fileHandleForReading.availableData
-                if chunk.isEmpty { return nil }
-                log += String(decoding: chunk, as: UTF8.self)
-            }
-            guard let range = log.range(of: #"address=127\.0\.0\.1:(\d+)"#, options: .regularExpression) else { return nil }
-            return UInt16(log[range].split(separator: ":").last!)
-        }())
+        while !log.contains("listening") {
+            let chunk = err.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            log += String(decoding: chunk, as: UTF8.self)
+        }
+        guard let range = log.range(of: #"address=127\.0\.0\.1:(\d+)"#, options: .regularExpression),
+              let port = UInt16(log[range].split(separator: ":").last!) else {
+            process.terminate()
+            throw RawHTTPError(description: "serve did not start: \(log)")
+        }
+        // Keep draining stderr so the child never blocks on a full pipe.
+        Thread { while !err.fileHandleForReading.availableData.isEmpty {} }.start()
+        return (process, port)
+    }
+
+    @Test func sighupReloadsTheClientsFileAndSigintStops() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let directory = TemporaryDirectory()
+        let clients = directory.path + "/clients"
+        _ = try Self.run(["token", "add", "first", "--scopes", "read", "--clients-file", clients])
+        let (process, port) = try Self.startServe(simPort: simPort, clients: clients, directory: directory)
+        let target = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        let token = try Self.run(["token", "add", "second", "--scopes", "read", "--clients-file", clients]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try RawHTTPClient.request(port: port, target: target, headers: [("Authorization", token)]).status == 401)
+        kill(process.processIdentifier, SIGHUP)
+        #expect(try eventually { try RawHTTPClient.request(port: port, target: target, headers: [("Authorization", token)]).status == 200 })
+        process.interrupt()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0 && process.terminationReason == .exit)
+    }
+
+    @Test func sigtermDrainsInFlightRequestsAndExitsZero() async throws {
+        let (sim, simPort) = try startSimulator { $0.faults.latencyMilliseconds = 1500 }
+        defer { sim.stop() }
+        let directory = TemporaryDirectory()
+        let clients = directory.path + "/clients"
+        let token = try Self.run(["token", "add", "ci", "--scopes", "read", "--clients-file", clients]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let (process, port) = try Self.startServe(simPort: simPort, clients: clients, directory: directory)
         let workflow = sim.workflowIDs[0]
         let slow = Thread.detachedResult {
             try? RawHTTPClient.request(port: port, target: "/v0/workflows/\(workflow)/jobs", headers: [("Authorization", token)])
         }
         #expect(try eventually { sim.stats.total == 1 }, "the slow request is in flight")
-        process.interrupt()  // SIGINT drains like SIGTERM
         kill(process.processIdentifier, SIGTERM)
         let answer = slow.wait()
         #expect(answer?.status == 200, "the in-flight request finished")
