@@ -107,16 +107,25 @@ public final class HTTPClient {
             guard let self, let call else { return }
             self.timeOut(call)
         }
+        if dispatch(call) { return }
+        if queue.count < limits.maxQueued {
+            queue.append(call)
+        } else {
+            call.finish(.failure(.queueFull))
+        }
+    }
+
+    /// Starts `call` on an idle connection or a new one; false when all are busy.
+    private func dispatch(_ call: ClientCall) -> Bool {
         if let connection = takeIdleConnection() {
             start(call, on: connection)
         } else if openCount < limits.maxConnections {
             openCount += 1
             start(call, on: ClientConnection(client: self))
-        } else if queue.count < limits.maxQueued {
-            queue.append(call)
         } else {
-            call.finish(.failure(.queueFull))
+            return false
         }
+        return true
     }
 
     /// Fails queued calls and closes idle connections; busy ones close when their call ends.
@@ -169,16 +178,10 @@ public final class HTTPClient {
             discard(connection)
         }
         call.finish(result)
-        if let next = queue.first {
-            queue.removeFirst()
-            if let connection = takeIdleConnection() {
-                start(next, on: connection)
-            } else if openCount < limits.maxConnections {
-                openCount += 1
-                start(next, on: ClientConnection(client: self))
-            } else {
-                queue.insert(next, at: 0)
-            }
+        // Dequeue before starting: a start that fails at once re-enters `finish`.
+        if !queue.isEmpty {
+            let next = queue.removeFirst()
+            if !dispatch(next) { queue.insert(next, at: 0) }
         }
     }
 

@@ -66,24 +66,23 @@ public final class UpstreamClient {
 
     /// The client's headers as sent upstream: the stored key replaces any Authorization.
     static func forwardedHeaders(_ headers: HTTPHeaders, apiKey: String?) -> HTTPHeaders {
-        let connectionTokens = Set(headers.values("Connection").flatMap { $0.split(separator: ",") }
-            .map { $0.trimmingCharacters(in: " ").lowercased() })
-        var out = HTTPHeaders(headers.fields.filter { field in
-            let name = field.name.lowercased()
-            return !hopByHopHeaderNames.contains(name) && !connectionTokens.contains(name)
-                && name != "authorization" && name != "expect"
-        })
+        var out = endToEndFields(of: headers, alsoDropping: ["authorization", "expect"])
         if let apiKey { out.set("Authorization", apiKey) }
         return out
     }
 
-    /// The upstream's headers as passed to the client.
+    /// The upstream's headers as passed to the client (libevent adds its own Date).
     static func passedBackHeaders(_ headers: HTTPHeaders) -> HTTPHeaders {
+        endToEndFields(of: headers, alsoDropping: ["date"])
+    }
+
+    /// `headers` less hop-by-hop fields, those named in `Connection`, and `alsoDropping`.
+    static func endToEndFields(of headers: HTTPHeaders, alsoDropping extra: Set<String>) -> HTTPHeaders {
         let connectionTokens = Set(headers.values("Connection").flatMap { $0.split(separator: ",") }
             .map { $0.trimmingCharacters(in: " ").lowercased() })
         return HTTPHeaders(headers.fields.filter { field in
             let name = field.name.lowercased()
-            return !hopByHopHeaderNames.contains(name) && !connectionTokens.contains(name) && name != "date"
+            return !hopByHopHeaderNames.contains(name) && !connectionTokens.contains(name) && !extra.contains(name)
         })
     }
 

@@ -5,6 +5,27 @@ import Synchronization
 import Glibc
 #endif
 
+/// A listening TCP socket on 127.0.0.1 with a free port.
+func listenOnLoopback() throws -> (Int32, UInt16) {
+    let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var yes: Int32 = 1
+    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(listener, $0, length) == 0 && listen(listener, 128) == 0 && getsockname(listener, $0, &length) == 0
+        }
+    }
+    guard ok else {
+        close(listener)
+        throw RawHTTPError(description: "cannot listen on 127.0.0.1")
+    }
+    return (listener, UInt16(bigEndian: address.sin_port))
+}
+
 /// A TCP server on 127.0.0.1 that the test scripts byte for byte: it records each request
 /// and answers with whatever `behaviour` says, including garbage, a hang or a broken connection.
 final class FakeUpstream: @unchecked Sendable {
@@ -37,22 +58,7 @@ final class FakeUpstream: @unchecked Sendable {
 
     init(behaviour: @escaping @Sendable (Received) -> Behaviour) throws {
         self.behaviour = behaviour
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        self.listener = listener
-        var yes: Int32 = 1
-        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(listener, $0, length) == 0 && listen(listener, 128) == 0 && getsockname(listener, $0, &length) == 0
-            }
-        }
-        guard ok else { throw RawHTTPError(description: "fake upstream cannot listen") }
-        port = UInt16(bigEndian: address.sin_port)
+        (listener, port) = try listenOnLoopback()
         let thread = Thread { [self] in acceptLoop() }
         thread.start()
     }
