@@ -1,5 +1,6 @@
 import EventHTTP
 import Foundation
+import JobCache
 import Logging
 import ProxyConfig
 import Synchronization
@@ -15,6 +16,9 @@ public final class ProxyServer: @unchecked Sendable {
     var httpServer: HTTPServer?
     let upstream: UpstreamClient
     var authenticator: Authenticator
+    let cache: CacheState
+    /// Wall-clock seconds since 1970; injected so tests move time without sleeping.
+    let clock: @Sendable () -> Double
     var isDraining = false
     var isReady = false
     private var signalHandlers: [SignalHandler] = []
@@ -22,9 +26,16 @@ public final class ProxyServer: @unchecked Sendable {
 
     /// Reads the clients file and prepares the cache directory; throws with a message naming
     /// the setting at fault.
-    public init(settings: ProxySettings, logger: Logger) throws {
+    public init(settings: ProxySettings, logger: Logger,
+                clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) throws {
         self.settings = settings
         self.logger = logger
+        self.clock = clock
+        cache = CacheState(
+            memoryBudgetBytes: settings.cacheMemoryMB << 20,
+            policy: FreshnessPolicy(activeJobSeconds: settings.activeJobTTLSeconds, terminalJobSeconds: settings.terminalJobTTLSeconds,
+                                    jobListSeconds: settings.jobListTTLSeconds, terminalStatuses: settings.terminalStatuses),
+            maxWaitersPerFlight: settings.upstreamMaxQueue)
         authenticator = Authenticator(clients: try Self.loadClients(settings), allowAnonymous: settings.allowAnonymous)
         do {
             try FileManager.default.createDirectory(atPath: settings.cacheDirectory, withIntermediateDirectories: true)

@@ -44,19 +44,22 @@ extension ProxyServer {
             return finish(&exchange, error: .forbidden(needed.description))
         }
 
-        var upstreamMethod = request.method
         var headers = request.headers
         switch exchange.route {
-        case .listJobs:
-            if case .failure(let invalid) = JobListQuery.parse(target.rawQuery) {
+        case .listJobs(let workflowID):
+            switch JobListQuery.parse(target.rawQuery) {
+            case .failure(let invalid):
                 return finish(&exchange, error: .badRequest("invalid job list filter \(invalid)"))
+            case .success(.filtered(let filters)):
+                return serveCached(exchange, resource: .list(workflowID: workflowID), filters: filters, clientHeaders: request.headers)
+            case .success(.passThrough):
+                // Other parameters: forwarded as they are, never cached; HEAD answered from a GET.
+                exchange.cacheStatus = "pixxel-proxy; fwd=uri-miss"
+                headers.remove("Accept-Encoding")
             }
-            fallthrough
-        case .getJob:
-            // The cached routes always fetch the full GET answer, uncompressed, so it can be
-            // stored and filtered; HEAD is answered from it.
-            upstreamMethod = .get
-            headers.remove("Accept-Encoding")
+        case .getJob(let workflowID, let jobID):
+            return serveCached(exchange, resource: .job(workflowID: workflowID, jobID: jobID), filters: JobListFilters(),
+                               clientHeaders: request.headers)
         case .createJob:
             if let problem = Self.projectIDProblem(target.rawQuery) {
                 return finish(&exchange, error: .badRequest(problem))
@@ -67,6 +70,7 @@ extension ProxyServer {
 
         exchange.forwarded = true
         let exchangeBox = ExchangeBox(exchange)
+        let upstreamMethod: HTTPMethod = exchange.route.isCachedRoute ? .get : request.method
         upstream.send(method: upstreamMethod, path: target.encodedPath, rawQuery: target.rawQuery,
                       clientHeaders: headers, body: request.body) { [self] result in
             var exchange = exchangeBox.exchange
@@ -84,15 +88,15 @@ extension ProxyServer {
     }
 
     /// Answers and writes the access line.
-    func finish(_ exchange: inout Exchange, status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8]) {
+    func finish(_ exchange: inout Exchange, status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8], age: Double = 0) {
         var headers = headers
         if headers["Content-Type"] == nil { headers.add("Content-Type", "application/json") }
         for field in exchange.extraHeaders { headers.add(field.name, field.value) }
         if exchange.route.isCachedRoute {
-            var cacheStatus = "pixxel-proxy; fwd=\(exchange.forwarded ? "miss" : "bypass")"
-            if let upstreamStatus = exchange.upstreamStatus { cacheStatus += "; fwd-status=\(upstreamStatus)" }
+            var cacheStatus = exchange.cacheStatus ?? "pixxel-proxy; fwd=\(exchange.forwarded ? "miss" : "bypass")"
+            if exchange.cacheStatus == nil, let upstreamStatus = exchange.upstreamStatus { cacheStatus += "; fwd-status=\(upstreamStatus)" }
             headers.set("Cache-Status", cacheStatus)
-            headers.set("Age", "0")
+            headers.set("Age", String(max(0, Int(age.rounded(.down)))))
         }
         if exchange.closeConnection { headers.set("Connection", "close") }
         exchange.request.respond(status: status, headers: headers, body: body)
@@ -103,6 +107,7 @@ extension ProxyServer {
             "peer": "\(exchange.request.peer)",
             "duration_ms": "\(Int(milliseconds.rounded()))",
             "upstream_status": "\(exchange.upstreamStatus.map(String.init) ?? "-")",
+            "cache": "\(exchange.cacheStatus.map { $0.replacingOccurrences(of: "pixxel-proxy; ", with: "") } ?? "-")",
         ])
     }
 
@@ -135,7 +140,11 @@ struct Exchange {
     var route: Route = .notFound
     var caller: Caller = .rejected
     var forwarded = false
+    /// Waited on another request's upstream fetch.
+    var collapsed = false
     var upstreamStatus: Int?
+    /// The Cache-Status value, when the cache decided it.
+    var cacheStatus: String?
     var extraHeaders = HTTPHeaders()
     var closeConnection = false
 }

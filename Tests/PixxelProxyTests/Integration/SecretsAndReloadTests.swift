@@ -65,9 +65,10 @@ import Testing
         defer { sim.stop() }
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
         let target = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
-        for _ in 0..<5 {
+        for index in 0..<5 {
+            // Distinct resources, so that each one is its own upstream call (no coalescing).
             let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 5)
-            let request = Array("GET \(target) HTTP/1.1\r\nHost: x\r\nAuthorization: \(proxy.readToken)\r\n\r\n".utf8)
+            let request = Array("GET \(target)/job-\(index) HTTP/1.1\r\nHost: x\r\nAuthorization: \(proxy.readToken)\r\n\r\n".utf8)
             _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             close(fd)
         }

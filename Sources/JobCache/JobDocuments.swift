@@ -1,0 +1,203 @@
+import Foundation
+
+/// What the cache needs to know of one job, read once when an upstream answer is stored.
+public struct JobSummary: Sendable, Equatable {
+    public let id: String
+    public let status: String?
+    public let createdBy: String?
+    /// `created_at` as an instant, when present and parseable.
+    public let createdAt: Double?
+    /// `updated_at` as sent, and as an instant.
+    public let updatedAtText: String?
+    public let updatedAt: Double?
+
+    init?(_ object: [String: Any]) {
+        guard let id = object["id"] as? String else { return nil }
+        self.id = id
+        status = object["status"] as? String
+        createdBy = object["created_by"] as? String
+        createdAt = (object["created_at"] as? String).flatMap(Timestamp.parse)
+        updatedAtText = object["updated_at"] as? String
+        updatedAt = updatedAtText.flatMap(Timestamp.parse)
+    }
+
+    /// Whether this job passes `filters` (status case-insensitive, `created_on` as a UTC day).
+    public func matches(_ filters: JobListFilters) -> Bool {
+        if let id = filters.id, self.id != id { return false }
+        if let status = filters.status, self.status?.lowercased() != status { return false }
+        if let createdBy = filters.createdBy, self.createdBy != createdBy { return false }
+        if let day = filters.createdOn {
+            guard let createdAt, Timestamp.utcDate(of: createdAt) == day else { return false }
+        }
+        return true
+    }
+}
+
+/// A job list answer split for local filtering without re-encoding: the bytes before the first
+/// job, each job's bytes as sent, and the bytes after the last job. The unfiltered answer is
+/// the original body, byte for byte.
+public struct JobListDocument: Sendable {
+    public let body: [UInt8]
+    let prefix: Range<Int>
+    let suffix: Range<Int>
+    let fragments: [Range<Int>]
+    public let jobs: [JobSummary]
+
+    /// Splits an upstream list answer; nil when it is not `{..., "jobs": [ {...}, ... ], ...}`
+    /// with an `id` on every job.
+    public init?(body: [UInt8]) {
+        guard let layout = JSONLayout.jobsArray(in: body) else { return nil }
+        var jobs: [JobSummary] = []
+        jobs.reserveCapacity(layout.elements.count)
+        for range in layout.elements {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(body[range]))) as? [String: Any],
+                  let summary = JobSummary(object) else { return nil }
+            jobs.append(summary)
+        }
+        self.body = body
+        prefix = 0..<layout.arrayContent.lowerBound
+        suffix = layout.arrayContent.upperBound..<body.count
+        fragments = layout.elements
+        self.jobs = jobs
+    }
+
+    /// The answer for `filters`: the original body when nothing is filtered out.
+    public func rendered(_ filters: JobListFilters) -> [UInt8] {
+        if filters.isEmpty { return body }
+        var out: [UInt8] = []
+        out.reserveCapacity(body.count)
+        out += body[prefix]
+        var first = true
+        for (index, job) in jobs.enumerated() where job.matches(filters) {
+            if !first { out.append(UInt8(ascii: ",")) }
+            out += body[fragments[index]]
+            first = false
+        }
+        out += body[suffix]
+        return out
+    }
+}
+
+/// A job detail answer and what the cache needs of it.
+public struct JobDetailDocument: Sendable {
+    public let body: [UInt8]
+    public let job: JobSummary
+
+    public init?(body: [UInt8]) {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any],
+              let job = JobSummary(object) else { return nil }
+        self.body = body
+        self.job = job
+    }
+}
+
+/// Finds byte ranges in a JSON document without building it: enough structure to locate the
+/// top-level "jobs" array and its elements. Strings (with escapes) and nesting are honoured;
+/// full validation of each element is left to the parser that reads it.
+enum JSONLayout {
+    struct JobsArray {
+        /// Between `[` and `]`, exclusive.
+        let arrayContent: Range<Int>
+        let elements: [Range<Int>]
+    }
+
+    static func jobsArray(in body: [UInt8]) -> JobsArray? {
+        var index = skipSpace(body, 0)
+        guard index < body.count, body[index] == UInt8(ascii: "{") else { return nil }
+        index += 1
+        var found: JobsArray?
+        while true {
+            index = skipSpace(body, index)
+            guard index < body.count else { return nil }
+            if body[index] == UInt8(ascii: "}") { break }
+            guard body[index] == UInt8(ascii: "\""), let keyEnd = endOfString(body, index) else { return nil }
+            let isJobs = body[(index + 1)..<(keyEnd - 1)].elementsEqual("jobs".utf8)
+            index = skipSpace(body, keyEnd)
+            guard index < body.count, body[index] == UInt8(ascii: ":") else { return nil }
+            index = skipSpace(body, index + 1)
+            guard let valueEnd = endOfValue(body, index) else { return nil }
+            if isJobs {
+                guard found == nil, body[index] == UInt8(ascii: "["), let elements = arrayElements(body, index) else { return nil }
+                found = JobsArray(arrayContent: (index + 1)..<(valueEnd - 1), elements: elements)
+            }
+            index = skipSpace(body, valueEnd)
+            guard index < body.count else { return nil }
+            if body[index] == UInt8(ascii: ",") { index += 1; continue }
+            guard body[index] == UInt8(ascii: "}") else { return nil }
+            break
+        }
+        guard skipSpace(body, index + 1) == body.count else { return nil }
+        return found
+    }
+
+    /// Ranges of the objects in the array starting at `start`.
+    static func arrayElements(_ body: [UInt8], _ start: Int) -> [Range<Int>]? {
+        var elements: [Range<Int>] = []
+        var index = skipSpace(body, start + 1)
+        if index < body.count, body[index] == UInt8(ascii: "]") { return [] }
+        while index < body.count {
+            guard body[index] == UInt8(ascii: "{"), let end = endOfValue(body, index) else { return nil }
+            elements.append(index..<end)
+            index = skipSpace(body, end)
+            guard index < body.count else { return nil }
+            if body[index] == UInt8(ascii: "]") { return elements }
+            guard body[index] == UInt8(ascii: ",") else { return nil }
+            index = skipSpace(body, index + 1)
+        }
+        return nil
+    }
+
+    static func skipSpace(_ body: [UInt8], _ start: Int) -> Int {
+        var index = start
+        while index < body.count, [0x20, 0x0A, 0x0D, 0x09].contains(body[index]) { index += 1 }
+        return index
+    }
+
+    /// The index just past the string starting at `start` (a `"`).
+    static func endOfString(_ body: [UInt8], _ start: Int) -> Int? {
+        var index = start + 1
+        while index < body.count {
+            switch body[index] {
+            case UInt8(ascii: "\\"): index += 2
+            case UInt8(ascii: "\""): return index + 1
+            default: index += 1
+            }
+        }
+        return nil
+    }
+
+    /// The index just past the value starting at `start`; nesting depth is bounded.
+    static func endOfValue(_ body: [UInt8], _ start: Int) -> Int? {
+        guard start < body.count else { return nil }
+        switch body[start] {
+        case UInt8(ascii: "\""):
+            return endOfString(body, start)
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            var depth = 0
+            var index = start
+            while index < body.count {
+                switch body[index] {
+                case UInt8(ascii: "\""):
+                    guard let end = endOfString(body, index) else { return nil }
+                    index = end
+                    continue
+                case UInt8(ascii: "{"), UInt8(ascii: "["):
+                    depth += 1
+                    if depth > 512 { return nil }
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    depth -= 1
+                    if depth == 0 { return index + 1 }
+                default: break
+                }
+                index += 1
+            }
+            return nil
+        default:
+            var index = start
+            while index < body.count, ![UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), 0x20, 0x0A, 0x0D, 0x09].contains(body[index]) {
+                index += 1
+            }
+            return index > start ? index : nil
+        }
+    }
+}

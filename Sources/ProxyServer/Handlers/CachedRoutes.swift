@@ -1,0 +1,193 @@
+import EventHTTP
+import JobCache
+import Upstream
+
+/// A stored upstream answer on a cached route, ready to send.
+final class CachedAnswer {
+    enum Document {
+        case list(JobListDocument)
+        case detail(JobDetailDocument)
+    }
+
+    let document: Document
+    /// The upstream's end-to-end headers (Content-Type and whatever else it sent).
+    let headers: HTTPHeaders
+    /// When the upstream answered (wall clock, so it holds across restarts).
+    let storedAt: Double
+    let lifetime: Double
+
+    init(document: Document, headers: HTTPHeaders, storedAt: Double, lifetime: Double) {
+        self.document = document
+        self.headers = headers
+        self.storedAt = storedAt
+        self.lifetime = lifetime
+    }
+
+    /// Bytes held, for the memory budget: the body plus a fixed allowance per job and entry.
+    var cost: Int {
+        switch document {
+        case .list(let list): list.body.count + list.jobs.count * 160 + 512
+        case .detail(let detail): detail.body.count + 512
+        }
+    }
+
+    func body(for filters: JobListFilters) -> [UInt8] {
+        switch document {
+        case .list(let list): list.rendered(filters)
+        case .detail(let detail): detail.body
+        }
+    }
+}
+
+/// What one upstream fetch for a cached route ended with; every waiter gets it.
+enum FetchOutcome {
+    case stored(CachedAnswer)
+    /// An upstream answer that is not cached (an error status), passed on as it is.
+    case passedOn(ClientResponse)
+    case failed(ProxyError)
+}
+
+/// A cached resource: a workflow's full job list or one job.
+enum CachedResource {
+    case list(workflowID: String)
+    case job(workflowID: String, jobID: String)
+
+    var key: String {
+        switch self {
+        case .list(let workflow): "list \(workflow)"
+        case .job(let workflow, let job): "job \(workflow) \(job)"
+        }
+    }
+
+    var upstreamPath: String {
+        switch self {
+        case .list(let workflow): "/v0/workflows/\(RequestTarget.encodeSegment(workflow))/jobs"
+        case .job(let workflow, let job):
+            "/v0/workflows/\(RequestTarget.encodeSegment(workflow))/jobs/\(RequestTarget.encodeSegment(job))"
+        }
+    }
+}
+
+extension ProxyServer {
+    /// Answers a cached route: from memory while fresh, else through one upstream fetch shared
+    /// by every concurrent request for the same resource.
+    func serveCached(_ exchange: Exchange, resource: CachedResource, filters: JobListFilters, clientHeaders: HTTPHeaders) {
+        var exchange = exchange
+        let now = clock()
+        let forceRevalidation = Self.asksForRevalidation(clientHeaders)
+        let cached = cache.memory.get(resource.key)
+        if let cached, !forceRevalidation {
+            let remaining = FreshnessPolicy.remaining(storedAt: cached.storedAt, lifetime: cached.lifetime, now: now)
+            if remaining > 0 {
+                cache.hits += 1
+                exchange.cacheStatus = "pixxel-proxy; hit; ttl=\(Int(remaining.rounded(.down)))"
+                return finish(&exchange, status: 200, headers: cached.headers, body: cached.body(for: filters),
+                              age: now - cached.storedAt)
+            }
+        }
+        cache.misses += 1
+        let forward = forceRevalidation ? "request" : (cached == nil ? "miss" : "stale")
+        let box = ExchangeBox(exchange)
+        let join = cache.flights.join(resource.key) { [self] outcome in
+            var exchange = box.exchange
+            deliver(outcome, to: &exchange, forward: forward, filters: filters)
+        }
+        switch join {
+        case .leader:
+            box.exchange.forwarded = true
+            fetch(resource, clientHeaders: clientHeaders)
+        case .follower:
+            box.exchange.collapsed = true
+            box.exchange.forwarded = true
+        case .full:
+            finish(&box.exchange, error: ProxyError(status: 503, code: "upstream_busy",
+                                                     message: "too many requests are waiting for this resource"))
+        }
+    }
+
+    private func deliver(_ outcome: FetchOutcome, to exchange: inout Exchange, forward: String, filters: JobListFilters) {
+        let collapsed = exchange.collapsed ? "; collapsed" : ""
+        switch outcome {
+        case .stored(let answer):
+            exchange.upstreamStatus = 200
+            exchange.cacheStatus = "pixxel-proxy; fwd=\(forward); fwd-status=200; stored\(collapsed)"
+            finish(&exchange, status: 200, headers: answer.headers, body: answer.body(for: filters), age: clock() - answer.storedAt)
+        case .passedOn(let response):
+            exchange.upstreamStatus = response.status
+            exchange.cacheStatus = "pixxel-proxy; fwd=\(forward); fwd-status=\(response.status)\(collapsed)"
+            finish(&exchange, status: response.status, headers: response.headers, body: response.body)
+        case .failed(let error):
+            exchange.cacheStatus = "pixxel-proxy; fwd=\(forward); detail=\(error.code)\(collapsed)"
+            finish(&exchange, error: error)
+        }
+    }
+
+    /// One upstream GET for `resource`, always unfiltered and uncompressed; stores a 200 that
+    /// parses, and lands the flight.
+    private func fetch(_ resource: CachedResource, clientHeaders: HTTPHeaders) {
+        var headers = clientHeaders
+        for name in ["Accept-Encoding", "Cache-Control", "Pragma", "If-None-Match", "If-Modified-Since", "Range"] {
+            headers.remove(name)
+        }
+        cache.upstreamFetches += 1
+        upstream.send(method: .get, path: resource.upstreamPath, rawQuery: nil, clientHeaders: headers, body: []) { [self] result in
+            let outcome: FetchOutcome
+            switch result {
+            case .failure(let failure):
+                outcome = .failed(ProxyError(status: failure.status, code: failure.code, message: failure.message))
+            case .success(let response) where response.status != 200:
+                outcome = .passedOn(response)
+            case .success(let response):
+                outcome = store(resource, response)
+            }
+            cache.flights.land(resource.key, outcome)
+        }
+    }
+
+    private func store(_ resource: CachedResource, _ response: ClientResponse) -> FetchOutcome {
+        let now = clock()
+        let document: CachedAnswer.Document
+        let lifetime: Double
+        switch resource {
+        case .list:
+            guard let list = JobListDocument(body: response.body) else { return .failed(Self.garbage) }
+            document = .list(list)
+            lifetime = cache.policy.jobListSeconds
+        case .job:
+            guard let detail = JobDetailDocument(body: response.body) else { return .failed(Self.garbage) }
+            document = .detail(detail)
+            lifetime = cache.policy.lifetime(ofJobWithStatus: detail.job.status)
+        }
+        var headers = response.headers
+        for name in ["Set-Cookie", "Age", "Cache-Status"] { headers.remove(name) }
+        let answer = CachedAnswer(document: document, headers: headers, storedAt: now, lifetime: lifetime)
+        cache.memory.set(resource.key, answer, cost: answer.cost)
+        return .stored(answer)
+    }
+
+    static let garbage = ProxyError(status: 502, code: "bad_gateway", message: "the upstream answered something that is not a Pixxel job document")
+
+    /// `Cache-Control: no-cache` or `max-age=0` (or `Pragma: no-cache`) from the client.
+    static func asksForRevalidation(_ headers: HTTPHeaders) -> Bool {
+        let directives = headers.values("Cache-Control").flatMap { $0.lowercased().split(separator: ",") }
+            .map { String($0.filter { $0 != " " }) }
+        return directives.contains("no-cache") || directives.contains("max-age=0")
+            || headers.values("Pragma").contains { $0.lowercased().contains("no-cache") }
+    }
+}
+
+/// The cache's state, owned by the loop thread.
+final class CacheState {
+    let memory: MemoryTier<CachedAnswer>
+    let flights: Flights<FetchOutcome>
+    let policy: FreshnessPolicy
+    var hits = 0
+    var misses = 0
+    var upstreamFetches = 0
+
+    init(memoryBudgetBytes: Int, policy: FreshnessPolicy, maxWaitersPerFlight: Int) {
+        memory = MemoryTier(budgetBytes: memoryBudgetBytes)
+        flights = Flights(maxWaitersPerFlight: maxWaitersPerFlight)
+        self.policy = policy
+    }
+}
