@@ -1,0 +1,155 @@
+import Foundation
+import Testing
+@testable import JobCache
+
+@Suite struct TimestampTests {
+    @Test(arguments: [
+        ("2026-11-20T10:15:30Z", 1_795_169_730.0),
+        ("2026-11-20T10:15:30.250Z", 1_795_169_730.25),
+        ("2026-11-20T15:45:30+05:30", 1_795_169_730.0),
+        ("2026-11-20T05:15:30-0500", 1_795_169_730.0),
+        ("2026-11-20T10:15:30.123456+00:00", 1_795_169_730.123456),
+        ("2026-11-20 10:15:30", 1_795_169_730.0),
+        ("2026-11-20T10:15Z", 1_795_169_700.0),
+    ])
+    func parsesEveryFormTheUpstreamMaySend(_ text: String, _ expected: Double) throws {
+        let value = try #require(Timestamp.parse(text))
+        #expect(abs(value - expected) < 0.000_01)
+    }
+
+    @Test(arguments: ["", "2026-11-20", "2026-11-20T25:00:00Z", "2026-02-30T00:00:00Z", "2026-11-20T10:15:30+5", "yesterday", "2026-11-20T10:15:30Zjunk"])
+    func refusesEverythingElse(_ text: String) {
+        #expect(Timestamp.parse(text) == nil)
+    }
+
+    @Test func utcDaysAcrossOffsetsAndDayBoundaries() {
+        #expect(Timestamp.utcDate(of: Timestamp.parse("2026-11-20T23:30:00-05:00")!).description == "2026-11-21")
+        #expect(Timestamp.utcDate(of: Timestamp.parse("2026-11-21T02:00:00+05:30")!).description == "2026-11-20")
+        #expect(Timestamp.utcDate(of: Timestamp.parse("2024-02-29T23:59:59.999Z")!).description == "2024-02-29")
+        #expect(Timestamp.utcDate(of: Timestamp.parse("2025-01-01T00:00:00+14:00")!).description == "2024-12-31")
+        #expect(Timestamp.utcDate(of: 0).description == "1970-01-01")
+    }
+}
+
+@Suite struct JobListDocumentTests {
+    static let body = Array("""
+    { "total_hint": 3, "jobs" : [
+      {"id":"a","status":"Running","created_by":"u1","created_at":"2026-11-20T23:30:00-05:00","updated_at":"2026-11-21T04:31:00Z","x":{"nested":["]","}"]}},
+      {"id":"b","status":"completed","created_by":"u2","created_at":"2026-11-20T10:00:00Z","updated_at":"2026-11-20T10:05:00Z","note":"with \\"quotes\\" and [brackets]"},
+      {"id":"c","status":"failed","created_by":"u1","created_at":"2026-11-21T01:00:00+05:30","updated_at":"2026-11-21T01:00:00+05:30"}
+    ], "next": null }
+    """.utf8)
+
+    @Test func anUnfilteredAnswerIsTheUpstreamBodyByteForByte() throws {
+        let document = try #require(JobListDocument(body: Self.body))
+        #expect(document.rendered(JobListFilters()) == Self.body)
+        #expect(document.jobs.map(\.id) == ["a", "b", "c"])
+    }
+
+    func ids(_ filters: JobListFilters) throws -> [String] {
+        let document = try #require(JobListDocument(body: Self.body))
+        let rendered = document.rendered(filters)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(rendered)) as? [String: Any])
+        #expect(object["total_hint"] as? Int == 3, "other top-level fields are kept")
+        #expect(object.keys.contains("next"))
+        return (object["jobs"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+    }
+
+    @Test func filtersCombineWithAndKeepTheUpstreamsOrder() throws {
+        #expect(try ids(JobListFilters(status: "running")) == ["a"])
+        #expect(try ids(JobListFilters(createdBy: "u1")) == ["a", "c"])
+        #expect(try ids(JobListFilters(status: "failed", createdBy: "u1")) == ["c"])
+        #expect(try ids(JobListFilters(id: "b")) == ["b"])
+        #expect(try ids(JobListFilters(id: "zz")) == [])
+        // a: 2026-11-21 in UTC; b: 2026-11-20; c: 2026-11-20 in UTC (19:30Z the day before).
+        #expect(try ids(JobListFilters(createdOn: CalendarDate(year: 2026, month: 11, day: 21))) == ["a"])
+        #expect(try ids(JobListFilters(createdOn: CalendarDate(year: 2026, month: 11, day: 20))) == ["b", "c"])
+    }
+
+    @Test func fragmentsAreTheJobsBytesAsSent() throws {
+        let document = try #require(JobListDocument(body: Self.body))
+        let text = String(decoding: document.rendered(JobListFilters(id: "b")), as: UTF8.self)
+        #expect(text.contains(#""note":"with \"quotes\" and [brackets]""#))
+    }
+
+    @Test(arguments: [
+        "[]", "{}", #"{"jobs": {}}"#, #"{"jobs": [1, 2]}"#, #"{"jobs": [{"no_id": 1}]}"#, #"{"jobs": [{"id": "a"}"#,
+        #"{"jobs": [], "jobs": []}"#, #"{"jobs": [{"id": "a"}]} trailing"#, "not json",
+    ])
+    func refusesDocumentsItCannotServe(_ text: String) {
+        #expect(JobListDocument(body: Array(text.utf8)) == nil)
+    }
+
+    @Test func anEmptyListIsFine() throws {
+        let document = try #require(JobListDocument(body: Array(#"{"jobs": []}"#.utf8)))
+        #expect(String(decoding: document.rendered(JobListFilters(status: "x")), as: UTF8.self) == #"{"jobs": []}"#)
+    }
+}
+
+@Suite struct FreshnessPolicyTests {
+    let policy = FreshnessPolicy(activeJobSeconds: 10, terminalJobSeconds: 86_400, jobListSeconds: 15,
+                                 terminalStatuses: ["completed", "failed", "Cancelled"])
+
+    @Test func terminalStatusesAreCaseInsensitive() {
+        #expect(policy.lifetime(ofJobWithStatus: "COMPLETED") == 86_400)
+        #expect(policy.lifetime(ofJobWithStatus: "cancelled") == 86_400)
+        #expect(policy.lifetime(ofJobWithStatus: "running") == 10)
+        #expect(policy.lifetime(ofJobWithStatus: nil) == 10)
+    }
+
+    @Test func remainingFreshnessCountsFromStorage() {
+        #expect(FreshnessPolicy.remaining(storedAt: 100, lifetime: 10, now: 104) == 6)
+        #expect(FreshnessPolicy.remaining(storedAt: 100, lifetime: 10, now: 111) < 0)
+    }
+}
+
+@Suite struct MemoryTierTests {
+    @Test func staysWithinItsByteBudgetEvictingLeastRecentlyUsed() {
+        let tier = MemoryTier<Int>(budgetBytes: 1000)
+        for index in 0..<10 { tier.set("k\(index)", index, cost: 100) }
+        #expect(tier.totalBytes == 1000)
+        _ = tier.get("k0")  // now the most recently used
+        tier.set("k10", 10, cost: 250)
+        #expect(tier.totalBytes <= 1000)
+        #expect(tier.peek("k0") == 0)
+        #expect(tier.peek("k1") == nil && tier.peek("k2") == nil && tier.peek("k3") == nil)
+        #expect(tier.evictions == 3)
+    }
+
+    @Test func manyEntriesNeverExceedTheBudget() {
+        let tier = MemoryTier<[UInt8]>(budgetBytes: 64 << 10)
+        for index in 0..<10_000 {
+            let cost = 1 + (index * 37) % 3000
+            tier.set("k\(index)", [], cost: cost)
+            #expect(tier.totalBytes <= 64 << 10)
+        }
+        #expect(tier.count > 0)
+    }
+
+    @Test func replacingAndRemovingKeepTheAccounts() {
+        let tier = MemoryTier<Int>(budgetBytes: 100)
+        tier.set("a", 1, cost: 40)
+        tier.set("a", 2, cost: 60)
+        #expect(tier.totalBytes == 60 && tier.count == 1)
+        tier.set("huge", 3, cost: 101)
+        #expect(tier.peek("huge") == nil && tier.peek("a") == 2)
+        #expect(tier.removeAll { $0 == "a" } == 1)
+        #expect(tier.totalBytes == 0)
+    }
+}
+
+@Suite struct FlightsTests {
+    @Test func oneLeaderManyFollowersAllWoken() {
+        let flights = Flights<Int>(maxWaitersPerFlight: 3)
+        var woken: [Int] = []
+        #expect(flights.join("k") { woken.append($0) } == .leader)
+        #expect(flights.join("k") { woken.append($0 * 10) } == .follower)
+        #expect(flights.join("k") { woken.append($0 * 100) } == .follower)
+        #expect(flights.join("k") { _ in } == .full)
+        #expect(flights.join("other") { _ in } == .leader)
+        flights.land("k", 1)
+        #expect(woken == [1, 10, 100])
+        #expect(!flights.isInFlight("k") && flights.isInFlight("other"))
+        #expect(flights.collapsed == 2)
+    }
+}
