@@ -185,3 +185,31 @@ extension ProxyServer {
         return box.withLock { $0 }
     }
 }
+
+/// A snapshot of the memory tier, for tests and (later) /admin/stats.
+public struct CacheStatistics: Sendable {
+    public let entries: Int
+    public let bytes: Int
+    public let evictions: Int
+    public let hits: Int
+    public let misses: Int
+    public let upstreamFetches: Int
+    public let collapsed: Int
+}
+
+extension ProxyServer {
+    /// Read from any thread: hops onto the loop and waits.
+    public var cacheStatistics: CacheStatistics {
+        let box = Mutex<CacheStatistics?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        loop.execute { [self] in
+            let snapshot = CacheStatistics(entries: cache.memory.count, bytes: cache.memory.totalBytes, evictions: cache.memory.evictions,
+                                           hits: cache.hits, misses: cache.misses, upstreamFetches: cache.upstreamFetches,
+                                           collapsed: cache.flights.collapsed)
+            box.withLock { $0 = snapshot }
+            done.signal()
+        }
+        done.wait()
+        return box.withLock { $0! }
+    }
+}

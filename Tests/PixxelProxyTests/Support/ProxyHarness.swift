@@ -56,7 +56,7 @@ final class ProxyHarness: @unchecked Sendable {
     let adminToken: String
 
     /// Starts a proxy in front of `upstreamURL`; `configure` adjusts the settings.
-    init(upstreamURL: String, configure: (inout ProxySettings) -> Void = { _ in }) throws {
+    init(upstreamURL: String, clock: ManualClock? = nil, configure: (inout ProxySettings) -> Void = { _ in }) throws {
         let clientsFile = directory.path + "/clients"
         readToken = try ClientsFileWriter.add(name: "reader", scopesText: "read", path: clientsFile)
         writeToken = try ClientsFileWriter.add(name: "writer", scopesText: "read,write", path: clientsFile)
@@ -70,7 +70,12 @@ final class ProxyHarness: @unchecked Sendable {
         settings.upstreamTimeoutSeconds = 10
         configure(&settings)
         let sink = logs
-        server = try ProxyServer(settings: settings, logger: Logger(label: "test") { _ in CapturingLogHandler(sink: sink) })
+        let logger = Logger(label: "test") { _ in CapturingLogHandler(sink: sink) }
+        if let clock {
+            server = try ProxyServer(settings: settings, logger: logger, clock: { clock.now })
+        } else {
+            server = try ProxyServer(settings: settings, logger: logger)
+        }
         port = try server.start()
     }
 
@@ -124,4 +129,11 @@ func builtExecutable(_ name: String) -> String {
     }
     let fromCwd = FileManager.default.currentDirectoryPath + "/.build/debug/" + name
     return fromCwd
+}
+
+/// A clock tests move by hand, so freshness is tested without sleeping.
+final class ManualClock: @unchecked Sendable {
+    private let value = Mutex(Date().timeIntervalSince1970)
+    var now: Double { value.withLock { $0 } }
+    func advance(_ seconds: Double) { value.withLock { $0 += seconds } }
 }
