@@ -28,7 +28,8 @@ let package = Package(
         ),
         .target(name: "EventHTTP", dependencies: ["CLibevent"]),
         .target(name: "Upstream", dependencies: ["EventHTTP"]),
-        .target(name: "JobCache"),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .target(name: "JobCache", dependencies: ["CSQLite"]),
         .target(
             name: "ProxyConfig",
             dependencies: [

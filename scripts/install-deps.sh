@@ -10,6 +10,7 @@ fi
 missing=()
 pkg-config --exists libevent libevent_openssl libevent_pthreads 2>/dev/null || missing+=(libevent-dev)
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+pkg-config --exists sqlite3 2>/dev/null || missing+=(libsqlite3-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # tests make their own CA with it
 command -v curl >/dev/null 2>&1 || missing+=(curl)         # make run checks the simulator with it

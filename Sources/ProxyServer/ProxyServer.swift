@@ -31,17 +31,19 @@ public final class ProxyServer: @unchecked Sendable {
         self.settings = settings
         self.logger = logger
         self.clock = clock
+        let disk: DiskStore
+        do {
+            disk = try DiskStore(directory: settings.cacheDirectory, budgetBytes: settings.cacheDiskMB << 20,
+                                 maxPendingWrites: 10_000)
+        } catch {
+            throw SettingsError(key: "cache.directory", "\(error)")
+        }
         cache = CacheState(
-            memoryBudgetBytes: settings.cacheMemoryMB << 20,
+            memoryBudgetBytes: settings.cacheMemoryMB << 20, disk: disk,
             policy: FreshnessPolicy(activeJobSeconds: settings.activeJobTTLSeconds, terminalJobSeconds: settings.terminalJobTTLSeconds,
                                     jobListSeconds: settings.jobListTTLSeconds, terminalStatuses: settings.terminalStatuses),
             maxWaitersPerFlight: settings.upstreamMaxQueue)
         authenticator = Authenticator(clients: try Self.loadClients(settings), allowAnonymous: settings.allowAnonymous)
-        do {
-            try FileManager.default.createDirectory(atPath: settings.cacheDirectory, withIntermediateDirectories: true)
-        } catch {
-            throw SettingsError(key: "cache.directory", "cannot create \(settings.cacheDirectory): \(error.localizedDescription)")
-        }
         let url = settings.upstreamURL
         do {
             upstream = try UpstreamClient(
@@ -94,6 +96,7 @@ public final class ProxyServer: @unchecked Sendable {
             upstream.close()
             self.httpServer?.stopAccepting()
             self.httpServer = nil
+            cache.disk?.flush()
             let waiters = stopState.withLock { state in
                 state.stopped = true
                 let waiters = state.waiters

@@ -41,6 +41,8 @@ final class CachedAnswer {
 
 /// What one upstream fetch for a cached route ended with; every waiter gets it.
 enum FetchOutcome {
+    /// Found fresh in the disk tier and promoted to memory.
+    case fromDisk(CachedAnswer)
     case stored(CachedAnswer)
     /// An upstream answer that is not cached (an error status), passed on as it is.
     case passedOn(ClientResponse)
@@ -48,7 +50,7 @@ enum FetchOutcome {
 }
 
 /// A cached resource: a workflow's full job list or one job.
-enum CachedResource {
+enum CachedResource: Sendable {
     case list(workflowID: String)
     case job(workflowID: String, jobID: String)
 
@@ -56,6 +58,12 @@ enum CachedResource {
         switch self {
         case .list(let workflow): "list \(workflow)"
         case .job(let workflow, let job): "job \(workflow) \(job)"
+        }
+    }
+
+    var workflowID: String {
+        switch self {
+        case .list(let workflow), .job(let workflow, _): workflow
         }
     }
 
@@ -95,7 +103,13 @@ extension ProxyServer {
         switch join {
         case .leader:
             box.exchange.forwarded = true
-            fetch(resource, clientHeaders: clientHeaders)
+            if cached == nil, !forceRevalidation, let disk = cache.disk {
+                disk.load(resource.key) { [self] record in
+                    loop.execute { [self] in promote(record, resource: resource, clientHeaders: clientHeaders) }
+                }
+            } else {
+                fetch(resource, clientHeaders: clientHeaders)
+            }
         case .follower:
             box.exchange.collapsed = true
             box.exchange.forwarded = true
@@ -108,6 +122,11 @@ extension ProxyServer {
     private func deliver(_ outcome: FetchOutcome, to exchange: inout Exchange, forward: String, filters: JobListFilters) {
         let collapsed = exchange.collapsed ? "; collapsed" : ""
         switch outcome {
+        case .fromDisk(let answer):
+            let now = clock()
+            let remaining = FreshnessPolicy.remaining(storedAt: answer.storedAt, lifetime: answer.lifetime, now: now)
+            exchange.cacheStatus = "pixxel-proxy; hit; ttl=\(Int(max(0, remaining).rounded(.down)))"
+            finish(&exchange, status: 200, headers: answer.headers, body: answer.body(for: filters), age: now - answer.storedAt)
         case .stored(let answer):
             exchange.upstreamStatus = 200
             exchange.cacheStatus = "pixxel-proxy; fwd=\(forward); fwd-status=200; stored\(collapsed)"
@@ -120,6 +139,25 @@ extension ProxyServer {
             exchange.cacheStatus = "pixxel-proxy; fwd=\(forward); detail=\(error.code)\(collapsed)"
             finish(&exchange, error: error)
         }
+    }
+
+    /// A disk lookup came back (on the loop): a fresh record answers the flight; a stale one is
+    /// kept in memory (for stale serving) and refreshed; none means an upstream fetch.
+    private func promote(_ record: DiskRecord?, resource: CachedResource, clientHeaders: HTTPHeaders) {
+        guard let record, let answer = CachedAnswer(record: record) else {
+            return fetch(resource, clientHeaders: clientHeaders)
+        }
+        if cache.memory.peek(resource.key) == nil {
+            cache.memory.set(resource.key, answer, cost: answer.cost)
+        }
+        guard FreshnessPolicy.remaining(storedAt: answer.storedAt, lifetime: answer.lifetime, now: clock()) > 0 else {
+            return fetch(resource, clientHeaders: clientHeaders)
+        }
+        cache.diskHits += 1
+        cache.misses -= 1
+        cache.hits += 1
+        cache.disk?.touch(resource.key)
+        cache.flights.land(resource.key, .fromDisk(answer))
     }
 
     /// One upstream GET for `resource`, always unfiltered and uncompressed; stores a 200 that
@@ -162,6 +200,7 @@ extension ProxyServer {
         for name in ["Set-Cookie", "Age", "Cache-Status"] { headers.remove(name) }
         let answer = CachedAnswer(document: document, headers: headers, storedAt: now, lifetime: lifetime)
         cache.memory.set(resource.key, answer, cost: answer.cost)
+        cache.disk?.save(answer.record(key: resource.key, resource: resource))
         return .stored(answer)
     }
 
@@ -176,18 +215,63 @@ extension ProxyServer {
     }
 }
 
-/// The cache's state, owned by the loop thread.
+/// The cache's state, owned by the loop thread (the disk store has its own queues).
 final class CacheState {
     let memory: MemoryTier<CachedAnswer>
+    let disk: DiskStore?
     let flights: Flights<FetchOutcome>
     let policy: FreshnessPolicy
     var hits = 0
+    var diskHits = 0
     var misses = 0
     var upstreamFetches = 0
 
-    init(memoryBudgetBytes: Int, policy: FreshnessPolicy, maxWaitersPerFlight: Int) {
+    init(memoryBudgetBytes: Int, disk: DiskStore?, policy: FreshnessPolicy, maxWaitersPerFlight: Int) {
         memory = MemoryTier(budgetBytes: memoryBudgetBytes)
+        self.disk = disk
         flights = Flights(maxWaitersPerFlight: maxWaitersPerFlight)
         self.policy = policy
+    }
+
+    /// Drops a workflow's entries (or one job's) from memory; the disk is purged by the caller.
+    func purgeMemory(workflowID: String, jobID: String?) -> Int {
+        if let jobID { return memory.remove(CachedResource.job(workflowID: workflowID, jobID: jobID).key) == nil ? 0 : 1 }
+        let list = CachedResource.list(workflowID: workflowID).key
+        let jobsPrefix = "job \(workflowID) "
+        return memory.removeAll { $0 == list || $0.hasPrefix(jobsPrefix) }
+    }
+}
+
+extension CachedAnswer {
+    /// Rebuilds an answer read from the disk tier; nil if the stored body no longer parses.
+    convenience init?(record: DiskRecord) {
+        let document: Document
+        switch record.kind {
+        case .list:
+            guard let list = JobListDocument(body: record.body) else { return nil }
+            document = .list(list)
+        case .detail:
+            guard let detail = JobDetailDocument(body: record.body) else { return nil }
+            document = .detail(detail)
+        }
+        var headers = HTTPHeaders()
+        for line in record.headers {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers.add(String(line[..<colon]), String(line[line.index(after: colon)...]))
+        }
+        self.init(document: document, headers: headers, storedAt: record.storedAt, lifetime: record.lifetime)
+    }
+
+    func record(key: String, resource: CachedResource) -> DiskRecord {
+        let body: [UInt8]
+        let kind: DiskRecord.Kind
+        switch document {
+        case .list(let list): body = list.body; kind = .list
+        case .detail(let detail): body = detail.body; kind = .detail
+        }
+        var jobID: String?
+        if case .job(_, let id) = resource { jobID = id }
+        return DiskRecord(key: key, kind: kind, workflowID: resource.workflowID, jobID: jobID, body: body,
+                          headers: headers.fields.map { "\($0.name):\($0.value)" }, storedAt: storedAt, lifetime: lifetime)
     }
 }

@@ -39,7 +39,11 @@ extension ProxyServer {
             exchange.extraHeaders.add("WWW-Authenticate", #"Bearer realm="pixxel-proxy""#)
             return finish(&exchange, error: .unauthorized)
         }
-        let needed: Scopes = request.method.isIdempotentRead ? .read : .write
+        let needed: Scopes
+        switch exchange.route {
+        case .adminPurge, .adminStats: needed = .admin
+        default: needed = request.method.isIdempotentRead ? .read : .write
+        }
         guard exchange.caller.scopes.contains(needed) else {
             return finish(&exchange, error: .forbidden(needed.description))
         }
@@ -60,6 +64,10 @@ extension ProxyServer {
         case .getJob(let workflowID, let jobID):
             return serveCached(exchange, resource: .job(workflowID: workflowID, jobID: jobID), filters: JobListFilters(),
                                clientHeaders: request.headers)
+        case .adminPurge:
+            return purge(exchange, rawQuery: target.rawQuery)
+        case .adminStats:
+            return reportStatistics(exchange)
         case .createJob:
             if let problem = Self.projectIDProblem(target.rawQuery) {
                 return finish(&exchange, error: .badRequest(problem))
@@ -149,8 +157,9 @@ struct Exchange {
     var closeConnection = false
 }
 
-/// Carries an `Exchange` into the upstream completion.
-final class ExchangeBox {
+/// Carries an `Exchange` into a completion. It may travel through another thread (a disk
+/// queue) but is only ever read or written on the loop thread, hence the unchecked Sendable.
+final class ExchangeBox: @unchecked Sendable {
     var exchange: Exchange
     init(_ exchange: Exchange) { self.exchange = exchange }
 }

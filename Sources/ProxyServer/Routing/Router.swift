@@ -9,6 +9,10 @@ public enum Route: Sendable, Equatable {
     case createJob(workflowID: String)
     /// Any other request under `/v0/`: forwarded as it is, never cached.
     case passThrough
+    /// `POST /admin/purge?workflow_id=W[&job_id=J]`
+    case adminPurge
+    /// `GET /admin/stats`
+    case adminStats
     case notFound
     case methodNotAllowed(allowed: [HTTPMethod])
 
@@ -20,6 +24,8 @@ public enum Route: Sendable, Equatable {
         case .listJobs, .createJob: "/v0/workflows/{workflow_id}/jobs"
         case .getJob: "/v0/workflows/{workflow_id}/jobs/{job_id}"
         case .passThrough: "/v0/*"
+        case .adminPurge: "/admin/purge"
+        case .adminStats: "/admin/stats"
         case .notFound, .methodNotAllowed: "unmatched"
         }
     }
@@ -48,6 +54,12 @@ public enum Router {
         if path == ["healthz"] || path == ["readyz"] {
             guard method == .get || method == .head else { return .methodNotAllowed(allowed: [.get, .head]) }
             return path == ["healthz"] ? .health : .ready
+        }
+        if path == ["admin", "purge"] {
+            return method == .post ? .adminPurge : .methodNotAllowed(allowed: [.post])
+        }
+        if path == ["admin", "stats"] {
+            return method == .get || method == .head ? .adminStats : .methodNotAllowed(allowed: [.get, .head])
         }
         guard path.first == "v0" else { return .notFound }
         guard method != .trace && method != .connect else {

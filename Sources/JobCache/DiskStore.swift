@@ -1,0 +1,258 @@
+import CSQLite
+import Foundation
+import Synchronization
+
+/// One cached answer as the disk tier keeps it.
+public struct DiskRecord: Sendable, Equatable {
+    public enum Kind: Int32, Sendable { case list = 1, detail = 2 }
+    public var key: String
+    public var kind: Kind
+    public var workflowID: String
+    public var jobID: String?
+    public var body: [UInt8]
+    /// Upstream end-to-end headers.
+    public var headers: [String]
+    public var storedAt: Double
+    public var lifetime: Double
+
+    public init(key: String, kind: Kind, workflowID: String, jobID: String?, body: [UInt8], headers: [String], storedAt: Double, lifetime: Double) {
+        self.key = key
+        self.kind = kind
+        self.workflowID = workflowID
+        self.jobID = jobID
+        self.body = body
+        self.headers = headers
+        self.storedAt = storedAt
+        self.lifetime = lifetime
+    }
+}
+
+/// The disk tier: SQLite in WAL mode under `cache.directory`, bounded by bytes, least recently
+/// used evicted first. Writes run on a writer queue and reads on a reader queue (WAL lets them
+/// run at once), never on the event loop; completions run on those queues and the caller hops
+/// back to its loop. SQLite's journal keeps the file consistent across `kill -9`.
+public final class DiskStore: @unchecked Sendable {
+    public static let fileName = "pixxel-proxy-cache.sqlite3"
+    public let path: String
+    public let budgetBytes: Int
+    private let writer: SQLiteConnection
+    private let reader: SQLiteConnection
+    private let writeQueue = DispatchQueue(label: "pixxel-proxy.disk-writer")
+    private let readQueue = DispatchQueue(label: "pixxel-proxy.disk-reader")
+    /// Writes queued and not yet done; beyond `maxPendingWrites` new writes are dropped (the
+    /// disk tier is a cache: losing a write costs one upstream call, never correctness).
+    private let pending = Mutex(0)
+    public let maxPendingWrites: Int
+    private let counters = Mutex<(bytes: Int?, dropped: Int, failures: Int)>((nil, 0, 0))
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Opens (creating if needed) the store in `directory`. Fast whatever the store's size:
+    /// nothing is loaded; the byte total is computed on the writer queue.
+    public init(directory: String, budgetBytes: Int, maxPendingWrites: Int = 10_000) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        path = directory + "/" + Self.fileName
+        self.budgetBytes = budgetBytes
+        self.maxPendingWrites = maxPendingWrites
+        writer = try SQLiteConnection(path: path)
+        try writer.execute("""
+            PRAGMA journal_mode=WAL;
+            PRAGMA synchronous=NORMAL;
+            CREATE TABLE IF NOT EXISTS entries (
+                key TEXT PRIMARY KEY, kind INTEGER NOT NULL, workflow_id TEXT NOT NULL, job_id TEXT,
+                body BLOB NOT NULL, headers TEXT NOT NULL, stored_at REAL NOT NULL, lifetime REAL NOT NULL,
+                last_used REAL NOT NULL, size INTEGER NOT NULL);
+            CREATE INDEX IF NOT EXISTS entries_last_used ON entries(last_used);
+            CREATE INDEX IF NOT EXISTS entries_workflow ON entries(workflow_id, job_id);
+            """)
+        reader = try SQLiteConnection(path: path)
+        writeQueue.async { [self] in
+            let total = (try? writer.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries")) ?? 0
+            counters.withLock { $0.bytes = total }
+        }
+    }
+
+    /// Looks `key` up on the reader queue.
+    public func load(_ key: String, completion: @escaping @Sendable (DiskRecord?) -> Void) {
+        readQueue.async { [self] in
+            completion(try? reader.record(key: key))
+        }
+    }
+
+    /// Stores (or replaces) a record, then evicts least recently used entries over budget.
+    public func save(_ record: DiskRecord) {
+        enqueueWrite { connection in
+            let before = try connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries WHERE key = ?1", .text(record.key))
+            try connection.upsert(record, now: Date().timeIntervalSince1970)
+            let after = try connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries WHERE key = ?1", .text(record.key))
+            self.counters.withLock { $0.bytes = $0.bytes.map { $0 + after - before } }
+            try self.evictOverBudget(connection)
+        }
+    }
+
+    /// Marks `key` as used now (a disk hit), so eviction spares it.
+    public func touch(_ key: String) {
+        enqueueWrite { connection in
+            try connection.run("UPDATE entries SET last_used = ?1 WHERE key = ?2", .real(Date().timeIntervalSince1970), .text(key))
+        }
+    }
+
+    /// Removes a workflow's entries (or one job's) and calls back with how many.
+    public func purge(workflowID: String, jobID: String?, completion: (@Sendable (Int) -> Void)? = nil) {
+        enqueueWrite(force: true) { connection in
+            let removed: Int
+            if let jobID {
+                removed = try connection.run("DELETE FROM entries WHERE workflow_id = ?1 AND job_id = ?2", .text(workflowID), .text(jobID))
+            } else {
+                removed = try connection.run("DELETE FROM entries WHERE workflow_id = ?1", .text(workflowID))
+            }
+            self.refreshByteTotal(connection)
+            completion?(removed)
+        }
+    }
+
+    /// Entries and bytes on disk (computed on the writer queue, after queued writes).
+    public func statistics(completion: @escaping @Sendable (_ entries: Int, _ bytes: Int) -> Void) {
+        enqueueWrite(force: true) { connection in
+            let entries = (try? connection.scalarInt("SELECT COUNT(*) FROM entries")) ?? 0
+            let bytes = (try? connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries")) ?? 0
+            completion(entries, bytes)
+        }
+    }
+
+    /// Blocks until every queued write is done (shutdown; never on the event loop).
+    public func flush() {
+        writeQueue.sync {}
+    }
+
+    public var droppedWrites: Int { counters.withLock { $0.dropped } }
+
+    private func enqueueWrite(force: Bool = false, _ work: @escaping @Sendable (SQLiteConnection) throws -> Void) {
+        let accepted = pending.withLock { count -> Bool in
+            guard force || count < maxPendingWrites else { return false }
+            count += 1
+            return true
+        }
+        guard accepted else {
+            counters.withLock { $0.dropped += 1 }
+            return
+        }
+        writeQueue.async { [self] in
+            do { try work(writer) } catch { counters.withLock { $0.failures += 1 } }
+            pending.withLock { $0 -= 1 }
+        }
+    }
+
+    private func refreshByteTotal(_ connection: SQLiteConnection) {
+        let total = (try? connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries")) ?? 0
+        counters.withLock { $0.bytes = total }
+    }
+
+    /// The byte total is kept up to date incrementally (a SUM over a large store on every write
+    /// would be slow); until the first SUM at open has finished, nothing is evicted.
+    private func evictOverBudget(_ connection: SQLiteConnection) throws {
+        while let bytes = counters.withLock({ $0.bytes }), bytes > budgetBytes {
+            // Oldest-used first, a batch at a time.
+            let batch = "SELECT key FROM entries ORDER BY last_used LIMIT 64"
+            let freed = try connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries WHERE key IN (\(batch))")
+            guard try connection.run("DELETE FROM entries WHERE key IN (\(batch))") > 0 else { return }
+            counters.withLock { $0.bytes = $0.bytes.map { $0 - freed } }
+        }
+    }
+}
+
+/// One SQLite connection, used from one queue at a time.
+final class SQLiteConnection: @unchecked Sendable {
+    private var db: OpaquePointer?
+
+    enum Value {
+        case text(String), real(Double), int(Int64), blob([UInt8]), null
+    }
+
+    init(path: String) throws {
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
+            sqlite3_close(db)
+            throw DiskStore.Failure(description: "cannot open the cache store \(path): \(message)")
+        }
+        sqlite3_busy_timeout(db, 5000)
+    }
+
+    deinit { sqlite3_close(db) }
+
+    func execute(_ sql: String) throws {
+        var error: UnsafeMutablePointer<CChar>?
+        guard sqlite3_exec(db, sql, nil, nil, &error) == SQLITE_OK else {
+            let message = error.map { String(cString: $0) } ?? "error"
+            sqlite3_free(error)
+            throw DiskStore.Failure(description: "cache store: \(message)")
+        }
+    }
+
+    private func prepare(_ sql: String, _ values: [Value]) throws -> OpaquePointer {
+        var statement: OpaquePointer?
+        guard sqlite3_prepare_v2(db, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
+            throw DiskStore.Failure(description: "cache store: \(String(cString: sqlite3_errmsg(db)))")
+        }
+        for (offset, value) in values.enumerated() {
+            let index = Int32(offset + 1)
+            switch value {
+            case .text(let text): _ = pp_sqlite_bind_text(statement, index, text)
+            case .real(let real): sqlite3_bind_double(statement, index, real)
+            case .int(let int): sqlite3_bind_int64(statement, index, int)
+            case .blob(let bytes): _ = bytes.withUnsafeBytes { pp_sqlite_bind_blob(statement, index, $0.baseAddress, Int32($0.count)) }
+            case .null: sqlite3_bind_null(statement, index)
+            }
+        }
+        return statement
+    }
+
+    /// Runs a statement; returns the rows it changed.
+    @discardableResult
+    func run(_ sql: String, _ values: Value...) throws -> Int {
+        let statement = try prepare(sql, values)
+        defer { sqlite3_finalize(statement) }
+        let code = sqlite3_step(statement)
+        guard code == SQLITE_DONE || code == SQLITE_ROW else {
+            throw DiskStore.Failure(description: "cache store: \(String(cString: sqlite3_errmsg(db)))")
+        }
+        return Int(sqlite3_changes(db))
+    }
+
+    func scalarInt(_ sql: String, _ values: Value...) throws -> Int {
+        let statement = try prepare(sql, values)
+        defer { sqlite3_finalize(statement) }
+        guard sqlite3_step(statement) == SQLITE_ROW else { return 0 }
+        return Int(sqlite3_column_int64(statement, 0))
+    }
+
+    func upsert(_ record: DiskRecord, now: Double) throws {
+        try run("""
+            INSERT INTO entries (key, kind, workflow_id, job_id, body, headers, stored_at, lifetime, last_used, size)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            ON CONFLICT(key) DO UPDATE SET kind = excluded.kind, body = excluded.body, headers = excluded.headers,
+                stored_at = excluded.stored_at, lifetime = excluded.lifetime, last_used = excluded.last_used, size = excluded.size
+            WHERE excluded.stored_at >= entries.stored_at
+            """,
+            .text(record.key), .int(Int64(record.kind.rawValue)), .text(record.workflowID), record.jobID.map(Value.text) ?? .null,
+            .blob(record.body), .text(record.headers.joined(separator: "\n")), .real(record.storedAt), .real(record.lifetime),
+            .real(now), .int(Int64(record.body.count + record.key.utf8.count + 128)))
+    }
+
+    func record(key: String) throws -> DiskRecord? {
+        let statement = try prepare("SELECT kind, workflow_id, job_id, body, headers, stored_at, lifetime FROM entries WHERE key = ?1", [.text(key)])
+        defer { sqlite3_finalize(statement) }
+        guard sqlite3_step(statement) == SQLITE_ROW else { return nil }
+        guard let kind = DiskRecord.Kind(rawValue: sqlite3_column_int(statement, 0)) else { return nil }
+        let length = Int(sqlite3_column_bytes(statement, 3))
+        let body: [UInt8] = length == 0 ? [] : Array(UnsafeRawBufferPointer(start: sqlite3_column_blob(statement, 3), count: length))
+        func text(_ column: Int32) -> String? {
+            sqlite3_column_text(statement, column).map { String(cString: $0) }
+        }
+        let headers = text(4).map { $0.isEmpty ? [] : $0.components(separatedBy: "\n") } ?? []
+        return DiskRecord(key: key, kind: kind, workflowID: text(1) ?? "", jobID: text(2), body: body, headers: headers,
+                          storedAt: sqlite3_column_double(statement, 5), lifetime: sqlite3_column_double(statement, 6))
+    }
+}

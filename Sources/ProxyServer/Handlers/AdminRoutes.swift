@@ -1,0 +1,71 @@
+import EventHTTP
+import Foundation
+import JobCache
+
+extension ProxyServer {
+    /// `POST /admin/purge?workflow_id=W[&job_id=J]`: drops the entries from memory and disk.
+    func purge(_ exchange: Exchange, rawQuery: String?) {
+        var exchange = exchange
+        var values: [String: [String]] = [:]
+        for item in (rawQuery ?? "").split(separator: "&") {
+            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = QueryDecoding.decodeComponent(parts[0]),
+                  let value = QueryDecoding.decodeComponent(parts.count > 1 ? parts[1] : "") else {
+                return finish(&exchange, error: .badRequest("invalid percent-encoding in the query"))
+            }
+            values[name, default: []].append(value)
+        }
+        if let unknown = values.keys.first(where: { $0 != "workflow_id" && $0 != "job_id" }) {
+            return finish(&exchange, error: .badRequest("unknown parameter \(unknown); use workflow_id and job_id"))
+        }
+        guard let workflows = values["workflow_id"], workflows.count == 1, !workflows[0].isEmpty else {
+            return finish(&exchange, error: .badRequest("exactly one non-empty workflow_id is required"))
+        }
+        let jobs = values["job_id"] ?? []
+        guard jobs.count <= 1, jobs.first?.isEmpty != true else {
+            return finish(&exchange, error: .badRequest("job_id, if given, must be one non-empty value"))
+        }
+        let workflowID = workflows[0], jobID = jobs.first
+        let fromMemory = cache.purgeMemory(workflowID: workflowID, jobID: jobID)
+        let box = ExchangeBox(exchange)
+        guard let disk = cache.disk else {
+            return finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: 0))
+        }
+        disk.purge(workflowID: workflowID, jobID: jobID) { [self] fromDisk in
+            loop.execute { [self] in
+                finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: fromDisk))
+            }
+        }
+        logger.notice("purged", metadata: ["client": "\(exchange.caller.logName)", "memory_entries": "\(fromMemory)"])
+    }
+
+    static func purgeBody(memory: Int, disk: Int) -> [UInt8] {
+        Array(#"{"purged":{"memory_entries":\#(memory),"disk_entries":\#(disk)}}"#.utf8)
+    }
+
+    /// `GET /admin/stats`: entries and bytes per tier, hits, misses, hit ratio, calls saved.
+    func reportStatistics(_ exchange: Exchange) {
+        let box = ExchangeBox(exchange)
+        let memoryEntries = cache.memory.count, memoryBytes = cache.memory.totalBytes, evictions = cache.memory.evictions
+        let hits = cache.hits, diskHits = cache.diskHits, misses = cache.misses
+        let fetches = cache.upstreamFetches, collapsed = cache.flights.collapsed
+        let respond: @Sendable (Int, Int) -> Void = { [self] diskEntries, diskBytes in
+            loop.execute { [self] in
+                let lookups = hits + misses
+                let object: [String: Any] = [
+                    "memory": ["entries": memoryEntries, "bytes": memoryBytes, "budget_bytes": cache.memory.budgetBytes, "evictions": evictions],
+                    "disk": ["entries": diskEntries, "bytes": diskBytes, "budget_bytes": cache.disk?.budgetBytes ?? 0,
+                             "dropped_writes": cache.disk?.droppedWrites ?? 0],
+                    "hits": hits, "disk_hits": diskHits, "misses": misses,
+                    "hit_ratio": lookups == 0 ? 0 : Double(hits) / Double(lookups),
+                    "collapsed": collapsed, "upstream_fetches": fetches,
+                    // Every hit and every collapsed waiter is an upstream call not made.
+                    "upstream_calls_saved": hits + collapsed,
+                ]
+                let body = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map(Array.init) ?? []
+                finish(&box.exchange, status: 200, body: body)
+            }
+        }
+        if let disk = cache.disk { disk.statistics(completion: respond) } else { respond(0, 0) }
+    }
+}
