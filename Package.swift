@@ -49,7 +49,7 @@ let package = Package(
         .executableTarget(
             name: "pixxel-proxy",
             dependencies: [
-                "ProxyServer", "ProxyConfig",
+                "ProxyServer", "ProxyConfig", "JobCache",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

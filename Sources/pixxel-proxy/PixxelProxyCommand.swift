@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import JobCache
 import Logging
 import ProxyConfig
 import ProxyServer
@@ -110,27 +111,50 @@ struct TokenCommand: AsyncParsableCommand {
 
 struct CacheCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "cache", abstract: "Inspect or purge the cache directory offline.", subcommands: [Stats.self, Purge.self])
+        commandName: "cache", abstract: "Inspect or purge the cache directory offline (safe while the server runs).",
+        subcommands: [Stats.self, Purge.self])
+
+    static func openStore(_ settings: ProxySettings) throws -> DiskStore {
+        let path = settings.cacheDirectory + "/" + DiskStore.fileName
+        guard FileManager.default.fileExists(atPath: path) else {
+            print("no cache yet: \(path) does not exist")
+            throw ExitCode.success
+        }
+        return try DiskStore(directory: settings.cacheDirectory, budgetBytes: settings.cacheDiskMB << 20)
+    }
 
     struct Stats: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Entries and bytes in the disk tier.")
         @Option(help: "Configuration file.") var config: String?
         func run() async throws {
             let settings = try await loadSettings(config)
-            print("no cache yet: \(settings.cacheDirectory) holds no store (the disk store is not built yet)")
+            let store = try CacheCommand.openStore(settings)
+            let (entries, bytes) = await withCheckedContinuation { continuation in
+                store.statistics { continuation.resume(returning: ($0, $1)) }
+            }
+            print("directory: \(settings.cacheDirectory)")
+            print("entries: \(entries)")
+            print("bytes: \(bytes) of \(settings.cacheDiskMB << 20) (cache.disk_mb \(settings.cacheDiskMB))")
         }
     }
 
     struct Purge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a workflow's entries, or one job's. A running server keeps what it holds in memory until it expires or is purged with POST /admin/purge.")
         @Option(help: "Configuration file.") var config: String?
         @Option(help: "Purge this workflow's entries.") var workflow: String?
-        @Option(help: "Purge this job's entries (with --workflow).") var job: String?
+        @Option(help: "Purge this job's entry (with --workflow).") var job: String?
         func run() async throws {
-            let settings = try await loadSettings(config)
-            if job != nil && workflow == nil {
-                FileHandle.standardError.write(Data("pixxel-proxy: --job needs --workflow\n".utf8))
+            guard let workflow, !workflow.isEmpty else {
+                FileHandle.standardError.write(Data("pixxel-proxy: cache purge needs --workflow ID [--job ID]\n".utf8))
                 throw ExitCode(64)
             }
-            print("no cache yet: nothing to purge in \(settings.cacheDirectory)")
+            let settings = try await loadSettings(config)
+            let store = try CacheCommand.openStore(settings)
+            let removed = await withCheckedContinuation { continuation in
+                store.purge(workflowID: workflow, jobID: job) { continuation.resume(returning: $0) }
+            }
+            print("purged \(removed) entr\(removed == 1 ? "y" : "ies") from \(settings.cacheDirectory)")
         }
     }
 }

@@ -1,0 +1,134 @@
+import Foundation
+import Synchronization
+import PixxelSim
+import Testing
+
+/// The disk tier through the real server: restarts, kill -9, purge and the offline CLI.
+@Suite struct PersistenceTests {
+    @Test func aRestartKeepsEntriesAndTheirAge() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let shared = TemporaryDirectory()
+        let clock = ManualClock()
+        let workflow = sim.workflowIDs[0]
+        let first = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: clock) { $0.cacheDirectory = shared.path }
+        let original = try first.get("/v0/workflows/\(workflow)/jobs", token: first.readToken)
+        #expect(original.header("Cache-Status")?.hasSuffix("stored") == true)
+        await first.stop()
+
+        clock.advance(4)
+        let second = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: clock) { $0.cacheDirectory = shared.path }
+        #expect(try second.get("/readyz", token: nil).status == 200)
+        let again = try second.get("/v0/workflows/\(workflow)/jobs", token: second.readToken)
+        #expect(again.header("Cache-Status") == "pixxel-proxy; hit; ttl=11")
+        #expect(again.header("Age") == "4", "age counts from the upstream's answer, across the restart")
+        #expect(again.body == original.body)
+        let filtered = try second.get("/v0/workflows/\(workflow)/jobs?status=completed", token: second.readToken)
+        #expect(filtered.header("Cache-Status")?.contains("hit") == true)
+        #expect(sim.stats.requests["GET list"] == 1)
+        await second.stop()
+    }
+
+    @Test func killNineDuringWritesLeavesAStoreThatServesCorrectAnswers() async throws {
+        let (sim, simPort) = try startSimulator { $0.workflows = 1; $0.jobsPerWorkflow = 400 }
+        defer { sim.stop() }
+        let directory = TemporaryDirectory()
+        let clients = directory.path + "/clients"
+        let token = try ProcessTests.run(["token", "add", "ci", "--scopes", "read,admin", "--clients-file", clients]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let workflow = sim.workflowIDs[0]
+        let (process, port) = try ProcessTests.startServe(simPort: simPort, clients: clients, directory: directory)
+        let list = try RawHTTPClient.request(port: port, target: "/v0/workflows/\(workflow)/jobs", headers: [("Authorization", token)])
+        let ids = try #require(list.json?["jobs"] as? [[String: Any]]).compactMap { $0["id"] as? String }
+        // Many writes in flight from four threads, then kill -9 part way through.
+        let served = Mutex(0)
+        let workers = (0..<4).map { worker in
+            Thread.detachedResult {
+                for (index, id) in ids.enumerated() where index % 4 == worker {
+                    guard (try? RawHTTPClient.request(port: port, target: "/v0/workflows/\(workflow)/jobs/\(id)",
+                                                      headers: [("Authorization", token)], timeoutSeconds: 5)) != nil else { return }
+                    served.withLock { $0 += 1 }
+                }
+            }
+        }
+        #expect(try eventually { served.withLock { $0 } >= 100 })
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        for worker in workers { worker.wait() }
+
+        // A new server on the same store: ready at once, and every answer is the right job.
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.cacheDirectory = directory.path + "/cache" }
+        #expect(try proxy.get("/readyz", token: nil).status == 200)
+        var hits = 0
+        for id in ids {
+            let answer = try proxy.get("/v0/workflows/\(workflow)/jobs/\(id)", token: proxy.readToken)
+            #expect(answer.status == 200)
+            #expect(answer.json?["id"] as? String == id)
+            if answer.header("Cache-Status")?.contains("hit") == true { hits += 1 }
+        }
+        #expect(hits > 0, "entries written before the kill are served from disk")
+        await proxy.stop()
+    }
+
+    @Test func purgeDropsEntriesFromBothTiers() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: ManualClock())
+        let workflow = sim.workflowIDs[0]
+        let target = "/v0/workflows/\(workflow)/jobs"
+        let jobs = try #require(try proxy.get(target, token: proxy.readToken).json?["jobs"] as? [[String: Any]])
+        let job = jobs[0]["id"] as! String
+        _ = try proxy.get("\(target)/\(job)", token: proxy.readToken)
+
+        #expect(try proxy.request("POST", "/admin/purge?workflow_id=\(workflow)", token: proxy.readToken).status == 403)
+        #expect(try proxy.request("POST", "/admin/purge", token: proxy.adminToken).status == 400)
+        #expect(try proxy.request("GET", "/admin/purge?workflow_id=\(workflow)", token: proxy.adminToken).status == 405)
+        let one = try proxy.request("POST", "/admin/purge?workflow_id=\(workflow)&job_id=\(job)", token: proxy.adminToken)
+        #expect(one.status == 200)
+        #expect((one.json?["purged"] as? [String: Int])?["memory_entries"] == 1)
+        #expect(try proxy.get("\(target)/\(job)", token: proxy.readToken).header("Cache-Status")?.contains("fwd=miss") == true)
+        #expect(try proxy.get(target, token: proxy.readToken).header("Cache-Status")?.contains("hit") == true)
+
+        let all = try proxy.request("POST", "/admin/purge?workflow_id=\(workflow)", token: proxy.adminToken)
+        #expect((all.json?["purged"] as? [String: Int])?["memory_entries"] == 2)
+        #expect((all.json?["purged"] as? [String: Int])?["disk_entries"] == 2)
+        #expect(try proxy.get(target, token: proxy.readToken).header("Cache-Status")?.contains("fwd=miss") == true)
+        await proxy.stop()
+    }
+
+    @Test func statsReportTiersHitsAndSavedCalls() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: ManualClock())
+        let target = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        for _ in 0..<4 { _ = try proxy.get(target, token: proxy.readToken) }
+        #expect(try proxy.get("/admin/stats", token: proxy.writeToken).status == 403)
+        let stats = try #require(try proxy.get("/admin/stats", token: proxy.adminToken).json)
+        #expect(stats["hits"] as? Int == 3)
+        #expect(stats["misses"] as? Int == 1)
+        #expect(stats["hit_ratio"] as? Double == 0.75)
+        #expect(stats["upstream_calls_saved"] as? Int == 3)
+        #expect((stats["memory"] as? [String: Any])?["entries"] as? Int == 1)
+        #expect(try eventually { ((try proxy.get("/admin/stats", token: proxy.adminToken).json?["disk"] as? [String: Any])?["entries"] as? Int) == 1 })
+        await proxy.stop()
+    }
+
+    @Test func theCacheCommandWorksOfflineOnTheStore() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let shared = TemporaryDirectory()
+        let workflow = sim.workflowIDs[0]
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.cacheDirectory = shared.path }
+        _ = try proxy.get("/v0/workflows/\(workflow)/jobs", token: proxy.readToken)
+        await proxy.stop()
+        let environment = ["PIXXEL_PROXY_CACHE_DIRECTORY": shared.path]
+        let stats = try ProcessTests.run(["cache", "stats"], environment: environment)
+        #expect(stats.status == 0)
+        #expect(stats.stdout.contains("entries: 1"))
+        let purge = try ProcessTests.run(["cache", "purge", "--workflow", workflow], environment: environment)
+        #expect(purge.stdout.contains("purged 1 entry"))
+        #expect(try ProcessTests.run(["cache", "stats"], environment: environment).stdout.contains("entries: 0"))
+        let empty = TemporaryDirectory()
+        #expect(try ProcessTests.run(["cache", "stats"], environment: ["PIXXEL_PROXY_CACHE_DIRECTORY": empty.path]).stdout.contains("no cache yet"))
+    }
+}
