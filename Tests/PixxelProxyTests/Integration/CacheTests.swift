@@ -95,6 +95,20 @@ import Testing
         await proxy.stop()
     }
 
+    @Test func aFailedFetchWakesEveryWaiterWithTheError() async throws {
+        let upstream = try FakeUpstream { _ in .hang }
+        defer { upstream.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(upstream.port)", clock: ManualClock()) { $0.upstreamTimeoutSeconds = 1 }
+        let port = proxy.port, token = proxy.readToken
+        let answers = concurrently(8) { _ in
+            try? RawHTTPClient.request(port: port, target: "/v0/workflows/w/jobs/j", headers: [("Authorization", token)])
+        }
+        #expect(answers.allSatisfy { $0?.status == 504 })
+        #expect(upstream.received.count == 1)
+        #expect(answers.contains { $0?.header("Cache-Status")?.hasSuffix("collapsed") == true })
+        await proxy.stop()
+    }
+
     @Test func noCacheForcesARevalidation() async throws {
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }
