@@ -20,12 +20,12 @@ import Testing
         answers.append(try proxy.get("/v0/../x", token: proxy.adminToken))
         await proxy.stop()
 
+        let secrets = [ProxyHarness.apiKey, proxy.readToken, proxy.writeToken, proxy.adminToken]
         // The same against upstream failures, whose messages are the likeliest to leak.
         let failing = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(hanging.port)") { $0.upstreamTimeoutSeconds = 0.3 }
         answers.append(try failing.get("/v0/workflows/w/jobs", token: failing.readToken))
         await failing.stop()
 
-        let secrets = [ProxyHarness.apiKey, proxy.readToken, proxy.writeToken, proxy.adminToken]
         for answer in answers {
             let text = answer.text + answer.headers.map { "\($0.0): \($0.1)" }.joined(separator: "\n")
             for secret in secrets { #expect(!text.contains(secret)) }
@@ -33,11 +33,12 @@ import Testing
         let logText = (proxy.logs.all + failing.logs.all).joined(separator: "\n")
         #expect(!logText.isEmpty)
         for secret in secrets { #expect(!logText.contains(secret)) }
-        let cacheFiles = FileManager.default.enumerator(atPath: proxy.directory.path + "/cache")?.allObjects ?? []
-        for case let file as String in cacheFiles {
-            let contents = (try? String(contentsOfFile: proxy.directory.path + "/cache/" + file, encoding: .utf8)) ?? ""
-            #expect(!contents.contains(ProxyHarness.apiKey))
-        }
+        // The store holds what was cached (the list), and neither the key nor a token.
+        let cacheFiles = (FileManager.default.enumerator(atPath: proxy.directory.path + "/cache")?.allObjects ?? []).compactMap { $0 as? String }
+        var stored = Data()
+        for file in cacheFiles { stored += FileManager.default.contents(atPath: proxy.directory.path + "/cache/" + file) ?? Data() }
+        #expect(stored.range(of: Data(workflow.utf8)) != nil, "the cache files were read")
+        for secret in secrets { #expect(stored.range(of: Data(secret.utf8)) == nil) }
     }
 }
 
