@@ -120,14 +120,17 @@ import Testing
         let workflow = sim.workflowIDs[0]
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.cacheDirectory = shared.path }
         _ = try proxy.get("/v0/workflows/\(workflow)/jobs", token: proxy.readToken)
-        await proxy.stop()
         let environment = ["PIXXEL_PROXY_CACHE_DIRECTORY": shared.path]
+        // While the server has the store open (WAL: readers and a second writer are safe).
+        #expect(try eventually { try ProcessTests.run(["cache", "stats"], environment: environment).stdout.contains("entries: 1") })
+        _ = try proxy.get("/v0/workflows/\(sim.workflowIDs[1])/jobs", token: proxy.readToken)
+        await proxy.stop()
         let stats = try ProcessTests.run(["cache", "stats"], environment: environment)
         #expect(stats.status == 0)
-        #expect(stats.stdout.contains("entries: 1"))
+        #expect(stats.stdout.contains("entries: 2"))
         let purge = try ProcessTests.run(["cache", "purge", "--workflow", workflow], environment: environment)
         #expect(purge.stdout.contains("purged 1 entry"))
-        #expect(try ProcessTests.run(["cache", "stats"], environment: environment).stdout.contains("entries: 0"))
+        #expect(try ProcessTests.run(["cache", "stats"], environment: environment).stdout.contains("entries: 1"))
         let empty = TemporaryDirectory()
         #expect(try ProcessTests.run(["cache", "stats"], environment: ["PIXXEL_PROXY_CACHE_DIRECTORY": empty.path]).stdout.contains("no cache yet"))
     }
