@@ -29,7 +29,8 @@ let package = Package(
         .target(name: "EventHTTP", dependencies: ["CLibevent"]),
         .target(name: "Upstream", dependencies: ["EventHTTP"]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
-        .target(name: "JobCache", dependencies: ["CSQLite"]),
+        .target(name: "CacheInvalidation"),
+        .target(name: "JobCache", dependencies: ["CSQLite", "CacheInvalidation"]),
         .target(
             name: "ProxyConfig",
             dependencies: [
@@ -41,7 +42,7 @@ let package = Package(
         .target(
             name: "ProxyServer",
             dependencies: [
-                "CLibevent", "EventHTTP", "Upstream", "ProxyConfig", "JobCache",
+                "CLibevent", "EventHTTP", "Upstream", "ProxyConfig", "JobCache", "CacheInvalidation",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -64,7 +65,7 @@ let package = Package(
         .testTarget(
             name: "PixxelProxyTests",
             dependencies: [
-                "ProxyServer", "ProxyConfig", "PixxelSim", "EventHTTP", "Upstream", "JobCache",
+                "ProxyServer", "ProxyConfig", "PixxelSim", "EventHTTP", "Upstream", "JobCache", "CacheInvalidation",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -1,3 +1,4 @@
+import CacheInvalidation
 import CSQLite
 import Foundation
 import Synchronization
@@ -14,8 +15,16 @@ public struct DiskRecord: Sendable, Equatable {
     public var headers: [String]
     public var storedAt: Double
     public var lifetime: Double
+    /// The job's `updated_at` as an instant (details only).
+    public var updatedAt: Double?
+    /// When the upstream last confirmed this answer (its answer, or a list showing the same
+    /// `updated_at`); freshness counts from here.
+    public var validatedAt: Double
+    /// Marked stale by a newer `updated_at` seen elsewhere.
+    public var invalidated: Bool
 
-    public init(key: String, kind: Kind, workflowID: String, jobID: String?, body: [UInt8], headers: [String], storedAt: Double, lifetime: Double) {
+    public init(key: String, kind: Kind, workflowID: String, jobID: String?, body: [UInt8], headers: [String], storedAt: Double,
+                lifetime: Double, updatedAt: Double? = nil, validatedAt: Double? = nil, invalidated: Bool = false) {
         self.key = key
         self.kind = kind
         self.workflowID = workflowID
@@ -24,6 +33,9 @@ public struct DiskRecord: Sendable, Equatable {
         self.headers = headers
         self.storedAt = storedAt
         self.lifetime = lifetime
+        self.updatedAt = updatedAt
+        self.validatedAt = validatedAt ?? storedAt
+        self.invalidated = invalidated
     }
 }
 
@@ -63,7 +75,8 @@ public final class DiskStore: @unchecked Sendable {
             CREATE TABLE IF NOT EXISTS entries (
                 key TEXT PRIMARY KEY, kind INTEGER NOT NULL, workflow_id TEXT NOT NULL, job_id TEXT,
                 body BLOB NOT NULL, headers TEXT NOT NULL, stored_at REAL NOT NULL, lifetime REAL NOT NULL,
-                last_used REAL NOT NULL, size INTEGER NOT NULL);
+                last_used REAL NOT NULL, size INTEGER NOT NULL,
+                updated_at REAL, validated_at REAL NOT NULL, invalidated INTEGER NOT NULL DEFAULT 0);
             CREATE INDEX IF NOT EXISTS entries_last_used ON entries(last_used);
             CREATE INDEX IF NOT EXISTS entries_workflow ON entries(workflow_id, job_id);
             """)
@@ -89,6 +102,34 @@ public final class DiskStore: @unchecked Sendable {
             let after = try connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries WHERE key = ?1", .text(record.key))
             self.counters.withLock { $0.bytes = $0.bytes.map { $0 + after - before } }
             try self.evictOverBudget(connection)
+        }
+    }
+
+    /// Applies what a list answer for `workflowID` showed (job id -> `updated_at`) to the
+    /// workflow's details on disk, by the rules of `Invalidation`, in one transaction: same
+    /// `updated_at` renews, newer invalidates, a job no longer listed is invalidated.
+    public func applyListSightings(workflowID: String, sightings: [String: Double?], now: Double) {
+        enqueueWrite(force: true) { connection in
+            try connection.execute("BEGIN IMMEDIATE")
+            do {
+                for row in try connection.details(workflowID: workflowID) {
+                    let effect: Invalidation.DetailEffect
+                    if let seen = sightings[row.jobID] {
+                        effect = Invalidation.effectOfSighting(cached: row.updatedAt, seen: seen)
+                    } else {
+                        effect = .invalidate
+                    }
+                    let (validatedAt, invalidated) = Invalidation.apply(effect, validatedAt: row.validatedAt, invalidated: row.invalidated, now: now)
+                    if validatedAt != row.validatedAt || invalidated != row.invalidated {
+                        try connection.run("UPDATE entries SET validated_at = ?1, invalidated = ?2 WHERE key = ?3",
+                                           .real(validatedAt), .int(invalidated ? 1 : 0), .text(row.key))
+                    }
+                }
+                try connection.execute("COMMIT")
+            } catch {
+                try? connection.execute("ROLLBACK")
+                throw error
+            }
         }
     }
 
@@ -230,19 +271,26 @@ final class SQLiteConnection: @unchecked Sendable {
 
     func upsert(_ record: DiskRecord, now: Double) throws {
         try run("""
-            INSERT INTO entries (key, kind, workflow_id, job_id, body, headers, stored_at, lifetime, last_used, size)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            INSERT INTO entries (key, kind, workflow_id, job_id, body, headers, stored_at, lifetime, last_used, size,
+                                 updated_at, validated_at, invalidated)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
             ON CONFLICT(key) DO UPDATE SET kind = excluded.kind, body = excluded.body, headers = excluded.headers,
-                stored_at = excluded.stored_at, lifetime = excluded.lifetime, last_used = excluded.last_used, size = excluded.size
-            WHERE excluded.stored_at >= entries.stored_at
+                stored_at = excluded.stored_at, lifetime = excluded.lifetime, last_used = excluded.last_used, size = excluded.size,
+                updated_at = excluded.updated_at, validated_at = excluded.validated_at, invalidated = excluded.invalidated
+            -- Invalidation.answerMayReplace, in SQL: an older dated answer never replaces a newer one.
+            WHERE excluded.updated_at IS NULL OR entries.updated_at IS NULL OR excluded.updated_at >= entries.updated_at
             """,
             .text(record.key), .int(Int64(record.kind.rawValue)), .text(record.workflowID), record.jobID.map(Value.text) ?? .null,
             .blob(record.body), .text(record.headers.joined(separator: "\n")), .real(record.storedAt), .real(record.lifetime),
-            .real(now), .int(Int64(record.body.count + record.key.utf8.count + 128)))
+            .real(now), .int(Int64(record.body.count + record.key.utf8.count + 128)),
+            record.updatedAt.map(Value.real) ?? .null, .real(record.validatedAt), .int(record.invalidated ? 1 : 0))
     }
 
     func record(key: String) throws -> DiskRecord? {
-        let statement = try prepare("SELECT kind, workflow_id, job_id, body, headers, stored_at, lifetime FROM entries WHERE key = ?1", [.text(key)])
+        let statement = try prepare("""
+            SELECT kind, workflow_id, job_id, body, headers, stored_at, lifetime, updated_at, validated_at, invalidated
+            FROM entries WHERE key = ?1
+            """, [.text(key)])
         defer { sqlite3_finalize(statement) }
         guard sqlite3_step(statement) == SQLITE_ROW else { return nil }
         guard let kind = DiskRecord.Kind(rawValue: sqlite3_column_int(statement, 0)) else { return nil }
@@ -253,6 +301,27 @@ final class SQLiteConnection: @unchecked Sendable {
         }
         let headers = text(4).map { $0.isEmpty ? [] : $0.components(separatedBy: "\n") } ?? []
         return DiskRecord(key: key, kind: kind, workflowID: text(1) ?? "", jobID: text(2), body: body, headers: headers,
-                          storedAt: sqlite3_column_double(statement, 5), lifetime: sqlite3_column_double(statement, 6))
+                          storedAt: sqlite3_column_double(statement, 5), lifetime: sqlite3_column_double(statement, 6),
+                          updatedAt: sqlite3_column_type(statement, 7) == SQLITE_NULL ? nil : sqlite3_column_double(statement, 7),
+                          validatedAt: sqlite3_column_double(statement, 8), invalidated: sqlite3_column_int(statement, 9) != 0)
+    }
+
+    struct DetailRow {
+        let key: String, jobID: String, updatedAt: Double?, validatedAt: Double, invalidated: Bool
+    }
+
+    func details(workflowID: String) throws -> [DetailRow] {
+        let statement = try prepare("""
+            SELECT key, job_id, updated_at, validated_at, invalidated FROM entries WHERE workflow_id = ?1 AND job_id IS NOT NULL
+            """, [.text(workflowID)])
+        defer { sqlite3_finalize(statement) }
+        var rows: [DetailRow] = []
+        while sqlite3_step(statement) == SQLITE_ROW {
+            rows.append(DetailRow(
+                key: String(cString: sqlite3_column_text(statement, 0)), jobID: String(cString: sqlite3_column_text(statement, 1)),
+                updatedAt: sqlite3_column_type(statement, 2) == SQLITE_NULL ? nil : sqlite3_column_double(statement, 2),
+                validatedAt: sqlite3_column_double(statement, 3), invalidated: sqlite3_column_int(statement, 4) != 0))
+        }
+        return rows
     }
 }

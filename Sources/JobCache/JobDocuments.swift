@@ -61,6 +61,40 @@ public struct JobListDocument: Sendable {
         self.jobs = jobs
     }
 
+    /// Index of the job with `id`, if listed.
+    public func index(of id: String) -> Int? { jobs.firstIndex { $0.id == id } }
+
+    /// The field names of the job at `index`, as the list sends them.
+    public func fieldNames(at index: Int) -> [String]? {
+        ((try? JSONSerialization.jsonObject(with: Data(body[fragments[index]]))) as? [String: Any]).map { Array($0.keys) }
+    }
+
+    /// A copy with the job at `index` replaced by `job` projected to `fields` (the list's own
+    /// field set), or with `job` inserted at `index` when `replacing` is false. Only that job's
+    /// bytes are re-encoded; every other byte stays as the upstream sent it.
+    public func updated(at index: Int, replacing: Bool, with job: [String: Any], fields: [String]) -> JobListDocument? {
+        var projected: [String: Any] = [:]
+        for field in fields { projected[field] = job[field] ?? NSNull() }
+        guard let encoded = try? JSONSerialization.data(withJSONObject: projected, options: [.sortedKeys, .withoutEscapingSlashes]) else {
+            return nil
+        }
+        var pieces = fragments.map { Array(body[$0]) }
+        if replacing { pieces[index] = Array(encoded) } else { pieces.insert(Array(encoded), at: index) }
+        var out = Array(body[prefix])
+        for (offset, piece) in pieces.enumerated() {
+            if offset > 0 { out.append(UInt8(ascii: ",")) }
+            out += piece
+        }
+        out += body[suffix]
+        return JobListDocument(body: out)
+    }
+
+    /// Where a new job belongs: first if the list runs newest first, else last.
+    public var insertionIndexForNewJob: Int {
+        guard jobs.count >= 2, let first = jobs.first?.createdAt, let last = jobs.last?.createdAt else { return jobs.count }
+        return first > last ? 0 : jobs.count
+    }
+
     /// The answer for `filters`: the original body when nothing is filtered out.
     public func rendered(_ filters: JobListFilters) -> [UInt8] {
         if filters.isEmpty { return body }
@@ -79,15 +113,18 @@ public struct JobListDocument: Sendable {
 }
 
 /// A job detail answer and what the cache needs of it.
-public struct JobDetailDocument: Sendable {
+public struct JobDetailDocument: @unchecked Sendable {
     public let body: [UInt8]
     public let job: JobSummary
+    /// The parsed document, for projecting it into a list (read once, at storage).
+    public let object: [String: Any]
 
     public init?(body: [UInt8]) {
         guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any],
               let job = JobSummary(object) else { return nil }
         self.body = body
         self.job = job
+        self.object = object
     }
 }
 

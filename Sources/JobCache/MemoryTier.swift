@@ -61,6 +61,11 @@ public final class MemoryTier<Value> {
         return node.value
     }
 
+    /// Keys starting with `prefix` (a scan of the keys: for purges and list sightings, not hits).
+    public func keys(withPrefix prefix: String) -> [String] {
+        nodes.keys.filter { $0.hasPrefix(prefix) }
+    }
+
     /// Removes every entry whose key satisfies `predicate`; returns how many.
     @discardableResult
     public func removeAll(where predicate: (String) -> Bool) -> Int {

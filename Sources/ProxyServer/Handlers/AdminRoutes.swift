@@ -49,6 +49,10 @@ extension ProxyServer {
         let memoryEntries = cache.memory.count, memoryBytes = cache.memory.totalBytes, evictions = cache.memory.evictions
         let hits = cache.hits, diskHits = cache.diskHits, misses = cache.misses
         let fetches = cache.upstreamFetches, collapsed = cache.flights.collapsed
+        let invalidation = [
+            "renewals": cache.renewals, "invalidations": cache.invalidations, "rejected_out_of_order": cache.rejectedOutOfOrder,
+            "list_entry_updates": cache.listEntryUpdates, "write_throughs": cache.writeThroughs,
+        ]
         let respond: @Sendable (Int, Int) -> Void = { [self] diskEntries, diskBytes in
             loop.execute { [self] in
                 let lookups = hits + misses
@@ -58,7 +62,7 @@ extension ProxyServer {
                              "dropped_writes": cache.disk?.droppedWrites ?? 0],
                     "hits": hits, "disk_hits": diskHits, "misses": misses,
                     "hit_ratio": lookups == 0 ? 0 : Double(hits) / Double(lookups),
-                    "collapsed": collapsed, "upstream_fetches": fetches,
+                    "collapsed": collapsed, "upstream_fetches": fetches, "invalidation": invalidation,
                     // Every hit and every collapsed waiter is an upstream call not made.
                     "upstream_calls_saved": hits + collapsed,
                 ]

@@ -1,3 +1,4 @@
+import CacheInvalidation
 import EventHTTP
 import JobCache
 import Upstream
@@ -15,12 +16,30 @@ final class CachedAnswer {
     /// When the upstream answered (wall clock, so it holds across restarts).
     let storedAt: Double
     let lifetime: Double
+    /// When the upstream last confirmed it: its answer, or a list showing the same `updated_at`.
+    var validatedAt: Double
+    /// Set when a newer `updated_at` was seen elsewhere: stale whatever the TTL says.
+    var invalidated: Bool
 
-    init(document: Document, headers: HTTPHeaders, storedAt: Double, lifetime: Double) {
+    init(document: Document, headers: HTTPHeaders, storedAt: Double, lifetime: Double,
+         validatedAt: Double? = nil, invalidated: Bool = false) {
         self.document = document
         self.headers = headers
         self.storedAt = storedAt
         self.lifetime = lifetime
+        self.validatedAt = validatedAt ?? storedAt
+        self.invalidated = invalidated
+    }
+
+    /// The job's `updated_at` (details only).
+    var updatedAt: Double? {
+        if case .detail(let detail) = document { return detail.job.updatedAt }
+        return nil
+    }
+
+    /// Seconds of freshness left; negative once expired or invalidated.
+    func remaining(now: Double) -> Double {
+        invalidated ? -1 : FreshnessPolicy.remaining(storedAt: validatedAt, lifetime: lifetime, now: now)
     }
 
     /// Bytes held, for the memory budget: the body plus a fixed allowance per job and entry.
@@ -85,12 +104,12 @@ extension ProxyServer {
         let forceRevalidation = Self.asksForRevalidation(clientHeaders)
         let cached = cache.memory.get(resource.key)
         if let cached, !forceRevalidation {
-            let remaining = FreshnessPolicy.remaining(storedAt: cached.storedAt, lifetime: cached.lifetime, now: now)
+            let remaining = cached.remaining(now: now)
             if remaining > 0 {
                 cache.hits += 1
                 exchange.cacheStatus = "pixxel-proxy; hit; ttl=\(Int(remaining.rounded(.down)))"
                 return finish(&exchange, status: 200, headers: cached.headers, body: cached.body(for: filters),
-                              age: now - cached.storedAt)
+                              age: now - cached.validatedAt)
             }
         }
         cache.misses += 1
@@ -124,13 +143,12 @@ extension ProxyServer {
         switch outcome {
         case .fromDisk(let answer):
             let now = clock()
-            let remaining = FreshnessPolicy.remaining(storedAt: answer.storedAt, lifetime: answer.lifetime, now: now)
-            exchange.cacheStatus = "pixxel-proxy; hit; ttl=\(Int(max(0, remaining).rounded(.down)))"
-            finish(&exchange, status: 200, headers: answer.headers, body: answer.body(for: filters), age: now - answer.storedAt)
+            exchange.cacheStatus = "pixxel-proxy; hit; ttl=\(Int(max(0, answer.remaining(now: now)).rounded(.down)))"
+            finish(&exchange, status: 200, headers: answer.headers, body: answer.body(for: filters), age: now - answer.validatedAt)
         case .stored(let answer):
             exchange.upstreamStatus = 200
             exchange.cacheStatus = "pixxel-proxy; fwd=\(forward); fwd-status=200; stored\(collapsed)"
-            finish(&exchange, status: 200, headers: answer.headers, body: answer.body(for: filters), age: clock() - answer.storedAt)
+            finish(&exchange, status: 200, headers: answer.headers, body: answer.body(for: filters), age: clock() - answer.validatedAt)
         case .passedOn(let response):
             exchange.upstreamStatus = response.status
             exchange.cacheStatus = "pixxel-proxy; fwd=\(forward); fwd-status=\(response.status)\(collapsed)"
@@ -150,7 +168,7 @@ extension ProxyServer {
         if cache.memory.peek(resource.key) == nil {
             cache.memory.set(resource.key, answer, cost: answer.cost)
         }
-        guard FreshnessPolicy.remaining(storedAt: answer.storedAt, lifetime: answer.lifetime, now: clock()) > 0 else {
+        guard answer.remaining(now: clock()) > 0 else {
             return fetch(resource, clientHeaders: clientHeaders)
         }
         cache.diskHits += 1
@@ -199,6 +217,18 @@ extension ProxyServer {
         var headers = response.headers
         for name in ["Set-Cookie", "Age", "Cache-Status"] { headers.remove(name) }
         let answer = CachedAnswer(document: document, headers: headers, storedAt: now, lifetime: lifetime)
+        switch document {
+        case .list(let list):
+            applyListSightings(list, workflowID: resource.workflowID, now: now)
+        case .detail(let detail):
+            if let cached = cache.memory.peek(resource.key),
+               !Invalidation.answerMayReplace(cached: cached.updatedAt, answer: detail.job.updatedAt) {
+                // An out-of-order answer (a lagging replica): the newer cached detail stays.
+                cache.rejectedOutOfOrder += 1
+                return .stored(cached)
+            }
+            updateListEntry(workflowID: resource.workflowID, from: detail, now: now)
+        }
         cache.memory.set(resource.key, answer, cost: answer.cost)
         cache.disk?.save(answer.record(key: resource.key, resource: resource))
         return .stored(answer)
@@ -225,6 +255,13 @@ final class CacheState {
     var diskHits = 0
     var misses = 0
     var upstreamFetches = 0
+    /// Details renewed, invalidated, answers refused as older, list entries updated from a
+    /// newer detail, and jobs written through from a POST (see `Invalidation`).
+    var renewals = 0
+    var invalidations = 0
+    var rejectedOutOfOrder = 0
+    var listEntryUpdates = 0
+    var writeThroughs = 0
 
     init(memoryBudgetBytes: Int, disk: DiskStore?, policy: FreshnessPolicy, maxWaitersPerFlight: Int) {
         memory = MemoryTier(budgetBytes: memoryBudgetBytes)
@@ -259,7 +296,8 @@ extension CachedAnswer {
             guard let colon = line.firstIndex(of: ":") else { continue }
             headers.add(String(line[..<colon]), String(line[line.index(after: colon)...]))
         }
-        self.init(document: document, headers: headers, storedAt: record.storedAt, lifetime: record.lifetime)
+        self.init(document: document, headers: headers, storedAt: record.storedAt, lifetime: record.lifetime,
+                  validatedAt: record.validatedAt, invalidated: record.invalidated)
     }
 
     func record(key: String, resource: CachedResource) -> DiskRecord {
@@ -272,6 +310,7 @@ extension CachedAnswer {
         var jobID: String?
         if case .job(_, let id) = resource { jobID = id }
         return DiskRecord(key: key, kind: kind, workflowID: resource.workflowID, jobID: jobID, body: body,
-                          headers: headers.fields.map { "\($0.name):\($0.value)" }, storedAt: storedAt, lifetime: lifetime)
+                          headers: headers.fields.map { "\($0.name):\($0.value)" }, storedAt: storedAt, lifetime: lifetime,
+                          updatedAt: updatedAt, validatedAt: validatedAt, invalidated: invalidated)
     }
 }

@@ -88,6 +88,9 @@ extension ProxyServer {
                 if exchange.route.isJobRoute, (200..<300).contains(response.status), !Self.isJSONObject(response.body) {
                     return finish(&exchange, error: ProxyError(status: 502, code: "bad_gateway", message: "the upstream answered something that is not a JSON object"))
                 }
+                if case .createJob(let workflowID) = exchange.route, (200..<300).contains(response.status) {
+                    writeThrough(workflowID: workflowID, response: response)
+                }
                 finish(&exchange, status: response.status, headers: response.headers, body: response.body)
             case .failure(let failure):
                 finish(&exchange, error: ProxyError(status: failure.status, code: failure.code, message: failure.message))

@@ -3,10 +3,11 @@ import Testing
 import JobCache
 
 @Suite struct DiskStoreTests {
-    func record(_ key: String, workflow: String = "w", job: String? = nil, size: Int = 100, storedAt: Double = 1000) -> DiskRecord {
+    func record(_ key: String, workflow: String = "w", job: String? = nil, size: Int = 100, storedAt: Double = 1000,
+                updatedAt: Double? = nil) -> DiskRecord {
         DiskRecord(key: key, kind: job == nil ? .list : .detail, workflowID: workflow, jobID: job,
                    body: Array(repeating: UInt8(ascii: "x"), count: size), headers: ["Content-Type:application/json"],
-                   storedAt: storedAt, lifetime: 10)
+                   storedAt: storedAt, lifetime: 10, updatedAt: updatedAt)
     }
 
     func load(_ store: DiskStore, _ key: String) async -> DiskRecord? {
@@ -29,13 +30,33 @@ import JobCache
         #expect(await load(reopened, "job w nope") == nil)
     }
 
-    @Test func anOlderAnswerNeverReplacesANewerOne() async throws {
+    @Test func anOlderUpdatedAtNeverReplacesANewerOne() async throws {
         let directory = TemporaryDirectory()
         let store = try DiskStore(directory: directory.path, budgetBytes: 1 << 20)
-        store.save(record("k", size: 10, storedAt: 2000))
-        store.save(record("k", size: 20, storedAt: 1000))
+        store.save(record("k", job: "k", size: 10, storedAt: 1000, updatedAt: 2000))
+        store.save(record("k", job: "k", size: 20, storedAt: 3000, updatedAt: 1500))  // answered later, but older
         store.flush()
         #expect(await load(store, "k")?.body.count == 10)
+        store.save(record("k", job: "k", size: 30, storedAt: 4000, updatedAt: 2000))  // same version: replaces
+        store.flush()
+        #expect(await load(store, "k")?.body.count == 30)
+    }
+
+    @Test func listSightingsRenewInvalidateAndCatchVanishedJobs() async throws {
+        let directory = TemporaryDirectory()
+        let store = try DiskStore(directory: directory.path, budgetBytes: 1 << 20)
+        store.save(record("job w same", job: "same", updatedAt: 100))
+        store.save(record("job w newer", job: "newer", updatedAt: 100))
+        store.save(record("job w older", job: "older", updatedAt: 100))
+        store.save(record("job w gone", job: "gone", updatedAt: 100))
+        store.applyListSightings(workflowID: "w", sightings: ["same": 100, "newer": 200, "older": 50], now: 5000)
+        store.flush()
+        #expect(await load(store, "job w same")?.validatedAt == 5000)
+        #expect(await load(store, "job w same")?.invalidated == false)
+        #expect(await load(store, "job w newer")?.invalidated == true)
+        #expect(await load(store, "job w older")?.invalidated == false)
+        #expect(await load(store, "job w older")?.validatedAt == 1000)
+        #expect(await load(store, "job w gone")?.invalidated == true)
     }
 
     @Test func staysWithinItsBudgetEvictingLeastRecentlyUsed() async throws {

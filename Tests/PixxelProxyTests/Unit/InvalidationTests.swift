@@ -1,0 +1,49 @@
+import Testing
+import CacheInvalidation
+import JobCache
+
+@Suite struct InvalidationTests {
+    static let t = Timestamp.parse("2026-11-20T10:00:00Z")!
+
+    @Test(arguments: [
+        // (cached, seen, effect)
+        ("2026-11-20T10:00:00Z", "2026-11-20T10:00:05Z", Invalidation.DetailEffect.invalidate),
+        ("2026-11-20T10:00:00Z", "2026-11-20T10:00:00Z", .renew),
+        ("2026-11-20T10:00:00Z", "2026-11-20T15:30:00+05:30", .renew),          // same instant, other offset
+        ("2026-11-20T10:00:00.500Z", "2026-11-20T10:00:00.25Z", .keep),          // older: never go back
+        ("2026-11-20T10:00:00.25Z", "2026-11-20T10:00:00.500000Z", .invalidate), // fractions compared as numbers
+        ("2026-11-20T10:00:00Z", "2026-11-20T05:00:01-05:00", .invalidate),     // later despite the smaller text
+        ("2026-11-20T10:00:00Z", "garbage", .keep),
+        ("garbage", "2026-11-20T10:00:00Z", .keep),
+        ("", "", .keep),
+    ])
+    func aSightingRenewsInvalidatesOrKeeps(_ cached: String, _ seen: String, _ effect: Invalidation.DetailEffect) {
+        #expect(Invalidation.effectOfSighting(cached: Timestamp.parse(cached), seen: Timestamp.parse(seen)) == effect)
+    }
+
+    @Test func anOlderAnswerNeverReplacesANewerDetail() {
+        #expect(!Invalidation.answerMayReplace(cached: Self.t, answer: Self.t - 1))
+        #expect(Invalidation.answerMayReplace(cached: Self.t, answer: Self.t))
+        #expect(Invalidation.answerMayReplace(cached: Self.t, answer: Self.t + 1))
+        #expect(Invalidation.answerMayReplace(cached: nil, answer: Self.t - 1))
+        #expect(Invalidation.answerMayReplace(cached: Self.t, answer: nil), "unknown falls back to plain TTL")
+    }
+
+    @Test func aNewerDetailUpdatesTheListEntry() {
+        #expect(Invalidation.detailUpdatesListEntry(listEntry: Self.t, detail: Self.t + 0.5))
+        #expect(!Invalidation.detailUpdatesListEntry(listEntry: Self.t, detail: Self.t))
+        #expect(!Invalidation.detailUpdatesListEntry(listEntry: Self.t, detail: Self.t - 1))
+        #expect(!Invalidation.detailUpdatesListEntry(listEntry: nil, detail: Self.t))
+    }
+
+    @Test func jobsMissingFromAListAreFound() {
+        #expect(Invalidation.vanished(cachedJobIDs: ["a", "b", "c"], listedJobIDs: ["a", "c", "d"]) == ["b"])
+    }
+
+    @Test func applyingEffects() {
+        #expect(Invalidation.apply(.renew, validatedAt: 10, invalidated: false, now: 50) == (50, false))
+        #expect(Invalidation.apply(.renew, validatedAt: 10, invalidated: true, now: 50) == (10, true), "a stale detail stays stale")
+        #expect(Invalidation.apply(.invalidate, validatedAt: 10, invalidated: false, now: 50) == (10, true))
+        #expect(Invalidation.apply(.keep, validatedAt: 10, invalidated: false, now: 50) == (10, false))
+    }
+}
