@@ -19,6 +19,8 @@ let package = Package(
         // Already required by swift-configuration's YAML trait; used directly to find unknown keys.
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(
@@ -44,6 +46,8 @@ let package = Package(
             dependencies: [
                 "CLibevent", "EventHTTP", "Upstream", "ProxyConfig", "JobCache", "CacheInvalidation",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .target(name: "PixxelSim", dependencies: ["EventHTTP"]),

@@ -17,6 +17,7 @@ public final class ProxyServer: @unchecked Sendable {
     let upstream: UpstreamClient
     var authenticator: Authenticator
     let cache: CacheState
+    let metrics = ProxyMetrics()
     /// Wall-clock seconds since 1970; injected so tests move time without sleeping.
     let clock: @Sendable () -> Double
     var isDraining = false

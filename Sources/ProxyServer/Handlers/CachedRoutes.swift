@@ -186,7 +186,8 @@ extension ProxyServer {
             headers.remove(name)
         }
         cache.upstreamFetches += 1
-        upstream.send(method: .get, path: resource.upstreamPath, rawQuery: nil, clientHeaders: headers, body: []) { [self] result in
+        let route = { if case .list = resource { Route.listJobs(workflowID: "").template } else { Route.getJob(workflowID: "", jobID: "").template } }()
+        callUpstream(route: route, method: .get, path: resource.upstreamPath, rawQuery: nil, clientHeaders: headers, body: []) { [self] result in
             let outcome: FetchOutcome
             switch result {
             case .failure(let failure):

@@ -2,6 +2,7 @@ import EventHTTP
 import Foundation
 import JobCache
 import Logging
+import ProxyConfig
 import Upstream
 
 extension ProxyServer {
@@ -34,6 +35,10 @@ extension ProxyServer {
             break
         }
 
+        // Metrics are open on a loopback listener and need the admin scope on any other.
+        if exchange.route == .metrics && SettingsParser.isLoopback(settings.listenHost) {
+            return finish(&exchange, status: 200, headers: Self.metricsHeaders, body: renderMetrics())
+        }
         exchange.caller = authenticator.authenticate(authorization: request.headers["Authorization"])
         if exchange.caller == .rejected {
             exchange.extraHeaders.add("WWW-Authenticate", #"Bearer realm="pixxel-proxy""#)
@@ -41,7 +46,7 @@ extension ProxyServer {
         }
         let needed: Scopes
         switch exchange.route {
-        case .adminPurge, .adminStats: needed = .admin
+        case .adminPurge, .adminStats, .metrics: needed = .admin
         default: needed = request.method.isIdempotentRead ? .read : .write
         }
         guard exchange.caller.scopes.contains(needed) else {
@@ -68,6 +73,8 @@ extension ProxyServer {
             return purge(exchange, rawQuery: target.rawQuery)
         case .adminStats:
             return reportStatistics(exchange)
+        case .metrics:
+            return finish(&exchange, status: 200, headers: Self.metricsHeaders, body: renderMetrics())
         case .createJob:
             if let problem = Self.projectIDProblem(target.rawQuery) {
                 return finish(&exchange, error: .badRequest(problem))
@@ -79,8 +86,8 @@ extension ProxyServer {
         exchange.forwarded = true
         let exchangeBox = ExchangeBox(exchange)
         let upstreamMethod: HTTPMethod = exchange.route.isCachedRoute ? .get : request.method
-        upstream.send(method: upstreamMethod, path: target.encodedPath, rawQuery: target.rawQuery,
-                      clientHeaders: headers, body: request.body) { [self] result in
+        callUpstream(route: exchange.route.template, method: upstreamMethod, path: target.encodedPath, rawQuery: target.rawQuery,
+                     clientHeaders: headers, body: request.body) { [self] result in
             var exchange = exchangeBox.exchange
             switch result {
             case .success(let response):
@@ -112,6 +119,7 @@ extension ProxyServer {
         if exchange.closeConnection { headers.set("Connection", "close") }
         exchange.request.respond(status: status, headers: headers, body: body)
         let elapsed = ContinuousClock.now - exchange.started
+        metrics.requestFinished(route: exchange.route.template, status: status, cache: exchange.cacheOutcome, duration: elapsed)
         let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         logger.info("\(exchange.request.method.rawValue) \(exchange.route.template) \(status)", metadata: [
             "client": "\(exchange.caller.logName)",
@@ -124,6 +132,39 @@ extension ProxyServer {
 
     func finish(_ exchange: inout Exchange, error: ProxyError) {
         finish(&exchange, status: error.status, body: error.body)
+    }
+
+    /// Every upstream call goes through here, so each is counted once, by route and outcome.
+    func callUpstream(route: String, method: HTTPMethod, path: String, rawQuery: String?, clientHeaders: HTTPHeaders, body: [UInt8],
+                      completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
+        upstream.send(method: method, path: path, rawQuery: rawQuery, clientHeaders: clientHeaders, body: body) { [self] result in
+            switch result {
+            case .success(let response): metrics.upstreamRequest(route: route, outcome: String(response.status))
+            case .failure(let failure): metrics.upstreamRequest(route: route, outcome: failure.code)
+            }
+            completion(result)
+        }
+    }
+
+    static let metricsHeaders = HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])
+
+    func renderMetrics() -> [UInt8] {
+        metrics.render(
+            counts: [
+                ("pixxel_proxy_cache_hits_total", cache.hits), ("pixxel_proxy_cache_misses_total", cache.misses),
+                ("pixxel_proxy_cache_disk_hits_total", cache.diskHits), ("pixxel_proxy_cache_evictions_total", cache.memory.evictions),
+                ("pixxel_proxy_cache_collapsed_total", cache.flights.collapsed),
+                ("pixxel_proxy_invalidation_renewals_total", cache.renewals),
+                ("pixxel_proxy_invalidation_invalidations_total", cache.invalidations),
+                ("pixxel_proxy_invalidation_rejected_out_of_order_total", cache.rejectedOutOfOrder),
+                ("pixxel_proxy_invalidation_list_entry_updates_total", cache.listEntryUpdates),
+                ("pixxel_proxy_cache_write_throughs_total", cache.writeThroughs),
+            ],
+            gaugeValues: [
+                ("pixxel_proxy_cache_entries", [("tier", "memory")], Double(cache.memory.count)),
+                ("pixxel_proxy_cache_bytes", [("tier", "memory")], Double(cache.memory.totalBytes)),
+                ("pixxel_proxy_upstream_connections_open", [], Double(upstream.openConnections)),
+            ])
     }
 
     /// Why a job-creation query is refused, or nil when it has exactly one non-empty `project_id`.
@@ -156,6 +197,15 @@ struct Exchange {
     var upstreamStatus: Int?
     /// The Cache-Status value, when the cache decided it.
     var cacheStatus: String?
+
+    /// A bounded label for metrics: hit, miss, stale, request, uri-miss, bypass or none.
+    var cacheOutcome: String {
+        guard route.isCachedRoute else { return "none" }
+        guard let cacheStatus else { return "bypass" }
+        if cacheStatus.contains("; hit") { return "hit" }
+        for outcome in ["miss", "stale", "request", "uri-miss"] where cacheStatus.contains("fwd=\(outcome)") { return outcome }
+        return "bypass"
+    }
     var extraHeaders = HTTPHeaders()
     var closeConnection = false
 }

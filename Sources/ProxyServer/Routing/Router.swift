@@ -13,6 +13,8 @@ public enum Route: Sendable, Equatable {
     case adminPurge
     /// `GET /admin/stats`
     case adminStats
+    /// `GET /metrics`: Prometheus text
+    case metrics
     case notFound
     case methodNotAllowed(allowed: [HTTPMethod])
 
@@ -26,6 +28,7 @@ public enum Route: Sendable, Equatable {
         case .passThrough: "/v0/*"
         case .adminPurge: "/admin/purge"
         case .adminStats: "/admin/stats"
+        case .metrics: "/metrics"
         case .notFound, .methodNotAllowed: "unmatched"
         }
     }
@@ -54,6 +57,9 @@ public enum Router {
         if path == ["healthz"] || path == ["readyz"] {
             guard method == .get || method == .head else { return .methodNotAllowed(allowed: [.get, .head]) }
             return path == ["healthz"] ? .health : .ready
+        }
+        if path == ["metrics"] {
+            return method == .get || method == .head ? .metrics : .methodNotAllowed(allowed: [.get, .head])
         }
         if path == ["admin", "purge"] {
             return method == .post ? .adminPurge : .methodNotAllowed(allowed: [.post])

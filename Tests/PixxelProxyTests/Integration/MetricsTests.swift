@@ -1,0 +1,49 @@
+import Foundation
+import PixxelSim
+import Testing
+
+@Suite struct MetricsTests {
+    /// `name{labels} value` lines of a Prometheus text page.
+    static func samples(_ text: String) -> [String: Double] {
+        var out: [String: Double] = [:]
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+            out[String(line[..<space])] = value
+        }
+        return out
+    }
+
+    @Test func countsMatchWhatWasSent() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: ManualClock())
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        for _ in 0..<3 { _ = try proxy.get(list, token: proxy.readToken) }          // 1 miss, 2 hits
+        _ = try proxy.get(list + "?status=completed", token: proxy.readToken)     // hit
+        _ = try proxy.get(list, token: nil)                                        // 401
+        _ = try proxy.get(list + "/missing", token: proxy.readToken)              // upstream 404
+
+        let page = try proxy.get("/metrics", token: nil)
+        #expect(page.status == 200)
+        #expect(page.header("Content-Type")?.hasPrefix("text/plain") == true)
+        let text = page.text
+        let samples = Self.samples(text)
+        let listRoute = #"route="/v0/workflows/{workflow_id}/jobs""#
+        #expect(samples.first { $0.key.hasPrefix("pixxel_proxy_requests_total{") && $0.key.contains(listRoute)
+            && $0.key.contains(#"status="200""#) && $0.key.contains(#"cache="hit""#) }?.value == 3)
+        #expect(samples.first { $0.key.hasPrefix("pixxel_proxy_requests_total{") && $0.key.contains(#"status="401""#) }?.value == 1)
+        #expect(samples["pixxel_proxy_cache_hits_total"] == 3)
+        #expect(samples["pixxel_proxy_cache_misses_total"] == 2)
+        #expect(samples.filter { $0.key.hasPrefix("pixxel_proxy_upstream_requests_total{") }.values.reduce(0, +) == 2)
+        #expect(samples.first { $0.key.hasPrefix("pixxel_proxy_upstream_requests_total{") && $0.key.contains(#"outcome="404""#) }?.value == 1)
+        #expect(text.contains("pixxel_proxy_request_duration_seconds_bucket"))
+        #expect(samples[#"pixxel_proxy_cache_entries{tier="memory"}"#] == 1)
+        #expect(samples["pixxel_proxy_invalidation_renewals_total"] == 0)
+        #expect(!text.contains(sim.workflowIDs[0]), "no ids in labels")
+
+        // Counters only grow: a second page shows the same totals, not doubled ones.
+        let again = Self.samples(try proxy.get("/metrics", token: nil).text)
+        #expect(again["pixxel_proxy_cache_hits_total"] == 3)
+        await proxy.stop()
+    }
+}
