@@ -73,6 +73,26 @@ import Testing
         await proxy.stop()
     }
 
+    @Test func aJobMissingFromAFreshListHasItsDetailMarkedStale() async throws {
+        let pixxel = try ScriptedPixxel()
+        defer { pixxel.upstream.stop() }
+        pixxel.state.withLock {
+            $0.listUpdatedAt = ["a": "2026-11-20T10:00:00Z", "b": "2026-11-20T10:00:00Z"]
+            $0.detailUpdatedAt = ["a": "2026-11-20T10:00:00Z", "b": "2026-11-20T10:00:00Z"]
+        }
+        let clock = ManualClock()
+        let proxy = try ScriptedHarness.start(pixxel, clock)
+        _ = try proxy.get("/v0/workflows/w/jobs/b", token: proxy.readToken)
+        clock.advance(1)
+        pixxel.state.withLock { _ = $0.listUpdatedAt.removeValue(forKey: "b") }
+        let list = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        #expect((list.json?["jobs"] as? [[String: Any]])?.map { $0["id"] as? String } == ["a"])
+        let b = try proxy.get("/v0/workflows/w/jobs/b", token: proxy.readToken)
+        #expect(b.header("Cache-Status")?.hasPrefix("pixxel-proxy; fwd=stale") == true)
+        #expect(pixxel.calls("GET /v0/workflows/w/jobs/") == 2)
+        await proxy.stop()
+    }
+
     @Test func aListWithAnOlderUpdatedAtDoesNotRollBackANewerDetail() async throws {
         let pixxel = try ScriptedPixxel()
         defer { pixxel.upstream.stop() }
