@@ -17,6 +17,7 @@ public struct ProxySettings: Sendable, Equatable {
     public var upstreamMaxQueue = 1024
     public var upstreamRequestsPerSecond = 5.0
     public var upstreamBurst = 5.0
+    public var upstreamMaxRetryAfterSeconds = 300.0
 
     public var cacheDirectory = "./cache"
     public var cacheMemoryMB = 256

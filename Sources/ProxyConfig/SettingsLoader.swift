@@ -147,6 +147,7 @@ extension ProxySettings {
             "upstream.max_queue: \(upstreamMaxQueue)",
             "upstream.requests_per_second: \(upstreamRequestsPerSecond)",
             "upstream.burst: \(upstreamBurst)",
+            "upstream.max_retry_after_seconds: \(upstreamMaxRetryAfterSeconds)",
             "cache.directory: \(cacheDirectory)",
             "cache.memory_mb: \(cacheMemoryMB)",
             "cache.disk_mb: \(cacheDiskMB)",

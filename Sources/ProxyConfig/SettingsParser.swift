@@ -124,6 +124,9 @@ public enum SettingsParser {
         Key(name: "upstream.burst", summary: "token bucket size (default = requests_per_second, at least 1)") { s, raw throws(SettingsError) in
             s.upstreamBurst = try number(raw, "upstream.burst", in: 1...1_000_000)
         },
+        Key(name: "upstream.max_retry_after_seconds", summary: "longest pause honoured after an upstream Retry-After (default 300 s)") { s, raw throws(SettingsError) in
+            s.upstreamMaxRetryAfterSeconds = try seconds(raw, "upstream.max_retry_after_seconds", allowZero: true)
+        },
         Key(name: "cache.directory", summary: "on-disk store, created if missing (default ./cache)") { s, raw throws(SettingsError) in
             s.cacheDirectory = try text(raw, "cache.directory", "a directory path")
         },

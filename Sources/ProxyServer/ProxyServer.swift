@@ -18,6 +18,7 @@ public final class ProxyServer: @unchecked Sendable {
     var authenticator: Authenticator
     let cache: CacheState
     let metrics = ProxyMetrics()
+    let budget: UpstreamBudget
     /// Wall-clock seconds since 1970; injected so tests move time without sleeping.
     let clock: @Sendable () -> Double
     var isDraining = false
@@ -59,6 +60,8 @@ public final class ProxyServer: @unchecked Sendable {
         } catch {
             throw SettingsError(key: "upstream.ca_file", "\(error)")
         }
+        budget = UpstreamBudget(loop: loop, rate: settings.upstreamRequestsPerSecond, burst: settings.upstreamBurst,
+                                maxQueued: settings.upstreamMaxQueue, clock: clock)
         httpServer = HTTPServer(
             loop: loop,
             limits: ServerLimits(maxHeaderBytes: settings.listenMaxHeaderBytes, maxBodyBytes: settings.listenMaxBodyBytes,

@@ -20,10 +20,22 @@ public struct UpstreamEndpoint: Sendable {
 
 /// Why an upstream call gave nothing to pass on, with the status the client gets.
 public struct UpstreamFailure: Error, Sendable, Equatable {
-    /// 502, 503 or 504.
+    /// 429 (budget), 502, 503 or 504.
     public let status: Int
     public let code: String
     public let message: String
+    /// For 429: seconds the client should wait.
+    public var retryAfter: Double?
+    /// The connection broke before an answer: an idempotent request may be tried once more.
+    public var retryable = false
+
+    public init(status: Int, code: String, message: String, retryAfter: Double? = nil, retryable: Bool = false) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retryAfter = retryAfter
+        self.retryable = retryable
+    }
 }
 
 /// The one way to the upstream: adds the stored API key and the Host header, removes what must
@@ -97,7 +109,7 @@ public final class UpstreamClient {
         case .tls(let reason):
             UpstreamFailure(status: 502, code: "upstream_tls", message: "TLS to the upstream failed: \(reason)")
         case .broken(let reason):
-            UpstreamFailure(status: 502, code: "bad_gateway", message: reason)
+            UpstreamFailure(status: 502, code: "bad_gateway", message: reason, retryable: reason.contains("closed the connection"))
         case .responseTooLarge:
             UpstreamFailure(status: 502, code: "bad_gateway", message: "the upstream's answer is larger than upstream.max_response_bytes")
         }

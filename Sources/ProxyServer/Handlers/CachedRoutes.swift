@@ -37,6 +37,22 @@ final class CachedAnswer {
         return nil
     }
 
+    /// When a newer `updated_at` was seen (memory only; after a restart the TTL's end stands in).
+    var invalidatedAt: Double?
+
+    /// Seconds since the answer went stale: since its TTL ended, or since it was invalidated
+    /// if that came first. 0 while fresh.
+    func staleness(now: Double) -> Double {
+        var staleSince = validatedAt + lifetime
+        if invalidated { staleSince = min(staleSince, invalidatedAt ?? staleSince) }
+        return max(0, now - staleSince)
+    }
+
+    /// Whether it may still be served stale within a window of `seconds` (0 disables).
+    func isWithinStaleWindow(_ seconds: Double, now: Double) -> Bool {
+        seconds > 0 && staleness(now: now) <= seconds
+    }
+
     /// Seconds of freshness left; negative once expired or invalidated.
     func remaining(now: Double) -> Double {
         invalidated ? -1 : FreshnessPolicy.remaining(storedAt: validatedAt, lifetime: lifetime, now: now)
@@ -65,7 +81,7 @@ enum FetchOutcome {
     case stored(CachedAnswer)
     /// An upstream answer that is not cached (an error status), passed on as it is.
     case passedOn(ClientResponse)
-    case failed(ProxyError)
+    case failed(UpstreamFailure)
 }
 
 /// A cached resource: a workflow's full job list or one job.
@@ -96,8 +112,10 @@ enum CachedResource: Sendable {
 }
 
 extension ProxyServer {
-    /// Answers a cached route: from memory while fresh, else through one upstream fetch shared
-    /// by every concurrent request for the same resource.
+    /// Answers a cached route: from memory while fresh; stale at once within
+    /// `cache.stale_while_revalidate_seconds` while one background refresh runs; else through
+    /// one upstream fetch shared by every concurrent request for the same resource, with the
+    /// stale answer as the fallback within `cache.stale_if_error_seconds` when that fetch fails.
     func serveCached(_ exchange: Exchange, resource: CachedResource, filters: JobListFilters, clientHeaders: HTTPHeaders) {
         var exchange = exchange
         let now = clock()
@@ -105,11 +123,15 @@ extension ProxyServer {
         let cached = cache.memory.get(resource.key)
         if let cached, !forceRevalidation {
             let remaining = cached.remaining(now: now)
-            if remaining > 0 {
+            if remaining > 0 || cached.isWithinStaleWindow(settings.staleWhileRevalidateSeconds, now: now) {
                 cache.hits += 1
-                exchange.cacheStatus = "pixxel-proxy; hit; ttl=\(Int(remaining.rounded(.down)))"
-                return finish(&exchange, status: 200, headers: cached.headers, body: cached.body(for: filters),
-                              age: now - cached.validatedAt)
+                exchange.cacheStatus = "pixxel-proxy; hit; ttl=\(Int(remaining > 0 ? remaining.rounded(.down) : -cached.staleness(now: now).rounded(.up)))"
+                finish(&exchange, status: 200, headers: cached.headers, body: cached.body(for: filters), age: now - cached.validatedAt)
+                if remaining <= 0 {
+                    cache.staleServed += 1
+                    refreshInBackground(resource, clientHeaders: clientHeaders, client: exchange.caller.logName)
+                }
+                return
             }
         }
         cache.misses += 1
@@ -117,17 +139,18 @@ extension ProxyServer {
         let box = ExchangeBox(exchange)
         let join = cache.flights.join(resource.key) { [self] outcome in
             var exchange = box.exchange
-            deliver(outcome, to: &exchange, forward: forward, filters: filters)
+            deliver(outcome, to: &exchange, forward: forward, resource: resource, filters: filters)
         }
         switch join {
         case .leader:
             box.exchange.forwarded = true
             if cached == nil, !forceRevalidation, let disk = cache.disk {
+                let client = exchange.caller.logName
                 disk.load(resource.key) { [self] record in
-                    loop.execute { [self] in promote(record, resource: resource, clientHeaders: clientHeaders) }
+                    loop.execute { [self] in promote(record, resource: resource, clientHeaders: clientHeaders, client: client) }
                 }
             } else {
-                fetch(resource, clientHeaders: clientHeaders)
+                fetch(resource, clientHeaders: clientHeaders, client: exchange.caller.logName, priority: .interactive)
             }
         case .follower:
             box.exchange.collapsed = true
@@ -138,39 +161,62 @@ extension ProxyServer {
         }
     }
 
-    private func deliver(_ outcome: FetchOutcome, to exchange: inout Exchange, forward: String, filters: JobListFilters) {
+    /// One background refresh per resource, joined with any foreground fetch in the air.
+    private func refreshInBackground(_ resource: CachedResource, clientHeaders: HTTPHeaders, client: String) {
+        guard cache.flights.join(resource.key, { _ in }) == .leader else { return }
+        cache.backgroundRefreshes += 1
+        fetch(resource, clientHeaders: clientHeaders, client: client, priority: .background)
+    }
+
+    private func deliver(_ outcome: FetchOutcome, to exchange: inout Exchange, forward: String, resource: CachedResource,
+                         filters: JobListFilters) {
         let collapsed = exchange.collapsed ? "; collapsed" : ""
+        let now = clock()
+        // Stale-if-error: an upstream 5xx, 429, timeout or broken connection, with a stale
+        // answer still within its window, gets the stale answer rather than the error.
+        var failedStatus: Int?
+        switch outcome {
+        case .failed(let failure): failedStatus = failure.status
+        case .passedOn(let response) where response.status >= 500 || response.status == 429: failedStatus = response.status
+        default: break
+        }
+        if let failedStatus, let stale = cache.memory.peek(resource.key), stale.isWithinStaleWindow(settings.staleIfErrorSeconds, now: now) {
+            cache.staleServed += 1
+            exchange.upstreamStatus = failedStatus
+            exchange.cacheStatus = "pixxel-proxy; fwd=stale; fwd-status=\(failedStatus)\(collapsed)"
+            return finish(&exchange, status: 200, headers: stale.headers, body: stale.body(for: filters), age: now - stale.validatedAt)
+        }
         switch outcome {
         case .fromDisk(let answer):
-            let now = clock()
             exchange.cacheStatus = "pixxel-proxy; hit; ttl=\(Int(max(0, answer.remaining(now: now)).rounded(.down)))"
             finish(&exchange, status: 200, headers: answer.headers, body: answer.body(for: filters), age: now - answer.validatedAt)
         case .stored(let answer):
             exchange.upstreamStatus = 200
             exchange.cacheStatus = "pixxel-proxy; fwd=\(forward); fwd-status=200; stored\(collapsed)"
-            finish(&exchange, status: 200, headers: answer.headers, body: answer.body(for: filters), age: clock() - answer.validatedAt)
+            finish(&exchange, status: 200, headers: answer.headers, body: answer.body(for: filters), age: now - answer.validatedAt)
         case .passedOn(let response):
             exchange.upstreamStatus = response.status
             exchange.cacheStatus = "pixxel-proxy; fwd=\(forward); fwd-status=\(response.status)\(collapsed)"
             finish(&exchange, status: response.status, headers: response.headers, body: response.body)
-        case .failed(let error):
-            exchange.cacheStatus = "pixxel-proxy; fwd=\(forward); detail=\(error.code)\(collapsed)"
-            finish(&exchange, error: error)
+        case .failed(let failure):
+            exchange.cacheStatus = "pixxel-proxy; fwd=\(forward); detail=\(failure.code)\(collapsed)"
+            finish(&exchange, failure: failure)
         }
     }
 
     /// A disk lookup came back (on the loop): a fresh record answers the flight; a stale one is
     /// kept in memory (for stale serving) and refreshed; none means an upstream fetch.
-    private func promote(_ record: DiskRecord?, resource: CachedResource, clientHeaders: HTTPHeaders) {
+    private func promote(_ record: DiskRecord?, resource: CachedResource, clientHeaders: HTTPHeaders, client: String) {
         guard let record, let answer = CachedAnswer(record: record) else {
-            return fetch(resource, clientHeaders: clientHeaders)
+            return fetch(resource, clientHeaders: clientHeaders, client: client, priority: .interactive)
         }
         if cache.memory.peek(resource.key) == nil {
             cache.memory.set(resource.key, answer, cost: answer.cost)
         }
         guard answer.remaining(now: clock()) > 0 else {
-            return fetch(resource, clientHeaders: clientHeaders)
+            return fetch(resource, clientHeaders: clientHeaders, client: client, priority: .interactive)
         }
+        // A disk hit is a hit: the miss counted before the lookup is taken back.
         cache.diskHits += 1
         cache.misses -= 1
         cache.hits += 1
@@ -180,18 +226,19 @@ extension ProxyServer {
 
     /// One upstream GET for `resource`, always unfiltered and uncompressed; stores a 200 that
     /// parses, and lands the flight.
-    private func fetch(_ resource: CachedResource, clientHeaders: HTTPHeaders) {
+    private func fetch(_ resource: CachedResource, clientHeaders: HTTPHeaders, client: String, priority: UpstreamBudget.Priority) {
         var headers = clientHeaders
         for name in ["Accept-Encoding", "Cache-Control", "Pragma", "If-None-Match", "If-Modified-Since", "Range"] {
             headers.remove(name)
         }
         cache.upstreamFetches += 1
         let route = { if case .list = resource { Route.listJobs(workflowID: "").template } else { Route.getJob(workflowID: "", jobID: "").template } }()
-        callUpstream(route: route, method: .get, path: resource.upstreamPath, rawQuery: nil, clientHeaders: headers, body: []) { [self] result in
+        callUpstream(route: route, method: .get, path: resource.upstreamPath, rawQuery: nil, clientHeaders: headers, body: [],
+                     client: client, priority: priority) { [self] result in
             let outcome: FetchOutcome
             switch result {
             case .failure(let failure):
-                outcome = .failed(ProxyError(status: failure.status, code: failure.code, message: failure.message))
+                outcome = .failed(failure)
             case .success(let response) where response.status != 200:
                 outcome = .passedOn(response)
             case .success(let response):
@@ -235,7 +282,7 @@ extension ProxyServer {
         return .stored(answer)
     }
 
-    static let garbage = ProxyError(status: 502, code: "bad_gateway", message: "the upstream answered something that is not a Pixxel job document")
+    static let garbage = UpstreamFailure(status: 502, code: "bad_gateway", message: "the upstream answered something that is not a Pixxel job document")
 
     /// `Cache-Control: no-cache` or `max-age=0` (or `Pragma: no-cache`) from the client.
     static func asksForRevalidation(_ headers: HTTPHeaders) -> Bool {
@@ -261,6 +308,9 @@ final class CacheState {
     var renewals = 0
     var invalidations = 0
     var rejectedOutOfOrder = 0
+    /// Stale answers served (while revalidating, or because the upstream failed).
+    var staleServed = 0
+    var backgroundRefreshes = 0
     var listEntryUpdates = 0
     var writeThroughs = 0
 

@@ -23,7 +23,10 @@ extension ProxyServer {
                 effect = .invalidate  // no longer listed
             }
             let (validatedAt, invalidated) = Invalidation.apply(effect, validatedAt: cached.validatedAt, invalidated: cached.invalidated, now: now)
-            if invalidated && !cached.invalidated { cache.invalidations += 1 }
+            if invalidated && !cached.invalidated {
+                cache.invalidations += 1
+                cached.invalidatedAt = now
+            }
             if validatedAt != cached.validatedAt { cache.renewals += 1 }
             cached.validatedAt = validatedAt
             cached.invalidated = invalidated

@@ -87,7 +87,7 @@ extension ProxyServer {
         let exchangeBox = ExchangeBox(exchange)
         let upstreamMethod: HTTPMethod = exchange.route.isCachedRoute ? .get : request.method
         callUpstream(route: exchange.route.template, method: upstreamMethod, path: target.encodedPath, rawQuery: target.rawQuery,
-                     clientHeaders: headers, body: request.body) { [self] result in
+                     clientHeaders: headers, body: request.body, client: exchange.caller.logName) { [self] result in
             var exchange = exchangeBox.exchange
             switch result {
             case .success(let response):
@@ -100,7 +100,7 @@ extension ProxyServer {
                 }
                 finish(&exchange, status: response.status, headers: response.headers, body: response.body)
             case .failure(let failure):
-                finish(&exchange, error: ProxyError(status: failure.status, code: failure.code, message: failure.message))
+                finish(&exchange, failure: failure)
             }
         }
     }
@@ -134,16 +134,48 @@ extension ProxyServer {
         finish(&exchange, status: error.status, body: error.body)
     }
 
-    /// Every upstream call goes through here, so each is counted once, by route and outcome.
-    func callUpstream(route: String, method: HTTPMethod, path: String, rawQuery: String?, clientHeaders: HTTPHeaders, body: [UInt8],
-                      completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
-        upstream.send(method: method, path: path, rawQuery: rawQuery, clientHeaders: clientHeaders, body: body) { [self] result in
-            switch result {
-            case .success(let response): metrics.upstreamRequest(route: route, outcome: String(response.status))
-            case .failure(let failure): metrics.upstreamRequest(route: route, outcome: failure.code)
-            }
-            completion(result)
+    /// An upstream failure as the proxy's own error; a 429 carries its Retry-After.
+    func finish(_ exchange: inout Exchange, failure: UpstreamFailure) {
+        if let retryAfter = failure.retryAfter {
+            exchange.extraHeaders.set("Retry-After", String(max(1, Int(retryAfter.rounded(.up)))))
         }
+        finish(&exchange, error: ProxyError(status: failure.status, code: failure.code, message: failure.message))
+    }
+
+    /// Every upstream call goes through here: the budget first (which may queue or refuse it
+    /// with 429), then the call, counted once by route and outcome. An upstream 429 or 503 with
+    /// `Retry-After` pauses the budget. A GET or HEAD whose connection broke before an answer is
+    /// tried once more, after a little jitter (POSTs never are).
+    func callUpstream(route: String, method: HTTPMethod, path: String, rawQuery: String?, clientHeaders: HTTPHeaders, body: [UInt8],
+                      client: String, priority: UpstreamBudget.Priority = .interactive, retried: Bool = false,
+                      completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
+        let deadline = clock() + settings.upstreamTimeoutSeconds
+        budget.acquire(client: client, priority: priority, deadline: deadline, grant: { [self] in
+            upstream.send(method: method, path: path, rawQuery: rawQuery, clientHeaders: clientHeaders, body: body) { [self] result in
+                switch result {
+                case .success(let response):
+                    metrics.upstreamRequest(route: route, outcome: String(response.status))
+                    if response.status == 429 || response.status == 503, let value = response.headers["Retry-After"],
+                       let seconds = RetryAfter.seconds(value, now: clock(), cap: settings.upstreamMaxRetryAfterSeconds) {
+                        budget.pause(until: clock() + seconds)
+                        logger.warning("upstream asked to wait", metadata: ["status": "\(response.status)", "seconds": "\(seconds)"])
+                    }
+                case .failure(let failure):
+                    metrics.upstreamRequest(route: route, outcome: failure.code)
+                    if failure.retryable, !retried, method.isIdempotentRead {
+                        loop.schedule(after: Double.random(in: 0.01...0.05)) { [self] in
+                            callUpstream(route: route, method: method, path: path, rawQuery: rawQuery, clientHeaders: clientHeaders,
+                                         body: body, client: client, priority: priority, retried: true, completion: completion)
+                        }
+                        return
+                    }
+                }
+                completion(result)
+            }
+        }, refuse: { retryAfter in
+            completion(.failure(UpstreamFailure(status: 429, code: "rate_limited",
+                                                message: "the upstream budget is spent; retry later", retryAfter: retryAfter)))
+        })
     }
 
     static let metricsHeaders = HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])

@@ -75,6 +75,7 @@ import Testing
             "PIXXEL_PROXY_LISTEN_PORT": "0", "PIXXEL_PROXY_UPSTREAM_URL": "http://127.0.0.1:\(simPort)",
             "PIXXEL_API_KEY": ProxyHarness.apiKey, "PIXXEL_PROXY_AUTH_CLIENTS_FILE": clients,
             "PIXXEL_PROXY_CACHE_DIRECTORY": directory.path + "/cache",
+            "PIXXEL_PROXY_UPSTREAM_REQUESTS_PER_SECOND": "0",
         ]
         let err = Pipe()
         process.standardError = err

@@ -68,6 +68,11 @@ final class ProxyHarness: @unchecked Sendable {
         settings.clientsFile = clientsFile
         settings.cacheDirectory = directory.path + "/cache"
         settings.upstreamTimeoutSeconds = 10
+        // Unlimited unless a test is about the budget: many tests make hundreds of calls.
+        settings.upstreamRequestsPerSecond = 0
+        // No stale serving unless a test is about it: freshness tests expect a refetch.
+        settings.staleWhileRevalidateSeconds = 0
+        settings.staleIfErrorSeconds = 0
         configure(&settings)
         let sink = logs
         let logger = Logger(label: "test") { _ in CapturingLogHandler(sink: sink) }

@@ -1,0 +1,93 @@
+import EventHTTP
+
+/// The one upstream budget every call passes through: a token bucket
+/// (`upstream.requests_per_second`, `upstream.burst`), a pause after the upstream's
+/// `Retry-After`, and a bounded fair queue for calls that must wait. Owned by the loop thread.
+public final class UpstreamBudget {
+    public typealias Priority = FairQueue<Waiter>.Priority
+
+    /// A call waiting for a token.
+    public final class Waiter {
+        let deadline: Double
+        let grant: () -> Void
+        let refuse: (_ retryAfter: Double) -> Void
+        init(deadline: Double, grant: @escaping () -> Void, refuse: @escaping (Double) -> Void) {
+            self.deadline = deadline
+            self.grant = grant
+            self.refuse = refuse
+        }
+    }
+
+    private let loop: EventLoop
+    private let clock: @Sendable () -> Double
+    private var bucket: TokenBucket
+    private var queue = FairQueue<Waiter>()
+    private let maxQueued: Int
+    private var wakeTimer: LoopTimer?
+    /// No upstream call before this instant (the upstream's Retry-After).
+    public private(set) var pausedUntil: Double = 0
+    public private(set) var pauses = 0
+    public private(set) var refused = 0
+
+    public init(loop: EventLoop, rate: Double, burst: Double, maxQueued: Int, clock: @escaping @Sendable () -> Double) {
+        self.loop = loop
+        self.clock = clock
+        self.maxQueued = maxQueued
+        bucket = TokenBucket(rate: rate, burst: burst, now: clock())
+    }
+
+    public var queued: Int { queue.count }
+    public var tokens: Double { bucket.tokens }
+
+    /// Seconds left of an upstream pause (0 when none).
+    public func pauseRemaining() -> Double { max(0, pausedUntil - clock()) }
+
+    /// Asks for one upstream call. `grant` runs when it may go (at once or later, on the loop);
+    /// `refuse` runs with a Retry-After when it cannot go before `deadline` or the queue is full.
+    public func acquire(client: String, priority: Priority, deadline: Double,
+                        grant: @escaping () -> Void, refuse: @escaping (_ retryAfter: Double) -> Void) {
+        let now = clock()
+        if pausedUntil > now {
+            guard pausedUntil < deadline else {
+                refused += 1
+                return refuse(pausedUntil - now)
+            }
+        } else if queue.count == 0, bucket.take(now: now) {
+            return grant()
+        }
+        guard queue.count < maxQueued else {
+            refused += 1
+            return refuse(max(1, Double(queue.count) / max(bucket.rate, 1)))
+        }
+        queue.push(Waiter(deadline: deadline, grant: grant, refuse: refuse), client: client, priority: priority)
+        scheduleWake()
+    }
+
+    /// Stops every call until `until` (an upstream 429 or 503 with Retry-After).
+    public func pause(until: Double) {
+        guard until > pausedUntil else { return }
+        pausedUntil = until
+        pauses += 1
+        scheduleWake()
+    }
+
+    private func scheduleWake() {
+        wakeTimer?.cancel()
+        guard queue.count > 0 else { return }
+        let now = clock()
+        let delay = max(pausedUntil - now, bucket.secondsUntilToken(now: now), 0)
+        wakeTimer = loop.schedule(after: max(delay, 0.001)) { [weak self] in self?.drain() }
+    }
+
+    private func drain() {
+        let now = clock()
+        for waiter in queue.removeAll(where: { $0.deadline <= now }) {
+            refused += 1
+            waiter.refuse(max(pausedUntil - now, 1))
+        }
+        while pausedUntil <= now, queue.count > 0, bucket.take(now: now), let waiter = queue.pop() {
+            waiter.grant()
+        }
+        scheduleWake()
+    }
+}
