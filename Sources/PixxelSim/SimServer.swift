@@ -48,6 +48,8 @@ public struct SimStats: Sendable {
     public var lastTarget = ""
     public var lastAuthorization: String?
     public var lastHeaders: [String: String] = [:]
+    /// Arrival time (monotonic seconds) of each `/v0/` request, at most the last 10,000.
+    public var arrivals: [Double] = []
 }
 
 /// A simulator of the Pixxel Jobs API on its own event loop thread.
@@ -128,6 +130,8 @@ public final class SimServer: @unchecked Sendable {
             let template = Self.template(request.method, Array(segments))
             state.stats.requests[template, default: 0] += 1
             state.stats.total += 1
+            if state.stats.arrivals.count >= 10_000 { state.stats.arrivals.removeFirst() }
+            state.stats.arrivals.append(Double(DispatchTime.now().uptimeNanoseconds) / 1e9)
             state.stats.lastMethod = request.method.rawValue
             state.stats.lastTarget = request.uri
             state.stats.lastAuthorization = request.headers["Authorization"]

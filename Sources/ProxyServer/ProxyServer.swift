@@ -202,6 +202,8 @@ public struct CacheStatistics: Sendable {
     public let misses: Int
     public let upstreamFetches: Int
     public let collapsed: Int
+    /// Upstream fetches for cached resources in the air (foreground or background).
+    public let inFlightFetches: Int
 }
 
 extension ProxyServer {
@@ -212,7 +214,7 @@ extension ProxyServer {
         loop.execute { [self] in
             let snapshot = CacheStatistics(entries: cache.memory.count, bytes: cache.memory.totalBytes, evictions: cache.memory.evictions,
                                            hits: cache.hits, misses: cache.misses, upstreamFetches: cache.upstreamFetches,
-                                           collapsed: cache.flights.collapsed)
+                                           collapsed: cache.flights.collapsed, inFlightFetches: cache.flights.inFlight)
             box.withLock { $0 = snapshot }
             done.signal()
         }
