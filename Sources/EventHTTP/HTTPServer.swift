@@ -51,8 +51,10 @@ public final class HTTPServer {
         evhttp_set_max_body_size(http, limits.maxBodyBytes)
         var timeout = timeval(seconds: limits.timeoutSeconds)
         evhttp_set_timeout_tv(http, &timeout)
-        // libevent answers methods outside this set with 405 itself; the router decides the rest.
-        let methods = HTTPMethod.allCases.reduce(UInt16(0)) { $0 | UInt16($1.libeventType.rawValue) }
+        // libevent answers methods outside this set itself (501, an HTML page). Every method it
+        // knows, and the bit it gives unknown ones (EVHTTP_REQ_UNKNOWN_, 1 << 15 in 2.1), are let
+        // through so that the router answers them in the proxy's own error shape.
+        let methods = HTTPMethod.allCases.reduce(UInt16(1 << 15)) { $0 | UInt16($1.libeventType.rawValue) }
         evhttp_set_allowed_methods(http, methods)
         evhttp_set_default_content_type(http, "application/json")
         evhttp_set_gencb(http, { request, context in

@@ -11,7 +11,10 @@ public final class ServerRequest {
     private unowned let server: HTTPServer
     private var connection: OpaquePointer?
 
-    public let method: HTTPMethod
+    /// The method; `nil` for one libevent does not know (answer it 405).
+    public let knownMethod: HTTPMethod?
+    /// The method, or GET for an unknown one (check `knownMethod` first).
+    public var method: HTTPMethod { knownMethod ?? .get }
     /// The request target as sent: path and query, percent-encoding untouched.
     public let uri: String
     public let headers: HTTPHeaders
@@ -25,7 +28,7 @@ public final class ServerRequest {
     init(_ raw: OpaquePointer, server: HTTPServer) {
         self.raw = raw
         self.server = server
-        method = HTTPMethod(libevent: evhttp_request_get_command(raw)) ?? .get
+        knownMethod = HTTPMethod(libevent: evhttp_request_get_command(raw))
         uri = evhttp_request_get_uri(raw).map { String(cString: $0) } ?? "/"
         headers = HTTPHeaders(keyvalq: evhttp_request_get_input_headers(raw))
         connection = evhttp_request_get_connection(raw)
@@ -58,7 +61,7 @@ public final class ServerRequest {
         connection = nil
         headers.write(to: evhttp_request_get_output_headers(raw))
         let buffer = evbuffer_new()
-        if method == .head {
+        if knownMethod == .head {
             evhttp_add_header(evhttp_request_get_output_headers(raw), "Content-Length", String(body.count))
         } else if !body.isEmpty {
             body.withUnsafeBytes { _ = evbuffer_add(buffer, $0.baseAddress, $0.count) }

@@ -12,6 +12,10 @@ extension ProxyServer {
         var exchange = Exchange(request: request, started: started)
         if isDraining { exchange.closeConnection = true }
 
+        guard request.knownMethod != nil else {
+            exchange.extraHeaders.add("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+            return finish(&exchange, error: ProxyError(status: 405, code: "method_not_allowed", message: "unknown method"))
+        }
         let target: RequestTarget
         switch RequestTarget.parse(request.uri) {
         case .success(let parsed): target = parsed

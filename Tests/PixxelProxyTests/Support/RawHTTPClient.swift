@@ -52,7 +52,12 @@ enum RawHTTPClient {
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
             let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { break }
+            if n == 0 { break }
+            if n < 0 {
+                // A timeout is not a close: the server is hanging, and the caller must know.
+                if errno == EAGAIN || errno == EWOULDBLOCK { throw RawHTTPError(description: "no answer within \(timeoutSeconds) s") }
+                break  // reset by the server: treated as closed
+            }
             reply += buffer[0..<n]
         }
         return reply
