@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: deps build release run test bench clean
+.PHONY: deps build release run test bench fuzz clean
 
 deps:
 	@scripts/install-deps.sh
@@ -28,3 +28,12 @@ bench:
 
 clean:
 	rm -rf .build .run
+
+# libFuzzer over the request-target parser, the list filter parser and the upstream-JSON ingest
+# (one binary; the first byte of an input picks the target). Bounded: FUZZ_SECONDS (default 60).
+# New inputs that reach new code are added to Fuzz/corpus, which `make test` replays.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	$(SWIFT) build --scratch-path .build-fuzz --product pixxel-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
+	mkdir -p .build-fuzz/artifacts
+	.build-fuzz/debug/pixxel-fuzz Fuzz/corpus -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=.build-fuzz/artifacts/

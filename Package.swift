@@ -51,6 +51,10 @@ let package = Package(
             ]
         ),
         .target(name: "PixxelSim", dependencies: ["EventHTTP"]),
+        // Fuzzing: the entry points, and a binary that is libFuzzer's target when built with
+        // -DFUZZING (make fuzz) and a corpus replayer otherwise.
+        .target(name: "FuzzTargets", dependencies: ["ProxyServer", "JobCache", "EventHTTP"]),
+        .executableTarget(name: "pixxel-fuzz", dependencies: ["FuzzTargets"]),
         .executableTarget(
             name: "pixxel-proxy",
             dependencies: [
@@ -69,7 +73,7 @@ let package = Package(
         .testTarget(
             name: "PixxelProxyTests",
             dependencies: [
-                "ProxyServer", "ProxyConfig", "PixxelSim", "EventHTTP", "Upstream", "JobCache", "CacheInvalidation",
+                "ProxyServer", "ProxyConfig", "PixxelSim", "EventHTTP", "Upstream", "JobCache", "CacheInvalidation", "FuzzTargets",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
