@@ -14,6 +14,7 @@ pkg-config --exists sqlite3 2>/dev/null || missing+=(libsqlite3-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # tests make their own CA with it
 command -v curl >/dev/null 2>&1 || missing+=(curl)         # make run checks the simulator with it
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)   # make test verifies the unit file
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "install-deps: installing ${missing[*]}" >&2

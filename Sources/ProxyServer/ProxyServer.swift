@@ -19,6 +19,8 @@ public final class ProxyServer: @unchecked Sendable {
     let cache: CacheState
     let metrics = ProxyMetrics()
     let budget: UpstreamBudget
+    let notifier: SystemdNotifier
+    private var watchdogTimer: LoopTimer?
     /// Wall-clock seconds since 1970; injected so tests move time without sleeping.
     let clock: @Sendable () -> Double
     var isDraining = false
@@ -29,7 +31,9 @@ public final class ProxyServer: @unchecked Sendable {
     /// Reads the clients file and prepares the cache directory; throws with a message naming
     /// the setting at fault.
     public init(settings: ProxySettings, logger: Logger,
-                clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) throws {
+                clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 },
+                environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        notifier = SystemdNotifier(environment: environment)
         self.settings = settings
         self.logger = logger
         self.clock = clock
@@ -95,6 +99,10 @@ public final class ProxyServer: @unchecked Sendable {
             "address": "\(settings.listenHost):\(port)", "upstream": "\(settings.upstreamURL)",
             "clients": "\(authenticator.clients.count)", "api_key": "\(settings.upstreamAPIKey == nil ? "none" : "set")",
         ])
+        // The store is open (init) and the socket listens: tell systemd, then keep its watchdog
+        // fed from the loop itself, so a stuck loop stops the pings and gets restarted.
+        notifier.notify("READY=1\nSTATUS=serving on \(settings.listenHost):\(port)\nMAINPID=\(getpid())")
+        if let interval = notifier.watchdogInterval { scheduleWatchdog(every: interval) }
         let thread = Thread { [self] in
             loop.run()
             upstream.close()
@@ -159,11 +167,19 @@ public final class ProxyServer: @unchecked Sendable {
         }
     }
 
+    private func scheduleWatchdog(every interval: Double) {
+        watchdogTimer = loop.schedule(after: interval) { [weak self] in
+            self?.notifier.notify("WATCHDOG=1")
+            self?.scheduleWatchdog(every: interval)
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish within `listen.drain_seconds`, then stops.
     func beginDrain(reason: String) {
         guard !isDraining, let httpServer else { return }
         isDraining = true
         isReady = false
+        notifier.notify("STOPPING=1\nSTATUS=draining (\(reason))")
         httpServer.stopAccepting()
         logger.notice("draining", metadata: ["reason": "\(reason)", "in_flight": "\(httpServer.inFlight)"])
         if httpServer.inFlight == 0 && httpServer.unflushed == 0 {

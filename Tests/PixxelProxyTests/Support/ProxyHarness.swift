@@ -56,7 +56,8 @@ final class ProxyHarness: @unchecked Sendable {
     let adminToken: String
 
     /// Starts a proxy in front of `upstreamURL`; `configure` adjusts the settings.
-    init(upstreamURL: String, clock: ManualClock? = nil, configure: (inout ProxySettings) -> Void = { _ in }) throws {
+    init(upstreamURL: String, clock: ManualClock? = nil, environment: [String: String] = [:],
+         configure: (inout ProxySettings) -> Void = { _ in }) throws {
         let clientsFile = directory.path + "/clients"
         readToken = try ClientsFileWriter.add(name: "reader", scopesText: "read", path: clientsFile)
         writeToken = try ClientsFileWriter.add(name: "writer", scopesText: "read,write", path: clientsFile)
@@ -77,9 +78,9 @@ final class ProxyHarness: @unchecked Sendable {
         let sink = logs
         let logger = Logger(label: "test") { _ in CapturingLogHandler(sink: sink) }
         if let clock {
-            server = try ProxyServer(settings: settings, logger: logger, clock: { clock.now })
+            server = try ProxyServer(settings: settings, logger: logger, clock: { clock.now }, environment: environment)
         } else {
-            server = try ProxyServer(settings: settings, logger: logger)
+            server = try ProxyServer(settings: settings, logger: logger, environment: environment)
         }
         port = try server.start()
     }
