@@ -139,6 +139,7 @@ extension ProxyServer {
         let box = ExchangeBox(exchange)
         let join = cache.flights.join(resource.key) { [self] outcome in
             var exchange = box.exchange
+            exchange.upstreamDuration = cache.landingUpstreamDuration
             deliver(outcome, to: &exchange, forward: forward, resource: resource, filters: filters)
         }
         switch join {
@@ -232,6 +233,7 @@ extension ProxyServer {
             headers.remove(name)
         }
         cache.upstreamFetches += 1
+        let upstreamStarted = ContinuousClock.now
         let route = { if case .list = resource { Route.listJobs(workflowID: "").template } else { Route.getJob(workflowID: "", jobID: "").template } }()
         callUpstream(route: route, method: .get, path: resource.upstreamPath, rawQuery: nil, clientHeaders: headers, body: [],
                      client: client, priority: priority) { [self] result in
@@ -244,7 +246,10 @@ extension ProxyServer {
             case .success(let response):
                 outcome = store(resource, response)
             }
+            // Every waiter's access line shows the time of the one upstream call it shared.
+            cache.landingUpstreamDuration = ContinuousClock.now - upstreamStarted
             cache.flights.land(resource.key, outcome)
+            cache.landingUpstreamDuration = nil
         }
     }
 
@@ -310,6 +315,8 @@ final class CacheState {
     var rejectedOutOfOrder = 0
     /// Stale answers served (while revalidating, or because the upstream failed).
     var staleServed = 0
+    /// While a flight lands: how long its upstream call took.
+    var landingUpstreamDuration: Duration?
     var backgroundRefreshes = 0
     var listEntryUpdates = 0
     var writeThroughs = 0

@@ -9,7 +9,7 @@ extension ProxyServer {
     /// Entry point for every request, on the loop thread.
     func handle(_ request: ServerRequest) {
         let started = ContinuousClock.now
-        var exchange = Exchange(request: request, started: started)
+        var exchange = Exchange(request: request, started: started, requestID: Self.requestID(from: request.headers["X-Request-Id"]))
         if isDraining { exchange.closeConnection = true }
 
         guard request.knownMethod != nil else {
@@ -58,13 +58,14 @@ extension ProxyServer {
         }
 
         var headers = request.headers
+        headers.set("X-Request-Id", exchange.requestID)
         switch exchange.route {
         case .listJobs(let workflowID):
             switch JobListQuery.parse(target.rawQuery) {
             case .failure(let invalid):
                 return finish(&exchange, error: .badRequest("invalid job list filter \(invalid)"))
             case .success(.filtered(let filters)):
-                return serveCached(exchange, resource: .list(workflowID: workflowID), filters: filters, clientHeaders: request.headers)
+                return serveCached(exchange, resource: .list(workflowID: workflowID), filters: filters, clientHeaders: headers)
             case .success(.passThrough):
                 // Other parameters: forwarded as they are, never cached; HEAD answered from a GET.
                 exchange.cacheStatus = "pixxel-proxy; fwd=uri-miss"
@@ -72,7 +73,7 @@ extension ProxyServer {
             }
         case .getJob(let workflowID, let jobID):
             return serveCached(exchange, resource: .job(workflowID: workflowID, jobID: jobID), filters: JobListFilters(),
-                               clientHeaders: request.headers)
+                               clientHeaders: headers)
         case .adminPurge:
             return purge(exchange, rawQuery: target.rawQuery)
         case .adminStats:
@@ -89,10 +90,12 @@ extension ProxyServer {
 
         exchange.forwarded = true
         let exchangeBox = ExchangeBox(exchange)
+        let upstreamStarted = ContinuousClock.now
         let upstreamMethod: HTTPMethod = exchange.route.isCachedRoute ? .get : request.method
         callUpstream(route: exchange.route.template, method: upstreamMethod, path: target.encodedPath, rawQuery: target.rawQuery,
                      clientHeaders: headers, body: request.body, client: exchange.caller.logName) { [self] result in
             var exchange = exchangeBox.exchange
+            exchange.upstreamDuration = ContinuousClock.now - upstreamStarted
             switch result {
             case .success(let response):
                 exchange.upstreamStatus = response.status
@@ -121,17 +124,34 @@ extension ProxyServer {
             headers.set("Age", String(max(0, Int(age.rounded(.down)))))
         }
         if exchange.closeConnection { headers.set("Connection", "close") }
+        headers.set("X-Request-Id", exchange.requestID)
         exchange.request.respond(status: status, headers: headers, body: body)
         let elapsed = ContinuousClock.now - exchange.started
         metrics.requestFinished(route: exchange.route.template, status: status, cache: exchange.cacheOutcome, duration: elapsed)
-        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
-        logger.info("\(exchange.request.method.rawValue) \(exchange.route.template) \(status)", metadata: [
+        // One access line per request: names and templates only, never a token, key or id.
+        logger.info("\(exchange.knownMethodName) \(exchange.route.template) \(status)", metadata: [
             "client": "\(exchange.caller.logName)",
             "peer": "\(exchange.request.peer)",
-            "duration_ms": "\(Int(milliseconds.rounded()))",
+            "request_id": "\(exchange.requestID)",
+            "cache": "\(exchange.cacheOutcome)",
+            "duration_ms": "\(Self.milliseconds(elapsed))",
+            "upstream_ms": "\(exchange.upstreamDuration.map { String(Self.milliseconds($0)) } ?? "-")",
             "upstream_status": "\(exchange.upstreamStatus.map(String.init) ?? "-")",
-            "cache": "\(exchange.cacheStatus.map { $0.replacingOccurrences(of: "pixxel-proxy; ", with: "") } ?? "-")",
         ])
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int {
+        Int((Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15).rounded())
+    }
+
+    /// The client's `X-Request-Id` when it is a sane token (at most 128 characters of
+    /// letters, digits, `-`, `_`, `.`, `:`), else a new random one: it goes upstream and back.
+    static func requestID(from header: String?) -> String {
+        if let header, !header.isEmpty, header.utf8.count <= 128,
+           header.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "-_.:".unicodeScalars.contains($0) }) {
+            return header
+        }
+        return String(Token.generate().dropFirst(4).prefix(24))
     }
 
     func finish(_ exchange: inout Exchange, error: ProxyError) {
@@ -225,12 +245,23 @@ extension ProxyServer {
 struct Exchange {
     let request: ServerRequest
     let started: ContinuousClock.Instant
+
+    init(request: ServerRequest, started: ContinuousClock.Instant, requestID: String) {
+        self.request = request
+        self.started = started
+        self.requestID = requestID
+    }
+
+    var knownMethodName: String { request.knownMethod?.rawValue ?? "UNKNOWN" }
     var route: Route = .notFound
     var caller: Caller = .rejected
     var forwarded = false
     /// Waited on another request's upstream fetch.
     var collapsed = false
     var upstreamStatus: Int?
+    /// Time spent on the upstream call this answer came from.
+    var upstreamDuration: Duration?
+    let requestID: String
     /// The Cache-Status value, when the cache decided it.
     var cacheStatus: String?
 

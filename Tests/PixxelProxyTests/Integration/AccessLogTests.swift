@@ -1,0 +1,47 @@
+import Foundation
+import PixxelSim
+import Testing
+
+@Suite struct AccessLogTests {
+    @Test func requestIDsTravelUpstreamAndBack() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: ManualClock())
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        let given = try proxy.get(list, token: proxy.readToken, headers: [("X-Request-Id", "trace-42.a")])
+        #expect(given.header("X-Request-Id") == "trace-42.a")
+        #expect(sim.stats.lastHeaders["x-request-id"] == "trace-42.a")
+
+        let made = try proxy.get("/v0/workflows", token: proxy.readToken)
+        let id = try #require(made.header("X-Request-Id"))
+        #expect(id.count == 24)
+        #expect(sim.stats.lastHeaders["x-request-id"] == id)
+
+        let hostile = try proxy.get("/v0/workflows", token: proxy.readToken, headers: [("X-Request-Id", "a b <script>")])
+        #expect(hostile.header("X-Request-Id")?.contains(" ") == false)
+        await proxy.stop()
+    }
+
+    @Test func oneAccessLineARequestWithWhatOperatorsNeed() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: ManualClock())
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        _ = try proxy.get(list, token: proxy.readToken, headers: [("X-Request-Id", "first")])
+        _ = try proxy.get(list + "?status=completed", token: proxy.readToken, headers: [("X-Request-Id", "second")])
+        _ = try proxy.get(list, token: "nope", headers: [("X-Request-Id", "third")])
+        let lines = proxy.logs.all.filter { $0.contains("request_id=") }
+        #expect(lines.count == 3)
+        let first = try #require(lines.first { $0.contains("request_id=first") })
+        for part in ["GET /v0/workflows/{workflow_id}/jobs 200", "client=reader", "cache=miss", "upstream_status=200", "duration_ms=", "upstream_ms="] {
+            #expect(first.contains(part), "\(part) in \(first)")
+        }
+        #expect(!first.contains("upstream_ms=-"))
+        let second = try #require(lines.first { $0.contains("request_id=second") })
+        #expect(second.contains("cache=hit") && second.contains("upstream_ms=-"))
+        let third = try #require(lines.first { $0.contains("request_id=third") })
+        #expect(third.contains(" 401") && third.contains("client=-"))
+        for line in lines { #expect(!line.contains(sim.workflowIDs[0]), "no ids in access lines") }
+        await proxy.stop()
+    }
+}
