@@ -262,6 +262,15 @@ final class SQLiteConnection: @unchecked Sendable {
         return Int(sqlite3_changes(db))
     }
 
+    /// Runs a query and maps every row.
+    func rows<T>(_ sql: String, _ values: [Value], _ map: (OpaquePointer) -> T) throws -> [T] {
+        let statement = try prepare(sql, values)
+        defer { sqlite3_finalize(statement) }
+        var out: [T] = []
+        while sqlite3_step(statement) == SQLITE_ROW { out.append(map(statement)) }
+        return out
+    }
+
     func scalarInt(_ sql: String, _ values: Value...) throws -> Int {
         let statement = try prepare(sql, values)
         defer { sqlite3_finalize(statement) }

@@ -20,6 +20,7 @@ public final class ProxyServer: @unchecked Sendable {
     let metrics = ProxyMetrics()
     let budget: UpstreamBudget
     let notifier: SystemdNotifier
+    let audit: AuditLog
     private var watchdogTimer: LoopTimer?
     /// Wall-clock seconds since 1970; injected so tests move time without sleeping.
     let clock: @Sendable () -> Double
@@ -41,6 +42,7 @@ public final class ProxyServer: @unchecked Sendable {
         do {
             disk = try DiskStore(directory: settings.cacheDirectory, budgetBytes: settings.cacheDiskMB << 20,
                                  maxPendingWrites: 10_000)
+            audit = try AuditLog(directory: settings.cacheDirectory)
         } catch {
             throw SettingsError(key: "cache.directory", "\(error)")
         }

@@ -10,7 +10,7 @@ struct PixxelProxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pixxel-proxy",
         abstract: "A caching gateway for the Pixxel Jobs API.",
-        subcommands: [Serve.self, CheckConfig.self, TokenCommand.self, CacheCommand.self])
+        subcommands: [Serve.self, CheckConfig.self, TokenCommand.self, CacheCommand.self, AuditCommand.self])
 }
 
 /// Exit status for a configuration error (sysexits EX_CONFIG).
@@ -156,5 +156,56 @@ struct CacheCommand: AsyncParsableCommand {
             }
             print("purged \(removed) entr\(removed == 1 ? "y" : "ies") from \(settings.cacheDirectory)")
         }
+    }
+}
+
+struct AuditCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit",
+        abstract: "List jobs created through the proxy (time, client, workflow, project, job id, upstream status, request id).")
+
+    @Option(help: "Only entries since a date or time (2026-11-20, 2026-11-20T10:00:00Z) or a duration ago (30m, 24h, 7d).")
+    var since: String?
+    @Option(help: "Only entries of this client.") var client: String?
+    @Option(help: "Configuration file.") var config: String?
+
+    func run() async throws {
+        let settings = try await loadSettings(config)
+        var sinceInstant: Double?
+        if let since {
+            guard let instant = Self.instant(since, now: Date().timeIntervalSince1970) else {
+                FileHandle.standardError.write(Data("pixxel-proxy: --since: expected a date, a timestamp or a duration like 24h, got \"\(since)\"\n".utf8))
+                throw ExitCode(64)
+            }
+            sinceInstant = instant
+        }
+        guard FileManager.default.fileExists(atPath: settings.cacheDirectory + "/" + DiskStore.fileName) else {
+            print("no audit yet: \(settings.cacheDirectory) holds no store")
+            return
+        }
+        let entries = try AuditLog(directory: settings.cacheDirectory).entries(since: sinceInstant, client: client)
+        print(["time", "client", "workflow_id", "project_id", "job_id", "upstream_status", "request_id"].joined(separator: "\t"))
+        let formatter = ISO8601DateFormatter()
+        for entry in entries {
+            print([formatter.string(from: Date(timeIntervalSince1970: entry.time)), entry.client, entry.workflowID, entry.projectID,
+                   entry.jobID ?? "-", String(entry.upstreamStatus), entry.requestID].joined(separator: "\t"))
+        }
+    }
+
+    static func instant(_ text: String, now: Double) -> Double? {
+        if let unit = text.last, let amount = Double(text.dropLast()), amount >= 0 {
+            switch unit {
+            case "s": return now - amount
+            case "m": return now - amount * 60
+            case "h": return now - amount * 3600
+            case "d": return now - amount * 86_400
+            default: break
+            }
+        }
+        if let instant = Timestamp.parse(text) { return instant }
+        if text.utf8.count == 10, let date = ISO8601Text.datePart(of: text) {
+            return Timestamp.parse("\(date)T00:00:00Z")
+        }
+        return nil
     }
 }

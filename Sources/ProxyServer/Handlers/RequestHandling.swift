@@ -94,22 +94,57 @@ extension ProxyServer {
         let upstreamMethod: HTTPMethod = exchange.route.isCachedRoute ? .get : request.method
         callUpstream(route: exchange.route.template, method: upstreamMethod, path: target.encodedPath, rawQuery: target.rawQuery,
                      clientHeaders: headers, body: request.body, client: exchange.caller.logName) { [self] result in
-            var exchange = exchangeBox.exchange
-            exchange.upstreamDuration = ContinuousClock.now - upstreamStarted
-            switch result {
-            case .success(let response):
-                exchange.upstreamStatus = response.status
-                if exchange.route.isJobRoute, (200..<300).contains(response.status), !Self.isJSONObject(response.body) {
-                    return finish(&exchange, error: ProxyError(status: 502, code: "bad_gateway", message: "the upstream answered something that is not a JSON object"))
+            exchangeBox.exchange.upstreamDuration = ContinuousClock.now - upstreamStarted
+            guard case .createJob(let workflowID) = exchangeBox.exchange.route else {
+                return answerForwarded(result, exchangeBox)
+            }
+            if case .success(let response) = result, (200..<300).contains(response.status), Self.isJSONObject(response.body) {
+                writeThrough(workflowID: workflowID, response: response)
+            }
+            // The audit entry is durable before the client hears back: a crash cannot lose the
+            // record of a job that was created.
+            let entry = auditEntry(for: result, exchange: exchangeBox.exchange, workflowID: workflowID, rawQuery: target.rawQuery)
+            audit.record(entry) { [self] error in
+                loop.execute { [self] in
+                    if let error { logger.error("audit entry not recorded", metadata: ["request_id": "\(entry.requestID)", "error": "\(error)"]) }
+                    answerForwarded(result, exchangeBox)
                 }
-                if case .createJob(let workflowID) = exchange.route, (200..<300).contains(response.status) {
-                    writeThrough(workflowID: workflowID, response: response)
-                }
-                finish(&exchange, status: response.status, headers: response.headers, body: response.body)
-            case .failure(let failure):
-                finish(&exchange, failure: failure)
             }
         }
+    }
+
+    private func answerForwarded(_ result: Result<ClientResponse, UpstreamFailure>, _ exchangeBox: ExchangeBox) {
+        var exchange = exchangeBox.exchange
+        switch result {
+        case .success(let response):
+            exchange.upstreamStatus = response.status
+            if exchange.route.isJobRoute, (200..<300).contains(response.status), !Self.isJSONObject(response.body) {
+                return finish(&exchange, error: ProxyError(status: 502, code: "bad_gateway", message: "the upstream answered something that is not a JSON object"))
+            }
+            finish(&exchange, status: response.status, headers: response.headers, body: response.body)
+        case .failure(let failure):
+            finish(&exchange, failure: failure)
+        }
+    }
+
+    private func auditEntry(for result: Result<ClientResponse, UpstreamFailure>, exchange: Exchange, workflowID: String,
+                            rawQuery: String?) -> AuditEntry {
+        let project = (rawQuery ?? "").split(separator: "&").compactMap { item -> String? in
+            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts[0] == "project_id", parts.count > 1 else { return nil }
+            return QueryDecoding.decodeComponent(parts[1])
+        }.first ?? ""
+        var status = 0
+        var jobID: String?
+        switch result {
+        case .success(let response):
+            status = response.status
+            if (200..<300).contains(response.status) { jobID = JobDetailDocument(body: response.body)?.job.id }
+        case .failure(let failure):
+            status = failure.status
+        }
+        return AuditEntry(time: clock(), client: exchange.caller.logName, workflowID: workflowID, projectID: project,
+                          jobID: jobID, upstreamStatus: status, requestID: exchange.requestID)
     }
 
     /// Answers and writes the access line.

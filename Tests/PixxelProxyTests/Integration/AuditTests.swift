@@ -1,0 +1,37 @@
+import Foundation
+import PixxelSim
+import Testing
+
+@Suite struct AuditTests {
+    @Test func everyCreationIsRecordedDurablyAndListable() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let shared = TemporaryDirectory()
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.cacheDirectory = shared.path }
+        let workflow = sim.workflowIDs[0]
+        let created = try proxy.request("POST", "/v0/workflows/\(workflow)/jobs?project_id=proj%20one", token: proxy.writeToken,
+                                        headers: [("X-Request-Id", "audit-1")])
+        let jobID = try #require(created.json?["id"] as? String)
+        sim.faults.errorRate = 1
+        #expect(try proxy.request("POST", "/v0/workflows/\(workflow)/jobs?project_id=p2", token: proxy.adminToken).status == 500)
+        sim.faults.errorRate = 0
+        #expect(try proxy.request("POST", "/v0/workflows/\(workflow)/jobs", token: proxy.writeToken).status == 400, "not sent: not audited")
+        await proxy.stop()
+
+        let environment = ["PIXXEL_PROXY_CACHE_DIRECTORY": shared.path]
+        let all = try ProcessTests.run(["audit"], environment: environment)
+        #expect(all.status == 0, "\(all.stderr)")
+        let rows = all.stdout.split(separator: "\n").dropFirst().map { $0.split(separator: "\t").map(String.init) }
+        #expect(rows.count == 2)
+        #expect(rows.first.map { Array($0[1...6]) } == ["writer", workflow, "proj one", jobID, "200", "audit-1"])
+        #expect(rows.last.map { [$0[1], $0[4], $0[5]] } == ["admin", "-", "500"])
+        let writerOnly = try ProcessTests.run(["audit", "--client", "writer", "--since", "1h"], environment: environment)
+        #expect(writerOnly.stdout.split(separator: "\n").count == 2)
+        let future = try ProcessTests.run(["audit", "--since", "2999-01-01"], environment: environment)
+        #expect(future.stdout.split(separator: "\n").count == 1)
+        #expect(try ProcessTests.run(["audit", "--since", "whenever"], environment: environment).status == 64)
+        // Purging the cache leaves the audit alone.
+        _ = try ProcessTests.run(["cache", "purge", "--workflow", workflow], environment: environment)
+        #expect(try ProcessTests.run(["audit"], environment: environment).stdout.split(separator: "\n").count == 3)
+    }
+}
