@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: deps build release run test bench fuzz clean
+.PHONY: deps build release run test bench fuzz install clean
 
 deps:
 	@scripts/install-deps.sh
@@ -25,6 +25,11 @@ test: deps
 
 bench:
 	@echo "make bench: the benchmark against nginx proxy_cache is not built yet (see bench/README.md)"; exit 1
+
+# Installs the binary, the systemd unit, the default configuration and an empty clients file
+# (DESTDIR=... stages elsewhere). Idempotent.
+install: release
+	BIN=.build/release/pixxel-proxy deploy/install.sh
 
 clean:
 	rm -rf .build .run

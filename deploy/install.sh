@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs pixxel-proxy as a systemd service. Idempotent: it never overwrites a configuration
+# or clients file that exists, and creates nothing else. DESTDIR stages into another root
+# (packaging, tests); PREFIX defaults to /usr/local; BIN names a prebuilt binary (default:
+# build a release one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DESTDIR=${DESTDIR:-}
+PREFIX=${PREFIX:-/usr/local}
+BIN=${BIN:-}
+if [ -z "$BIN" ]; then
+    scripts/install-deps.sh
+    swift build -c release --product pixxel-proxy
+    BIN=.build/release/pixxel-proxy
+fi
+
+etc="$DESTDIR/etc/pixxel-proxy"
+install -D -m 0755 "$BIN" "$DESTDIR$PREFIX/bin/pixxel-proxy"
+sed "s|/usr/local/bin/pixxel-proxy|$PREFIX/bin/pixxel-proxy|; s|/usr/local/share/doc|$PREFIX/share/doc|" \
+    deploy/pixxel-proxy.service > "$DESTDIR/tmp-pixxel-proxy.service.$$"
+install -D -m 0644 "$DESTDIR/tmp-pixxel-proxy.service.$$" "$DESTDIR/etc/systemd/system/pixxel-proxy.service"
+rm -f "$DESTDIR/tmp-pixxel-proxy.service.$$"
+install -D -m 0644 README.md "$DESTDIR$PREFIX/share/doc/pixxel-proxy/README.md"
+install -d -m 0755 "$etc"
+[ -e "$etc/pixxel-proxy.yaml" ] || install -m 0644 config/pixxel-proxy.yaml "$etc/pixxel-proxy.yaml"
+install -m 0644 config/clients.example "$etc/clients.example"
+# Hashes only, no secret: readable by the service's dynamic user.
+[ -e "$etc/clients" ] || install -m 0644 /dev/null "$etc/clients"
+
+if [ -z "$DESTDIR" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+fi
+
+cat <<TXT
+pixxel-proxy installed: $PREFIX/bin/pixxel-proxy, /etc/systemd/system/pixxel-proxy.service, /etc/pixxel-proxy/.
+Next steps:
+  1. Put the Pixxel API key in the credential file (read only by systemd):
+       install -m 0600 /dev/stdin /etc/pixxel-proxy/api_key <<< 'YOUR_API_KEY'
+  2. Add a token per client (printed once):
+       pixxel-proxy token add dashboards --scopes read --clients-file /etc/pixxel-proxy/clients
+  3. Review /etc/pixxel-proxy/pixxel-proxy.yaml (listen.host is 127.0.0.1 by default), then:
+       pixxel-proxy check-config --config /etc/pixxel-proxy/pixxel-proxy.yaml
+       systemctl enable --now pixxel-proxy
+  After adding tokens: systemctl reload pixxel-proxy (SIGHUP reloads the clients file).
+TXT
