@@ -169,6 +169,8 @@ public final class DiskStore: @unchecked Sendable {
     }
 
     public var droppedWrites: Int { counters.withLock { $0.dropped } }
+    /// Bytes on disk as last counted by the writer (0 until the count at open is done).
+    public var knownBytes: Int { counters.withLock { $0.bytes ?? 0 } }
 
     private func enqueueWrite(force: Bool = false, _ work: @escaping @Sendable (SQLiteConnection) throws -> Void) {
         let accepted = pending.withLock { count -> Bool in

@@ -27,6 +27,8 @@ public final class ProxyServer: @unchecked Sendable {
     var isDraining = false
     var isReady = false
     private var signalHandlers: [SignalHandler] = []
+    /// Runs on SIGHUP besides the clients reload (serve reloads the log level with it).
+    public var onReload: (@Sendable () -> Void)?
     private let stopState = Mutex<(stopped: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     /// Reads the clients file and prepares the cache directory; throws with a message naming
@@ -130,7 +132,10 @@ public final class ProxyServer: @unchecked Sendable {
         signalHandlers = [
             loop.onSignal(SIGTERM) { [unowned self] in self.beginDrain(reason: "SIGTERM") },
             loop.onSignal(SIGINT) { [unowned self] in self.beginDrain(reason: "SIGINT") },
-            loop.onSignal(SIGHUP) { [unowned self] in self.reloadClients() },
+            loop.onSignal(SIGHUP) { [unowned self] in
+                self.reloadClients()
+                self.onReload?()
+            },
         ]
     }
 

@@ -34,16 +34,32 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try await loadSettings(config)
-        let level = Logger.Level(rawValue: settings.logLevel) ?? .info
+        let control = LogLevelControl(Logger.Level(rawValue: settings.logLevel) ?? .info)
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            var inner = StreamLogHandler.standardError(label: label)
+            inner.logLevel = .trace  // the control decides
+            return AdjustableLogHandler(wrapping: inner, control: control)
         }
         let logger = Logger(label: "pixxel-proxy")
         let server: ProxyServer
+        let configFile = config
         do {
             server = try ProxyServer(settings: settings, logger: logger)
+            // SIGHUP: the clients file (in the server) and the log level (here), off the loop.
+            server.onReload = {
+                Task {
+                    do {
+                        let reloaded = try await SettingsLoader.load(configFile: configFile, environment: ProcessInfo.processInfo.environment)
+                        let level = Logger.Level(rawValue: reloaded.logLevel) ?? .info
+                        if level != control.current {
+                            control.current = level
+                            logger.log(level: max(level, .notice), "log level set to \(level)")
+                        }
+                    } catch {
+                        logger.error("configuration not reloaded, keeping the log level", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
             server.installSignalHandlers()
             try server.start()
         } catch {

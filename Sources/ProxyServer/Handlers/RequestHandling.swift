@@ -210,17 +210,19 @@ extension ProxyServer {
                       completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
         let deadline = clock() + settings.upstreamTimeoutSeconds
         budget.acquire(client: client, priority: priority, deadline: deadline, grant: { [self] in
+            let started = ContinuousClock.now
             upstream.send(method: method, path: path, rawQuery: rawQuery, clientHeaders: clientHeaders, body: body) { [self] result in
+                let duration = ContinuousClock.now - started
                 switch result {
                 case .success(let response):
-                    metrics.upstreamRequest(route: route, outcome: String(response.status))
+                    metrics.upstreamRequest(route: route, outcome: String(response.status), duration: duration)
                     if response.status == 429 || response.status == 503, let value = response.headers["Retry-After"],
                        let seconds = RetryAfter.seconds(value, now: clock(), cap: settings.upstreamMaxRetryAfterSeconds) {
                         budget.pause(until: clock() + seconds)
                         logger.warning("upstream asked to wait", metadata: ["status": "\(response.status)", "seconds": "\(seconds)"])
                     }
                 case .failure(let failure):
-                    metrics.upstreamRequest(route: route, outcome: failure.code)
+                    metrics.upstreamRequest(route: route, outcome: failure.code, duration: duration)
                     if failure.retryable, !retried, method.isIdempotentRead {
                         loop.schedule(after: Double.random(in: 0.01...0.05)) { [self] in
                             callUpstream(route: route, method: method, path: path, rawQuery: rawQuery, clientHeaders: clientHeaders,
@@ -231,7 +233,8 @@ extension ProxyServer {
                 }
                 completion(result)
             }
-        }, refuse: { retryAfter in
+        }, refuse: { [self] retryAfter in
+            metrics.upstreamRequest(route: route, outcome: "budget_refused")
             completion(.failure(UpstreamFailure(status: 429, code: "rate_limited",
                                                 message: "the upstream budget is spent; retry later", retryAfter: retryAfter)))
         })
@@ -250,11 +253,21 @@ extension ProxyServer {
                 ("pixxel_proxy_invalidation_rejected_out_of_order_total", cache.rejectedOutOfOrder),
                 ("pixxel_proxy_invalidation_list_entry_updates_total", cache.listEntryUpdates),
                 ("pixxel_proxy_cache_write_throughs_total", cache.writeThroughs),
+                ("pixxel_proxy_cache_stale_served_total", cache.staleServed),
+                ("pixxel_proxy_cache_background_refreshes_total", cache.backgroundRefreshes),
+                ("pixxel_proxy_upstream_retry_after_pauses_total", budget.pauses),
+                ("pixxel_proxy_upstream_budget_refused_total", budget.refused),
+                ("pixxel_proxy_cache_disk_dropped_writes_total", cache.disk?.droppedWrites ?? 0),
             ],
             gaugeValues: [
                 ("pixxel_proxy_cache_entries", [("tier", "memory")], Double(cache.memory.count)),
                 ("pixxel_proxy_cache_bytes", [("tier", "memory")], Double(cache.memory.totalBytes)),
                 ("pixxel_proxy_upstream_connections_open", [], Double(upstream.openConnections)),
+                ("pixxel_proxy_upstream_budget_tokens", [], budget.tokens),
+                ("pixxel_proxy_upstream_budget_queue_length", [], Double(budget.queued)),
+                ("pixxel_proxy_upstream_retry_after_remaining_seconds", [], budget.pauseRemaining()),
+                ("pixxel_proxy_cache_bytes", [("tier", "disk")], Double(cache.disk?.knownBytes ?? 0)),
+                ("pixxel_proxy_requests_in_flight", [], Double(httpServer?.inFlight ?? 0)),
             ])
     }
 

@@ -45,7 +45,20 @@ final class ProxyMetrics {
         timer.recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
     }
 
-    /// One upstream call and its outcome (a status code, or the kind of failure).
+    private var upstreamTimers: [String: CoreMetrics.Timer] = [:]
+
+    /// One upstream call: its outcome (a status code, or the kind of failure) and how long it took.
+    func upstreamRequest(route: String, outcome: String, duration: Duration) {
+        let timer = upstreamTimers[route] ?? {
+            let made = CoreMetrics.Timer(label: "pixxel_proxy_upstream_duration_seconds", dimensions: [("route", route)], factory: factory)
+            upstreamTimers[route] = made
+            return made
+        }()
+        timer.recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+        upstreamRequest(route: route, outcome: outcome)
+    }
+
+    /// One upstream call and its outcome, without a duration (refused by the budget).
     func upstreamRequest(route: String, outcome: String) {
         let key = "\(route) \(outcome)"
         let counter = upstreamCounters[key] ?? {

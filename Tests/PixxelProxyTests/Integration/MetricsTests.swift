@@ -40,6 +40,12 @@ import Testing
         #expect(samples[#"pixxel_proxy_cache_entries{tier="memory"}"#] == 1)
         #expect(samples["pixxel_proxy_invalidation_renewals_total"] == 0)
         #expect(!text.contains(sim.workflowIDs[0]), "no ids in labels")
+        #expect(text.contains("pixxel_proxy_upstream_duration_seconds_bucket"))
+        for name in ["pixxel_proxy_upstream_budget_tokens", "pixxel_proxy_upstream_budget_queue_length",
+                     "pixxel_proxy_upstream_retry_after_pauses_total", "pixxel_proxy_cache_stale_served_total",
+                     "pixxel_proxy_cache_collapsed_total", "pixxel_proxy_cache_evictions_total", #"pixxel_proxy_cache_bytes{tier="disk"}"#] {
+            #expect(samples[name] != nil, "\(name)")
+        }
 
         // Counters only grow: a second page shows the same totals, not doubled ones.
         let again = Self.samples(try proxy.get("/metrics", token: nil).text)

@@ -67,10 +67,11 @@ import Testing
 
 
     /// Starts `pixxel-proxy serve` on a free port; the "listening" log line names the port.
-    static func startServe(simPort: UInt16, clients: String, directory: TemporaryDirectory) throws -> (Process, UInt16) {
+    static func startServe(simPort: UInt16, clients: String, directory: TemporaryDirectory,
+                           extraArguments: [String] = [], log: LogSink? = nil) throws -> (Process, UInt16) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: builtExecutable("pixxel-proxy"))
-        process.arguments = ["serve"]
+        process.arguments = ["serve"] + extraArguments
         process.environment = [
             "PIXXEL_PROXY_LISTEN_PORT": "0", "PIXXEL_PROXY_UPSTREAM_URL": "http://127.0.0.1:\(simPort)",
             "PIXXEL_API_KEY": ProxyHarness.apiKey, "PIXXEL_PROXY_AUTH_CLIENTS_FILE": clients,
@@ -80,19 +81,24 @@ import Testing
         let err = Pipe()
         process.standardError = err
         try process.run()
-        var log = ""
-        while !log.contains("listening") {
+        var startupLog = ""
+        while !startupLog.contains("listening") {
             let chunk = err.fileHandleForReading.availableData
             if chunk.isEmpty { break }
-            log += String(decoding: chunk, as: UTF8.self)
+            startupLog += String(decoding: chunk, as: UTF8.self)
         }
-        guard let range = log.range(of: #"address=127\.0\.0\.1:(\d+)"#, options: .regularExpression),
-              let port = UInt16(log[range].split(separator: ":").last!) else {
+        guard let range = startupLog.range(of: #"address=127\.0\.0\.1:(\d+)"#, options: .regularExpression),
+              let port = UInt16(startupLog[range].split(separator: ":").last!) else {
             process.terminate()
-            throw RawHTTPError(description: "serve did not start: \(log)")
+            throw RawHTTPError(description: "serve did not start: \(startupLog)")
         }
-        // Keep draining stderr so the child never blocks on a full pipe.
-        Thread { while !err.fileHandleForReading.availableData.isEmpty {} }.start()
+        log?.append(startupLog)
+        // Keep draining stderr (into `log`, when given) so the child never blocks on a full pipe.
+        Thread {
+            while case let chunk = err.fileHandleForReading.availableData, !chunk.isEmpty {
+                log?.append(String(decoding: chunk, as: UTF8.self))
+            }
+        }.start()
         return (process, port)
     }
 
@@ -112,6 +118,38 @@ import Testing
         process.interrupt()
         process.waitUntilExit()
         #expect(process.terminationStatus == 0 && process.terminationReason == .exit)
+    }
+
+    @Test func sighupReloadsTheLogLevel() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let directory = TemporaryDirectory()
+        let clients = directory.path + "/clients"
+        let token = try Self.run(["token", "add", "ci", "--scopes", "read", "--clients-file", clients]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let config = directory.file("p.yaml", "log:\n  level: info\n")
+        let log = LogSink()
+        let (process, port) = try Self.startServe(simPort: simPort, clients: clients, directory: directory,
+                                                  extraArguments: ["--config", config], log: log)
+        let target = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        func request(_ id: String) throws { _ = try RawHTTPClient.request(port: port, target: target, headers: [("Authorization", token), ("X-Request-Id", id)]) }
+        try request("shown-at-info")
+        #expect(eventually { log.all.joined().contains("request_id=shown-at-info") })
+
+        try "log:\n  level: error\n".write(toFile: config, atomically: true, encoding: .utf8)
+        kill(process.processIdentifier, SIGHUP)
+        // The change is announced at the new level; at error, access lines stop. An absence cannot
+        // be awaited, so the level goes back to info and the gap is checked afterwards.
+        #expect(eventually { log.all.joined().contains("log level set to error") })
+        try request("hidden-at-error")
+        try "log:\n  level: info\n".write(toFile: config, atomically: true, encoding: .utf8)
+        kill(process.processIdentifier, SIGHUP)
+        #expect(eventually { log.all.joined().contains("log level set to info") })
+        try request("shown-again")
+        #expect(eventually { log.all.joined().contains("request_id=shown-again") })
+        #expect(!log.all.joined().contains("request_id=hidden-at-error"))
+        process.interrupt()
+        process.waitUntilExit()
     }
 
     @Test func sigtermDrainsInFlightRequestsAndExitsZero() async throws {
