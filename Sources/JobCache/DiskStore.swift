@@ -55,7 +55,7 @@ public final class DiskStore: @unchecked Sendable {
     /// disk tier is a cache: losing a write costs one upstream call, never correctness).
     private let pending = Mutex(0)
     public let maxPendingWrites: Int
-    private let counters = Mutex<(bytes: Int?, dropped: Int, failures: Int)>((nil, 0, 0))
+    private let counters = Mutex<(bytes: Int?, entries: Int, dropped: Int, failures: Int)>((nil, 0, 0, 0))
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
@@ -81,10 +81,7 @@ public final class DiskStore: @unchecked Sendable {
             CREATE INDEX IF NOT EXISTS entries_workflow ON entries(workflow_id, job_id);
             """)
         reader = try SQLiteConnection(path: path)
-        writeQueue.async { [self] in
-            let total = (try? writer.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries")) ?? 0
-            counters.withLock { $0.bytes = total }
-        }
+        writeQueue.async { [self] in refreshByteTotal(writer) }
     }
 
     /// Looks `key` up on the reader queue.
@@ -100,7 +97,10 @@ public final class DiskStore: @unchecked Sendable {
             let before = try connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries WHERE key = ?1", .text(record.key))
             try connection.upsert(record, now: Date().timeIntervalSince1970)
             let after = try connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries WHERE key = ?1", .text(record.key))
-            self.counters.withLock { $0.bytes = $0.bytes.map { $0 + after - before } }
+            self.counters.withLock {
+                $0.bytes = $0.bytes.map { $0 + after - before }
+                if before == 0 && after > 0 { $0.entries += 1 }
+            }
             try self.evictOverBudget(connection)
         }
     }
@@ -171,6 +171,8 @@ public final class DiskStore: @unchecked Sendable {
     public var droppedWrites: Int { counters.withLock { $0.dropped } }
     /// Bytes on disk as last counted by the writer (0 until the count at open is done).
     public var knownBytes: Int { counters.withLock { $0.bytes ?? 0 } }
+    /// Entries on disk as last counted by the writer.
+    public var knownEntries: Int { counters.withLock { $0.entries } }
 
     private func enqueueWrite(force: Bool = false, _ work: @escaping @Sendable (SQLiteConnection) throws -> Void) {
         let accepted = pending.withLock { count -> Bool in
@@ -188,9 +190,14 @@ public final class DiskStore: @unchecked Sendable {
         }
     }
 
+    /// Counts bytes and entries afresh (at open and after a purge; writes keep them current).
     private func refreshByteTotal(_ connection: SQLiteConnection) {
         let total = (try? connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries")) ?? 0
-        counters.withLock { $0.bytes = total }
+        let entries = (try? connection.scalarInt("SELECT COUNT(*) FROM entries")) ?? 0
+        counters.withLock {
+            $0.bytes = total
+            $0.entries = entries
+        }
     }
 
     /// The byte total is kept up to date incrementally (a SUM over a large store on every write
@@ -200,8 +207,12 @@ public final class DiskStore: @unchecked Sendable {
             // Oldest-used first, a batch at a time.
             let batch = "SELECT key FROM entries ORDER BY last_used LIMIT 64"
             let freed = try connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries WHERE key IN (\(batch))")
-            guard try connection.run("DELETE FROM entries WHERE key IN (\(batch))") > 0 else { return }
-            counters.withLock { $0.bytes = $0.bytes.map { $0 - freed } }
+            let deleted = try connection.run("DELETE FROM entries WHERE key IN (\(batch))")
+            guard deleted > 0 else { return }
+            counters.withLock {
+                $0.bytes = $0.bytes.map { $0 - freed }
+                $0.entries -= deleted
+            }
         }
     }
 }

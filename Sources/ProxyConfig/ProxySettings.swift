@@ -33,6 +33,7 @@ public struct ProxySettings: Sendable, Equatable {
     public var allowAnonymous = false
 
     public var logLevel = "info"
+    public var metricsAccess = "auto"
 
     public init() {}
 }

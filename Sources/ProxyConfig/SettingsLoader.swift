@@ -159,6 +159,7 @@ extension ProxySettings {
             "cache.stale_if_error_seconds: \(staleIfErrorSeconds)",
             "auth.clients_file: \(clientsFile)",
             "auth.allow_anonymous: \(allowAnonymous)",
+            "metrics.access: \(metricsAccess)",
             "log.level: \(logLevel)",
         ]
     }

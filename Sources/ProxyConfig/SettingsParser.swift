@@ -169,6 +169,13 @@ public enum SettingsParser {
         Key(name: "auth.allow_anonymous", summary: "requests without a token get read and write scopes; loopback listen.host only (default false)") { s, raw throws(SettingsError) in
             s.allowAnonymous = try boolean(raw, "auth.allow_anonymous")
         },
+        Key(name: "metrics.access", summary: "who may read /metrics: auto (open on a loopback listen.host, admin scope otherwise), open or admin (default auto)") { s, raw throws(SettingsError) in
+            let access = try text(raw, "metrics.access", "auto, open or admin").lowercased()
+            guard ["auto", "open", "admin"].contains(access) else {
+                throw SettingsError(key: "metrics.access", "expected auto, open or admin, got \"\(access)\"")
+            }
+            s.metricsAccess = access
+        },
         Key(name: "log.level", summary: "trace, debug, info, notice, warning, error or critical (default info)") { s, raw throws(SettingsError) in
             let level = try text(raw, "log.level", "a log level").lowercased()
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {

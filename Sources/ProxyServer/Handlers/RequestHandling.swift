@@ -39,8 +39,9 @@ extension ProxyServer {
             break
         }
 
-        // Metrics are open on a loopback listener and need the admin scope on any other.
-        if exchange.route == .metrics && SettingsParser.isLoopback(settings.listenHost) {
+        // metrics.access: "auto" (open on a loopback listener, admin scope on any other), "open", "admin".
+        if exchange.route == .metrics && (settings.metricsAccess == "open"
+                                           || (settings.metricsAccess == "auto" && SettingsParser.isLoopback(settings.listenHost))) {
             return finish(&exchange, status: 200, headers: Self.metricsHeaders, body: renderMetrics())
         }
         exchange.caller = authenticator.authenticate(authorization: request.headers["Authorization"])
@@ -267,6 +268,7 @@ extension ProxyServer {
                 ("pixxel_proxy_upstream_budget_queue_length", [], Double(budget.queued)),
                 ("pixxel_proxy_upstream_retry_after_remaining_seconds", [], budget.pauseRemaining()),
                 ("pixxel_proxy_cache_bytes", [("tier", "disk")], Double(cache.disk?.knownBytes ?? 0)),
+                ("pixxel_proxy_cache_entries", [("tier", "disk")], Double(cache.disk?.knownEntries ?? 0)),
                 ("pixxel_proxy_requests_in_flight", [], Double(httpServer?.inFlight ?? 0)),
             ])
     }

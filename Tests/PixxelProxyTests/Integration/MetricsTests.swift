@@ -13,6 +13,14 @@ import Testing
         return out
     }
 
+    @Test func accessCanRequireTheAdminScope() async throws {
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:9") { $0.metricsAccess = "admin" }
+        #expect(try proxy.get("/metrics", token: nil).status == 401)
+        #expect(try proxy.get("/metrics", token: proxy.readToken).status == 403)
+        #expect(try proxy.get("/metrics", token: proxy.adminToken).status == 200)
+        await proxy.stop()
+    }
+
     @Test func countsMatchWhatWasSent() async throws {
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }
@@ -47,6 +55,7 @@ import Testing
             #expect(samples[name] != nil, "\(name)")
         }
 
+        #expect(samples[#"pixxel_proxy_cache_entries{tier="disk"}"#] != nil)
         // Counters only grow: a second page shows the same totals, not doubled ones.
         let again = Self.samples(try proxy.get("/metrics", token: nil).text)
         #expect(again["pixxel_proxy_cache_hits_total"] == 3)

@@ -166,6 +166,9 @@ import Testing
         }
         #expect(try eventually { sim.stats.total == 1 }, "the slow request is in flight")
         kill(process.processIdentifier, SIGTERM)
+        // While it drains, new connections are refused (the listener is closed)...
+        #expect(eventually { (try? RawHTTPClient.connect(port: port, timeoutSeconds: 1)).map { close($0); return false } ?? true })
+        // ...and the in-flight request still gets its answer.
         let answer = slow.wait()
         #expect(answer?.status == 200, "the in-flight request finished")
         process.waitUntilExit()
