@@ -6,17 +6,8 @@ import Testing
         .deletingLastPathComponent().deletingLastPathComponent().path
 
     func install(into root: String) throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [Self.repository + "/deploy/install.sh"]
-        process.environment = ["PATH": "/usr/bin:/bin", "DESTDIR": root, "BIN": builtExecutable("pixxel-proxy")]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        try process.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, text)
+        try runProcess("/bin/bash", [Self.repository + "/deploy/install.sh"],
+                       environment: ["PATH": "/usr/bin:/bin", "DESTDIR": root, "BIN": builtExecutable("pixxel-proxy")])
     }
 
     @Test func installsIntoARootIdempotentlyAndKeepsExistingConfiguration() throws {

@@ -64,15 +64,7 @@ import Glibc
         let directory = TemporaryDirectory()
         let copy = directory.file("pixxel-proxy.service",
                                   unit.replacingOccurrences(of: "/usr/local/bin/pixxel-proxy", with: builtExecutable("pixxel-proxy")))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = ["verify", copy]
-        let err = Pipe()
-        process.standardError = err
-        process.standardOutput = err
-        try process.run()
-        let output = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(output)")
+        let (status, output) = try runProcess(tool, ["verify", copy])
+        #expect(status == 0, "\(output)")
     }
 }

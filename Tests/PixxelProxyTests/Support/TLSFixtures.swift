@@ -26,15 +26,7 @@ struct TLSFixtures {
     }
 
     private func run(_ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw RawHTTPError(description: "openssl \(arguments.first ?? "") failed")
-        }
+        let (status, output) = try runProcess("/usr/bin/openssl", arguments)
+        guard status == 0 else { throw RawHTTPError(description: "openssl \(arguments.first ?? "") failed: \(output)") }
     }
 }
