@@ -169,6 +169,15 @@ public final class DiskStore: @unchecked Sendable {
     }
 
     public var droppedWrites: Int { counters.withLock { $0.dropped } }
+    /// False while writes fail (disk full, I/O errors): `/readyz` reports the store unusable.
+    public var isHealthy: Bool { healthy.withLock { $0 } }
+    private let healthy = Mutex(true)
+
+    /// Caps the file at `pages` pages, so that writes fail with SQLITE_FULL (fault injection
+    /// in tests; never called otherwise).
+    func limitPages(_ pages: Int) {
+        writeQueue.sync { try? writer.execute("PRAGMA max_page_count = \(pages)") }
+    }
     /// Bytes on disk as last counted by the writer (0 until the count at open is done).
     public var knownBytes: Int { counters.withLock { $0.bytes ?? 0 } }
     /// Entries on disk as last counted by the writer.
@@ -185,7 +194,13 @@ public final class DiskStore: @unchecked Sendable {
             return
         }
         writeQueue.async { [self] in
-            do { try work(writer) } catch { counters.withLock { $0.failures += 1 } }
+            do {
+                try work(writer)
+                healthy.withLock { $0 = true }
+            } catch {
+                counters.withLock { $0.failures += 1 }
+                healthy.withLock { $0 = false }
+            }
             pending.withLock { $0 -= 1 }
         }
     }

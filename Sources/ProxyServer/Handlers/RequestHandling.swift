@@ -27,9 +27,10 @@ extension ProxyServer {
         case .health:
             return finish(&exchange, status: 200, body: Array(#"{"status":"ok"}"#.utf8))
         case .ready:
-            return isReady
-                ? finish(&exchange, status: 200, body: Array(#"{"status":"ready"}"#.utf8))
-                : finish(&exchange, error: ProxyError(status: 503, code: "not_ready", message: isDraining ? "draining" : "the cache store is not usable"))
+            if isReady, cache.disk?.isHealthy ?? true {
+                return finish(&exchange, status: 200, body: Array(#"{"status":"ready"}"#.utf8))
+            }
+            return finish(&exchange, error: ProxyError(status: 503, code: "not_ready", message: isDraining ? "draining" : "the cache store is not usable"))
         case .notFound:
             return finish(&exchange, error: .notFound)
         case .methodNotAllowed(let allowed):

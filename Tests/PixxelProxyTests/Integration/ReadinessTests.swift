@@ -1,0 +1,65 @@
+import Foundation
+import PixxelSim
+import Testing
+@testable import JobCache
+@testable import ProxyServer
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite struct ReadinessTests {
+    @Test func readinessFailsWhenTheStoreCannotBeWrittenAndRecovers() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        #expect(try proxy.get("/readyz", token: nil).status == 200)
+        let disk = try #require(proxy.server.cache.disk)
+        disk.limitPages(1)  // a real SQLITE_FULL on the next write
+        _ = try proxy.get("/v0/workflows/\(sim.workflowIDs[0])/jobs", token: proxy.readToken)
+        #expect(try eventually { try proxy.get("/readyz", token: nil).status == 503 })
+        #expect(try proxy.get("/readyz", token: nil).errorCode == "not_ready")
+        #expect(try proxy.get("/healthz", token: nil).status == 200, "alive, just not ready")
+        disk.limitPages(1_000_000)
+        _ = try proxy.get("/v0/workflows/\(sim.workflowIDs[1])/jobs", token: proxy.readToken)
+        #expect(try eventually { try proxy.get("/readyz", token: nil).status == 200 })
+        await proxy.stop()
+    }
+
+    @Test func readinessFailsDuringDrainOnAnOpenConnection() async throws {
+        let (sim, simPort) = try startSimulator { $0.faults.latencyMilliseconds = 1000 }
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        // A keep-alive connection opened before the drain.
+        let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 10)
+        defer { close(fd) }
+        func exchange(_ target: String) throws -> RawResponse {
+            let request = Array("GET \(target) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+            _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            var reply: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while (try? RawHTTPClient.parse(reply)).map({ $0.body.count < Int($0.header("Content-Length") ?? "0")! }) ?? true {
+                let n = recv(fd, &buffer, buffer.count, 0)
+                guard n > 0 else { break }
+                reply += buffer[0..<n]
+            }
+            return try RawHTTPClient.parse(reply)
+        }
+        #expect(try exchange("/readyz").status == 200)
+        // A slow request keeps the drain going.
+        let port = proxy.port, token = proxy.readToken, workflow = sim.workflowIDs[0]
+        let slow = Thread.detachedResult {
+            try? RawHTTPClient.request(port: port, target: "/v0/workflows/\(workflow)/jobs", headers: [("Authorization", token)])
+        }
+        #expect(eventually { sim.stats.total == 1 })
+        let stopped = Thread.detachedResult { [proxy] in
+            let done = DispatchSemaphore(value: 0)
+            Task { await proxy.stop(); done.signal() }
+            done.wait()
+            return true
+        }
+        #expect(try eventually { try exchange("/readyz").status == 503 })
+        #expect(slow.wait()?.status == 200)
+        #expect(stopped.wait())
+    }
+}
