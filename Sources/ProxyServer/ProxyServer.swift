@@ -153,8 +153,13 @@ public final class ProxyServer: @unchecked Sendable {
 
     /// Drains (as on SIGTERM) and waits for the loop to stop. Safe from any thread.
     public func shutdown() async {
-        loop.execute { [self] in beginDrain(reason: "shutdown") }
+        beginShutdown()
         await waitUntilStopped()
+    }
+
+    /// Starts the drain (as on SIGTERM) without waiting. Safe from any thread.
+    public func beginShutdown() {
+        loop.execute { [self] in beginDrain(reason: "shutdown") }
     }
 
     /// Reloads the clients file off the loop thread; a broken file keeps the old clients.

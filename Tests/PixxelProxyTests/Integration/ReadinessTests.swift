@@ -27,7 +27,7 @@ import Glibc
     }
 
     @Test func readinessFailsDuringDrainOnAnOpenConnection() async throws {
-        let (sim, simPort) = try startSimulator { $0.faults.latencyMilliseconds = 1000 }
+        let (sim, simPort) = try startSimulator { $0.faults.latencyMilliseconds = 3000 }
         defer { sim.stop() }
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
         // A keep-alive connection opened before the drain.
@@ -52,14 +52,9 @@ import Glibc
             try? RawHTTPClient.request(port: port, target: "/v0/workflows/\(workflow)/jobs", headers: [("Authorization", token)])
         }
         #expect(eventually { sim.stats.total == 1 })
-        let stopped = Thread.detachedResult { [proxy] in
-            let done = DispatchSemaphore(value: 0)
-            Task { await proxy.stop(); done.signal() }
-            done.wait()
-            return true
-        }
-        #expect(try eventually { try exchange("/readyz").status == 503 })
-        #expect(slow.wait()?.status == 200)
-        #expect(stopped.wait())
+        proxy.server.beginShutdown()
+        #expect(eventually { (try? exchange("/readyz"))?.status == 503 })
+        #expect(slow.wait()?.status == 200, "the in-flight request still finished")
+        await proxy.server.waitUntilStopped()
     }
 }
