@@ -8,7 +8,9 @@ import CLibevent
 /// anybody is still listening.
 public final class ServerRequest {
     private var raw: OpaquePointer?
-    private unowned let server: HTTPServer
+    /// Weak: once the server (and with it libevent's evhttp and every request) is freed, a
+    /// request still held somewhere must not touch its libevent request again.
+    private weak var server: HTTPServer?
     private var connection: OpaquePointer?
 
     /// The method; `nil` for one libevent does not know (answer it 405).
@@ -55,6 +57,7 @@ public final class ServerRequest {
     public func respond(status: Int, reason: String? = nil, headers: HTTPHeaders, body: [UInt8]) {
         guard let raw else { return }
         self.raw = nil
+        guard let server else { return }  // evhttp_free already released the request
         if let connection, !isClientGone {
             evhttp_connection_set_closecb(connection, nil, nil)
         }
