@@ -113,9 +113,6 @@ public final class LoopTimer {
         event_add(event, &delay)
     }
 
-    /// Whether the timer has neither fired nor been cancelled.
-    public var isArmed: Bool { armedSelf != nil }
-
     /// Disarms the timer; its action will not run.
     public func cancel() {
         guard let armed = armedSelf else { return }
