@@ -41,16 +41,10 @@ public enum JobListQuery: Sendable, Equatable {
         guard let rawQuery, !rawQuery.isEmpty else { return .success(.filtered(JobListFilters())) }
         var seen: Set<String> = []
         var filters = JobListFilters()
-        var pairs: [(String, String)] = []
-        for item in rawQuery.split(separator: "&", omittingEmptySubsequences: true) {
-            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = QueryDecoding.decodeComponent(parts[0]),
-                  let value = QueryDecoding.decodeComponent(parts.count > 1 ? parts[1] : "") else {
-                return .failure(Invalid(parameter: String(parts[0]), message: "invalid percent-encoding"))
-            }
-            guard filterNames.contains(name) else { return .success(.passThrough) }
-            pairs.append((name, value))
+        guard let pairs = QueryDecoding.pairs(rawQuery) else {
+            return .failure(Invalid(parameter: "query", message: "invalid percent-encoding"))
         }
+        if pairs.contains(where: { !filterNames.contains($0.name) }) { return .success(.passThrough) }
         for (name, value) in pairs {
             guard seen.insert(name).inserted else {
                 return .failure(Invalid(parameter: name, message: "given more than once"))
@@ -76,6 +70,22 @@ public enum JobListQuery: Sendable, Equatable {
 
 /// Decoding of `application/x-www-form-urlencoded` query components.
 public enum QueryDecoding {
+    /// The `name=value` pairs of a raw query, decoded, in order; nil when one is malformed.
+    public static func pairs(_ rawQuery: String?) -> [(name: String, value: String)]? {
+        var out: [(name: String, value: String)] = []
+        for item in (rawQuery ?? "").split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = decodeComponent(parts[0]), let value = decodeComponent(parts.count > 1 ? parts[1] : "") else { return nil }
+            out.append((name, value))
+        }
+        return out
+    }
+
+    /// Every value of `name` in a raw query (empty when absent or malformed).
+    public static func values(of name: String, in rawQuery: String?) -> [String] {
+        (pairs(rawQuery) ?? []).filter { $0.name == name }.map(\.value)
+    }
+
     /// Decodes `%XX` escapes and `+` as space; nil for a malformed escape or invalid UTF-8.
     public static func decodeComponent(_ text: Substring) -> String? {
         var bytes: [UInt8] = []

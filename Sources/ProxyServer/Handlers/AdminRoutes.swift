@@ -6,15 +6,10 @@ extension ProxyServer {
     /// `POST /admin/purge?workflow_id=W[&job_id=J]`: drops the entries from memory and disk.
     func purge(_ exchange: Exchange, rawQuery: String?) {
         var exchange = exchange
-        var values: [String: [String]] = [:]
-        for item in (rawQuery ?? "").split(separator: "&") {
-            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = QueryDecoding.decodeComponent(parts[0]),
-                  let value = QueryDecoding.decodeComponent(parts.count > 1 ? parts[1] : "") else {
-                return finish(&exchange, error: .badRequest("invalid percent-encoding in the query"))
-            }
-            values[name, default: []].append(value)
+        guard let pairs = QueryDecoding.pairs(rawQuery) else {
+            return finish(&exchange, error: .badRequest("invalid percent-encoding in the query"))
         }
+        let values = Dictionary(grouping: pairs, by: \.name).mapValues { $0.map(\.value) }
         if let unknown = values.keys.first(where: { $0 != "workflow_id" && $0 != "job_id" }) {
             return finish(&exchange, error: .badRequest("unknown parameter \(unknown); use workflow_id and job_id"))
         }

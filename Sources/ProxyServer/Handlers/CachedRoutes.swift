@@ -102,6 +102,14 @@ enum CachedResource: Sendable {
         }
     }
 
+    /// The route template for metrics, as the client route that reads this resource.
+    var routeTemplate: String {
+        switch self {
+        case .list(let workflow): Route.listJobs(workflowID: workflow).template
+        case .job(let workflow, let job): Route.getJob(workflowID: workflow, jobID: job).template
+        }
+    }
+
     var upstreamPath: String {
         switch self {
         case .list(let workflow): "/v0/workflows/\(RequestTarget.encodeSegment(workflow))/jobs"
@@ -234,8 +242,7 @@ extension ProxyServer {
         }
         cache.upstreamFetches += 1
         let upstreamStarted = ContinuousClock.now
-        let route = { if case .list = resource { Route.listJobs(workflowID: "").template } else { Route.getJob(workflowID: "", jobID: "").template } }()
-        callUpstream(route: route, method: .get, path: resource.upstreamPath, rawQuery: nil, clientHeaders: headers, body: [],
+        callUpstream(route: resource.routeTemplate, method: .get, path: resource.upstreamPath, rawQuery: nil, clientHeaders: headers, body: [],
                      client: client, priority: priority) { [self] result in
             let outcome: FetchOutcome
             switch result {

@@ -131,11 +131,7 @@ extension ProxyServer {
 
     private func auditEntry(for result: Result<ClientResponse, UpstreamFailure>, exchange: Exchange, workflowID: String,
                             rawQuery: String?) -> AuditEntry {
-        let project = (rawQuery ?? "").split(separator: "&").compactMap { item -> String? in
-            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parts[0] == "project_id", parts.count > 1 else { return nil }
-            return QueryDecoding.decodeComponent(parts[1])
-        }.first ?? ""
+        let project = QueryDecoding.values(of: "project_id", in: rawQuery).first ?? ""
         var status = 0
         var jobID: String?
         switch result {
@@ -276,10 +272,7 @@ extension ProxyServer {
 
     /// Why a job-creation query is refused, or nil when it has exactly one non-empty `project_id`.
     static func projectIDProblem(_ rawQuery: String?) -> String? {
-        let values = (rawQuery ?? "").split(separator: "&").compactMap { item -> String? in
-            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            return parts[0] == "project_id" ? (parts.count > 1 ? String(parts[1]) : "") : nil
-        }
+        let values = QueryDecoding.values(of: "project_id", in: rawQuery)
         if values.isEmpty { return "project_id is required to create a job" }
         if values.count > 1 { return "project_id is given more than once" }
         if values[0].isEmpty { return "project_id is empty" }
