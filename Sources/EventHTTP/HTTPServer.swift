@@ -4,19 +4,23 @@ import CLibevent
 import Glibc
 #endif
 
-/// Limits of the HTTP front end; libevent's defaults are unlimited or 50 s, so each is chosen here.
+/// Limits of the HTTP front end.
 public struct ServerLimits: Sendable {
-    /// Largest request line plus headers; larger requests are refused by libevent.
+    /// Largest request line plus headers; larger requests get 431 and a closed connection.
     public var maxHeaderBytes: Int
-    /// Largest request body; larger ones get 413 from libevent before being read.
+    /// Largest request body; larger ones get 413 before being read.
     public var maxBodyBytes: Int
     /// Read and write timeout of a client connection; also closes idle keep-alive connections.
     public var timeoutSeconds: Double
+    /// Connections open at once; further ones are closed as soon as accepted.
+    public var maxConnections: Int
 
-    public init(maxHeaderBytes: Int = 16_384, maxBodyBytes: Int = 10 << 20, timeoutSeconds: Double = 30) {
+    public init(maxHeaderBytes: Int = 16_384, maxBodyBytes: Int = 10 << 20, timeoutSeconds: Double = 30,
+                maxConnections: Int = 10_000) {
         self.maxHeaderBytes = maxHeaderBytes
         self.maxBodyBytes = maxBodyBytes
         self.timeoutSeconds = timeoutSeconds
+        self.maxConnections = maxConnections
     }
 }
 
@@ -25,18 +29,27 @@ public struct EventHTTPError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
-/// An evhttp server on one `EventLoop`: every request goes to one handler, which answers it
+/// An HTTP/1.1 server on one `EventLoop`: every request goes to one handler, which answers it
 /// at once or later (from the loop thread) through `ServerRequest.respond`.
+///
+/// Written on libevent's listener and bufferevents rather than evhttp: evhttp copies every
+/// header into its own lists, answers bad requests with HTML pages, and cannot send a reply
+/// whose headers are already prepared. Here a request is parsed once from the input buffer, and
+/// an answer is one small copy of its header lines plus the body by reference.
 public final class HTTPServer {
     let loop: EventLoop
-    private let http: OpaquePointer
+    let limits: ServerLimits
     private let handler: (ServerRequest) -> Void
     private var listeners: [OpaquePointer] = []
     private var tls: TLSServerContext?
+    private var connections: [ObjectIdentifier: ServerConnection] = [:]
+    let timeout: timeval
+    private var dateSecond = 0
+    private(set) var dateLine: [UInt8] = []
 
     /// Requests received and not yet answered.
     public private(set) var inFlight = 0
-    /// Answers handed to libevent and not yet written out to their clients.
+    /// Answers handed to a connection and not yet written out to their clients.
     public private(set) var unflushed = 0
     /// Called each time the server has nothing in flight and nothing left to write (drain
     /// waits on it: stopping the loop earlier would drop answers still in the output buffers).
@@ -44,72 +57,84 @@ public final class HTTPServer {
 
     public init(loop: EventLoop, limits: ServerLimits, handler: @escaping (ServerRequest) -> Void) {
         self.loop = loop
+        self.limits = limits
         self.handler = handler
-        guard let http = evhttp_new(loop.base) else { fatalError("libevent: evhttp_new failed") }
-        self.http = http
-        evhttp_set_max_headers_size(http, limits.maxHeaderBytes)
-        evhttp_set_max_body_size(http, limits.maxBodyBytes)
-        var timeout = timeval(seconds: limits.timeoutSeconds)
-        evhttp_set_timeout_tv(http, &timeout)
-        // libevent answers methods outside this set itself (501, an HTML page). Every method it
-        // knows, and the bit it gives unknown ones (EVHTTP_REQ_UNKNOWN_, 1 << 15 in 2.1), are let
-        // through so that the router answers them in the proxy's own error shape.
-        let methods = HTTPMethod.allCases.reduce(UInt16(1 << 15)) { $0 | UInt16($1.libeventType.rawValue) }
-        evhttp_set_allowed_methods(http, methods)
-        evhttp_set_default_content_type(http, "application/json")
-        evhttp_set_gencb(http, { request, context in
-            guard let request else { return }
-            Unmanaged<HTTPServer>.fromOpaque(context!).takeUnretainedValue().accept(request)
-        }, Unmanaged.passUnretained(self).toOpaque())
+        timeout = timeval(seconds: limits.timeoutSeconds)
     }
 
     deinit {
-        evhttp_free(http)
+        for listener in listeners { evconnlistener_free(listener) }
+        for connection in connections.values { connection.close() }
     }
 
     /// Serves HTTPS with `context` (used by the simulator and TLS tests).
     public func enableTLS(_ context: TLSServerContext) {
         tls = context
-        evhttp_set_bevcb(http, { base, context in
-            let server = Unmanaged<HTTPServer>.fromOpaque(context!).takeUnretainedValue()
-            let ssl = SSL_new(server.tls!.context)
-            return bufferevent_openssl_socket_new(
-                base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
-        }, Unmanaged.passUnretained(self).toOpaque())
     }
 
     /// Listens on `host:port` (port 0 picks a free one) and returns the bound port.
     @discardableResult
     public func bind(host: String, port: UInt16) throws -> UInt16 {
-        guard let handle = evhttp_bind_socket_with_handle(http, host, port) else {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE
+        var found: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(host, String(port), &hints, &found)
+        guard status == 0, let address = found else {
+            throw EventHTTPError("cannot listen on \(host):\(port): \(String(cString: gai_strerror(status)))")
+        }
+        defer { freeaddrinfo(found) }
+        let flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC
+        guard let listener = evconnlistener_new_bind(loop.base, { _, fd, address, length, context in
+            Unmanaged<HTTPServer>.fromOpaque(context!).takeUnretainedValue().accept(fd, address, length)
+        }, Unmanaged.passUnretained(self).toOpaque(), UInt32(flags), SOMAXCONN, address.pointee.ai_addr,
+            Int32(address.pointee.ai_addrlen)) else {
             throw EventHTTPError("cannot listen on \(host):\(port): \(String(cString: strerror(errno)))")
         }
-        listeners.append(handle)
-        var address = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let fd = evhttp_bound_socket_get_fd(handle)
-        let ok = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 }
-        }
-        guard ok else { return port }
-        let family = address.ss_family
-        return withUnsafePointer(to: &address) { pointer -> UInt16 in
-            if family == sa_family_t(AF_INET6) {
-                return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin6_port) }
-            }
-            return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
-        }
+        listeners.append(listener)
+        return Self.localPort(of: evconnlistener_get_fd(listener)) ?? port
     }
 
-    /// Closes the listening sockets; requests already accepted carry on.
+    /// Closes the listening sockets; connections already open carry on.
     public func stopAccepting() {
-        for handle in listeners { evhttp_del_accept_socket(http, handle) }
+        for listener in listeners { evconnlistener_free(listener) }
         listeners.removeAll()
     }
 
-    private func accept(_ raw: OpaquePointer) {
+    private func accept(_ fd: Int32, _ address: UnsafeMutablePointer<sockaddr>?, _ length: Int32) {
+        guard connections.count < limits.maxConnections else {
+            Glibc.close(fd)
+            return
+        }
+        // Answers are written whole as soon as they are ready: Nagle's algorithm would hold a
+        // second segment back until the client's delayed ACK, 40 ms later.
+        var on: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
+        let bufferEvent: OpaquePointer?
+        if let tls {
+            bufferEvent = bufferevent_openssl_socket_new(loop.base, fd, SSL_new(tls.context), BUFFEREVENT_SSL_ACCEPTING,
+                                                         Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+            if let bufferEvent { bufferevent_openssl_set_allow_dirty_shutdown(bufferEvent, 1) }
+        } else {
+            bufferEvent = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        }
+        guard let bufferEvent else {
+            Glibc.close(fd)
+            return
+        }
+        let connection = ServerConnection(server: self, bufferEvent: bufferEvent, peer: Self.describe(address))
+        connections[ObjectIdentifier(connection)] = connection
+        connection.start()
+    }
+
+    func connectionClosed(_ connection: ServerConnection) {
+        connections.removeValue(forKey: ObjectIdentifier(connection))
+    }
+
+    func dispatch(_ request: ServerRequest) {
         inFlight += 1
-        handler(ServerRequest(raw, server: self))
+        handler(request)
     }
 
     func requestAnswered(awaitingFlush: Bool) {
@@ -118,12 +143,69 @@ public final class HTTPServer {
         checkIdle()
     }
 
-    func answerFlushed() {
-        unflushed -= 1
+    func answersFlushed(_ count: Int) {
+        guard count > 0 else { return }
+        unflushed -= count
         checkIdle()
     }
 
     private func checkIdle() {
         if inFlight == 0 && unflushed == 0 { onIdle?() }
+    }
+
+    /// `Date: ...\r\n`, formatted once a second.
+    func currentDateLine() -> [UInt8] {
+        let now = time(nil)
+        if now != dateSecond || dateLine.isEmpty {
+            dateSecond = now
+            var parts = tm()
+            var seconds = now
+            gmtime_r(&seconds, &parts)
+            var text = [CChar](repeating: 0, count: 64)
+            let length = strftime(&text, text.count, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &parts)
+            dateLine = text.prefix(length).map { UInt8(bitPattern: $0) }
+        }
+        return dateLine
+    }
+
+    static func localPort(of fd: Int32) -> UInt16? {
+        var address = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let ok = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 }
+        }
+        guard ok else { return nil }
+        return withUnsafePointer(to: &address) { pointer in
+            if pointer.pointee.ss_family == sa_family_t(AF_INET6) {
+                return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin6_port) }
+            }
+            return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+        }
+    }
+
+    /// `address:port` of a peer, for logs.
+    static func describe(_ address: UnsafeMutablePointer<sockaddr>?) -> String {
+        guard let address else { return "unknown" }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+        switch Int32(address.pointee.sa_family) {
+        case AF_INET:
+            return address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { inet in
+                var ip = inet.pointee.sin_addr
+                inet_ntop(AF_INET, &ip, &text, socklen_t(text.count))
+                return "\(Self.text(text)):\(UInt16(bigEndian: inet.pointee.sin_port))"
+            }
+        case AF_INET6:
+            return address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { inet in
+                var ip = inet.pointee.sin6_addr
+                inet_ntop(AF_INET6, &ip, &text, socklen_t(text.count))
+                return "[\(Self.text(text))]:\(UInt16(bigEndian: inet.pointee.sin6_port))"
+            }
+        default:
+            return "unknown"
+        }
+    }
+
+    private static func text(_ characters: [CChar]) -> String {
+        String(decoding: characters.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

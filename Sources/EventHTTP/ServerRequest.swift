@@ -1,87 +1,114 @@
 import CLibevent
 
 /// One request received by an `HTTPServer`. Answer it exactly once with `respond`, on the loop
-/// thread; it may be kept and answered later (after an upstream call).
-///
-/// libevent detaches a request whose client went away before the answer and frees it when
-/// the answer is finally sent, so answering late is always safe; `isClientGone` tells whether
-/// anybody is still listening.
+/// thread; it may be kept and answered later (after an upstream call). Answering after the
+/// client left is safe and writes nothing; `isClientGone` tells whether anybody still listens.
 public final class ServerRequest {
-    private var raw: OpaquePointer?
-    /// Weak: once the server (and with it libevent's evhttp and every request) is freed, a
-    /// request still held somewhere must not touch its libevent request again.
+    private var connection: ServerConnection?
     private weak var server: HTTPServer?
-    private var connection: OpaquePointer?
+    private var answered = false
 
-    /// The method; `nil` for one libevent does not know (answer it 405).
+    /// The method; `nil` for one this server does not know (answer it 405).
     public let knownMethod: HTTPMethod?
     /// The method, or GET for an unknown one (check `knownMethod` first).
     public var method: HTTPMethod { knownMethod ?? .get }
     /// The request target as sent: path and query, percent-encoding untouched.
     public let uri: String
     public let headers: HTTPHeaders
+    /// The request body (bounded by `ServerLimits.maxBodyBytes`).
+    public let body: [UInt8]
     /// The client's address, for logs.
     public let peer: String
+    private let minorVersion: Int
+    private let keepAlive: Bool
     /// Set when the client's connection closed before the answer.
     public private(set) var isClientGone = false
     /// Called once if the client's connection closes before the answer.
     public var onClientGone: (() -> Void)?
 
-    init(_ raw: OpaquePointer, server: HTTPServer) {
-        self.raw = raw
+    init(head: RequestParser.Head, body: [UInt8], peer: String, connection: ServerConnection, server: HTTPServer) {
+        knownMethod = head.knownMethod
+        uri = head.target
+        headers = head.headers
+        self.body = body
+        self.peer = peer
+        minorVersion = head.minorVersion
+        keepAlive = head.keepAlive
+        self.connection = connection
         self.server = server
-        knownMethod = HTTPMethod(libevent: evhttp_request_get_command(raw))
-        uri = evhttp_request_get_uri(raw).map { String(cString: $0) } ?? "/"
-        headers = HTTPHeaders(keyvalq: evhttp_request_get_input_headers(raw))
-        connection = evhttp_request_get_connection(raw)
-        var address: UnsafeMutablePointer<CChar>?
-        var port: UInt16 = 0
-        evhttp_connection_get_peer(connection, &address, &port)
-        peer = address.map { "\(String(cString: $0)):\(port)" } ?? "unknown"
-        evhttp_connection_set_closecb(connection, { _, context in
-            Unmanaged<ServerRequest>.fromOpaque(context!).takeUnretainedValue().clientClosed()
-        }, Unmanaged.passUnretained(self).toOpaque())
     }
 
     deinit {
-        // A request dropped without an answer would hang its client and leak in libevent.
-        if raw != nil { respond(status: 500, headers: HTTPHeaders(), body: []) }
+        // A request dropped without an answer would leave its client waiting.
+        if !answered { respond(status: 500, headers: HTTPHeaders(), body: []) }
     }
 
-    /// The request body (bounded by `ServerLimits.maxBodyBytes`).
-    public lazy var body: [UInt8] = bytes(of: raw.flatMap { evhttp_request_get_input_buffer($0) })
+    public var isAnswered: Bool { answered }
 
-    public var isAnswered: Bool { raw == nil }
-
-    /// Sends the answer. `Content-Length`, `Date` and `Connection` are added by libevent.
+    /// Sends the answer. `Content-Length` and `Date` (unless given) are added here, and
+    /// `Connection` as the exchange needs; `Content-Length`, `Transfer-Encoding` and
+    /// `Connection` among `headers` are replaced (`Connection: close` is honoured).
     public func respond(status: Int, reason: String? = nil, headers: HTTPHeaders, body: [UInt8]) {
-        guard let raw else { return }
-        self.raw = nil
-        guard let server else { return }  // evhttp_free already released the request
-        if let connection, !isClientGone {
-            evhttp_connection_set_closecb(connection, nil, nil)
+        var close = false
+        var hasDate = false
+        var lines: [UInt8] = []
+        lines.reserveCapacity(256)
+        for field in headers {
+            if field.name.caseInsensitiveEquals("connection") {
+                if field.value.caseInsensitiveEquals("close") { close = true }
+                continue
+            }
+            if field.name.caseInsensitiveEquals("content-length") || field.name.caseInsensitiveEquals("transfer-encoding") { continue }
+            if field.name.caseInsensitiveEquals("date") { hasDate = true }
+            lines += field.name.utf8
+            lines += [UInt8(ascii: ":"), UInt8(ascii: " ")]
+            lines += field.value.utf8
+            lines += [UInt8(ascii: "\r"), UInt8(ascii: "\n")]
         }
-        connection = nil
-        headers.write(to: evhttp_request_get_output_headers(raw))
-        let buffer = evbuffer_new()
-        if knownMethod == .head {
-            evhttp_add_header(evhttp_request_get_output_headers(raw), "Content-Length", String(body.count))
-        } else if !body.isEmpty {
-            body.withUnsafeBytes { _ = evbuffer_add(buffer, $0.baseAddress, $0.count) }
-        }
-        // libevent frees a detached request (client gone) inside send_reply without writing.
-        let awaitingFlush = evhttp_request_get_connection(raw) != nil
-        if awaitingFlush {
-            evhttp_request_set_on_complete_cb(raw, { _, context in
-                Unmanaged<HTTPServer>.fromOpaque(context!).takeUnretainedValue().answerFlushed()
-            }, Unmanaged.passUnretained(server).toOpaque())
-        }
-        evhttp_send_reply(raw, Int32(status), reason ?? reasonPhrase(status), buffer)
-        evbuffer_free(buffer)
-        server.requestAnswered(awaitingFlush: awaitingFlush)
+        send(status: status, reason: reason, headerLines: lines, addDate: !hasDate, body: .bytes(body), close: close)
     }
 
-    private func clientClosed() {
+    /// Sends an answer whose header lines are prepared (`Name: value\r\n` each, without
+    /// `Content-Length`, `Date` or `Connection`), with a body sent by reference: the hit path.
+    public func respond(status: Int, headerLines: [UInt8], body: SharedBytes, close: Bool = false) {
+        send(status: status, reason: nil, headerLines: headerLines, addDate: true, body: .shared(body), close: close)
+    }
+
+    private func send(status: Int, reason: String?, headerLines: [UInt8], addDate: Bool, body: ResponseBody, close requestedClose: Bool) {
+        guard !answered else { return }
+        answered = true
+        onClientGone = nil
+        guard let server else { return }
+        let connection = self.connection
+        self.connection = nil
+        guard let connection, connection.isOpen, !isClientGone else {
+            server.requestAnswered(awaitingFlush: false)
+            return
+        }
+        let close = requestedClose || !keepAlive
+        var head = statusLine(status, reason)
+        head.reserveCapacity(head.count + headerLines.count + 96)
+        head += headerLines
+        let hasBody = !(100..<200).contains(status) && status != 204 && status != 304
+        if hasBody {
+            head += contentLengthPrefix
+            head += String(body.count).utf8
+            head += crlf
+        }
+        if addDate { head += server.currentDateLine() }
+        if close {
+            head += connectionClose
+        } else if minorVersion == 0 {
+            head += connectionKeepAlive
+        }
+        head += crlf
+        let sendsBody = hasBody && knownMethod != .head && body.count > 0
+        let written = connection.write(head: head, body: sendsBody ? body : nil, close: close)
+        server.requestAnswered(awaitingFlush: written)
+        connection.answered()
+    }
+
+    func clientGone() {
         isClientGone = true
         let callback = onClientGone
         onClientGone = nil
@@ -89,9 +116,23 @@ public final class ServerRequest {
     }
 }
 
+private let crlf: [UInt8] = [UInt8(ascii: "\r"), UInt8(ascii: "\n")]
+private let contentLengthPrefix = Array("Content-Length: ".utf8)
+private let connectionClose = Array("Connection: close\r\n".utf8)
+private let connectionKeepAlive = Array("Connection: keep-alive\r\n".utf8)
+
+/// `HTTP/1.1 200 OK\r\n`; the usual ones are formatted once.
+private func statusLine(_ status: Int, _ reason: String?) -> [UInt8] {
+    if reason == nil, status == 200 { return ok200 }
+    return Array("HTTP/1.1 \(status) \(reason ?? reasonPhrase(status))\r\n".utf8)
+}
+
+private let ok200 = Array("HTTP/1.1 200 OK\r\n".utf8)
+
 /// The standard reason phrase for the statuses this project sends.
 public func reasonPhrase(_ status: Int) -> String {
     switch status {
+    case 100: "Continue"
     case 200: "OK"
     case 201: "Created"
     case 202: "Accepted"
@@ -105,12 +146,16 @@ public func reasonPhrase(_ status: Int) -> String {
     case 408: "Request Timeout"
     case 409: "Conflict"
     case 413: "Content Too Large"
+    case 417: "Expectation Failed"
     case 422: "Unprocessable Content"
     case 429: "Too Many Requests"
+    case 431: "Request Header Fields Too Large"
     case 500: "Internal Server Error"
+    case 501: "Not Implemented"
     case 502: "Bad Gateway"
     case 503: "Service Unavailable"
     case 504: "Gateway Timeout"
+    case 505: "HTTP Version Not Supported"
     default: "Status \(status)"
     }
 }

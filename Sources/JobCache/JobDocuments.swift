@@ -113,18 +113,23 @@ public struct JobListDocument: Sendable {
 }
 
 /// A job detail answer and what the cache needs of it.
-public struct JobDetailDocument: @unchecked Sendable {
+public struct JobDetailDocument: Sendable {
     public let body: [UInt8]
     public let job: JobSummary
-    /// The parsed document, for projecting it into a list (read once, at storage).
-    public let object: [String: Any]
 
     public init?(body: [UInt8]) {
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any],
-              let job = JobSummary(object) else { return nil }
+        guard let object = Self.parse(body), let job = JobSummary(object) else { return nil }
         self.body = body
         self.job = job
-        self.object = object
+    }
+
+    /// The parsed document, for projecting it into a list. Parsed again on each use rather than
+    /// kept: a Foundation dictionary costs several times the body's bytes for every cached job,
+    /// and it is needed only on the rare list update.
+    public var object: [String: Any] { Self.parse(body) ?? [:] }
+
+    private static func parse(_ body: [UInt8]) -> [String: Any]? {
+        (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any]
     }
 }
 

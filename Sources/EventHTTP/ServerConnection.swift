@@ -1,0 +1,243 @@
+import CLibevent
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One client connection of an `HTTPServer`: reads requests one at a time (pipelined ones wait
+/// in the input buffer, answered in order), hands each to the server, writes the answers, and
+/// notices a client that leaves while its answer is pending.
+final class ServerConnection {
+    private weak var server: HTTPServer?
+    private var bufferEvent: OpaquePointer?
+    let peer: String
+    private let limits: ServerLimits
+    /// A head whose body is still arriving.
+    private var pendingHead: RequestParser.Head?
+    private var sentContinue = false
+    /// The request handed to the server and not answered yet (weak: an unanswered request the
+    /// handler drops answers itself with a 500 in its deinit).
+    private weak var current: ServerRequest?
+    private var awaitingAnswer = false
+    private var closeAfterFlush = false
+    /// Answers written to the output buffer and not yet out to the client.
+    private var unflushedAnswers = 0
+    private var processing = false
+    /// Input is read up to here: a head and a body at their limits, plus chunked framing.
+    private let readHighWater: Int
+    /// Past this much unsent output, pipelined requests wait until the client reads.
+    private static let outputHighWater = 4 << 20
+
+    var isOpen: Bool { bufferEvent != nil }
+
+    init(server: HTTPServer, bufferEvent: OpaquePointer, peer: String) {
+        self.server = server
+        self.bufferEvent = bufferEvent
+        self.peer = peer
+        limits = server.limits
+        readHighWater = limits.maxHeaderBytes + 2 * limits.maxBodyBytes + 65_536
+    }
+
+    func start() {
+        guard let bufferEvent, let server else { return }
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        bufferevent_setcb(bufferEvent, { _, context in
+            Unmanaged<ServerConnection>.fromOpaque(context!).takeUnretainedValue().processInput()
+        }, { _, context in
+            Unmanaged<ServerConnection>.fromOpaque(context!).takeUnretainedValue().outputDrained()
+        }, { _, events, context in
+            Unmanaged<ServerConnection>.fromOpaque(context!).takeUnretainedValue().event(events)
+        }, context)
+        bufferevent_setwatermark(bufferEvent, Int16(EV_READ), 0, readHighWater)
+        var timeout = server.timeout
+        bufferevent_set_timeouts(bufferEvent, &timeout, &timeout)
+        bufferevent_enable(bufferEvent, Int16(EV_READ | EV_WRITE))
+    }
+
+    /// Closes the socket at once; an answer still pending is told its client is gone.
+    func close() {
+        guard let bufferEvent else { return }
+        self.bufferEvent = nil
+        bufferevent_free(bufferEvent)
+        withExtendedLifetime(self) {
+            let lost = unflushedAnswers
+            unflushedAnswers = 0
+            server?.answersFlushed(lost)
+            if awaitingAnswer, let current { current.clientGone() }
+            server?.connectionClosed(self)
+        }
+    }
+
+    private func event(_ events: Int16) {
+        if events & Int16(BEV_EVENT_TIMEOUT) != 0, events & Int16(BEV_EVENT_READING) != 0, awaitingAnswer,
+           let bufferEvent {
+            // The client waits for an answer that takes a while (an upstream call): not idle.
+            // Reading stays on to notice the client leaving.
+            bufferevent_enable(bufferEvent, Int16(EV_READ))
+            return
+        }
+        if events & Int16(BEV_EVENT_CONNECTED) != 0 { return }
+        close()
+    }
+
+    private func outputDrained() {
+        let flushed = unflushedAnswers
+        unflushedAnswers = 0
+        if closeAfterFlush {
+            close()
+            server?.answersFlushed(flushed)
+            return
+        }
+        server?.answersFlushed(flushed)
+        processInput()
+    }
+
+    /// Parses and dispatches whatever complete requests the input holds, one at a time.
+    func processInput() {
+        guard !processing else { return }
+        processing = true
+        defer { processing = false }
+        while let bufferEvent, !awaitingAnswer, !closeAfterFlush {
+            if evbuffer_get_length(bufferevent_get_output(bufferEvent)) > Self.outputHighWater { return }
+            let input = bufferevent_get_input(bufferEvent)!
+            let available = evbuffer_get_length(input)
+            guard available > 0 else { return }
+            if let head = pendingHead {
+                guard readBody(head, input: input, available: available) else { return }
+                continue
+            }
+            let length = min(available, limits.maxHeaderBytes + 1)
+            guard let start = evbuffer_pullup(input, length) else { return }
+            switch RequestParser.parseHead(UnsafeRawBufferPointer(start: start, count: length), maxHeadBytes: limits.maxHeaderBytes) {
+            case .incomplete:
+                return
+            case .invalid(let status, let message):
+                return refuse(status, message)
+            case .complete(let head, let headLength):
+                evbuffer_drain(input, headLength)
+                if let declared = head.contentLength, declared > limits.maxBodyBytes {
+                    return refuse(413, "the request body is larger than \(limits.maxBodyBytes) bytes")
+                }
+                if head.hasBody {
+                    pendingHead = head
+                    sentContinue = false
+                } else {
+                    dispatch(head, body: [])
+                }
+            }
+        }
+    }
+
+    /// Takes the body of `head` if it has all arrived; false while waiting (or after refusing).
+    private func readBody(_ head: RequestParser.Head, input: OpaquePointer, available: Int) -> Bool {
+        if head.isChunked {
+            guard let start = evbuffer_pullup(input, -1) else { return false }
+            switch RequestParser.decodeChunked(UnsafeRawBufferPointer(start: start, count: available), maxBodyBytes: limits.maxBodyBytes) {
+            case .complete(let body, let length):
+                evbuffer_drain(input, length)
+                pendingHead = nil
+                dispatch(head, body: body)
+                return true
+            case .incomplete where available < readHighWater:
+                sendContinueIfAsked(head)
+                return false
+            case .incomplete, .tooLarge:
+                refuse(413, "the request body is larger than \(limits.maxBodyBytes) bytes")
+                return false
+            case .invalid:
+                refuse(400, "invalid chunked body")
+                return false
+            }
+        }
+        let length = head.contentLength ?? 0
+        guard available >= length else {
+            sendContinueIfAsked(head)
+            return false
+        }
+        let body = [UInt8](unsafeUninitializedCapacity: length) { storage, count in
+            count = Int(evbuffer_remove(input, storage.baseAddress, length))
+        }
+        pendingHead = nil
+        dispatch(head, body: body)
+        return true
+    }
+
+    private func sendContinueIfAsked(_ head: RequestParser.Head) {
+        guard head.expectsContinue, head.minorVersion == 1, !sentContinue, let bufferEvent else { return }
+        sentContinue = true
+        let line = "HTTP/1.1 100 Continue\r\n\r\n"
+        _ = bufferevent_write(bufferEvent, line, line.utf8.count)
+    }
+
+    private func dispatch(_ head: RequestParser.Head, body: [UInt8]) {
+        guard let server else { return }
+        let request = ServerRequest(head: head, body: body, peer: peer, connection: self, server: server)
+        current = request
+        awaitingAnswer = true
+        server.dispatch(request)
+    }
+
+    /// Writes an answer (head bytes, then the body) and reads on unless the exchange ends the
+    /// connection. Returns whether the answer went into the output buffer.
+    func write(head: [UInt8], body: ResponseBody?, close: Bool) -> Bool {
+        awaitingAnswer = false
+        current = nil
+        guard let bufferEvent else { return false }
+        let output = bufferevent_get_output(bufferEvent)!
+        head.withUnsafeBytes { _ = evbuffer_add(output, $0.baseAddress, $0.count) }
+        switch body {
+        case .bytes(let bytes)?: bytes.withUnsafeBytes { _ = evbuffer_add(output, $0.baseAddress, $0.count) }
+        case .shared(let shared)?: shared.addReference(to: output)
+        case nil: break
+        }
+        unflushedAnswers += 1
+        if close {
+            closeAfterFlush = true
+            bufferevent_disable(bufferEvent, Int16(EV_READ))
+        }
+        return true
+    }
+
+    /// Continues with pipelined requests once an answer given later (not from inside the
+    /// handler) is written.
+    func answered() {
+        if !processing { processInput() }
+    }
+
+    /// Answers a request the server cannot take (bad framing, over a limit) and closes.
+    private func refuse(_ status: Int, _ message: String) {
+        guard let server else { return }
+        pendingHead = nil
+        let body = Array("{\"error\":{\"code\":\"\(errorCode(status))\",\"message\":\"\(message)\",\"details\":null}}".utf8)
+        var head = Array("HTTP/1.1 \(status) \(reasonPhrase(status))\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n".utf8)
+        head += server.currentDateLine()
+        head += Array("Connection: close\r\n\r\n".utf8)
+        _ = write(head: head, body: .bytes(body), close: true)
+        // Not a request the server counted: the flush needs no accounting.
+        unflushedAnswers -= 1
+    }
+
+    private func errorCode(_ status: Int) -> String {
+        switch status {
+        case 413: "payload_too_large"
+        case 417: "expectation_failed"
+        case 431: "request_header_fields_too_large"
+        case 501: "not_implemented"
+        case 505: "http_version_not_supported"
+        default: "bad_request"
+        }
+    }
+}
+
+/// The body of an answer: bytes to copy, or bytes to send by reference.
+public enum ResponseBody {
+    case bytes([UInt8])
+    case shared(SharedBytes)
+
+    var count: Int {
+        switch self {
+        case .bytes(let bytes): bytes.count
+        case .shared(let shared): shared.count
+        }
+    }
+}

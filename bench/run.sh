@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# `make bench`: pixxel-proxy against nginx's proxy_cache, side by side in one run, loopback only.
+#
+# Both front the same pixxel-sim, check the same client token, and are warmed before wrk runs;
+# the two are measured alternately, case by case, so that a drift of the machine hits both.
+# Then: peak RSS of the proxy with 100k cached job details against their payload bytes, and
+# the time to ready (and to a first disk hit) with 1M entries in the disk store.
+#
+# Knobs: BENCH_SECONDS (per wrk run, default 5), BENCH_CONNECTIONS (default "1 64 256"),
+# BENCH_WORKERS (nginx worker_processes and the proxy's listen.workers, default 1),
+# BENCH_SKIP_EXTRAS=1 (only the wrk table). Writes bench/out/ (scratch) and bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${BENCH_SECONDS:-5}
+CONNECTIONS=${BENCH_CONNECTIONS:-"1 64 256"}
+WORKERS=${BENCH_WORKERS:-1}
+SIM_PORT=${BENCH_SIM_PORT:-18801}
+PROXY_PORT=${BENCH_PROXY_PORT:-18802}
+NGINX_PORT=${BENCH_NGINX_PORT:-18803}
+HOST=127.0.0.1
+BIN=.build/release
+OUT=bench/out
+API_KEY=bench-sim-key
+
+need_packages=()
+command -v wrk >/dev/null || need_packages+=(wrk)
+[ -x /usr/sbin/nginx ] || need_packages+=(nginx-light)
+command -v sqlite3 >/dev/null || need_packages+=(sqlite3)
+if [ ${#need_packages[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "bench: missing ${need_packages[*]}; run as root or install them (apt-get install ${need_packages[*]})" >&2
+        exit 1
+    fi
+    echo "bench: installing ${need_packages[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
+    # Debian starts the packaged nginx on port 80; the bench runs its own.
+    if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then systemctl stop nginx || true; fi
+fi
+
+rm -rf "$OUT"
+mkdir -p "$OUT/nginx/temp" "$OUT/nginx/cache"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# Waits until `curl URL` answers STATUS (at most 10 s).
+wait_for() {
+    local url=$1 status=$2 header=${3:-X-Bench: 1}
+    for _ in $(seq 1 200); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' -H "$header" "$url" || true)" = "$status" ] && return 0
+        sleep 0.05
+    done
+    echo "bench: $url never answered $status" >&2
+    exit 1
+}
+
+start_sim() {  # workflows, jobs per workflow, log file
+    "$BIN/pixxel-sim" --host $HOST --port $SIM_PORT --api-key $API_KEY --workflows "$1" --jobs "$2" 2> "$3" &
+    SIM_PID=$!
+    PIDS+=($SIM_PID)
+    wait_for "http://$HOST:$SIM_PORT/_sim/workflows" 200 "Authorization: $API_KEY"
+}
+
+# The proxy as deployed, except: an unlimited upstream budget (the sim is local) and a list
+# TTL as long as nginx's proxy_cache_valid, so both serve hits for the whole run.
+start_proxy() {  # cache directory, log file
+    env PIXXEL_PROXY_LISTEN_HOST=$HOST PIXXEL_PROXY_LISTEN_PORT=$PROXY_PORT \
+        PIXXEL_PROXY_UPSTREAM_URL="http://$HOST:$SIM_PORT" PIXXEL_API_KEY=$API_KEY \
+        PIXXEL_PROXY_UPSTREAM_REQUESTS_PER_SECOND=0 PIXXEL_PROXY_UPSTREAM_MAX_CONNECTIONS=16 \
+        PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS=600 PIXXEL_PROXY_CACHE_DIRECTORY="$1" \
+        PIXXEL_PROXY_CACHE_MEMORY_MB=1024 PIXXEL_PROXY_AUTH_CLIENTS_FILE="$OUT/clients" \
+        ${BENCH_PROXY_ENV:-} "$BIN/pixxel-proxy" serve 2> "$2" &
+    PROXY_PID=$!
+    PIDS+=($PROXY_PID)
+    wait_for "http://$HOST:$PROXY_PORT/readyz" 200
+}
+
+stop() {  # pid
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+"$BIN/pixxel-proxy" token add bench --scopes read,admin --clients-file "$OUT/clients" 2>/dev/null > "$OUT/token"
+TOKEN=$(cat "$OUT/token")
+AUTH="Authorization: Bearer $TOKEN"
+
+start_sim 3 50 "$OUT/sim.log"
+WORKFLOW=$(sed -n 's/^pixxel-sim: workflow //p' "$OUT/sim.log" | head -n 1)
+LIST="/v0/workflows/$WORKFLOW/jobs"
+JOB=$(curl -s -H "Authorization: $API_KEY" "http://$HOST:$SIM_PORT$LIST" \
+    | grep -o '"id":"[^"]*","progress":"100%","status":"completed"' | head -n 1 | cut -d'"' -f4)
+DETAIL="$LIST/$JOB"
+FILTERED="$LIST?status=completed"
+
+start_proxy "$OUT/proxy-cache" "$OUT/proxy.log"
+sed -e "s|@DIR@|$PWD/$OUT/nginx|g" -e "s|@WORKERS@|$WORKERS|" -e "s|@SIM_PORT@|$SIM_PORT|" \
+    -e "s|@NGINX_PORT@|$NGINX_PORT|" -e "s|@TOKEN@|$TOKEN|" -e "s|@API_KEY@|$API_KEY|" \
+    bench/nginx.conf.in > "$OUT/nginx/nginx.conf"
+/usr/sbin/nginx -p "$PWD/$OUT/nginx" -c "$PWD/$OUT/nginx/nginx.conf" -e "$PWD/$OUT/nginx/error.log" &
+PIDS+=($!)
+wait_for "http://$HOST:$NGINX_PORT/v0/" 401
+
+# Warm both and check that the second request is a hit on each side.
+for path in "$DETAIL" "$LIST" "$FILTERED"; do
+    for _ in 1 2; do
+        curl -s -o /dev/null -H "$AUTH" "http://$HOST:$PROXY_PORT$path"
+        curl -s -o /dev/null -H "$AUTH" "http://$HOST:$NGINX_PORT$path"
+    done
+    curl -s -D - -o /dev/null -H "$AUTH" "http://$HOST:$PROXY_PORT$path" | grep -qi '^cache-status: pixxel-proxy; hit' \
+        || { echo "bench: pixxel-proxy does not answer $path from cache" >&2; exit 1; }
+    curl -s -D - -o /dev/null -H "$AUTH" "http://$HOST:$NGINX_PORT$path" | grep -qi '^cache-status: HIT' \
+        || { echo "bench: nginx does not answer $path from cache" >&2; exit 1; }
+done
+printf '%s\n' "$DETAIL" > "$OUT/paths-detail"
+printf '%s\n' "$LIST" > "$OUT/paths-list"
+printf '%s\n' "$FILTERED" > "$OUT/paths-filtered"
+printf '%s\n' "$LIST" "$DETAIL" "$FILTERED" > "$OUT/paths-mix"
+LIST_BYTES=$(curl -s -H "$AUTH" "http://$HOST:$PROXY_PORT$LIST" | wc -c)
+DETAIL_BYTES=$(curl -s -H "$AUTH" "http://$HOST:$PROXY_PORT$DETAIL" | wc -c)
+FILTERED_BYTES=$(curl -s -H "$AUTH" "http://$HOST:$PROXY_PORT$FILTERED" | wc -c)
+
+# One wrk run; prints "req/s p50_us p99_us socket_errors status_errors".
+measure() {  # port, case, connections
+    local miss=0
+    [ "$2" = mix ] && miss=10
+    BENCH_PATHS="$OUT/paths-$2" BENCH_TOKEN=$TOKEN BENCH_MISS_PERCENT=$miss \
+        wrk -t1 -c"$3" -d"${DURATION}s" -s bench/wrk.lua "http://$HOST:$1" | sed -n 's/^RESULT //p'
+}
+
+ROWS=()
+echo
+printf '%-9s %5s | %9s %8s %8s | %9s %8s %8s | %6s\n' case conns proxy p50us p99us nginx p50us p99us ratio
+for case in detail list filtered mix; do
+    for connections in $CONNECTIONS; do
+        read -r p_rps p_p50 p_p99 p_err p_status < <(measure $PROXY_PORT $case "$connections")
+        read -r n_rps n_p50 n_p99 n_err n_status < <(measure $NGINX_PORT $case "$connections")
+        ratio=$(awk -v a="$p_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+        note=""
+        [ "$p_err$p_status$n_err$n_status" = "0000" ] || note=" errors: proxy $p_err/$p_status nginx $n_err/$n_status"
+        printf '%-9s %5s | %9s %8s %8s | %9s %8s %8s | %6s%s\n' \
+            $case "$connections" "$p_rps" "$p_p50" "$p_p99" "$n_rps" "$n_p50" "$n_p99" "$ratio" "$note"
+        ROWS+=("| $case | $connections | $p_rps | $p_p50 / $p_p99 | $n_rps | $n_p50 / $n_p99 | **$ratio** |$note")
+    done
+done
+PROXY_STATS=$(curl -s -H "$AUTH" "http://$HOST:$PROXY_PORT/admin/stats")
+stop $PROXY_PID
+
+EXTRAS=""
+if [ "${BENCH_SKIP_EXTRAS:-0}" != 1 ]; then
+    # Peak RSS with 100k cached job details (2,000 workflows of 50 jobs), each fetched once.
+    stop $SIM_PID
+    start_sim 2000 50 "$OUT/sim-100k.log"
+    start_proxy "$OUT/proxy-cache-100k" "$OUT/proxy-100k.log"
+    BASE_RSS_KB=$(awk '/^VmRSS/ { print $2 }' /proc/$PROXY_PID/status)
+    sed -n 's/^pixxel-sim: workflow //p' "$OUT/sim-100k.log" > "$OUT/workflows-100k"
+    # The job ids, from the simulator directly (not through the proxy: only details are cached).
+    while read -r workflow; do
+        curl -s -H "Authorization: $API_KEY" "http://$HOST:$SIM_PORT/v0/workflows/$workflow/jobs" \
+            | grep -o '"id":"[^"]*","progress"' | cut -d'"' -f4 | sed "s|^|http://$HOST:$PROXY_PORT/v0/workflows/$workflow/jobs/|"
+    done < "$OUT/workflows-100k" > "$OUT/urls-100k"
+    DETAILS=$(wc -l < "$OUT/urls-100k")
+    # Four curls, each over its share of the URLs on one kept-alive connection.
+    split -n l/4 -d "$OUT/urls-100k" "$OUT/urls-100k-part-"
+    for part in "$OUT"/urls-100k-part-*; do
+        sed 's|.*|url = "&"\noutput = "/dev/null"|' "$part" > "$part.curl"
+        curl -s -K "$part.curl" -w '%{size_download}\n' -H "$AUTH" > "$part.sizes" &
+    done
+    wait_jobs=$(jobs -p | grep -v -x -F "$(printf '%s\n' "${PIDS[@]}")" || true)
+    for job in $wait_jobs; do wait "$job"; done
+    PAYLOAD_BYTES=$(cat "$OUT"/urls-100k-part-*.sizes | awk '{ sum += $1 } END { print sum }')
+    PEAK_RSS_KB=$(awk '/^VmHWM/ { print $2 }' /proc/$PROXY_PID/status)
+    MEMORY_ENTRIES=$(curl -s -H "$AUTH" "http://$HOST:$PROXY_PORT/admin/stats" | grep -o '"memory":{[^}]*}')
+    stop $PROXY_PID
+    RSS_RATIO=$(awk -v r="$PEAK_RSS_KB" -v p="$PAYLOAD_BYTES" 'BEGIN { printf "%.2f", r * 1024 / p }')
+    GROWTH_RATIO=$(awk -v r="$PEAK_RSS_KB" -v b="$BASE_RSS_KB" -v p="$PAYLOAD_BYTES" 'BEGIN { printf "%.2f", (r - b) * 1024 / p }')
+
+    # Time to ready with 1M entries in the disk store: the 100k store, each row cloned under
+    # nine more keys, (keys no request names, bytes as real ones).
+    STORE="$OUT/proxy-cache-100k/pixxel-proxy-cache.sqlite3"
+    sqlite3 "$STORE" "
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 9)
+        INSERT INTO entries (key, kind, workflow_id, job_id, body, headers, stored_at, lifetime, last_used, size,
+                             updated_at, validated_at, invalidated)
+        SELECT key || ' copy ' || i, kind, workflow_id || '-' || i, job_id, body, headers, stored_at, lifetime,
+               last_used, size, updated_at, validated_at, invalidated FROM entries, n;
+        PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
+    STORE_ENTRIES=$(sqlite3 "$STORE" "SELECT COUNT(*) FROM entries")
+    STORE_MB=$(( $(stat -c %s "$STORE") / 1048576 ))
+    FIRST_URL=$(head -n 1 "$OUT/urls-100k")
+    started=$(date +%s%N)
+    start_proxy "$OUT/proxy-cache-100k" "$OUT/proxy-1m.log"
+    ready=$(date +%s%N)
+    DISK_STATUS=$(curl -s -D - -o /dev/null -H "$AUTH" "$FIRST_URL" | tr -d '\r' | sed -n 's/^[Cc]ache-[Ss]tatus: //p')
+    first_hit=$(date +%s%N)
+    stop $PROXY_PID
+    READY_MS=$(( (ready - started) / 1000000 ))
+    FIRST_HIT_MS=$(( (first_hit - started) / 1000000 ))
+    EXTRAS="
+## Memory and start-up
+
+| measure | value |
+| --- | --- |
+| job details cached | $DETAILS (payload $PAYLOAD_BYTES bytes) |
+| proxy RSS before filling | $BASE_RSS_KB KiB |
+| proxy peak RSS (VmHWM) | $PEAK_RSS_KB KiB |
+| peak RSS / payload | **$RSS_RATIO** (growth over the empty process / payload: $GROWTH_RATIO) |
+| memory tier | \`$MEMORY_ENTRIES\` |
+| disk store | $STORE_ENTRIES entries, $STORE_MB MB |
+| start to /readyz 200 | $READY_MS ms (polled with curl, so an upper bound) |
+| start to first disk hit | $FIRST_HIT_MS ms (Cache-Status: $DISK_STATUS) |
+"
+    echo "$EXTRAS"
+fi
+
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+{
+    echo "# Benchmark results"
+    echo
+    echo "Written by \`make bench\` (bench/run.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'): $CPU, $(nproc) cores,"
+    echo "$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr); nginx $(/usr/sbin/nginx -v 2>&1 | sed 's|.*/||'),"
+    echo "$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2). Loopback only; wrk -t1, ${DURATION}s per run, proxy and nginx alternated;"
+    echo "$WORKERS worker(s) each. Bodies: detail $DETAIL_BYTES B, list $LIST_BYTES B (50 jobs), filtered $FILTERED_BYTES B."
+    echo "mix = 90% hits over the three paths, 10% misses (a list query with an unknown parameter)."
+    echo
+    echo "| case | connections | pixxel-proxy req/s | p50 / p99 µs | nginx req/s | p50 / p99 µs | proxy / nginx |"
+    echo "| --- | --- | --- | --- | --- | --- | --- |"
+    printf '%s\n' "${ROWS[@]}"
+    echo "$EXTRAS"
+    echo "Proxy counters after the wrk runs: \`$PROXY_STATS\`"
+    if [ -f bench/PROFILE.md ]; then echo; cat bench/PROFILE.md; fi
+} > bench/RESULTS.md
+echo "bench: wrote bench/RESULTS.md"
