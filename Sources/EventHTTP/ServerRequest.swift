@@ -69,9 +69,9 @@ public final class ServerRequest {
     }
 
     /// Sends an answer whose header lines are prepared (`Name: value\r\n` each, without
-    /// `Content-Length`, `Date` or `Connection`), with a body sent by reference: the hit path.
-    public func respond(status: Int, headerLines: [UInt8], body: SharedBytes, close: Bool = false) {
-        send(status: status, reason: nil, headerLines: headerLines, addDate: true, body: .shared(body), close: close)
+    /// `Content-Length` or `Connection`; `Date` too unless `addDate` is false), with a body sent by reference: the hit path.
+    public func respond(status: Int, headerLines: [UInt8], body: SharedBytes, addDate: Bool = true, close: Bool = false) {
+        send(status: status, reason: nil, headerLines: headerLines, addDate: addDate, body: .shared(body), close: close)
     }
 
     private func send(status: Int, reason: String?, headerLines: [UInt8], addDate: Bool, body: ResponseBody, close requestedClose: Bool) {

@@ -1,44 +1,36 @@
 import CLibevent
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// Immutable bytes in a block of their own, which libevent can send by reference: each answer
-/// holds a retain until its bytes are written, so a cached body goes out with no copy and stays
-/// valid even if the cache drops it meanwhile.
+/// Bytes that libevent sends by reference: each answer holds a retain until its bytes are
+/// written, so a cached body goes out with no copy and stays valid even if the cache drops it
+/// meanwhile.
+///
+/// It wraps an array without copying it. The array's buffer is handed to libevent outside
+/// `withUnsafeBytes`, which is sound here because the buffer cannot move or change while this
+/// object lives: `storage` is a constant, it keeps the buffer alive, and any other holder of
+/// the same array that mutates it copies first (copy on write sees this second reference).
 public final class SharedBytes: @unchecked Sendable {
-    public let count: Int
-    private let base: UnsafeMutableRawPointer
+    private let storage: [UInt8]
 
-    public init(_ bytes: some Collection<UInt8>) {
-        count = bytes.count
-        base = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1), alignment: 16)
-        let buffer = UnsafeMutableRawBufferPointer(start: base, count: count)
-        buffer.copyBytes(from: bytes)
+    public init(_ bytes: [UInt8]) {
+        storage = bytes
     }
 
-    deinit {
-        base.deallocate()
-    }
+    public var count: Int { storage.count }
 
-    public func withUnsafeBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try body(UnsafeRawBufferPointer(start: base, count: count))
-    }
-
-    /// A copy as an array (for the paths that are not hot).
-    public var array: [UInt8] { withUnsafeBytes { Array($0) } }
+    public var array: [UInt8] { storage }
 
     /// Appends these bytes to `buffer` by reference; the buffer keeps them alive until sent.
     func addReference(to buffer: OpaquePointer) {
-        guard count > 0 else { return }
+        guard !storage.isEmpty else { return }
         let retained = Unmanaged.passRetained(self).toOpaque()
-        let added = evbuffer_add_reference(buffer, base, count, { _, _, context in
-            Unmanaged<SharedBytes>.fromOpaque(context!).release()
-        }, retained)
+        let added = storage.withUnsafeBytes { bytes in
+            evbuffer_add_reference(buffer, bytes.baseAddress, bytes.count, { _, _, context in
+                Unmanaged<SharedBytes>.fromOpaque(context!).release()
+            }, retained)
+        }
         if added != 0 {
             Unmanaged<SharedBytes>.fromOpaque(retained).release()
-            _ = evbuffer_add(buffer, base, count)
+            storage.withUnsafeBytes { _ = evbuffer_add(buffer, $0.baseAddress, $0.count) }
         }
     }
 }

@@ -1,6 +1,6 @@
 /// The filters a client may put on a job list; the proxy applies them itself to one cached
 /// full list. All present filters must match (AND).
-public struct JobListFilters: Sendable, Equatable {
+public struct JobListFilters: Sendable, Hashable {
     /// Exact job id.
     public var id: String?
     /// Status, compared case-insensitively (stored lowercased).

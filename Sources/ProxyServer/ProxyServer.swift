@@ -18,6 +18,7 @@ public final class ProxyServer: @unchecked Sendable {
     var authenticator: Authenticator
     let cache: CacheState
     let metrics = ProxyMetrics()
+    let hitPath = HitPathState()
     let budget: UpstreamBudget
     let notifier: SystemdNotifier
     let audit: AuditLog
@@ -171,6 +172,7 @@ public final class ProxyServer: @unchecked Sendable {
                 switch result {
                 case .success(let clients):
                     authenticator = Authenticator(clients: clients, allowAnonymous: settings.allowAnonymous)
+                    hitPath.callers.removeAll()
                     logger.notice("clients file reloaded", metadata: ["clients": "\(clients.count)"])
                 case .failure(let error):
                     logger.error("clients file not reloaded, keeping the previous clients", metadata: ["error": "\(error)"])

@@ -40,6 +40,12 @@ final class CachedAnswer {
     /// When a newer `updated_at` was seen (memory only; after a restart the TTL's end stands in).
     var invalidatedAt: Double?
 
+    /// What the hit path sends, made on first use (see `sharedBody(for:)`).
+    private var wholeBody: SharedBytes?
+    private var filteredBodies: [JobListFilters: SharedBytes] = [:]
+    private var filteredBytes = 0
+    private var prepared: PreparedHeaderLines?
+
     /// Seconds since the answer went stale: since its TTL ended, or since it was invalidated
     /// if that came first. 0 while fresh.
     func staleness(now: Double) -> Double {
@@ -58,19 +64,54 @@ final class CachedAnswer {
         invalidated ? -1 : FreshnessPolicy.remaining(storedAt: validatedAt, lifetime: lifetime, now: now)
     }
 
-    /// Bytes held, for the memory budget: the body plus a fixed allowance per job and entry.
+    /// Bytes held, for the memory budget: the body plus a fixed allowance per job and entry
+    /// (a list also keeps filtered bodies of up to twice its own size).
     var cost: Int {
         switch document {
-        case .list(let list): list.body.count + list.jobs.count * 160 + 512
+        case .list(let list): 3 * list.body.count + list.jobs.count * 160 + 512
         case .detail(let detail): detail.body.count + 512
         }
     }
 
     func body(for filters: JobListFilters) -> [UInt8] {
-        switch document {
-        case .list(let list): list.rendered(filters)
-        case .detail(let detail): detail.body
+        sharedBody(for: filters).array
+    }
+
+    /// The body for `filters`, ready to send by reference: the stored bytes themselves when
+    /// nothing is filtered, else assembled from the list's fragments once per filter set and
+    /// kept with the entry (a bounded number of them), so a repeated filtered read copies nothing.
+    func sharedBody(for filters: JobListFilters) -> SharedBytes {
+        if filters.isEmpty {
+            if let wholeBody { return wholeBody }
+            let made: SharedBytes
+            switch document {
+            case .list(let list): made = SharedBytes(list.body)
+            case .detail(let detail): made = SharedBytes(detail.body)
+            }
+            wholeBody = made
+            return made
         }
+        if let rendered = filteredBodies[filters] { return rendered }
+        guard case .list(let list) = document else { return sharedBody(for: JobListFilters()) }
+        let made = SharedBytes(list.rendered(filters))
+        // Kept within twice the list's own bytes, which `cost` counts.
+        if filteredBytes + made.count > 2 * list.body.count {
+            filteredBodies.removeAll()
+            filteredBytes = 0
+        }
+        if made.count <= 2 * list.body.count {
+            filteredBodies[filters] = made
+            filteredBytes += made.count
+        }
+        return made
+    }
+
+    /// Header lines for the hit path, made at the first hit.
+    var preparedHeaderLines: PreparedHeaderLines {
+        if let prepared { return prepared }
+        let made = Self.prepareHeaderLines(headers)
+        prepared = made
+        return made
     }
 }
 

@@ -8,8 +8,9 @@ import Upstream
 extension ProxyServer {
     /// Entry point for every request, on the loop thread.
     func handle(_ request: ServerRequest) {
+        if serveFreshHit(request) { return }
         let started = ContinuousClock.now
-        var exchange = Exchange(request: request, started: started, requestID: Self.requestID(from: request.headers["X-Request-Id"]))
+        var exchange = Exchange(request: request, started: started, requestID: requestID(from: request.headers["X-Request-Id"]))
         if isDraining { exchange.closeConnection = true }
 
         guard request.knownMethod != nil else {
@@ -45,7 +46,9 @@ extension ProxyServer {
                                            || (settings.metricsAccess == "auto" && SettingsParser.isLoopback(settings.listenHost))) {
             return finish(&exchange, status: 200, headers: Self.metricsHeaders, body: renderMetrics())
         }
-        exchange.caller = authenticator.authenticate(authorization: request.headers["Authorization"])
+        let authorization = request.headers["Authorization"]
+        exchange.caller = authenticator.authenticate(authorization: authorization)
+        if let authorization { hitPath.remember(exchange.caller, for: authorization) }
         if exchange.caller == .rejected {
             exchange.extraHeaders.add("WWW-Authenticate", #"Bearer realm="pixxel-proxy""#)
             return finish(&exchange, error: .unauthorized)
@@ -67,15 +70,18 @@ extension ProxyServer {
             case .failure(let invalid):
                 return finish(&exchange, error: .badRequest("invalid job list filter \(invalid)"))
             case .success(.filtered(let filters)):
-                return serveCached(exchange, resource: .list(workflowID: workflowID), filters: filters, clientHeaders: headers)
+                let resource = CachedResource.list(workflowID: workflowID)
+                rememberCachedTarget(request.uri, resource: resource, filters: filters, route: exchange.route)
+                return serveCached(exchange, resource: resource, filters: filters, clientHeaders: headers)
             case .success(.passThrough):
                 // Other parameters: forwarded as they are, never cached; HEAD answered from a GET.
                 exchange.cacheStatus = "pixxel-proxy; fwd=uri-miss"
                 headers.remove("Accept-Encoding")
             }
         case .getJob(let workflowID, let jobID):
-            return serveCached(exchange, resource: .job(workflowID: workflowID, jobID: jobID), filters: JobListFilters(),
-                               clientHeaders: headers)
+            let resource = CachedResource.job(workflowID: workflowID, jobID: jobID)
+            rememberCachedTarget(request.uri, resource: resource, filters: JobListFilters(), route: exchange.route)
+            return serveCached(exchange, resource: resource, filters: JobListFilters(), clientHeaders: headers)
         case .adminPurge:
             return purge(exchange, rawQuery: target.rawQuery)
         case .adminStats:
@@ -160,17 +166,16 @@ extension ProxyServer {
         headers.set("X-Request-Id", exchange.requestID)
         exchange.request.respond(status: status, headers: headers, body: body)
         let elapsed = ContinuousClock.now - exchange.started
-        metrics.requestFinished(route: exchange.route.template, status: status, cache: exchange.cacheOutcome, duration: elapsed)
-        // One access line per request: names and templates only, never a token, key or id.
-        logger.info("\(exchange.knownMethodName) \(exchange.route.template) \(status)", metadata: [
-            "client": "\(exchange.caller.logName)",
-            "peer": "\(exchange.request.peer)",
-            "request_id": "\(exchange.requestID)",
-            "cache": "\(exchange.cacheOutcome)",
-            "duration_ms": "\(Self.milliseconds(elapsed))",
-            "upstream_ms": "\(exchange.upstreamDuration.map { String(Self.milliseconds($0)) } ?? "-")",
-            "upstream_status": "\(exchange.upstreamStatus.map(String.init) ?? "-")",
-        ])
+        let outcome = exchange.cacheOutcome
+        metrics.requestFinished(route: exchange.route.template, status: status, cache: outcome, duration: elapsed)
+        logAccess(method: exchange.knownMethodName, route: exchange.route.template, status: status, client: exchange.caller.logName,
+                  peer: exchange.request.peer, requestID: exchange.requestID, cache: outcome, elapsed: elapsed,
+                  upstreamDuration: exchange.upstreamDuration, upstreamStatus: exchange.upstreamStatus)
+    }
+
+    /// Lets the hit path find this target's resource without parsing it again.
+    private func rememberCachedTarget(_ uri: String, resource: CachedResource, filters: JobListFilters, route: Route) {
+        hitPath.remember(CachedTarget(resource: resource, key: resource.key, filters: filters, routeTemplate: route.template), for: uri)
     }
 
     static func milliseconds(_ duration: Duration) -> Int {
@@ -178,13 +183,20 @@ extension ProxyServer {
     }
 
     /// The client's `X-Request-Id` when it is a sane token (at most 128 characters of
-    /// letters, digits, `-`, `_`, `.`, `:`), else a new random one: it goes upstream and back.
-    static func requestID(from header: String?) -> String {
-        if let header, !header.isEmpty, header.utf8.count <= 128,
-           header.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "-_.:".unicodeScalars.contains($0) }) {
+    /// letters, digits, `-`, `_`, `.`, `:`), else a new one: it goes upstream and back.
+    func requestID(from header: String?) -> String {
+        if let header, !header.isEmpty, header.utf8.count <= 128, header.utf8.allSatisfy(Self.isRequestIDByte) {
             return header
         }
-        return String(Token.generate().dropFirst(4).prefix(24))
+        return hitPath.requestIDs.next()
+    }
+
+    private static func isRequestIDByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: ":"): true
+        default: false
+        }
     }
 
     func finish(_ exchange: inout Exchange, error: ProxyError) {

@@ -1,0 +1,144 @@
+import EventHTTP
+import JobCache
+import Logging
+
+/// What the hit path remembers between requests. Everything here is a shortcut for work the
+/// full path (`handle`) does; none of it decides anything the full path would decide otherwise.
+final class HitPathState {
+    /// Request targets already parsed and routed to a cached route, as sent (so a target is
+    /// parsed once, not on every hit). Bounded: emptied when full.
+    var targets: [String: CachedTarget] = [:]
+    /// Authorization values already verified, and who they belong to (a hash and a constant-time
+    /// comparison per client saved on each hit). Bounded, and emptied whenever the clients file
+    /// is reloaded, so a revoked token stops working at once.
+    var callers: [String: Caller] = [:]
+    var requestIDs = RequestIDGenerator()
+
+    static let maxTargets = 4096
+    static let maxCallers = 256
+
+    func remember(_ target: CachedTarget, for uri: String) {
+        if targets.count >= Self.maxTargets { targets.removeAll(keepingCapacity: true) }
+        targets[uri] = target
+    }
+
+    func remember(_ caller: Caller, for authorization: String) {
+        guard case .client = caller else { return }
+        if callers.count >= Self.maxCallers { callers.removeAll(keepingCapacity: true) }
+        callers[authorization] = caller
+    }
+}
+
+/// A request target that names a cached resource, with its list filters.
+struct CachedTarget {
+    let resource: CachedResource
+    let key: String
+    let filters: JobListFilters
+    let routeTemplate: String
+}
+
+/// Request ids made without randomness per request: a random prefix drawn once per process,
+/// then a counter (unique within the process, and across restarts by the prefix).
+struct RequestIDGenerator {
+    private let prefix = String(Token.generate().dropFirst(4).prefix(12))
+    private var counter: UInt64 = 0
+
+    mutating func next() -> String {
+        counter &+= 1
+        let digits = String(counter, radix: 16)
+        return prefix + String(repeating: "0", count: max(0, 12 - digits.utf8.count)) + digits
+    }
+}
+
+extension ProxyServer {
+    /// Answers a fresh memory hit for a target, token and entry seen before, with bytes already
+    /// prepared; false (having done nothing) for anything else, which the full path then takes.
+    /// No JSON, no route parsing, no hashing of the token, and the body goes out by reference.
+    func serveFreshHit(_ request: ServerRequest) -> Bool {
+        guard !isDraining, let method = request.knownMethod, method == .get || method == .head,
+              let target = hitPath.targets[request.uri] else { return false }
+        let headers = request.headers
+        var authorization: String?
+        var clientRequestID: String?
+        for field in headers {
+            if field.name.caseInsensitiveEquals("authorization") {
+                authorization = field.value
+            } else if field.name.caseInsensitiveEquals("x-request-id") {
+                clientRequestID = field.value
+            } else if field.name.caseInsensitiveEquals("cache-control") || field.name.caseInsensitiveEquals("pragma") {
+                return false  // possibly a request to revalidate: the full path reads it
+            }
+        }
+        guard let authorization, let caller = hitPath.callers[authorization], caller.scopes.contains(.read),
+              let answer = cache.memory.get(target.key) else { return false }
+        let now = clock()
+        let remaining = answer.remaining(now: now)
+        guard remaining > 0 else { return false }
+
+        let started = ContinuousClock.now
+        let requestID = requestID(from: clientRequestID)
+        let prepared = answer.preparedHeaderLines
+        var lines = prepared.lines
+        lines.reserveCapacity(lines.count + 128)
+        lines += Self.cacheStatusHitPrefix
+        lines += String(Int(remaining.rounded(.down))).utf8
+        lines += Self.ageLinePrefix
+        lines += String(max(0, Int((now - answer.validatedAt).rounded(.down)))).utf8
+        lines += Self.requestIDLinePrefix
+        lines += requestID.utf8
+        lines += Self.lineEnd
+        request.respond(status: 200, headerLines: lines, body: answer.sharedBody(for: target.filters), addDate: !prepared.hasDate)
+        cache.hits += 1
+        let elapsed = ContinuousClock.now - started
+        metrics.requestFinished(route: target.routeTemplate, status: 200, cache: "hit", duration: elapsed)
+        logAccess(method: method.rawValue, route: target.routeTemplate, status: 200, client: caller.logName, peer: request.peer,
+                  requestID: requestID, cache: "hit", elapsed: elapsed, upstreamDuration: nil, upstreamStatus: nil)
+        return true
+    }
+
+    /// The access line: names and templates only, never a token, key or id.
+    func logAccess(method: String, route: String, status: Int, client: String, peer: String, requestID: String, cache: String,
+                   elapsed: Duration, upstreamDuration: Duration?, upstreamStatus: Int?) {
+        guard logger.logLevel <= .info else { return }
+        logger.info("\(method) \(route) \(status)", metadata: [
+            "client": "\(client)",
+            "peer": "\(peer)",
+            "request_id": "\(requestID)",
+            "cache": "\(cache)",
+            "duration_ms": "\(Self.milliseconds(elapsed))",
+            "upstream_ms": "\(upstreamDuration.map { String(Self.milliseconds($0)) } ?? "-")",
+            "upstream_status": "\(upstreamStatus.map(String.init) ?? "-")",
+        ])
+    }
+
+    private static let cacheStatusHitPrefix = Array("Cache-Status: pixxel-proxy; hit; ttl=".utf8)
+    private static let ageLinePrefix = Array("\r\nAge: ".utf8)
+    private static let requestIDLinePrefix = Array("\r\nX-Request-Id: ".utf8)
+    private static let lineEnd = Array("\r\n".utf8)
+}
+
+extension CachedAnswer {
+    /// Header lines of every answer from this entry (`Content-Type` and the upstream's
+    /// end-to-end headers), formatted once.
+    struct PreparedHeaderLines {
+        let lines: [UInt8]
+        let hasDate: Bool
+    }
+
+    /// The same header set `finish` sends, less what varies per answer.
+    static func prepareHeaderLines(_ headers: HTTPHeaders) -> PreparedHeaderLines {
+        var lines: [UInt8] = []
+        var hasDate = false
+        if headers["Content-Type"] == nil { lines += Array("Content-Type: application/json\r\n".utf8) }
+        for field in headers {
+            if ["x-request-id", "age", "cache-status", "connection", "content-length", "transfer-encoding"]
+                .contains(where: { field.name.caseInsensitiveEquals($0) }) { continue }
+            if field.name.caseInsensitiveEquals("date") { hasDate = true }
+            lines += field.name.utf8
+            lines += Array(": ".utf8)
+            lines += field.value.utf8
+            lines += Array("\r\n".utf8)
+        }
+        return PreparedHeaderLines(lines: lines, hasDate: hasDate)
+    }
+}
