@@ -27,6 +27,7 @@ final class ServerConnection {
     private let readHighWater: Int
     /// Past this much unsent output, pipelined requests wait until the client reads.
     private static let outputHighWater = 4 << 20
+    private static let maxSingleWrite = 1 << 20
 
     var isOpen: Bool { bufferEvent != nil }
 
@@ -49,6 +50,9 @@ final class ServerConnection {
             Unmanaged<ServerConnection>.fromOpaque(context!).takeUnretainedValue().event(events)
         }, context)
         bufferevent_setwatermark(bufferEvent, Int16(EV_READ), 0, readHighWater)
+        // libevent writes at most 16 KiB per readiness by default: a 19 KiB list would take two
+        // writev calls and two loop iterations. One call sends a whole answer.
+        bufferevent_set_max_single_write(bufferEvent, Self.maxSingleWrite)
         var timeout = server.timeout
         bufferevent_set_timeouts(bufferEvent, &timeout, &timeout)
         bufferevent_enable(bufferEvent, Int16(EV_READ | EV_WRITE))

@@ -35,8 +35,10 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let settings = try await loadSettings(config)
         let control = LogLevelControl(Logger.Level(rawValue: settings.logLevel) ?? .info)
+        // Batched writes to stderr: an access line per request must not cost a write(2) on the loop.
+        let output = BufferedLogOutput()
         LoggingSystem.bootstrap { label in
-            var inner = StreamLogHandler.standardError(label: label)
+            var inner = output.handler(label: label)
             inner.logLevel = .trace  // the control decides
             return AdjustableLogHandler(wrapping: inner, control: control)
         }
@@ -68,6 +70,7 @@ struct Serve: AsyncParsableCommand {
         }
         await server.waitUntilStopped()
         logger.notice("stopped")
+        output.flush()
     }
 }
 
