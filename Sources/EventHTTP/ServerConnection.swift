@@ -15,9 +15,11 @@ final class ServerConnection {
     /// A head whose body is still arriving.
     private var pendingHead: RequestParser.Head?
     private var sentContinue = false
-    /// The request handed to the server and not answered yet (weak: an unanswered request the
-    /// handler drops answers itself with a 500 in its deinit).
-    private weak var current: ServerRequest?
+    /// The request handed to the server and not answered yet. Not retained, so that a request
+    /// the handler drops answers itself with a 500 in its deinit; unowned(unsafe) rather than
+    /// weak (a side-table allocation per request) because it cannot dangle: every answer,
+    /// that one included, clears it in `write` before the request is freed.
+    private unowned(unsafe) var current: ServerRequest?
     private var awaitingAnswer = false
     private var closeAfterFlush = false
     /// Answers written to the output buffer and not yet out to the client.

@@ -35,6 +35,7 @@ struct CachedTarget {
     let key: String
     let filters: JobListFilters
     let routeTemplate: String
+    let metrics: ProxyMetrics.HitRecorder
 }
 
 /// Request ids made without randomness per request: a random prefix drawn once per process,
@@ -90,7 +91,7 @@ extension ProxyServer {
         request.respond(status: 200, headerLines: lines, body: answer.sharedBody(for: target.filters), addDate: !prepared.hasDate)
         cache.hits += 1
         let elapsed = ContinuousClock.now - started
-        metrics.requestFinished(route: target.routeTemplate, status: 200, cache: "hit", duration: elapsed)
+        target.metrics.record(elapsed)
         logAccess(method: method.rawValue, route: target.routeTemplate, status: 200, client: caller.logName, peer: request.peer,
                   requestID: requestID, cache: "hit", elapsed: elapsed, upstreamDuration: nil, upstreamStatus: nil)
         return true

@@ -175,7 +175,9 @@ extension ProxyServer {
 
     /// Lets the hit path find this target's resource without parsing it again.
     private func rememberCachedTarget(_ uri: String, resource: CachedResource, filters: JobListFilters, route: Route) {
-        hitPath.remember(CachedTarget(resource: resource, key: resource.key, filters: filters, routeTemplate: route.template), for: uri)
+        guard hitPath.targets[uri] == nil else { return }
+        hitPath.remember(CachedTarget(resource: resource, key: resource.key, filters: filters, routeTemplate: route.template,
+                                      metrics: metrics.hitRecorder(route: route.template)), for: uri)
     }
 
     static func milliseconds(_ duration: Duration) -> Int {

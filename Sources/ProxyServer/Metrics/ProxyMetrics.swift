@@ -27,8 +27,34 @@ final class ProxyMetrics {
         self.factory = factory
     }
 
-    /// One answered request.
-    func requestFinished(route: String, status: Int, cache: String, duration: Duration) {
+    /// Records hits on one route without a lookup per request (the hit path keeps it).
+    final class HitRecorder {
+        let counter: CoreMetrics.Counter
+        let timer: CoreMetrics.Timer
+        init(counter: CoreMetrics.Counter, timer: CoreMetrics.Timer) {
+            self.counter = counter
+            self.timer = timer
+        }
+
+        func record(_ duration: Duration) {
+            counter.increment()
+            timer.recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+        }
+    }
+
+    private var hitRecorders: [String: HitRecorder] = [:]
+
+    /// The recorder of 200 hits on `route`: the same series `requestFinished` would count.
+    func hitRecorder(route: String) -> HitRecorder {
+        if let recorder = hitRecorders[route] { return recorder }
+        requestFinished(route: route, status: 200, cache: "hit", duration: nil)
+        let recorder = HitRecorder(counter: requestCounters["\(route) 200 hit"]!, timer: durationTimers[route]!)
+        hitRecorders[route] = recorder
+        return recorder
+    }
+
+    /// One answered request (nil duration: only make sure the series exist).
+    func requestFinished(route: String, status: Int, cache: String, duration: Duration?) {
         let key = "\(route) \(status) \(cache)"
         let counter = requestCounters[key] ?? {
             let made = CoreMetrics.Counter(label: "pixxel_proxy_requests_total",
@@ -36,12 +62,13 @@ final class ProxyMetrics {
             requestCounters[key] = made
             return made
         }()
-        counter.increment()
         let timer = durationTimers[route] ?? {
             let made = CoreMetrics.Timer(label: "pixxel_proxy_request_duration_seconds", dimensions: [("route", route)], factory: factory)
             durationTimers[route] = made
             return made
         }()
+        guard let duration else { return }
+        counter.increment()
         timer.recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
     }
 

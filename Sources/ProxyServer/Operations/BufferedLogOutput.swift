@@ -107,12 +107,33 @@ public final class BufferedLogOutput: Sendable {
         }
 
         func log(event: LogEvent) {
-            var merged = metadata
-            if let extra = event.metadata { merged.merge(extra) { $1 } }
+            // Sorted by key like StreamLogHandler; no merge when the handler has no metadata of
+            // its own (the usual case), as this runs once per request on the loop.
+            var fields: [(key: String, value: Logger.MetadataValue)]
+            if metadata.isEmpty {
+                fields = event.metadata.map { Array($0) } ?? []
+            } else {
+                fields = Array(metadata.merging(event.metadata ?? [:]) { $1 })
+            }
+            fields.sort { $0.key < $1.key }
             var line = output.timestampText()
-            line += " \(event.level) \(label):"
-            for key in merged.keys.sorted() { line += " \(key)=\(merged[key]!)" }
-            line += " [\(event.source)] \(event.message)\n"
+            line.reserveCapacity(320)
+            line += " "
+            line += event.level.rawValue
+            line += " "
+            line += label
+            line += ":"
+            for field in fields {
+                line += " "
+                line += field.key
+                line += "="
+                if case .string(let text) = field.value { line += text } else { line += field.value.description }
+            }
+            line += " ["
+            line += event.source
+            line += "] "
+            line += event.message.description
+            line += "\n"
             output.append(line, urgent: event.level >= .warning)
         }
     }
