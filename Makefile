@@ -23,8 +23,10 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
-bench:
-	@echo "make bench: the benchmark against nginx proxy_cache is not built yet (see bench/README.md)"; exit 1
+# pixxel-proxy against nginx proxy_cache on loopback, side by side (bench/README.md); writes
+# bench/RESULTS.md. A few minutes; BENCH_SECONDS and BENCH_CONNECTIONS shorten it.
+bench: release
+	bench/run.sh
 
 # Installs the binary, the systemd unit, the default configuration and an empty clients file
 # (DESTDIR=... stages elsewhere). Idempotent.

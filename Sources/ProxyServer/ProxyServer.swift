@@ -12,6 +12,9 @@ import Upstream
 public final class ProxyServer: @unchecked Sendable {
     public let settings: ProxySettings
     let logger: Logger
+    /// Where access lines go directly, formatted as `logger` would, when the process logs
+    /// through a `BufferedLogOutput` (nil: through `logger`).
+    let accessLogOutput: BufferedLogOutput?
     let loop = EventLoop()
     var httpServer: HTTPServer?
     let upstream: UpstreamClient
@@ -34,12 +37,13 @@ public final class ProxyServer: @unchecked Sendable {
 
     /// Reads the clients file and prepares the cache directory; throws with a message naming
     /// the setting at fault.
-    public init(settings: ProxySettings, logger: Logger,
+    public init(settings: ProxySettings, logger: Logger, accessLogOutput: BufferedLogOutput? = nil,
                 clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 },
                 environment: [String: String] = ProcessInfo.processInfo.environment) throws {
         notifier = SystemdNotifier(environment: environment)
         self.settings = settings
         self.logger = logger
+        self.accessLogOutput = accessLogOutput
         self.clock = clock
         let disk: DiskStore
         do {

@@ -46,7 +46,7 @@ struct Serve: AsyncParsableCommand {
         let server: ProxyServer
         let configFile = config
         do {
-            server = try ProxyServer(settings: settings, logger: logger)
+            server = try ProxyServer(settings: settings, logger: logger, accessLogOutput: output)
             // SIGHUP: the clients file (in the server) and the log level (here), off the loop.
             server.onReload = {
                 Task {

@@ -42,7 +42,7 @@ public final class BufferedLogOutput: Sendable {
         Handler(label: label, output: self)
     }
 
-    func append(_ line: String, urgent: Bool) {
+    public func append(_ line: String, urgent: Bool) {
         var line = line
         let accepted = line.withUTF8 { bytes in
             state.withLock { state -> Bool in
@@ -80,7 +80,7 @@ public final class BufferedLogOutput: Sendable {
     }
 
     /// Local time to the second, as StreamLogHandler writes it; formatted once a second.
-    func timestampText() -> String {
+    public func timestampText() -> String {
         let now = time(nil)
         return timestamp.withLock { cached in
             if cached.second == now { return cached.text }
