@@ -127,6 +127,8 @@ final class ServerConnection {
                 if head.hasBody {
                     pendingHead = head
                     sentContinue = false
+                    // A client waiting for 100 Continue has sent nothing of its body yet.
+                    if evbuffer_get_length(input) == 0 { sendContinueIfAsked(head) }
                 } else {
                     dispatch(head, body: [])
                 }

@@ -238,6 +238,8 @@ public struct CacheStatistics: Sendable {
     public let collapsed: Int
     /// Upstream fetches for cached resources in the air (foreground or background).
     public let inFlightFetches: Int
+    /// Hits answered by the hit path (prepared bytes), a share of `hits`.
+    public let preparedHits: Int
 }
 
 extension ProxyServer {
@@ -248,7 +250,8 @@ extension ProxyServer {
         loop.execute { [self] in
             let snapshot = CacheStatistics(entries: cache.memory.count, bytes: cache.memory.totalBytes, evictions: cache.memory.evictions,
                                            hits: cache.hits, misses: cache.misses, upstreamFetches: cache.upstreamFetches,
-                                           collapsed: cache.flights.collapsed, inFlightFetches: cache.flights.inFlight)
+                                           collapsed: cache.flights.collapsed, inFlightFetches: cache.flights.inFlight,
+                                           preparedHits: cache.preparedHits)
             box.withLock { $0 = snapshot }
             done.signal()
         }

@@ -42,7 +42,7 @@ extension ProxyServer {
     func reportStatistics(_ exchange: Exchange) {
         let box = ExchangeBox(exchange)
         let memoryEntries = cache.memory.count, memoryBytes = cache.memory.totalBytes, evictions = cache.memory.evictions
-        let hits = cache.hits, diskHits = cache.diskHits, misses = cache.misses
+        let hits = cache.hits, diskHits = cache.diskHits, misses = cache.misses, preparedHits = cache.preparedHits
         let fetches = cache.upstreamFetches, collapsed = cache.flights.collapsed
         let invalidation = [
             "renewals": cache.renewals, "invalidations": cache.invalidations, "rejected_out_of_order": cache.rejectedOutOfOrder,
@@ -55,7 +55,7 @@ extension ProxyServer {
                     "memory": ["entries": memoryEntries, "bytes": memoryBytes, "budget_bytes": cache.memory.budgetBytes, "evictions": evictions],
                     "disk": ["entries": diskEntries, "bytes": diskBytes, "budget_bytes": cache.disk?.budgetBytes ?? 0,
                              "dropped_writes": cache.disk?.droppedWrites ?? 0],
-                    "hits": hits, "disk_hits": diskHits, "misses": misses,
+                    "hits": hits, "disk_hits": diskHits, "prepared_hits": preparedHits, "misses": misses,
                     "hit_ratio": lookups == 0 ? 0 : Double(hits) / Double(lookups),
                     "collapsed": collapsed, "upstream_fetches": fetches, "invalidation": invalidation,
                     // Every hit and every collapsed waiter is an upstream call not made.

@@ -353,6 +353,8 @@ final class CacheState {
     let flights: Flights<FetchOutcome>
     let policy: FreshnessPolicy
     var hits = 0
+    /// Hits the hit path answered (see `serveFreshHit`).
+    var preparedHits = 0
     var diskHits = 0
     var misses = 0
     var upstreamFetches = 0

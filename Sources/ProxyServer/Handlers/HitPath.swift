@@ -103,6 +103,7 @@ extension ProxyServer {
         lines += Self.lineEnd
         request.respond(status: 200, headerLines: lines, body: answer.sharedBody(for: target.filters), addDate: !prepared.hasDate)
         cache.hits += 1
+        cache.preparedHits += 1
         let elapsed = ContinuousClock.now - started
         target.metrics.record(elapsed)
         logAccess(method: method.rawValue, route: target.routeTemplate, status: 200, client: caller.logName, peer: request.peer,

@@ -148,6 +148,15 @@ import Testing
         try request("shown-again")
         #expect(eventually { log.all.joined().contains("request_id=shown-again") })
         #expect(!log.all.joined().contains("request_id=hidden-at-error"))
+        // Access lines are written straight to the batched output (miss and hit alike), in the
+        // shape the swift-log handler gives every other line.
+        let lines = log.all.joined().split(separator: "\n").map(String.init)
+        let stamp = #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} "#
+        let access = try Regex(stamp + #"info pixxel-proxy: cache=\S+ client=ci duration_ms=\d+ peer=127\.0\.0\.1:\d+ request_id=(shown-at-info|shown-again) upstream_ms=\S+ upstream_status=\S+ \[ProxyServer\] GET /v0/workflows/\{workflow_id\}/jobs 200$"#)
+        #expect(lines.filter { $0.contains("request_id=shown-") }.count == 2)
+        for line in lines where line.contains("request_id=shown-") { #expect(line.wholeMatch(of: access) != nil, "\(line)") }
+        let announced = try #require(lines.first { $0.contains("log level set to info") })
+        #expect(announced.wholeMatch(of: try Regex(stamp + #"(notice|info) pixxel-proxy: \[\w+\] log level set to info$"#)) != nil, "\(announced)")
         process.interrupt()
         process.waitUntilExit()
     }

@@ -1,0 +1,127 @@
+import EventHTTP
+import Foundation
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The HTTP/1.1 server itself, with a handler that echoes: framing, keep-alive, pipelining,
+/// 100-continue, chunked bodies and the answers it gives on its own. Loopback only.
+@Suite struct HTTPServerTests {
+    final class EchoServer: @unchecked Sendable {
+        let loop = EventLoop()
+        private var server: HTTPServer?
+        let port: UInt16
+        private let stopped = DispatchSemaphore(value: 0)
+
+        init(limits: ServerLimits = ServerLimits()) throws {
+            let server = HTTPServer(loop: loop, limits: limits) { request in
+                var headers = HTTPHeaders()
+                headers.add("X-Method", request.knownMethod?.rawValue ?? "unknown")
+                headers.add("X-Target", request.uri)
+                if let id = request.headers["X-Id"] { headers.add("X-Id", id) }
+                request.respond(status: 200, headers: headers, body: request.body)
+            }
+            port = try server.bind(host: "127.0.0.1", port: 0)
+            self.server = server
+            let loop = self.loop, stopped = self.stopped
+            Thread {
+                loop.run()
+                stopped.signal()
+            }.start()
+        }
+
+        func stop() {
+            loop.stop()
+            stopped.wait()
+            server = nil
+        }
+    }
+
+    static func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
+
+    @Test func pipelinedRequestsAreAnsweredInOrderOnOneConnection() throws {
+        let echo = try EchoServer()
+        defer { echo.stop() }
+        let requests = (1...3).map { "GET /r\($0) HTTP/1.1\r\nHost: h\r\nX-Id: \($0)\r\n\($0 == 3 ? "Connection: close\r\n" : "")\r\n" }
+        let reply = Self.text(try RawHTTPClient.exchange(port: echo.port, bytes: Array(requests.joined().utf8), timeoutSeconds: 10))
+        #expect(reply.components(separatedBy: "HTTP/1.1 200 OK").count == 4, "three answers: \(reply)")
+        let order = ["X-Id: 1", "X-Id: 2", "X-Id: 3"].map { reply.range(of: $0)?.lowerBound }
+        #expect(order.allSatisfy { $0 != nil } && order[0]! < order[1]! && order[1]! < order[2]!)
+        #expect(reply.components(separatedBy: "Connection: close").count == 2, "only the last answer closes")
+    }
+
+    @Test func http10ClosesUnlessAskedToKeepAlive() throws {
+        let echo = try EchoServer()
+        defer { echo.stop() }
+        // The exchange returns only when the server closes.
+        let plain = try RawHTTPClient.parse(RawHTTPClient.exchange(port: echo.port, bytes: Array("GET /a HTTP/1.0\r\n\r\n".utf8), timeoutSeconds: 10))
+        #expect(plain.status == 200 && plain.header("X-Target") == "/a")
+        let fd = try RawHTTPClient.connect(port: echo.port, timeoutSeconds: 10)
+        defer { close(fd) }
+        let keep = Array("GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".utf8)
+        _ = keep.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        let answer = try Self.read(fd, until: "X-Target: /b")
+        #expect(answer.contains("Connection: keep-alive"))
+    }
+
+    @Test func expectContinueGetsA100BeforeTheBodyIsSent() throws {
+        let echo = try EchoServer()
+        defer { echo.stop() }
+        let fd = try RawHTTPClient.connect(port: echo.port, timeoutSeconds: 10)
+        defer { close(fd) }
+        let head = Array("POST /c HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n".utf8)
+        _ = head.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        #expect(try Self.read(fd, until: "\r\n\r\n").hasPrefix("HTTP/1.1 100 Continue"))
+        _ = Array("hello".utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        let answer = try Self.read(fd, until: "hello")
+        #expect(answer.hasPrefix("HTTP/1.1 200 OK") && answer.contains("Content-Length: 5"))
+    }
+
+    @Test func aChunkedBodyArrivesDecoded() throws {
+        let echo = try EchoServer()
+        defer { echo.stop() }
+        let request = "POST /d HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n1;x=y\r\n!\r\n0\r\n\r\n"
+        let answer = try RawHTTPClient.parse(RawHTTPClient.exchange(port: echo.port, bytes: Array(request.utf8), timeoutSeconds: 10))
+        #expect(answer.status == 200 && answer.text == "hello!")
+    }
+
+    @Test func headGetsTheLengthWithoutTheBody() throws {
+        let echo = try EchoServer()
+        defer { echo.stop() }
+        let request = "HEAD /e HTTP/1.1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody"
+        let reply = Self.text(try RawHTTPClient.exchange(port: echo.port, bytes: Array(request.utf8), timeoutSeconds: 10))
+        #expect(reply.contains("Content-Length: 4\r\n") && reply.hasSuffix("\r\n\r\n"))
+    }
+
+    @Test(arguments: [
+        ("GET / HTTP/1.1\r\nX-Big: \(String(repeating: "a", count: 4096))\r\n\r\n", 431, "request_header_fields_too_large"),
+        ("POST / HTTP/1.1\r\nContent-Length: 4096\r\n\r\n", 413, "payload_too_large"),
+        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n", 413, "payload_too_large"),
+        ("GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400, "bad_request"),
+        ("GET / HTTP/3\r\n\r\n", 505, "http_version_not_supported"),
+    ])
+    func refusalsAreJSONAndClose(_ request: String, _ status: Int, _ code: String) throws {
+        let echo = try EchoServer(limits: ServerLimits(maxHeaderBytes: 1024, maxBodyBytes: 1024))
+        defer { echo.stop() }
+        // The exchange returns only when the server closes the connection.
+        let answer = try RawHTTPClient.parse(RawHTTPClient.exchange(port: echo.port, bytes: Array(request.utf8), timeoutSeconds: 10))
+        #expect(answer.status == status)
+        #expect(answer.errorCode == code)
+        #expect(answer.header("Content-Type") == "application/json")
+    }
+
+    /// Reads from `fd` until `marker` has arrived.
+    static func read(_ fd: Int32, until marker: String) throws -> String {
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while !text(received).contains(marker) {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            guard n > 0 else { throw RawHTTPError(description: "closed or timed out before \(marker.debugDescription): \(text(received))") }
+            received += buffer[..<n]
+        }
+        return text(received)
+    }
+}

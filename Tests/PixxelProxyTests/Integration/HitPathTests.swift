@@ -1,0 +1,79 @@
+import Foundation
+import PixxelSim
+import ProxyServer
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The hit path (prepared header lines, bodies by reference, remembered targets and tokens)
+/// answers exactly what the full path answers, and steps aside whenever it should.
+@Suite struct HitPathTests {
+    /// Headers that differ between any two answers by nature.
+    static let varying: Set<String> = ["date", "age", "x-request-id", "cache-status"]
+
+    static func comparable(_ answer: RawResponse) -> [String] {
+        answer.headers.filter { !varying.contains($0.0.lowercased()) }.map { "\($0.0.lowercased()): \($0.1)" }.sorted()
+    }
+
+    @Test(arguments: ["detail", "list", "filtered list"])
+    func preparedHitsMatchTheFullPathByteForByte(_ kind: String) async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let workflow = sim.workflowIDs[0]
+        let list = try proxy.get("/v0/workflows/\(workflow)/jobs", token: proxy.readToken)
+        let job = try #require(((list.json?["jobs"] as? [[String: Any]])?.first?["id"]) as? String)
+        let target = switch kind {
+        case "detail": "/v0/workflows/\(workflow)/jobs/\(job)"
+        case "list": "/v0/workflows/\(workflow)/jobs"
+        default: "/v0/workflows/\(workflow)/jobs?status=COMPLETED"
+        }
+        _ = try proxy.get(target, token: proxy.readToken)  // stores (or is already a hit)
+        // The write token has not been seen: the full path answers this hit and remembers it.
+        let before = proxy.server.cacheStatistics.preparedHits
+        let full = try proxy.get(target, token: proxy.writeToken)
+        #expect(proxy.server.cacheStatistics.preparedHits == before)
+        let prepared = try proxy.get(target, token: proxy.writeToken, headers: [("X-Request-Id", "prepared-1")])
+        #expect(proxy.server.cacheStatistics.preparedHits == before + 1, "the second hit took the hit path")
+        #expect(full.status == 200 && prepared.status == 200)
+        #expect(prepared.body == full.body)
+        #expect(Self.comparable(prepared) == Self.comparable(full))
+        #expect(prepared.header("Cache-Status")?.hasPrefix("pixxel-proxy; hit; ttl=") == true)
+        #expect(full.header("Cache-Status")?.hasPrefix("pixxel-proxy; hit; ttl=") == true)
+        #expect(prepared.header("Age") != nil && prepared.header("X-Request-Id") == "prepared-1")
+        let head = try proxy.request("HEAD", target, token: proxy.writeToken)
+        #expect(head.status == 200 && head.body.isEmpty && head.header("Content-Length") == String(full.body.count))
+        #expect(proxy.logs.all.contains { $0.contains("request_id=prepared-1") && $0.contains("cache=hit") }, "hits are logged")
+        await proxy.stop()
+    }
+
+    @Test func aRevokedTokenStopsWorkingAtTheReload() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let target = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        for _ in 0..<3 { #expect(try proxy.get(target, token: proxy.readToken).status == 200) }
+        #expect(proxy.server.cacheStatistics.preparedHits >= 1)
+        let clientsFile = proxy.server.settings.clientsFile
+        let kept = try String(contentsOfFile: clientsFile, encoding: .utf8).split(separator: "\n").filter { !$0.hasPrefix("reader ") }
+        try (kept.joined(separator: "\n") + "\n").write(toFile: clientsFile, atomically: true, encoding: .utf8)
+        proxy.server.reloadClients()
+        #expect(try eventually { try proxy.get(target, token: proxy.readToken).status == 401 })
+        await proxy.stop()
+    }
+
+    @Test func aRequestToRevalidateGoesUpstream() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let target = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        for _ in 0..<3 { _ = try proxy.get(target, token: proxy.readToken) }
+        let calls = sim.stats.total
+        let revalidated = try proxy.get(target, token: proxy.readToken, headers: [("Cache-Control", "no-cache")])
+        #expect(revalidated.header("Cache-Status")?.contains("fwd=request") == true)
+        #expect(sim.stats.total == calls + 1)
+        await proxy.stop()
+    }
+}
