@@ -128,7 +128,7 @@ FILTERED_BYTES=$(curl -s -H "$AUTH" "http://$HOST:$PROXY_PORT$FILTERED" | wc -c)
 measure() {  # port, case, connections
     local miss=0
     [ "$2" = mix ] && miss=10
-    BENCH_PATHS="$OUT/paths-$2" BENCH_TOKEN=$TOKEN BENCH_MISS_PERCENT=$miss \
+    BENCH_PATHS="$OUT/paths-$2" BENCH_TOKEN=$TOKEN BENCH_MISS_PERCENT=$miss BENCH_RUN_ID="$1-$3-$(date +%s%N)" \
         wrk -t1 -c"$3" -d"${DURATION}s" -s bench/wrk.lua "http://$HOST:$1" | sed -n 's/^RESULT //p'
 }
 

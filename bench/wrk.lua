@@ -4,6 +4,8 @@
 -- can answer from cache. BENCH_TOKEN: the client token. Prints one RESULT line.
 local token = os.getenv("BENCH_TOKEN")
 local missPercent = tonumber(os.getenv("BENCH_MISS_PERCENT") or "0")
+-- Unique per wrk run: a nonce seen in an earlier run would be a hit in nginx's cache.
+local runID = os.getenv("BENCH_RUN_ID") or tostring(os.time())
 local paths = {}
 for line in io.lines(os.getenv("BENCH_PATHS")) do paths[#paths + 1] = line end
 
@@ -29,7 +31,7 @@ if #paths > 1 or missPercent > 0 then
     function request()
         counter = counter + 1
         if missPercent > 0 and counter % 100 < missPercent then
-            return wrk.format("GET", paths[1] .. "?bench_nonce=" .. (threadNumber or 0) .. "-" .. counter, headers)
+            return wrk.format("GET", paths[1] .. "?bench_nonce=" .. runID .. "-" .. (threadNumber or 0) .. "-" .. counter, headers)
         end
         return prepared[(counter % #prepared) + 1]
     end

@@ -74,11 +74,12 @@ extension ProxyServer {
         let headers = request.headers
         var authorization: String?
         var clientRequestID: String?
+        // The first of each, as the full path reads them (`HTTPHeaders` subscript).
         for field in headers {
             if field.name.caseInsensitiveEquals("authorization") {
-                authorization = field.value
+                if authorization == nil { authorization = field.value }
             } else if field.name.caseInsensitiveEquals("x-request-id") {
-                clientRequestID = field.value
+                if clientRequestID == nil { clientRequestID = field.value }
             } else if field.name.caseInsensitiveEquals("cache-control") || field.name.caseInsensitiveEquals("pragma") {
                 return false  // possibly a request to revalidate: the full path reads it
             }
