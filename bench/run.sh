@@ -166,12 +166,13 @@ if [ "${BENCH_SKIP_EXTRAS:-0}" != 1 ]; then
     DETAILS=$(wc -l < "$OUT/urls-100k")
     # Four curls, each over its share of the URLs on one kept-alive connection.
     split -n l/4 -d "$OUT/urls-100k" "$OUT/urls-100k-part-"
-    for part in "$OUT"/urls-100k-part-*; do
+    CURLS=()
+    for part in "$OUT"/urls-100k-part-??; do
         sed 's|.*|url = "&"\noutput = "/dev/null"|' "$part" > "$part.curl"
         curl -s -K "$part.curl" -w '%{size_download}\n' -H "$AUTH" > "$part.sizes" &
+        CURLS+=($!)
     done
-    wait_jobs=$(jobs -p | grep -v -x -F "$(printf '%s\n' "${PIDS[@]}")" || true)
-    for job in $wait_jobs; do wait "$job"; done
+    for pid in "${CURLS[@]}"; do wait "$pid"; done
     PAYLOAD_BYTES=$(cat "$OUT"/urls-100k-part-*.sizes | awk '{ sum += $1 } END { print sum }')
     PEAK_RSS_KB=$(awk '/^VmHWM/ { print $2 }' /proc/$PROXY_PID/status)
     MEMORY_ENTRIES=$(curl -s -H "$AUTH" "http://$HOST:$PROXY_PORT/admin/stats" | grep -o '"memory":{[^}]*}')

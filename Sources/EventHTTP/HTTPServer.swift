@@ -44,8 +44,7 @@ public final class HTTPServer {
     private var tls: TLSServerContext?
     private var connections: [ObjectIdentifier: ServerConnection] = [:]
     let timeout: timeval
-    private var dateSecond = 0
-    private(set) var dateLine: [UInt8] = []
+    private let dateLine = PerSecondText(format: "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", utc: true)
 
     /// Requests received and not yet answered.
     public private(set) var inFlight = 0
@@ -154,18 +153,21 @@ public final class HTTPServer {
     }
 
     /// `Date: ...\r\n`, formatted once a second.
-    func currentDateLine() -> [UInt8] {
-        let now = time(nil)
-        if now != dateSecond || dateLine.isEmpty {
-            dateSecond = now
-            var parts = tm()
-            var seconds = now
-            gmtime_r(&seconds, &parts)
-            var text = [CChar](repeating: 0, count: 64)
-            let length = strftime(&text, text.count, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &parts)
-            dateLine = text.prefix(length).map { UInt8(bitPattern: $0) }
-        }
-        return dateLine
+    func currentDateLine() -> [UInt8] { dateLine.bytes }
+
+    /// One buffer for assembling answer heads, lent out and given back (taken, it is uniquely
+    /// held, so appending neither copies nor allocates once it has grown).
+    private var headBuffer: [UInt8] = []
+
+    func takeHeadBuffer() -> [UInt8] {
+        var buffer: [UInt8] = []
+        swap(&buffer, &headBuffer)
+        buffer.removeAll(keepingCapacity: true)
+        return buffer
+    }
+
+    func returnHeadBuffer(_ buffer: [UInt8]) {
+        headBuffer = buffer
     }
 
     static func localPort(of fd: Int32) -> UInt16? {

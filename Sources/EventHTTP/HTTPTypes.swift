@@ -1,24 +1,10 @@
 import CLibevent
 
-/// The request methods libevent's parser knows. Anything else never reaches Swift.
+/// The request methods the server knows by name (an extension method reaches the handler
+/// with `knownMethod == nil`) and the client can send.
 public enum HTTPMethod: String, Sendable, CaseIterable {
     case get = "GET", head = "HEAD", post = "POST", put = "PUT", delete = "DELETE"
     case options = "OPTIONS", patch = "PATCH", trace = "TRACE", connect = "CONNECT"
-
-    init?(libevent type: evhttp_cmd_type) {
-        switch type {
-        case EVHTTP_REQ_GET: self = .get
-        case EVHTTP_REQ_HEAD: self = .head
-        case EVHTTP_REQ_POST: self = .post
-        case EVHTTP_REQ_PUT: self = .put
-        case EVHTTP_REQ_DELETE: self = .delete
-        case EVHTTP_REQ_OPTIONS: self = .options
-        case EVHTTP_REQ_PATCH: self = .patch
-        case EVHTTP_REQ_TRACE: self = .trace
-        case EVHTTP_REQ_CONNECT: self = .connect
-        default: return nil
-        }
-    }
 
     var libeventType: evhttp_cmd_type {
         switch self {
@@ -76,6 +62,26 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence {
 
     public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> {
         fields.makeIterator()
+    }
+
+    /// The fields as `Name: value\r\n` lines, less the framing fields a server writes itself
+    /// (`Content-Length`, `Transfer-Encoding`, `Connection`) and any named in `omitting`
+    /// (lowercase); `hasDate` tells whether a `Date` field is among them.
+    public func wireLines(omitting: Set<String> = []) -> (lines: [UInt8], hasDate: Bool) {
+        var lines: [UInt8] = []
+        lines.reserveCapacity(256)
+        var hasDate = false
+        for field in fields {
+            if field.name.caseInsensitiveEquals("content-length") || field.name.caseInsensitiveEquals("transfer-encoding")
+                || field.name.caseInsensitiveEquals("connection") { continue }
+            if !omitting.isEmpty, omitting.contains(field.name.lowercased()) { continue }
+            if field.name.caseInsensitiveEquals("date") { hasDate = true }
+            lines += field.name.utf8
+            lines += [UInt8(ascii: ":"), UInt8(ascii: " ")]
+            lines += field.value.utf8
+            lines += [UInt8(ascii: "\r"), UInt8(ascii: "\n")]
+        }
+        return (lines, hasDate)
     }
 
     /// Reads a libevent header list.

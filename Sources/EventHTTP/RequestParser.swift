@@ -253,8 +253,6 @@ private struct LineScanner {
 }
 
 private extension Range<Int> {
-    var isEmpty: Bool { lowerBound == upperBound }
-
     /// Splits on single `separator` bytes (empty pieces kept, so a double space is an error).
     func split(_ bytes: UnsafeRawBufferPointer, on separator: UInt8) -> [Range<Int>] {
         var pieces: [Range<Int>] = []

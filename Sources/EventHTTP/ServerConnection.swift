@@ -186,8 +186,9 @@ final class ServerConnection {
     }
 
     /// Writes an answer (head bytes, then the body) and reads on unless the exchange ends the
-    /// connection. Returns whether the answer went into the output buffer.
-    func write(head: [UInt8], body: ResponseBody?, close: Bool) -> Bool {
+    /// connection. `counted`: the server counts the answer as awaiting its flush. Returns
+    /// whether the answer went into the output buffer.
+    func write(head: [UInt8], body: ResponseBody?, close: Bool, counted: Bool = true) -> Bool {
         awaitingAnswer = false
         current = nil
         guard let bufferEvent else { return false }
@@ -198,7 +199,7 @@ final class ServerConnection {
         case .shared(let shared)?: shared.addReference(to: output)
         case nil: break
         }
-        unflushedAnswers += 1
+        if counted { unflushedAnswers += 1 }
         if close {
             closeAfterFlush = true
             bufferevent_disable(bufferEvent, Int16(EV_READ))
@@ -220,9 +221,8 @@ final class ServerConnection {
         var head = Array("HTTP/1.1 \(status) \(reasonPhrase(status))\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n".utf8)
         head += server.currentDateLine()
         head += Array("Connection: close\r\n\r\n".utf8)
-        _ = write(head: head, body: .bytes(body), close: true)
-        // Not a request the server counted: the flush needs no accounting.
-        unflushedAnswers -= 1
+        // Not a request the server counted: its flush needs no accounting.
+        _ = write(head: head, body: .bytes(body), close: true, counted: false)
     }
 
     private func errorCode(_ status: Int) -> String {
@@ -238,7 +238,7 @@ final class ServerConnection {
 }
 
 /// The body of an answer: bytes to copy, or bytes to send by reference.
-public enum ResponseBody {
+enum ResponseBody {
     case bytes([UInt8])
     case shared(SharedBytes)
 

@@ -49,29 +49,15 @@ public final class ServerRequest {
     /// `Connection` as the exchange needs; `Content-Length`, `Transfer-Encoding` and
     /// `Connection` among `headers` are replaced (`Connection: close` is honoured).
     public func respond(status: Int, reason: String? = nil, headers: HTTPHeaders, body: [UInt8]) {
-        var close = false
-        var hasDate = false
-        var lines: [UInt8] = []
-        lines.reserveCapacity(256)
-        for field in headers {
-            if field.name.caseInsensitiveEquals("connection") {
-                if field.value.caseInsensitiveEquals("close") { close = true }
-                continue
-            }
-            if field.name.caseInsensitiveEquals("content-length") || field.name.caseInsensitiveEquals("transfer-encoding") { continue }
-            if field.name.caseInsensitiveEquals("date") { hasDate = true }
-            lines += field.name.utf8
-            lines += [UInt8(ascii: ":"), UInt8(ascii: " ")]
-            lines += field.value.utf8
-            lines += [UInt8(ascii: "\r"), UInt8(ascii: "\n")]
-        }
-        send(status: status, reason: reason, headerLines: lines, addDate: !hasDate, body: .bytes(body), close: close)
+        let close = headers.values("Connection").contains { $0.caseInsensitiveEquals("close") }
+        let wire = headers.wireLines()
+        send(status: status, reason: reason, headerLines: wire.lines, addDate: !wire.hasDate, body: .bytes(body), close: close)
     }
 
     /// Sends an answer whose header lines are prepared (`Name: value\r\n` each, without
     /// `Content-Length` or `Connection`; `Date` too unless `addDate` is false), with a body sent by reference: the hit path.
-    public func respond(status: Int, headerLines: [UInt8], body: SharedBytes, addDate: Bool = true, close: Bool = false) {
-        send(status: status, reason: nil, headerLines: headerLines, addDate: addDate, body: .shared(body), close: close)
+    public func respond(status: Int, headerLines: [UInt8], body: SharedBytes, addDate: Bool = true) {
+        send(status: status, reason: nil, headerLines: headerLines, addDate: addDate, body: .shared(body), close: false)
     }
 
     private func send(status: Int, reason: String?, headerLines: [UInt8], addDate: Bool, body: ResponseBody, close requestedClose: Bool) {
@@ -86,10 +72,12 @@ public final class ServerRequest {
             return
         }
         let close = requestedClose || !keepAlive
-        var head = statusLine(status, reason)
-        head.reserveCapacity(head.count + headerLines.count + 96)
-        head += headerLines
         let hasBody = !(100..<200).contains(status) && status != 204 && status != 304
+        let sendsBody = hasBody && knownMethod != .head && body.count > 0
+        // The head is assembled in the server's reusable buffer, then copied out once.
+        var head = server.takeHeadBuffer()
+        head += statusLine(status, reason)
+        head += headerLines
         if hasBody {
             head += contentLengthPrefix
             head += String(body.count).utf8
@@ -102,8 +90,8 @@ public final class ServerRequest {
             head += connectionKeepAlive
         }
         head += crlf
-        let sendsBody = hasBody && knownMethod != .head && body.count > 0
         let written = connection.write(head: head, body: sendsBody ? body : nil, close: close)
+        server.returnHeadBuffer(head)
         server.requestAnswered(awaitingFlush: written)
         connection.answered()
     }

@@ -59,6 +59,17 @@ final class CachedAnswer {
         seconds > 0 && staleness(now: now) <= seconds
     }
 
+    /// Cache-Status's `ttl`: whole seconds of freshness left, or minus those since it went stale.
+    func cacheStatusTTL(now: Double) -> Int {
+        let remaining = remaining(now: now)
+        return Int(remaining > 0 ? remaining.rounded(.down) : -staleness(now: now).rounded(.up))
+    }
+
+    /// The `Age` header: whole seconds since the upstream last confirmed it.
+    func ageSeconds(now: Double) -> Int {
+        max(0, Int((now - validatedAt).rounded(.down)))
+    }
+
     /// Seconds of freshness left; negative once expired or invalidated.
     func remaining(now: Double) -> Double {
         invalidated ? -1 : FreshnessPolicy.remaining(storedAt: validatedAt, lifetime: lifetime, now: now)
@@ -174,8 +185,8 @@ extension ProxyServer {
             let remaining = cached.remaining(now: now)
             if remaining > 0 || cached.isWithinStaleWindow(settings.staleWhileRevalidateSeconds, now: now) {
                 cache.hits += 1
-                exchange.cacheStatus = "pixxel-proxy; hit; ttl=\(Int(remaining > 0 ? remaining.rounded(.down) : -cached.staleness(now: now).rounded(.up)))"
-                finish(&exchange, status: 200, headers: cached.headers, body: cached.body(for: filters), age: now - cached.validatedAt)
+                exchange.cacheStatus = "pixxel-proxy; hit; ttl=\(cached.cacheStatusTTL(now: now))"
+                finish(&exchange, from: cached, filters: filters, now: now)
                 if remaining <= 0 {
                     cache.staleServed += 1
                     refreshInBackground(resource, clientHeaders: clientHeaders, client: exchange.caller.logName)
@@ -218,6 +229,11 @@ extension ProxyServer {
         fetch(resource, clientHeaders: clientHeaders, client: client, priority: .background)
     }
 
+    /// Answers with a cached entry's body for `filters`.
+    private func finish(_ exchange: inout Exchange, from answer: CachedAnswer, filters: JobListFilters, now: Double) {
+        finish(&exchange, status: 200, headers: answer.headers, body: answer.body(for: filters), age: answer.ageSeconds(now: now))
+    }
+
     private func deliver(_ outcome: FetchOutcome, to exchange: inout Exchange, forward: String, resource: CachedResource,
                          filters: JobListFilters) {
         let collapsed = exchange.collapsed ? "; collapsed" : ""
@@ -234,16 +250,16 @@ extension ProxyServer {
             cache.staleServed += 1
             exchange.upstreamStatus = failedStatus
             exchange.cacheStatus = "pixxel-proxy; fwd=stale; fwd-status=\(failedStatus)\(collapsed)"
-            return finish(&exchange, status: 200, headers: stale.headers, body: stale.body(for: filters), age: now - stale.validatedAt)
+            return finish(&exchange, from: stale, filters: filters, now: now)
         }
         switch outcome {
         case .fromDisk(let answer):
-            exchange.cacheStatus = "pixxel-proxy; hit; ttl=\(Int(max(0, answer.remaining(now: now)).rounded(.down)))"
-            finish(&exchange, status: 200, headers: answer.headers, body: answer.body(for: filters), age: now - answer.validatedAt)
+            exchange.cacheStatus = "pixxel-proxy; hit; ttl=\(answer.cacheStatusTTL(now: now))"
+            finish(&exchange, from: answer, filters: filters, now: now)
         case .stored(let answer):
             exchange.upstreamStatus = 200
             exchange.cacheStatus = "pixxel-proxy; fwd=\(forward); fwd-status=200; stored\(collapsed)"
-            finish(&exchange, status: 200, headers: answer.headers, body: answer.body(for: filters), age: now - answer.validatedAt)
+            finish(&exchange, from: answer, filters: filters, now: now)
         case .passedOn(let response):
             exchange.upstreamStatus = response.status
             exchange.cacheStatus = "pixxel-proxy; fwd=\(forward); fwd-status=\(response.status)\(collapsed)"

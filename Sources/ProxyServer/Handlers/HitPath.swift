@@ -1,6 +1,5 @@
 import EventHTTP
 import JobCache
-import Logging
 
 /// What the hit path remembers between requests. Everything here is a shortcut for work the
 /// full path (`handle`) does; none of it decides anything the full path would decide otherwise.
@@ -87,8 +86,7 @@ extension ProxyServer {
         guard let authorization, let caller = hitPath.callers[authorization], caller.scopes.contains(.read),
               let answer = cache.memory.get(target.key) else { return false }
         let now = clock()
-        let remaining = answer.remaining(now: now)
-        guard remaining > 0 else { return false }
+        guard answer.remaining(now: now) > 0 else { return false }
 
         let started = ContinuousClock.now
         let requestID = requestID(from: clientRequestID)
@@ -96,9 +94,9 @@ extension ProxyServer {
         var lines = prepared.lines
         lines.reserveCapacity(lines.count + 128)
         lines += Self.cacheStatusHitPrefix
-        lines += String(Int(remaining.rounded(.down))).utf8
+        lines += String(answer.cacheStatusTTL(now: now)).utf8
         lines += Self.ageLinePrefix
-        lines += String(max(0, Int((now - answer.validatedAt).rounded(.down)))).utf8
+        lines += String(answer.ageSeconds(now: now)).utf8
         lines += Self.requestIDLinePrefix
         lines += requestID.utf8
         lines += Self.lineEnd
@@ -110,51 +108,6 @@ extension ProxyServer {
         logAccess(method: method.rawValue, route: target.routeTemplate, status: 200, client: caller.logName, peer: request.peer,
                   requestID: requestID, cache: "hit", elapsed: elapsed, upstreamDuration: nil, upstreamStatus: nil)
         return true
-    }
-
-    /// The access line: names and templates only, never a token, key or id.
-    func logAccess(method: String, route: String, status: Int, client: String, peer: String, requestID: String, cache: String,
-                   elapsed: Duration, upstreamDuration: Duration?, upstreamStatus: Int?) {
-        guard logger.logLevel <= .info else { return }
-        if let accessLogOutput {
-            // The line BufferedLogOutput's handler would write for the call below (keys in
-            // order), without building a log event and a metadata dictionary per request.
-            var line = accessLogOutput.timestampText()
-            line.reserveCapacity(320)
-            line += " info "
-            line += logger.label
-            line += ": cache="
-            line += cache
-            line += " client="
-            line += client
-            line += " duration_ms="
-            line += String(Self.milliseconds(elapsed))
-            line += " peer="
-            line += peer
-            line += " request_id="
-            line += requestID
-            line += " upstream_ms="
-            line += upstreamDuration.map { String(Self.milliseconds($0)) } ?? "-"
-            line += " upstream_status="
-            line += upstreamStatus.map(String.init) ?? "-"
-            line += " [ProxyServer] "
-            line += method
-            line += " "
-            line += route
-            line += " "
-            line += String(status)
-            line += "\n"
-            return accessLogOutput.append(line, urgent: false)
-        }
-        logger.info("\(method) \(route) \(status)", metadata: [
-            "client": "\(client)",
-            "peer": "\(peer)",
-            "request_id": "\(requestID)",
-            "cache": "\(cache)",
-            "duration_ms": "\(Self.milliseconds(elapsed))",
-            "upstream_ms": "\(upstreamDuration.map { String(Self.milliseconds($0)) } ?? "-")",
-            "upstream_status": "\(upstreamStatus.map(String.init) ?? "-")",
-        ])
     }
 
     private static let cacheStatusHitPrefix = Array("Cache-Status: pixxel-proxy; hit; ttl=".utf8)
@@ -173,18 +126,9 @@ extension CachedAnswer {
 
     /// The same header set `finish` sends, less what varies per answer.
     static func prepareHeaderLines(_ headers: HTTPHeaders) -> PreparedHeaderLines {
-        var lines: [UInt8] = []
-        var hasDate = false
-        if headers["Content-Type"] == nil { lines += Array("Content-Type: application/json\r\n".utf8) }
-        for field in headers {
-            if ["x-request-id", "age", "cache-status", "connection", "content-length", "transfer-encoding"]
-                .contains(where: { field.name.caseInsensitiveEquals($0) }) { continue }
-            if field.name.caseInsensitiveEquals("date") { hasDate = true }
-            lines += field.name.utf8
-            lines += Array(": ".utf8)
-            lines += field.value.utf8
-            lines += Array("\r\n".utf8)
-        }
-        return PreparedHeaderLines(lines: lines, hasDate: hasDate)
+        var headers = headers
+        if headers["Content-Type"] == nil { headers.add("Content-Type", "application/json") }
+        let wire = headers.wireLines(omitting: ["x-request-id", "age", "cache-status"])
+        return PreparedHeaderLines(lines: wire.lines, hasDate: wire.hasDate)
     }
 }

@@ -152,7 +152,7 @@ extension ProxyServer {
     }
 
     /// Answers and writes the access line.
-    func finish(_ exchange: inout Exchange, status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8], age: Double = 0) {
+    func finish(_ exchange: inout Exchange, status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8], age: Int = 0) {
         var headers = headers
         if headers["Content-Type"] == nil { headers.add("Content-Type", "application/json") }
         for field in exchange.extraHeaders { headers.add(field.name, field.value) }
@@ -160,7 +160,7 @@ extension ProxyServer {
             var cacheStatus = exchange.cacheStatus ?? "pixxel-proxy; fwd=\(exchange.forwarded ? "miss" : "bypass")"
             if exchange.cacheStatus == nil, let upstreamStatus = exchange.upstreamStatus { cacheStatus += "; fwd-status=\(upstreamStatus)" }
             headers.set("Cache-Status", cacheStatus)
-            headers.set("Age", String(max(0, Int(age.rounded(.down)))))
+            headers.set("Age", String(age))
         }
         if exchange.closeConnection { headers.set("Connection", "close") }
         headers.set("X-Request-Id", exchange.requestID)
@@ -171,6 +171,27 @@ extension ProxyServer {
         logAccess(method: exchange.knownMethodName, route: exchange.route.template, status: status, client: exchange.caller.logName,
                   peer: exchange.request.peer, requestID: exchange.requestID, cache: outcome, elapsed: elapsed,
                   upstreamDuration: exchange.upstreamDuration, upstreamStatus: exchange.upstreamStatus)
+    }
+
+    /// The access line: names and templates only, never a token, key or id.
+    func logAccess(method: String, route: String, status: Int, client: String, peer: String, requestID: String, cache: String,
+                   elapsed: Duration, upstreamDuration: Duration?, upstreamStatus: Int?) {
+        guard logger.logLevel <= .info else { return }
+        let message = "\(method) \(route) \(status)"
+        let fields: [(key: String, value: String)] = [
+            ("cache", cache),
+            ("client", client),
+            ("duration_ms", String(Self.milliseconds(elapsed))),
+            ("peer", peer),
+            ("request_id", requestID),
+            ("upstream_ms", upstreamDuration.map { String(Self.milliseconds($0)) } ?? "-"),
+            ("upstream_status", upstreamStatus.map(String.init) ?? "-"),
+        ]
+        if let accessLogOutput {
+            // Keys in order, as the handler sorts them; no log event or metadata dictionary.
+            return accessLogOutput.append(level: .info, label: logger.label, fields: fields, source: "ProxyServer", message: message)
+        }
+        logger.info("\(message)", metadata: Dictionary(uniqueKeysWithValues: fields.map { ($0.key, .string($0.value)) }))
     }
 
     /// Lets the hit path find this target's resource without parsing it again.

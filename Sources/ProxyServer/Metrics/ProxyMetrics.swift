@@ -38,38 +38,40 @@ final class ProxyMetrics {
 
         func record(_ duration: Duration) {
             counter.increment()
-            timer.recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+            timer.recordNanoseconds(nanoseconds(duration))
         }
     }
 
     private var hitRecorders: [String: HitRecorder] = [:]
 
-    /// The recorder of 200 hits on `route`: the same series `requestFinished` would count.
+    /// The recorder of 200 hits on `route`: the same series `requestFinished` counts.
     func hitRecorder(route: String) -> HitRecorder {
         if let recorder = hitRecorders[route] { return recorder }
-        requestFinished(route: route, status: 200, cache: "hit", duration: nil)
-        let recorder = HitRecorder(counter: requestCounters["\(route) 200 hit"]!, timer: durationTimers[route]!)
+        let recorder = HitRecorder(counter: requestCounter(route: route, status: 200, cache: "hit"), timer: durationTimer(route: route))
         hitRecorders[route] = recorder
         return recorder
     }
 
-    /// One answered request (nil duration: only make sure the series exist).
-    func requestFinished(route: String, status: Int, cache: String, duration: Duration?) {
+    /// One answered request.
+    func requestFinished(route: String, status: Int, cache: String, duration: Duration) {
+        requestCounter(route: route, status: status, cache: cache).increment()
+        durationTimer(route: route).recordNanoseconds(nanoseconds(duration))
+    }
+
+    private func requestCounter(route: String, status: Int, cache: String) -> CoreMetrics.Counter {
         let key = "\(route) \(status) \(cache)"
-        let counter = requestCounters[key] ?? {
-            let made = CoreMetrics.Counter(label: "pixxel_proxy_requests_total",
-                                           dimensions: [("route", route), ("status", String(status)), ("cache", cache)], factory: factory)
-            requestCounters[key] = made
-            return made
-        }()
-        let timer = durationTimers[route] ?? {
-            let made = CoreMetrics.Timer(label: "pixxel_proxy_request_duration_seconds", dimensions: [("route", route)], factory: factory)
-            durationTimers[route] = made
-            return made
-        }()
-        guard let duration else { return }
-        counter.increment()
-        timer.recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+        if let counter = requestCounters[key] { return counter }
+        let made = CoreMetrics.Counter(label: "pixxel_proxy_requests_total",
+                                       dimensions: [("route", route), ("status", String(status)), ("cache", cache)], factory: factory)
+        requestCounters[key] = made
+        return made
+    }
+
+    private func durationTimer(route: String) -> CoreMetrics.Timer {
+        if let timer = durationTimers[route] { return timer }
+        let made = CoreMetrics.Timer(label: "pixxel_proxy_request_duration_seconds", dimensions: [("route", route)], factory: factory)
+        durationTimers[route] = made
+        return made
     }
 
     private var upstreamTimers: [String: CoreMetrics.Timer] = [:]
@@ -81,7 +83,7 @@ final class ProxyMetrics {
             upstreamTimers[route] = made
             return made
         }()
-        timer.recordNanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+        timer.recordNanoseconds(nanoseconds(duration))
         upstreamRequest(route: route, outcome: outcome)
     }
 
@@ -122,4 +124,8 @@ final class ProxyMetrics {
         registry.emit(into: &buffer)
         return buffer
     }
+}
+
+private func nanoseconds(_ duration: Duration) -> Int64 {
+    duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
 }

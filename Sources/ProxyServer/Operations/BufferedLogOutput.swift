@@ -1,3 +1,4 @@
+import EventHTTP
 import Foundation
 import Logging
 import Synchronization
@@ -21,7 +22,8 @@ public final class BufferedLogOutput: Sendable {
     private let state = Mutex(State())
     private let maxBufferedBytes: Int
     private let wake = DispatchSemaphore(value: 0)
-    private let timestamp = Mutex<(second: Int, text: String)>((-1, ""))
+    /// Local time to the second, as StreamLogHandler writes it.
+    private let timestamp = PerSecondText(format: "%Y-%m-%dT%H:%M:%S%z", utc: false)
 
     /// Writes to `fd` (stderr by default); a batch goes out every `flushMilliseconds`.
     public init(fd: Int32 = STDERR_FILENO, maxBufferedBytes: Int = 1 << 20, flushMilliseconds: Int = 50) {
@@ -42,19 +44,42 @@ public final class BufferedLogOutput: Sendable {
         Handler(label: label, output: self)
     }
 
-    public func append(_ line: String, urgent: Bool) {
-        var line = line
-        let accepted = line.withUTF8 { bytes in
-            state.withLock { state -> Bool in
-                guard state.buffer.count + bytes.count <= maxBufferedBytes else {
-                    state.dropped += 1
-                    return false
-                }
-                state.buffer.append(contentsOf: bytes)
-                return true
+    func append(_ line: [UInt8], urgent: Bool) {
+        let accepted = state.withLock { state -> Bool in
+            guard state.buffer.count + line.count <= maxBufferedBytes else {
+                state.dropped += 1
+                return false
             }
+            state.buffer.append(contentsOf: line)
+            return true
         }
         if urgent || !accepted { flush() }
+    }
+
+    /// Appends one line in StreamLogHandler's format, `fields` already in key order (the
+    /// access line comes straight here, without a log event and a metadata dictionary).
+    public func append(level: Logger.Level, label: String, fields: [(key: String, value: String)], source: String, message: String) {
+        // Built as bytes: appending UTF-8 views is a copy each, with no String growth checks.
+        var line: [UInt8] = []
+        line.reserveCapacity(320)
+        line += timestamp.bytes
+        line.append(UInt8(ascii: " "))
+        line += level.rawValue.utf8
+        line.append(UInt8(ascii: " "))
+        line += label.utf8
+        line.append(UInt8(ascii: ":"))
+        for field in fields {
+            line.append(UInt8(ascii: " "))
+            line += field.key.utf8
+            line.append(UInt8(ascii: "="))
+            line += field.value.utf8
+        }
+        line += " [".utf8
+        line += source.utf8
+        line += "] ".utf8
+        line += message.utf8
+        line.append(UInt8(ascii: "\n"))
+        append(line, urgent: level >= .warning)
     }
 
     /// Writes out what is buffered (from any thread; also at exit).
@@ -67,7 +92,7 @@ public final class BufferedLogOutput: Sendable {
             return (state.buffer, state.dropped)
         }
         var out = batch
-        if dropped > 0 { out += Array("\(timestampText()) warning pixxel-proxy: dropped=\(dropped) [ProxyServer] log lines dropped: the log output is slower than the logging\n".utf8) }
+        if dropped > 0 { out += Array("\(timestamp.text) warning pixxel-proxy: dropped=\(dropped) [ProxyServer] log lines dropped: the log output is slower than the logging\n".utf8) }
         out.withUnsafeBytes { bytes in
             var offset = 0
             while offset < bytes.count {
@@ -76,22 +101,6 @@ public final class BufferedLogOutput: Sendable {
                 guard written > 0 else { return }
                 offset += written
             }
-        }
-    }
-
-    /// Local time to the second, as StreamLogHandler writes it; formatted once a second.
-    public func timestampText() -> String {
-        let now = time(nil)
-        return timestamp.withLock { cached in
-            if cached.second == now { return cached.text }
-            var seconds = now
-            var parts = tm()
-            localtime_r(&seconds, &parts)
-            var text = [CChar](repeating: 0, count: 64)
-            let length = strftime(&text, text.count, "%Y-%m-%dT%H:%M:%S%z", &parts)
-            let formatted = String(decoding: text.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            cached = (now, formatted)
-            return formatted
         }
     }
 
@@ -107,34 +116,14 @@ public final class BufferedLogOutput: Sendable {
         }
 
         func log(event: LogEvent) {
-            // Sorted by key like StreamLogHandler; no merge when the handler has no metadata of
-            // its own (the usual case), as this runs once per request on the loop.
-            var fields: [(key: String, value: Logger.MetadataValue)]
-            if metadata.isEmpty {
-                fields = event.metadata.map { Array($0) } ?? []
-            } else {
-                fields = Array(metadata.merging(event.metadata ?? [:]) { $1 })
+            // No merge when the handler has no metadata of its own (the usual case).
+            let merged = metadata.isEmpty ? event.metadata ?? [:] : metadata.merging(event.metadata ?? [:]) { $1 }
+            let fields = merged.map { field -> (key: String, value: String) in
+                if case .string(let text) = field.value { return (field.key, text) }
+                return (field.key, field.value.description)
             }
-            fields.sort { $0.key < $1.key }
-            var line = output.timestampText()
-            line.reserveCapacity(320)
-            line += " "
-            line += event.level.rawValue
-            line += " "
-            line += label
-            line += ":"
-            for field in fields {
-                line += " "
-                line += field.key
-                line += "="
-                if case .string(let text) = field.value { line += text } else { line += field.value.description }
-            }
-            line += " ["
-            line += event.source
-            line += "] "
-            line += event.message.description
-            line += "\n"
-            output.append(line, urgent: event.level >= .warning)
+            output.append(level: event.level, label: label, fields: fields.sorted { $0.key < $1.key }, source: event.source,
+                          message: event.message.description)
         }
     }
 }
