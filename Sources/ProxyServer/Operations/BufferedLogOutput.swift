@@ -53,7 +53,13 @@ public final class BufferedLogOutput: Sendable {
             state.buffer.append(contentsOf: line)
             return true
         }
-        if urgent || !accepted { flush() }
+        // A full buffer wakes the writer rather than writing here: the caller is usually the
+        // event loop, which must not wait on a slow stderr.
+        if urgent {
+            flush()
+        } else if !accepted {
+            wake.signal()
+        }
     }
 
     /// Appends one line in StreamLogHandler's format, `fields` already in key order (the
