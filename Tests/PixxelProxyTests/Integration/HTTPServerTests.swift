@@ -113,6 +113,21 @@ import Glibc
         #expect(answer.header("Content-Type") == "application/json")
     }
 
+    @Test func connectionsOverTheLimitAreClosedAtOnce() throws {
+        let echo = try EchoServer(limits: ServerLimits(maxConnections: 1))
+        defer { echo.stop() }
+        let first = try RawHTTPClient.connect(port: echo.port, timeoutSeconds: 10)
+        defer { close(first) }
+        let request = Array("GET /one HTTP/1.1\r\nHost: h\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { send(first, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        _ = try Self.read(first, until: "X-Target: /one")  // accepted, and kept open
+        // The second connection is accepted by the kernel and closed by the server unanswered.
+        let second = try RawHTTPClient.exchange(port: echo.port, bytes: Array("GET /two HTTP/1.1\r\nHost: h\r\n\r\n".utf8), timeoutSeconds: 10)
+        #expect(second.isEmpty)
+        _ = request.withUnsafeBytes { send(first, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        #expect(try Self.read(first, until: "X-Target: /one").hasPrefix("HTTP/1.1 200 OK"), "the first connection still works")
+    }
+
     /// Reads from `fd` until `marker` has arrived.
     static func read(_ fd: Int32, until marker: String) throws -> String {
         var received: [UInt8] = []

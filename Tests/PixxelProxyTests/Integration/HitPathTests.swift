@@ -49,6 +49,18 @@ import Glibc
         await proxy.stop()
     }
 
+    @Test func generatedRequestIDsAreDistinct() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let target = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        let ids = try (0..<4).map { _ in try proxy.get(target, token: proxy.readToken).header("X-Request-Id") ?? "" }
+        #expect(proxy.server.cacheStatistics.preparedHits >= 2, "the hit path made some of them")
+        #expect(Set(ids).count == 4)
+        #expect(ids.allSatisfy { $0.utf8.count == 24 && $0.allSatisfy(\.isHexDigit) }, "\(ids)")
+        await proxy.stop()
+    }
+
     @Test func aRevokedTokenStopsWorkingAtTheReload() async throws {
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }
