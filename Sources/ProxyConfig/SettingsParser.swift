@@ -80,7 +80,7 @@ public enum SettingsParser {
         Key(name: "listen.timeout_seconds", summary: "client read/write timeout, also closes idle keep-alive connections (default 30 s)") { s, raw throws(SettingsError) in
             s.listenTimeoutSeconds = try seconds(raw, "listen.timeout_seconds", allowZero: false)
         },
-        Key(name: "listen.max_header_bytes", summary: "largest request line plus headers (default 16384 bytes)") { s, raw throws(SettingsError) in
+        Key(name: "listen.max_header_bytes", summary: "largest request line plus headers, larger gets 431 (default 16384 bytes)") { s, raw throws(SettingsError) in
             s.listenMaxHeaderBytes = try integer(raw, "listen.max_header_bytes", in: 1024...1 << 20)
         },
         Key(name: "listen.max_body_bytes", summary: "largest request body, larger gets 413 (default 10485760 bytes)") { s, raw throws(SettingsError) in

@@ -331,9 +331,8 @@ extension ProxyServer {
             document = .detail(detail)
             lifetime = cache.policy.lifetime(ofJobWithStatus: detail.job.status)
         }
-        var headers = response.headers
-        for name in ["Set-Cookie", "Age", "Cache-Status"] { headers.remove(name) }
-        let answer = CachedAnswer(document: document, headers: headers, storedAt: now, lifetime: lifetime)
+        let answer = CachedAnswer(document: document, headers: CachedAnswer.storableHeaders(response.headers), storedAt: now,
+                                  lifetime: lifetime)
         switch document {
         case .list(let list):
             applyListSightings(list, workflowID: resource.workflowID, now: now)
@@ -404,6 +403,17 @@ final class CacheState {
 }
 
 extension CachedAnswer {
+    /// Headers made for each answer (by `finish` and the hit path), never kept with a document.
+    static let perAnswerHeaderNames = ["Age", "Cache-Status", "X-Request-Id"]
+
+    /// The upstream's headers as kept with a cached document: without cookies and without
+    /// what is made per answer.
+    static func storableHeaders(_ headers: HTTPHeaders, alsoRemoving extra: [String] = []) -> HTTPHeaders {
+        var headers = headers
+        for name in ["Set-Cookie"] + perAnswerHeaderNames + extra { headers.remove(name) }
+        return headers
+    }
+
     /// Rebuilds an answer read from the disk tier; nil if the stored body no longer parses.
     convenience init?(record: DiskRecord) {
         let document: Document

@@ -31,6 +31,7 @@ final class HitPathState {
 /// A request target that names a cached resource, with its list filters.
 struct CachedTarget {
     let resource: CachedResource
+    /// `resource.key`, kept: building it is a string interpolation the hit path would repeat.
     let key: String
     let filters: JobListFilters
     let routeTemplate: String
@@ -124,11 +125,14 @@ extension CachedAnswer {
         let hasDate: Bool
     }
 
-    /// The same header set `finish` sends, less what varies per answer.
+    /// The same header set `finish` sends, less what is made per answer (also left out here
+    /// for entries stored before those names were stripped at storage).
     static func prepareHeaderLines(_ headers: HTTPHeaders) -> PreparedHeaderLines {
         var headers = headers
         if headers["Content-Type"] == nil { headers.add("Content-Type", "application/json") }
-        let wire = headers.wireLines(omitting: ["x-request-id", "age", "cache-status"])
+        let wire = headers.wireLines(omitting: perAnswerHeaderSet)
         return PreparedHeaderLines(lines: wire.lines, hasDate: wire.hasDate)
     }
+
+    private static let perAnswerHeaderSet = Set(perAnswerHeaderNames.map { $0.lowercased() })
 }

@@ -52,10 +52,9 @@ extension ProxyServer {
     func writeThrough(workflowID: String, response: ClientResponse) {
         guard let detail = JobDetailDocument(body: response.body) else { return }
         let now = clock()
-        var headers = response.headers
-        for name in ["Set-Cookie", "Age", "Cache-Status", "Location"] { headers.remove(name) }
         let resource = CachedResource.job(workflowID: workflowID, jobID: detail.job.id)
-        let answer = CachedAnswer(document: .detail(detail), headers: headers, storedAt: now,
+        let answer = CachedAnswer(document: .detail(detail), headers: CachedAnswer.storableHeaders(response.headers, alsoRemoving: ["Location"]),
+                                  storedAt: now,
                                   lifetime: cache.policy.lifetime(ofJobWithStatus: detail.job.status))
         cache.memory.set(resource.key, answer, cost: answer.cost)
         cache.disk?.save(answer.record(key: resource.key, resource: resource))

@@ -38,15 +38,20 @@ import Testing
         }
 
         func calls(_ prefix: String) -> Int { upstream.received.filter { $0.requestLine.hasPrefix(prefix) }.count }
+
+        /// Every job in `ids` listed and served as a detail, all updated at `time`.
+        func publish(_ ids: [String], updatedAt time: String) {
+            state.withLock {
+                $0.listUpdatedAt = Dictionary(uniqueKeysWithValues: ids.map { ($0, time) })
+                $0.detailUpdatedAt = $0.listUpdatedAt
+            }
+        }
     }
 
     @Test func aListRefreshInvalidatesChangedDetailsAndRenewsUnchangedOnes() async throws {
         let pixxel = try ScriptedPixxel()
         defer { pixxel.upstream.stop() }
-        pixxel.state.withLock {
-            $0.listUpdatedAt = ["a": "2026-11-20T10:00:00Z", "b": "2026-11-20T10:00:00Z"]
-            $0.detailUpdatedAt = ["a": "2026-11-20T10:00:00Z", "b": "2026-11-20T10:00:00Z"]
-        }
+        pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:00:00Z")
         let clock = ManualClock()
         let proxy = try ScriptedHarness.start(pixxel, clock)
         _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
@@ -76,10 +81,7 @@ import Testing
     @Test func aJobMissingFromAFreshListHasItsDetailMarkedStale() async throws {
         let pixxel = try ScriptedPixxel()
         defer { pixxel.upstream.stop() }
-        pixxel.state.withLock {
-            $0.listUpdatedAt = ["a": "2026-11-20T10:00:00Z", "b": "2026-11-20T10:00:00Z"]
-            $0.detailUpdatedAt = ["a": "2026-11-20T10:00:00Z", "b": "2026-11-20T10:00:00Z"]
-        }
+        pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:00:00Z")
         let clock = ManualClock()
         let proxy = try ScriptedHarness.start(pixxel, clock)
         _ = try proxy.get("/v0/workflows/w/jobs/b", token: proxy.readToken)
