@@ -25,11 +25,15 @@ public struct ClientResponse: Sendable {
     public var status: Int
     public var headers: HTTPHeaders
     public var body: [UInt8]
+    /// The answer's `Content-Length` as the peer declared it: for HEAD, the length of the body
+    /// a GET would have had.
+    public var declaredContentLength: Int?
 
-    public init(status: Int, headers: HTTPHeaders, body: [UInt8]) {
+    public init(status: Int, headers: HTTPHeaders, body: [UInt8], declaredContentLength: Int? = nil) {
         self.status = status
         self.headers = headers
         self.body = body
+        self.declaredContentLength = declaredContentLength
     }
 }
 
@@ -47,6 +51,9 @@ public enum ClientError: Error, Sendable, Equatable {
     case responseTooLarge
     /// Every connection was busy and the wait queue was full.
     case queueFull
+    /// The request cannot be written as one well-framed HTTP/1.1 request (a target or header
+    /// with bytes that would end a line, a framing field set by the caller): nothing was sent.
+    case invalidRequest(String)
 }
 
 /// Limits of an `HTTPClient`.
@@ -96,12 +103,30 @@ public final class HTTPClient {
         close()
     }
 
+    /// Why `request` cannot go out as exactly one request, or nil. libevent writes the target
+    /// and the fields as given; the framing fields are this client's alone to write.
+    static func framingProblem(_ request: ClientRequest) -> String? {
+        guard !request.target.isEmpty, request.target.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            return "the request target has bytes that are not visible ASCII"
+        }
+        for field in request.headers {
+            guard !field.name.isEmpty, field.name.utf8.allSatisfy(RequestParser.isTokenByte) else { return "invalid header field name" }
+            guard field.value.utf8.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) else { return "invalid header field value" }
+            let name = field.name.lowercased()
+            if name == "content-length" || name == "transfer-encoding" || name == "host" || name == "connection" {
+                return "the \(field.name) field is written by the client itself"
+            }
+        }
+        return nil
+    }
+
     /// Connections open now (busy or idle).
     public var openConnections: Int { openCount }
 
     /// Sends `request`; `completion` runs once on the loop thread.
     public func send(_ request: ClientRequest, completion: @escaping (Result<ClientResponse, ClientError>) -> Void) {
         guard !closed else { return completion(.failure(.unreachable("client closed"))) }
+        if let problem = Self.framingProblem(request) { return completion(.failure(.invalidRequest(problem))) }
         let call = ClientCall(request: request, completion: completion)
         call.timer = loop.schedule(after: limits.timeoutSeconds) { [weak self, weak call] in
             guard let self, let call else { return }
@@ -294,8 +319,13 @@ final class ClientConnection {
         let defaultPort: UInt16 = client.tls == nil ? 80 : 443
         evhttp_add_header(output, "Host", client.port == defaultPort ? hostPart : "\(hostPart):\(client.port)")
         call.request.headers.write(to: output)
-        if !call.request.body.isEmpty || [.post, .put, .patch].contains(call.request.method) {
-            call.request.body.withUnsafeBytes { _ = evbuffer_add(evhttp_request_get_output_buffer(raw), $0.baseAddress, $0.count) }
+        // Every body goes out framed by an exact Content-Length, whatever the method: libevent
+        // adds one only for POST and PUT, and a body without one would be read upstream as
+        // the next request on this connection. POST, PUT and PATCH say "0" when empty.
+        let body = call.request.body
+        if !body.isEmpty || [.post, .put, .patch].contains(call.request.method) {
+            evhttp_add_header(output, "Content-Length", String(body.count))
+            body.withUnsafeBytes { _ = evbuffer_add(evhttp_request_get_output_buffer(raw), $0.baseAddress, $0.count) }
         }
         everSent = true
         if evhttp_make_request(connection, raw, call.request.method.libeventType, call.request.target) != 0 {
@@ -321,10 +351,18 @@ final class ClientConnection {
             client.finish(call, .failure(classifyFailure(call.failure)))
             return
         }
+        // Bytes past the end of the answer belong to no request of ours: the framing is in
+        // doubt, so the connection is not used again (they would be read as the next answer).
+        if let connection, let bufferEvent = evhttp_connection_get_bufferevent(connection),
+           evbuffer_get_length(bufferevent_get_input(bufferEvent)) > 0 {
+            closedByPeer = true
+        }
+        let headers = HTTPHeaders(keyvalq: evhttp_request_get_input_headers(raw))
         let response = ClientResponse(
             status: Int(evhttp_request_get_response_code(raw)),
-            headers: HTTPHeaders(keyvalq: evhttp_request_get_input_headers(raw)),
-            body: bytes(of: evhttp_request_get_input_buffer(raw)))
+            headers: headers,
+            body: bytes(of: evhttp_request_get_input_buffer(raw)),
+            declaredContentLength: headers["Content-Length"].flatMap(RequestParser.decimal))
         client.finish(call, .success(response))
     }
 

@@ -1,14 +1,18 @@
 /// HTTP/1.x request parsing over bytes, with no socket: the request line and header block, and
 /// chunked bodies. Strict where laxness lets requests be smuggled or misread (RFC 9112):
-/// no obs-fold, no space before a colon, no control bytes, one Content-Length, no
-/// Content-Length together with Transfer-Encoding, chunked as the only transfer coding.
+/// one line ending throughout a head (CRLF, or bare LF from start to end, never mixed), no bare
+/// CR, no obs-fold, no space before a colon, no control bytes, header values that are valid
+/// UTF-8 (forwarded as they are, never rewritten), exactly one `Host` on HTTP/1.1, at most one
+/// `Content-Length`, never together with `Transfer-Encoding`, chunked as the only transfer
+/// coding, and chunk lines exactly as RFC 9112 section 7.1 writes them.
 public enum RequestParser {
     /// A request line and its header fields.
-    public struct Head: Sendable {
+    public struct Head: Sendable, Equatable {
         /// The method as sent, and the known one it names (nil for an extension method).
         public var methodName: String
         public var knownMethod: HTTPMethod?
-        /// The request target as sent (origin form, or `*` for OPTIONS).
+        /// The request target in origin form (`/path?query`), or `*` for OPTIONS. An
+        /// absolute-form target (`http://host/path?query`) is reduced to its path and query.
         public var target: String
         /// 0 for HTTP/1.0, 1 for HTTP/1.1.
         public var minorVersion: Int
@@ -38,8 +42,12 @@ public enum RequestParser {
     /// Parses a head from the start of `bytes`; `maxHeadBytes` bounds the head's length.
     public static func parseHead(_ bytes: UnsafeRawBufferPointer, maxHeadBytes: Int) -> HeadResult {
         var start = 0
-        // A client may send blank lines before a request (RFC 9112, 2.2).
-        while start < bytes.count, bytes[start] == cr || bytes[start] == lf, start < 16 { start += 1 }
+        // A client may send an empty line or two before a request (RFC 9112, 2.2).
+        while start < 16 {
+            if start + 1 < bytes.count, bytes[start] == cr, bytes[start + 1] == lf { start += 2 }
+            else if start < bytes.count, bytes[start] == lf { start += 1 }
+            else { break }
+        }
         guard let end = headEnd(bytes, from: start) else {
             return bytes.count > maxHeadBytes ? .invalid(status: 431, message: "the request head is larger than \(maxHeadBytes) bytes")
                                               : .incomplete
@@ -47,23 +55,34 @@ public enum RequestParser {
         guard end <= maxHeadBytes else { return .invalid(status: 431, message: "the request head is larger than \(maxHeadBytes) bytes") }
         var lines = LineScanner(bytes: bytes, position: start, end: end)
         guard let requestLine = lines.next() else { return .invalid(status: 400, message: "no request line") }
+        // The request line sets the line ending; a head that mixes CRLF and bare LF is two
+        // requests to one reader and one to another (RFC 9112, 2.2).
+        let usesCRLF = requestLine.endedWithCR
         var head: Head
-        switch parseRequestLine(bytes, requestLine) {
+        switch parseRequestLine(bytes, requestLine.range) {
         case .success(let parsed): head = parsed
         case .failure(let invalid): return .invalid(status: invalid.status, message: invalid.message)
         }
         var fields: [(name: String, value: String)] = []
         var connectionClose = false, connectionKeepAlive = false
+        var hostCount = 0
+        var sawEmptyLine = false
         while let line = lines.next() {
-            if line.isEmpty { break }
+            guard line.endedWithCR == usesCRLF else { return .invalid(status: 400, message: "mixed line endings in the request head") }
+            if line.range.isEmpty {
+                sawEmptyLine = true
+                break
+            }
             guard fields.count < maxHeaderFields else {
                 return .invalid(status: 431, message: "more than \(maxHeaderFields) header fields")
             }
-            guard let field = parseField(bytes, line) else { return .invalid(status: 400, message: "invalid header field") }
+            guard let field = parseField(bytes, line.range) else { return .invalid(status: 400, message: "invalid header field") }
             fields.append(field)
             let name = field.name
             if name.caseInsensitiveEquals("content-length") {
-                guard let length = decimal(field.value), head.contentLength == nil || head.contentLength == length else {
+                // Even two equal values are refused: a reader that takes the list as one value
+                // ("3, 3") would frame the body differently (RFC 9112, 6.3).
+                guard head.contentLength == nil, let length = decimal(field.value) else {
                     return .invalid(status: 400, message: "invalid Content-Length")
                 }
                 head.contentLength = length
@@ -73,6 +92,9 @@ public enum RequestParser {
                     return .invalid(status: 501, message: "unsupported Transfer-Encoding")
                 }
                 head.isChunked = true
+            } else if name.caseInsensitiveEquals("host") {
+                hostCount += 1
+                guard hostCount == 1, isValidHost(field.value) else { return .invalid(status: 400, message: "invalid or repeated Host") }
             } else if name.caseInsensitiveEquals("connection") {
                 for token in field.value.split(separator: ",") {
                     let option = String(token.trimmingSpaces)
@@ -84,10 +106,21 @@ public enum RequestParser {
                     return .invalid(status: 417, message: "unsupported Expect")
                 }
                 head.expectsContinue = true
+            } else if isFramingLookalike(name) {
+                // `Content_Length` and the like: some servers read `_` as `-`.
+                return .invalid(status: 400, message: "invalid header field name")
             }
+        }
+        guard sawEmptyLine else { return .invalid(status: 400, message: "invalid request head") }
+        if head.minorVersion == 1, hostCount == 0 {
+            return .invalid(status: 400, message: "an HTTP/1.1 request must have a Host header")
         }
         if head.isChunked && head.contentLength != nil {
             return .invalid(status: 400, message: "both Content-Length and Transfer-Encoding")
+        }
+        if head.isChunked, head.minorVersion == 0 {
+            // HTTP/1.0 has no transfer codings: the framing is faulty (RFC 9112, 6.1).
+            return .invalid(status: 400, message: "Transfer-Encoding in an HTTP/1.0 request")
         }
         head.headers = HTTPHeaders(fields)
         head.keepAlive = !connectionClose && (head.minorVersion == 1 || connectionKeepAlive)
@@ -111,24 +144,87 @@ public enum RequestParser {
         guard !target.isEmpty, bytes[target].allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             return .failure(Invalid(status: 400, message: "invalid request target"))
         }
-        let methodName = String(decoding: bytes[method], as: UTF8.self)
-        let targetText = String(decoding: bytes[target], as: UTF8.self)
-        let knownMethod = HTTPMethod(rawValue: methodName)
-        // Origin form only (and `*` for OPTIONS): this is a server, not a forward proxy.
-        guard bytes[target.lowerBound] == slash || (targetText == "*" && knownMethod == .options) else {
-            return .failure(Invalid(status: 400, message: "the request target must be a path"))
-        }
         let versionBytes = bytes[version]
         guard versionBytes.count == 8, versionBytes.starts(with: "HTTP/1.".utf8),
               let minor = versionBytes.last, minor == UInt8(ascii: "0") || minor == UInt8(ascii: "1") else {
             return .failure(Invalid(status: 505, message: "only HTTP/1.0 and HTTP/1.1 are supported"))
+        }
+        let methodName = String(decoding: bytes[method], as: UTF8.self)
+        let knownMethod = HTTPMethod(rawValue: methodName)
+        let targetText: String
+        if bytes[target.lowerBound] == slash {
+            targetText = String(decoding: bytes[target], as: UTF8.self)
+        } else if bytes[target].elementsEqual("*".utf8), knownMethod == .options {
+            targetText = "*"
+        } else if let originForm = originForm(ofAbsolute: bytes[target]) {
+            targetText = originForm
+        } else {
+            return .failure(Invalid(status: 400, message: "the request target must be a path or an http(s) URL"))
         }
         return .success(Head(methodName: methodName, knownMethod: knownMethod, target: targetText,
                              minorVersion: Int(minor - UInt8(ascii: "0")), headers: HTTPHeaders(),
                              contentLength: nil, isChunked: false, keepAlive: true, expectsContinue: false))
     }
 
-    /// `name: OWS value OWS`; nil for anything else.
+    /// The path and query of an absolute-form target (RFC 9112, 3.2.2): `http` or `https`, an
+    /// authority without userinfo, then an optional path and query. The authority plays no
+    /// part in routing; nil when the target is not of that form.
+    static func originForm(ofAbsolute target: Slice<UnsafeRawBufferPointer>) -> String? {
+        let text = String(decoding: target, as: UTF8.self)
+        let lowered = text.lowercased()
+        let schemeLength: Int
+        if lowered.hasPrefix("http://") { schemeLength = 7 } else if lowered.hasPrefix("https://") { schemeLength = 8 } else { return nil }
+        let rest = text.utf8.dropFirst(schemeLength)
+        let authorityEnd = rest.firstIndex { $0 == slash || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? rest.endIndex
+        let authority = String(decoding: rest[rest.startIndex..<authorityEnd], as: UTF8.self)
+        guard !authority.isEmpty, isValidHost(authority) else { return nil }
+        let remainder = String(decoding: rest[authorityEnd...], as: UTF8.self)
+        if remainder.isEmpty { return "/" }
+        return remainder.hasPrefix("/") ? remainder : "/" + remainder
+    }
+
+    /// A `Host` value: `uri-host [ ":" port ]` (RFC 9110, 7.2; RFC 3986, 3.2.2). Empty is valid.
+    static func isValidHost(_ value: String) -> Bool {
+        var bytes = Substring(value).utf8[...]
+        if bytes.first == UInt8(ascii: "[") {
+            guard let close = bytes.firstIndex(of: UInt8(ascii: "]")) else { return false }
+            let literal = bytes[bytes.index(after: bytes.startIndex)..<close]
+            guard !literal.isEmpty, literal.allSatisfy({ hexValue($0) != nil || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") }) else {
+                return false
+            }
+            bytes = bytes[bytes.index(after: close)...]
+        } else {
+            let nameEnd = bytes.firstIndex(of: UInt8(ascii: ":")) ?? bytes.endIndex
+            guard bytes[bytes.startIndex..<nameEnd].allSatisfy(isRegNameByte),
+                  TargetEscapes.areValid(bytes[bytes.startIndex..<nameEnd]) else { return false }
+            bytes = bytes[nameEnd...]
+        }
+        guard let colon = bytes.first else { return true }
+        guard colon == UInt8(ascii: ":") else { return false }
+        let port = bytes.dropFirst()
+        return port.count <= 5 && port.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
+    }
+
+    /// reg-name bytes: unreserved, sub-delims and `%` (escapes checked apart).
+    static func isRegNameByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: true
+        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"),
+             UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="): true
+        default: false
+        }
+    }
+
+    /// A field name that some reader may take for a framing field once `_` is read as `-`.
+    static func isFramingLookalike(_ name: String) -> Bool {
+        guard name.utf8.contains(UInt8(ascii: "_")) else { return false }
+        let normalized = String(decoding: name.utf8.map { $0 == UInt8(ascii: "_") ? UInt8(ascii: "-") : $0 }, as: UTF8.self).lowercased()
+        return hopByHopHeaderNames.contains(normalized)
+    }
+
+    /// `name: OWS value OWS`; nil for anything else. A value must be valid UTF-8: it is
+    /// forwarded byte for byte, and a `String` would replace what is not.
     static func parseField(_ bytes: UnsafeRawBufferPointer, _ line: Range<Int>) -> (name: String, value: String)? {
         guard let colon = bytes[line].firstIndex(of: UInt8(ascii: ":")), colon > line.lowerBound else { return nil }
         let name = line.lowerBound..<colon
@@ -138,8 +234,9 @@ public enum RequestParser {
         while valueStart < valueEnd, bytes[valueStart] == space || bytes[valueStart] == tab { valueStart += 1 }
         while valueEnd > valueStart, bytes[valueEnd - 1] == space || bytes[valueEnd - 1] == tab { valueEnd -= 1 }
         let value = valueStart..<valueEnd
-        guard bytes[value].allSatisfy({ $0 == tab || ($0 >= 0x20 && $0 != 0x7F) }) else { return nil }
-        return (String(decoding: bytes[name], as: UTF8.self), String(decoding: bytes[value], as: UTF8.self))
+        guard bytes[value].allSatisfy({ $0 == tab || ($0 >= 0x20 && $0 != 0x7F) }),
+              let valueText = String(validating: bytes[value], as: UTF8.self) else { return nil }
+        return (String(decoding: bytes[name], as: UTF8.self), valueText)
     }
 
     /// Where the head ends: just past the first empty line (CRLF or bare LF line endings).
@@ -171,47 +268,144 @@ public enum RequestParser {
         case tooLarge
     }
 
-    /// Decodes a whole chunked body from the start of `bytes`.
+    /// The longest chunk-size line or trailer line waited for.
+    static let maxChunkLineBytes = 4096
+
+    /// Decodes a whole chunked body from the start of `bytes`, exactly as RFC 9112 section 7.1
+    /// writes it: `chunk-size [chunk-ext] CRLF chunk-data CRLF`, with `chunk-ext` as
+    /// `*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`, then the last chunk,
+    /// trailer fields and an empty line, every line ended by CRLF. Trailer fields are checked
+    /// and dropped (the proxy frames what it forwards with a Content-Length); one that would
+    /// change the framing or the routing (`Content-Length`, `Transfer-Encoding`, `Host`) is refused.
     public static func decodeChunked(_ bytes: UnsafeRawBufferPointer, maxBodyBytes: Int) -> ChunkedResult {
         var body: [UInt8] = []
         var index = 0
         while true {
-            guard let lineEnd = bytes[index...].firstIndex(of: lf) else {
-                return bytes.count - index > 1024 ? .invalid : .incomplete
+            let line: Range<Int>
+            switch crlfLine(bytes, from: index) {
+            case .incomplete: return .incomplete
+            case .invalid: return .invalid
+            case .line(let range): line = range
             }
-            // chunk-size [; extensions] CRLF
-            var sizeEnd = index
+            var position = line.lowerBound
+            // 1*HEXDIG; leading zeros are allowed and do not count towards the size's length.
+            while position < line.upperBound, bytes[position] == UInt8(ascii: "0") { position += 1 }
             var size = 0
-            while sizeEnd < lineEnd, let digit = hexValue(bytes[sizeEnd]) {
+            var significant = 0
+            while position < line.upperBound, let digit = hexValue(bytes[position]) {
+                significant += 1
+                guard significant <= 15 else { return .tooLarge }
                 size = size * 16 + digit
-                sizeEnd += 1
-                guard sizeEnd - index <= 8 else { return .tooLarge }
+                position += 1
             }
-            guard sizeEnd > index else { return .invalid }
-            let rest = bytes[sizeEnd..<lineEnd]
-            guard rest.isEmpty || rest.elementsEqual([cr]) || rest.first == UInt8(ascii: ";") || rest.first == space || rest.first == tab else { return .invalid }
-            guard body.count + size <= maxBodyBytes else { return .tooLarge }
-            index = lineEnd + 1
-            if size == 0 {
-                // Trailer fields (ignored) up to an empty line.
-                while true {
-                    guard let end = bytes[index...].firstIndex(of: lf) else { return .incomplete }
-                    let line = bytes[index..<end]
-                    index = end + 1
-                    if line.isEmpty || line.elementsEqual([cr]) { return .complete(body, length: index) }
-                }
-            }
-            guard bytes.count >= index + size + 1 else { return .incomplete }
+            guard position > line.lowerBound, isValidChunkExtensions(bytes, position..<line.upperBound) else { return .invalid }
+            guard size <= maxBodyBytes - body.count else { return .tooLarge }
+            index = line.upperBound + 2
+            if size == 0 { return trailers(bytes, from: index, body: body) }
+            guard bytes.count >= index + size + 2 else { return .incomplete }
             body.append(contentsOf: bytes[index..<(index + size)])
             index += size
-            if bytes[index] == cr {
-                guard bytes.count >= index + 2 else { return .incomplete }
-                index += 1
-            }
-            guard bytes[index] == lf else { return .invalid }
-            index += 1
+            guard bytes[index] == cr, bytes[index + 1] == lf else { return .invalid }
+            index += 2
         }
     }
+
+    private enum LineResult {
+        case incomplete, invalid
+        /// The line's bytes, without its CRLF.
+        case line(Range<Int>)
+    }
+
+    /// The line at `start`, which must end with CRLF and hold no other CR or LF.
+    private static func crlfLine(_ bytes: UnsafeRawBufferPointer, from start: Int) -> LineResult {
+        let limit = min(bytes.count, start + maxChunkLineBytes + 2)
+        var index = start
+        while index < limit {
+            let byte = bytes[index]
+            if byte == lf { return .invalid }
+            if byte == cr {
+                guard index + 1 < bytes.count else { return .incomplete }
+                return bytes[index + 1] == lf ? .line(start..<index) : .invalid
+            }
+            index += 1
+        }
+        return limit - start > maxChunkLineBytes ? .invalid : .incomplete
+    }
+
+    /// The trailer section after the last chunk, up to and including its empty line.
+    private static func trailers(_ bytes: UnsafeRawBufferPointer, from start: Int, body: [UInt8]) -> ChunkedResult {
+        var index = start
+        var count = 0
+        while true {
+            switch crlfLine(bytes, from: index) {
+            case .incomplete: return .incomplete
+            case .invalid: return .invalid
+            case .line(let line):
+                index = line.upperBound + 2
+                if line.isEmpty { return .complete(body, length: index) }
+                count += 1
+                guard count <= maxHeaderFields, let field = parseField(bytes, line) else { return .invalid }
+                let name = field.name
+                if name.caseInsensitiveEquals("content-length") || name.caseInsensitiveEquals("transfer-encoding")
+                    || name.caseInsensitiveEquals("host") || isFramingLookalike(name) {
+                    return .invalid
+                }
+            }
+        }
+    }
+
+    /// `*( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )` over `range`.
+    static func isValidChunkExtensions(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> Bool {
+        var index = range.lowerBound
+        let end = range.upperBound
+        func skipWhitespace() { while index < end, bytes[index] == space || bytes[index] == tab { index += 1 } }
+        func token() -> Bool {
+            let start = index
+            while index < end, isTokenByte(bytes[index]) { index += 1 }
+            return index > start
+        }
+        while index < end {
+            skipWhitespace()
+            guard index < end, bytes[index] == UInt8(ascii: ";") else { return false }
+            index += 1
+            skipWhitespace()
+            guard token() else { return false }
+            let beforeWhitespace = index
+            skipWhitespace()
+            guard index < end, bytes[index] == UInt8(ascii: "=") else {
+                index = beforeWhitespace
+                continue
+            }
+            index += 1
+            skipWhitespace()
+            if index < end, bytes[index] == UInt8(ascii: "\"") {
+                guard let after = quotedStringEnd(bytes, from: index, end: end) else { return false }
+                index = after
+            } else {
+                guard token() else { return false }
+            }
+        }
+        return true
+    }
+
+    /// Just past the quoted-string that starts at `start` (RFC 9110, 5.6.4), or nil.
+    static func quotedStringEnd(_ bytes: UnsafeRawBufferPointer, from start: Int, end: Int) -> Int? {
+        var index = start + 1
+        while index < end {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") { return index + 1 }
+            if byte == UInt8(ascii: "\\") {
+                guard index + 1 < end, isQuotedPairByte(bytes[index + 1]) else { return nil }
+                index += 2
+                continue
+            }
+            guard byte == tab || byte == space || (byte >= 0x21 && byte != 0x7F) else { return nil }
+            index += 1
+        }
+        return nil
+    }
+
+    private static func isQuotedPairByte(_ byte: UInt8) -> Bool { byte == tab || byte == space || (byte >= 0x21 && byte != 0x7F) }
 
     static func hexValue(_ byte: UInt8) -> Int? {
         switch byte {
@@ -237,18 +431,32 @@ public enum RequestParser {
 private let cr = UInt8(ascii: "\r"), lf = UInt8(ascii: "\n"), space = UInt8(ascii: " "), tab = UInt8(ascii: "\t")
 private let slash = UInt8(ascii: "/")
 
-/// The lines of a head, without their line endings (CRLF or LF).
+/// The lines of a head, without their line endings (CRLF or LF), and which ending each had.
 private struct LineScanner {
     let bytes: UnsafeRawBufferPointer
     var position: Int
     let end: Int
 
-    mutating func next() -> Range<Int>? {
+    mutating func next() -> (range: Range<Int>, endedWithCR: Bool)? {
         guard position < end, let newline = bytes[position..<end].firstIndex(of: lf) else { return nil }
         var lineEnd = newline
-        if lineEnd > position, bytes[lineEnd - 1] == cr { lineEnd -= 1 }
+        let endedWithCR = lineEnd > position && bytes[lineEnd - 1] == cr
+        if endedWithCR { lineEnd -= 1 }
         defer { position = newline + 1 }
-        return position..<lineEnd
+        return (position..<lineEnd, endedWithCR)
+    }
+}
+
+/// Percent-escapes in a piece of a target or authority: each `%` followed by two hex digits.
+enum TargetEscapes {
+    static func areValid<C: Collection>(_ bytes: C) -> Bool where C.Element == UInt8 {
+        var iterator = bytes.makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else { continue }
+            guard let a = iterator.next(), let b = iterator.next(),
+                  RequestParser.hexValue(a) != nil, RequestParser.hexValue(b) != nil else { return false }
+        }
+        return true
     }
 }
 

@@ -48,10 +48,13 @@ public final class ServerRequest {
     /// Sends the answer. `Content-Length` and `Date` (unless given) are added here, and
     /// `Connection` as the exchange needs; `Content-Length`, `Transfer-Encoding` and
     /// `Connection` among `headers` are replaced (`Connection: close` is honoured).
-    public func respond(status: Int, reason: String? = nil, headers: HTTPHeaders, body: [UInt8]) {
+    /// `headContentLength`: for an answer to HEAD, the length a GET's body would have had (the
+    /// upstream's), sent as `Content-Length` in place of the empty body's.
+    public func respond(status: Int, reason: String? = nil, headers: HTTPHeaders, body: [UInt8], headContentLength: Int? = nil) {
         let close = headers.values("Connection").contains { $0.caseInsensitiveEquals("close") }
         let wire = headers.wireLines()
-        send(status: status, reason: reason, headerLines: wire.lines, addDate: !wire.hasDate, body: .bytes(body), close: close)
+        send(status: status, reason: reason, headerLines: wire.lines, addDate: !wire.hasDate, body: .bytes(body), close: close,
+             headContentLength: headContentLength)
     }
 
     /// Sends an answer whose header lines are prepared (`Name: value\r\n` each, without
@@ -60,7 +63,8 @@ public final class ServerRequest {
         send(status: status, reason: nil, headerLines: headerLines, addDate: addDate, body: .shared(body), close: false)
     }
 
-    private func send(status: Int, reason: String?, headerLines: [UInt8], addDate: Bool, body: ResponseBody, close requestedClose: Bool) {
+    private func send(status: Int, reason: String?, headerLines: [UInt8], addDate: Bool, body: ResponseBody, close requestedClose: Bool,
+                      headContentLength: Int? = nil) {
         guard !answered else { return }
         answered = true
         onClientGone = nil
@@ -80,7 +84,8 @@ public final class ServerRequest {
         head += headerLines
         if hasBody {
             head += contentLengthPrefix
-            head += String(body.count).utf8
+            let length = knownMethod == .head && body.count == 0 ? headContentLength ?? 0 : body.count
+            head += String(length).utf8
             head += crlf
         }
         if addDate { head += server.currentDateLine() }

@@ -110,6 +110,8 @@ public final class UpstreamClient {
             UpstreamFailure(status: 502, code: "upstream_tls", message: "TLS to the upstream failed: \(reason)")
         case .broken(let reason):
             UpstreamFailure(status: 502, code: "bad_gateway", message: reason, retryable: reason.contains("closed the connection"))
+        case .invalidRequest(let reason):
+            UpstreamFailure(status: 500, code: "internal_error", message: "refused to forward the request: \(reason)")
         case .responseTooLarge:
             UpstreamFailure(status: 502, code: "bad_gateway", message: "the upstream's answer is larger than upstream.max_response_bytes")
         }

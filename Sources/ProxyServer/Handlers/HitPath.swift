@@ -69,7 +69,7 @@ extension ProxyServer {
     /// prepared; false (having done nothing) for anything else, which the full path then takes.
     /// No JSON, no route parsing, no hashing of the token, and the body goes out by reference.
     func serveFreshHit(_ request: ServerRequest) -> Bool {
-        guard !isDraining, let method = request.knownMethod, method == .get || method == .head,
+        guard !isDraining, let method = request.knownMethod, method == .get || method == .head, request.body.isEmpty,
               let target = hitPath.targets[request.uri] else { return false }
         let headers = request.headers
         var authorization: String?

@@ -17,6 +17,11 @@ extension ProxyServer {
             exchange.extraHeaders.add("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
             return finish(&exchange, error: ProxyError(status: 405, code: "method_not_allowed", message: "unknown method"))
         }
+        // A body on a read has no meaning (RFC 9110, 9.3.1-2) and is where smuggled requests
+        // hide: refused before anything else, whatever the token.
+        if request.method.isIdempotentRead, !request.body.isEmpty {
+            return finish(&exchange, error: .badRequest("a \(request.method.rawValue) request may not carry a body"))
+        }
         let target: RequestTarget
         switch RequestTarget.parse(request.uri) {
         case .success(let parsed): target = parsed
@@ -129,7 +134,9 @@ extension ProxyServer {
             if exchange.route.isJobRoute, (200..<300).contains(response.status), !Self.isJSONObject(response.body) {
                 return finish(&exchange, error: ProxyError(status: 502, code: "bad_gateway", message: "the upstream answered something that is not a JSON object"))
             }
-            finish(&exchange, status: response.status, headers: response.headers, body: response.body)
+            // A HEAD answer tells the length the GET would have had.
+            let headLength = exchange.request.method == .head ? response.declaredContentLength : nil
+            finish(&exchange, status: response.status, headers: response.headers, body: response.body, headContentLength: headLength)
         case .failure(let failure):
             finish(&exchange, failure: failure)
         }
@@ -152,7 +159,8 @@ extension ProxyServer {
     }
 
     /// Answers and writes the access line.
-    func finish(_ exchange: inout Exchange, status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8], age: Int = 0) {
+    func finish(_ exchange: inout Exchange, status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8], age: Int = 0,
+                headContentLength: Int? = nil) {
         var headers = headers
         if headers["Content-Type"] == nil { headers.add("Content-Type", "application/json") }
         for field in exchange.extraHeaders { headers.add(field.name, field.value) }
@@ -164,7 +172,7 @@ extension ProxyServer {
         }
         if exchange.closeConnection { headers.set("Connection", "close") }
         headers.set("X-Request-Id", exchange.requestID)
-        exchange.request.respond(status: status, headers: headers, body: body)
+        exchange.request.respond(status: status, headers: headers, body: body, headContentLength: headContentLength)
         let elapsed = ContinuousClock.now - exchange.started
         let outcome = exchange.cacheOutcome
         metrics.requestFinished(route: exchange.route.template, status: status, cache: outcome, duration: elapsed)

@@ -1,11 +1,13 @@
 /// A request target checked for safety: decoded path segments (no `.`/`..`, no encoded
-/// slashes or control characters, in any encoding), and the query as sent.
+/// slashes or control characters, in any encoding), and the query as sent (with the visible
+/// characters RFC 3986 wants escaped percent-encoded).
 public struct RequestTarget: Sendable, Equatable {
     /// Path segments, percent-decoded.
     public let segments: [String]
     /// Whether the path ended with `/`.
     public let trailingSlash: Bool
-    /// The query string after `?`, still percent-encoded; nil when there was no `?`.
+    /// The query string after `?`, percent-encoded (as sent, plus escapes for the visible
+    /// characters RFC 3986 does not allow raw); nil when there was no `?`.
     public let rawQuery: String?
 
     /// Why a target is refused with 400.
@@ -30,10 +32,10 @@ public struct RequestTarget: Sendable, Equatable {
         if let mark = uri.firstIndex(of: "?") {
             path = uri[..<mark]
             let query = uri[uri.index(after: mark)...]
-            guard query.utf8.allSatisfy({ queryCharacters.contains($0) || $0 == UInt8(ascii: "%") }), hasValidEscapes(query) else {
+            guard query.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }), hasValidEscapes(query) else {
                 return .failure(Invalid(description: "the query has characters that must be percent-encoded, or a bad escape"))
             }
-            rawQuery = String(query)
+            rawQuery = encodeQuery(query)
         } else {
             path = Substring(uri)
         }
@@ -71,20 +73,32 @@ public struct RequestTarget: Sendable, Equatable {
 
     /// Percent-encodes one path segment (an id) for the upstream.
     public static func encodeSegment(_ segment: String) -> String {
+        percentEncode(segment.utf8) { unreserved.contains($0) }
+    }
+
+    /// The query as forwarded: what RFC 3986 allows raw stays as sent; other visible ASCII
+    /// that clients send unencoded (curl and httpx send `|` and `[]`) is percent-encoded.
+    static func encodeQuery(_ query: Substring) -> String {
+        percentEncode(query.utf8) { queryCharacters.contains($0) || $0 == UInt8(ascii: "%") }
+    }
+
+    /// `bytes` with every byte that `keep` refuses written as `%XX`.
+    private static func percentEncode<C: Collection>(_ bytes: C, keep: (UInt8) -> Bool) -> String where C.Element == UInt8 {
         var out = ""
-        out.reserveCapacity(segment.utf8.count)
-        let hex = Array("0123456789ABCDEF".utf8)
-        for byte in segment.utf8 {
-            if unreserved.contains(byte) {
+        out.reserveCapacity(bytes.count)
+        for byte in bytes {
+            if keep(byte) {
                 out.unicodeScalars.append(Unicode.Scalar(byte))
             } else {
                 out += "%"
-                out.unicodeScalars.append(Unicode.Scalar(hex[Int(byte >> 4)]))
-                out.unicodeScalars.append(Unicode.Scalar(hex[Int(byte & 0xF)]))
+                out.unicodeScalars.append(Unicode.Scalar(hexDigits[Int(byte >> 4)]))
+                out.unicodeScalars.append(Unicode.Scalar(hexDigits[Int(byte & 0xF)]))
             }
         }
         return out
     }
+
+    private static let hexDigits = Array("0123456789ABCDEF".utf8)
 
     static func hasValidEscapes(_ text: Substring) -> Bool {
         var bytes = text.utf8.makeIterator()

@@ -83,7 +83,7 @@ import Glibc
     @Test func aChunkedBodyArrivesDecoded() throws {
         let echo = try EchoServer()
         defer { echo.stop() }
-        let request = "POST /d HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n1;x=y\r\n!\r\n0\r\n\r\n"
+        let request = "POST /d HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n1;x=y\r\n!\r\n0\r\n\r\n"
         let answer = try RawHTTPClient.parse(RawHTTPClient.exchange(port: echo.port, bytes: Array(request.utf8), timeoutSeconds: 10))
         #expect(answer.status == 200 && answer.text == "hello!")
     }
@@ -91,15 +91,15 @@ import Glibc
     @Test func headGetsTheLengthWithoutTheBody() throws {
         let echo = try EchoServer()
         defer { echo.stop() }
-        let request = "HEAD /e HTTP/1.1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody"
+        let request = "HEAD /e HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody"
         let reply = Self.text(try RawHTTPClient.exchange(port: echo.port, bytes: Array(request.utf8), timeoutSeconds: 10))
         #expect(reply.contains("Content-Length: 4\r\n") && reply.hasSuffix("\r\n\r\n"))
     }
 
     @Test(arguments: [
-        ("GET / HTTP/1.1\r\nX-Big: \(String(repeating: "a", count: 4096))\r\n\r\n", 431, "request_header_fields_too_large"),
-        ("POST / HTTP/1.1\r\nContent-Length: 4096\r\n\r\n", 413, "payload_too_large"),
-        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n", 413, "payload_too_large"),
+        ("GET / HTTP/1.1\r\nHost: h\r\nX-Big: \(String(repeating: "a", count: 4096))\r\n\r\n", 431, "request_header_fields_too_large"),
+        ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4096\r\n\r\n", 413, "payload_too_large"),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n", 413, "payload_too_large"),
         ("GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400, "bad_request"),
         ("GET / HTTP/3\r\n\r\n", 505, "http_version_not_supported"),
     ])

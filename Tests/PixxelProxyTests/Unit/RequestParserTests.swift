@@ -1,4 +1,6 @@
 import EventHTTP
+import Foundation
+import FuzzTargets
 import Testing
 
 /// The HTTP/1.x request parser, without a socket.
@@ -25,19 +27,19 @@ import Testing
     }
 
     @Test func keepAliveFollowsTheVersionAndConnection() throws {
-        #expect(try Self.head("GET / HTTP/1.1\r\n\r\n").0.keepAlive)
-        #expect(try !Self.head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").0.keepAlive)
+        #expect(try Self.head("GET / HTTP/1.1\r\nHost: h\r\n\r\n").0.keepAlive)
+        #expect(try !Self.head("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").0.keepAlive)
         #expect(try !Self.head("GET / HTTP/1.0\r\n\r\n").0.keepAlive)
         #expect(try Self.head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").0.keepAlive)
     }
 
-    @Test func acceptsBareLineFeedsAndLeadingBlankLines() throws {
-        let (head, _) = try Self.head("\r\nPOST /x HTTP/1.1\nContent-Length: 3\n\n")
+    @Test func acceptsBareLineFeedsThroughoutAndLeadingBlankLines() throws {
+        let (head, _) = try Self.head("\r\nPOST /x HTTP/1.1\nHost: h\nContent-Length: 3\n\n")
         #expect(head.knownMethod == .post && head.contentLength == 3 && head.hasBody)
     }
 
     @Test func anUnknownMethodIsParsedWithoutAKnownMethod() throws {
-        let (head, _) = try Self.head("BREW /pot HTTP/1.1\r\n\r\n")
+        let (head, _) = try Self.head("BREW /pot HTTP/1.1\r\nHost: h\r\n\r\n")
         #expect(head.knownMethod == nil && head.methodName == "BREW")
     }
 
@@ -87,5 +89,61 @@ import Testing
         #expect(Self.chunked("5\r\nhelloXX0\r\n\r\n") == .invalid)
         #expect(Self.chunked("800\r\n", max: 1024) == .tooLarge)
         #expect(Self.chunked("FFFFFFFFFFFF\r\n") == .tooLarge)
+    }
+}
+
+/// The request vectors (Support/HTTPVectors.swift) against the parser alone, and through the
+/// framing fuzz targets' invariants.
+@Suite struct RequestVectorParserTests {
+    /// What the parser makes of a whole request: its body, or the status it refuses with.
+    static func verdict(_ bytes: [UInt8]) -> HTTPVector.Verdict {
+        let head = bytes.withUnsafeBytes { RequestParser.parseHead($0, maxHeadBytes: 16_384) }
+        switch head {
+        case .incomplete: return .refuse(-1)
+        case .invalid(let status, _): return .refuse(status)
+        case .complete(let parsed, let length):
+            let rest = Array(bytes[length...])
+            if parsed.isChunked {
+                switch rest.withUnsafeBytes({ RequestParser.decodeChunked($0, maxBodyBytes: 64 * 1024) }) {
+                case .complete(let body, _): return .accept(body: String(decoding: body, as: UTF8.self))
+                case .incomplete: return .refuse(-1)
+                case .invalid: return .refuse(400)
+                case .tooLarge: return .refuse(413)
+                }
+            }
+            return .accept(body: String(decoding: rest.prefix(parsed.contentLength ?? 0), as: UTF8.self))
+        }
+    }
+
+    @Test(arguments: HTTPVector.all + HTTPVector.smuggling)
+    func theParserReachesEachVectorsVerdict(_ vector: HTTPVector) {
+        let got = Self.verdict(vector.bytes(authorization: "Bearer t"))
+        if vector.parserAccepts {
+            guard case .accept = got else { Issue.record("\(vector): \(got)"); return }
+        } else {
+            #expect(got == vector.verdict, "\(vector)")
+        }
+    }
+
+    /// Every vector holds the fuzz targets' invariants; PIXXEL_FUZZ_SEED_DIR=dir also writes
+    /// each as a seed of the framing targets there (how Fuzz/corpus got them).
+    @Test func everyVectorHoldsTheFramingFuzzInvariants() throws {
+        let seedDirectory = ProcessInfo.processInfo.environment["PIXXEL_FUZZ_SEED_DIR"]
+        for vector in HTTPVector.all + HTTPVector.smuggling {
+            let bytes = vector.bytes(authorization: "Bearer t")
+            HTTPFramingFuzz.head(bytes)
+            var bodyStart = bytes.count
+            if case .complete(_, let length) = bytes.withUnsafeBytes({ RequestParser.parseHead($0, maxHeadBytes: 16_384) }) {
+                bodyStart = length
+                HTTPFramingFuzz.chunked(Array(bytes[length...]))
+            }
+            if let seedDirectory {
+                let seeds = [[FuzzTargets.requestHeadSelector] + bytes, [FuzzTargets.chunkedBodySelector] + bytes[bodyStart...]]
+                for (index, seed) in seeds.enumerated() {
+                    let name = "vector-\(index == 0 ? "head" : "chunked")-" + vector.name.map { $0.isLetter || $0.isNumber ? $0 : "-" }
+                    FileManager.default.createFile(atPath: seedDirectory + "/" + String(name), contents: Data(seed))
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,61 @@
+import EventHTTP
+
+/// Differential fuzz targets over the HTTP/1.x framing: what the parser accepts, written out
+/// again in the plainest form, must parse to the same thing. A parser that reads one set of
+/// bytes two ways is exactly what request smuggling needs.
+public enum HTTPFramingFuzz {
+    static let maxHeadBytes = 16_384
+    static let maxBodyBytes = 1 << 20
+
+    /// The request head parser.
+    public static func head(_ input: [UInt8]) {
+        let result = input.withUnsafeBytes { RequestParser.parseHead($0, maxHeadBytes: maxHeadBytes) }
+        guard case .complete(let head, let length) = result else { return }
+        precondition(length <= input.count, "the head claims more bytes than it was given")
+        precondition(!(head.isChunked && head.contentLength != nil), "both framings accepted")
+        precondition(head.target.hasPrefix("/") || head.target == "*", "a target that is not in origin form: \(head.target)")
+        if head.minorVersion == 1 { precondition(head.headers.values("Host").count == 1, "HTTP/1.1 without exactly one Host") }
+        precondition(head.headers.values("Content-Length").count <= 1, "more than one Content-Length")
+        for field in head.headers {
+            precondition(!field.value.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }, "a line break or NUL in a value")
+        }
+        // The same head in canonical form parses to the same request.
+        let canonical = serialize(head)
+        let again = canonical.withUnsafeBytes { RequestParser.parseHead($0, maxHeadBytes: maxHeadBytes * 2) }
+        guard case .complete(let reparsed, let reparsedLength) = again else {
+            preconditionFailure("the canonical form of an accepted head is refused: \(String(decoding: canonical, as: UTF8.self))")
+        }
+        precondition(reparsedLength == canonical.count, "the canonical head's end moved")
+        precondition(reparsed == head, "the canonical head parses to another request")
+    }
+
+    /// The chunked body decoder.
+    public static func chunked(_ input: [UInt8]) {
+        let result = input.withUnsafeBytes { RequestParser.decodeChunked($0, maxBodyBytes: maxBodyBytes) }
+        guard case .complete(let body, let length) = result else { return }
+        precondition(length <= input.count && body.count <= maxBodyBytes, "impossible decode")
+        // Only the bytes it took decide the body: the same prefix alone decodes the same.
+        let taken = Array(input[..<length])
+        let alone = taken.withUnsafeBytes { RequestParser.decodeChunked($0, maxBodyBytes: maxBodyBytes) }
+        precondition(alone == .complete(body, length: length), "the decode depends on bytes past its end")
+        // A strict prefix of a complete body is never complete.
+        for cut in [length - 1, length / 2, 1] where cut > 0 && cut < length {
+            let prefix = Array(taken[..<cut])
+            let partial = prefix.withUnsafeBytes { RequestParser.decodeChunked($0, maxBodyBytes: maxBodyBytes) }
+            precondition(partial == .incomplete, "a prefix of \(length) bytes cut at \(cut) decoded as \(partial)")
+        }
+        // The body re-encoded as one chunk decodes to the same bytes.
+        var encoded = Array(String(body.count, radix: 16).utf8) + [0x0D, 0x0A] + body + [0x0D, 0x0A]
+        if body.isEmpty { encoded = [] }
+        encoded += Array("0\r\n\r\n".utf8)
+        let reencoded = encoded.withUnsafeBytes { RequestParser.decodeChunked($0, maxBodyBytes: maxBodyBytes) }
+        precondition(reencoded == .complete(body, length: encoded.count), "the body re-encoded decodes differently")
+    }
+
+    /// `head` as `METHOD target HTTP/1.x`, one `name: value` line per field, CRLF throughout.
+    static func serialize(_ head: RequestParser.Head) -> [UInt8] {
+        var text = "\(head.methodName) \(head.target) HTTP/1.\(head.minorVersion)\r\n"
+        for field in head.headers { text += "\(field.name): \(field.value)\r\n" }
+        return Array((text + "\r\n").utf8)
+    }
+}
