@@ -351,6 +351,13 @@ final class ClientConnection {
             client.finish(call, .failure(classifyFailure(call.failure)))
             return
         }
+        // libevent takes any 1xx but 100 for the final answer (with no body): the real one
+        // would follow on this connection and be read as the next request's answer.
+        if (100..<200).contains(evhttp_request_get_response_code(raw)) {
+            closedByPeer = true
+            client.finish(call, .failure(.broken("the upstream sent an interim (1xx) answer, which this proxy does not pass on")))
+            return
+        }
         // Bytes past the end of the answer belong to no request of ours: the framing is in
         // doubt, so the connection is not used again (they would be read as the next answer).
         if let connection, let bufferEvent = evhttp_connection_get_bufferevent(connection),

@@ -50,6 +50,10 @@ public final class HTTPServer {
     public private(set) var inFlight = 0
     /// Answers handed to a connection and not yet written out to their clients.
     public private(set) var unflushed = 0
+    /// Looks at the head of a request that has a body, before any of the body is read or
+    /// `100 Continue` is sent: a refusal is answered and the connection closed (so that
+    /// nobody can make the server buffer a body it would refuse anyway).
+    public var admit: ((RequestParser.Head) -> HeadRefusal?)?
     /// Called each time the server has nothing in flight and nothing left to write (drain
     /// waits on it: stopping the loop earlier would drop answers still in the output buffers).
     public var onIdle: (() -> Void)?

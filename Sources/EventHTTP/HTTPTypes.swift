@@ -84,13 +84,17 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence {
         return (lines, hasDate)
     }
 
-    /// Reads a libevent header list.
+    /// Reads a libevent header list (an upstream's answer). A field whose name is not a token,
+    /// or whose value is not valid UTF-8 or holds a control byte, is dropped: passed on, it
+    /// would be rewritten (U+FFFD) or reach the client as bytes no server should send.
     init(keyvalq: UnsafeMutablePointer<evkeyvalq>?) {
         var fields: [(name: String, value: String)] = []
         var entry = keyvalq?.pointee.tqh_first
         while let current = entry {
-            if let key = current.pointee.key, let value = current.pointee.value {
-                fields.append((String(cString: key), String(cString: value)))
+            if let key = current.pointee.key, let value = current.pointee.value,
+               let name = String(validatingCString: key), !name.isEmpty, name.utf8.allSatisfy(RequestParser.isTokenByte),
+               let text = String(validatingCString: value), text.utf8.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) {
+                fields.append((name, text))
             }
             entry = current.pointee.next.tqe_next
         }

@@ -144,9 +144,15 @@ public enum RequestParser {
         guard !target.isEmpty, bytes[target].allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             return .failure(Invalid(status: 400, message: "invalid request target"))
         }
-        let versionBytes = bytes[version]
-        guard versionBytes.count == 8, versionBytes.starts(with: "HTTP/1.".utf8),
-              let minor = versionBytes.last, minor == UInt8(ascii: "0") || minor == UInt8(ascii: "1") else {
+        // HTTP-version = "HTTP/" DIGIT "." DIGIT, the name case-sensitive (RFC 9112, 2.3):
+        // anything else is not HTTP (400); another version is one this server does not speak (505).
+        let versionBytes = Array(bytes[version])
+        guard versionBytes.count == 8, versionBytes.starts(with: "HTTP/".utf8), isDigit(versionBytes[5]),
+              versionBytes[6] == UInt8(ascii: "."), isDigit(versionBytes[7]) else {
+            return .failure(Invalid(status: 400, message: "invalid HTTP version"))
+        }
+        let minor = versionBytes[7]
+        guard versionBytes[5] == UInt8(ascii: "1"), minor == UInt8(ascii: "0") || minor == UInt8(ascii: "1") else {
             return .failure(Invalid(status: 505, message: "only HTTP/1.0 and HTTP/1.1 are supported"))
         }
         let methodName = String(decoding: bytes[method], as: UTF8.self)
@@ -202,7 +208,7 @@ public enum RequestParser {
         guard let colon = bytes.first else { return true }
         guard colon == UInt8(ascii: ":") else { return false }
         let port = bytes.dropFirst()
-        return port.count <= 5 && port.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
+        return port.count <= 5 && port.allSatisfy(isDigit) && (Int(String(decoding: port, as: UTF8.self)) ?? 0) <= 65_535
     }
 
     /// reg-name bytes: unreserved, sub-delims and `%` (escapes checked apart).
@@ -216,12 +222,20 @@ public enum RequestParser {
         }
     }
 
-    /// A field name that some reader may take for a framing field once `_` is read as `-`.
+    /// A field name that some reader may take, once `_` is read as `-`, for a field that frames
+    /// or routes the request or that a proxy sets or strips itself (`Transfer_Encoding`,
+    /// `X_Request_Id`, `Proxy_Authorization`, `X_HTTP_Method_Override`).
     static func isFramingLookalike(_ name: String) -> Bool {
         guard name.utf8.contains(UInt8(ascii: "_")) else { return false }
         let normalized = String(decoding: name.utf8.map { $0 == UInt8(ascii: "_") ? UInt8(ascii: "-") : $0 }, as: UTF8.self).lowercased()
-        return hopByHopHeaderNames.contains(normalized)
+        return hopByHopHeaderNames.contains(normalized) || reservedFieldNames.contains(normalized) || normalized.hasPrefix("proxy-")
     }
+
+    /// Names besides the hop-by-hop ones that a gateway sets, strips or reads specially.
+    static let reservedFieldNames: Set<String> = [
+        "expect", "authorization", "x-request-id", "x-http-method-override", "x-http-method", "x-method-override",
+        "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+    ]
 
     /// `name: OWS value OWS`; nil for anything else. A value must be valid UTF-8: it is
     /// forwarded byte for byte, and a `String` would replace what is not.
@@ -254,9 +268,11 @@ public enum RequestParser {
 
     /// A non-negative decimal number of at most 15 digits.
     static func decimal(_ text: String) -> Int? {
-        guard !text.isEmpty, text.utf8.count <= 15, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        guard !text.isEmpty, text.utf8.count <= 15, text.utf8.allSatisfy(isDigit) else { return nil }
         return Int(text)
     }
+
+    static func isDigit(_ byte: UInt8) -> Bool { byte >= 0x30 && byte <= 0x39 }
 
     // MARK: Chunked bodies
 
@@ -271,53 +287,126 @@ public enum RequestParser {
     /// The longest chunk-size line or trailer line waited for.
     static let maxChunkLineBytes = 4096
 
-    /// Decodes a whole chunked body from the start of `bytes`, exactly as RFC 9112 section 7.1
-    /// writes it: `chunk-size [chunk-ext] CRLF chunk-data CRLF`, with `chunk-ext` as
-    /// `*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`, then the last chunk,
-    /// trailer fields and an empty line, every line ended by CRLF. Trailer fields are checked
-    /// and dropped (the proxy frames what it forwards with a Content-Length); one that would
-    /// change the framing or the routing (`Content-Length`, `Transfer-Encoding`, `Host`) is refused.
+    /// Decodes a whole chunked body from the start of `bytes` (see `ChunkedDecoder`).
     public static func decodeChunked(_ bytes: UnsafeRawBufferPointer, maxBodyBytes: Int) -> ChunkedResult {
-        var body: [UInt8] = []
-        var index = 0
-        while true {
-            let line: Range<Int>
-            switch crlfLine(bytes, from: index) {
-            case .incomplete: return .incomplete
-            case .invalid: return .invalid
-            case .line(let range): line = range
-            }
-            var position = line.lowerBound
-            // 1*HEXDIG; leading zeros are allowed and do not count towards the size's length.
-            while position < line.upperBound, bytes[position] == UInt8(ascii: "0") { position += 1 }
-            var size = 0
-            var significant = 0
-            while position < line.upperBound, let digit = hexValue(bytes[position]) {
-                significant += 1
-                guard significant <= 15 else { return .tooLarge }
-                size = size * 16 + digit
-                position += 1
-            }
-            guard position > line.lowerBound, isValidChunkExtensions(bytes, position..<line.upperBound) else { return .invalid }
-            guard size <= maxBodyBytes - body.count else { return .tooLarge }
-            index = line.upperBound + 2
-            if size == 0 { return trailers(bytes, from: index, body: body) }
-            guard bytes.count >= index + size + 2 else { return .incomplete }
-            body.append(contentsOf: bytes[index..<(index + size)])
-            index += size
-            guard bytes[index] == cr, bytes[index + 1] == lf else { return .invalid }
-            index += 2
+        var decoder = ChunkedDecoder(maxBodyBytes: maxBodyBytes)
+        let consumed = decoder.feed(bytes)
+        switch decoder.progress {
+        case .done: return .complete(decoder.body, length: consumed)
+        case .needMore: return .incomplete
+        case .invalid: return .invalid
+        case .tooLarge: return .tooLarge
         }
     }
 
-    private enum LineResult {
+    /// A chunked body decoded as it arrives, exactly as RFC 9112 section 7.1 writes it:
+    /// `chunk-size [chunk-ext] CRLF chunk-data CRLF`, with `chunk-ext` as
+    /// `*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`, then the last chunk,
+    /// trailer fields and an empty line, every line ended by CRLF. Trailer fields are checked
+    /// and dropped (the proxy frames what it forwards with a Content-Length); one that would
+    /// change the framing or the routing (`Content-Length`, `Transfer-Encoding`, `Host`) is
+    /// refused. Each byte is looked at once however the body is split into reads: the caller
+    /// drains what `feed` consumed and feeds the rest with what comes next.
+    public struct ChunkedDecoder: Sendable {
+        public enum Progress: Equatable, Sendable { case needMore, done, invalid, tooLarge }
+
+        private enum Stage: Sendable {
+            case sizeLine
+            case data(remaining: Int)
+            case dataEnd
+            case trailerLine(count: Int)
+        }
+
+        public let maxBodyBytes: Int
+        public private(set) var body: [UInt8] = []
+        public private(set) var progress = Progress.needMore
+        private var stage = Stage.sizeLine
+
+        public init(maxBodyBytes: Int) {
+            self.maxBodyBytes = maxBodyBytes
+        }
+
+        /// Takes what it can from `bytes` (the unconsumed input, in order) and returns how
+        /// many bytes it consumed; `progress` says what comes next.
+        public mutating func feed(_ bytes: UnsafeRawBufferPointer) -> Int {
+            var index = 0
+            while progress == .needMore {
+                switch stage {
+                case .sizeLine:
+                    guard let line = line(bytes, from: index) else { return index }
+                    var position = line.lowerBound
+                    // 1*HEXDIG; leading zeros are allowed and do not count towards the size's length.
+                    while position < line.upperBound, bytes[position] == UInt8(ascii: "0") { position += 1 }
+                    var size = 0
+                    var significant = 0
+                    while position < line.upperBound, let digit = hexValue(bytes[position]) {
+                        significant += 1
+                        guard significant <= 15 else { progress = .tooLarge; return index }
+                        size = size * 16 + digit
+                        position += 1
+                    }
+                    guard position > line.lowerBound, isValidChunkExtensions(bytes, position..<line.upperBound) else {
+                        progress = .invalid
+                        return index
+                    }
+                    guard size <= maxBodyBytes - body.count else { progress = .tooLarge; return index }
+                    index = line.upperBound + 2
+                    stage = size == 0 ? .trailerLine(count: 0) : .data(remaining: size)
+                case .data(let remaining):
+                    let available = min(remaining, bytes.count - index)
+                    guard available > 0 else { return index }
+                    body.append(contentsOf: bytes[index..<(index + available)])
+                    index += available
+                    stage = remaining == available ? .dataEnd : .data(remaining: remaining - available)
+                case .dataEnd:
+                    guard bytes.count - index >= 2 else { return index }
+                    guard bytes[index] == cr, bytes[index + 1] == lf else { progress = .invalid; return index }
+                    index += 2
+                    stage = .sizeLine
+                case .trailerLine(let count):
+                    guard let line = line(bytes, from: index) else { return index }
+                    index = line.upperBound + 2
+                    if line.isEmpty {
+                        progress = .done
+                        return index
+                    }
+                    guard count < maxHeaderFields, let field = parseField(bytes, line), !isFramingTrailer(field.name) else {
+                        progress = .invalid
+                        return index
+                    }
+                    stage = .trailerLine(count: count + 1)
+                }
+            }
+            return index
+        }
+
+        /// The CRLF-ended line at `start` (without its CRLF), or nil while it has not all
+        /// arrived; sets `progress` to `.invalid` for a bare CR or LF or an endless line.
+        private mutating func line(_ bytes: UnsafeRawBufferPointer, from start: Int) -> Range<Int>? {
+            switch crlfLine(bytes, from: start) {
+            case .line(let range): return range
+            case .incomplete: return nil
+            case .invalid:
+                progress = .invalid
+                return nil
+            }
+        }
+    }
+
+    /// Trailer fields that would change the framing or the routing if a reader merged them.
+    static func isFramingTrailer(_ name: String) -> Bool {
+        name.caseInsensitiveEquals("content-length") || name.caseInsensitiveEquals("transfer-encoding")
+            || name.caseInsensitiveEquals("host") || isFramingLookalike(name)
+    }
+
+    fileprivate enum LineResult {
         case incomplete, invalid
         /// The line's bytes, without its CRLF.
         case line(Range<Int>)
     }
 
     /// The line at `start`, which must end with CRLF and hold no other CR or LF.
-    private static func crlfLine(_ bytes: UnsafeRawBufferPointer, from start: Int) -> LineResult {
+    fileprivate static func crlfLine(_ bytes: UnsafeRawBufferPointer, from start: Int) -> LineResult {
         let limit = min(bytes.count, start + maxChunkLineBytes + 2)
         var index = start
         while index < limit {
@@ -330,28 +419,6 @@ public enum RequestParser {
             index += 1
         }
         return limit - start > maxChunkLineBytes ? .invalid : .incomplete
-    }
-
-    /// The trailer section after the last chunk, up to and including its empty line.
-    private static func trailers(_ bytes: UnsafeRawBufferPointer, from start: Int, body: [UInt8]) -> ChunkedResult {
-        var index = start
-        var count = 0
-        while true {
-            switch crlfLine(bytes, from: index) {
-            case .incomplete: return .incomplete
-            case .invalid: return .invalid
-            case .line(let line):
-                index = line.upperBound + 2
-                if line.isEmpty { return .complete(body, length: index) }
-                count += 1
-                guard count <= maxHeaderFields, let field = parseField(bytes, line) else { return .invalid }
-                let name = field.name
-                if name.caseInsensitiveEquals("content-length") || name.caseInsensitiveEquals("transfer-encoding")
-                    || name.caseInsensitiveEquals("host") || isFramingLookalike(name) {
-                    return .invalid
-                }
-            }
-        }
     }
 
     /// `*( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )` over `range`.

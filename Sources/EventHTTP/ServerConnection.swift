@@ -12,8 +12,12 @@ final class ServerConnection {
     private var bufferEvent: OpaquePointer?
     let peer: String
     private let limits: ServerLimits
-    /// A head whose body is still arriving.
+    /// A head whose body is still arriving, and its chunked body decoded so far.
     private var pendingHead: RequestParser.Head?
+    private var chunkedBody: RequestParser.ChunkedDecoder?
+    /// When the request being read (head, then body) must have arrived: a client that sends a
+    /// byte now and then is not idle, yet may not hold the connection for ever (slowloris).
+    private var requestDeadline: ContinuousClock.Instant?
     private var sentContinue = false
     /// The request handed to the server and not answered yet. Not retained, so that a request
     /// the handler drops answers itself with a 500 in its deinit; unowned(unsafe) rather than
@@ -108,15 +112,17 @@ final class ServerConnection {
             let input = bufferevent_get_input(bufferEvent)!
             let available = evbuffer_get_length(input)
             guard available > 0 else { return }
+            let now = ContinuousClock.now
+            if requestDeadline == nil { requestDeadline = now + .seconds(limits.timeoutSeconds) }
             if let head = pendingHead {
-                guard readBody(head, input: input, available: available) else { return }
+                guard readBody(head, input: input, available: available) else { return overdue(now) }
                 continue
             }
             let length = min(available, limits.maxHeaderBytes + 1)
             guard let start = evbuffer_pullup(input, length) else { return }
             switch RequestParser.parseHead(UnsafeRawBufferPointer(start: start, count: length), maxHeadBytes: limits.maxHeaderBytes) {
             case .incomplete:
-                return
+                return overdue(now)
             case .invalid(let status, let message):
                 return refuse(status, message)
             case .complete(let head, let headLength):
@@ -124,32 +130,49 @@ final class ServerConnection {
                 if let declared = head.contentLength, declared > limits.maxBodyBytes {
                     return refuse(413, "the request body is larger than \(limits.maxBodyBytes) bytes")
                 }
-                if head.hasBody {
-                    pendingHead = head
-                    sentContinue = false
-                    // A client waiting for 100 Continue has sent nothing of its body yet.
-                    if evbuffer_get_length(input) == 0 { sendContinueIfAsked(head) }
-                } else {
+                guard head.hasBody else {
                     dispatch(head, body: [])
+                    continue
                 }
+                // Nobody's body is read (nor 100 Continue sent) before the head is admitted.
+                if let refusal = server?.admit?(head) {
+                    return refuse(refusal)
+                }
+                pendingHead = head
+                chunkedBody = head.isChunked ? RequestParser.ChunkedDecoder(maxBodyBytes: limits.maxBodyBytes) : nil
+                sentContinue = false
+                // The body gets time in proportion to its size: one more timeout per MiB.
+                let bodyBytes = head.contentLength ?? limits.maxBodyBytes
+                requestDeadline = now + .seconds(limits.timeoutSeconds * (1 + Double(bodyBytes) / Double(1 << 20)))
+                // A client waiting for 100 Continue has sent nothing of its body yet.
+                if evbuffer_get_length(input) == 0 { sendContinueIfAsked(head) }
             }
         }
     }
 
+    /// Closes a connection whose request has not arrived by its deadline (408).
+    private func overdue(_ now: ContinuousClock.Instant) {
+        if let requestDeadline, now > requestDeadline { refuse(408, "the request took too long to arrive") }
+    }
+
     /// Takes the body of `head` if it has all arrived; false while waiting (or after refusing).
     private func readBody(_ head: RequestParser.Head, input: OpaquePointer, available: Int) -> Bool {
-        if head.isChunked {
+        if var decoder = chunkedBody {
+            // Only what has not been consumed stays in the buffer: each byte is decoded once.
             guard let start = evbuffer_pullup(input, -1) else { return false }
-            switch RequestParser.decodeChunked(UnsafeRawBufferPointer(start: start, count: available), maxBodyBytes: limits.maxBodyBytes) {
-            case .complete(let body, let length):
-                evbuffer_drain(input, length)
+            let consumed = decoder.feed(UnsafeRawBufferPointer(start: start, count: available))
+            evbuffer_drain(input, consumed)
+            chunkedBody = decoder
+            switch decoder.progress {
+            case .done:
                 pendingHead = nil
-                dispatch(head, body: body)
+                chunkedBody = nil
+                dispatch(head, body: decoder.body)
                 return true
-            case .incomplete where available < readHighWater:
+            case .needMore:
                 sendContinueIfAsked(head)
                 return false
-            case .incomplete, .tooLarge:
+            case .tooLarge:
                 refuse(413, "the request body is larger than \(limits.maxBodyBytes) bytes")
                 return false
             case .invalid:
@@ -178,6 +201,7 @@ final class ServerConnection {
     }
 
     private func dispatch(_ head: RequestParser.Head, body: [UInt8]) {
+        requestDeadline = nil
         guard let server else { return }
         let request = ServerRequest(head: head, body: body, peer: peer, connection: self, server: server)
         current = request
@@ -215,18 +239,27 @@ final class ServerConnection {
 
     /// Answers a request the server cannot take (bad framing, over a limit) and closes.
     private func refuse(_ status: Int, _ message: String) {
+        let body = Array("{\"error\":{\"code\":\"\(errorCode(status))\",\"message\":\"\(message)\",\"details\":null}}".utf8)
+        refuse(HeadRefusal(status: status, headers: HTTPHeaders([("Content-Type", "application/json")]), body: body))
+    }
+
+    /// Answers `refusal` and closes: the request's body, if any, is never read.
+    private func refuse(_ refusal: HeadRefusal) {
         guard let server else { return }
         pendingHead = nil
-        let body = Array("{\"error\":{\"code\":\"\(errorCode(status))\",\"message\":\"\(message)\",\"details\":null}}".utf8)
-        var head = Array("HTTP/1.1 \(status) \(reasonPhrase(status))\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n".utf8)
+        chunkedBody = nil
+        var head = Array("HTTP/1.1 \(refusal.status) \(reasonPhrase(refusal.status))\r\n".utf8)
+        head += refusal.headers.wireLines().lines
+        head += Array("Content-Length: \(refusal.body.count)\r\n".utf8)
         head += server.currentDateLine()
         head += Array("Connection: close\r\n\r\n".utf8)
         // Not a request the server counted: its flush needs no accounting.
-        _ = write(head: head, body: .bytes(body), close: true, counted: false)
+        _ = write(head: head, body: .bytes(refusal.body), close: true, counted: false)
     }
 
     private func errorCode(_ status: Int) -> String {
         switch status {
+        case 408: "request_timeout"
         case 413: "payload_too_large"
         case 417: "expectation_failed"
         case 431: "request_header_fields_too_large"
@@ -234,6 +267,19 @@ final class ServerConnection {
         case 505: "http_version_not_supported"
         default: "bad_request"
         }
+    }
+}
+
+/// An answer to a request refused on its head alone (see `HTTPServer.admit`).
+public struct HeadRefusal: Sendable {
+    public var status: Int
+    public var headers: HTTPHeaders
+    public var body: [UInt8]
+
+    public init(status: Int, headers: HTTPHeaders, body: [UInt8]) {
+        self.status = status
+        self.headers = headers
+        self.body = body
     }
 }
 

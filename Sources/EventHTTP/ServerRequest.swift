@@ -48,9 +48,10 @@ public final class ServerRequest {
     /// Sends the answer. `Content-Length` and `Date` (unless given) are added here, and
     /// `Connection` as the exchange needs; `Content-Length`, `Transfer-Encoding` and
     /// `Connection` among `headers` are replaced (`Connection: close` is honoured).
-    /// `headContentLength`: for an answer to HEAD, the length a GET's body would have had (the
-    /// upstream's), sent as `Content-Length` in place of the empty body's.
-    public func respond(status: Int, reason: String? = nil, headers: HTTPHeaders, body: [UInt8], headContentLength: Int? = nil) {
+    /// `headContentLength`: for an answer to HEAD, the `Content-Length` to send (see
+    /// `HeadContentLength`).
+    public func respond(status: Int, reason: String? = nil, headers: HTTPHeaders, body: [UInt8],
+                        headContentLength: HeadContentLength = .ofBody) {
         let close = headers.values("Connection").contains { $0.caseInsensitiveEquals("close") }
         let wire = headers.wireLines()
         send(status: status, reason: reason, headerLines: wire.lines, addDate: !wire.hasDate, body: .bytes(body), close: close,
@@ -64,7 +65,7 @@ public final class ServerRequest {
     }
 
     private func send(status: Int, reason: String?, headerLines: [UInt8], addDate: Bool, body: ResponseBody, close requestedClose: Bool,
-                      headContentLength: Int? = nil) {
+                      headContentLength: HeadContentLength = .ofBody) {
         guard !answered else { return }
         answered = true
         onClientGone = nil
@@ -82,9 +83,16 @@ public final class ServerRequest {
         var head = server.takeHeadBuffer()
         head += statusLine(status, reason)
         head += headerLines
-        if hasBody {
+        var length: Int? = body.count
+        if knownMethod == .head {
+            switch headContentLength {
+            case .ofBody: break
+            case .declared(let declared): length = declared
+            case .unknown: length = nil
+            }
+        }
+        if hasBody, let length {
             head += contentLengthPrefix
-            let length = knownMethod == .head && body.count == 0 ? headContentLength ?? 0 : body.count
             head += String(length).utf8
             head += crlf
         }
@@ -107,6 +115,15 @@ public final class ServerRequest {
         onClientGone = nil
         callback?()
     }
+}
+
+/// The `Content-Length` of an answer to HEAD, which carries no body: that of the body given
+/// (an answer the server made from a GET's body), one declared by the upstream, or none
+/// (the upstream did not say, e.g. a chunked answer).
+public enum HeadContentLength: Sendable {
+    case ofBody
+    case declared(Int)
+    case unknown
 }
 
 private let crlf: [UInt8] = [UInt8(ascii: "\r"), UInt8(ascii: "\n")]

@@ -32,6 +32,18 @@ public enum HTTPFramingFuzz {
     /// The chunked body decoder.
     public static func chunked(_ input: [UInt8]) {
         let result = input.withUnsafeBytes { RequestParser.decodeChunked($0, maxBodyBytes: maxBodyBytes) }
+        // However the input is split into reads (the server feeds what arrives and drains what
+        // was consumed), the decoder reaches the same verdict, body and length.
+        let step = Int(input.first ?? 0) % 7 + 1
+        let pieces = decodeIncrementally(input, step: step)
+        switch result {
+        case .complete(let body, let length):
+            precondition(pieces.progress == .done && pieces.body == body && pieces.consumed == length,
+                         "split into reads of \(step), the body decodes differently")
+        case .incomplete: precondition(pieces.progress == .needMore, "split into reads of \(step): \(pieces.progress), whole: incomplete")
+        case .invalid: precondition(pieces.progress == .invalid, "split into reads of \(step): \(pieces.progress), whole: invalid")
+        case .tooLarge: precondition(pieces.progress == .tooLarge, "split into reads of \(step): \(pieces.progress), whole: too large")
+        }
         guard case .complete(let body, let length) = result else { return }
         precondition(length <= input.count && body.count <= maxBodyBytes, "impossible decode")
         // Only the bytes it took decide the body: the same prefix alone decodes the same.
@@ -50,6 +62,23 @@ public enum HTTPFramingFuzz {
         encoded += Array("0\r\n\r\n".utf8)
         let reencoded = encoded.withUnsafeBytes { RequestParser.decodeChunked($0, maxBodyBytes: maxBodyBytes) }
         precondition(reencoded == .complete(body, length: encoded.count), "the body re-encoded decodes differently")
+    }
+
+    /// Feeds `input` to a decoder `step` bytes at a time, keeping only what it did not consume.
+    static func decodeIncrementally(_ input: [UInt8], step: Int) -> (progress: RequestParser.ChunkedDecoder.Progress, body: [UInt8], consumed: Int) {
+        var decoder = RequestParser.ChunkedDecoder(maxBodyBytes: maxBodyBytes)
+        var buffer: [UInt8] = []
+        var consumed = 0
+        var offset = 0
+        while decoder.progress == .needMore, offset < input.count {
+            let next = min(input.count, offset + step)
+            buffer += input[offset..<next]
+            offset = next
+            let taken = buffer.withUnsafeBytes { decoder.feed($0) }
+            buffer.removeFirst(taken)
+            consumed += taken
+        }
+        return (decoder.progress, decoder.body, consumed)
     }
 
     /// `head` as `METHOD target HTTP/1.x`, one `name: value` line per field, CRLF throughout.

@@ -82,6 +82,7 @@ public final class ProxyServer: @unchecked Sendable {
         ) { [unowned self] request in
             self.handle(request)
         }
+        httpServer?.admit = { [unowned self] head in self.admit(head) }
     }
 
     static func loadClients(_ settings: ProxySettings) throws -> [ClientRecord] {

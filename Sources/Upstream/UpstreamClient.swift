@@ -88,13 +88,15 @@ public final class UpstreamClient {
         endToEndFields(of: headers, alsoDropping: ["date"])
     }
 
-    /// `headers` less hop-by-hop fields, those named in `Connection`, and `alsoDropping`.
+    /// `headers` less hop-by-hop fields, `Proxy-*` fields, those named in `Connection` (but
+    /// never the proxy's own `X-Request-Id`), and `alsoDropping`.
     static func endToEndFields(of headers: HTTPHeaders, alsoDropping extra: Set<String>) -> HTTPHeaders {
         let connectionTokens = Set(headers.values("Connection").flatMap { $0.split(separator: ",") }
-            .map { $0.trimmingCharacters(in: " ").lowercased() })
+            .map { $0.trimmingCharacters(in: " ").lowercased() }).subtracting(["x-request-id"])
         return HTTPHeaders(headers.fields.filter { field in
             let name = field.name.lowercased()
-            return !hopByHopHeaderNames.contains(name) && !connectionTokens.contains(name) && !extra.contains(name)
+            return !hopByHopHeaderNames.contains(name) && !name.hasPrefix("proxy-") && !connectionTokens.contains(name)
+                && !extra.contains(name)
         })
     }
 

@@ -28,6 +28,9 @@ extension ProxyServer {
         case .failure(let invalid): return finish(&exchange, error: .badRequest(invalid.description))
         }
         exchange.route = Router.route(method: request.method, target: target)
+        if request.method.isIdempotentRead, let problem = Self.methodOverrideProblem(request.headers, rawQuery: target.rawQuery) {
+            return finish(&exchange, error: .badRequest(problem))
+        }
 
         switch exchange.route {
         case .health:
@@ -126,6 +129,41 @@ extension ProxyServer {
         }
     }
 
+    /// Admission of a request that has a body, on its head alone, before the body is read: a
+    /// read with a body, a caller without a valid token, or one that may not write is refused
+    /// at once (and the connection closed), so no unauthenticated body is ever buffered.
+    func admit(_ head: RequestParser.Head) -> HeadRefusal? {
+        func refusal(_ error: ProxyError, _ extra: [(name: String, value: String)] = []) -> HeadRefusal {
+            HeadRefusal(status: error.status, headers: HTTPHeaders([("Content-Type", "application/json")] + extra), body: error.body)
+        }
+        if head.knownMethod?.isIdempotentRead == true {
+            return refusal(.badRequest("a \(head.methodName) request may not carry a body"))
+        }
+        let caller = authenticator.authenticate(authorization: head.headers["Authorization"])
+        if caller == .rejected { return refusal(.unauthorized, [("WWW-Authenticate", #"Bearer realm="pixxel-proxy""#)]) }
+        if caller.scopes.isDisjoint(with: [.write, .admin]) { return refusal(.forbidden(Scopes.write.description)) }
+        return nil
+    }
+
+    /// Why a read must not go upstream as it is, or nil: a field or parameter that asks the
+    /// upstream (or a framework in front of it) to treat the request as another method.
+    static func methodOverrideProblem(_ headers: HTTPHeaders, rawQuery: String?) -> String? {
+        for field in headers where methodOverrideFields.contains(normalizedFieldName(field.name)) {
+            return "\(field.name) is not allowed on a read"
+        }
+        if QueryDecoding.pairs(rawQuery)?.contains(where: { $0.name.lowercased() == "_method" }) == true {
+            return "_method is not allowed on a read"
+        }
+        return nil
+    }
+
+    static let methodOverrideFields: Set<String> = ["x-http-method-override", "x-http-method", "x-method-override"]
+
+    /// A field name lowercased with `_` read as `-`, as some servers read it.
+    static func normalizedFieldName(_ name: String) -> String {
+        String(name.lowercased().map { $0 == "_" ? "-" : $0 })
+    }
+
     private func answerForwarded(_ result: Result<ClientResponse, UpstreamFailure>, _ exchangeBox: ExchangeBox) {
         var exchange = exchangeBox.exchange
         switch result {
@@ -134,8 +172,10 @@ extension ProxyServer {
             if exchange.route.isJobRoute, (200..<300).contains(response.status), !Self.isJSONObject(response.body) {
                 return finish(&exchange, error: ProxyError(status: 502, code: "bad_gateway", message: "the upstream answered something that is not a JSON object"))
             }
-            // A HEAD answer tells the length the GET would have had.
-            let headLength = exchange.request.method == .head ? response.declaredContentLength : nil
+            // A HEAD answer tells the length the GET would have had, or none when the
+            // upstream did not say (a chunked answer).
+            let headLength: HeadContentLength = exchange.request.method == .head
+                ? response.declaredContentLength.map(HeadContentLength.declared) ?? .unknown : .ofBody
             finish(&exchange, status: response.status, headers: response.headers, body: response.body, headContentLength: headLength)
         case .failure(let failure):
             finish(&exchange, failure: failure)
@@ -160,7 +200,7 @@ extension ProxyServer {
 
     /// Answers and writes the access line.
     func finish(_ exchange: inout Exchange, status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8], age: Int = 0,
-                headContentLength: Int? = nil) {
+                headContentLength: HeadContentLength = .ofBody) {
         var headers = headers
         if headers["Content-Type"] == nil { headers.add("Content-Type", "application/json") }
         for field in exchange.extraHeaders { headers.add(field.name, field.value) }

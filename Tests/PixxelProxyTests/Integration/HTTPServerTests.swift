@@ -101,7 +101,7 @@ import Glibc
         ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4096\r\n\r\n", 413, "payload_too_large"),
         ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n", 413, "payload_too_large"),
         ("GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400, "bad_request"),
-        ("GET / HTTP/3\r\n\r\n", 505, "http_version_not_supported"),
+        ("GET / HTTP/2.0\r\n\r\n", 505, "http_version_not_supported"),
     ])
     func refusalsAreJSONAndClose(_ request: String, _ status: Int, _ code: String) throws {
         let echo = try EchoServer(limits: ServerLimits(maxHeaderBytes: 1024, maxBodyBytes: 1024))

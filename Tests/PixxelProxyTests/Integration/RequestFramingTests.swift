@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What goes upstream is exactly what was parsed and authorized: request vectors and smuggling
 /// mutations replayed against the real proxy, with an upstream that records the bytes it gets.
 /// Loopback only.
@@ -253,6 +257,169 @@ import Testing
         #expect(try proxy.get("/v0/second", token: proxy.readToken).text == #"{"for":"second"}"#)
         #expect(recorder.requests.map(\.target) == ["/v0/first", "/v0/second"])
         #expect(recorder.connectionCount == 2, "the connection in doubt was not reused")
+        await proxy.stop()
+    }
+}
+
+/// Found by an attack review of the framing change: bodies read before authentication,
+/// slow clients, interim answers and hostile header bytes from the upstream, method overrides.
+@Suite struct RequestAdmissionTests {
+    /// Reads one answer (up to its blank line and `Content-Length` bytes) or until close.
+    static func readAnswer(_ fd: Int32) throws -> RawResponse {
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            if let end = RawHTTPClient.find([13, 10, 13, 10], in: received) {
+                let parsed = try RawHTTPClient.parse(received)
+                let length = Int(parsed.header("Content-Length") ?? "0") ?? 0
+                if received.count >= end + 4 + length { return parsed }
+            }
+            let n = recv(fd, &buffer, buffer.count, 0)
+            guard n > 0 else { return try RawHTTPClient.parse(received) }
+            received += buffer[0..<n]
+        }
+    }
+
+    static func send(_ fd: Int32, _ text: String) {
+        _ = Array(text.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// A body is never read, and 100 Continue never sent, for a caller that may not send it.
+    @Test(arguments: ["none", "reader"])
+    func aBodyIsRefusedOnItsHeadBeforeAnyOfItIsRead(_ who: String) async throws {
+        let recorder = try WireRecorder()
+        defer { recorder.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(recorder.port)")
+        let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 10)
+        defer { close(fd) }
+        let auth = who == "reader" ? "Authorization: \(proxy.readToken)\r\n" : ""
+        // The head alone, announcing a large body that never comes.
+        Self.send(fd, "POST /v0/things HTTP/1.1\r\nHost: h\r\n\(auth)Expect: 100-continue\r\nContent-Length: 5000000\r\n\r\n")
+        let answer = try Self.readAnswer(fd)
+        #expect(answer.status == (who == "reader" ? 403 : 401), "answered on the head, without waiting for the body")
+        #expect(answer.header("Connection") == "close")
+        #expect(recorder.requests.isEmpty)
+        await proxy.stop()
+    }
+
+    @Test func aClientThatSendsItsHeadByteByByteIsCutOff() async throws {
+        let recorder = try WireRecorder()
+        defer { recorder.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(recorder.port)") { $0.listenTimeoutSeconds = 1 }
+        let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 10)
+        defer { close(fd) }
+        // Never idle for a whole timeout, but never done: 40 bytes, one every 0.2 s (8 s).
+        let head = "GET /v0/things HTTP/1.1\r\nX-Slow: " + String(repeating: "s", count: 40)
+        var refusedAfter: Int?
+        for (index, byte) in head.utf8.enumerated() {
+            let sent = [byte].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, 1, Int32(MSG_NOSIGNAL)) }
+            if sent <= 0 { refusedAfter = index; break }
+            var pending: pollfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if poll(&pending, 1, 200) > 0 { refusedAfter = index; break }
+        }
+        #expect(refusedAfter != nil && refusedAfter! < head.utf8.count - 5, "the connection was ended before the head was")
+        let answer = try? Self.readAnswer(fd)
+        #expect(answer?.status == 408)
+        await proxy.stop()
+    }
+
+    /// Chunks of one byte (overhead 5x the body) are fine; each byte is decoded once.
+    @Test func aBodyOfTinyChunksIsTakenWhole() async throws {
+        let recorder = try WireRecorder()
+        defer { recorder.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(recorder.port)") { $0.listenMaxBodyBytes = 64 * 1024 }
+        let body = (0..<(64 * 1024)).map { _ in "1\r\nx\r\n" }.joined()
+        let request = "POST /v0/things HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.writeToken)\r\nTransfer-Encoding: chunked\r\n"
+            + "Connection: close\r\n\r\n" + body + "0\r\n\r\n"
+        let answer = try RawHTTPClient.parse(RawHTTPClient.exchange(port: proxy.port, bytes: Array(request.utf8), timeoutSeconds: 30))
+        #expect(answer.status == 200)
+        #expect(recorder.requests.first?.body.count == 64 * 1024)
+        await proxy.stop()
+    }
+
+    @Test func anInterimAnswerFromTheUpstreamIsNeverTakenForTheFinalOne() async throws {
+        let recorder = try WireRecorder { request in
+            guard request.target == "/v0/one" else { return WireRecorder.json(200, #"{"for":"two"}"#) }
+            return Array("HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n".utf8) + WireRecorder.json(200, #"{"for":"one"}"#)
+        }
+        defer { recorder.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(recorder.port)") { $0.upstreamMaxConnections = 1 }
+        let pipelined = "GET /v0/one HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.readToken)\r\n\r\n"
+            + "GET /v0/two HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.readToken)\r\nConnection: close\r\n\r\n"
+        let replies = answers(in: try RawHTTPClient.exchange(port: proxy.port, bytes: Array(pipelined.utf8)))
+        #expect(replies.map(\.status) == [502, 200])
+        #expect(replies.last?.text == #"{"for":"two"}"#, "the second request got its own answer")
+        await proxy.stop()
+    }
+
+    @Test func upstreamHeaderBytesThatCannotBePassedOnUnchangedAreDropped() async throws {
+        let recorder = try WireRecorder { _ in
+            Array("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Bytes: ".utf8) + [0xFF, 0xFE]
+                + Array("\r\nX-Control: a\u{1}b\r\nX-Fine: caf\u{E9}\r\nContent-Length: 2\r\n\r\n{}".utf8)
+        }
+        defer { recorder.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(recorder.port)")
+        let reply = try RawHTTPClient.exchange(
+            port: proxy.port, bytes: Array("GET /v0/things HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.readToken)\r\nConnection: close\r\n\r\n".utf8))
+        let answer = try RawHTTPClient.parse(reply)
+        #expect(answer.status == 200 && answer.text == "{}")
+        #expect(answer.header("X-Bytes") == nil && answer.header("X-Control") == nil)
+        #expect(reply.contains(subsequence: Array("X-Fine: caf\u{E9}\r\n".utf8)))
+        #expect(!reply.contains(subsequence: [0xEF, 0xBF, 0xBD]), "nothing rewritten to U+FFFD")
+        await proxy.stop()
+    }
+
+    @Test func aReadMayNotAskForAnotherMethodButAWriteMay() async throws {
+        let recorder = try WireRecorder()
+        defer { recorder.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(recorder.port)")
+        for field in ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "x-http-method-override"] {
+            #expect(try proxy.get("/v0/things", token: proxy.readToken, headers: [(field, "DELETE")]).status == 400, "\(field)")
+        }
+        #expect(try proxy.get("/v0/things?_method=DELETE", token: proxy.readToken).status == 400)
+        #expect(try proxy.get("/v0/workflows/w/jobs?_method=DELETE", token: proxy.readToken).status == 400)
+        #expect(recorder.requests.isEmpty)
+        let write = try proxy.request("POST", "/v0/things", token: proxy.writeToken, headers: [("X-HTTP-Method-Override", "PATCH")])
+        #expect(write.status == 200)
+        #expect(recorder.requests.first?.header("X-HTTP-Method-Override") == "PATCH")
+        await proxy.stop()
+    }
+
+    @Test func proxyFieldsNeverGoUpAndConnectionCannotRemoveTheRequestID() async throws {
+        let recorder = try WireRecorder()
+        defer { recorder.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(recorder.port)")
+        let answer = try proxy.get("/v0/things", token: proxy.readToken,
+                                   headers: [("Proxy-Foo", "y"), ("Connection", "X-Request-Id, X-Drop"), ("X-Drop", "1"), ("X-Request-Id", "mine-1")])
+        #expect(answer.status == 200)
+        let request = try #require(recorder.requests.first)
+        #expect(request.header("Proxy-Foo") == nil && request.header("X-Drop") == nil)
+        #expect(request.values("X-Request-Id") == ["mine-1"])
+        await proxy.stop()
+    }
+
+    @Test func headOnAChunkedUpstreamAnswerSaysNoLength() async throws {
+        let recorder = try WireRecorder { _ in
+            Array("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
+        }
+        defer { recorder.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(recorder.port)")
+        let reply = String(decoding: try RawHTTPClient.exchange(
+            port: proxy.port, bytes: Array("HEAD /v0/things HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.readToken)\r\nConnection: close\r\n\r\n".utf8)),
+            as: UTF8.self)
+        #expect(reply.hasPrefix("HTTP/1.1 200"))
+        #expect(!reply.lowercased().contains("content-length"), "\(reply)")
+        await proxy.stop()
+    }
+
+    @Test func anAbsurdRetryAfterFromTheUpstreamIsIgnoredNotFatal() async throws {
+        let recorder = try WireRecorder { _ in
+            WireRecorder.json(503, #"{"error":"busy"}"#, extraHeaders: "Retry-After: Sun, 06 Nov 99999999999999 08:49:37 GMT\r\n")
+        }
+        defer { recorder.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(recorder.port)")
+        #expect(try proxy.get("/v0/things", token: proxy.readToken).status == 503)
+        #expect(try proxy.get("/healthz", token: nil).status == 200, "still serving")
         await proxy.stop()
     }
 }

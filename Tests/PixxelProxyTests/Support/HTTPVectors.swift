@@ -69,7 +69,9 @@ struct HTTPVector: Sendable, CustomStringConvertible {
         refuse("space after the version", 400, "GET /v0/vector HTTP/1.1 \r\nHost: h\r\n{AUTH}\r\n"),
         refuse("space before the method", 400, " GET /v0/vector HTTP/1.1\r\nHost: h\r\n{AUTH}\r\n"),
         refuse("no version", 400, "GET /v0/vector\r\nHost: h\r\n{AUTH}\r\n"),
-        refuse("lower-case version", 505, "GET /v0/vector http/1.1\r\nHost: h\r\n{AUTH}\r\n"),
+        refuse("lower-case version", 400, "GET /v0/vector http/1.1\r\nHost: h\r\n{AUTH}\r\n"),
+        refuse("version that is not digits", 400, "GET /v0/vector HTTP/1.x\r\nHost: h\r\n{AUTH}\r\n"),
+        refuse("HTTP/1.2", 505, "GET /v0/vector HTTP/1.2\r\nHost: h\r\n{AUTH}\r\n"),
         refuse("HTTP/2.0", 505, "GET /v0/vector HTTP/2.0\r\nHost: h\r\n{AUTH}\r\n"),
         refuse("method with a separator", 400, "GE/T /v0/vector HTTP/1.1\r\nHost: h\r\n{AUTH}\r\n"),
         refuse("non-ASCII target", 400, "GET /v0/vé HTTP/1.1\r\nHost: h\r\n{AUTH}\r\n"),
@@ -98,6 +100,12 @@ struct HTTPVector: Sendable, CustomStringConvertible {
         refuse("invalid UTF-8 in a value", 400, get + "X-A: caf<FF>\r\n\r\n"),
         refuse("Transfer_Encoding", 400, post + "Content-Length: 3\r\nTransfer_Encoding: chunked\r\n\r\nabc"),
         refuse("Content_Length", 400, post + "Content_Length: 3\r\n\r\nabc"),
+        refuse("X_Request_Id", 400, get + "X_Request_Id: chosen\r\n\r\n"),
+        refuse("Proxy_Authorization", 400, get + "Proxy_Authorization: x\r\n\r\n"),
+        refuse("X_HTTP_Method_Override", 400, get + "X_HTTP_Method_Override: DELETE\r\n\r\n"),
+        refuseAfterParsing("X-HTTP-Method-Override on a read", 400, get + "X-HTTP-Method-Override: DELETE\r\n\r\n"),
+        refuseAfterParsing("X-Method-Override on a read", 400, get + "X-Method-Override: PUT\r\n\r\n"),
+        refuseAfterParsing("_method on a read", 400, "GET /v0/vector?_method=DELETE HTTP/1.1\r\nHost: h\r\n{AUTH}\r\n"),
     ]
 
     static let host: [HTTPVector] = [
@@ -111,6 +119,7 @@ struct HTTPVector: Sendable, CustomStringConvertible {
         refuse("Host with userinfo", 400, "GET /v0/vector HTTP/1.1\r\nHost: u@h\r\n{AUTH}\r\n"),
         refuse("Host with a space", 400, "GET /v0/vector HTTP/1.1\r\nHost: h x\r\n{AUTH}\r\n"),
         refuse("Host with a bad port", 400, "GET /v0/vector HTTP/1.1\r\nHost: h:8x\r\n{AUTH}\r\n"),
+        refuse("Host with a port beyond 65535", 400, "GET /v0/vector HTTP/1.1\r\nHost: h:99999\r\n{AUTH}\r\n"),
         refuse("Host with an open IPv6 literal", 400, "GET /v0/vector HTTP/1.1\r\nHost: [::1\r\n{AUTH}\r\n"),
     ]
 
