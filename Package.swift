@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Module layout (dependencies point down; see ARCHITECTURE in README.md):
-//   pixxel-proxy (CLI) -> ProxyServer -> Upstream -> EventHTTP -> CLibevent
+//   pixxel-proxy (CLI) -> ProxyServer -> ResponseCache -> Upstream -> EventHTTP -> CLibevent
+//                                      (ResponseCache -> JobCache -> CacheInvalidation)
 //                      -> ProxyConfig (swift-configuration)
 //   pixxel-sim  (CLI) -> PixxelSim -> EventHTTP
 let package = Package(
@@ -33,6 +34,9 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CacheInvalidation"),
         .target(name: "JobCache", dependencies: ["CSQLite", "CacheInvalidation"]),
+        // The cache of the job routes as one component: keys, entries, tiers, flights, freshness
+        // and invalidation. ProxyServer routes, authorizes and forwards around it.
+        .target(name: "ResponseCache", dependencies: ["EventHTTP", "Upstream", "JobCache", "CacheInvalidation"]),
         .target(
             name: "ProxyConfig",
             dependencies: [
@@ -44,7 +48,7 @@ let package = Package(
         .target(
             name: "ProxyServer",
             dependencies: [
-                "CLibevent", "EventHTTP", "Upstream", "ProxyConfig", "JobCache", "CacheInvalidation",
+                "CLibevent", "EventHTTP", "Upstream", "ProxyConfig", "JobCache", "CacheInvalidation", "ResponseCache",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -74,6 +78,7 @@ let package = Package(
             name: "PixxelProxyTests",
             dependencies: [
                 "ProxyServer", "ProxyConfig", "PixxelSim", "EventHTTP", "Upstream", "JobCache", "CacheInvalidation", "FuzzTargets",
+                "ResponseCache", "CSQLite",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -50,3 +50,59 @@ public enum Invalidation {
         }
     }
 }
+
+/// The freshness of one cached job detail, as both tiers keep it: what a list answer changes.
+public struct DetailFreshness: Sendable, Equatable {
+    /// When the upstream last confirmed the detail; its TTL counts from here.
+    public var validatedAt: Double
+    /// Known to be stale whatever its TTL says: a newer `updated_at` was seen, or the job left
+    /// its list. A detail in this state is never served, not even stale.
+    public var invalidated: Bool
+    /// The newest `updated_at` seen for the job in any answer, when newer than the detail's:
+    /// an answer older than this is never stored (a lagging replica would take clients back).
+    public var newestSeen: Double?
+
+    public init(validatedAt: Double, invalidated: Bool, newestSeen: Double? = nil) {
+        self.validatedAt = validatedAt
+        self.invalidated = invalidated
+        self.newestSeen = newestSeen
+    }
+}
+
+/// What one list answer showed: each listed job's `updated_at` (nil when missing or
+/// unparseable), keyed by the job's id as the cache keys it, and when the answer came.
+/// Applied to every cached detail of the workflow, in memory and on disk, by the same function.
+public struct ListSightings: Sendable {
+    public let updatedAt: [String: Double?]
+    public let answeredAt: Double
+
+    public init(updatedAt: [String: Double?], answeredAt: Double) {
+        self.updatedAt = updatedAt
+        self.answeredAt = answeredAt
+    }
+
+    /// The detail's freshness after this list: renewed (same `updated_at`), invalidated (newer,
+    /// or the job is no longer listed), or as it was (older or not comparable).
+    public func applied(to freshness: DetailFreshness, jobID: String, detailUpdatedAt: Double?) -> DetailFreshness {
+        var result = freshness
+        guard let entry = updatedAt[jobID] else {
+            result.invalidated = true  // no longer listed
+            return result
+        }
+        let effect = Invalidation.effectOfSighting(cached: detailUpdatedAt, seen: entry)
+        (result.validatedAt, result.invalidated) = Invalidation.apply(effect, validatedAt: freshness.validatedAt,
+                                                                      invalidated: freshness.invalidated, now: answeredAt)
+        if effect == .invalidate, let entry { result.newestSeen = max(freshness.newestSeen ?? entry, entry) }
+        return result
+    }
+}
+
+extension Invalidation {
+    /// Whether a detail answer may be stored over what is cached: not when it is older than the
+    /// cached detail, nor older than the newest `updated_at` a list has shown for the job.
+    public static func answerMayReplace(cached: Double?, newestSeen: Double?, answer: Double?) -> Bool {
+        guard answerMayReplace(cached: cached, answer: answer) else { return false }
+        guard let newestSeen, let answer else { return true }
+        return answer >= newestSeen
+    }
+}

@@ -42,7 +42,32 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Runs the loop on the calling thread until `stop()`.
     public func run() {
+        loopThread.withLock { $0 = pthread_self() }
+        defer { loopThread.withLock { $0 = nil } }
         event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY)
+    }
+
+    /// The thread inside `run()`, while it runs.
+    private let loopThread = Mutex<pthread_t?>(nil)
+
+    /// Stops a debug build when called off the loop thread while the loop runs (as SwiftNIO's
+    /// `preconditionInEventLoop`): loop-only state has no locks. Free in release builds.
+    @inlinable
+    public func assertOnLoop(file: StaticString = #fileID, line: UInt = #line) {
+        assert(isOnLoopOrNotRunning, "called off the event loop's thread", file: file, line: line)
+    }
+
+    /// True on the loop thread, and before or after the loop runs (set-up and tear-down).
+    public var isOnLoopOrNotRunning: Bool {
+        guard let thread = loopThread.withLock({ $0 }) else { return true }
+        return pthread_equal(thread, pthread_self()) != 0
+    }
+
+    /// True only on the loop thread while the loop runs: a caller that would wait for work it
+    /// hands to the loop must not be this thread.
+    public var isOnLoopThread: Bool {
+        guard let thread = loopThread.withLock({ $0 }) else { return false }
+        return pthread_equal(thread, pthread_self()) != 0
     }
 
     /// Makes `run()` return after the current iteration. Safe from any thread.

@@ -59,7 +59,7 @@ public enum FuzzTargets {
             for job in list.jobs.prefix(4) {
                 let one = list.rendered(JobListFilters(id: job.id))
                 precondition(JobListDocument(body: one) != nil, "a filtered list must still be a list")
-                _ = list.rendered(JobListFilters(status: job.status?.lowercased(), createdOn: job.createdAt.map(Timestamp.utcDate)))
+                _ = list.rendered(JobListFilters(status: job.status?.lowercased(), createdOn: job.createdAt.flatMap(Timestamp.utcDate)))
             }
         }
         _ = JobDetailDocument(body: input)

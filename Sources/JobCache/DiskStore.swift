@@ -6,6 +6,8 @@ import Synchronization
 /// One cached answer as the disk tier keeps it.
 public struct DiskRecord: Sendable, Equatable {
     public enum Kind: Int32, Sendable { case list = 1, detail = 2 }
+    /// The cache key in its disk form, and the resource's ids as they go upstream
+    /// (percent-encoded): purges and list sightings select by them.
     public var key: String
     public var kind: Kind
     public var workflowID: String
@@ -22,9 +24,12 @@ public struct DiskRecord: Sendable, Equatable {
     public var validatedAt: Double
     /// Marked stale by a newer `updated_at` seen elsewhere.
     public var invalidated: Bool
+    /// The newest `updated_at` a list showed for the job, when newer than this detail's.
+    public var newestSeen: Double?
 
     public init(key: String, kind: Kind, workflowID: String, jobID: String?, body: [UInt8], headers: [String], storedAt: Double,
-                lifetime: Double, updatedAt: Double? = nil, validatedAt: Double? = nil, invalidated: Bool = false) {
+                lifetime: Double, updatedAt: Double? = nil, validatedAt: Double? = nil, invalidated: Bool = false,
+                newestSeen: Double? = nil) {
         self.key = key
         self.kind = kind
         self.workflowID = workflowID
@@ -36,6 +41,11 @@ public struct DiskRecord: Sendable, Equatable {
         self.updatedAt = updatedAt
         self.validatedAt = validatedAt ?? storedAt
         self.invalidated = invalidated
+        self.newestSeen = newestSeen
+    }
+
+    public var freshness: DetailFreshness {
+        DetailFreshness(validatedAt: validatedAt, invalidated: invalidated, newestSeen: newestSeen)
     }
 }
 
@@ -59,29 +69,72 @@ public final class DiskStore: @unchecked Sendable {
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
+        /// SQLite's primary result code, when SQLite gave one.
+        public var code: Int32 = 0
+
+        public init(description: String, code: Int32 = 0) {
+            self.description = description
+            self.code = code
+        }
+
+        /// The file is not a database, or a corrupt one.
+        var isCorruption: Bool { code == SQLITE_NOTADB || code == SQLITE_CORRUPT }
     }
 
+    /// The layout of the cache table. A store of another version (an earlier build's, or a
+    /// later one's) has its cache table dropped and made anew; the audit table is kept.
+    /// 1: the unversioned layout (keys "job W J" of decoded ids); 2: typed keys of encoded ids,
+    /// `newest_seen`.
+    public static let schemaVersion = 2
+
+    /// What opening the store had to do besides opening it (a migration, a corrupt file moved
+    /// aside), for the caller to log.
+    public private(set) var openNotes: [String] = []
+
     /// Opens (creating if needed) the store in `directory`. Fast whatever the store's size:
-    /// nothing is loaded; the byte total is computed on the writer queue.
+    /// nothing is loaded; the byte total is computed on the writer queue. A file that is not a
+    /// SQLite database (or is corrupt) is moved aside and a new store made.
     public init(directory: String, budgetBytes: Int, maxPendingWrites: Int = 10_000) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         path = directory + "/" + Self.fileName
         self.budgetBytes = budgetBytes
         self.maxPendingWrites = maxPendingWrites
-        writer = try SQLiteConnection(path: path)
-        try writer.execute("""
-            PRAGMA journal_mode=WAL;
-            PRAGMA synchronous=NORMAL;
+        var notes: [String] = []
+        do {
+            writer = try Self.openWriter(path: path, notes: &notes)
+        } catch let failure as Failure where failure.isCorruption {
+            let aside = path + ".corrupt-\(Int(Date().timeIntervalSince1970))"
+            for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+                try FileManager.default.moveItem(atPath: path + suffix, toPath: aside + suffix)
+            }
+            notes.append("the cache store \(path) was not a usable SQLite database (\(failure.description)); moved to \(aside), starting empty")
+            writer = try Self.openWriter(path: path, notes: &notes)
+        }
+        openNotes = notes
+        reader = try SQLiteConnection(path: path)
+        writeQueue.async { [self] in refreshByteTotal(writer) }
+    }
+
+    private static func openWriter(path: String, notes: inout [String]) throws -> SQLiteConnection {
+        let connection = try SQLiteConnection(path: path)
+        try connection.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        let version = try connection.scalarInt("PRAGMA user_version")
+        let hasEntries = try connection.scalarInt("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'entries'") > 0
+        if hasEntries && version != schemaVersion {
+            notes.append("the cache store has layout version \(version == 0 ? 1 : version), this build uses \(schemaVersion): cache entries dropped, audit kept")
+            try connection.execute("DROP TABLE entries")
+        }
+        try connection.execute("""
             CREATE TABLE IF NOT EXISTS entries (
                 key TEXT PRIMARY KEY, kind INTEGER NOT NULL, workflow_id TEXT NOT NULL, job_id TEXT,
                 body BLOB NOT NULL, headers TEXT NOT NULL, stored_at REAL NOT NULL, lifetime REAL NOT NULL,
                 last_used REAL NOT NULL, size INTEGER NOT NULL,
-                updated_at REAL, validated_at REAL NOT NULL, invalidated INTEGER NOT NULL DEFAULT 0);
+                updated_at REAL, validated_at REAL NOT NULL, invalidated INTEGER NOT NULL DEFAULT 0, newest_seen REAL);
             CREATE INDEX IF NOT EXISTS entries_last_used ON entries(last_used);
             CREATE INDEX IF NOT EXISTS entries_workflow ON entries(workflow_id, job_id);
+            PRAGMA user_version = \(schemaVersion);
             """)
-        reader = try SQLiteConnection(path: path)
-        writeQueue.async { [self] in refreshByteTotal(writer) }
+        return connection
     }
 
     /// Looks `key` up on the reader queue.
@@ -91,10 +144,16 @@ public final class DiskStore: @unchecked Sendable {
         }
     }
 
-    /// Stores (or replaces) a record, then evicts least recently used entries over budget.
+    /// Stores (or replaces) a record, then evicts least recently used entries over budget. A
+    /// detail older than the one stored, or than the newest `updated_at` a list showed for it,
+    /// does not replace it (`Invalidation.answerMayReplace`).
     public func save(_ record: DiskRecord) {
         enqueueWrite { connection in
             let before = try connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries WHERE key = ?1", .text(record.key))
+            if before > 0, record.kind == .detail, let stored = try connection.datedState(key: record.key),
+               !Invalidation.answerMayReplace(cached: stored.updatedAt, newestSeen: stored.newestSeen, answer: record.updatedAt) {
+                return
+            }
             try connection.upsert(record, now: Date().timeIntervalSince1970)
             let after = try connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries WHERE key = ?1", .text(record.key))
             self.counters.withLock {
@@ -105,24 +164,19 @@ public final class DiskStore: @unchecked Sendable {
         }
     }
 
-    /// Applies what a list answer for `workflowID` showed (job id -> `updated_at`) to the
-    /// workflow's details on disk, by the rules of `Invalidation`, in one transaction: same
-    /// `updated_at` renews, newer invalidates, a job no longer listed is invalidated.
-    public func applyListSightings(workflowID: String, sightings: [String: Double?], now: Double) {
-        enqueueWrite(force: true) { connection in
+    /// Applies what a list answer for `workflowID` showed to the workflow's details on disk,
+    /// by the same function as the memory tier (`ListSightings.applied`), in one transaction;
+    /// `completion` runs on the writer queue once it is durable (or has failed).
+    public func applyListSightings(workflowID: String, _ sightings: ListSightings, completion: (@Sendable () -> Void)? = nil) {
+        enqueueWrite(force: true, always: completion) { connection in
             try connection.execute("BEGIN IMMEDIATE")
             do {
                 for row in try connection.details(workflowID: workflowID) {
-                    let effect: Invalidation.DetailEffect
-                    if let seen = sightings[row.jobID] {
-                        effect = Invalidation.effectOfSighting(cached: row.updatedAt, seen: seen)
-                    } else {
-                        effect = .invalidate
-                    }
-                    let (validatedAt, invalidated) = Invalidation.apply(effect, validatedAt: row.validatedAt, invalidated: row.invalidated, now: now)
-                    if validatedAt != row.validatedAt || invalidated != row.invalidated {
-                        try connection.run("UPDATE entries SET validated_at = ?1, invalidated = ?2 WHERE key = ?3",
-                                           .real(validatedAt), .int(invalidated ? 1 : 0), .text(row.key))
+                    let after = sightings.applied(to: row.freshness, jobID: row.jobID, detailUpdatedAt: row.updatedAt)
+                    if after != row.freshness {
+                        try connection.run("UPDATE entries SET validated_at = ?1, invalidated = ?2, newest_seen = ?3 WHERE key = ?4",
+                                           .real(after.validatedAt), .int(after.invalidated ? 1 : 0),
+                                           after.newestSeen.map(SQLiteConnection.Value.real) ?? .null, .text(row.key))
                     }
                 }
                 try connection.execute("COMMIT")
@@ -183,7 +237,9 @@ public final class DiskStore: @unchecked Sendable {
     /// Entries on disk as last counted by the writer.
     public var knownEntries: Int { counters.withLock { $0.entries } }
 
-    private func enqueueWrite(force: Bool = false, _ work: @escaping @Sendable (SQLiteConnection) throws -> Void) {
+    /// `always` runs after `work`, whether it succeeded or failed.
+    private func enqueueWrite(force: Bool = false, always: (@Sendable () -> Void)? = nil,
+                              _ work: @escaping @Sendable (SQLiteConnection) throws -> Void) {
         let accepted = pending.withLock { count -> Bool in
             guard force || count < maxPendingWrites else { return false }
             count += 1
@@ -191,6 +247,7 @@ public final class DiskStore: @unchecked Sendable {
         }
         guard accepted else {
             counters.withLock { $0.dropped += 1 }
+            always?()
             return
         }
         writeQueue.async { [self] in
@@ -202,6 +259,7 @@ public final class DiskStore: @unchecked Sendable {
                 healthy.withLock { $0 = false }
             }
             pending.withLock { $0 -= 1 }
+            always?()
         }
     }
 
@@ -249,21 +307,27 @@ final class SQLiteConnection: @unchecked Sendable {
         sqlite3_busy_timeout(db, 5000)
     }
 
+    /// A failure carrying SQLite's primary result code.
+    private func failure(_ context: String) -> DiskStore.Failure {
+        DiskStore.Failure(description: "\(context): \(String(cString: sqlite3_errmsg(db)))", code: sqlite3_errcode(db) & 0xFF)
+    }
+
     deinit { sqlite3_close(db) }
 
     func execute(_ sql: String) throws {
         var error: UnsafeMutablePointer<CChar>?
-        guard sqlite3_exec(db, sql, nil, nil, &error) == SQLITE_OK else {
+        let code = sqlite3_exec(db, sql, nil, nil, &error)
+        guard code == SQLITE_OK else {
             let message = error.map { String(cString: $0) } ?? "error"
             sqlite3_free(error)
-            throw DiskStore.Failure(description: "cache store: \(message)")
+            throw DiskStore.Failure(description: "cache store: \(message)", code: code & 0xFF)
         }
     }
 
     private func prepare(_ sql: String, _ values: [Value]) throws -> OpaquePointer {
         var statement: OpaquePointer?
         guard sqlite3_prepare_v2(db, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
-            throw DiskStore.Failure(description: "cache store: \(String(cString: sqlite3_errmsg(db)))")
+            throw failure("cache store")
         }
         for (offset, value) in values.enumerated() {
             let index = Int32(offset + 1)
@@ -285,7 +349,7 @@ final class SQLiteConnection: @unchecked Sendable {
         defer { sqlite3_finalize(statement) }
         let code = sqlite3_step(statement)
         guard code == SQLITE_DONE || code == SQLITE_ROW else {
-            throw DiskStore.Failure(description: "cache store: \(String(cString: sqlite3_errmsg(db)))")
+            throw failure("cache store")
         }
         return Int(sqlite3_changes(db))
     }
@@ -309,23 +373,32 @@ final class SQLiteConnection: @unchecked Sendable {
     func upsert(_ record: DiskRecord, now: Double) throws {
         try run("""
             INSERT INTO entries (key, kind, workflow_id, job_id, body, headers, stored_at, lifetime, last_used, size,
-                                 updated_at, validated_at, invalidated)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                                 updated_at, validated_at, invalidated, newest_seen)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
             ON CONFLICT(key) DO UPDATE SET kind = excluded.kind, body = excluded.body, headers = excluded.headers,
                 stored_at = excluded.stored_at, lifetime = excluded.lifetime, last_used = excluded.last_used, size = excluded.size,
-                updated_at = excluded.updated_at, validated_at = excluded.validated_at, invalidated = excluded.invalidated
-            -- Invalidation.answerMayReplace, in SQL: an older dated answer never replaces a newer one.
-            WHERE excluded.updated_at IS NULL OR entries.updated_at IS NULL OR excluded.updated_at >= entries.updated_at
+                updated_at = excluded.updated_at, validated_at = excluded.validated_at, invalidated = excluded.invalidated,
+                newest_seen = excluded.newest_seen
             """,
             .text(record.key), .int(Int64(record.kind.rawValue)), .text(record.workflowID), record.jobID.map(Value.text) ?? .null,
             .blob(record.body), .text(record.headers.joined(separator: "\n")), .real(record.storedAt), .real(record.lifetime),
             .real(now), .int(Int64(record.body.count + record.key.utf8.count + 128)),
-            record.updatedAt.map(Value.real) ?? .null, .real(record.validatedAt), .int(record.invalidated ? 1 : 0))
+            record.updatedAt.map(Value.real) ?? .null, .real(record.validatedAt), .int(record.invalidated ? 1 : 0),
+            record.newestSeen.map(Value.real) ?? .null)
+    }
+
+    /// A stored detail's `updated_at` and newest sighting, for `answerMayReplace`.
+    func datedState(key: String) throws -> (updatedAt: Double?, newestSeen: Double?)? {
+        let statement = try prepare("SELECT updated_at, newest_seen FROM entries WHERE key = ?1", [.text(key)])
+        defer { sqlite3_finalize(statement) }
+        guard sqlite3_step(statement) == SQLITE_ROW else { return nil }
+        return (sqlite3_column_type(statement, 0) == SQLITE_NULL ? nil : sqlite3_column_double(statement, 0),
+                sqlite3_column_type(statement, 1) == SQLITE_NULL ? nil : sqlite3_column_double(statement, 1))
     }
 
     func record(key: String) throws -> DiskRecord? {
         let statement = try prepare("""
-            SELECT kind, workflow_id, job_id, body, headers, stored_at, lifetime, updated_at, validated_at, invalidated
+            SELECT kind, workflow_id, job_id, body, headers, stored_at, lifetime, updated_at, validated_at, invalidated, newest_seen
             FROM entries WHERE key = ?1
             """, [.text(key)])
         defer { sqlite3_finalize(statement) }
@@ -340,24 +413,29 @@ final class SQLiteConnection: @unchecked Sendable {
         return DiskRecord(key: key, kind: kind, workflowID: text(1) ?? "", jobID: text(2), body: body, headers: headers,
                           storedAt: sqlite3_column_double(statement, 5), lifetime: sqlite3_column_double(statement, 6),
                           updatedAt: sqlite3_column_type(statement, 7) == SQLITE_NULL ? nil : sqlite3_column_double(statement, 7),
-                          validatedAt: sqlite3_column_double(statement, 8), invalidated: sqlite3_column_int(statement, 9) != 0)
+                          validatedAt: sqlite3_column_double(statement, 8), invalidated: sqlite3_column_int(statement, 9) != 0,
+                          newestSeen: sqlite3_column_type(statement, 10) == SQLITE_NULL ? nil : sqlite3_column_double(statement, 10))
     }
 
     struct DetailRow {
-        let key: String, jobID: String, updatedAt: Double?, validatedAt: Double, invalidated: Bool
+        let key: String, jobID: String, updatedAt: Double?, freshness: DetailFreshness
     }
 
     func details(workflowID: String) throws -> [DetailRow] {
         let statement = try prepare("""
-            SELECT key, job_id, updated_at, validated_at, invalidated FROM entries WHERE workflow_id = ?1 AND job_id IS NOT NULL
+            SELECT key, job_id, updated_at, validated_at, invalidated, newest_seen FROM entries
+            WHERE workflow_id = ?1 AND job_id IS NOT NULL
             """, [.text(workflowID)])
         defer { sqlite3_finalize(statement) }
         var rows: [DetailRow] = []
         while sqlite3_step(statement) == SQLITE_ROW {
             rows.append(DetailRow(
-                key: String(cString: sqlite3_column_text(statement, 0)), jobID: String(cString: sqlite3_column_text(statement, 1)),
+                key: sqlite3_column_text(statement, 0).map { String(cString: $0) } ?? "",
+                jobID: sqlite3_column_text(statement, 1).map { String(cString: $0) } ?? "",
                 updatedAt: sqlite3_column_type(statement, 2) == SQLITE_NULL ? nil : sqlite3_column_double(statement, 2),
-                validatedAt: sqlite3_column_double(statement, 3), invalidated: sqlite3_column_int(statement, 4) != 0))
+                freshness: DetailFreshness(
+                    validatedAt: sqlite3_column_double(statement, 3), invalidated: sqlite3_column_int(statement, 4) != 0,
+                    newestSeen: sqlite3_column_type(statement, 5) == SQLITE_NULL ? nil : sqlite3_column_double(statement, 5))))
         }
         return rows
     }

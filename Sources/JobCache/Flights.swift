@@ -1,8 +1,8 @@
 /// Single flight per upstream resource: the first request for a key goes upstream, later ones
 /// wait on it (a bounded waiting list, as Varnish's busy objects) and are woken with its result.
-public final class Flights<Result> {
+public final class Flights<Key: Hashable, Result> {
     public let maxWaitersPerFlight: Int
-    private var waiting: [String: [(Result) -> Void]] = [:]
+    private var waiting: [Key: [(Result) -> Void]] = [:]
     /// Waiters that joined a flight rather than starting one.
     public private(set) var collapsed = 0
 
@@ -20,7 +20,7 @@ public final class Flights<Result> {
     }
 
     /// Joins the flight for `key`; the leader's own `waiter` is called on landing too.
-    public func join(_ key: String, _ waiter: @escaping (Result) -> Void) -> Join {
+    public func join(_ key: Key, _ waiter: @escaping (Result) -> Void) -> Join {
         if var list = waiting[key] {
             guard list.count < maxWaitersPerFlight else { return .full }
             list.append(waiter)
@@ -32,12 +32,12 @@ public final class Flights<Result> {
         return .leader
     }
 
-    public func isInFlight(_ key: String) -> Bool { waiting[key] != nil }
+    public func isInFlight(_ key: Key) -> Bool { waiting[key] != nil }
 
     public var inFlight: Int { waiting.count }
 
     /// Ends the flight for `key` and wakes every waiter, in arrival order.
-    public func land(_ key: String, _ result: Result) {
+    public func land(_ key: Key, _ result: Result) {
         guard let list = waiting.removeValue(forKey: key) else { return }
         for waiter in list { waiter(result) }
     }

@@ -27,7 +27,8 @@ public struct JobSummary: Sendable, Equatable {
         if let status = filters.status, self.status?.lowercased() != status { return false }
         if let createdBy = filters.createdBy, self.createdBy != createdBy { return false }
         if let day = filters.createdOn {
-            guard let createdAt, Timestamp.utcDate(of: createdAt) == day else { return false }
+            // A date the calendar cannot hold matches no day.
+            guard let createdAt, let date = Timestamp.utcDate(of: createdAt), date == day else { return false }
         }
         return true
     }

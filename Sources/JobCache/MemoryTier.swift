@@ -1,13 +1,13 @@
 /// A least-recently-used map bounded by the bytes of what it holds. Owned by one thread (the
 /// event loop): no locks. Lookups, inserts and removals are O(1).
-public final class MemoryTier<Value> {
+public final class MemoryTier<Key: Hashable, Value> {
     private final class Node {
-        let key: String
+        let key: Key
         var value: Value
         var cost: Int
         var newer: Node?
         weak var older: Node?
-        init(key: String, value: Value, cost: Int) {
+        init(key: Key, value: Value, cost: Int) {
             self.key = key
             self.value = value
             self.cost = cost
@@ -15,7 +15,7 @@ public final class MemoryTier<Value> {
     }
 
     public let budgetBytes: Int
-    private var nodes: [String: Node] = [:]
+    private var nodes: [Key: Node] = [:]
     /// The dictionary owns every node; `newer` (strong) and `older` (weak) only order them.
     private var newest: Node?
     private weak var oldest: Node?
@@ -29,18 +29,18 @@ public final class MemoryTier<Value> {
     public var count: Int { nodes.count }
 
     /// The value for `key`, marked as just used.
-    public func get(_ key: String) -> Value? {
+    public func get(_ key: Key) -> Value? {
         guard let node = nodes[key] else { return nil }
         moveToNewest(node)
         return node.value
     }
 
     /// The value without changing its recency (for statistics and purges).
-    public func peek(_ key: String) -> Value? { nodes[key]?.value }
+    public func peek(_ key: Key) -> Value? { nodes[key]?.value }
 
     /// Stores `value` costing `cost` bytes, then evicts least recently used entries over budget.
     /// A value larger than the whole budget is not stored.
-    public func set(_ key: String, _ value: Value, cost: Int) {
+    public func set(_ key: Key, _ value: Value, cost: Int) {
         remove(key)
         guard cost <= budgetBytes else { return }
         let node = Node(key: key, value: value, cost: cost)
@@ -54,21 +54,21 @@ public final class MemoryTier<Value> {
     }
 
     @discardableResult
-    public func remove(_ key: String) -> Value? {
+    public func remove(_ key: Key) -> Value? {
         guard let node = nodes.removeValue(forKey: key) else { return nil }
         unlink(node)
         totalBytes -= node.cost
         return node.value
     }
 
-    /// Keys starting with `prefix` (a scan of the keys: for purges and list sightings, not hits).
-    public func keys(withPrefix prefix: String) -> [String] {
-        nodes.keys.filter { $0.hasPrefix(prefix) }
+    /// Keys for which `predicate` holds (a scan of the keys: for purges and list sightings, not hits).
+    public func keys(where predicate: (Key) -> Bool) -> [Key] {
+        nodes.keys.filter(predicate)
     }
 
     /// Removes every entry whose key satisfies `predicate`; returns how many.
     @discardableResult
-    public func removeAll(where predicate: (String) -> Bool) -> Int {
+    public func removeAll(where predicate: (Key) -> Bool) -> Int {
         let doomed = nodes.keys.filter(predicate)
         for key in doomed { remove(key) }
         return doomed.count

@@ -55,11 +55,13 @@ public enum Timestamp {
         return Double(days * 86_400 + hour * 3600 + minute * 60 - offset) + seconds
     }
 
-    /// The UTC calendar day of an instant.
-    public static func utcDate(of instant: Double) -> CalendarDate {
+    /// The UTC calendar day of an instant; nil when that day is outside years 1 to 9999 (an
+    /// upstream may write `0001-01-01T00:00:00+14:00`, which is in year 0 in UTC).
+    public static func utcDate(of instant: Double) -> CalendarDate? {
+        guard instant.isFinite, abs(instant) < 1e12 else { return nil }
         let days = Int((instant / 86_400).rounded(.down))
         let (year, month, day) = civilFromDays(days)
-        return CalendarDate(year: year, month: month, day: day)!
+        return CalendarDate(year: year, month: month, day: day)
     }
 
     // Howard Hinnant's days-from-civil algorithms (proleptic Gregorian calendar).

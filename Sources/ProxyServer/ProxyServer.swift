@@ -4,6 +4,7 @@ import JobCache
 import Logging
 import ProxyConfig
 import Synchronization
+import ResponseCache
 import Upstream
 
 /// pixxel-proxy's server: one event loop thread that owns the HTTP front end, the upstream
@@ -19,7 +20,9 @@ public final class ProxyServer: @unchecked Sendable {
     var httpServer: HTTPServer?
     let upstream: UpstreamClient
     var authenticator: Authenticator
-    let cache: CacheState
+    let cache: ResponseCache
+    /// While a flight lands: how long its upstream call took (for every waiter's access line).
+    var landingUpstreamDuration: Duration?
     let metrics = ProxyMetrics()
     let hitPath = HitPathState()
     let budget: UpstreamBudget
@@ -53,8 +56,9 @@ public final class ProxyServer: @unchecked Sendable {
         } catch {
             throw SettingsError(key: "cache.directory", "\(error)")
         }
-        cache = CacheState(
-            memoryBudgetBytes: settings.cacheMemoryMB << 20, disk: disk,
+        for note in disk.openNotes { logger.warning("\(note)") }
+        cache = ResponseCache(
+            loop: loop, memoryBudgetBytes: settings.cacheMemoryMB << 20, disk: disk,
             policy: FreshnessPolicy(activeJobSeconds: settings.activeJobTTLSeconds, terminalJobSeconds: settings.terminalJobTTLSeconds,
                                     jobListSeconds: settings.jobListTTLSeconds, terminalStatuses: settings.terminalStatuses),
             maxWaitersPerFlight: settings.upstreamMaxQueue)
@@ -217,6 +221,7 @@ public final class ProxyServer: @unchecked Sendable {
 extension ProxyServer {
     /// Requests received and not yet answered (read from any thread; for tests and drain logs).
     public var inFlightRequests: Int {
+        precondition(!loop.isOnLoopThread, "would wait for the loop on the loop itself")
         let box = Mutex(0)
         let done = DispatchSemaphore(value: 0)
         loop.execute { [self] in
@@ -246,13 +251,15 @@ public struct CacheStatistics: Sendable {
 extension ProxyServer {
     /// Read from any thread: hops onto the loop and waits.
     public var cacheStatistics: CacheStatistics {
+        precondition(!loop.isOnLoopThread, "would wait for the loop on the loop itself")
         let box = Mutex<CacheStatistics?>(nil)
         let done = DispatchSemaphore(value: 0)
         loop.execute { [self] in
+            let counters = cache.counters
             let snapshot = CacheStatistics(entries: cache.memory.count, bytes: cache.memory.totalBytes, evictions: cache.memory.evictions,
-                                           hits: cache.hits, misses: cache.misses, upstreamFetches: cache.upstreamFetches,
+                                           hits: counters.hits, misses: counters.misses, upstreamFetches: counters.upstreamFetches,
                                            collapsed: cache.flights.collapsed, inFlightFetches: cache.flights.inFlight,
-                                           preparedHits: cache.preparedHits)
+                                           preparedHits: counters.preparedHits)
             box.withLock { $0 = snapshot }
             done.signal()
         }

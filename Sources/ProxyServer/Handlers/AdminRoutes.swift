@@ -21,17 +21,12 @@ extension ProxyServer {
             return finish(&exchange, error: .badRequest("job_id, if given, must be one non-empty value"))
         }
         let workflowID = workflows[0], jobID = jobs.first
-        let fromMemory = cache.purgeMemory(workflowID: workflowID, jobID: jobID)
         let box = ExchangeBox(exchange)
-        guard let disk = cache.disk else {
-            return finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: 0))
+        cache.purge(workflowID: workflowID, jobID: jobID) { [self] fromMemory, fromDisk in
+            finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: fromDisk))
+            logger.notice("purged", metadata: ["client": "\(box.exchange.caller.logName)", "memory_entries": "\(fromMemory)",
+                                               "disk_entries": "\(fromDisk)"])
         }
-        disk.purge(workflowID: workflowID, jobID: jobID) { [self] fromDisk in
-            loop.execute { [self] in
-                finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: fromDisk))
-            }
-        }
-        logger.notice("purged", metadata: ["client": "\(exchange.caller.logName)", "memory_entries": "\(fromMemory)"])
     }
 
     static func purgeBody(memory: Int, disk: Int) -> [UInt8] {
@@ -42,11 +37,11 @@ extension ProxyServer {
     func reportStatistics(_ exchange: Exchange) {
         let box = ExchangeBox(exchange)
         let memoryEntries = cache.memory.count, memoryBytes = cache.memory.totalBytes, evictions = cache.memory.evictions
-        let hits = cache.hits, diskHits = cache.diskHits, misses = cache.misses, preparedHits = cache.preparedHits
-        let fetches = cache.upstreamFetches, collapsed = cache.flights.collapsed
+        let counters = cache.counters, collapsed = cache.flights.collapsed
+        let hits = counters.hits, misses = counters.misses
         let invalidation = [
-            "renewals": cache.renewals, "invalidations": cache.invalidations, "rejected_out_of_order": cache.rejectedOutOfOrder,
-            "list_entry_updates": cache.listEntryUpdates, "write_throughs": cache.writeThroughs,
+            "renewals": counters.renewals, "invalidations": counters.invalidations, "rejected_out_of_order": counters.rejectedOutOfOrder,
+            "list_entry_updates": counters.listEntryUpdates, "write_throughs": counters.writeThroughs,
         ]
         let respond: @Sendable (Int, Int) -> Void = { [self] diskEntries, diskBytes in
             loop.execute { [self] in
@@ -55,9 +50,9 @@ extension ProxyServer {
                     "memory": ["entries": memoryEntries, "bytes": memoryBytes, "budget_bytes": cache.memory.budgetBytes, "evictions": evictions],
                     "disk": ["entries": diskEntries, "bytes": diskBytes, "budget_bytes": cache.disk?.budgetBytes ?? 0,
                              "dropped_writes": cache.disk?.droppedWrites ?? 0],
-                    "hits": hits, "disk_hits": diskHits, "prepared_hits": preparedHits, "misses": misses,
+                    "hits": hits, "disk_hits": counters.diskHits, "prepared_hits": counters.preparedHits, "misses": misses,
                     "hit_ratio": lookups == 0 ? 0 : Double(hits) / Double(lookups),
-                    "collapsed": collapsed, "upstream_fetches": fetches, "invalidation": invalidation,
+                    "collapsed": collapsed, "upstream_fetches": counters.upstreamFetches, "invalidation": invalidation,
                     // Every hit and every collapsed waiter is an upstream call not made.
                     "upstream_calls_saved": hits + collapsed,
                 ]

@@ -1,5 +1,6 @@
 import EventHTTP
 import JobCache
+import ResponseCache
 
 /// What the hit path remembers between requests. Everything here is a shortcut for work the
 /// full path (`handle`) does; none of it decides anything the full path would decide otherwise.
@@ -30,9 +31,7 @@ final class HitPathState {
 
 /// A request target that names a cached resource, with its list filters.
 struct CachedTarget {
-    let resource: CachedResource
-    /// `resource.key`, kept: building it is a string interpolation the hit path would repeat.
-    let key: String
+    let key: CacheKey
     let filters: JobListFilters
     let routeTemplate: String
     let metrics: ProxyMetrics.HitRecorder
@@ -84,10 +83,9 @@ extension ProxyServer {
                 return false  // possibly a request to revalidate: the full path reads it
             }
         }
-        guard let authorization, let caller = hitPath.callers[authorization], caller.scopes.contains(.read),
-              let answer = cache.memory.get(target.key) else { return false }
         let now = clock()
-        guard answer.remaining(now: now) > 0 else { return false }
+        guard let authorization, let caller = hitPath.callers[authorization], caller.scopes.contains(.read),
+              let answer = cache.freshEntry(target.key, now: now) else { return false }
 
         let started = ContinuousClock.now
         let requestID = requestID(from: clientRequestID)
@@ -102,12 +100,9 @@ extension ProxyServer {
         lines += requestID.utf8
         lines += Self.lineEnd
         request.respond(status: 200, headerLines: lines, body: answer.sharedBody(for: target.filters), addDate: !prepared.hasDate)
-        cache.hits += 1
-        cache.preparedHits += 1
-        let elapsed = ContinuousClock.now - started
-        target.metrics.record(elapsed)
-        logAccess(method: method.rawValue, route: target.routeTemplate, status: 200, client: caller.logName, peer: request.peer,
-                  requestID: requestID, cache: "hit", elapsed: elapsed, upstreamDuration: nil, upstreamStatus: nil)
+        recordAnswer(method: method.rawValue, route: target.routeTemplate, status: 200, client: caller.logName, peer: request.peer,
+                     requestID: requestID, cache: "hit", elapsed: ContinuousClock.now - started, upstreamDuration: nil,
+                     upstreamStatus: nil, hitRecorder: target.metrics)
         return true
     }
 
@@ -115,24 +110,4 @@ extension ProxyServer {
     private static let ageLinePrefix = Array("\r\nAge: ".utf8)
     private static let requestIDLinePrefix = Array("\r\nX-Request-Id: ".utf8)
     private static let lineEnd = Array("\r\n".utf8)
-}
-
-extension CachedAnswer {
-    /// Header lines of every answer from this entry (`Content-Type` and the upstream's
-    /// end-to-end headers), formatted once.
-    struct PreparedHeaderLines {
-        let lines: [UInt8]
-        let hasDate: Bool
-    }
-
-    /// The same header set `finish` sends, less what is made per answer (also left out here
-    /// for entries stored before those names were stripped at storage).
-    static func prepareHeaderLines(_ headers: HTTPHeaders) -> PreparedHeaderLines {
-        var headers = headers
-        if headers["Content-Type"] == nil { headers.add("Content-Type", "application/json") }
-        let wire = headers.wireLines(omitting: perAnswerHeaderSet)
-        return PreparedHeaderLines(lines: wire.lines, hasDate: wire.hasDate)
-    }
-
-    private static let perAnswerHeaderSet = Set(perAnswerHeaderNames.map { $0.lowercased() })
 }

@@ -1,3 +1,5 @@
+import JobCache
+
 /// A request target checked for safety: decoded path segments (no `.`/`..`, no encoded
 /// slashes or control characters, in any encoding), and the query as sent (with the visible
 /// characters RFC 3986 wants escaped percent-encoded).
@@ -20,9 +22,6 @@ public struct RequestTarget: Sendable, Equatable {
         Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@".utf8))
     /// Characters allowed raw in a query.
     private static let queryCharacters: Set<UInt8> = pathCharacters.union("/?".utf8)
-    /// Characters forwarded unescaped in a segment: RFC 3986 unreserved.
-    private static let unreserved: Set<UInt8> = Set(
-        Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~".utf8))
 
     public static func parse(_ uri: String) -> Result<RequestTarget, Invalid> {
         guard uri.first == "/" else { return .failure(Invalid(description: "the request target must be a path starting with /")) }
@@ -73,32 +72,14 @@ public struct RequestTarget: Sendable, Equatable {
 
     /// Percent-encodes one path segment (an id) for the upstream.
     public static func encodeSegment(_ segment: String) -> String {
-        percentEncode(segment.utf8) { unreserved.contains($0) }
+        PercentEncoding.segment(segment)
     }
 
     /// The query as forwarded: what RFC 3986 allows raw stays as sent; other visible ASCII
     /// that clients send unencoded (curl and httpx send `|` and `[]`) is percent-encoded.
     static func encodeQuery(_ query: Substring) -> String {
-        percentEncode(query.utf8) { queryCharacters.contains($0) || $0 == UInt8(ascii: "%") }
+        PercentEncoding.encode(query.utf8) { queryCharacters.contains($0) || $0 == UInt8(ascii: "%") }
     }
-
-    /// `bytes` with every byte that `keep` refuses written as `%XX`.
-    private static func percentEncode<C: Collection>(_ bytes: C, keep: (UInt8) -> Bool) -> String where C.Element == UInt8 {
-        var out = ""
-        out.reserveCapacity(bytes.count)
-        for byte in bytes {
-            if keep(byte) {
-                out.unicodeScalars.append(Unicode.Scalar(byte))
-            } else {
-                out += "%"
-                out.unicodeScalars.append(Unicode.Scalar(hexDigits[Int(byte >> 4)]))
-                out.unicodeScalars.append(Unicode.Scalar(hexDigits[Int(byte & 0xF)]))
-            }
-        }
-        return out
-    }
-
-    private static let hexDigits = Array("0123456789ABCDEF".utf8)
 
     static func hasValidEscapes(_ text: Substring) -> Bool {
         var bytes = text.utf8.makeIterator()

@@ -78,7 +78,11 @@ final class WireRecorder: @unchecked Sendable {
     }
 
     private func serve(_ fd: Int32, connection: Int) {
-        defer { close(fd) }
+        // Forgotten before it is closed: `stop` must never shut down a number reused since.
+        defer {
+            state.withLock { $0.open.removeAll { $0 == fd } }
+            close(fd)
+        }
         var pending: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65_536)
         func receive() -> Bool {

@@ -1,3 +1,5 @@
+import CacheInvalidation
+import CSQLite
 import Foundation
 import Testing
 import JobCache
@@ -49,14 +51,79 @@ import JobCache
         store.save(record("job w newer", job: "newer", updatedAt: 100))
         store.save(record("job w older", job: "older", updatedAt: 100))
         store.save(record("job w gone", job: "gone", updatedAt: 100))
-        store.applyListSightings(workflowID: "w", sightings: ["same": 100, "newer": 200, "older": 50], now: 5000)
+        store.applyListSightings(workflowID: "w", ListSightings(updatedAt: ["same": 100, "newer": 200, "older": 50], answeredAt: 5000))
         store.flush()
         #expect(await load(store, "job w same")?.validatedAt == 5000)
         #expect(await load(store, "job w same")?.invalidated == false)
         #expect(await load(store, "job w newer")?.invalidated == true)
+        #expect(await load(store, "job w newer")?.newestSeen == 200, "what the list showed is kept")
         #expect(await load(store, "job w older")?.invalidated == false)
         #expect(await load(store, "job w older")?.validatedAt == 1000)
         #expect(await load(store, "job w gone")?.invalidated == true)
+    }
+
+    @Test func anAnswerOlderThanTheNewestSightingNeverReplacesTheDetail() async throws {
+        let directory = TemporaryDirectory()
+        let store = try DiskStore(directory: directory.path, budgetBytes: 1 << 20)
+        store.save(record("d", job: "d", size: 10, updatedAt: 100))
+        store.applyListSightings(workflowID: "w", ListSightings(updatedAt: ["d": 300], answeredAt: 5000))
+        store.save(record("d", job: "d", size: 20, updatedAt: 200))  // newer than the detail, older than the list showed
+        store.flush()
+        #expect(await load(store, "d")?.body.count == 10)
+        store.save(record("d", job: "d", size: 30, updatedAt: 300))
+        store.flush()
+        #expect(await load(store, "d")?.body.count == 30)
+        #expect(await load(store, "d")?.newestSeen == nil)
+    }
+
+    /// A store written by the build before schema versions (its exact layout): the cache
+    /// table is dropped and made anew, the audit table kept, and writes work.
+    @Test func aStoreOfThePreviousLayoutIsRebuiltKeepingTheAudit() async throws {
+        let directory = TemporaryDirectory()
+        let path = directory.path + "/" + DiskStore.fileName
+        var db: OpaquePointer?
+        #expect(sqlite3_open(path, &db) == SQLITE_OK)
+        let old = """
+            CREATE TABLE entries (
+                key TEXT PRIMARY KEY, kind INTEGER NOT NULL, workflow_id TEXT NOT NULL, job_id TEXT,
+                body BLOB NOT NULL, headers TEXT NOT NULL, stored_at REAL NOT NULL, lifetime REAL NOT NULL,
+                last_used REAL NOT NULL, size INTEGER NOT NULL,
+                updated_at REAL, validated_at REAL NOT NULL, invalidated INTEGER NOT NULL DEFAULT 0);
+            INSERT INTO entries VALUES ('job w j', 2, 'w', 'j', x'7B7D', '', 1, 10, 1, 130, NULL, 1, 0);
+            """
+        #expect(sqlite3_exec(db, old, nil, nil, nil) == SQLITE_OK)
+        sqlite3_close(db)
+        let audit = try AuditLog(directory: directory.path)
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
+            audit.record(AuditEntry(time: 1, client: "c", workflowID: "w", projectID: "p", jobID: "j", upstreamStatus: 200, requestID: "r")) {
+                if let error = $0 { c.resume(throwing: error) } else { c.resume() }
+            }
+        }
+
+        let store = try DiskStore(directory: directory.path, budgetBytes: 1 << 20)
+        #expect(store.openNotes.contains { $0.contains("layout version 1") }, "\(store.openNotes)")
+        #expect(await load(store, "job w j") == nil, "old entries are gone")
+        store.save(record("detail/w/j", job: "j"))
+        store.flush()
+        #expect(store.isHealthy)
+        #expect(await load(store, "detail/w/j") != nil)
+        #expect(try AuditLog(directory: directory.path).entries(since: 0, client: nil).count == 1, "the audit is kept")
+        let again = try DiskStore(directory: directory.path, budgetBytes: 1 << 20)
+        #expect(again.openNotes.isEmpty, "the current layout opens without a word")
+    }
+
+    @Test func aCorruptStoreIsMovedAsideAndAFreshOneMade() async throws {
+        let directory = TemporaryDirectory()
+        let path = directory.path + "/" + DiskStore.fileName
+        FileManager.default.createFile(atPath: path, contents: Data((0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }))
+        let store = try DiskStore(directory: directory.path, budgetBytes: 1 << 20)
+        #expect(store.openNotes.contains { $0.contains("moved to") }, "\(store.openNotes)")
+        let aside = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.contains(".corrupt-") }
+        #expect(aside.count == 1)
+        store.save(record("list/w"))
+        store.flush()
+        let loaded = await load(store, "list/w")
+        #expect(store.isHealthy && loaded != nil)
     }
 
     @Test func staysWithinItsBudgetEvictingLeastRecentlyUsed() async throws {

@@ -23,11 +23,18 @@ import Testing
     }
 
     @Test func utcDaysAcrossOffsetsAndDayBoundaries() {
-        #expect(Timestamp.utcDate(of: Timestamp.parse("2026-11-20T23:30:00-05:00")!).description == "2026-11-21")
-        #expect(Timestamp.utcDate(of: Timestamp.parse("2026-11-21T02:00:00+05:30")!).description == "2026-11-20")
-        #expect(Timestamp.utcDate(of: Timestamp.parse("2024-02-29T23:59:59.999Z")!).description == "2024-02-29")
-        #expect(Timestamp.utcDate(of: Timestamp.parse("2025-01-01T00:00:00+14:00")!).description == "2024-12-31")
-        #expect(Timestamp.utcDate(of: 0).description == "1970-01-01")
+        #expect(Timestamp.utcDate(of: Timestamp.parse("2026-11-20T23:30:00-05:00")!)?.description == "2026-11-21")
+        #expect(Timestamp.utcDate(of: Timestamp.parse("2026-11-21T02:00:00+05:30")!)?.description == "2026-11-20")
+        #expect(Timestamp.utcDate(of: Timestamp.parse("2024-02-29T23:59:59.999Z")!)?.description == "2024-02-29")
+        #expect(Timestamp.utcDate(of: Timestamp.parse("2025-01-01T00:00:00+14:00")!)?.description == "2024-12-31")
+        #expect(Timestamp.utcDate(of: 0)?.description == "1970-01-01")
+    }
+
+    /// Once a force unwrap that stopped the process on an upstream's `created_at`.
+    @Test func daysTheCalendarCannotHoldAreNil() {
+        #expect(Timestamp.utcDate(of: Timestamp.parse("0001-01-01T00:00:00+14:00")!) == nil)
+        #expect(Timestamp.utcDate(of: Timestamp.parse("9999-12-31T23:00:00-05:00")!) == nil)
+        #expect(Timestamp.utcDate(of: .infinity) == nil && Timestamp.utcDate(of: .nan) == nil && Timestamp.utcDate(of: 1e300) == nil)
     }
 }
 
@@ -105,7 +112,7 @@ import Testing
 
 @Suite struct MemoryTierTests {
     @Test func staysWithinItsByteBudgetEvictingLeastRecentlyUsed() {
-        let tier = MemoryTier<Int>(budgetBytes: 1000)
+        let tier = MemoryTier<String, Int>(budgetBytes: 1000)
         for index in 0..<10 { tier.set("k\(index)", index, cost: 100) }
         #expect(tier.totalBytes == 1000)
         _ = tier.get("k0")  // now the most recently used
@@ -117,7 +124,7 @@ import Testing
     }
 
     @Test func manyEntriesNeverExceedTheBudget() {
-        let tier = MemoryTier<[UInt8]>(budgetBytes: 64 << 10)
+        let tier = MemoryTier<String, [UInt8]>(budgetBytes: 64 << 10)
         for index in 0..<10_000 {
             let cost = 1 + (index * 37) % 3000
             tier.set("k\(index)", [], cost: cost)
@@ -127,7 +134,7 @@ import Testing
     }
 
     @Test func replacingAndRemovingKeepTheAccounts() {
-        let tier = MemoryTier<Int>(budgetBytes: 100)
+        let tier = MemoryTier<String, Int>(budgetBytes: 100)
         tier.set("a", 1, cost: 40)
         tier.set("a", 2, cost: 60)
         #expect(tier.totalBytes == 60 && tier.count == 1)
@@ -140,7 +147,7 @@ import Testing
 
 @Suite struct FlightsTests {
     @Test func oneLeaderManyFollowersAllWoken() {
-        let flights = Flights<Int>(maxWaitersPerFlight: 3)
+        let flights = Flights<String, Int>(maxWaitersPerFlight: 3)
         var woken: [Int] = []
         #expect(flights.join("k") { woken.append($0) } == .leader)
         #expect(flights.join("k") { woken.append($0 * 10) } == .follower)

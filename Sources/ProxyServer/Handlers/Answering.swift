@@ -1,0 +1,94 @@
+import EventHTTP
+import Logging
+import ResponseCache
+import Upstream
+
+/// The answer phase shared by every request: headers every answer carries, the answer itself,
+/// then its metrics and access line (`recordAnswer`, which the hit path calls too).
+extension ProxyServer {
+    /// Answers and writes the access line.
+    func finish(_ exchange: inout Exchange, status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8], age: Int = 0,
+                headContentLength: HeadContentLength = .ofBody) {
+        var headers = headers
+        if headers["Content-Type"] == nil { headers.add("Content-Type", "application/json") }
+        for field in exchange.extraHeaders { headers.add(field.name, field.value) }
+        let outcome = exchange.finalCacheOutcome
+        if let outcome {
+            headers.set("Cache-Status", outcome.cacheStatus)
+            headers.set("Age", String(age))
+        }
+        if exchange.closeConnection { headers.set("Connection", "close") }
+        headers.set("X-Request-Id", exchange.requestID)
+        exchange.request.respond(status: status, headers: headers, body: body, headContentLength: headContentLength)
+        recordAnswer(method: exchange.knownMethodName, route: exchange.route.template, status: status, client: exchange.caller.logName,
+                     peer: exchange.request.peer, requestID: exchange.requestID, cache: outcome?.label ?? "none",
+                     elapsed: ContinuousClock.now - exchange.started, upstreamDuration: exchange.upstreamDuration,
+                     upstreamStatus: exchange.upstreamStatus)
+    }
+
+    /// The last phase of every request, the hit path's too: its metrics and its access line.
+    func recordAnswer(method: String, route: String, status: Int, client: String, peer: String, requestID: String, cache: String,
+                      elapsed: Duration, upstreamDuration: Duration?, upstreamStatus: Int?, hitRecorder: ProxyMetrics.HitRecorder? = nil) {
+        if let hitRecorder {
+            hitRecorder.record(elapsed)
+        } else {
+            metrics.requestFinished(route: route, status: status, cache: cache, duration: elapsed)
+        }
+        logAccess(method: method, route: route, status: status, client: client, peer: peer, requestID: requestID, cache: cache,
+                  elapsed: elapsed, upstreamDuration: upstreamDuration, upstreamStatus: upstreamStatus)
+    }
+
+    /// The access line: names and templates only, never a token, key or id.
+    private func logAccess(method: String, route: String, status: Int, client: String, peer: String, requestID: String, cache: String,
+                   elapsed: Duration, upstreamDuration: Duration?, upstreamStatus: Int?) {
+        guard logger.logLevel <= .info else { return }
+        let message = "\(method) \(route) \(status)"
+        let fields: [(key: String, value: String)] = [
+            ("cache", cache),
+            ("client", client),
+            ("duration_ms", String(Self.milliseconds(elapsed))),
+            ("peer", peer),
+            ("request_id", requestID),
+            ("upstream_ms", upstreamDuration.map { String(Self.milliseconds($0)) } ?? "-"),
+            ("upstream_status", upstreamStatus.map(String.init) ?? "-"),
+        ]
+        if let accessLogOutput {
+            // Keys in order, as the handler sorts them; no log event or metadata dictionary.
+            return accessLogOutput.append(level: .info, label: logger.label, fields: fields, source: "ProxyServer", message: message)
+        }
+        logger.info("\(message)", metadata: Dictionary(uniqueKeysWithValues: fields.map { ($0.key, .string($0.value)) }))
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int {
+        Int((Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15).rounded())
+    }
+
+    /// The client's `X-Request-Id` when it is a sane token (at most 128 characters of
+    /// letters, digits, `-`, `_`, `.`, `:`), else a new one: it goes upstream and back.
+    func requestID(from header: String?) -> String {
+        if let header, !header.isEmpty, header.utf8.count <= 128, header.utf8.allSatisfy(Self.isRequestIDByte) {
+            return header
+        }
+        return hitPath.requestIDs.next()
+    }
+
+    private static func isRequestIDByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: ":"): true
+        default: false
+        }
+    }
+
+    func finish(_ exchange: inout Exchange, error: ProxyError) {
+        finish(&exchange, status: error.status, body: error.body)
+    }
+
+    /// An upstream failure as the proxy's own error; a 429 carries its Retry-After.
+    func finish(_ exchange: inout Exchange, failure: UpstreamFailure) {
+        if let retryAfter = failure.retryAfter {
+            exchange.extraHeaders.set("Retry-After", String(max(1, Int(retryAfter.rounded(.up)))))
+        }
+        finish(&exchange, error: ProxyError(status: failure.status, code: failure.code, message: failure.message))
+    }
+}

@@ -1,0 +1,125 @@
+import EventHTTP
+import Foundation
+import JobCache
+import Upstream
+
+/// Requests that go upstream as they are (pass-through routes, job creation), and the one way
+/// every upstream call is made (`callUpstream`: the budget, the call, Retry-After, one retry).
+extension ProxyServer {
+    /// Forwards the request upstream with the client's end-to-end fields; a created job is
+    /// written through into the cache and audited before the client hears back.
+    func forward(_ exchange: Exchange, target: RequestTarget, headers: HTTPHeaders) {
+        var exchange = exchange
+        exchange.forwarded = true
+        let exchangeBox = ExchangeBox(exchange)
+        let upstreamStarted = ContinuousClock.now
+        let request = exchange.request
+        callUpstream(route: exchange.route.template, method: exchange.upstreamMethod ?? request.method, path: target.encodedPath,
+                     rawQuery: target.rawQuery,
+                     clientHeaders: headers, body: request.body, client: exchange.caller.logName) { [self] result in
+            exchangeBox.exchange.upstreamDuration = ContinuousClock.now - upstreamStarted
+            guard case .createJob(let workflowID) = exchangeBox.exchange.route else {
+                return answerForwarded(result, exchangeBox)
+            }
+            if case .success(let response) = result, (200..<300).contains(response.status), Self.isJSONObject(response.body) {
+                cache.writeThrough(workflowID: workflowID, body: response.body, headers: response.headers, now: clock())
+            }
+            // The audit entry is durable before the client hears back: a crash cannot lose the
+            // record of a job that was created.
+            let entry = auditEntry(for: result, exchange: exchangeBox.exchange, workflowID: workflowID, rawQuery: target.rawQuery)
+            audit.record(entry) { [self] error in
+                loop.execute { [self] in
+                    if let error { logger.error("audit entry not recorded", metadata: ["request_id": "\(entry.requestID)", "error": "\(error)"]) }
+                    answerForwarded(result, exchangeBox)
+                }
+            }
+        }
+    }
+
+    private func answerForwarded(_ result: Result<ClientResponse, UpstreamFailure>, _ exchangeBox: ExchangeBox) {
+        var exchange = exchangeBox.exchange
+        switch result {
+        case .success(let response):
+            exchange.upstreamStatus = response.status
+            if exchange.route.isJobRoute, (200..<300).contains(response.status), !Self.isJSONObject(response.body) {
+                return finish(&exchange, error: ProxyError(status: 502, code: "bad_gateway", message: "the upstream answered something that is not a JSON object"))
+            }
+            // A HEAD answer tells the length the GET would have had, or none when the
+            // upstream did not say (a chunked answer).
+            let headLength: HeadContentLength = exchange.request.method == .head && exchange.upstreamMethod == nil
+                ? response.declaredContentLength.map(HeadContentLength.declared) ?? .unknown : .ofBody
+            finish(&exchange, status: response.status, headers: response.headers, body: response.body, headContentLength: headLength)
+        case .failure(let failure):
+            finish(&exchange, failure: failure)
+        }
+    }
+
+    private func auditEntry(for result: Result<ClientResponse, UpstreamFailure>, exchange: Exchange, workflowID: String,
+                            rawQuery: String?) -> AuditEntry {
+        let project = QueryDecoding.values(of: "project_id", in: rawQuery).first ?? ""
+        var status = 0
+        var jobID: String?
+        switch result {
+        case .success(let response):
+            status = response.status
+            if (200..<300).contains(response.status) { jobID = JobDetailDocument(body: response.body)?.job.id }
+        case .failure(let failure):
+            status = failure.status
+        }
+        return AuditEntry(time: clock(), client: exchange.caller.logName, workflowID: workflowID, projectID: project,
+                          jobID: jobID, upstreamStatus: status, requestID: exchange.requestID)
+    }
+
+    /// Every upstream call goes through here: the budget first (which may queue or refuse it
+    /// with 429), then the call, counted once by route and outcome. An upstream 429 or 503 with
+    /// `Retry-After` pauses the budget. A GET or HEAD whose connection broke before an answer is
+    /// tried once more, after a little jitter (POSTs never are).
+    func callUpstream(route: String, method: HTTPMethod, path: String, rawQuery: String?, clientHeaders: HTTPHeaders, body: [UInt8],
+                      client: String, priority: UpstreamBudget.Priority = .interactive, retried: Bool = false,
+                      completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
+        let deadline = clock() + settings.upstreamTimeoutSeconds
+        budget.acquire(client: client, priority: priority, deadline: deadline, grant: { [self] in
+            let started = ContinuousClock.now
+            upstream.send(method: method, path: path, rawQuery: rawQuery, clientHeaders: clientHeaders, body: body) { [self] result in
+                let duration = ContinuousClock.now - started
+                switch result {
+                case .success(let response):
+                    metrics.upstreamRequest(route: route, outcome: String(response.status), duration: duration)
+                    if response.status == 429 || response.status == 503, let value = response.headers["Retry-After"],
+                       let seconds = RetryAfter.seconds(value, now: clock(), cap: settings.upstreamMaxRetryAfterSeconds) {
+                        budget.pause(until: clock() + seconds)
+                        logger.warning("upstream asked to wait", metadata: ["status": "\(response.status)", "seconds": "\(seconds)"])
+                    }
+                case .failure(let failure):
+                    metrics.upstreamRequest(route: route, outcome: failure.code, duration: duration)
+                    if failure.retryable, !retried, method.isIdempotentRead {
+                        loop.schedule(after: Double.random(in: 0.01...0.05)) { [self] in
+                            callUpstream(route: route, method: method, path: path, rawQuery: rawQuery, clientHeaders: clientHeaders,
+                                         body: body, client: client, priority: priority, retried: true, completion: completion)
+                        }
+                        return
+                    }
+                }
+                completion(result)
+            }
+        }, refuse: { [self] retryAfter in
+            metrics.upstreamRequest(route: route, outcome: "budget_refused")
+            completion(.failure(UpstreamFailure(status: 429, code: "rate_limited",
+                                                message: "the upstream budget is spent; retry later", retryAfter: retryAfter)))
+        })
+    }
+
+    /// Why a job-creation query is refused, or nil when it has exactly one non-empty `project_id`.
+    static func projectIDProblem(_ rawQuery: String?) -> String? {
+        let values = QueryDecoding.values(of: "project_id", in: rawQuery)
+        if values.isEmpty { return "project_id is required to create a job" }
+        if values.count > 1 { return "project_id is given more than once" }
+        if values[0].isEmpty { return "project_id is empty" }
+        return nil
+    }
+
+    static func isJSONObject(_ body: [UInt8]) -> Bool {
+        guard body.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }) == UInt8(ascii: "{") else { return false }
+        return (try? JSONSerialization.jsonObject(with: Data(body))) is [String: Any]
+    }
+}

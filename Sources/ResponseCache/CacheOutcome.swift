@@ -1,0 +1,58 @@
+/// What the cache did for one answer on a cached route. `Cache-Status` (RFC 9211), the
+/// `cache` label of the metrics and the access line's `cache` field all derive from it.
+public enum CacheOutcome: Sendable, Equatable {
+    /// Why a request went upstream.
+    public enum Forward: String, Sendable {
+        /// Nothing cached.
+        case miss
+        /// Cached but expired or superseded.
+        case stale
+        /// The client asked for revalidation (`Cache-Control: no-cache`).
+        case request
+    }
+
+    /// Answered from the cache: fresh (`ttl` > 0) or stale while one refresh runs (`ttl` <= 0).
+    case hit(ttl: Int)
+    /// Went upstream (or waited on another request's fetch: `collapsed`). `upstreamStatus` is
+    /// the upstream's status when it answered; `stored` when the answer was cached; `failure`
+    /// the error code when there was no answer.
+    case forwarded(Forward, upstreamStatus: Int?, stored: Bool = false, collapsed: Bool = false, failure: String? = nil)
+    /// The upstream failed (`upstreamStatus`); a stale answer within its window was served.
+    case staleOnError(upstreamStatus: Int, collapsed: Bool)
+    /// A list query with parameters the proxy does not filter: forwarded as it is, never cached.
+    case uriMiss
+    /// Answered before any cache decision (a refusal, an error).
+    case bypass
+
+    /// The `Cache-Status` value.
+    public var cacheStatus: String {
+        switch self {
+        case .hit(let ttl):
+            return "pixxel-proxy; hit; ttl=\(ttl)"
+        case .forwarded(let reason, let status, let stored, let collapsed, let failure):
+            var text = "pixxel-proxy; fwd=\(reason.rawValue)"
+            if let status { text += "; fwd-status=\(status)" }
+            if let failure { text += "; detail=\(failure)" }
+            if stored { text += "; stored" }
+            if collapsed { text += "; collapsed" }
+            return text
+        case .staleOnError(let status, let collapsed):
+            return "pixxel-proxy; fwd=stale; fwd-status=\(status)" + (collapsed ? "; collapsed" : "")
+        case .uriMiss:
+            return "pixxel-proxy; fwd=uri-miss"
+        case .bypass:
+            return "pixxel-proxy; fwd=bypass"
+        }
+    }
+
+    /// A bounded label for metrics and the access line: hit, miss, stale, request, uri-miss or bypass.
+    public var label: String {
+        switch self {
+        case .hit: "hit"
+        case .forwarded(let reason, _, _, _, _): reason.rawValue
+        case .staleOnError: "stale"
+        case .uriMiss: "uri-miss"
+        case .bypass: "bypass"
+        }
+    }
+}

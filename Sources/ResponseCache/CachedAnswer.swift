@@ -1,0 +1,181 @@
+import CacheInvalidation
+import EventHTTP
+import JobCache
+
+/// One cached upstream answer on a job route, ready to send: the entry both tiers hold.
+public final class CachedAnswer {
+    public enum Document {
+        case list(JobListDocument)
+        case detail(JobDetailDocument)
+    }
+
+    public let document: Document
+    /// The upstream's end-to-end headers (Content-Type and whatever else it sent).
+    public let headers: HTTPHeaders
+    /// When the upstream answered (wall clock, so it holds across restarts).
+    public let storedAt: Double
+    public let lifetime: Double
+    /// When the upstream last confirmed it, whether it is known to be superseded, and the
+    /// newest `updated_at` seen for the job (`CacheInvalidation.DetailFreshness`).
+    public var freshness: DetailFreshness
+
+    /// What the hit path sends, made on first use (see `sharedBody(for:)`).
+    private var wholeBody: SharedBytes?
+    private var filteredBodies: [JobListFilters: SharedBytes] = [:]
+    private var filteredBytes = 0
+    private var prepared: PreparedHeaderLines?
+
+    public init(document: Document, headers: HTTPHeaders, storedAt: Double, lifetime: Double, freshness: DetailFreshness? = nil) {
+        self.document = document
+        self.headers = headers
+        self.storedAt = storedAt
+        self.lifetime = lifetime
+        self.freshness = freshness ?? DetailFreshness(validatedAt: storedAt, invalidated: false)
+    }
+
+    /// The job's `updated_at` (details only).
+    public var updatedAt: Double? {
+        if case .detail(let detail) = document { return detail.job.updatedAt }
+        return nil
+    }
+
+    public var validatedAt: Double { freshness.validatedAt }
+    public var isSuperseded: Bool { freshness.invalidated }
+
+    /// Seconds of freshness left; negative once expired or superseded.
+    public func remaining(now: Double) -> Double {
+        isSuperseded ? -1 : FreshnessPolicy.remaining(storedAt: validatedAt, lifetime: lifetime, now: now)
+    }
+
+    /// Seconds since its TTL ended (0 while fresh).
+    public func staleness(now: Double) -> Double {
+        max(0, now - (validatedAt + lifetime))
+    }
+
+    /// Whether it may be served stale within a window of `seconds` (0 disables). Never when
+    /// superseded: a client must not see a job go back in time, not even on an upstream error.
+    public func isWithinStaleWindow(_ seconds: Double, now: Double) -> Bool {
+        !isSuperseded && seconds > 0 && staleness(now: now) <= seconds
+    }
+
+    /// Cache-Status's `ttl`: whole seconds of freshness left, or minus those since it went stale.
+    public func cacheStatusTTL(now: Double) -> Int {
+        let remaining = remaining(now: now)
+        return Int(remaining > 0 ? remaining.rounded(.down) : -staleness(now: now).rounded(.up))
+    }
+
+    /// The `Age` header: whole seconds since the upstream last confirmed it.
+    public func ageSeconds(now: Double) -> Int {
+        max(0, Int((now - validatedAt).rounded(.down)))
+    }
+
+    /// Bytes held, for the memory budget: the body plus a fixed allowance per job and entry
+    /// (a list also keeps filtered bodies of up to twice its own size).
+    public var cost: Int {
+        switch document {
+        case .list(let list): 3 * list.body.count + list.jobs.count * 160 + 512
+        case .detail(let detail): detail.body.count + 512
+        }
+    }
+
+    public func body(for filters: JobListFilters) -> [UInt8] {
+        sharedBody(for: filters).array
+    }
+
+    /// The body for `filters`, ready to send by reference: the stored bytes themselves when
+    /// nothing is filtered, else assembled from the list's fragments once per filter set and
+    /// kept with the entry (a bounded number of them), so a repeated filtered read copies nothing.
+    public func sharedBody(for filters: JobListFilters) -> SharedBytes {
+        if filters.isEmpty {
+            if let wholeBody { return wholeBody }
+            let made: SharedBytes
+            switch document {
+            case .list(let list): made = SharedBytes(list.body)
+            case .detail(let detail): made = SharedBytes(detail.body)
+            }
+            wholeBody = made
+            return made
+        }
+        if let rendered = filteredBodies[filters] { return rendered }
+        guard case .list(let list) = document else { return sharedBody(for: JobListFilters()) }
+        let made = SharedBytes(list.rendered(filters))
+        // Kept within twice the list's own bytes, which `cost` counts.
+        if filteredBytes + made.count > 2 * list.body.count {
+            filteredBodies.removeAll()
+            filteredBytes = 0
+        }
+        if made.count <= 2 * list.body.count {
+            filteredBodies[filters] = made
+            filteredBytes += made.count
+        }
+        return made
+    }
+
+    /// Header lines of every answer from this entry (`Content-Type` and the upstream's
+    /// end-to-end headers), formatted once.
+    public struct PreparedHeaderLines {
+        public let lines: [UInt8]
+        public let hasDate: Bool
+    }
+
+    /// Header lines for the hit path, made at the first hit.
+    public var preparedHeaderLines: PreparedHeaderLines {
+        if let prepared { return prepared }
+        let made = Self.prepareHeaderLines(headers)
+        prepared = made
+        return made
+    }
+
+    /// The same header set a full answer sends, less what is made per answer.
+    static func prepareHeaderLines(_ headers: HTTPHeaders) -> PreparedHeaderLines {
+        var headers = headers
+        if headers["Content-Type"] == nil { headers.add("Content-Type", "application/json") }
+        let wire = headers.wireLines(omitting: perAnswerHeaderSet)
+        return PreparedHeaderLines(lines: wire.lines, hasDate: wire.hasDate)
+    }
+
+    /// Headers made for each answer (by the full path and the hit path), never kept with a document.
+    public static let perAnswerHeaderNames = ["Age", "Cache-Status", "X-Request-Id"]
+    private static let perAnswerHeaderSet = Set(perAnswerHeaderNames.map { $0.lowercased() })
+
+    /// The upstream's headers as kept with a cached document: without cookies and without
+    /// what is made per answer.
+    public static func storableHeaders(_ headers: HTTPHeaders, alsoRemoving extra: [String] = []) -> HTTPHeaders {
+        var headers = headers
+        for name in ["Set-Cookie"] + perAnswerHeaderNames + extra { headers.remove(name) }
+        return headers
+    }
+
+    /// Rebuilds an answer read from the disk tier; nil if the stored body no longer parses.
+    convenience init?(record: DiskRecord) {
+        let document: Document
+        switch record.kind {
+        case .list:
+            guard let list = JobListDocument(body: record.body) else { return nil }
+            document = .list(list)
+        case .detail:
+            guard let detail = JobDetailDocument(body: record.body) else { return nil }
+            document = .detail(detail)
+        }
+        var headers = HTTPHeaders()
+        for line in record.headers {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers.add(String(line[..<colon]), String(line[line.index(after: colon)...]))
+        }
+        self.init(document: document, headers: headers, storedAt: record.storedAt, lifetime: record.lifetime,
+                  freshness: record.freshness)
+    }
+
+    func record(for key: CacheKey) -> DiskRecord {
+        let body: [UInt8]
+        let kind: DiskRecord.Kind
+        switch document {
+        case .list(let list): body = list.body; kind = .list
+        case .detail(let detail): body = detail.body; kind = .detail
+        }
+        return DiskRecord(key: key.diskKey, kind: kind, workflowID: key.workflow, jobID: key.job, body: body,
+                          headers: headers.fields.map { "\($0.name):\($0.value)" }, storedAt: storedAt, lifetime: lifetime,
+                          updatedAt: updatedAt, validatedAt: freshness.validatedAt, invalidated: freshness.invalidated,
+                          newestSeen: freshness.newestSeen)
+    }
+}

@@ -1,0 +1,297 @@
+import CacheInvalidation
+import EventHTTP
+import JobCache
+import Upstream
+
+/// What one upstream fetch for a cached resource ended with; every waiter on the flight gets it.
+public enum FetchOutcome {
+    /// Found fresh in the disk tier and promoted to memory.
+    case fromDisk(CachedAnswer)
+    /// Stored (or a newer cached answer kept over an older one).
+    case stored(CachedAnswer)
+    /// An upstream answer that is not cached (an error status), passed on as it is.
+    case passedOn(ClientResponse)
+    case failed(UpstreamFailure)
+}
+
+/// The cache of the job routes, where every cached answer is decided: the typed keys, the
+/// entries, both tiers (memory, then disk), the single flights, freshness, the `updated_at`
+/// rules of `CacheInvalidation` applied to both tiers, purges and statistics. It never talks
+/// to the upstream: the server fetches and hands the answers here.
+///
+/// Loop-bound: every method runs on the event loop's thread (checked in debug builds); the
+/// disk tier works on its own queues and its completions come back here through the loop.
+public final class ResponseCache {
+    public let memory: MemoryTier<CacheKey, CachedAnswer>
+    public let disk: DiskStore?
+    public let flights: Flights<CacheKey, FetchOutcome>
+    public let policy: FreshnessPolicy
+    private let loop: EventLoop
+    public private(set) var counters = Counters()
+
+    /// What the cache counted since start, for `/admin/stats` and `/metrics`.
+    public struct Counters: Sendable {
+        public var hits = 0
+        /// Hits the hit path answered with prepared bytes.
+        public var preparedHits = 0
+        public var diskHits = 0
+        public var misses = 0
+        public var upstreamFetches = 0
+        public var backgroundRefreshes = 0
+        /// Stale answers served (while revalidating, or because the upstream failed).
+        public var staleServed = 0
+        /// Details renewed or invalidated by a list, answers refused as older, list entries
+        /// updated from a newer detail, jobs written through from a POST.
+        public var renewals = 0
+        public var invalidations = 0
+        public var rejectedOutOfOrder = 0
+        public var listEntryUpdates = 0
+        public var writeThroughs = 0
+    }
+
+    public init(loop: EventLoop, memoryBudgetBytes: Int, disk: DiskStore?, policy: FreshnessPolicy, maxWaitersPerFlight: Int) {
+        self.loop = loop
+        memory = MemoryTier(budgetBytes: memoryBudgetBytes)
+        self.disk = disk
+        flights = Flights(maxWaitersPerFlight: maxWaitersPerFlight)
+        self.policy = policy
+    }
+
+    // MARK: Lookups
+
+    /// What memory holds for a key.
+    public enum Lookup {
+        /// Within its TTL.
+        case fresh(CachedAnswer)
+        /// Expired but within the stale-while-revalidate window: serve it and refresh once.
+        case stale(CachedAnswer)
+        /// Expired or superseded: fetch (it stays for stale-if-error, unless superseded).
+        case expired(CachedAnswer)
+        case miss
+    }
+
+    /// Looks `key` up in memory and counts a hit or a miss.
+    public func lookup(_ key: CacheKey, now: Double, staleWhileRevalidate: Double) -> Lookup {
+        loop.assertOnLoop()
+        guard let cached = memory.get(key) else {
+            counters.misses += 1
+            return .miss
+        }
+        if cached.remaining(now: now) > 0 {
+            counters.hits += 1
+            return .fresh(cached)
+        }
+        if cached.isWithinStaleWindow(staleWhileRevalidate, now: now) {
+            counters.hits += 1
+            counters.staleServed += 1
+            return .stale(cached)
+        }
+        counters.misses += 1
+        return .expired(cached)
+    }
+
+    /// The hit path's lookup: a fresh memory entry, counted as a prepared hit, or nil (and
+    /// nothing counted: the full path then looks again).
+    public func freshEntry(_ key: CacheKey, now: Double) -> CachedAnswer? {
+        guard let answer = memory.get(key), answer.remaining(now: now) > 0 else { return nil }
+        counters.hits += 1
+        counters.preparedHits += 1
+        return answer
+    }
+
+    /// A stale answer to serve instead of an upstream failure, within `window` seconds of its
+    /// TTL's end; never one that is superseded.
+    public func staleAnswer(for key: CacheKey, now: Double, window: Double) -> CachedAnswer? {
+        guard let stale = memory.peek(key), stale.isWithinStaleWindow(window, now: now) else { return nil }
+        counters.staleServed += 1
+        return stale
+    }
+
+    /// Counts a lookup that did not look (a client asked for revalidation).
+    public func countMiss() { counters.misses += 1 }
+
+    /// Reads `key` from the disk tier; `completion` runs on the loop with the entry, which is
+    /// also put in memory when memory has none (so that a later answer is compared with it,
+    /// and it can be served stale). A fresh one counts as a disk hit when `servable`.
+    public func loadFromDisk(_ key: CacheKey, now: @escaping @Sendable () -> Double, servable: Bool = true,
+                             completion: @escaping (_ entry: CachedAnswer?, _ fresh: Bool) -> Void) {
+        loop.assertOnLoop()
+        guard let disk else { return completion(nil, false) }
+        let onLoop = LoopBound { [self] (record: DiskRecord?) in
+            guard let record, let answer = CachedAnswer(record: record) else { return completion(nil, false) }
+            if memory.peek(key) == nil { memory.set(key, answer, cost: answer.cost) }
+            let entry = memory.peek(key) ?? answer
+            let fresh = entry.remaining(now: now()) > 0
+            if fresh, servable {
+                // A disk hit is a hit: the miss counted before the lookup is taken back.
+                counters.diskHits += 1
+                counters.misses -= 1
+                counters.hits += 1
+                disk.touch(key.diskKey)
+            }
+            completion(entry, fresh)
+        }
+        disk.load(key.diskKey) { [loop] record in
+            loop.execute { onLoop.value(record) }
+        }
+    }
+
+    public func countFetch(background: Bool) {
+        counters.upstreamFetches += 1
+        if background { counters.backgroundRefreshes += 1 }
+    }
+
+    // MARK: Storing
+
+    /// What storing an upstream 200 came to.
+    public enum StoreResult {
+        case stored(CachedAnswer)
+        /// The answer was older than the cached detail, which stays (a lagging replica).
+        case keptNewer(CachedAnswer)
+        /// The answer was older than the newest `updated_at` a list showed for the job, and
+        /// nothing newer is cached to serve: the client gets an error, not an older job.
+        case olderThanListed
+        /// Not a Pixxel job document.
+        case unparseable
+    }
+
+    /// Stores an upstream 200 for `key` by the `updated_at` rules: a list renews or
+    /// invalidates the workflow's cached details in both tiers; a detail never replaces a
+    /// newer one and updates its list entry. `landed` runs on the loop once the result may be
+    /// told to clients: for a list that invalidated anything on disk, once the disk has it, so
+    /// that what a client was shown survives a crash.
+    public func store(_ key: CacheKey, body: [UInt8], headers: HTTPHeaders, now: Double, landed: @escaping (StoreResult) -> Void) {
+        loop.assertOnLoop()
+        let storable = CachedAnswer.storableHeaders(headers)
+        switch key {
+        case .list(let workflow):
+            guard let list = JobListDocument(body: body) else { return landed(.unparseable) }
+            let answer = CachedAnswer(document: .list(list), headers: storable, storedAt: now, lifetime: policy.jobListSeconds)
+            memory.set(key, answer, cost: answer.cost)
+            let sightings = ListSightings(updatedAt: Dictionary(list.jobs.map { (PercentEncoding.segment($0.id), $0.updatedAt) },
+                                                                uniquingKeysWith: { first, _ in first }),
+                                          answeredAt: now)
+            applyToMemory(sightings, workflow: workflow)
+            guard let disk else { return landed(.stored(answer)) }
+            let onLoop = LoopBound { landed(.stored(answer)) }
+            disk.applyListSightings(workflowID: workflow, sightings) { [loop] in
+                loop.execute { onLoop.value() }
+            }
+            disk.save(answer.record(for: key))
+        case .detail(let workflow, _):
+            guard let detail = JobDetailDocument(body: body) else { return landed(.unparseable) }
+            let cached = memory.peek(key)
+            // The newest version any answer has shown: the cached detail's sightings, and the
+            // job's entry in the cached list (which a client may have read).
+            var newestSeen = cached?.freshness.newestSeen
+            if case .list(let list)? = memory.peek(.list(workflow: workflow))?.document,
+               let index = list.index(of: detail.job.id), let listed = list.jobs[index].updatedAt {
+                newestSeen = max(newestSeen ?? listed, listed)
+            }
+            if !Invalidation.answerMayReplace(cached: cached?.updatedAt, newestSeen: newestSeen, answer: detail.job.updatedAt) {
+                counters.rejectedOutOfOrder += 1
+                // Older than a cached detail that is still current: that one stays and is served.
+                if let cached, !cached.isSuperseded, !Invalidation.answerMayReplace(cached: cached.updatedAt, answer: detail.job.updatedAt) {
+                    return landed(.keptNewer(cached))
+                }
+                return landed(.olderThanListed)
+            }
+            let answer = CachedAnswer(document: .detail(detail), headers: storable, storedAt: now,
+                                      lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
+            memory.set(key, answer, cost: answer.cost)
+            disk?.save(answer.record(for: key))
+            updateListEntry(workflow: workflow, from: detail)
+            landed(.stored(answer))
+        }
+    }
+
+    /// A job created through the proxy: stored as a detail and added to its workflow's cached
+    /// list, so reads through the proxy see it at once.
+    public func writeThrough(workflowID: String, body: [UInt8], headers: HTTPHeaders, now: Double) {
+        loop.assertOnLoop()
+        guard let detail = JobDetailDocument(body: body) else { return }
+        let key = CacheKey.detail(workflowID: workflowID, jobID: detail.job.id)
+        let answer = CachedAnswer(document: .detail(detail), headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]),
+                                  storedAt: now, lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
+        memory.set(key, answer, cost: answer.cost)
+        disk?.save(answer.record(for: key))
+        counters.writeThroughs += 1
+
+        let listKey = CacheKey.list(workflow: key.workflow)
+        guard let cached = memory.peek(listKey), case .list(let list) = cached.document, list.index(of: detail.job.id) == nil else { return }
+        let fields = list.jobs.isEmpty ? Self.documentedListFields : (list.fieldNames(at: 0) ?? Self.documentedListFields)
+        guard let updated = list.updated(at: list.insertionIndexForNewJob, replacing: false, with: detail.object, fields: fields) else { return }
+        replaceList(cached, with: updated, key: listKey)
+    }
+
+    /// The list's fields as the Pixxel documentation lists them (for a list with no job yet).
+    static let documentedListFields = [
+        "created_by", "id", "cost", "workflow_id", "created_at", "updated_at", "finished_at",
+        "estimated_duration", "progress", "status", "time_taken",
+    ]
+
+    // MARK: Invalidation
+
+    /// A list answer's sightings applied to the workflow's details in memory; the disk tier
+    /// applies the same function (`ListSightings.applied`) to its rows.
+    private func applyToMemory(_ sightings: ListSightings, workflow: String) {
+        let details = memory.keys { if case .detail(workflow, _) = $0 { true } else { false } }
+        for key in details {
+            guard let cached = memory.peek(key), let job = key.job else { continue }
+            let before = cached.freshness
+            let after = sightings.applied(to: before, jobID: job, detailUpdatedAt: cached.updatedAt)
+            if after.invalidated && !before.invalidated { counters.invalidations += 1 }
+            if after.validatedAt != before.validatedAt { counters.renewals += 1 }
+            cached.freshness = after
+        }
+    }
+
+    /// A detail newer than its entry in the cached list updates that entry (projected to the
+    /// list's fields), so list and detail agree.
+    private func updateListEntry(workflow: String, from detail: JobDetailDocument) {
+        let listKey = CacheKey.list(workflow: workflow)
+        guard let cached = memory.peek(listKey), case .list(let list) = cached.document,
+              let index = list.index(of: detail.job.id),
+              Invalidation.detailUpdatesListEntry(listEntry: list.jobs[index].updatedAt, detail: detail.job.updatedAt),
+              let fields = list.fieldNames(at: index),
+              let updated = list.updated(at: index, replacing: true, with: detail.object, fields: fields) else { return }
+        replaceList(cached, with: updated, key: listKey)
+        counters.listEntryUpdates += 1
+    }
+
+    private func replaceList(_ cached: CachedAnswer, with list: JobListDocument, key: CacheKey) {
+        let replacement = CachedAnswer(document: .list(list), headers: cached.headers, storedAt: cached.storedAt,
+                                       lifetime: cached.lifetime, freshness: cached.freshness)
+        memory.set(key, replacement, cost: replacement.cost)
+        disk?.save(replacement.record(for: key))
+    }
+
+    // MARK: Purge and statistics
+
+    /// Drops a workflow's entries (or one job's) from both tiers; ids as decoded from the
+    /// request. `completion` runs on the loop with the counts.
+    public func purge(workflowID: String, jobID: String?, completion: @escaping (_ memory: Int, _ disk: Int) -> Void) {
+        loop.assertOnLoop()
+        let workflow = PercentEncoding.segment(workflowID)
+        let job = jobID.map(PercentEncoding.segment)
+        let fromMemory: Int
+        if let job {
+            fromMemory = memory.remove(.detail(workflow: workflow, job: job)) == nil ? 0 : 1
+        } else {
+            fromMemory = memory.removeAll { $0.workflow == workflow }
+        }
+        guard let disk else { return completion(fromMemory, 0) }
+        let box = LoopBound(completion)
+        disk.purge(workflowID: workflow, jobID: job) { [loop] fromDisk in
+            loop.execute { box.value(fromMemory, fromDisk) }
+        }
+    }
+}
+
+/// Carries a loop-only value (a completion, an exchange) through a disk queue back to the
+/// loop. Unchecked Sendable: the value is only ever touched on the loop thread, before it
+/// leaves and after it comes back through `EventLoop.execute`.
+final class LoopBound<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import ProxyConfig
+import Synchronization
+import Testing
+
+/// One resource's answer never serves another's request; nothing the upstream sends stops the
+/// process; a job never goes back in time for a client, not even stale or after a restart.
+@Suite struct CacheCorrectnessTests {
+    /// An upstream whose documents the test sets: a detail per job path, a list per workflow
+    /// path, and a switch that makes every call fail.
+    final class Documents: @unchecked Sendable {
+        struct State {
+            var bodies: [String: String] = [:]
+            var failing = false
+        }
+        let state = Mutex(State())
+        var recorder: WireRecorder!
+
+        init() throws {
+            recorder = try WireRecorder { [unowned self] request in
+                let s = state.withLock { $0 }
+                if s.failing { return WireRecorder.json(503, #"{"error":{"code":"down","message":"down","details":null}}"#) }
+                guard let body = s.bodies[request.target] else {
+                    return WireRecorder.json(404, #"{"error":{"code":"not_found","message":"no","details":null}}"#)
+                }
+                return WireRecorder.json(200, body)
+            }
+        }
+
+        func set(_ target: String, _ body: String) { state.withLock { $0.bodies[target] = body } }
+        func fail(_ failing: Bool) { state.withLock { $0.failing = failing } }
+        func calls(_ target: String) -> Int { recorder.requests.filter { $0.target == target }.count }
+
+        static func job(_ id: String, _ updatedAt: String, status: String = "running", createdAt: String = "2026-11-20T09:00:00Z") -> String {
+            #"{"id":"\#(id)","status":"\#(status)","created_by":"u","created_at":"\#(createdAt)","updated_at":"\#(updatedAt)"}"#
+        }
+    }
+
+    static func proxy(_ documents: Documents, clock: ManualClock? = nil, directory: String? = nil,
+                      configure: @escaping (inout ProxySettings) -> Void = { _ in }) throws -> ProxyHarness {
+        try ProxyHarness(upstreamURL: "http://127.0.0.1:\(documents.recorder.port)", clock: clock) {
+            $0.upstreamTimeoutSeconds = 2
+            $0.activeJobTTLSeconds = 10
+            $0.jobListTTLSeconds = 5
+            if let directory { $0.cacheDirectory = directory }
+            configure(&$0)
+        }
+    }
+
+    /// Ids whose bytes differ must never share an entry: spaces and separators, and Unicode
+    /// that Swift's String calls equal (canonically equivalent) but the upstream does not.
+    @Test(arguments: [
+        ("/v0/workflows/a%20b/jobs/c", "/v0/workflows/a/jobs/b%20c"),
+        ("/v0/workflows/w/jobs/%C3%A9", "/v0/workflows/w/jobs/e%CC%81"),
+        ("/v0/workflows/w/jobs/%E2%84%AB", "/v0/workflows/w/jobs/%C3%85"),
+        ("/v0/workflows/a%20b/jobs", "/v0/workflows/a/jobs"),
+    ])
+    func distinctIdsNeverShareAnEntry(_ first: String, _ second: String) async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        let isList = first.hasSuffix("/jobs")
+        for target in [first, second] {
+            documents.set(target, isList ? #"{"jobs":[],"for":"\#(target)"}"# : #"{"id":"x","status":"running","for":"\#(target)"}"#)
+        }
+        let proxy = try Self.proxy(documents)
+        for target in [first, second, first, second] {
+            let answer = try proxy.get(target, token: proxy.readToken)
+            #expect(answer.status == 200)
+            #expect((answer.json?["for"] as? String) == target, "\(target) got \(answer.text)")
+        }
+        #expect(documents.calls(first) == 1 && documents.calls(second) == 1, "one call each, then hits")
+        // Purging one leaves the other.
+        let workflow = first.components(separatedBy: "/")[3]
+        _ = try proxy.request("POST", "/admin/purge?workflow_id=\(workflow)", token: proxy.adminToken)
+        let other = try proxy.get(second, token: proxy.readToken)
+        if second.components(separatedBy: "/")[3] != workflow {
+            #expect(other.header("Cache-Status")?.contains("hit") == true, "purging \(workflow) kept \(second)")
+        }
+        await proxy.stop()
+    }
+
+    /// `0001-01-01T00:00:00+14:00` is in year 0 in UTC: the calendar cannot hold it.
+    @Test func aTimestampOutsideTheCalendarNeitherCrashesNorMatches() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        let jobs = [
+            Documents.job("early", "2026-11-20T10:00:00Z", createdAt: "0001-01-01T00:00:00+14:00"),
+            Documents.job("late", "2026-11-20T10:00:00Z", createdAt: "9999-12-31T23:00:00-05:00"),
+            Documents.job("fine", "2026-11-20T10:00:00Z", createdAt: "2026-11-20T09:00:00Z"),
+        ]
+        documents.set("/v0/workflows/w/jobs", #"{"jobs":[\#(jobs.joined(separator: ","))]}"#)
+        let proxy = try Self.proxy(documents)
+        for day in ["2026-11-20", "0001-01-01", "0000-12-31", "9999-12-31"] {
+            let answer = try proxy.get("/v0/workflows/w/jobs?created_on=\(day)", token: proxy.readToken)
+            let ids = (answer.json?["jobs"] as? [[String: Any]])?.compactMap { $0["id"] as? String }
+            #expect(answer.status == 200 || answer.status == 400, "\(day): \(answer.status)")
+            if day == "2026-11-20" { #expect(ids == ["fine"]) }
+            if answer.status == 200, day != "2026-11-20" { #expect(ids == [], "\(day): \(String(describing: ids))") }
+        }
+        #expect(try proxy.get("/healthz", token: nil).status == 200)
+        await proxy.stop()
+    }
+
+    /// A detail that a list showed to be superseded is never served again, not while
+    /// revalidating, not when the upstream fails, not after a restart.
+    @Test(arguments: ["stale-while-revalidate", "stale-if-error", "restart", "restart and failing upstream"])
+    func aSupersededDetailIsNeverServed(_ path: String) async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        let old = Documents.job("j", "2026-11-20T10:00:00Z"), new = Documents.job("j", "2026-11-20T10:05:00Z")
+        documents.set("/v0/workflows/w/jobs/j", old)
+        documents.set("/v0/workflows/w/jobs", #"{"jobs":[\#(new)]}"#)
+        let directory = TemporaryDirectory()
+        let clock = ManualClock()
+        var proxy = try Self.proxy(documents, clock: clock, directory: directory.path) {
+            $0.staleWhileRevalidateSeconds = 300
+            $0.staleIfErrorSeconds = 86_400
+        }
+        #expect(try proxy.get("/v0/workflows/w/jobs/j", token: proxy.readToken).json?["updated_at"] as? String == "2026-11-20T10:00:00Z")
+        // The list shows the newer version to this client.
+        #expect(try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken).status == 200)
+        documents.set("/v0/workflows/w/jobs/j", new)
+        clock.advance(12)  // the detail's own TTL has run out too
+        if path.hasPrefix("restart") {
+            await proxy.stop()
+            proxy = try Self.proxy(documents, clock: clock, directory: directory.path) {
+                $0.staleWhileRevalidateSeconds = 300
+                $0.staleIfErrorSeconds = 86_400
+            }
+        }
+        let failing = path == "stale-if-error" || path == "restart and failing upstream"
+        if failing { documents.fail(true) }
+        let answer = try proxy.get("/v0/workflows/w/jobs/j", token: proxy.readToken)
+        if failing {
+            #expect(answer.status == 503, "\(path): the error, not the superseded detail: \(answer.status) \(answer.text)")
+        } else {
+            #expect(answer.json?["updated_at"] as? String == "2026-11-20T10:05:00Z", "\(path): \(answer.status) \(answer.text) \(answer.header("Cache-Status") ?? "")")
+        }
+        #expect(answer.json?["updated_at"] as? String != "2026-11-20T10:00:00Z", "\(path): went back in time")
+        await proxy.stop()
+    }
+
+    /// An answer older than a detail held only on disk never replaces it in memory.
+    @Test func anOlderAnswerNeverReplacesANewerDetailHeldOnlyOnDisk() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        let directory = TemporaryDirectory()
+        documents.set("/v0/workflows/w/jobs/j", Documents.job("j", "2026-11-20T10:05:00Z"))
+        var proxy = try Self.proxy(documents, directory: directory.path)
+        _ = try proxy.get("/v0/workflows/w/jobs/j", token: proxy.readToken)
+        await proxy.stop()
+        // A lagging replica answers the older version; the newer one sits on disk only.
+        documents.set("/v0/workflows/w/jobs/j", Documents.job("j", "2026-11-20T10:00:00Z"))
+        proxy = try Self.proxy(documents, directory: directory.path)
+        let revalidated = try proxy.get("/v0/workflows/w/jobs/j", token: proxy.readToken, headers: [("Cache-Control", "no-cache")])
+        #expect(revalidated.json?["updated_at"] as? String == "2026-11-20T10:05:00Z", "\(revalidated.text)")
+        let again = try proxy.get("/v0/workflows/w/jobs/j", token: proxy.readToken)
+        #expect(again.json?["updated_at"] as? String == "2026-11-20T10:05:00Z")
+        await proxy.stop()
+    }
+
+    /// A cached answer is fetched with a fixed set of fields: one client's `Accept` or cookies
+    /// must not shape the entry every other client then reads.
+    @Test func aCachedFetchCarriesNoClientFieldsButItsRequestID() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        documents.set("/v0/workflows/w/jobs/j", Documents.job("j", "2026-11-20T10:00:00Z"))
+        let proxy = try Self.proxy(documents)
+        _ = try proxy.get("/v0/workflows/w/jobs/j", token: proxy.readToken,
+                          headers: [("Accept", "application/xml"), ("Cookie", "a=b"), ("X-Request-Id", "req-1"), ("Accept-Language", "fr")])
+        let request = try #require(documents.recorder.requests.first)
+        let names = Set(request.headers.map { $0.name.lowercased() })
+        #expect(names == ["host", "authorization", "x-request-id", "accept"], "\(names)")
+        #expect(request.header("Accept") == "application/json")
+        #expect(request.header("X-Request-Id") == "req-1")
+        await proxy.stop()
+    }
+}
