@@ -10,6 +10,9 @@ import Glibc
 ///
 /// Everything but `execute(_:)`, `stop()` and `run()` must be called on the loop thread (or
 /// before `run()` starts). Objects created on the loop (servers, clients, timers) belong to it.
+/// Unchecked Sendable for that reason: the thread-safe members are `execute` (a Mutex-guarded
+/// queue and libevent's thread-safe `event_active`), `stop` (`event_base_loopexit` is
+/// thread-safe once threading is enabled) and the Mutex-guarded loop thread id.
 public final class EventLoop: @unchecked Sendable {
     /// The libevent base; valid for the loop's lifetime.
     public let base: OpaquePointer

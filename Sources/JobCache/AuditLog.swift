@@ -28,6 +28,8 @@ public struct AuditEntry: Sendable, Equatable {
 /// The audit table, in the same SQLite file as the cache but with its own connection and
 /// queue: `synchronous=FULL`, so a recorded entry survives power loss, and neither purges nor
 /// eviction ever touch it.
+///
+/// Unchecked Sendable: its one connection is used from its own serial queue only.
 public final class AuditLog: @unchecked Sendable {
     private let connection: SQLiteConnection
     private let queue = DispatchQueue(label: "pixxel-proxy.audit")

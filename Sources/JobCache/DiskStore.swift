@@ -53,6 +53,9 @@ public struct DiskRecord: Sendable, Equatable {
 /// used evicted first. Writes run on a writer queue and reads on a reader queue (WAL lets them
 /// run at once), never on the event loop; completions run on those queues and the caller hops
 /// back to its loop. SQLite's journal keeps the file consistent across `kill -9`.
+///
+/// Unchecked Sendable: each SQLite connection is used from its own serial queue only, the
+/// counters and health flag are behind Mutexes, and everything else is constant after init.
 public final class DiskStore: @unchecked Sendable {
     public static let fileName = "pixxel-proxy-cache.sqlite3"
     public let path: String
@@ -290,7 +293,8 @@ public final class DiskStore: @unchecked Sendable {
     }
 }
 
-/// One SQLite connection, used from one queue at a time.
+/// One SQLite connection, used from one queue at a time: unchecked Sendable because its owner
+/// hands it only to that serial queue (opened NOMUTEX: SQLite does no locking of its own).
 final class SQLiteConnection: @unchecked Sendable {
     private var db: OpaquePointer?
 

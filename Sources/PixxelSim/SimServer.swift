@@ -53,6 +53,9 @@ public struct SimStats: Sendable {
 }
 
 /// A simulator of the Pixxel Jobs API on its own event loop thread.
+///
+/// Unchecked Sendable: the HTTP server lives on the loop thread; what tests read and change
+/// from other threads (`stats`, faults, the clock offset) is in the Mutex `shared`.
 public final class SimServer: @unchecked Sendable {
     public let options: SimOptions
     private let loop = EventLoop()

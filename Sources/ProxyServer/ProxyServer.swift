@@ -10,6 +10,10 @@ import Upstream
 /// pixxel-proxy's server: one event loop thread that owns the HTTP front end, the upstream
 /// client and all request state. Build it, optionally `installSignalHandlers()`, `start()`,
 /// then `waitUntilStopped()` (or `shutdown()` from tests).
+///
+/// Unchecked Sendable: its mutable state is touched on the loop thread only (`handle` and the
+/// cache assert it in debug builds); other threads reach it through `loop.execute`, and the
+/// few cross-thread members (`stopState`) are behind a Mutex.
 public final class ProxyServer: @unchecked Sendable {
     public let settings: ProxySettings
     let logger: Logger
