@@ -81,6 +81,16 @@ public struct ListSightings: Sendable {
         self.answeredAt = answeredAt
     }
 
+    /// A detail's freshness once a list is known to have shown its job at `listed`: superseded
+    /// when that is newer than the detail.
+    public static func superseding(_ freshness: DetailFreshness, detailUpdatedAt: Double?, listed: Double) -> DetailFreshness {
+        guard Invalidation.effectOfSighting(cached: detailUpdatedAt, seen: listed) == .invalidate else { return freshness }
+        var result = freshness
+        result.invalidated = true
+        result.newestSeen = max(freshness.newestSeen ?? listed, listed)
+        return result
+    }
+
     /// The detail's freshness after this list: renewed (same `updated_at`), invalidated (newer,
     /// or the job is no longer listed), or as it was (older or not comparable).
     public func applied(to freshness: DetailFreshness, jobID: String, detailUpdatedAt: Double?) -> DetailFreshness {
@@ -100,9 +110,12 @@ public struct ListSightings: Sendable {
 extension Invalidation {
     /// Whether a detail answer may be stored over what is cached: not when it is older than the
     /// cached detail, nor older than the newest `updated_at` a list has shown for the job.
+    /// An answer without a usable `updated_at` cannot show it is not older than what a list
+    /// showed, so it does not replace anything once a newer version has been seen.
     public static func answerMayReplace(cached: Double?, newestSeen: Double?, answer: Double?) -> Bool {
         guard answerMayReplace(cached: cached, answer: answer) else { return false }
-        guard let newestSeen, let answer else { return true }
+        guard let newestSeen else { return true }
+        guard let answer else { return false }
         return answer >= newestSeen
     }
 }

@@ -87,8 +87,11 @@ public final class DiskStore: @unchecked Sendable {
     /// The layout of the cache table. A store of another version (an earlier build's, or a
     /// later one's) has its cache table dropped and made anew; the audit table is kept.
     /// 1: the unversioned layout (keys "job W J" of decoded ids); 2: typed keys of encoded ids,
-    /// `newest_seen`.
-    public static let schemaVersion = 2
+    /// `newest_seen`; 3: `sightings`, the newest `updated_at` each workflow's list showed per job.
+    public static let schemaVersion = 3
+
+    /// Next to the store: corruption was found while running; the next start moves it aside.
+    static let corruptionMarker = ".corrupt-detected"
 
     /// What opening the store had to do besides opening it (a migration, a corrupt file moved
     /// aside), for the caller to log.
@@ -104,6 +107,12 @@ public final class DiskStore: @unchecked Sendable {
         self.maxPendingWrites = maxPendingWrites
         var notes: [String] = []
         do {
+            // Corruption found while running (a read or write failed with SQLITE_CORRUPT) left
+            // a marker: the file opens, but must not be used again.
+            if FileManager.default.fileExists(atPath: path + Self.corruptionMarker) {
+                try? FileManager.default.removeItem(atPath: path + Self.corruptionMarker)
+                throw Failure(description: "corruption was found while it was in use", code: SQLITE_CORRUPT)
+            }
             writer = try Self.openWriter(path: path, notes: &notes)
         } catch let failure as Failure where failure.isCorruption {
             let aside = path + ".corrupt-\(Int(Date().timeIntervalSince1970))"
@@ -125,7 +134,7 @@ public final class DiskStore: @unchecked Sendable {
         let hasEntries = try connection.scalarInt("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'entries'") > 0
         if hasEntries && version != schemaVersion {
             notes.append("the cache store has layout version \(version == 0 ? 1 : version), this build uses \(schemaVersion): cache entries dropped, audit kept")
-            try connection.execute("DROP TABLE entries")
+            try connection.execute("DROP TABLE entries; DROP TABLE IF EXISTS sightings")
         }
         try connection.execute("""
             CREATE TABLE IF NOT EXISTS entries (
@@ -135,6 +144,8 @@ public final class DiskStore: @unchecked Sendable {
                 updated_at REAL, validated_at REAL NOT NULL, invalidated INTEGER NOT NULL DEFAULT 0, newest_seen REAL);
             CREATE INDEX IF NOT EXISTS entries_last_used ON entries(last_used);
             CREATE INDEX IF NOT EXISTS entries_workflow ON entries(workflow_id, job_id);
+            CREATE TABLE IF NOT EXISTS sightings (
+                workflow_id TEXT NOT NULL, job_id TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (workflow_id, job_id));
             PRAGMA user_version = \(schemaVersion);
             """)
         return connection
@@ -143,9 +154,51 @@ public final class DiskStore: @unchecked Sendable {
     /// Looks `key` up on the reader queue.
     public func load(_ key: String, completion: @escaping @Sendable (DiskRecord?) -> Void) {
         readQueue.async { [self] in
-            completion(try? reader.record(key: key))
+            completion(readingOrMarking { try reader.record(key: key) } ?? nil)
         }
     }
+
+    /// Looks a detail up with the newest `updated_at` its workflow's list showed for the job
+    /// (which outlives the detail, and a restart).
+    public func loadDetail(_ key: String, workflowID: String, jobID: String,
+                           completion: @escaping @Sendable (DiskRecord?, _ newestListed: Double?) -> Void) {
+        readQueue.async { [self] in
+            let record = readingOrMarking { try reader.record(key: key) } ?? nil
+            let listed = readingOrMarking { try reader.sighting(workflowID: workflowID, jobID: jobID) } ?? nil
+            completion(record, listed)
+        }
+    }
+
+    /// Runs a read; a corrupt store is marked for the next start (and reads as a miss).
+    private func readingOrMarking<T>(_ read: () throws -> T) -> T? {
+        do {
+            return try read()
+        } catch let failure as Failure {
+            if failure.isCorruption { markCorrupt(failure) }
+            return nil
+        } catch {
+            return nil
+        }
+    }
+
+    private func markCorrupt(_ failure: Failure) {
+        let first = !FileManager.default.fileExists(atPath: path + Self.corruptionMarker)
+        FileManager.default.createFile(atPath: path + Self.corruptionMarker, contents: Data(failure.description.utf8))
+        healthy.withLock { $0 = false }
+        guard first else { return }
+        corruptionFound.withLock { $0 = failure.description }
+        onCorruption.withLock { $0 }?(failure.description)
+    }
+
+    /// Called once (on a disk queue) when corruption is first found while running.
+    public func onCorruption(_ report: @escaping @Sendable (String) -> Void) {
+        onCorruption.withLock { $0 = report }
+    }
+    private let onCorruption = Mutex<(@Sendable (String) -> Void)?>(nil)
+
+    /// Set once a read or write found the file corrupt (for the server to log once).
+    public var corruption: String? { corruptionFound.withLock { $0 } }
+    private let corruptionFound = Mutex<String?>(nil)
 
     /// Stores (or replaces) a record, then evicts least recently used entries over budget. A
     /// detail older than the one stored, or than the newest `updated_at` a list showed for it,
@@ -174,6 +227,13 @@ public final class DiskStore: @unchecked Sendable {
         enqueueWrite(force: true, always: completion) { connection in
             try connection.execute("BEGIN IMMEDIATE")
             do {
+                // What the list showed, per job: the newest `updated_at` ever listed, while listed.
+                try connection.run("DELETE FROM sightings WHERE workflow_id = ?1", .text(workflowID))
+                for (job, updatedAt) in sightings.updatedAt {
+                    guard let updatedAt else { continue }
+                    try connection.run("INSERT INTO sightings (workflow_id, job_id, updated_at) VALUES (?1, ?2, ?3)",
+                                       .text(workflowID), .text(job), .real(updatedAt))
+                }
                 for row in try connection.details(workflowID: workflowID) {
                     let after = sightings.applied(to: row.freshness, jobID: row.jobID, detailUpdatedAt: row.updatedAt)
                     if after != row.freshness {
@@ -203,8 +263,10 @@ public final class DiskStore: @unchecked Sendable {
             let removed: Int
             if let jobID {
                 removed = try connection.run("DELETE FROM entries WHERE workflow_id = ?1 AND job_id = ?2", .text(workflowID), .text(jobID))
+                try connection.run("DELETE FROM sightings WHERE workflow_id = ?1 AND job_id = ?2", .text(workflowID), .text(jobID))
             } else {
                 removed = try connection.run("DELETE FROM entries WHERE workflow_id = ?1", .text(workflowID))
+                try connection.run("DELETE FROM sightings WHERE workflow_id = ?1", .text(workflowID))
             }
             self.refreshByteTotal(connection)
             completion?(removed)
@@ -260,6 +322,7 @@ public final class DiskStore: @unchecked Sendable {
             } catch {
                 counters.withLock { $0.failures += 1 }
                 healthy.withLock { $0 = false }
+                if let failure = error as? Failure, failure.isCorruption { markCorrupt(failure) }
             }
             pending.withLock { $0 -= 1 }
             always?()
@@ -391,6 +454,15 @@ final class SQLiteConnection: @unchecked Sendable {
             record.newestSeen.map(Value.real) ?? .null)
     }
 
+    /// The newest `updated_at` the workflow's list showed for a job.
+    func sighting(workflowID: String, jobID: String) throws -> Double? {
+        let statement = try prepare("SELECT updated_at FROM sightings WHERE workflow_id = ?1 AND job_id = ?2",
+                                    [.text(workflowID), .text(jobID)])
+        defer { sqlite3_finalize(statement) }
+        guard sqlite3_step(statement) == SQLITE_ROW else { return nil }
+        return sqlite3_column_double(statement, 0)
+    }
+
     /// A stored detail's `updated_at` and newest sighting, for `answerMayReplace`.
     func datedState(key: String) throws -> (updatedAt: Double?, newestSeen: Double?)? {
         let statement = try prepare("SELECT updated_at, newest_seen FROM entries WHERE key = ?1", [.text(key)])
@@ -406,7 +478,11 @@ final class SQLiteConnection: @unchecked Sendable {
             FROM entries WHERE key = ?1
             """, [.text(key)])
         defer { sqlite3_finalize(statement) }
-        guard sqlite3_step(statement) == SQLITE_ROW else { return nil }
+        let code = sqlite3_step(statement)
+        guard code == SQLITE_ROW else {
+            if code != SQLITE_DONE { throw failure("cache store") }
+            return nil
+        }
         guard let kind = DiskRecord.Kind(rawValue: sqlite3_column_int(statement, 0)) else { return nil }
         let length = Int(sqlite3_column_bytes(statement, 3))
         let body: [UInt8] = length == 0 ? [] : Array(UnsafeRawBufferPointer(start: sqlite3_column_blob(statement, 3), count: length))

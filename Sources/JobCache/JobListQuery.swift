@@ -18,6 +18,29 @@ public struct JobListFilters: Sendable, Hashable {
     }
 
     public var isEmpty: Bool { id == nil && status == nil && createdBy == nil && createdOn == nil }
+
+    // Equal and hashed by bytes: Swift's String equality takes canonically equivalent ids
+    // (`%C3%A9` and `e%CC%81`) for one, and these filters key the filtered bodies kept per list.
+    public static func == (lhs: JobListFilters, rhs: JobListFilters) -> Bool {
+        sameBytes(lhs.id, rhs.id) && sameBytes(lhs.status, rhs.status) && sameBytes(lhs.createdBy, rhs.createdBy)
+            && lhs.createdOn == rhs.createdOn
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        for text in [id, status, createdBy] {
+            hasher.combine(text == nil)
+            for byte in text?.utf8 ?? "".utf8 { hasher.combine(byte) }
+        }
+        hasher.combine(createdOn)
+    }
+
+    static func sameBytes(_ lhs: String?, _ rhs: String?) -> Bool {
+        switch (lhs, rhs) {
+        case (nil, nil): true
+        case (let a?, let b?): a.utf8.elementsEqual(b.utf8)
+        default: false
+        }
+    }
 }
 
 /// What a job-list query asks for.

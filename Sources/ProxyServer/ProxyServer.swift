@@ -61,6 +61,11 @@ public final class ProxyServer: @unchecked Sendable {
             throw SettingsError(key: "cache.directory", "\(error)")
         }
         for note in disk.openNotes { logger.warning("\(note)") }
+        let path = disk.path
+        disk.onCorruption { [logger] problem in
+            logger.error("the cache store is corrupt; /readyz now fails; the next start moves it aside",
+                         metadata: ["path": "\(path)", "error": "\(problem)"])
+        }
         cache = ResponseCache(
             loop: loop, memoryBudgetBytes: settings.cacheMemoryMB << 20, disk: disk,
             policy: FreshnessPolicy(activeJobSeconds: settings.activeJobTTLSeconds, terminalJobSeconds: settings.terminalJobTTLSeconds,

@@ -61,12 +61,21 @@ public final class CachedAnswer {
     /// Cache-Status's `ttl`: whole seconds of freshness left, or minus those since it went stale.
     public func cacheStatusTTL(now: Double) -> Int {
         let remaining = remaining(now: now)
-        return Int(remaining > 0 ? remaining.rounded(.down) : -staleness(now: now).rounded(.up))
+        return Self.wholeSeconds(remaining > 0 ? remaining.rounded(.down) : -staleness(now: now).rounded(.up))
     }
 
     /// The `Age` header: whole seconds since the upstream last confirmed it.
     public func ageSeconds(now: Double) -> Int {
-        max(0, Int((now - validatedAt).rounded(.down)))
+        max(0, Self.wholeSeconds((now - validatedAt).rounded(.down)))
+    }
+
+    /// Times beyond this many seconds (about 3,000 years) are not plausible.
+    static let plausibleInstant = 1e11
+
+    /// `seconds` as an Int that cannot trap, however absurd the value.
+    static func wholeSeconds(_ seconds: Double) -> Int {
+        guard seconds.isFinite else { return 0 }
+        return Int(max(-plausibleInstant, min(plausibleInstant, seconds)))
     }
 
     /// Bytes held, for the memory budget: the body plus a fixed allowance per job and entry
@@ -146,8 +155,12 @@ public final class CachedAnswer {
         return headers
     }
 
-    /// Rebuilds an answer read from the disk tier; nil if the stored body no longer parses.
+    /// Rebuilds an answer read from the disk tier; nil if the stored body no longer parses or
+    /// its times are not plausible (the file is outside the process: anything may be in it).
     convenience init?(record: DiskRecord) {
+        let instants = [record.storedAt, record.validatedAt] + [record.updatedAt, record.newestSeen].compactMap { $0 }
+        guard instants.allSatisfy({ $0.isFinite && abs($0) < Self.plausibleInstant }),
+              record.lifetime.isFinite, (0...Self.plausibleInstant).contains(record.lifetime) else { return nil }
         let document: Document
         switch record.kind {
         case .list:

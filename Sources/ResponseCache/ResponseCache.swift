@@ -14,6 +14,19 @@ public enum FetchOutcome {
     case failed(UpstreamFailure)
 }
 
+/// One upstream fetch of a resource, which later requests for it wait on. A request that asked
+/// for revalidation waits only on a fetch of its kind, which always goes upstream (a plain
+/// flight may be answered from the disk tier).
+public struct FlightKey: Hashable, Sendable {
+    public let key: CacheKey
+    public let revalidates: Bool
+
+    public init(_ key: CacheKey, revalidates: Bool) {
+        self.key = key
+        self.revalidates = revalidates
+    }
+}
+
 /// The cache of the job routes, where every cached answer is decided: the typed keys, the
 /// entries, both tiers (memory, then disk), the single flights, freshness, the `updated_at`
 /// rules of `CacheInvalidation` applied to both tiers, purges and statistics. It never talks
@@ -24,10 +37,18 @@ public enum FetchOutcome {
 public final class ResponseCache {
     public let memory: MemoryTier<CacheKey, CachedAnswer>
     public let disk: DiskStore?
-    public let flights: Flights<CacheKey, FetchOutcome>
+    public let flights: Flights<FlightKey, FetchOutcome>
     public let policy: FreshnessPolicy
     private let loop: EventLoop
     public private(set) var counters = Counters()
+    /// The newest `updated_at` a list has shown per job (detail keys), whether or not the
+    /// detail is cached: a detail answer older than it is never stored. Bounded (least
+    /// recently noted forgotten); the disk keeps the same per workflow, read on a memory miss.
+    private let newestListed: MemoryTier<CacheKey, Double>
+    static let listedEntryCost = 128
+    /// Incremented by every purge: a disk read that began before it must not put back in
+    /// memory what the purge removed.
+    private var purgeEpoch = 0
 
     /// What the cache counted since start, for `/admin/stats` and `/metrics`.
     public struct Counters: Sendable {
@@ -52,6 +73,7 @@ public final class ResponseCache {
     public init(loop: EventLoop, memoryBudgetBytes: Int, disk: DiskStore?, policy: FreshnessPolicy, maxWaitersPerFlight: Int) {
         self.loop = loop
         memory = MemoryTier(budgetBytes: memoryBudgetBytes)
+        newestListed = MemoryTier(budgetBytes: 65_536 * Self.listedEntryCost)
         self.disk = disk
         flights = Flights(maxWaitersPerFlight: maxWaitersPerFlight)
         self.policy = policy
@@ -116,9 +138,15 @@ public final class ResponseCache {
     public func loadFromDisk(_ key: CacheKey, now: @escaping @Sendable () -> Double, servable: Bool = true,
                              completion: @escaping (_ entry: CachedAnswer?, _ fresh: Bool) -> Void) {
         loop.assertOnLoop()
-        guard let disk else { return completion(nil, false) }
-        let onLoop = LoopBound { [self] (record: DiskRecord?) in
-            guard let record, let answer = CachedAnswer(record: record) else { return completion(nil, false) }
+        guard disk != nil else { return completion(nil, false) }
+        let epoch = purgeEpoch
+        readDisk(key) { [self] record in
+            // A purge since the read began: what it read is gone.
+            guard epoch == purgeEpoch, let record, let answer = CachedAnswer(record: record) else { return completion(nil, false) }
+            // What lists have shown since the row was written (the disk may not have it yet).
+            if let listed = newestListed.peek(key) {
+                answer.freshness = ListSightings.superseding(answer.freshness, detailUpdatedAt: answer.updatedAt, listed: listed)
+            }
             if memory.peek(key) == nil { memory.set(key, answer, cost: answer.cost) }
             let entry = memory.peek(key) ?? answer
             let fresh = entry.remaining(now: now()) > 0
@@ -127,13 +155,32 @@ public final class ResponseCache {
                 counters.diskHits += 1
                 counters.misses -= 1
                 counters.hits += 1
-                disk.touch(key.diskKey)
+                disk?.touch(key.diskKey)
             }
             completion(entry, fresh)
         }
-        disk.load(key.diskKey) { [loop] record in
-            loop.execute { onLoop.value(record) }
+    }
+
+    /// Reads a key's row on the disk's reader queue, and for a detail the newest `updated_at`
+    /// its list showed (kept in `newestListed`); `completion` runs on the loop.
+    private func readDisk(_ key: CacheKey, completion: @escaping (DiskRecord?) -> Void) {
+        guard let disk else { return completion(nil) }
+        let onLoop = LoopBound { [self] (record: DiskRecord?, listed: Double?) in
+            if let listed { noteListed(key, listed) }
+            completion(record)
         }
+        guard case .detail(let workflow, let job) = key else {
+            return disk.load(key.diskKey) { [loop] record in loop.execute { onLoop.value(record, nil) } }
+        }
+        disk.loadDetail(key.diskKey, workflowID: workflow, jobID: job) { [loop] record, listed in
+            loop.execute { onLoop.value(record, listed) }
+        }
+    }
+
+    /// Remembers that a list showed `key`'s job at `updatedAt` (keeping the newest).
+    private func noteListed(_ key: CacheKey, _ updatedAt: Double) {
+        if let known = newestListed.peek(key), known >= updatedAt { return }
+        newestListed.set(key, updatedAt, cost: Self.listedEntryCost)
     }
 
     public func countFetch(background: Bool) {
@@ -166,43 +213,89 @@ public final class ResponseCache {
         switch key {
         case .list(let workflow):
             guard let list = JobListDocument(body: body) else { return landed(.unparseable) }
-            let answer = CachedAnswer(document: .list(list), headers: storable, storedAt: now, lifetime: policy.jobListSeconds)
+            storeList(key, list, workflow: workflow, headers: storable, now: now, landed: landed)
+        case .detail(let workflow, let job):
+            // A detail of another job than the one asked for is not this resource's answer.
+            guard let detail = JobDetailDocument(body: body), PercentEncoding.segment(detail.job.id) == job else {
+                return landed(.unparseable)
+            }
+            guard memory.peek(key) == nil, disk != nil else {
+                return storeDetail(key, detail, workflow: workflow, headers: storable, onDisk: nil, now: now, landed: landed)
+            }
+            // Memory has nothing to compare with (never read, or evicted during the fetch): the
+            // disk may hold a newer version, which an older answer must not replace.
+            readDisk(key) { [self] record in
+                storeDetail(key, detail, workflow: workflow, headers: storable, onDisk: record, now: now, landed: landed)
+            }
+        }
+    }
+
+    private func storeList(_ key: CacheKey, _ list: JobListDocument, workflow: String, headers: HTTPHeaders, now: Double,
+                           landed: @escaping (StoreResult) -> Void) {
+        // A job listed twice counts with its newest `updated_at`.
+        let sightings = ListSightings(updatedAt: Dictionary(list.jobs.map { (PercentEncoding.segment($0.id), $0.updatedAt) },
+                                                            uniquingKeysWith: Self.newer),
+                                      answeredAt: now)
+        // A list that shows a job older than a list already showed it is a lagging answer:
+        // the newer list stays (or, with none left to serve, the client gets an error).
+        let regressed = sightings.updatedAt.contains { job, updatedAt in
+            guard let known = newestListed.peek(.detail(workflow: workflow, job: job)) else { return false }
+            return (updatedAt ?? -.infinity) < known
+        }
+        if regressed {
+            counters.rejectedOutOfOrder += 1
+            if let cached = memory.peek(key) { return landed(.keptNewer(cached)) }
+            return landed(.olderThanListed)
+        }
+        for case (let job, let updatedAt?) in sightings.updatedAt { noteListed(.detail(workflow: workflow, job: job), updatedAt) }
+        // Details it supersedes stop being served at once; the list itself is published (to
+        // memory, so to the hit path, and to the waiting clients) once the disk has what it
+        // showed, so that no client is shown a version that a crash could make it forget.
+        applyToMemory(sightings, workflow: workflow)
+        let answer = CachedAnswer(document: .list(list), headers: headers, storedAt: now, lifetime: policy.jobListSeconds)
+        let publish = { [self] in
             memory.set(key, answer, cost: answer.cost)
-            let sightings = ListSightings(updatedAt: Dictionary(list.jobs.map { (PercentEncoding.segment($0.id), $0.updatedAt) },
-                                                                uniquingKeysWith: { first, _ in first }),
-                                          answeredAt: now)
-            applyToMemory(sightings, workflow: workflow)
-            guard let disk else { return landed(.stored(answer)) }
-            let onLoop = LoopBound { landed(.stored(answer)) }
-            disk.applyListSightings(workflowID: workflow, sightings) { [loop] in
-                loop.execute { onLoop.value() }
-            }
-            disk.save(answer.record(for: key))
-        case .detail(let workflow, _):
-            guard let detail = JobDetailDocument(body: body) else { return landed(.unparseable) }
-            let cached = memory.peek(key)
-            // The newest version any answer has shown: the cached detail's sightings, and the
-            // job's entry in the cached list (which a client may have read).
-            var newestSeen = cached?.freshness.newestSeen
-            if case .list(let list)? = memory.peek(.list(workflow: workflow))?.document,
-               let index = list.index(of: detail.job.id), let listed = list.jobs[index].updatedAt {
-                newestSeen = max(newestSeen ?? listed, listed)
-            }
-            if !Invalidation.answerMayReplace(cached: cached?.updatedAt, newestSeen: newestSeen, answer: detail.job.updatedAt) {
-                counters.rejectedOutOfOrder += 1
-                // Older than a cached detail that is still current: that one stays and is served.
-                if let cached, !cached.isSuperseded, !Invalidation.answerMayReplace(cached: cached.updatedAt, answer: detail.job.updatedAt) {
-                    return landed(.keptNewer(cached))
-                }
-                return landed(.olderThanListed)
-            }
-            let answer = CachedAnswer(document: .detail(detail), headers: storable, storedAt: now,
-                                      lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
-            memory.set(key, answer, cost: answer.cost)
-            disk?.save(answer.record(for: key))
-            updateListEntry(workflow: workflow, from: detail)
             landed(.stored(answer))
         }
+        guard let disk else { return publish() }
+        let onLoop = LoopBound(publish)
+        disk.applyListSightings(workflowID: workflow, sightings) { [loop] in
+            loop.execute { onLoop.value() }
+        }
+        disk.save(answer.record(for: key))
+    }
+
+    private func storeDetail(_ key: CacheKey, _ detail: JobDetailDocument, workflow: String, headers: HTTPHeaders, onDisk: DiskRecord?,
+                             now: Double, landed: @escaping (StoreResult) -> Void) {
+        let cached = memory.peek(key) ?? onDisk.flatMap { CachedAnswer(record: $0) }
+        // The newest version any answer has shown: the cached detail's sightings, what lists
+        // showed for the job (also from before a restart), and its entry in the cached list.
+        var newestSeen = Self.newer(cached?.freshness.newestSeen, newestListed.peek(key))
+        if case .list(let list)? = memory.peek(.list(workflow: workflow))?.document, let index = list.index(of: detail.job.id) {
+            newestSeen = Self.newer(newestSeen, list.jobs[index].updatedAt)
+        }
+        if !Invalidation.answerMayReplace(cached: cached?.updatedAt, newestSeen: newestSeen, answer: detail.job.updatedAt) {
+            counters.rejectedOutOfOrder += 1
+            // Older than a cached detail that is still current: that one stays and is served.
+            if let cached, !cached.isSuperseded, !Invalidation.answerMayReplace(cached: cached.updatedAt, answer: detail.job.updatedAt) {
+                if memory.peek(key) == nil { memory.set(key, cached, cost: cached.cost) }
+                return landed(.keptNewer(cached))
+            }
+            return landed(.olderThanListed)
+        }
+        let answer = CachedAnswer(document: .detail(detail), headers: headers, storedAt: now,
+                                  lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
+        memory.set(key, answer, cost: answer.cost)
+        disk?.save(answer.record(for: key))
+        updateListEntry(workflow: workflow, from: detail)
+        landed(.stored(answer))
+    }
+
+    /// The newer of two `updated_at` values (a missing one loses).
+    static func newer(_ a: Double?, _ b: Double?) -> Double? {
+        guard let a else { return b }
+        guard let b else { return a }
+        return max(a, b)
     }
 
     /// A job created through the proxy: stored as a detail and added to its workflow's cached
@@ -274,6 +367,7 @@ public final class ResponseCache {
         loop.assertOnLoop()
         let workflow = PercentEncoding.segment(workflowID)
         let job = jobID.map(PercentEncoding.segment)
+        purgeEpoch += 1
         let fromMemory: Int
         if let job {
             fromMemory = memory.remove(.detail(workflow: workflow, job: job)) == nil ? 0 : 1

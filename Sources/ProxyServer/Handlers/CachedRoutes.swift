@@ -35,7 +35,8 @@ extension ProxyServer {
         }
         let forward: CacheOutcome.Forward = forceRevalidation ? .request : (cached == nil ? .miss : .stale)
         let box = ExchangeBox(exchange)
-        let join = cache.flights.join(key) { [self] outcome in
+        let flight = FlightKey(key, revalidates: forceRevalidation)
+        let join = cache.flights.join(flight) { [self] outcome in
             var exchange = box.exchange
             exchange.upstreamDuration = landingUpstreamDuration
             deliver(outcome, to: &exchange, forward: forward, key: key, filters: filters)
@@ -45,13 +46,13 @@ extension ProxyServer {
             box.exchange.forwarded = true
             let client = exchange.caller.logName
             guard cached == nil, cache.disk != nil else {
-                return fetch(key, requestID: requestID, client: client, priority: .interactive)
+                return fetch(flight, requestID: requestID, client: client, priority: .interactive)
             }
             // Memory has nothing: the disk may, and a newer detail there must never be
             // replaced by an older answer, so it is read even when revalidation is asked for.
             cache.loadFromDisk(key, now: clock, servable: !forceRevalidation) { [self] entry, fresh in
-                if fresh, !forceRevalidation, let entry { return cache.flights.land(key, .fromDisk(entry)) }
-                fetch(key, requestID: requestID, client: client, priority: .interactive)
+                if fresh, !forceRevalidation, let entry { return cache.flights.land(flight, .fromDisk(entry)) }
+                fetch(flight, requestID: requestID, client: client, priority: .interactive)
             }
         case .follower:
             box.exchange.collapsed = true
@@ -64,8 +65,9 @@ extension ProxyServer {
 
     /// One background refresh per resource, joined with any foreground fetch in the air.
     private func refreshInBackground(_ key: CacheKey, requestID: String, client: String) {
-        guard cache.flights.join(key, { _ in }) == .leader else { return }
-        fetch(key, requestID: requestID, client: client, priority: .background)
+        let flight = FlightKey(key, revalidates: false)
+        guard cache.flights.join(flight, { _ in }) == .leader else { return }
+        fetch(flight, requestID: requestID, client: client, priority: .background)
     }
 
     /// Answers with a cached entry's body for `filters`.
@@ -111,7 +113,8 @@ extension ProxyServer {
     /// One upstream GET for `key`, always unfiltered and with a fixed set of fields (the
     /// answer serves every client, so no client's fields may shape it); the cache stores a
     /// 200, and the flight lands when the cache says the result may be told.
-    private func fetch(_ key: CacheKey, requestID: String, client: String, priority: UpstreamBudget.Priority) {
+    private func fetch(_ flight: FlightKey, requestID: String, client: String, priority: UpstreamBudget.Priority) {
+        let key = flight.key
         cache.countFetch(background: priority == .background)
         let headers = HTTPHeaders([("Accept", "application/json"), ("X-Request-Id", requestID)])
         let upstreamStarted = ContinuousClock.now
@@ -121,7 +124,7 @@ extension ProxyServer {
             let land: (FetchOutcome) -> Void = { [self] outcome in
                 // Every waiter's access line shows the time of the one upstream call it shared.
                 landingUpstreamDuration = duration
-                cache.flights.land(key, outcome)
+                cache.flights.land(flight, outcome)
                 landingUpstreamDuration = nil
             }
             switch result {

@@ -1,3 +1,4 @@
+import CSQLite
 import Foundation
 import ProxyConfig
 import Synchronization
@@ -60,7 +61,8 @@ import Testing
         defer { documents.recorder.stop() }
         let isList = first.hasSuffix("/jobs")
         for target in [first, second] {
-            documents.set(target, isList ? #"{"jobs":[],"for":"\#(target)"}"# : #"{"id":"x","status":"running","for":"\#(target)"}"#)
+            let id = target.components(separatedBy: "/").last?.removingPercentEncoding ?? ""
+            documents.set(target, isList ? #"{"jobs":[],"for":"\#(target)"}"# : #"{"id":"\#(id)","status":"running","for":"\#(target)"}"#)
         }
         let proxy = try Self.proxy(documents)
         for target in [first, second, first, second] {
@@ -156,6 +158,128 @@ import Testing
         #expect(revalidated.json?["updated_at"] as? String == "2026-11-20T10:05:00Z", "\(revalidated.text)")
         let again = try proxy.get("/v0/workflows/w/jobs/j", token: proxy.readToken)
         #expect(again.json?["updated_at"] as? String == "2026-11-20T10:05:00Z")
+        await proxy.stop()
+    }
+
+    /// Found by an attack review of the cache component: each of these once served the wrong
+    /// or an older version.
+    @Test func canonicallyEquivalentJobIdsAreDifferentJobsInListsAndFilters() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        let nfc = "\u{E9}", nfd = "e\u{301}"
+        documents.set("/v0/workflows/w/jobs", #"{"jobs":[\#(Documents.job(nfc, "2026-11-20T10:05:00Z")),\#(Documents.job(nfd, "2026-11-20T10:00:00Z"))]}"#)
+        documents.set("/v0/workflows/w/jobs/e%CC%81", Documents.job(nfd, "2026-11-20T10:00:00Z"))
+        let proxy = try Self.proxy(documents)
+        #expect(try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken).status == 200)
+        let detail = try proxy.get("/v0/workflows/w/jobs/e%CC%81", token: proxy.readToken)
+        #expect(detail.status == 200, "the other job's newer version is not this one's: \(detail.text)")
+        let filtered = try proxy.get("/v0/workflows/w/jobs?id=%C3%A9", token: proxy.readToken)
+        let ids = (filtered.json?["jobs"] as? [[String: Any]])?.compactMap { $0["id"] as? String }
+        #expect(ids?.count == 1 && ids?.first?.unicodeScalars.count == 1, "only the NFC job")
+        await proxy.stop()
+    }
+
+    @Test func aJobListedTwiceCountsWithItsNewestVersion() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        documents.set("/v0/workflows/w/jobs/a", Documents.job("a", "2026-11-20T10:00:00Z"))
+        documents.set("/v0/workflows/w/jobs", #"{"jobs":[\#(Documents.job("a", "2026-11-20T10:00:00Z")),\#(Documents.job("a", "2026-11-20T10:05:00Z"))]}"#)
+        let proxy = try Self.proxy(documents)
+        _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        documents.set("/v0/workflows/w/jobs/a", Documents.job("a", "2026-11-20T10:05:00Z"))
+        let again = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(again.json?["updated_at"] as? String == "2026-11-20T10:05:00Z", "\(again.header("Cache-Status") ?? "")")
+        await proxy.stop()
+    }
+
+    @Test func aLaggingListNeverTakesAJobBackAndNeitherDoesALaterDetail() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        let clock = ManualClock()
+        documents.set("/v0/workflows/w/jobs", #"{"jobs":[\#(Documents.job("a", "2026-11-20T10:05:00Z"))]}"#)
+        let proxy = try Self.proxy(documents, clock: clock)
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        clock.advance(6)  // the list has expired; a lagging replica answers the next fetch
+        documents.set("/v0/workflows/w/jobs", #"{"jobs":[\#(Documents.job("a", "2026-11-20T10:00:00Z"))]}"#)
+        documents.set("/v0/workflows/w/jobs/a", Documents.job("a", "2026-11-20T10:00:00Z"))
+        let list = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        let shown = (list.json?["jobs"] as? [[String: Any]])?.first?["updated_at"] as? String
+        #expect(shown == "2026-11-20T10:05:00Z", "the newer list stays: \(list.text)")
+        let detail = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(detail.status == 502 && detail.json?["updated_at"] == nil, "never the older job: \(detail.text)")
+        await proxy.stop()
+    }
+
+    @Test func whatAListShowedOutlivesARestartEvenWithoutACachedDetail() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        let directory = TemporaryDirectory()
+        documents.set("/v0/workflows/w/jobs", #"{"jobs":[\#(Documents.job("a", "2026-11-20T10:05:00Z"))]}"#)
+        var proxy = try Self.proxy(documents, directory: directory.path)
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        await proxy.stop()
+        documents.set("/v0/workflows/w/jobs/a", Documents.job("a", "2026-11-20T10:00:00Z"))
+        proxy = try Self.proxy(documents, directory: directory.path)
+        let detail = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(detail.status == 502, "older than what the list showed before the restart: \(detail.text)")
+        documents.set("/v0/workflows/w/jobs/a", Documents.job("a", "2026-11-20T10:05:00Z"))
+        #expect(try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken).status == 200)
+        await proxy.stop()
+    }
+
+    /// With no room in memory every entry lives on disk only: an older answer must still lose.
+    @Test func anOlderAnswerLosesToADiskOnlyDetailWhenMemoryHoldsNothing() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        let directory = TemporaryDirectory()
+        documents.set("/v0/workflows/w/jobs/a", Documents.job("a", "2026-11-20T10:05:00Z"))
+        let proxy = try Self.proxy(documents, directory: directory.path) { $0.cacheMemoryMB = 0 }
+        _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        documents.set("/v0/workflows/w/jobs/a", Documents.job("a", "2026-11-20T10:00:00Z"))
+        let answer = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken, headers: [("Cache-Control", "no-cache")])
+        #expect(answer.json?["updated_at"] as? String == "2026-11-20T10:05:00Z", "\(answer.text)")
+        await proxy.stop()
+    }
+
+    @Test func aDetailOfAnotherJobIsNotStoredAsThisOne() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        documents.set("/v0/workflows/w/jobs/c", Documents.job("b", "2026-11-20T10:05:00Z", status: "failed"))
+        let proxy = try Self.proxy(documents)
+        #expect(try proxy.get("/v0/workflows/w/jobs/c", token: proxy.readToken).status == 502)
+        #expect(documents.calls("/v0/workflows/w/jobs/c") == 1)
+        #expect(try proxy.get("/v0/workflows/w/jobs/c", token: proxy.readToken).status == 502, "nothing was cached")
+        await proxy.stop()
+    }
+
+    /// The disk file is outside the process: absurd times in it must not stop it.
+    @Test func absurdTimesOnDiskAreIgnoredNotFatal() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        let directory = TemporaryDirectory()
+        documents.set("/v0/workflows/w/jobs/a", Documents.job("a", "2026-11-20T10:05:00Z"))
+        var proxy = try Self.proxy(documents, directory: directory.path)
+        _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        await proxy.stop()
+        var db: OpaquePointer?
+        #expect(sqlite3_open(directory.path + "/pixxel-proxy-cache.sqlite3", &db) == SQLITE_OK)
+        #expect(sqlite3_exec(db, "UPDATE entries SET validated_at = 1e300, lifetime = 1e300", nil, nil, nil) == SQLITE_OK)
+        sqlite3_close(db)
+        proxy = try Self.proxy(documents, directory: directory.path)
+        let answer = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(answer.status == 200 && answer.header("Cache-Status")?.contains("fwd=miss") == true, "the row is ignored")
+        await proxy.stop()
+    }
+
+    @Test func theHitPathRefusesAMethodOverrideAsTheFullPathDoes() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        documents.set("/v0/workflows/w/jobs/a", Documents.job("a", "2026-11-20T10:05:00Z"))
+        let proxy = try Self.proxy(documents)
+        _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken).header("Cache-Status")?.contains("hit") == true)
+        #expect(try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken, headers: [("X-HTTP-Method-Override", "DELETE")]).status == 400)
         await proxy.stop()
     }
 

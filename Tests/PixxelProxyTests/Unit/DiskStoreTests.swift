@@ -126,6 +126,37 @@ import JobCache
         #expect(store.isHealthy && loaded != nil)
     }
 
+    /// A file that opens but whose pages are corrupt: the first read that finds it marks the
+    /// store, which the next start moves aside.
+    @Test func corruptionFoundWhileRunningIsMovedAsideAtTheNextStart() async throws {
+        let directory = TemporaryDirectory()
+        let path = directory.path + "/" + DiskStore.fileName
+        do {
+            let store = try DiskStore(directory: directory.path, budgetBytes: 64 << 20)
+            for index in 0..<400 { store.save(record("detail/w/j\(index)", job: "j\(index)", size: 2000)) }
+            store.flush()
+        }
+        var db: OpaquePointer?
+        #expect(sqlite3_open(path, &db) == SQLITE_OK)
+        #expect(sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", nil, nil, nil) == SQLITE_OK)
+        sqlite3_close(db)
+        let handle = try #require(FileHandle(forWritingAtPath: path))
+        try handle.seek(toOffset: 8192)
+        try handle.write(contentsOf: Data((0..<(600 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 17) }))
+        try handle.close()
+
+        let store = try DiskStore(directory: directory.path, budgetBytes: 64 << 20)
+        for index in 0..<400 { _ = await load(store, "detail/w/j\(index)") }
+        #expect(store.corruption != nil, "a read found the corruption")
+        #expect(!store.isHealthy)
+        let reopened = try DiskStore(directory: directory.path, budgetBytes: 64 << 20)
+        #expect(reopened.openNotes.contains { $0.contains("moved to") }, "\(reopened.openNotes)")
+        reopened.save(record("list/w"))
+        reopened.flush()
+        let loaded = await load(reopened, "list/w")
+        #expect(reopened.isHealthy && loaded != nil)
+    }
+
     @Test func staysWithinItsBudgetEvictingLeastRecentlyUsed() async throws {
         let directory = TemporaryDirectory()
         let store = try DiskStore(directory: directory.path, budgetBytes: 10_000)
