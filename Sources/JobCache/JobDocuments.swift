@@ -7,8 +7,7 @@ public struct JobSummary: Sendable, Equatable {
     public let createdBy: String?
     /// `created_at` as an instant, when present and parseable.
     public let createdAt: Double?
-    /// `updated_at` as sent, and as an instant.
-    public let updatedAtText: String?
+    /// `updated_at` as an instant.
     public let updatedAt: Double?
 
     init?(_ object: [String: Any]) {
@@ -17,8 +16,7 @@ public struct JobSummary: Sendable, Equatable {
         status = object["status"] as? String
         createdBy = object["created_by"] as? String
         createdAt = (object["created_at"] as? String).flatMap(Timestamp.parse)
-        updatedAtText = object["updated_at"] as? String
-        updatedAt = updatedAtText.flatMap(Timestamp.parse)
+        updatedAt = (object["updated_at"] as? String).flatMap(Timestamp.parse)
     }
 
     /// Whether this job passes `filters` (status case-insensitive, `created_on` as a UTC day).

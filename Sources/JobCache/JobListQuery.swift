@@ -26,18 +26,19 @@ public struct JobListFilters: Sendable, Hashable {
             && lhs.createdOn == rhs.createdOn
     }
 
+    /// String's own hash: equal bytes give equal strings, so equal hashes (canonically
+    /// equivalent ids then share a bucket, and `==` tells them apart).
     public func hash(into hasher: inout Hasher) {
-        for text in [id, status, createdBy] {
-            hasher.combine(text == nil)
-            for byte in text?.utf8 ?? "".utf8 { hasher.combine(byte) }
-        }
+        hasher.combine(id)
+        hasher.combine(status)
+        hasher.combine(createdBy)
         hasher.combine(createdOn)
     }
 
     static func sameBytes(_ lhs: String?, _ rhs: String?) -> Bool {
         switch (lhs, rhs) {
         case (nil, nil): true
-        case (let a?, let b?): a.utf8.elementsEqual(b.utf8)
+        case (let a?, let b?): a.utf8.count == b.utf8.count && a.utf8.elementsEqual(b.utf8)
         default: false
         }
     }

@@ -209,7 +209,8 @@ public final class ResponseCache {
     /// that what a client was shown survives a crash.
     public func store(_ key: CacheKey, body: [UInt8], headers: HTTPHeaders, now: Double, landed: @escaping (StoreResult) -> Void) {
         loop.assertOnLoop()
-        let storable = CachedAnswer.storableHeaders(headers)
+        let storable = shared(CachedAnswer.storableHeaders(headers))
+        let key = shared(key)
         switch key {
         case .list(let workflow):
             guard let list = JobListDocument(body: body) else { return landed(.unparseable) }
@@ -289,6 +290,39 @@ public final class ResponseCache {
         disk?.save(answer.record(for: key))
         updateListEntry(workflow: workflow, from: detail)
         landed(.stored(answer))
+    }
+
+    // MARK: Shared copies
+
+    /// One copy of what most entries hold alike: the upstream's header set and the workflow
+    /// ids (Swift strings and arrays share storage when copied from one instance), so 100k
+    /// entries do not hold 100k copies. Bounded: emptied when full (copies made since stay valid).
+    private var sharedHeaders: [String: HTTPHeaders] = [:]
+    private var sharedWorkflows: [String: String] = [:]
+    private static let maxShared = 1024
+
+    private func shared(_ headers: HTTPHeaders) -> HTTPHeaders {
+        let text = headers.fields.map { "\($0.name)\u{0}\($0.value)" }.joined(separator: "\u{1}")
+        if let known = sharedHeaders[text] { return known }
+        if sharedHeaders.count >= Self.maxShared { sharedHeaders.removeAll() }
+        sharedHeaders[text] = headers
+        return headers
+    }
+
+    private func shared(_ key: CacheKey) -> CacheKey {
+        let workflow = key.workflow
+        let known: String
+        if let existing = sharedWorkflows[workflow] {
+            known = existing
+        } else {
+            if sharedWorkflows.count >= Self.maxShared { sharedWorkflows.removeAll() }
+            sharedWorkflows[workflow] = workflow
+            known = workflow
+        }
+        switch key {
+        case .list: return .list(workflow: known)
+        case .detail(_, let job): return .detail(workflow: known, job: job)
+        }
     }
 
     /// The newer of two `updated_at` values (a missing one loses).
