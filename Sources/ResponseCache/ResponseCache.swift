@@ -224,9 +224,12 @@ public final class ResponseCache {
                 return storeDetail(key, detail, workflow: workflow, headers: storable, onDisk: nil, now: now, landed: landed)
             }
             // Memory has nothing to compare with (never read, or evicted during the fetch): the
-            // disk may hold a newer version, which an older answer must not replace.
+            // disk may hold a newer version, which an older answer must not replace (unless a
+            // purge removed it meanwhile).
+            let epoch = purgeEpoch
             readDisk(key) { [self] record in
-                storeDetail(key, detail, workflow: workflow, headers: storable, onDisk: record, now: now, landed: landed)
+                storeDetail(key, detail, workflow: workflow, headers: storable, onDisk: epoch == purgeEpoch ? record : nil,
+                            now: now, landed: landed)
             }
         }
     }
