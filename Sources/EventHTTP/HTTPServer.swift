@@ -100,10 +100,17 @@ public final class HTTPServer {
     }
 
     /// Closes the listening sockets; connections already open carry on.
+    /// Stops accepting connections and starts draining: from now on every answer carries
+    /// `Connection: close` and its connection closes after it, so keep-alive clients stop
+    /// sending here (whenever the request began).
     public func stopAccepting() {
         for listener in listeners { evconnlistener_free(listener) }
         listeners.removeAll()
+        isDraining = true
     }
+
+    /// Set by `stopAccepting`.
+    public private(set) var isDraining = false
 
     private func accept(_ fd: Int32, _ address: UnsafeMutablePointer<sockaddr>?, _ length: Int32) {
         guard connections.count < limits.maxConnections else {

@@ -57,4 +57,30 @@ import Glibc
         #expect(slow.wait()?.status == 200, "the in-flight request still finished")
         await proxy.server.waitUntilStopped()
     }
+
+    /// A request that began before the drain is answered with `Connection: close`, and its
+    /// keep-alive connection closes after it: the client sends nothing more here.
+    @Test func answersFinishedDuringTheDrainCloseTheirConnection() async throws {
+        let (sim, simPort) = try startSimulator { $0.faults.latencyMilliseconds = 1500 }
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 10)
+        defer { close(fd) }
+        let workflow = sim.workflowIDs[0]
+        let request = Array("GET /v0/workflows/\(workflow)/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: \(proxy.readToken)\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        #expect(eventually { sim.stats.total == 1 }, "the request is in flight, keep-alive")
+        proxy.server.beginShutdown()
+        var reply: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            guard n > 0 else { break }  // the server closes after the answer
+            reply += buffer[0..<n]
+        }
+        let answer = try RawHTTPClient.parse(reply)
+        #expect(answer.status == 200)
+        #expect(answer.header("Connection") == "close")
+        await proxy.server.waitUntilStopped()
+    }
 }
