@@ -102,6 +102,11 @@ public struct FairQueue<Item> {
         return nil
     }
 
+    /// The smallest value of `key` over the items queued (nil when empty).
+    public func earliest(by key: (Item) -> Double) -> Double? {
+        queues.flatMap { $0.values.flatMap { $0 } }.map(key).min()
+    }
+
     /// Removes and returns every item for which `predicate` holds (expired waiters).
     public mutating func removeAll(where predicate: (Item) -> Bool) -> [Item] {
         var removed: [Item] = []

@@ -43,12 +43,14 @@ public final class UpstreamBudget {
     public func pauseRemaining() -> Double { max(0, pausedUntil - clock()) }
 
     /// Asks for one upstream call. `grant` runs when it may go (at once or later, on the loop);
-    /// `refuse` runs with a Retry-After when it cannot go before `deadline` or the queue is full.
-    public func acquire(client: String, priority: Priority, deadline: Double,
+    /// `refuse` runs with a Retry-After when it cannot go before `deadline` (at the deadline at
+    /// the latest, never after), when the queue is full, or at once during an upstream pause
+    /// when the caller has something else to give (`waitsDuringPause` false: stale data).
+    public func acquire(client: String, priority: Priority, deadline: Double, waitsDuringPause: Bool = true,
                         grant: @escaping () -> Void, refuse: @escaping (_ retryAfter: Double) -> Void) {
         let now = clock()
         if pausedUntil > now {
-            guard pausedUntil < deadline else {
+            guard waitsDuringPause, pausedUntil < deadline else {
                 refused += 1
                 return refuse(pausedUntil - now)
             }
@@ -71,11 +73,15 @@ public final class UpstreamBudget {
         scheduleWake()
     }
 
+    /// Wakes the queue when a waiter may go (the pause's end, the next token) or when the
+    /// first waiter's deadline comes, whichever is sooner: nobody waits past its deadline.
     private func scheduleWake() {
         wakeTimer?.cancel()
         guard queue.count > 0 else { return }
         let now = clock()
-        let delay = max(pausedUntil - now, bucket.secondsUntilToken(now: now), 0)
+        let nextGrant = max(pausedUntil - now, bucket.secondsUntilToken(now: now), 0)
+        let firstDeadline = (queue.earliest(by: \.deadline) ?? .infinity) - now
+        let delay = min(nextGrant, max(firstDeadline, 0))
         wakeTimer = loop.schedule(after: max(delay, 0.001)) { [weak self] in self?.drain() }
     }
 

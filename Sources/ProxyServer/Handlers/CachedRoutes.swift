@@ -118,8 +118,10 @@ extension ProxyServer {
         cache.countFetch(background: priority == .background)
         let headers = HTTPHeaders([("Accept", "application/json"), ("X-Request-Id", requestID)])
         let upstreamStarted = ContinuousClock.now
+        // With a stale answer to give on failure, a request does not wait out an upstream pause.
+        let hasFallback = cache.memory.peek(key)?.isWithinStaleWindow(settings.staleIfErrorSeconds, now: clock()) ?? false
         callUpstream(route: key.routeTemplate, method: .get, path: key.upstreamPath, rawQuery: nil, clientHeaders: headers, body: [],
-                     client: client, priority: priority) { [self] result in
+                     client: client, priority: priority, hasFallback: hasFallback) { [self] result in
             let duration = ContinuousClock.now - upstreamStarted
             let land: (FetchOutcome) -> Void = { [self] outcome in
                 // Every waiter's access line shows the time of the one upstream call it shared.

@@ -74,11 +74,12 @@ extension ProxyServer {
     /// with 429), then the call, counted once by route and outcome. An upstream 429 or 503 with
     /// `Retry-After` pauses the budget. A GET or HEAD whose connection broke before an answer is
     /// tried once more, after a little jitter (POSTs never are).
+    /// `hasFallback`: the caller has stale data to give, so it does not wait out an upstream pause.
     func callUpstream(route: String, method: HTTPMethod, path: String, rawQuery: String?, clientHeaders: HTTPHeaders, body: [UInt8],
-                      client: String, priority: UpstreamBudget.Priority = .interactive, retried: Bool = false,
+                      client: String, priority: UpstreamBudget.Priority = .interactive, retried: Bool = false, hasFallback: Bool = false,
                       completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
         let deadline = clock() + settings.upstreamTimeoutSeconds
-        budget.acquire(client: client, priority: priority, deadline: deadline, grant: { [self] in
+        budget.acquire(client: client, priority: priority, deadline: deadline, waitsDuringPause: !hasFallback, grant: { [self] in
             let started = ContinuousClock.now
             upstream.send(method: method, path: path, rawQuery: rawQuery, clientHeaders: clientHeaders, body: body) { [self] result in
                 let duration = ContinuousClock.now - started
@@ -95,7 +96,8 @@ extension ProxyServer {
                     if failure.retryable, !retried, method.isIdempotentRead {
                         loop.schedule(after: Double.random(in: 0.01...0.05)) { [self] in
                             callUpstream(route: route, method: method, path: path, rawQuery: rawQuery, clientHeaders: clientHeaders,
-                                         body: body, client: client, priority: priority, retried: true, completion: completion)
+                                         body: body, client: client, priority: priority, retried: true, hasFallback: hasFallback,
+                                         completion: completion)
                         }
                         return
                     }

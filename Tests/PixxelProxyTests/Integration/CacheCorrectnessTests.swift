@@ -13,6 +13,7 @@ import Testing
         struct State {
             var bodies: [String: String] = [:]
             var failing = false
+            var rateLimitedFor: Int?
         }
         let state = Mutex(State())
         var recorder: WireRecorder!
@@ -21,6 +22,10 @@ import Testing
             recorder = try WireRecorder { [unowned self] request in
                 let s = state.withLock { $0 }
                 if s.failing { return WireRecorder.json(503, #"{"error":{"code":"down","message":"down","details":null}}"#) }
+                if let seconds = s.rateLimitedFor {
+                    return WireRecorder.json(429, #"{"error":{"code":"slow_down","message":"slow down","details":null}}"#,
+                                             extraHeaders: "Retry-After: \(seconds)\r\n")
+                }
                 guard let body = s.bodies[request.target] else {
                     return WireRecorder.json(404, #"{"error":{"code":"not_found","message":"no","details":null}}"#)
                 }
@@ -280,6 +285,31 @@ import Testing
         _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
         #expect(try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken).header("Cache-Status")?.contains("hit") == true)
         #expect(try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken, headers: [("X-HTTP-Method-Override", "DELETE")]).status == 400)
+        await proxy.stop()
+    }
+
+    /// During an upstream pause, a request with a stale answer to give gets it at once rather
+    /// than waiting for the pause to end (issue 13). Time stands still here, so waiting would
+    /// never end.
+    @Test func duringAnUpstreamPauseStaleDataGoesOutAtOnce() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        let clock = ManualClock()
+        for id in ["a", "b"] { documents.set("/v0/workflows/w/jobs/\(id)", Documents.job(id, "2026-11-20T10:00:00Z")) }
+        let proxy = try Self.proxy(documents, clock: clock) {
+            $0.upstreamTimeoutSeconds = 10
+            $0.staleIfErrorSeconds = 86_400
+        }
+        for id in ["a", "b"] { _ = try proxy.get("/v0/workflows/w/jobs/\(id)", token: proxy.readToken) }
+        clock.advance(12)
+        documents.state.withLock { $0.rateLimitedFor = 5 }
+        let first = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(first.status == 200 && first.header("Cache-Status") == "pixxel-proxy; fwd=stale; fwd-status=429")
+        // The budget is paused for 5 s now; b has stale data within its window.
+        let second = try proxy.get("/v0/workflows/w/jobs/b", token: proxy.readToken)
+        #expect(second.status == 200 && second.header("Cache-Status")?.hasPrefix("pixxel-proxy; fwd=stale") == true,
+                "\(second.status) \(second.header("Cache-Status") ?? "")")
+        #expect(documents.calls("/v0/workflows/w/jobs/b") == 1, "no call during the pause")
         await proxy.stop()
     }
 

@@ -1,3 +1,6 @@
+import EventHTTP
+import Foundation
+import Synchronization
 import Testing
 import Upstream
 
@@ -53,5 +56,68 @@ import Upstream
         var rest: [Int] = []
         while let item = queue.pop() { rest.append(item) }
         #expect(rest.sorted() == [3, 4, 5])
+    }
+}
+
+/// The budget's queue on a real event loop: nobody waits past its deadline, and a caller with
+/// stale data to give does not wait out an upstream pause.
+@Suite struct BudgetDeadlineTests {
+    final class RunningLoop: @unchecked Sendable {
+        let loop = EventLoop()
+        private let stopped = DispatchSemaphore(value: 0)
+        init() {
+            let loop = self.loop, stopped = self.stopped
+            Thread {
+                loop.run()
+                stopped.signal()
+            }.start()
+        }
+        func stop() {
+            loop.stop()
+            stopped.wait()
+        }
+    }
+
+    final class Outcomes: @unchecked Sendable {
+        let value = Mutex<[String]>([])
+        func add(_ text: String) { value.withLock { $0.append(text) } }
+        var all: [String] { value.withLock { $0 } }
+    }
+
+    /// 0.2 calls a second: the next token is 5 s away, the waiter's deadline 0.3 s. It once
+    /// waited for the token (and was refused then, 5 s late).
+    @Test func aWaiterIsRefusedAtItsDeadlineNotAtTheNextToken() throws {
+        let running = RunningLoop()
+        defer { running.stop() }
+        let outcomes = Outcomes()
+        let clock: @Sendable () -> Double = { Date().timeIntervalSince1970 }
+        running.loop.execute {
+            let budget = UpstreamBudget(loop: running.loop, rate: 0.2, burst: 1, maxQueued: 10, clock: clock)
+            let now = clock()
+            budget.acquire(client: "a", priority: .interactive, deadline: now + 10, grant: { outcomes.add("first granted") },
+                           refuse: { _ in outcomes.add("first refused") })
+            budget.acquire(client: "a", priority: .interactive, deadline: now + 0.3, grant: { outcomes.add("second granted") },
+                           refuse: { _ in outcomes.add("second refused") })
+            // Kept alive by the loop's timer until it fires.
+            running.loop.schedule(after: 6) { _ = budget }
+        }
+        #expect(eventually(seconds: 3) { outcomes.all == ["first granted", "second refused"] }, "\(outcomes.all)")
+    }
+
+    @Test func duringAPauseACallerWithAFallbackIsRefusedAtOnce() throws {
+        let running = RunningLoop()
+        defer { running.stop() }
+        let outcomes = Outcomes()
+        let clock: @Sendable () -> Double = { 1000 }  // time stands still: only "at once" can pass
+        running.loop.execute {
+            let budget = UpstreamBudget(loop: running.loop, rate: 1, burst: 1, maxQueued: 10, clock: clock)
+            budget.pause(until: 1005)
+            budget.acquire(client: "a", priority: .interactive, deadline: 1010, waitsDuringPause: false,
+                           grant: { outcomes.add("granted") }, refuse: { outcomes.add("refused \($0)") })
+            budget.acquire(client: "b", priority: .interactive, deadline: 1010,
+                           grant: { outcomes.add("waiter granted") }, refuse: { _ in outcomes.add("waiter refused") })
+            outcomes.add("queued \(budget.queued)")
+        }
+        #expect(eventually(seconds: 3) { outcomes.all == ["refused 5.0", "queued 1"] }, "\(outcomes.all)")
     }
 }
