@@ -123,6 +123,16 @@ public final class HTTPClient {
     /// Connections open now (busy or idle).
     public var openConnections: Int { openCount }
 
+    /// Whether a request sent now would start at once (an idle connection, or room for a new
+    /// one, and nobody queued ahead of it).
+    public var canStartNow: Bool {
+        queue.isEmpty && (idle.contains { $0.isUsable } || openCount < limits.maxConnections)
+    }
+
+    /// Called (on the loop) each time a request ends and its connection is free or gone, so
+    /// that a caller pacing its starts (the upstream budget) can start the next one.
+    public var onCapacity: (() -> Void)?
+
     /// Sends `request`; `completion` runs once on the loop thread.
     public func send(_ request: ClientRequest, completion: @escaping (Result<ClientResponse, ClientError>) -> Void) {
         guard !closed else { return completion(.failure(.unreachable("client closed"))) }
@@ -208,6 +218,7 @@ public final class HTTPClient {
             let next = queue.removeFirst()
             if !dispatch(next) { queue.insert(next, at: 0) }
         }
+        onCapacity?()
     }
 
     func connectionClosed(_ connection: ClientConnection) {

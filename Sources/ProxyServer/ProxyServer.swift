@@ -88,6 +88,10 @@ public final class ProxyServer: @unchecked Sendable {
         }
         budget = UpstreamBudget(loop: loop, rate: settings.upstreamRequestsPerSecond, burst: settings.upstreamBurst,
                                 maxQueued: settings.upstreamMaxQueue, clock: clock)
+        // Tokens are taken at the upstream's door: only when a connection can take the call.
+        let upstream = self.upstream, budget = self.budget
+        budget.canStart = { upstream.canStartNow }
+        upstream.onCapacity = { [weak budget] in budget?.capacityFreed() }
         httpServer = HTTPServer(
             loop: loop,
             limits: ServerLimits(maxHeaderBytes: settings.listenMaxHeaderBytes, maxBodyBytes: settings.listenMaxBodyBytes,

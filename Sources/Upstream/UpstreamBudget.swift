@@ -36,7 +36,18 @@ public final class UpstreamBudget {
         bucket = TokenBucket(rate: rate, burst: burst, now: clock())
     }
 
+    /// Whether a granted call would start at once (an upstream connection is free). A token
+    /// is taken only when the call can go: a token taken while the call then waits for a
+    /// connection would let calls pile up and start together when connections free up, above
+    /// the rate. Nil: always.
+    public var canStart: (() -> Bool)?
+
     public var queued: Int { queue.count }
+
+    /// A connection freed up: waiters may go.
+    public func capacityFreed() {
+        if queue.count > 0 { drain() }
+    }
     public var tokens: Double { bucket.tokens }
 
     /// Seconds left of an upstream pause (0 when none).
@@ -54,7 +65,7 @@ public final class UpstreamBudget {
                 refused += 1
                 return refuse(pausedUntil - now)
             }
-        } else if queue.count == 0, bucket.take(now: now) {
+        } else if queue.count == 0, canStart?() ?? true, bucket.take(now: now) {
             return grant()
         }
         guard queue.count < maxQueued else {
@@ -79,9 +90,12 @@ public final class UpstreamBudget {
         wakeTimer?.cancel()
         guard queue.count > 0 else { return }
         let now = clock()
-        let nextGrant = max(pausedUntil - now, bucket.secondsUntilToken(now: now), 0)
+        var nextGrant = max(pausedUntil - now, bucket.secondsUntilToken(now: now), 0)
+        // Tokens but no free connection: `capacityFreed` wakes the queue, not a timer.
+        if nextGrant == 0, !(canStart?() ?? true) { nextGrant = .infinity }
         let firstDeadline = (queue.earliest(by: \.deadline) ?? .infinity) - now
         let delay = min(nextGrant, max(firstDeadline, 0))
+        guard delay.isFinite else { return }
         wakeTimer = loop.schedule(after: max(delay, 0.001)) { [weak self] in self?.drain() }
     }
 
@@ -91,7 +105,7 @@ public final class UpstreamBudget {
             refused += 1
             waiter.refuse(max(pausedUntil - now, 1))
         }
-        while pausedUntil <= now, queue.count > 0, bucket.take(now: now), let waiter = queue.pop() {
+        while pausedUntil <= now, queue.count > 0, canStart?() ?? true, bucket.take(now: now), let waiter = queue.pop() {
             waiter.grant()
         }
         scheduleWake()

@@ -56,6 +56,15 @@ public final class UpstreamClient {
     /// Upstream connections open now.
     public var openConnections: Int { http.openConnections }
 
+    /// Whether a call sent now would start at once (see `HTTPClient.canStartNow`).
+    public var canStartNow: Bool { http.canStartNow }
+
+    /// Called each time a call ends and its connection is free or gone.
+    public var onCapacity: (() -> Void)? {
+        get { http.onCapacity }
+        set { http.onCapacity = newValue }
+    }
+
     /// Sends a request. `path` is percent-encoded and starts with `/`; `rawQuery` is sent as is.
     public func send(method: HTTPMethod, path: String, rawQuery: String?, clientHeaders: HTTPHeaders, body: [UInt8],
                      completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {

@@ -26,4 +26,37 @@ import Testing
         #expect(relay.totalConnections <= 2, "idle connections are kept alive and reused")
         await proxy.stop()
     }
+
+    /// The budget holds at the upstream's door (issue 13): calls queued behind busy connections
+    /// once held tokens already and started together when the connections freed up. In any one
+    /// second at most rate + burst calls may start at the upstream.
+    @Test func noOneSecondWindowAtTheUpstreamHoldsMoreThanRatePlusBurst() async throws {
+        // A hung upstream that answers everything held so far at once, 3 s after the start:
+        // twelve connections free up together while calls wait behind them.
+        let releaseAt = Date().addingTimeInterval(3)
+        let recorder = try WireRecorder { request in
+            let wait = releaseAt.timeIntervalSinceNow
+            if wait > 0 { Thread.sleep(forTimeInterval: wait) }
+            let id = request.target.components(separatedBy: "/").last ?? ""
+            return WireRecorder.json(200, #"{"id":"\#(id)","status":"running","updated_at":"2026-11-20T10:00:00Z"}"#)
+        }
+        defer { recorder.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(recorder.port)") {
+            $0.upstreamRequestsPerSecond = 5
+            $0.upstreamBurst = 5
+            $0.upstreamMaxConnections = 12
+            $0.upstreamTimeoutSeconds = 30
+        }
+        let port = proxy.port, token = proxy.readToken
+        let statuses = concurrently(30) { index in
+            (try? RawHTTPClient.request(port: port, target: "/v0/workflows/w/jobs/j\(index)", headers: [("Authorization", token)],
+                                        timeoutSeconds: 40).status) ?? -1
+        }
+        #expect(statuses.allSatisfy { $0 == 200 }, "\(statuses)")
+        let starts = recorder.requests.map(\.at).sorted()
+        #expect(starts.count == 30)
+        let busiest = starts.map { start in starts.filter { $0 >= start && $0 < start + 1 }.count }.max() ?? 0
+        #expect(busiest <= 10, "\(busiest) calls started within one second: \(starts.map { ($0 - starts[0] * 1).rounded() })")
+        await proxy.stop()
+    }
 }

@@ -19,6 +19,8 @@ final class WireRecorder: @unchecked Sendable {
         let body: [UInt8]
         /// The head's bytes, as received.
         let rawHead: [UInt8]
+        /// When the whole request had arrived (wall clock).
+        var at: Double = Date().timeIntervalSince1970
 
         func header(_ name: String) -> String? { headers.first { $0.name.lowercased() == name.lowercased() }?.value }
         func values(_ name: String) -> [String] { headers.filter { $0.name.lowercased() == name.lowercased() }.map(\.value) }
