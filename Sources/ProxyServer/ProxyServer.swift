@@ -30,6 +30,7 @@ public final class ProxyServer: @unchecked Sendable {
     let metrics = ProxyMetrics()
     let hitPath = HitPathState()
     let budget: UpstreamBudget
+    let gateway: UpstreamGateway
     let notifier: SystemdNotifier
     let audit: AuditLog
     private var watchdogTimer: LoopTimer?
@@ -92,6 +93,17 @@ public final class ProxyServer: @unchecked Sendable {
         let upstream = self.upstream, budget = self.budget
         budget.canStart = { upstream.canStartNow }
         upstream.onCapacity = { [weak budget] in budget?.capacityFreed() }
+        gateway = UpstreamGateway(loop: loop, client: upstream, budget: budget, clock: clock,
+                                  timeoutSeconds: settings.upstreamTimeoutSeconds, maxRetryAfterSeconds: settings.upstreamMaxRetryAfterSeconds)
+        let metrics = self.metrics
+        gateway.onOutcome = { route, outcome, duration in
+            if let duration { metrics.upstreamRequest(route: route, outcome: outcome, duration: duration) } else {
+                metrics.upstreamRequest(route: route, outcome: outcome)
+            }
+        }
+        gateway.onPause = { [logger] status, seconds in
+            logger.warning("upstream asked to wait", metadata: ["status": "\(status)", "seconds": "\(seconds)"])
+        }
         httpServer = HTTPServer(
             loop: loop,
             limits: ServerLimits(maxHeaderBytes: settings.listenMaxHeaderBytes, maxBodyBytes: settings.listenMaxBodyBytes,

@@ -70,45 +70,14 @@ extension ProxyServer {
                           jobID: jobID, upstreamStatus: status, requestID: exchange.requestID)
     }
 
-    /// Every upstream call goes through here: the budget first (which may queue or refuse it
-    /// with 429), then the call, counted once by route and outcome. An upstream 429 or 503 with
-    /// `Retry-After` pauses the budget. A GET or HEAD whose connection broke before an answer is
-    /// tried once more, after a little jitter (POSTs never are).
-    /// `hasFallback`: the caller has stale data to give, so it does not wait out an upstream pause.
+    /// Every upstream call goes through the gateway (`Upstream.UpstreamGateway`: the budget,
+    /// the call, Retry-After, one retry of a broken read). `hasFallback`: the caller has stale
+    /// data to give, so it does not wait out an upstream pause.
     func callUpstream(route: String, method: HTTPMethod, path: String, rawQuery: String?, clientHeaders: HTTPHeaders, body: [UInt8],
-                      client: String, priority: UpstreamBudget.Priority = .interactive, retried: Bool = false, hasFallback: Bool = false,
+                      client: String, priority: UpstreamBudget.Priority = .interactive, hasFallback: Bool = false,
                       completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
-        let deadline = clock() + settings.upstreamTimeoutSeconds
-        budget.acquire(client: client, priority: priority, deadline: deadline, waitsDuringPause: !hasFallback, grant: { [self] in
-            let started = ContinuousClock.now
-            upstream.send(method: method, path: path, rawQuery: rawQuery, clientHeaders: clientHeaders, body: body) { [self] result in
-                let duration = ContinuousClock.now - started
-                switch result {
-                case .success(let response):
-                    metrics.upstreamRequest(route: route, outcome: String(response.status), duration: duration)
-                    if response.status == 429 || response.status == 503, let value = response.headers["Retry-After"],
-                       let seconds = RetryAfter.seconds(value, now: clock(), cap: settings.upstreamMaxRetryAfterSeconds) {
-                        budget.pause(until: clock() + seconds)
-                        logger.warning("upstream asked to wait", metadata: ["status": "\(response.status)", "seconds": "\(seconds)"])
-                    }
-                case .failure(let failure):
-                    metrics.upstreamRequest(route: route, outcome: failure.code, duration: duration)
-                    if failure.retryable, !retried, method.isIdempotentRead {
-                        loop.schedule(after: Double.random(in: 0.01...0.05)) { [self] in
-                            callUpstream(route: route, method: method, path: path, rawQuery: rawQuery, clientHeaders: clientHeaders,
-                                         body: body, client: client, priority: priority, retried: true, hasFallback: hasFallback,
-                                         completion: completion)
-                        }
-                        return
-                    }
-                }
-                completion(result)
-            }
-        }, refuse: { [self] retryAfter in
-            metrics.upstreamRequest(route: route, outcome: "budget_refused")
-            completion(.failure(UpstreamFailure(status: 429, code: "rate_limited",
-                                                message: "the upstream budget is spent; retry later", retryAfter: retryAfter)))
-        })
+        gateway.call(route: route, method: method, path: path, rawQuery: rawQuery, headers: clientHeaders, body: body, client: client,
+                     priority: priority, hasFallback: hasFallback, completion: completion)
     }
 
     /// Why a job-creation query is refused, or nil when it has exactly one non-empty `project_id`.

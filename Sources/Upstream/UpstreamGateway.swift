@@ -1,0 +1,76 @@
+import EventHTTP
+
+/// The way every upstream call goes: the budget first (which may queue it or refuse it with
+/// 429), then the call; an upstream 429 or 503 with `Retry-After` pauses the budget, and a GET
+/// or HEAD whose connection broke before an answer is tried once more after a little jitter
+/// (never a write). Loop-bound, like the budget and the client it drives. The server observes
+/// outcomes (metrics, a log line) through the two callbacks; it decides nothing here.
+public final class UpstreamGateway {
+    private let loop: EventLoop
+    private let client: UpstreamClient
+    public let budget: UpstreamBudget
+    private let clock: @Sendable () -> Double
+    private let timeoutSeconds: Double
+    private let maxRetryAfterSeconds: Double
+
+    /// Each call's outcome by route: the upstream's status, a failure code, or
+    /// `budget_refused`; with the call's duration when it was made.
+    public var onOutcome: ((_ route: String, _ outcome: String, _ duration: Duration?) -> Void)?
+    /// The upstream asked to wait (status, seconds).
+    public var onPause: ((_ status: Int, _ seconds: Double) -> Void)?
+
+    public init(loop: EventLoop, client: UpstreamClient, budget: UpstreamBudget, clock: @escaping @Sendable () -> Double,
+                timeoutSeconds: Double, maxRetryAfterSeconds: Double) {
+        self.loop = loop
+        self.client = client
+        self.budget = budget
+        self.clock = clock
+        self.timeoutSeconds = timeoutSeconds
+        self.maxRetryAfterSeconds = maxRetryAfterSeconds
+    }
+
+    /// One upstream call. `hasFallback`: the caller has stale data to give, so it does not
+    /// wait out an upstream pause. `completion` runs once, on the loop.
+    public func call(route: String, method: HTTPMethod, path: String, rawQuery: String?, headers: HTTPHeaders, body: [UInt8],
+                     client caller: String, priority: UpstreamBudget.Priority, hasFallback: Bool,
+                     completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
+        call(route: route, method: method, path: path, rawQuery: rawQuery, headers: headers, body: body, caller: caller,
+             priority: priority, hasFallback: hasFallback, retried: false, completion: completion)
+    }
+
+    private func call(route: String, method: HTTPMethod, path: String, rawQuery: String?, headers: HTTPHeaders, body: [UInt8],
+                      caller: String, priority: UpstreamBudget.Priority, hasFallback: Bool, retried: Bool,
+                      completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
+        loop.assertOnLoop()
+        let deadline = clock() + timeoutSeconds
+        budget.acquire(client: caller, priority: priority, deadline: deadline, waitsDuringPause: !hasFallback, grant: { [self] in
+            let started = ContinuousClock.now
+            client.send(method: method, path: path, rawQuery: rawQuery, clientHeaders: headers, body: body) { [self] result in
+                let duration = ContinuousClock.now - started
+                switch result {
+                case .success(let response):
+                    onOutcome?(route, String(response.status), duration)
+                    if response.status == 429 || response.status == 503, let value = response.headers["Retry-After"],
+                       let seconds = RetryAfter.seconds(value, now: clock(), cap: maxRetryAfterSeconds) {
+                        budget.pause(until: clock() + seconds)
+                        onPause?(response.status, seconds)
+                    }
+                case .failure(let failure):
+                    onOutcome?(route, failure.code, duration)
+                    if failure.retryable, !retried, method.isIdempotentRead {
+                        _ = loop.schedule(after: Double.random(in: 0.01...0.05)) { [self] in
+                            call(route: route, method: method, path: path, rawQuery: rawQuery, headers: headers, body: body, caller: caller,
+                                 priority: priority, hasFallback: hasFallback, retried: true, completion: completion)
+                        }
+                        return
+                    }
+                }
+                completion(result)
+            }
+        }, refuse: { [self] retryAfter in
+            onOutcome?(route, "budget_refused", nil)
+            completion(.failure(UpstreamFailure(status: 429, code: "rate_limited",
+                                                message: "the upstream budget is spent; retry later", retryAfter: retryAfter)))
+        })
+    }
+}
