@@ -53,7 +53,8 @@ public final class HTTPServer {
     /// Looks at the head of a request that has a body, before any of the body is read or
     /// `100 Continue` is sent: a refusal is answered and the connection closed (so that
     /// nobody can make the server buffer a body it would refuse anyway).
-    public var admit: ((RequestParser.Head) -> HeadRefusal?)?
+    /// It is given the head and the client's address.
+    public var admit: ((RequestParser.Head, String) -> HeadRefusal?)?
     /// Called each time the server has nothing in flight and nothing left to write (drain
     /// waits on it: stopping the loop earlier would drop answers still in the output buffers).
     public var onIdle: (() -> Void)?

@@ -135,7 +135,7 @@ final class ServerConnection {
                     continue
                 }
                 // Nobody's body is read (nor 100 Continue sent) before the head is admitted.
-                if let refusal = server?.admit?(head) {
+                if let refusal = server?.admit?(head, peer) {
                     return refuse(refusal)
                 }
                 pendingHead = head

@@ -111,7 +111,7 @@ public final class ProxyServer: @unchecked Sendable {
         ) { [unowned self] request in
             self.handle(request)
         }
-        httpServer?.admit = { [unowned self] head in self.admit(head) }
+        httpServer?.admit = { [unowned self] head, peer in self.admit(head, peer: peer) }
     }
 
     static func loadClients(_ settings: ProxySettings) throws -> [ClientRecord] {

@@ -7,17 +7,28 @@ extension ProxyServer {
     /// Admission of a request that has a body, on its head alone, before the body is read: a
     /// read with a body, a caller without a valid token, or one that may not write is refused
     /// at once (and the connection closed), so no unauthenticated body is ever buffered.
-    func admit(_ head: RequestParser.Head) -> HeadRefusal? {
-        func refusal(_ error: ProxyError, _ extra: [(name: String, value: String)] = []) -> HeadRefusal {
-            HeadRefusal(status: error.status, headers: HTTPHeaders([("Content-Type", "application/json")] + extra), body: error.body)
-        }
-        if head.knownMethod?.isIdempotentRead == true {
-            return refusal(.badRequest("a \(head.methodName) request may not carry a body"))
-        }
+    func admit(_ head: RequestParser.Head, peer: String) -> HeadRefusal? {
         let caller = authenticator.authenticate(authorization: head.headers["Authorization"])
-        if caller == .rejected { return refusal(.unauthorized, [("WWW-Authenticate", #"Bearer realm="pixxel-proxy""#)]) }
-        if caller.scopes.isDisjoint(with: [.write, .admin]) { return refusal(.forbidden(Scopes.write.description)) }
-        return nil
+        var extra: [(name: String, value: String)] = []
+        let error: ProxyError
+        if head.knownMethod?.isIdempotentRead == true {
+            error = .badRequest("a \(head.methodName) request may not carry a body")
+        } else if caller == .rejected {
+            error = .unauthorized
+            extra.append(("WWW-Authenticate", #"Bearer realm="pixxel-proxy""#))
+        } else if caller.scopes.isDisjoint(with: [.write, .admin]) {
+            error = .forbidden(Scopes.write.description)
+        } else {
+            return nil
+        }
+        // Refused like any other request: with its request id, a metric and an access line.
+        let requestID = requestID(from: head.headers["X-Request-Id"])
+        let route = RequestTarget.parse(head.target).map { Router.route(method: head.knownMethod ?? .get, target: $0).template }
+        recordAnswer(method: head.knownMethod?.rawValue ?? "UNKNOWN", route: (try? route.get()) ?? Route.notFound.template,
+                     status: error.status, client: caller.logName, peer: peer, requestID: requestID, cache: "none",
+                     elapsed: .zero, upstreamDuration: nil, upstreamStatus: nil)
+        return HeadRefusal(status: error.status,
+                           headers: HTTPHeaders([("Content-Type", "application/json"), ("X-Request-Id", requestID)] + extra), body: error.body)
     }
 
     /// Why a read must not go upstream as it is, or nil: a field or parameter that asks the

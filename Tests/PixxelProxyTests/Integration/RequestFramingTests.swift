@@ -298,7 +298,11 @@ import Glibc
         let answer = try Self.readAnswer(fd)
         #expect(answer.status == (who == "reader" ? 403 : 401), "answered on the head, without waiting for the body")
         #expect(answer.header("Connection") == "close")
+        #expect(answer.header("X-Request-Id") != nil)
         #expect(recorder.requests.isEmpty)
+        let status = who == "reader" ? "403" : "401"
+        #expect(proxy.logs.all.contains { $0.contains("POST /v0/* \(status)") && $0.contains("request_id=") },
+                "the refusal has an access line: \(proxy.logs.all.suffix(3))")
         await proxy.stop()
     }
 
