@@ -106,12 +106,12 @@ public final class HTTPClient {
     /// Why `request` cannot go out as exactly one request, or nil. libevent writes the target
     /// and the fields as given; the framing fields are this client's alone to write.
     static func framingProblem(_ request: ClientRequest) -> String? {
-        guard !request.target.isEmpty, request.target.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+        guard !request.target.isEmpty, request.target.utf8.allSatisfy(RequestParser.isVisibleASCII) else {
             return "the request target has bytes that are not visible ASCII"
         }
         for field in request.headers {
             guard !field.name.isEmpty, field.name.utf8.allSatisfy(RequestParser.isTokenByte) else { return "invalid header field name" }
-            guard field.value.utf8.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) else { return "invalid header field value" }
+            guard field.value.utf8.allSatisfy(RequestParser.isFieldValueByte) else { return "invalid header field value" }
             let name = field.name.lowercased()
             if name == "content-length" || name == "transfer-encoding" || name == "host" || name == "connection" {
                 return "the \(field.name) field is written by the client itself"

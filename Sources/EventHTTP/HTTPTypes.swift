@@ -93,7 +93,7 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence {
         while let current = entry {
             if let key = current.pointee.key, let value = current.pointee.value,
                let name = String(validatingCString: key), !name.isEmpty, name.utf8.allSatisfy(RequestParser.isTokenByte),
-               let text = String(validatingCString: value), text.utf8.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) {
+               let text = String(validatingCString: value), text.utf8.allSatisfy(RequestParser.isFieldValueByte) {
                 fields.append((name, text))
             }
             entry = current.pointee.next.tqe_next

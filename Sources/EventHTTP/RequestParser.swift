@@ -141,7 +141,7 @@ public enum RequestParser {
             return .failure(Invalid(status: 400, message: "invalid method"))
         }
         // Visible ASCII only: no control bytes, no spaces, nothing non-ASCII unescaped.
-        guard !target.isEmpty, bytes[target].allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+        guard !target.isEmpty, bytes[target].allSatisfy(isVisibleASCII) else {
             return .failure(Invalid(status: 400, message: "invalid request target"))
         }
         // HTTP-version = "HTTP/" DIGIT "." DIGIT, the name case-sensitive (RFC 9112, 2.3):
@@ -248,7 +248,7 @@ public enum RequestParser {
         while valueStart < valueEnd, bytes[valueStart] == space || bytes[valueStart] == tab { valueStart += 1 }
         while valueEnd > valueStart, bytes[valueEnd - 1] == space || bytes[valueEnd - 1] == tab { valueEnd -= 1 }
         let value = valueStart..<valueEnd
-        guard bytes[value].allSatisfy({ $0 == tab || ($0 >= 0x20 && $0 != 0x7F) }),
+        guard bytes[value].allSatisfy(isFieldValueByte),
               let valueText = String(validating: bytes[value], as: UTF8.self) else { return nil }
         return (String(decoding: bytes[name], as: UTF8.self), valueText)
     }
@@ -462,17 +462,22 @@ public enum RequestParser {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") { return index + 1 }
             if byte == UInt8(ascii: "\\") {
-                guard index + 1 < end, isQuotedPairByte(bytes[index + 1]) else { return nil }
+                guard index + 1 < end, isFieldValueByte(bytes[index + 1]) else { return nil }
                 index += 2
                 continue
             }
-            guard byte == tab || byte == space || (byte >= 0x21 && byte != 0x7F) else { return nil }
+            guard isFieldValueByte(byte) else { return nil }
             index += 1
         }
         return nil
     }
 
-    private static func isQuotedPairByte(_ byte: UInt8) -> Bool { byte == tab || byte == space || (byte >= 0x21 && byte != 0x7F) }
+    /// A byte a field value (and a quoted string, RFC 9110 5.6.4) may hold: HTAB, SP, visible
+    /// ASCII and obs-text; no other control byte, no DEL.
+    public static func isFieldValueByte(_ byte: UInt8) -> Bool { byte == tab || (byte >= 0x20 && byte != 0x7F) }
+
+    /// A byte of a request target: visible ASCII, no space.
+    public static func isVisibleASCII(_ byte: UInt8) -> Bool { byte > 0x20 && byte < 0x7F }
 
     static func hexValue(_ byte: UInt8) -> Int? {
         switch byte {

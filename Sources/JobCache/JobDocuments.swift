@@ -22,7 +22,7 @@ public struct JobSummary: Sendable, Equatable {
     /// Whether this job passes `filters` (status case-insensitive, `created_on` as a UTC day).
     public func matches(_ filters: JobListFilters) -> Bool {
         // Ids compare by bytes: canonically equivalent ids are different jobs upstream.
-        if let id = filters.id, !self.id.utf8.elementsEqual(id.utf8) { return false }
+        if let id = filters.id, !JobListFilters.sameBytes(self.id, id) { return false }
         if let status = filters.status, self.status?.lowercased() != status { return false }
         if let createdBy = filters.createdBy, !JobListFilters.sameBytes(self.createdBy, createdBy) { return false }
         if let day = filters.createdOn {
@@ -63,7 +63,7 @@ public struct JobListDocument: Sendable {
 
     /// Index of the job with `id`, if listed.
     /// The first job whose id has exactly these bytes.
-    public func index(of id: String) -> Int? { jobs.firstIndex { $0.id.utf8.elementsEqual(id.utf8) } }
+    public func index(of id: String) -> Int? { jobs.firstIndex { JobListFilters.sameBytes($0.id, id) } }
 
     /// The field names of the job at `index`, as the list sends them.
     public func fieldNames(at index: Int) -> [String]? {

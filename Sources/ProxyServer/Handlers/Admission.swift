@@ -34,7 +34,7 @@ extension ProxyServer {
     /// Why a read must not go upstream as it is, or nil: a field or parameter that asks the
     /// upstream (or a framework in front of it) to treat the request as another method.
     static func methodOverrideProblem(_ headers: HTTPHeaders, rawQuery: String?) -> String? {
-        for field in headers where methodOverrideFields.contains(normalizedFieldName(field.name)) {
+        for field in headers where isMethodOverride(field.name) {
             return "\(field.name) is not allowed on a read"
         }
         if QueryDecoding.pairs(rawQuery)?.contains(where: { $0.name.lowercased() == "_method" }) == true {
@@ -43,10 +43,10 @@ extension ProxyServer {
         return nil
     }
 
-    static let methodOverrideFields: Set<String> = ["x-http-method-override", "x-http-method", "x-method-override"]
-
-    /// A field name lowercased with `_` read as `-`, as some servers read it.
-    static func normalizedFieldName(_ name: String) -> String {
-        String(name.lowercased().map { $0 == "_" ? "-" : $0 })
+    /// `X-HTTP-Method-Override`, `X-HTTP-Method` or `X-Method-Override`, in any case. Spellings
+    /// with `_` never get this far: the request parser refuses them.
+    static func isMethodOverride(_ name: String) -> Bool {
+        name.caseInsensitiveEquals("x-http-method-override") || name.caseInsensitiveEquals("x-http-method")
+            || name.caseInsensitiveEquals("x-method-override")
     }
 }

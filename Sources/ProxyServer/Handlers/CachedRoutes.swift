@@ -43,7 +43,6 @@ extension ProxyServer {
         }
         switch join {
         case .leader:
-            box.exchange.forwarded = true
             let client = exchange.caller.logName
             guard cached == nil, cache.disk != nil else {
                 return fetch(flight, requestID: requestID, client: client, priority: .interactive)
@@ -56,7 +55,6 @@ extension ProxyServer {
             }
         case .follower:
             box.exchange.collapsed = true
-            box.exchange.forwarded = true
         case .full:
             finish(&box.exchange, error: ProxyError(status: 503, code: "upstream_busy",
                                                      message: "too many requests are waiting for this resource"))

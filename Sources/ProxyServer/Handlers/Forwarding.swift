@@ -9,8 +9,6 @@ extension ProxyServer {
     /// Forwards the request upstream with the client's end-to-end fields; a created job is
     /// written through into the cache and audited before the client hears back.
     func forward(_ exchange: Exchange, target: RequestTarget, headers: HTTPHeaders) {
-        var exchange = exchange
-        exchange.forwarded = true
         let exchangeBox = ExchangeBox(exchange)
         let upstreamStarted = ContinuousClock.now
         let request = exchange.request

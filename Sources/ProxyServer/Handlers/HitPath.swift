@@ -81,7 +81,7 @@ extension ProxyServer {
                 if clientRequestID == nil { clientRequestID = field.value }
             } else if field.name.caseInsensitiveEquals("cache-control") || field.name.caseInsensitiveEquals("pragma") {
                 return false  // possibly a request to revalidate: the full path reads it
-            } else if field.name.utf8.count >= 13, Self.methodOverrideFields.contains(Self.normalizedFieldName(field.name)) {
+            } else if Self.isMethodOverride(field.name) {
                 return false  // refused by the full path, as everywhere else
             }
         }

@@ -162,7 +162,6 @@ struct Exchange {
     var knownMethodName: String { request.knownMethod?.rawValue ?? "UNKNOWN" }
     var route: Route = .notFound
     var caller: Caller = .rejected
-    var forwarded = false
     /// The method sent upstream when it is not the client's (a HEAD answered from a GET).
     var upstreamMethod: HTTPMethod?
     /// Waited on another request's upstream fetch.
@@ -179,9 +178,7 @@ struct Exchange {
     /// The cache outcome the answer reports: nil off the cached routes; on them, what the cache
     /// decided, or `bypass` when the answer came before any decision.
     var finalCacheOutcome: CacheOutcome? {
-        guard route.isCachedRoute else { return nil }
-        if let cacheOutcome { return cacheOutcome }
-        return forwarded ? .forwarded(.miss, upstreamStatus: upstreamStatus) : .bypass
+        route.isCachedRoute ? cacheOutcome ?? .bypass : nil
     }
 }
 

@@ -1,3 +1,4 @@
+import EventHTTP
 import JobCache
 
 /// A request target checked for safety: decoded path segments (no `.`/`..`, no encoded
@@ -31,7 +32,7 @@ public struct RequestTarget: Sendable, Equatable {
         if let mark = uri.firstIndex(of: "?") {
             path = uri[..<mark]
             let query = uri[uri.index(after: mark)...]
-            guard query.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }), hasValidEscapes(query) else {
+            guard query.utf8.allSatisfy(RequestParser.isVisibleASCII), hasValidEscapes(query) else {
                 return .failure(Invalid(description: "the query has characters that must be percent-encoded, or a bad escape"))
             }
             rawQuery = encodeQuery(query)

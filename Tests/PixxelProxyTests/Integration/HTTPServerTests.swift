@@ -11,13 +11,12 @@ import Glibc
 /// 100-continue, chunked bodies and the answers it gives on its own. Loopback only.
 @Suite struct HTTPServerTests {
     final class EchoServer: @unchecked Sendable {
-        let loop = EventLoop()
+        private let running = RunningLoop(startNow: false)
         private var server: HTTPServer?
         let port: UInt16
-        private let stopped = DispatchSemaphore(value: 0)
 
         init(limits: ServerLimits = ServerLimits()) throws {
-            let server = HTTPServer(loop: loop, limits: limits) { request in
+            let server = HTTPServer(loop: running.loop, limits: limits) { request in
                 var headers = HTTPHeaders()
                 headers.add("X-Method", request.knownMethod?.rawValue ?? "unknown")
                 headers.add("X-Target", request.uri)
@@ -26,16 +25,11 @@ import Glibc
             }
             port = try server.bind(host: "127.0.0.1", port: 0)
             self.server = server
-            let loop = self.loop, stopped = self.stopped
-            Thread {
-                loop.run()
-                stopped.signal()
-            }.start()
+            running.start()
         }
 
         func stop() {
-            loop.stop()
-            stopped.wait()
+            running.stop()
             server = nil
         }
     }

@@ -51,29 +51,29 @@ import Glibc
         }
     }
 
-    @Test func everyVectorGetsItsVerdictFromTheRealServer() async throws {
+    /// Replays `vectors` against a proxy with one upstream connection in front of a new
+    /// recorder, which it returns (running: the caller stops it).
+    static func replayAgainstTheRealServer(_ vectors: [HTTPVector]) async throws -> WireRecorder {
         let recorder = try WireRecorder()
-        defer { recorder.stop() }
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(recorder.port)") {
             $0.upstreamMaxConnections = 1
             $0.listenTimeoutSeconds = 3
             $0.listenMaxBodyBytes = 64 * 1024
         }
-        for vector in HTTPVector.all { try Self.replay(vector, proxy: proxy, recorder: recorder) }
+        for vector in vectors { try replay(vector, proxy: proxy, recorder: recorder) }
         await proxy.stop()
+        return recorder
+    }
+
+    @Test func everyVectorGetsItsVerdictFromTheRealServer() async throws {
+        try await Self.replayAgainstTheRealServer(HTTPVector.all).stop()
     }
 
     @Test func smugglingMutationsAreRefusedAndWhatTheyHideIsNeverRead() async throws {
-        let recorder = try WireRecorder()
+        let recorder = try await Self.replayAgainstTheRealServer(HTTPVector.smuggling)
         defer { recorder.stop() }
-        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(recorder.port)") {
-            $0.upstreamMaxConnections = 1
-            $0.listenTimeoutSeconds = 3
-        }
-        for vector in HTTPVector.smuggling { try Self.replay(vector, proxy: proxy, recorder: recorder) }
         let everything = recorder.rawStreams.map { String(decoding: $0, as: UTF8.self) }.joined()
         #expect(!everything.contains("smuggled"))
-        await proxy.stop()
     }
 
     /// The reported attack: a read-only token's GET carrying a job creation as its body.

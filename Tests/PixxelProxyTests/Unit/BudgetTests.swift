@@ -62,22 +62,6 @@ import Upstream
 /// The budget's queue on a real event loop: nobody waits past its deadline, and a caller with
 /// stale data to give does not wait out an upstream pause.
 @Suite struct BudgetDeadlineTests {
-    final class RunningLoop: @unchecked Sendable {
-        let loop = EventLoop()
-        private let stopped = DispatchSemaphore(value: 0)
-        init() {
-            let loop = self.loop, stopped = self.stopped
-            Thread {
-                loop.run()
-                stopped.signal()
-            }.start()
-        }
-        func stop() {
-            loop.stop()
-            stopped.wait()
-        }
-    }
-
     final class Outcomes: @unchecked Sendable {
         let value = Mutex<[String]>([])
         func add(_ text: String) { value.withLock { $0.append(text) } }
