@@ -11,6 +11,8 @@ public struct ClientRequest: Sendable {
     public var target: String
     public var headers: HTTPHeaders
     public var body: [UInt8]
+    /// This request's whole-request timeout, when shorter than `ClientLimits.timeoutSeconds`.
+    public var timeoutSeconds: Double?
 
     public init(method: HTTPMethod, target: String, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
         self.method = method
@@ -138,7 +140,7 @@ public final class HTTPClient {
         guard !closed else { return completion(.failure(.unreachable("client closed"))) }
         if let problem = Self.framingProblem(request) { return completion(.failure(.invalidRequest(problem))) }
         let call = ClientCall(request: request, completion: completion)
-        call.timer = loop.schedule(after: limits.timeoutSeconds) { [weak self, weak call] in
+        call.timer = loop.schedule(after: min(request.timeoutSeconds ?? limits.timeoutSeconds, limits.timeoutSeconds)) { [weak self, weak call] in
             guard let self, let call else { return }
             self.timeOut(call)
         }

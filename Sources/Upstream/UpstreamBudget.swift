@@ -6,12 +6,22 @@ import EventHTTP
 public final class UpstreamBudget {
     public typealias Priority = FairQueue<Waiter>.Priority
 
-    /// A call waiting for a token.
+    /// Why a call may not go.
+    public enum Refusal: Sendable, Equatable {
+        /// The budget is spent or the upstream paused us: try again after this many seconds.
+        case rateLimited(retryAfter: Double)
+        /// Tokens are there but every upstream connection is busy and the queue is full.
+        case busy
+        /// Its deadline came while it waited for a connection (not for a token).
+        case timedOut
+    }
+
+    /// A call waiting for a token and a connection.
     public final class Waiter {
         let deadline: Double
         let grant: () -> Void
-        let refuse: (_ retryAfter: Double) -> Void
-        init(deadline: Double, grant: @escaping () -> Void, refuse: @escaping (Double) -> Void) {
+        let refuse: (Refusal) -> Void
+        init(deadline: Double, grant: @escaping () -> Void, refuse: @escaping (Refusal) -> Void) {
             self.deadline = deadline
             self.grant = grant
             self.refuse = refuse
@@ -58,19 +68,20 @@ public final class UpstreamBudget {
     /// the latest, never after), when the queue is full, or at once during an upstream pause
     /// when the caller has something else to give (`waitsDuringPause` false: stale data).
     public func acquire(client: String, priority: Priority, deadline: Double, waitsDuringPause: Bool = true,
-                        grant: @escaping () -> Void, refuse: @escaping (_ retryAfter: Double) -> Void) {
+                        grant: @escaping () -> Void, refuse: @escaping (Refusal) -> Void) {
         let now = clock()
         if pausedUntil > now {
             guard waitsDuringPause, pausedUntil < deadline else {
                 refused += 1
-                return refuse(pausedUntil - now)
+                return refuse(.rateLimited(retryAfter: pausedUntil - now))
             }
         } else if queue.count == 0, canStart?() ?? true, bucket.take(now: now) {
             return grant()
         }
         guard queue.count < maxQueued else {
             refused += 1
-            return refuse(max(1, Double(queue.count) / max(bucket.rate, 1)))
+            guard waitsForBudget(now: now) else { return refuse(.busy) }
+            return refuse(.rateLimited(retryAfter: max(1, Double(queue.count) / max(bucket.rate, 1))))
         }
         queue.push(Waiter(deadline: deadline, grant: grant, refuse: refuse), client: client, priority: priority)
         scheduleWake()
@@ -99,11 +110,23 @@ public final class UpstreamBudget {
         wakeTimer = loop.schedule(after: max(delay, 0.001)) { [weak self] in self?.drain() }
     }
 
+    /// Whether what holds calls back is the budget (a pause, no token) rather than busy connections.
+    private func waitsForBudget(now: Double) -> Bool {
+        pausedUntil > now || bucket.secondsUntilToken(now: now) > 0
+    }
+
+    /// Not re-entered: a grant whose call fails to start at once reports capacity from inside
+    /// the loop below, which goes on by itself.
+    private var draining = false
+
     private func drain() {
+        guard !draining else { return }
+        draining = true
+        defer { draining = false }
         let now = clock()
         for waiter in queue.removeAll(where: { $0.deadline <= now }) {
             refused += 1
-            waiter.refuse(max(pausedUntil - now, 1))
+            waiter.refuse(waitsForBudget(now: now) ? .rateLimited(retryAfter: max(pausedUntil - now, 1)) : .timedOut)
         }
         while pausedUntil <= now, queue.count > 0, canStart?() ?? true, bucket.take(now: now), let waiter = queue.pop() {
             waiter.grant()

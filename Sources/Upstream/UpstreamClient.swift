@@ -66,11 +66,13 @@ public final class UpstreamClient {
     }
 
     /// Sends a request. `path` is percent-encoded and starts with `/`; `rawQuery` is sent as is.
+    /// `timeoutSeconds`: the whole call's limit, when shorter than the client's.
     public func send(method: HTTPMethod, path: String, rawQuery: String?, clientHeaders: HTTPHeaders, body: [UInt8],
-                     completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
+                     timeoutSeconds: Double? = nil, completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
         var target = endpoint.basePath + path
         if let rawQuery { target += "?" + rawQuery }
-        let request = ClientRequest(method: method, target: target, headers: Self.forwardedHeaders(clientHeaders, apiKey: apiKey), body: body)
+        var request = ClientRequest(method: method, target: target, headers: Self.forwardedHeaders(clientHeaders, apiKey: apiKey), body: body)
+        request.timeoutSeconds = timeoutSeconds
         http.send(request) { result in
             switch result {
             case .success(var response):

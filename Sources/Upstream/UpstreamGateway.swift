@@ -45,7 +45,10 @@ public final class UpstreamGateway {
         let deadline = clock() + timeoutSeconds
         budget.acquire(client: caller, priority: priority, deadline: deadline, waitsDuringPause: !hasFallback, grant: { [self] in
             let started = ContinuousClock.now
-            client.send(method: method, path: path, rawQuery: rawQuery, clientHeaders: headers, body: body) { [self] result in
+            // One deadline covers the wait and the call: the client gets what is left of it.
+            let remaining = max(deadline - clock(), 0.001)
+            client.send(method: method, path: path, rawQuery: rawQuery, clientHeaders: headers, body: body,
+                        timeoutSeconds: remaining) { [self] result in
                 let duration = ContinuousClock.now - started
                 switch result {
                 case .success(let response):
@@ -67,10 +70,21 @@ public final class UpstreamGateway {
                 }
                 completion(result)
             }
-        }, refuse: { [self] retryAfter in
-            onOutcome?(route, "budget_refused", nil)
-            completion(.failure(UpstreamFailure(status: 429, code: "rate_limited",
-                                                message: "the upstream budget is spent; retry later", retryAfter: retryAfter)))
+        }, refuse: { [self] refusal in
+            switch refusal {
+            case .rateLimited(let retryAfter):
+                onOutcome?(route, "budget_refused", nil)
+                completion(.failure(UpstreamFailure(status: 429, code: "rate_limited",
+                                                    message: "the upstream budget is spent; retry later", retryAfter: retryAfter)))
+            case .busy:
+                let failure = UpstreamClient.failure(for: .queueFull)
+                onOutcome?(route, failure.code, nil)
+                completion(.failure(failure))
+            case .timedOut:
+                let failure = UpstreamClient.failure(for: .timedOut)
+                onOutcome?(route, failure.code, nil)
+                completion(.failure(failure))
+            }
         })
     }
 }

@@ -97,11 +97,29 @@ import Upstream
             let budget = UpstreamBudget(loop: running.loop, rate: 1, burst: 1, maxQueued: 10, clock: clock)
             budget.pause(until: 1005)
             budget.acquire(client: "a", priority: .interactive, deadline: 1010, waitsDuringPause: false,
-                           grant: { outcomes.add("granted") }, refuse: { outcomes.add("refused \($0)") })
+                           grant: { outcomes.add("granted") }, refuse: { refusal in
+                               if case .rateLimited(let seconds) = refusal { outcomes.add("refused \(seconds)") } else { outcomes.add("\(refusal)") }
+                           })
             budget.acquire(client: "b", priority: .interactive, deadline: 1010,
                            grant: { outcomes.add("waiter granted") }, refuse: { _ in outcomes.add("waiter refused") })
             outcomes.add("queued \(budget.queued)")
         }
         #expect(eventually(seconds: 3) { outcomes.all == ["refused 5.0", "queued 1"] }, "\(outcomes.all)")
+    }
+
+    /// Waiting for a connection, not for the budget: a full queue is "busy" (503), not a
+    /// 429 with a Retry-After computed from a rate (found by review: unlimited budgets answered
+    /// 429 with Retry-After 1024 s).
+    @Test func aFullQueueOfCallsWaitingForConnectionsIsBusyNotRateLimited() throws {
+        let running = RunningLoop()
+        defer { running.stop() }
+        let outcomes = Outcomes()
+        running.loop.execute {
+            let budget = UpstreamBudget(loop: running.loop, rate: 0, burst: 1, maxQueued: 1, clock: { 1000 })
+            budget.canStart = { false }
+            budget.acquire(client: "a", priority: .interactive, deadline: 1010, grant: {}, refuse: { outcomes.add("first \($0)") })
+            budget.acquire(client: "b", priority: .interactive, deadline: 1010, grant: {}, refuse: { outcomes.add("second \($0)") })
+        }
+        #expect(eventually(seconds: 3) { outcomes.all == ["second busy"] }, "\(outcomes.all)")
     }
 }
