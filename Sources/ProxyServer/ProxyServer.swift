@@ -36,6 +36,8 @@ public final class ProxyServer: @unchecked Sendable {
     private var watchdogTimer: LoopTimer?
     /// Wall-clock seconds since 1970; injected so tests move time without sleeping.
     let clock: @Sendable () -> Double
+    /// The budget's clock: monotonic seconds, or the injected clock in tests.
+    let budgetClock: @Sendable () -> Double
     var isDraining = false
     var isReady = false
     private var signalHandlers: [SignalHandler] = []
@@ -46,13 +48,16 @@ public final class ProxyServer: @unchecked Sendable {
     /// Reads the clients file and prepares the cache directory; throws with a message naming
     /// the setting at fault.
     public init(settings: ProxySettings, logger: Logger, accessLogOutput: BufferedLogOutput? = nil,
-                clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 },
+                clock: (@Sendable () -> Double)? = nil,
                 environment: [String: String] = ProcessInfo.processInfo.environment) throws {
         notifier = SystemdNotifier(environment: environment)
         self.settings = settings
         self.logger = logger
         self.accessLogOutput = accessLogOutput
-        self.clock = clock
+        self.clock = clock ?? { Date().timeIntervalSince1970 }
+        // A wall clock stepped backwards (NTP, an operator) must not stall the token bucket.
+        budgetClock = clock ?? MonotonicClock.seconds
+        let clock = self.clock
         let disk: DiskStore
         do {
             disk = try DiskStore(directory: settings.cacheDirectory, budgetBytes: settings.cacheDiskMB << 20,
@@ -87,13 +92,13 @@ public final class ProxyServer: @unchecked Sendable {
         } catch {
             throw SettingsError(key: "upstream.ca_file", "\(error)")
         }
-        budget = UpstreamBudget(loop: loop, rate: settings.upstreamRequestsPerSecond, burst: settings.upstreamBurst,
-                                maxQueued: settings.upstreamMaxQueue, clock: clock)
+        budget = UpstreamBudget(scheduler: loop, rate: settings.upstreamRequestsPerSecond, burst: settings.upstreamBurst,
+                                maxQueued: settings.upstreamMaxQueue, clock: budgetClock)
         // Tokens are taken at the upstream's door: only when a connection can take the call.
         let upstream = self.upstream, budget = self.budget
         budget.canStart = { upstream.canStartNow }
         upstream.onCapacity = { [weak budget] in budget?.capacityFreed() }
-        gateway = UpstreamGateway(loop: loop, client: upstream, budget: budget, clock: clock,
+        gateway = UpstreamGateway(loop: loop, client: upstream, budget: budget, clock: budgetClock, wallClock: clock,
                                   timeoutSeconds: settings.upstreamTimeoutSeconds, maxRetryAfterSeconds: settings.upstreamMaxRetryAfterSeconds)
         let metrics = self.metrics
         gateway.onOutcome = { route, outcome, duration in

@@ -123,3 +123,15 @@ public struct FairQueue<Item> {
         return removed
     }
 }
+
+/// Seconds on a clock that never steps backwards (CLOCK_MONOTONIC through `ContinuousClock`),
+/// for the budget's bucket, pause and deadlines.
+public enum MonotonicClock {
+    private static let origin = ContinuousClock.now
+
+    @Sendable public static func seconds() -> Double {
+        let elapsed = ContinuousClock.now - origin
+        let (whole, attoseconds) = elapsed.components
+        return Double(whole) + Double(attoseconds) / 1e18
+    }
+}

@@ -1,8 +1,37 @@
 import EventHTTP
 
+/// How the budget gets woken later. The event loop is one (`EventLoop` conforms below); pure
+/// tests pass a virtual clock that fires timers as it advances, so every rule of the budget
+/// is checked without a socket or a sleep.
+public protocol BudgetScheduler: AnyObject {
+    func wake(after seconds: Double, _ action: @escaping () -> Void) -> any BudgetWake
+}
+
+/// A pending wake-up that can be called off.
+public protocol BudgetWake: AnyObject {
+    func cancel()
+}
+
+extension LoopTimer: BudgetWake {}
+
+extension EventLoop: BudgetScheduler {
+    public func wake(after seconds: Double, _ action: @escaping () -> Void) -> any BudgetWake {
+        schedule(after: seconds, action)
+    }
+}
+
 /// The one upstream budget every call passes through: a token bucket
 /// (`upstream.requests_per_second`, `upstream.burst`), a pause after the upstream's
 /// `Retry-After`, and a bounded fair queue for calls that must wait. Owned by the loop thread.
+///
+/// Its guarantees (each has a pure test in `BudgetTests`):
+/// - in any one-second window at most `rate + burst` calls are granted, however connections
+///   free up: a token is taken only when a connection can take the call at once;
+/// - no call is granted during a `Retry-After` pause;
+/// - nobody waits past its deadline: a waiter is refused at its deadline at the latest;
+/// - a caller with something else to give (stale data) is refused at once during a pause.
+///
+/// `clock` is monotonic seconds (a wall-clock step backwards must not stall the bucket).
 public final class UpstreamBudget {
     public typealias Priority = FairQueue<Waiter>.Priority
 
@@ -28,19 +57,19 @@ public final class UpstreamBudget {
         }
     }
 
-    private let loop: EventLoop
+    private let scheduler: any BudgetScheduler
     private let clock: @Sendable () -> Double
     private var bucket: TokenBucket
     private var queue = FairQueue<Waiter>()
     private let maxQueued: Int
-    private var wakeTimer: LoopTimer?
+    private var wakeTimer: (any BudgetWake)?
     /// No upstream call before this instant (the upstream's Retry-After).
     public private(set) var pausedUntil: Double = 0
     public private(set) var pauses = 0
     public private(set) var refused = 0
 
-    public init(loop: EventLoop, rate: Double, burst: Double, maxQueued: Int, clock: @escaping @Sendable () -> Double) {
-        self.loop = loop
+    public init(scheduler: any BudgetScheduler, rate: Double, burst: Double, maxQueued: Int, clock: @escaping @Sendable () -> Double) {
+        self.scheduler = scheduler
         self.clock = clock
         self.maxQueued = maxQueued
         bucket = TokenBucket(rate: rate, burst: burst, now: clock())
@@ -87,8 +116,9 @@ public final class UpstreamBudget {
         scheduleWake()
     }
 
-    /// Stops every call until `until` (an upstream 429 or 503 with Retry-After).
-    public func pause(until: Double) {
+    /// Stops every call for `seconds` from now (an upstream 429 or 503 with Retry-After).
+    public func pause(seconds: Double) {
+        let until = clock() + seconds
         guard until > pausedUntil else { return }
         pausedUntil = until
         pauses += 1
@@ -107,7 +137,7 @@ public final class UpstreamBudget {
         let firstDeadline = (queue.earliest(by: \.deadline) ?? .infinity) - now
         let delay = min(nextGrant, max(firstDeadline, 0))
         guard delay.isFinite else { return }
-        wakeTimer = loop.schedule(after: max(delay, 0.001)) { [weak self] in self?.drain() }
+        wakeTimer = scheduler.wake(after: max(delay, 0.001)) { [weak self] in self?.drain() }
     }
 
     /// Whether what holds calls back is the budget (a pause, no token) rather than busy connections.

@@ -9,7 +9,10 @@ public final class UpstreamGateway {
     private let loop: EventLoop
     private let client: UpstreamClient
     public let budget: UpstreamBudget
+    /// Monotonic seconds, the budget's clock: deadlines.
     private let clock: @Sendable () -> Double
+    /// Seconds since 1970: a `Retry-After` HTTP-date is read against it.
+    private let wallClock: @Sendable () -> Double
     private let timeoutSeconds: Double
     private let maxRetryAfterSeconds: Double
 
@@ -20,11 +23,12 @@ public final class UpstreamGateway {
     public var onPause: ((_ status: Int, _ seconds: Double) -> Void)?
 
     public init(loop: EventLoop, client: UpstreamClient, budget: UpstreamBudget, clock: @escaping @Sendable () -> Double,
-                timeoutSeconds: Double, maxRetryAfterSeconds: Double) {
+                wallClock: @escaping @Sendable () -> Double, timeoutSeconds: Double, maxRetryAfterSeconds: Double) {
         self.loop = loop
         self.client = client
         self.budget = budget
         self.clock = clock
+        self.wallClock = wallClock
         self.timeoutSeconds = timeoutSeconds
         self.maxRetryAfterSeconds = maxRetryAfterSeconds
     }
@@ -54,8 +58,8 @@ public final class UpstreamGateway {
                 case .success(let response):
                     onOutcome?(route, String(response.status), duration)
                     if response.status == 429 || response.status == 503, let value = response.headers["Retry-After"],
-                       let seconds = RetryAfter.seconds(value, now: clock(), cap: maxRetryAfterSeconds) {
-                        budget.pause(until: clock() + seconds)
+                       let seconds = RetryAfter.seconds(value, now: wallClock(), cap: maxRetryAfterSeconds) {
+                        budget.pause(seconds: seconds)
                         onPause?(response.status, seconds)
                     }
                 case .failure(let failure):
