@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: deps build release run test bench fuzz install clean
+.PHONY: deps build release run test bench soak fuzz install clean
 
 deps:
 	@scripts/install-deps.sh
@@ -27,6 +27,13 @@ test: deps
 # bench/RESULTS.md. A few minutes; BENCH_SECONDS and BENCH_CONNECTIONS shorten it.
 bench: release
 	bench/run.sh
+
+# A randomized fault soak on loopback (scripts/soak.py): pixxel-sim with changing faults, ~20
+# clients of every kind, SIGHUP, kill -9 and SIGTERM restarts; prints a table of invariants and
+# exits non-zero on any violation. Bounded: SOAK_SECONDS (default 300). Not part of `make test`.
+soak: release
+	@command -v python3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null; }
+	python3 scripts/soak.py
 
 # Installs the binary, the systemd unit, the default configuration and an empty clients file
 # (DESTDIR=... stages elsewhere). Idempotent.

@@ -188,3 +188,11 @@ extension timeval {
         self.init(tv_sec: Int(whole), tv_usec: Int((clamped - whole) * 1_000_000))
     }
 }
+
+/// Carries a loop-only value (a completion, an exchange) through a disk queue back to the
+/// loop. Unchecked Sendable: the value is only ever touched on the loop thread, before it
+/// leaves and after it comes back through `EventLoop.execute`.
+public final class LoopBound<Value>: @unchecked Sendable {
+    public let value: Value
+    public init(_ value: Value) { self.value = value }
+}

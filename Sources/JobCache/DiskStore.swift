@@ -202,9 +202,11 @@ public final class DiskStore: @unchecked Sendable {
 
     /// Stores (or replaces) a record, then evicts least recently used entries over budget. A
     /// detail older than the one stored, or than the newest `updated_at` a list showed for it,
-    /// does not replace it (`Invalidation.answerMayReplace`).
-    public func save(_ record: DiskRecord) {
-        enqueueWrite { connection in
+    /// does not replace it (`Invalidation.answerMayReplace`). `durable`: the write is not
+    /// dropped when the queue is full, and `completion` runs on the writer queue once it is
+    /// committed (or has failed): for what a client is told before it hears back.
+    public func save(_ record: DiskRecord, durable: Bool = false, completion: (@Sendable () -> Void)? = nil) {
+        enqueueWrite(force: durable, always: completion) { connection in
             let before = try connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries WHERE key = ?1", .text(record.key))
             if before > 0, record.kind == .detail, let stored = try connection.datedState(key: record.key),
                !Invalidation.answerMayReplace(cached: stored.updatedAt, newestSeen: stored.newestSeen, answer: record.updatedAt) {

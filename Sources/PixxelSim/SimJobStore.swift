@@ -14,8 +14,8 @@ struct SimJob {
     let cost: Int
     /// Minutes east of UTC used when writing this job's timestamps (the API may send offsets).
     let utcOffsetMinutes: Int
-
-    static let progressStepSeconds = 5.0
+    /// A running job's `updated_at` moves on this often (its progress steps).
+    let progressStepSeconds: Double
 
     func status(at now: Double) -> String {
         if now < createdAt + pendingSeconds { return "pending" }
@@ -29,7 +29,7 @@ struct SimJob {
         let started = createdAt + pendingSeconds
         if now < started { return createdAt }
         if now >= finishedAt { return finishedAt }
-        return started + ((now - started) / Self.progressStepSeconds).rounded(.down) * Self.progressStepSeconds
+        return started + ((now - started) / progressStepSeconds).rounded(.down) * progressStepSeconds
     }
 
     func progress(at now: Double) -> Int {
@@ -47,12 +47,15 @@ public final class SimJobStore {
     private var random: SeededGenerator
     let pendingSeconds: Double
     let runningSeconds: Double
+    let progressStepSeconds: Double
     static let users = ["user-analyst-01", "user-pipeline-bot", "user-ops-07"]
 
     /// Seeds `workflowCount` workflows of `jobsPerWorkflow` jobs created over the three days
     /// before `now`; the newest few are still pending or running.
-    public init(workflowCount: Int, jobsPerWorkflow: Int, pendingSeconds: Double, runningSeconds: Double, seed: UInt64, now: Double) {
+    public init(workflowCount: Int, jobsPerWorkflow: Int, pendingSeconds: Double, runningSeconds: Double,
+                progressStepSeconds: Double = 5, seed: UInt64, now: Double) {
         random = SeededGenerator(seed: seed)
+        self.progressStepSeconds = progressStepSeconds
         self.pendingSeconds = pendingSeconds
         self.runningSeconds = runningSeconds
         for _ in 0..<workflowCount {
@@ -69,6 +72,17 @@ public final class SimJobStore {
     }
 
     public var workflowIDs: [String] { workflows.map(\.id) }
+
+    /// Every job's schedule, from which each `updated_at` it will ever have follows: the
+    /// truth a soak or an economy run measures staleness against.
+    func truth() -> [[String: Any]] {
+        workflows.flatMap { workflow in
+            workflow.jobs.map { job in
+                ["id": job.id, "workflow_id": job.workflowID, "created_at": job.createdAt,
+                 "started_at": job.createdAt + job.pendingSeconds, "finished_at": job.finishedAt, "step_seconds": job.progressStepSeconds]
+            }
+        }
+    }
 
     func jobs(in workflowID: String) -> [SimJob]? {
         workflows.first { $0.id == workflowID }?.jobs
@@ -88,7 +102,7 @@ public final class SimJobStore {
             createdBy: createdBy ?? Self.users[Int(random.next() % UInt64(Self.users.count))],
             createdAt: createdAt, pendingSeconds: pendingSeconds, runningSeconds: runningSeconds,
             succeeds: random.next() % 5 != 0, cost: Int(random.next() % 900) + 100,
-            utcOffsetMinutes: offsets[Int(random.next() % UInt64(offsets.count))])
+            utcOffsetMinutes: offsets[Int(random.next() % UInt64(offsets.count))], progressStepSeconds: progressStepSeconds)
     }
 }
 

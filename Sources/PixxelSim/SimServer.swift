@@ -30,6 +30,8 @@ public struct SimOptions: Sendable {
     public var jobsPerWorkflow = 50
     public var pendingSeconds = 5.0
     public var runningSeconds = 30.0
+    /// A running job's `updated_at` moves on this often.
+    public var progressStepSeconds = 5.0
     public var seed: UInt64 = 42
     public var faults = SimFaults()
     public var tlsCertificateFile: String?
@@ -48,7 +50,7 @@ public struct SimStats: Sendable {
     public var lastTarget = ""
     public var lastAuthorization: String?
     public var lastHeaders: [String: String] = [:]
-    /// Arrival time (monotonic seconds) of each `/v0/` request, at most the last 10,000.
+    /// Arrival time (monotonic seconds) of each `/v0/` request, at most the last 100,000.
     public var arrivals: [Double] = []
 }
 
@@ -71,6 +73,7 @@ public final class SimServer: @unchecked Sendable {
         self.options = options
         store = SimJobStore(workflowCount: options.workflows, jobsPerWorkflow: options.jobsPerWorkflow,
                             pendingSeconds: options.pendingSeconds, runningSeconds: options.runningSeconds,
+                            progressStepSeconds: options.progressStepSeconds,
                             seed: options.seed, now: Date().timeIntervalSince1970)
         workflowIDs = store.workflowIDs
         shared = Mutex((options.faults, SimStats(), 0))
@@ -133,7 +136,7 @@ public final class SimServer: @unchecked Sendable {
             let template = Self.template(request.method, Array(segments))
             state.stats.requests[template, default: 0] += 1
             state.stats.total += 1
-            if state.stats.arrivals.count >= 10_000 { state.stats.arrivals.removeFirst() }
+            if state.stats.arrivals.count >= 100_000 { state.stats.arrivals.removeFirst(10_000) }
             state.stats.arrivals.append(Double(DispatchTime.now().uptimeNanoseconds) / 1e9)
             state.stats.lastMethod = request.method.rawValue
             state.stats.lastTarget = request.uri
@@ -234,7 +237,16 @@ public final class SimServer: @unchecked Sendable {
             return reply(request, 200, SimDocuments.encode(["now": now]))
         case "stats":
             let s = stats
-            return reply(request, 200, SimDocuments.encode(["total": s.total, "requests": s.requests]))
+            var document: [String: Any] = ["total": s.total, "requests": s.requests]
+            // `?arrivals=1`: each call's arrival and the same monotonic clock's now, so a soak
+            // can count calls per second at the upstream.
+            if query["arrivals"] != nil {
+                document["arrivals"] = s.arrivals
+                document["now_monotonic"] = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+            }
+            return reply(request, 200, SimDocuments.encode(document))
+        case "truth":
+            return reply(request, 200, SimDocuments.encode(["now": now, "jobs": store.truth()]))
         default:
             return reply(request, 404, SimDocuments.error("not_found", "no such control route"))
         }

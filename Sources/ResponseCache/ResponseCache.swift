@@ -49,6 +49,14 @@ public final class ResponseCache {
     /// Incremented by every purge: a disk read that began before it must not put back in
     /// memory what the purge removed.
     private var purgeEpoch = 0
+    /// Jobs created through the proxy lately, per workflow: a list answer that lacks one (its
+    /// request crossed the creation upstream, or a replica lags) gets it added, so the creator
+    /// reads its write (found by the soak: a list fetched before the POST landed after it and
+    /// replaced the list the POST had been written into). Bounded in age and count.
+    private var recentWrites: [String: [(job: String, detail: JobDetailDocument, at: Double)]] = [:]
+    static let recentWriteSeconds = 60.0
+    static let maxRecentWritesPerWorkflow = 256
+    static let maxRecentWriteWorkflows = 1024
 
     /// What the cache counted since start, for `/admin/stats` and `/metrics`.
     public struct Counters: Sendable {
@@ -234,8 +242,9 @@ public final class ResponseCache {
         }
     }
 
-    private func storeList(_ key: CacheKey, _ list: JobListDocument, workflow: String, headers: HTTPHeaders, now: Double,
+    private func storeList(_ key: CacheKey, _ answered: JobListDocument, workflow: String, headers: HTTPHeaders, now: Double,
                            landed: @escaping (StoreResult) -> Void) {
+        let list = includingRecentWrites(answered, workflow: workflow, now: now)
         // A job listed twice counts with its newest `updated_at`.
         let sightings = ListSightings(updatedAt: Dictionary(list.jobs.map { (PercentEncoding.segment($0.id), $0.updatedAt) },
                                                             uniquingKeysWith: Self.newer),
@@ -336,22 +345,67 @@ public final class ResponseCache {
     }
 
     /// A job created through the proxy: stored as a detail and added to its workflow's cached
-    /// list, so reads through the proxy see it at once.
-    public func writeThrough(workflowID: String, body: [UInt8], headers: HTTPHeaders, now: Double) {
+    /// list, so reads through the proxy see it at once. `landed` runs on the loop once the disk
+    /// has both (a crash after the client heard back must not make it forget the job).
+    public func writeThrough(workflowID: String, body: [UInt8], headers: HTTPHeaders, now: Double, landed: @escaping () -> Void) {
         loop.assertOnLoop()
-        guard let detail = JobDetailDocument(body: body) else { return }
+        guard let detail = JobDetailDocument(body: body) else { return landed() }
         let key = CacheKey.detail(workflowID: workflowID, jobID: detail.job.id)
         let answer = CachedAnswer(document: .detail(detail), headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]),
                                   storedAt: now, lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
         memory.set(key, answer, cost: answer.cost)
-        disk?.save(answer.record(for: key))
         counters.writeThroughs += 1
+        rememberWrite(detail, workflow: key.workflow, now: now)
 
+        var records = [answer.record(for: key)]
         let listKey = CacheKey.list(workflow: key.workflow)
-        guard let cached = memory.peek(listKey), case .list(let list) = cached.document, list.index(of: detail.job.id) == nil else { return }
-        let fields = list.jobs.isEmpty ? Self.documentedListFields : (list.fieldNames(at: 0) ?? Self.documentedListFields)
-        guard let updated = list.updated(at: list.insertionIndexForNewJob, replacing: false, with: detail.object, fields: fields) else { return }
-        replaceList(cached, with: updated, key: listKey)
+        if let cached = memory.peek(listKey), case .list(let list) = cached.document, list.index(of: detail.job.id) == nil,
+           let updated = Self.adding(detail, to: list) {
+            records.append(replaceList(cached, with: updated, key: listKey, save: false))
+        }
+        guard let disk else { return landed() }
+        let remaining = LoopBound(Counter(records.count))
+        let onLoop = LoopBound(landed)
+        for record in records {
+            disk.save(record, durable: true) { [loop] in
+                loop.execute {
+                    remaining.value.count -= 1
+                    if remaining.value.count == 0 { onLoop.value() }
+                }
+            }
+        }
+    }
+
+    final class Counter {
+        var count: Int
+        init(_ count: Int) { self.count = count }
+    }
+
+    /// `list` with `detail`'s job added where the upstream puts new jobs, projected to the
+    /// list's fields (nil when the list cannot take it).
+    static func adding(_ detail: JobDetailDocument, to list: JobListDocument) -> JobListDocument? {
+        let fields = list.jobs.isEmpty ? documentedListFields : (list.fieldNames(at: 0) ?? documentedListFields)
+        return list.updated(at: list.insertionIndexForNewJob, replacing: false, with: detail.object, fields: fields)
+    }
+
+    private func rememberWrite(_ detail: JobDetailDocument, workflow: String, now: Double) {
+        if recentWrites[workflow] == nil, recentWrites.count >= Self.maxRecentWriteWorkflows { recentWrites.removeAll() }
+        var writes = recentWrites[workflow, default: []].filter { now - $0.at < Self.recentWriteSeconds }
+        if writes.count >= Self.maxRecentWritesPerWorkflow { writes.removeFirst() }
+        writes.append((detail.job.id, detail, now))
+        recentWrites[workflow] = writes
+    }
+
+    /// A list answer with the jobs created through the proxy lately that it lacks.
+    private func includingRecentWrites(_ list: JobListDocument, workflow: String, now: Double) -> JobListDocument {
+        guard let writes = recentWrites[workflow] else { return list }
+        let current = writes.filter { now - $0.at < Self.recentWriteSeconds }
+        recentWrites[workflow] = current.isEmpty ? nil : current
+        var result = list
+        for write in current where result.index(of: write.job) == nil {
+            result = Self.adding(write.detail, to: result) ?? result
+        }
+        return result
     }
 
     /// The list's fields as the Pixxel documentation lists them (for a list with no job yet).
@@ -389,11 +443,14 @@ public final class ResponseCache {
         counters.listEntryUpdates += 1
     }
 
-    private func replaceList(_ cached: CachedAnswer, with list: JobListDocument, key: CacheKey) {
+    @discardableResult
+    private func replaceList(_ cached: CachedAnswer, with list: JobListDocument, key: CacheKey, save: Bool = true) -> DiskRecord {
         let replacement = CachedAnswer(document: .list(list), headers: cached.headers, storedAt: cached.storedAt,
                                        lifetime: cached.lifetime, freshness: cached.freshness)
         memory.set(key, replacement, cost: replacement.cost)
-        disk?.save(replacement.record(for: key))
+        let record = replacement.record(for: key)
+        if save { disk?.save(record) }
+        return record
     }
 
     // MARK: Purge and statistics
@@ -417,12 +474,4 @@ public final class ResponseCache {
             loop.execute { box.value(fromMemory, fromDisk) }
         }
     }
-}
-
-/// Carries a loop-only value (a completion, an exchange) through a disk queue back to the
-/// loop. Unchecked Sendable: the value is only ever touched on the loop thread, before it
-/// leaves and after it comes back through `EventLoop.execute`.
-final class LoopBound<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
 }

@@ -38,18 +38,18 @@ public final class UpstreamGateway {
     public func call(route: String, method: HTTPMethod, path: String, rawQuery: String?, headers: HTTPHeaders, body: [UInt8],
                      client caller: String, priority: UpstreamBudget.Priority, hasFallback: Bool,
                      completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
+        // One deadline covers the wait for the budget, the call and its one retry: the client
+        // hears by `upstream.timeout_seconds` whatever happens.
         call(route: route, method: method, path: path, rawQuery: rawQuery, headers: headers, body: body, caller: caller,
-             priority: priority, hasFallback: hasFallback, retried: false, completion: completion)
+             priority: priority, hasFallback: hasFallback, deadline: clock() + timeoutSeconds, retried: false, completion: completion)
     }
 
     private func call(route: String, method: HTTPMethod, path: String, rawQuery: String?, headers: HTTPHeaders, body: [UInt8],
-                      caller: String, priority: UpstreamBudget.Priority, hasFallback: Bool, retried: Bool,
+                      caller: String, priority: UpstreamBudget.Priority, hasFallback: Bool, deadline: Double, retried: Bool,
                       completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
         loop.assertOnLoop()
-        let deadline = clock() + timeoutSeconds
         budget.acquire(client: caller, priority: priority, deadline: deadline, waitsDuringPause: !hasFallback, grant: { [self] in
             let started = ContinuousClock.now
-            // One deadline covers the wait and the call: the client gets what is left of it.
             let remaining = max(deadline - clock(), 0.001)
             client.send(method: method, path: path, rawQuery: rawQuery, clientHeaders: headers, body: body,
                         timeoutSeconds: remaining) { [self] result in
@@ -64,10 +64,10 @@ public final class UpstreamGateway {
                     }
                 case .failure(let failure):
                     onOutcome?(route, failure.code, duration)
-                    if failure.retryable, !retried, method.isIdempotentRead {
+                    if failure.retryable, !retried, method.isIdempotentRead, deadline - clock() > 0.1 {
                         _ = loop.schedule(after: Double.random(in: 0.01...0.05)) { [self] in
                             call(route: route, method: method, path: path, rawQuery: rawQuery, headers: headers, body: body, caller: caller,
-                                 priority: priority, hasFallback: hasFallback, retried: true, completion: completion)
+                                 priority: priority, hasFallback: hasFallback, deadline: deadline, retried: true, completion: completion)
                         }
                         return
                     }

@@ -20,6 +20,7 @@ struct PixxelSimCommand: ParsableCommand {
     @Option(help: "Jobs per seeded workflow.") var jobs = 50
     @Option(name: .customLong("pending-seconds"), help: "How long a new job stays pending.") var pendingSeconds = 5.0
     @Option(name: .customLong("running-seconds"), help: "How long a job runs.") var runningSeconds = 30.0
+    @Option(name: .customLong("progress-step-seconds"), help: "How often a running job's updated_at moves on.") var progressStepSeconds = 5.0
     @Option(help: "Seed of the generated ids and data.") var seed: UInt64 = 42
     @Option(name: .customLong("latency-ms"), help: "Delay before every answer.") var latencyMs = 0
     @Option(name: .customLong("error-rate"), help: "Share of answers that are 500 (0-1).") var errorRate = 0.0
@@ -47,6 +48,7 @@ struct PixxelSimCommand: ParsableCommand {
         options.jobsPerWorkflow = jobs
         options.pendingSeconds = pendingSeconds
         options.runningSeconds = runningSeconds
+        options.progressStepSeconds = progressStepSeconds
         options.seed = seed
         options.faults.latencyMilliseconds = latencyMs
         options.faults.errorRate = errorRate

@@ -19,16 +19,24 @@ extension ProxyServer {
             guard case .createJob(let workflowID) = exchangeBox.exchange.route else {
                 return answerForwarded(result, exchangeBox)
             }
-            if case .success(let response) = result, (200..<300).contains(response.status), Self.isJSONObject(response.body) {
-                cache.writeThrough(workflowID: workflowID, body: response.body, headers: response.headers, now: clock())
+            // The audit entry and the written-through job are durable before the client hears
+            // back: a crash cannot lose the record of a job that was created, nor make a
+            // restarted proxy serve a list without it.
+            var waiting = 2
+            let answer = LoopBound { [self] in
+                waiting -= 1
+                if waiting == 0 { answerForwarded(result, exchangeBox) }
             }
-            // The audit entry is durable before the client hears back: a crash cannot lose the
-            // record of a job that was created.
+            if case .success(let response) = result, (200..<300).contains(response.status), Self.isJSONObject(response.body) {
+                cache.writeThrough(workflowID: workflowID, body: response.body, headers: response.headers, now: clock(), landed: answer.value)
+            } else {
+                answer.value()
+            }
             let entry = auditEntry(for: result, exchange: exchangeBox.exchange, workflowID: workflowID, rawQuery: target.rawQuery)
             audit.record(entry) { [self] error in
                 loop.execute { [self] in
                     if let error { logger.error("audit entry not recorded", metadata: ["request_id": "\(entry.requestID)", "error": "\(error)"]) }
-                    answerForwarded(result, exchangeBox)
+                    answer.value()
                 }
             }
         }

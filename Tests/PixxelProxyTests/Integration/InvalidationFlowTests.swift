@@ -10,6 +10,9 @@ import Testing
         struct State { var listUpdatedAt: [String: String] = [:]; var detailUpdatedAt: [String: String] = [:]; var postStatus = 200 }
         let state = Mutex(State())
         var upstream: FakeUpstream!
+        /// When set, a list request is answered (with the jobs of the moment it arrived) only
+        /// once the test signals it.
+        let listGate = Mutex<DispatchSemaphore?>(nil)
 
         init() throws {
             upstream = try FakeUpstream { [unowned self] request in
@@ -22,6 +25,7 @@ import Testing
                 }
                 if line.hasPrefix("GET /v0/workflows/w/jobs ") {
                     let jobs = s.listUpdatedAt.keys.sorted().map { Self.job($0, s.listUpdatedAt[$0]!) }
+                    listGate.withLock { $0 }?.wait()
                     return FakeUpstream.json(200, #"{"jobs":[\#(jobs.joined(separator: ","))]}"#)
                 }
                 if line.hasPrefix("GET /v0/workflows/w/jobs/") {
@@ -170,6 +174,37 @@ import Testing
         #expect(detail.body == created.body)
         #expect(sim.stats.requests["GET list"] == 1)
         #expect(sim.stats.requests["GET detail"] == nil)
+        await proxy.stop()
+    }
+
+    /// Found by the soak: a list fetched before a POST reached the upstream, answered after the
+    /// POST was written through, replaced the list that had the new job; the creator's next
+    /// list read did not show its write.
+    @Test func aListFetchThatCrossesAJobCreationStillShowsTheCreatedJob() async throws {
+        let pixxel = try ScriptedPixxel()
+        defer { pixxel.upstream.stop() }
+        pixxel.publish(["a"], updatedAt: "2026-11-20T10:00:00Z")
+        let clock = ManualClock()
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(pixxel.upstream.port)", clock: clock) { $0.jobListTTLSeconds = 5 }
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        clock.advance(6)
+        let gate = DispatchSemaphore(value: 0)
+        pixxel.listGate.withLock { $0 = gate }
+        let port = proxy.port, token = proxy.readToken
+        let crossing = BackgroundCall { try RawHTTPClient.request(port: port, target: "/v0/workflows/w/jobs", headers: [("Authorization", token)]) }
+        #expect(eventually { pixxel.calls("GET /v0/workflows/w/jobs ") == 2 })
+        let created = try proxy.request("POST", "/v0/workflows/w/jobs?project_id=p", token: proxy.writeToken)
+        #expect(created.status == 200)
+        gate.signal()
+        pixxel.listGate.withLock { $0 = nil }
+        #expect(try crossing.value().status == 200)
+
+        let after = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        #expect(after.header("Cache-Status")?.contains("hit") == true)
+        let ids = (after.json?["jobs"] as? [[String: Any]])?.compactMap { $0["id"] as? String }
+        #expect(ids?.contains("new") == true, "\(ids ?? [])")
+        let detail = try proxy.get("/v0/workflows/w/jobs/new", token: proxy.readToken)
+        #expect(detail.header("Cache-Status")?.contains("hit") == true, "not invalidated as 'no longer listed'")
         await proxy.stop()
     }
 

@@ -148,4 +148,29 @@ import Testing
         #expect(upstream.received.filter { $0.requestLine.hasPrefix("POST") }.count == 1)
         await proxy.stop()
     }
+
+    /// One deadline covers a call and its one retry: a broken read is not tried again once the
+    /// deadline has passed (found by the soak: the retry took a fresh timeout, so a client could
+    /// wait twice `upstream.timeout_seconds`).
+    @Test func aBrokenReadIsNotRetriedPastTheCallsDeadline() async throws {
+        let clock = ManualClock()
+        let calls = Mutex(0)
+        let release = DispatchSemaphore(value: 0)
+        let upstream = try FakeUpstream { _ in
+            // The first call is held until the test has moved time past its deadline.
+            if calls.withLock({ $0 += 1; return $0 }) == 1 { release.wait() }
+            return .close
+        }
+        defer { upstream.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(upstream.port)", clock: clock) { $0.upstreamTimeoutSeconds = 5 }
+        let port = proxy.port, token = proxy.readToken
+        let answer = BackgroundCall { try RawHTTPClient.request(port: port, target: "/v0/workflows/w/jobs/j", headers: [("Authorization", token)]) }
+        #expect(eventually { calls.withLock { $0 } == 1 })
+        clock.advance(6)
+        release.signal()
+        let response = try answer.value()
+        #expect(response.status == 502)
+        #expect(calls.withLock { $0 } == 1, "not retried after its deadline")
+        await proxy.stop()
+    }
 }

@@ -84,3 +84,23 @@ func concurrently<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) -
     group.wait()
     return (0..<count).map { index in results.withLock { $0[index]! } }
 }
+
+/// Runs `body` on a thread of its own (not the test's cooperative pool, which blocking waits
+/// such as `eventually` can starve on two cores); `value()` waits for its result.
+final class BackgroundCall<T: Sendable>: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var result: Result<T, Error>?
+
+    init(_ body: @escaping @Sendable () throws -> T) {
+        Thread { [self] in
+            result = Result(catching: body)
+            done.signal()
+        }.start()
+    }
+
+    func value() throws -> T {
+        done.wait()
+        done.signal()
+        return try result!.get()
+    }
+}
