@@ -150,7 +150,10 @@ public final class ResponseCache {
         let epoch = purgeEpoch
         readDisk(key) { [self] record in
             // A purge since the read began: what it read is gone.
-            guard epoch == purgeEpoch, let record, let answer = CachedAnswer(record: record) else { return completion(nil, false) }
+            guard epoch == purgeEpoch, let record, let read = CachedAnswer(record: record) else { return completion(nil, false) }
+            // A list written before a job was created through this process (by the process
+            // before a restart, say) gets the job, as a list fetched now would.
+            let answer = withRecentWrites(read, key: key, now: now())
             // What lists have shown since the row was written (the disk may not have it yet).
             if let listed = newestListed.peek(key) {
                 answer.freshness = ListSightings.superseding(answer.freshness, detailUpdatedAt: answer.updatedAt, listed: listed)
@@ -394,6 +397,14 @@ public final class ResponseCache {
         if writes.count >= Self.maxRecentWritesPerWorkflow { writes.removeFirst() }
         writes.append((detail.job.id, detail, now))
         recentWrites[workflow] = writes
+    }
+
+    private func withRecentWrites(_ answer: CachedAnswer, key: CacheKey, now: Double) -> CachedAnswer {
+        guard case .list(let workflow) = key, case .list(let list) = answer.document else { return answer }
+        let merged = includingRecentWrites(list, workflow: workflow, now: now)
+        guard merged.jobs.count != list.jobs.count else { return answer }
+        return CachedAnswer(document: .list(merged), headers: answer.headers, storedAt: answer.storedAt, lifetime: answer.lifetime,
+                            freshness: answer.freshness)
     }
 
     /// A list answer with the jobs created through the proxy lately that it lacks.

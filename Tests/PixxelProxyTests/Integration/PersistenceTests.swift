@@ -29,6 +29,28 @@ import Testing
         await second.stop()
     }
 
+    /// Found by the soak: after a restart, a job created through the new process was missing
+    /// from the list its creator read next, served fresh from the disk as the old process left it.
+    @Test func aJobCreatedAfterARestartIsInTheListServedFromDisk() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let shared = TemporaryDirectory()
+        let clock = ManualClock()
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        let first = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: clock) { $0.cacheDirectory = shared.path }
+        _ = try first.get(list, token: first.readToken)
+        await first.stop()
+
+        let second = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: clock) { $0.cacheDirectory = shared.path }
+        let created = try second.request("POST", "\(list)?project_id=p", token: second.writeToken)
+        let id = try #require(created.json?["id"] as? String)
+        let after = try second.get(list, token: second.readToken)
+        #expect(after.header("Cache-Status")?.contains("hit") == true)
+        let ids = (after.json?["jobs"] as? [[String: Any]])?.compactMap { $0["id"] as? String } ?? []
+        #expect(ids.contains(id))
+        await second.stop()
+    }
+
     @Test func killNineDuringWritesLeavesAStoreThatServesCorrectAnswers() async throws {
         let (sim, simPort) = try startSimulator { $0.workflows = 1; $0.jobsPerWorkflow = 400 }
         defer { sim.stop() }
