@@ -41,13 +41,14 @@ BOUND = 5  # seconds: the freshness bound for lists and running jobs, on every t
 STEP = 15  # seconds between two versions of a running job
 
 NGINX_CONF = """
-daemon off;
+{user}daemon off;
 worker_processes 1;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
+    log_format economy "$request_uri $upstream_cache_status $status";
+    access_log {dir}/access.log economy;
     proxy_temp_path {dir}/temp;
     client_body_temp_path {dir}/temp;
     proxy_cache_path {dir}/cache levels=1:2 keys_zone=economy:16m max_size=1g inactive=1h use_temp_path=off;
@@ -255,6 +256,10 @@ def analyse(workload, truth, calls_before, calls_after, start_wall):
             stale += 1
             staleness.append(worst)
             source = cache.split(";")[1].strip() if ";" in cache else (cache or "-")
+            if source == "hit" and "ttl=-" in cache or cache.endswith("ttl=0"):
+                source = "hit while revalidating"
+            elif "list-revalidated" in cache:
+                source = "list-revalidated"
             key = f"{kind} / {source}"
             by_source[key] = by_source.get(key, 0) + 1
     staleness.sort()
@@ -330,7 +335,7 @@ def main():
             os.makedirs(os.path.join(directory, "temp"))
             with open(os.path.join(directory, "nginx.conf"), "w") as f:
                 f.write(NGINX_CONF.format(dir=directory, host=HOST, port=ports["nginx"], token=token, sim_port=sim_port,
-                                          key=SIM_KEY, bound=BOUND))
+                                          key=SIM_KEY, bound=BOUND, user="user root;\n" if os.geteuid() == 0 else ""))
             processes.append(subprocess.Popen(["/usr/sbin/nginx", "-p", directory, "-c", os.path.join(directory, "nginx.conf"),
                                                "-e", os.path.join(directory, "error.log")]))
             headers["nginx"] = client_headers
@@ -358,7 +363,9 @@ def main():
             results.append(result)
             print(f"economy: {name}: {result['requests']} requests, {result['calls']} upstream calls "
                   f"({result['lists']} lists, {result['details']} details), floor {result['floor']}, "
-                  f"stale {result['stale_share'] * 100:.1f}%", file=sys.stderr)
+                  f"stale {result['stale_share'] * 100:.1f}%, {result['errors']} errors", file=sys.stderr)
+            if result["errors"] > result["requests"] // 100:
+                raise SystemExit(f"economy: {name} answered {result['errors']} of {result['requests']} requests with an error; see {scratch}")
 
         table = render(results, args.seconds, len(running))
         print(table)

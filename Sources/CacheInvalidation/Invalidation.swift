@@ -119,3 +119,35 @@ extension Invalidation {
         return answer >= newestSeen
     }
 }
+
+/// How an expired job detail is revalidated: on its own, or through its workflow's list.
+///
+/// One list call confirms every job it shows: a detail whose `updated_at` the list repeats is
+/// renewed from it (`ListSightings.applied`), so the detail costs no call of its own. The list
+/// route is taken when the list is about to be fetched anyway (expired, or within
+/// `listDueSoonSeconds` of it), so the call is shared with the list's readers and every other
+/// detail of the workflow; a changed or missing job then costs its own detail call after the
+/// list's (one more round trip, only for a version the list has shown to be new).
+/// Pure: the cache supplies what it holds.
+public enum Revalidation {
+    public enum Route: Sendable, Equatable {
+        case detail
+        case list
+    }
+
+    /// A list this close to its expiry counts as due: a detail renewed by a list expires at the
+    /// same instant as that list when their TTLs are equal, and a read a moment before the
+    /// list's end would otherwise cost a detail call the list refresh makes moot.
+    public static let listDueSoonSeconds = 1.0
+
+    /// - Parameters:
+    ///   - detailSuperseded: a newer version is known; only the detail can give it.
+    ///   - detailUpdatedAt: the cached detail's `updated_at`.
+    ///   - listedUpdatedAt: the job's `updated_at` in the cached list (nil: not in it, or no list).
+    ///   - listRemaining: seconds of freshness the cached list has left (nil: no list cached).
+    public static func route(detailSuperseded: Bool, detailUpdatedAt: Double?, listedUpdatedAt: Double?, listRemaining: Double?) -> Route {
+        guard !detailSuperseded, let detailUpdatedAt, let listedUpdatedAt, let listRemaining,
+              listedUpdatedAt == detailUpdatedAt, listRemaining <= listDueSoonSeconds else { return .detail }
+        return .list
+    }
+}

@@ -17,6 +17,9 @@ public enum CacheOutcome: Sendable, Equatable {
     /// the upstream's status when it answered; `stored` when the answer was cached; `failure`
     /// the error code when there was no answer.
     case forwarded(Forward, upstreamStatus: Int?, stored: Bool = false, collapsed: Bool = false, failure: String? = nil)
+    /// Expired, then renewed by a fetch of its workflow's list (which answered 200), and served:
+    /// the detail cost no call of its own.
+    case revalidatedThroughList(collapsed: Bool)
     /// The upstream failed (`upstreamStatus`); a stale answer within its window was served.
     case staleOnError(upstreamStatus: Int, collapsed: Bool)
     /// A list query with parameters the proxy does not filter: forwarded as it is, never cached.
@@ -36,6 +39,8 @@ public enum CacheOutcome: Sendable, Equatable {
             if stored { text += "; stored" }
             if collapsed { text += "; collapsed" }
             return text
+        case .revalidatedThroughList(let collapsed):
+            return "pixxel-proxy; fwd=stale; fwd-status=200; detail=list-revalidated" + (collapsed ? "; collapsed" : "")
         case .staleOnError(let status, let collapsed):
             return "pixxel-proxy; fwd=stale; fwd-status=\(status)" + (collapsed ? "; collapsed" : "")
         case .uriMiss:
@@ -45,11 +50,13 @@ public enum CacheOutcome: Sendable, Equatable {
         }
     }
 
-    /// A bounded label for metrics and the access line: hit, miss, stale, request, uri-miss or bypass.
+    /// A bounded label for metrics and the access line: hit, miss, stale, request, revalidated,
+    /// uri-miss or bypass.
     public var label: String {
         switch self {
         case .hit: "hit"
         case .forwarded(let reason, _, _, _, _): reason.rawValue
+        case .revalidatedThroughList: "revalidated"
         case .staleOnError: "stale"
         case .uriMiss: "uri-miss"
         case .bypass: "bypass"

@@ -75,6 +75,8 @@ public final class ResponseCache {
         public var invalidations = 0
         public var rejectedOutOfOrder = 0
         public var listEntryUpdates = 0
+        /// Expired details renewed by a list fetch instead of a call of their own.
+        public var listRevalidations = 0
         public var writeThroughs = 0
     }
 
@@ -136,6 +138,19 @@ public final class ResponseCache {
         counters.staleServed += 1
         return stale
     }
+
+    /// How an expired detail in memory is to be revalidated (`Revalidation.route`), from the
+    /// workflow's cached list. Lists and superseded details go their own way.
+    public func revalidationRoute(for key: CacheKey, cached: CachedAnswer, now: Double) -> Revalidation.Route {
+        guard case .detail(let workflow, _) = key, case .detail(let detail) = cached.document,
+              let list = memory.peek(.list(workflow: workflow)), case .list(let document) = list.document else { return .detail }
+        let listed = document.index(of: detail.job.id).flatMap { document.jobs[$0].updatedAt }
+        return Revalidation.route(detailSuperseded: cached.isSuperseded, detailUpdatedAt: cached.updatedAt, listedUpdatedAt: listed,
+                                  listRemaining: list.remaining(now: now))
+    }
+
+    /// A detail served fresh again after a list fetch renewed it.
+    public func countListRevalidation() { counters.listRevalidations += 1 }
 
     /// Counts a lookup that did not look (a client asked for revalidation).
     public func countMiss() { counters.misses += 1 }

@@ -41,7 +41,7 @@ extension ProxyServer {
         let hits = counters.hits, misses = counters.misses
         let invalidation = [
             "renewals": counters.renewals, "invalidations": counters.invalidations, "rejected_out_of_order": counters.rejectedOutOfOrder,
-            "list_entry_updates": counters.listEntryUpdates, "write_throughs": counters.writeThroughs,
+            "list_entry_updates": counters.listEntryUpdates, "list_revalidations": counters.listRevalidations, "write_throughs": counters.writeThroughs,
         ]
         let respond: @Sendable (Int, Int) -> Void = { [self] diskEntries, diskBytes in
             loop.execute { [self] in

@@ -23,8 +23,14 @@ extension ProxyServer {
             case .stale(let answer):
                 exchange.cacheOutcome = .hit(ttl: answer.cacheStatusTTL(now: now))
                 finish(&exchange, from: answer, filters: filters, now: now)
+                if cache.revalidationRoute(for: key, cached: answer, now: now) == .list {
+                    return refreshThroughList(key, requestID: requestID, client: exchange.caller.logName)
+                }
                 return refreshInBackground(key, requestID: requestID, client: exchange.caller.logName)
             case .expired(let answer):
+                if cache.revalidationRoute(for: key, cached: answer, now: now) == .list {
+                    return revalidateThroughList(exchange, key: key, filters: filters, requestID: requestID)
+                }
                 cached = answer
             case .miss:
                 break
@@ -33,6 +39,12 @@ extension ProxyServer {
             cache.countMiss()
             cached = cache.memory.peek(key)
         }
+        fetchThroughFlight(exchange, key: key, filters: filters, cached: cached, forceRevalidation: forceRevalidation, requestID: requestID)
+    }
+
+    /// The request waits on the one upstream fetch of its resource (leading it, or joining it).
+    private func fetchThroughFlight(_ exchange: Exchange, key: CacheKey, filters: JobListFilters, cached: CachedAnswer?,
+                                    forceRevalidation: Bool, requestID: String) {
         let forward: CacheOutcome.Forward = forceRevalidation ? .request : (cached == nil ? .miss : .stale)
         let box = ExchangeBox(exchange)
         let flight = FlightKey(key, revalidates: forceRevalidation)
@@ -61,6 +73,54 @@ extension ProxyServer {
         }
     }
 
+    /// An expired detail whose list is due: the request waits on one fetch of the list (shared
+    /// with every other request for the list or its details), which renews the detail when it
+    /// shows the same `updated_at`; then the detail is served. A changed or missing job, or a
+    /// list that could not renew it, goes on to a fetch of its own (`Revalidation`).
+    private func revalidateThroughList(_ exchange: Exchange, key: CacheKey, filters: JobListFilters, requestID: String) {
+        let box = ExchangeBox(exchange)
+        let listFlight = FlightKey(.list(workflow: key.workflow), revalidates: false)
+        let join = cache.flights.join(listFlight) { [self] outcome in
+            var exchange = box.exchange
+            let now = clock()
+            if let renewed = cache.memory.peek(key), renewed.remaining(now: now) > 0 {
+                exchange.upstreamDuration = landingUpstreamDuration
+                exchange.upstreamStatus = 200
+                exchange.cacheOutcome = .revalidatedThroughList(collapsed: exchange.collapsed)
+                cache.countListRevalidation()
+                return finish(&exchange, from: renewed, filters: filters, now: now)
+            }
+            // The upstream failed on the list: the detail's stale answer, as its own fetch
+            // failing would give, without a second call to a failing upstream.
+            if let failedStatus = outcome.failedStatus, let stale = cache.staleAnswer(for: key, now: now, window: settings.staleIfErrorSeconds) {
+                exchange.upstreamStatus = failedStatus
+                exchange.cacheOutcome = .staleOnError(upstreamStatus: failedStatus, collapsed: exchange.collapsed)
+                return finish(&exchange, from: stale, filters: filters, now: now)
+            }
+            exchange.collapsed = false
+            fetchThroughFlight(exchange, key: key, filters: filters, cached: cache.memory.peek(key), forceRevalidation: false, requestID: requestID)
+        }
+        switch join {
+        case .leader:
+            fetch(listFlight, requestID: requestID, client: exchange.caller.logName, priority: .interactive)
+        case .follower:
+            box.exchange.collapsed = true
+        case .full:
+            fetchThroughFlight(exchange, key: key, filters: filters, cached: cache.memory.peek(key), forceRevalidation: false, requestID: requestID)
+        }
+    }
+
+    /// The background refresh of a detail served stale whose list is due: the list is fetched
+    /// (or its fetch in the air joined); the detail on its own only if the list showed it changed.
+    private func refreshThroughList(_ key: CacheKey, requestID: String, client: String) {
+        let listFlight = FlightKey(.list(workflow: key.workflow), revalidates: false)
+        let join = cache.flights.join(listFlight) { [self] outcome in
+            guard case .stored = outcome, let entry = cache.memory.peek(key), entry.remaining(now: clock()) <= 0 else { return }
+            refreshInBackground(key, requestID: requestID, client: client)
+        }
+        if join == .leader { fetch(listFlight, requestID: requestID, client: client, priority: .background) }
+    }
+
     /// One background refresh per resource, joined with any foreground fetch in the air.
     private func refreshInBackground(_ key: CacheKey, requestID: String, client: String) {
         let flight = FlightKey(key, revalidates: false)
@@ -79,13 +139,7 @@ extension ProxyServer {
         let now = clock()
         // Stale-if-error: an upstream 5xx, 429, timeout or broken connection, with a stale
         // answer still within its window (never a superseded one), gets that answer.
-        var failedStatus: Int?
-        switch outcome {
-        case .failed(let failure): failedStatus = failure.status
-        case .passedOn(let response) where response.status >= 500 || response.status == 429: failedStatus = response.status
-        default: break
-        }
-        if let failedStatus, let stale = cache.staleAnswer(for: key, now: now, window: settings.staleIfErrorSeconds) {
+        if let failedStatus = outcome.failedStatus, let stale = cache.staleAnswer(for: key, now: now, window: settings.staleIfErrorSeconds) {
             exchange.upstreamStatus = failedStatus
             exchange.cacheOutcome = .staleOnError(upstreamStatus: failedStatus, collapsed: collapsed)
             return finish(&exchange, from: stale, filters: filters, now: now)
@@ -154,5 +208,17 @@ extension ProxyServer {
             .map { String($0.filter { $0 != " " }) }
         return directives.contains("no-cache") || directives.contains("max-age=0")
             || headers.values("Pragma").contains { $0.lowercased().contains("no-cache") }
+    }
+}
+
+extension FetchOutcome {
+    /// The upstream's failure status when the fetch failed in a way stale data may stand in
+    /// for (a 5xx, a 429, a timeout or a broken connection); nil otherwise.
+    var failedStatus: Int? {
+        switch self {
+        case .failed(let failure): failure.status
+        case .passedOn(let response) where response.status >= 500 || response.status == 429: response.status
+        default: nil
+        }
     }
 }

@@ -14,6 +14,7 @@ extension ProxyServer {
                 ("pixxel_proxy_invalidation_invalidations_total", cache.counters.invalidations),
                 ("pixxel_proxy_invalidation_rejected_out_of_order_total", cache.counters.rejectedOutOfOrder),
                 ("pixxel_proxy_invalidation_list_entry_updates_total", cache.counters.listEntryUpdates),
+                ("pixxel_proxy_cache_list_revalidations_total", cache.counters.listRevalidations),
                 ("pixxel_proxy_cache_write_throughs_total", cache.counters.writeThroughs),
                 ("pixxel_proxy_cache_stale_served_total", cache.counters.staleServed),
                 ("pixxel_proxy_cache_background_refreshes_total", cache.counters.backgroundRefreshes),
