@@ -27,6 +27,7 @@ need_packages=()
 command -v wrk >/dev/null || need_packages+=(wrk)
 [ -x /usr/sbin/nginx ] || need_packages+=(nginx-light)
 command -v sqlite3 >/dev/null || need_packages+=(sqlite3)
+command -v python3 >/dev/null || need_packages+=(python3)
 if [ ${#need_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "bench: missing ${need_packages[*]}; run as root or install them (apt-get install ${need_packages[*]})" >&2
@@ -235,4 +236,11 @@ CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
     echo "Proxy counters after the wrk runs: \`$PROXY_STATS\`"
     if [ -f bench/PROFILE.md ]; then echo; cat bench/PROFILE.md; fi
 } > bench/RESULTS.md
+
+# The economy benchmark: upstream calls and staleness on a team's workload (bench/economy.py).
+if [ -z "${BENCH_SKIP_ECONOMY:-}" ]; then
+    for cleanup_pid in "${PIDS[@]}"; do kill "$cleanup_pid" 2>/dev/null || true; done
+    python3 bench/economy.py --seconds "${ECONOMY_SECONDS:-40}" --out bench/RESULTS.md
+    if [ -f bench/ECONOMY.md ]; then echo; cat bench/ECONOMY.md; fi >> bench/RESULTS.md
+fi
 echo "bench: wrote bench/RESULTS.md"

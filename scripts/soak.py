@@ -8,7 +8,9 @@ and SIGTERM restarts of the proxy. Every answer is checked against the invariant
 run prints a table of invariants and violations and exits non-zero on any violation.
 
 Knobs: SOAK_SECONDS (default 300), SOAK_CLIENTS (default 20), SOAK_SEED (default: time),
-SOAK_RATE / SOAK_BURST (the proxy's budget, default 20 / 20), SOAK_KEEP=1 keeps the scratch dir.
+SOAK_RATE / SOAK_BURST (the proxy's budget, default 20 / 20), SOAK_KEEP=1 keeps the scratch dir,
+SOAK_RESTARTS=0 (only a SIGHUP: one process for the whole run, to watch its memory),
+SOAK_PROXY_WRAPPER (a command the proxy runs under, e.g. "heaptrack -o FILE").
 """
 import datetime
 import http.client
@@ -98,7 +100,8 @@ class Proxy:
         self.log = open(os.path.join(scratch, "proxy.log"), "ab")
 
     def start(self):
-        self.process = subprocess.Popen([os.path.join(BIN, "pixxel-proxy"), "serve"], env=self.env,
+        wrapper = os.environ.get("SOAK_PROXY_WRAPPER", "").split()
+        self.process = subprocess.Popen(wrapper + [os.path.join(BIN, "pixxel-proxy"), "serve"], env=self.env,
                                         stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -385,13 +388,13 @@ class Soak:
                     LEDGER.check("read_your_writes", document.get("id") == job_id, f"detail of new {job_id}: {document.get('id')}")
                     self.see(seen, document, f"writer{index}")
                 elif status is not None and status < 500:
-                    LEDGER.check("read_your_writes", False, f"detail of new {job_id}: {status}")
+                    LEDGER.check("read_your_writes", False, f"detail of new {job_id}: {status} at +{t0 - self.t0:.1f}s")
                 status, h, body, t0, t1 = client.request("GET", f"/v0/workflows/{workflow}/jobs")
                 document = self.judge("read-your-write list", status, h, body, t0, t1)
                 if document is not None:
                     jobs = self.check_list(document, workflow, {}, seen, f"writer{index}")
                     LEDGER.check("read_your_writes", any(j.get("id") == job_id for j in jobs),
-                                 f"list after creating {job_id} lacks it ({h.get('cache-status')})")
+                                 f"list after creating {job_id} lacks it ({h.get('cache-status')}, age {h.get('age')}) at +{t0 - self.t0:.1f}s")
             self.pace(3, 7)
         client.close()
 
@@ -448,6 +451,8 @@ class Soak:
         # Restarts in the first 45% of the run, so the last process lives long enough to show
         # whether its memory is flat after warm-up.
         events = sorted([(0.12, "SIGHUP"), (0.2, "kill -9"), (0.3, "SIGTERM"), (0.38, "kill -9"), (0.45, "SIGTERM")])
+        if os.environ.get("SOAK_RESTARTS") == "0":  # a steady run, for memory
+            events = [(0.12, "SIGHUP")]
         self.events = []
         next_phase = self.t0
         next_sample = self.t0
