@@ -81,6 +81,29 @@ public struct JobListDocument: Sendable {
         }
         var pieces = fragments.map { Array(body[$0]) }
         if replacing { pieces[index] = Array(encoded) } else { pieces.insert(Array(encoded), at: index) }
+        return rebuilt(pieces)
+    }
+
+    /// A copy with `jobs` (each projected to `fields`) inserted where new jobs belong, in one
+    /// rebuild: the list is parsed once however many jobs are added.
+    public func inserting(_ jobs: [[String: Any]], fields: [String]) -> JobListDocument? {
+        var encoded: [[UInt8]] = []
+        for job in jobs {
+            var projected: [String: Any] = [:]
+            for field in fields { projected[field] = job[field] ?? NSNull() }
+            guard let data = try? JSONSerialization.data(withJSONObject: projected, options: [.sortedKeys, .withoutEscapingSlashes]) else {
+                return nil
+            }
+            encoded.append(Array(data))
+        }
+        var pieces = fragments.map { Array(body[$0]) }
+        let index = insertionIndexForNewJob
+        // Newest first lists take the newest first; oldest first lists append in order.
+        pieces.insert(contentsOf: index == 0 ? encoded.reversed() : encoded, at: index)
+        return rebuilt(pieces)
+    }
+
+    private func rebuilt(_ pieces: [[UInt8]]) -> JobListDocument? {
         var out = Array(body[prefix])
         for (offset, piece) in pieces.enumerated() {
             if offset > 0 { out.append(UInt8(ascii: ",")) }

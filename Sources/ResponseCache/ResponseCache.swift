@@ -49,14 +49,10 @@ public final class ResponseCache {
     /// Incremented by every purge: a disk read that began before it must not put back in
     /// memory what the purge removed.
     private var purgeEpoch = 0
-    /// Jobs created through the proxy lately, per workflow: a list answer that lacks one (its
-    /// request crossed the creation upstream, or a replica lags) gets it added, so the creator
-    /// reads its write (found by the soak: a list fetched before the POST landed after it and
-    /// replaced the list the POST had been written into). Bounded in age and count.
-    private var recentWrites: [String: [(job: String, detail: JobDetailDocument, at: Double)]] = [:]
-    static let recentWriteSeconds = 60.0
-    static let maxRecentWritesPerWorkflow = 256
-    static let maxRecentWriteWorkflows = 1024
+    /// Jobs created through the proxy lately: a list answer that crossed a creation gets the
+    /// job added (found by the soak: a list fetched before the POST, landing after it, replaced
+    /// the list the POST had been written into, and the creator's next read lacked its job).
+    private var recentWrites = RecentWrites()
 
     /// What the cache counted since start, for `/admin/stats` and `/metrics`.
     public struct Counters: Sendable {
@@ -168,7 +164,7 @@ public final class ResponseCache {
             guard epoch == purgeEpoch, let record, let read = CachedAnswer(record: record) else { return completion(nil, false) }
             // A list written before a job was created through this process (by the process
             // before a restart, say) gets the job, as a list fetched now would.
-            let answer = withRecentWrites(read, key: key, now: now())
+            let answer = withRecentWrites(read, key: key, since: read.storedAt, now: now())
             // What lists have shown since the row was written (the disk may not have it yet).
             if let listed = newestListed.peek(key) {
                 answer.freshness = ListSightings.superseding(answer.freshness, detailUpdatedAt: answer.updatedAt, listed: listed)
@@ -233,14 +229,17 @@ public final class ResponseCache {
     /// newer one and updates its list entry. `landed` runs on the loop once the result may be
     /// told to clients: for a list that invalidated anything on disk, once the disk has it, so
     /// that what a client was shown survives a crash.
-    public func store(_ key: CacheKey, body: [UInt8], headers: HTTPHeaders, now: Double, landed: @escaping (StoreResult) -> Void) {
+    /// `requestedAt`: when the fetch went upstream (jobs created through the proxy since then
+    /// may be missing from a list answer, and are added).
+    public func store(_ key: CacheKey, body: [UInt8], headers: HTTPHeaders, requestedAt: Double, now: Double,
+                      landed: @escaping (StoreResult) -> Void) {
         loop.assertOnLoop()
         let storable = shared(CachedAnswer.storableHeaders(headers))
         let key = shared(key)
         switch key {
         case .list(let workflow):
             guard let list = JobListDocument(body: body) else { return landed(.unparseable) }
-            storeList(key, list, workflow: workflow, headers: storable, now: now, landed: landed)
+            storeList(key, list, workflow: workflow, headers: storable, requestedAt: requestedAt, now: now, landed: landed)
         case .detail(let workflow, let job):
             // A detail of another job than the one asked for is not this resource's answer.
             guard let detail = JobDetailDocument(body: body), PercentEncoding.segment(detail.job.id) == job else {
@@ -260,16 +259,13 @@ public final class ResponseCache {
         }
     }
 
-    private func storeList(_ key: CacheKey, _ answered: JobListDocument, workflow: String, headers: HTTPHeaders, now: Double,
-                           landed: @escaping (StoreResult) -> Void) {
-        let list = includingRecentWrites(answered, workflow: workflow, now: now)
+    private func storeList(_ key: CacheKey, _ list: JobListDocument, workflow: String, headers: HTTPHeaders, requestedAt: Double,
+                           now: Double, landed: @escaping (StoreResult) -> Void) {
         // A job listed twice counts with its newest `updated_at`.
-        let sightings = ListSightings(updatedAt: Dictionary(list.jobs.map { (PercentEncoding.segment($0.id), $0.updatedAt) },
-                                                            uniquingKeysWith: Self.newer),
-                                      answeredAt: now)
+        var listed = Dictionary(list.jobs.map { (PercentEncoding.segment($0.id), $0.updatedAt) }, uniquingKeysWith: Self.newer)
         // A list that shows a job older than a list already showed it is a lagging answer:
         // the newer list stays (or, with none left to serve, the client gets an error).
-        let regressed = sightings.updatedAt.contains { job, updatedAt in
+        let regressed = listed.contains { job, updatedAt in
             guard let known = newestListed.peek(.detail(workflow: workflow, job: job)) else { return false }
             return (updatedAt ?? -.infinity) < known
         }
@@ -278,14 +274,25 @@ public final class ResponseCache {
             if let cached = memory.peek(key) { return landed(.keptNewer(cached)) }
             return landed(.olderThanListed)
         }
+        // Jobs created through the proxy while the list was fetched are not news from the
+        // upstream: their details are kept as they are (neither renewed by the proxy's own copy
+        // nor marked as no longer listed).
+        for write in recentWrites.crossing(list, workflow: workflow, since: requestedAt, now: now) {
+            listed[PercentEncoding.segment(write.jobID)] = .some(nil)
+        }
+        let sightings = ListSightings(updatedAt: listed, answeredAt: now)
         for case (let job, let updatedAt?) in sightings.updatedAt { noteListed(.detail(workflow: workflow, job: job), updatedAt) }
         // Details it supersedes stop being served at once; the list itself is published (to
         // memory, so to the hit path, and to the waiting clients) once the disk has what it
         // showed, so that no client is shown a version that a crash could make it forget.
         applyToMemory(sightings, workflow: workflow)
-        let answer = CachedAnswer(document: .list(list), headers: headers, storedAt: now, lifetime: policy.jobListSeconds)
         let publish = { [self] in
+            // Merged when published, not before the disk transaction: a POST answered in
+            // between is in the list too (found by review: it was lost to the earlier merge).
+            let answer = withRecentWrites(CachedAnswer(document: .list(list), headers: headers, storedAt: now, lifetime: policy.jobListSeconds),
+                                          key: key, since: requestedAt, now: now)
             memory.set(key, answer, cost: answer.cost)
+            disk?.save(answer.record(for: key))
             landed(.stored(answer))
         }
         guard let disk else { return publish() }
@@ -293,7 +300,6 @@ public final class ResponseCache {
         disk.applyListSightings(workflowID: workflow, sightings) { [loop] in
             loop.execute { onLoop.value() }
         }
-        disk.save(answer.record(for: key))
     }
 
     private func storeDetail(_ key: CacheKey, _ detail: JobDetailDocument, workflow: String, headers: HTTPHeaders, onDisk: DiskRecord?,
@@ -373,7 +379,7 @@ public final class ResponseCache {
                                   storedAt: now, lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
         memory.set(key, answer, cost: answer.cost)
         counters.writeThroughs += 1
-        rememberWrite(detail, workflow: key.workflow, now: now)
+        recentWrites.remember(detail, workflow: key.workflow, at: now)
 
         var records = [answer.record(for: key)]
         let listKey = CacheKey.list(workflow: key.workflow)
@@ -406,32 +412,25 @@ public final class ResponseCache {
         return list.updated(at: list.insertionIndexForNewJob, replacing: false, with: detail.object, fields: fields)
     }
 
-    private func rememberWrite(_ detail: JobDetailDocument, workflow: String, now: Double) {
-        if recentWrites[workflow] == nil, recentWrites.count >= Self.maxRecentWriteWorkflows { recentWrites.removeAll() }
-        var writes = recentWrites[workflow, default: []].filter { now - $0.at < Self.recentWriteSeconds }
-        if writes.count >= Self.maxRecentWritesPerWorkflow { writes.removeFirst() }
-        writes.append((detail.job.id, detail, now))
-        recentWrites[workflow] = writes
-    }
-
-    private func withRecentWrites(_ answer: CachedAnswer, key: CacheKey, now: Double) -> CachedAnswer {
+    /// `answer` (a list) with the jobs created through this process since `since` that it lacks,
+    /// each at the newest version the cache holds (a detail may have moved on since the POST:
+    /// the list must not show an older one than a client has seen).
+    private func withRecentWrites(_ answer: CachedAnswer, key: CacheKey, since: Double, now: Double) -> CachedAnswer {
         guard case .list(let workflow) = key, case .list(let list) = answer.document else { return answer }
-        let merged = includingRecentWrites(list, workflow: workflow, now: now)
-        guard merged.jobs.count != list.jobs.count else { return answer }
+        let writes = recentWrites.crossing(list, workflow: workflow, since: since, now: now)
+        guard !writes.isEmpty else { return answer }
+        let objects = writes.map { write -> [String: Any] in
+            let cached = memory.peek(.detail(workflow: workflow, job: PercentEncoding.segment(write.jobID)))
+            if case .detail(let newer)? = cached?.document,
+               Invalidation.detailUpdatesListEntry(listEntry: write.detail.job.updatedAt, detail: newer.job.updatedAt) {
+                return newer.object
+            }
+            return write.detail.object
+        }
+        let fields = list.jobs.isEmpty ? Self.documentedListFields : (list.fieldNames(at: 0) ?? Self.documentedListFields)
+        guard let merged = list.inserting(objects, fields: fields) else { return answer }
         return CachedAnswer(document: .list(merged), headers: answer.headers, storedAt: answer.storedAt, lifetime: answer.lifetime,
                             freshness: answer.freshness)
-    }
-
-    /// A list answer with the jobs created through the proxy lately that it lacks.
-    private func includingRecentWrites(_ list: JobListDocument, workflow: String, now: Double) -> JobListDocument {
-        guard let writes = recentWrites[workflow] else { return list }
-        let current = writes.filter { now - $0.at < Self.recentWriteSeconds }
-        recentWrites[workflow] = current.isEmpty ? nil : current
-        var result = list
-        for write in current where result.index(of: write.job) == nil {
-            result = Self.adding(write.detail, to: result) ?? result
-        }
-        return result
     }
 
     /// The list's fields as the Pixxel documentation lists them (for a list with no job yet).

@@ -48,10 +48,13 @@ public final class UpstreamBudget {
     /// A call waiting for a token and a connection.
     public final class Waiter {
         let deadline: Double
+        /// False: the caller has something else to give (stale data) and is not to wait out a pause.
+        let waitsDuringPause: Bool
         let grant: () -> Void
         let refuse: (Refusal) -> Void
-        init(deadline: Double, grant: @escaping () -> Void, refuse: @escaping (Refusal) -> Void) {
+        init(deadline: Double, waitsDuringPause: Bool, grant: @escaping () -> Void, refuse: @escaping (Refusal) -> Void) {
             self.deadline = deadline
+            self.waitsDuringPause = waitsDuringPause
             self.grant = grant
             self.refuse = refuse
         }
@@ -99,6 +102,11 @@ public final class UpstreamBudget {
     public func acquire(client: String, priority: Priority, deadline: Double, waitsDuringPause: Bool = true,
                         grant: @escaping () -> Void, refuse: @escaping (Refusal) -> Void) {
         let now = clock()
+        // A request whose deadline has passed (it spent it on an earlier call) makes no call.
+        guard deadline > now else {
+            refused += 1
+            return refuse(.timedOut)
+        }
         if pausedUntil > now {
             guard waitsDuringPause, pausedUntil < deadline else {
                 refused += 1
@@ -110,9 +118,12 @@ public final class UpstreamBudget {
         guard queue.count < maxQueued else {
             refused += 1
             guard waitsForBudget(now: now) else { return refuse(.busy) }
-            return refuse(.rateLimited(retryAfter: max(1, Double(queue.count) / max(bucket.rate, 1))))
+            // During a pause the pause's end is the honest answer; else the time the queue
+            // ahead takes at the rate.
+            let retryAfter = pausedUntil > now ? pausedUntil - now : max(1, Double(queue.count) / max(bucket.rate, 1))
+            return refuse(.rateLimited(retryAfter: retryAfter))
         }
-        queue.push(Waiter(deadline: deadline, grant: grant, refuse: refuse), client: client, priority: priority)
+        queue.push(Waiter(deadline: deadline, waitsDuringPause: waitsDuringPause, grant: grant, refuse: refuse), client: client, priority: priority)
         scheduleWake()
     }
 
@@ -122,7 +133,20 @@ public final class UpstreamBudget {
         guard until > pausedUntil else { return }
         pausedUntil = until
         pauses += 1
+        // Those already queued are judged as if they came now: a caller with stale data gets
+        // it at once, one whose deadline falls inside the pause its 429 at once (found by review:
+        // both waited out their whole timeout).
+        refuseThoseThePauseOutlasts(now: clock())
         scheduleWake()
+    }
+
+    private func refuseThoseThePauseOutlasts(now: Double) {
+        guard pausedUntil > now, queue.count > 0 else { return }
+        let until = pausedUntil
+        for waiter in queue.removeAll(where: { !$0.waitsDuringPause || $0.deadline <= until }) {
+            refused += 1
+            waiter.refuse(.rateLimited(retryAfter: until - now))
+        }
     }
 
     /// Wakes the queue when a waiter may go (the pause's end, the next token) or when the

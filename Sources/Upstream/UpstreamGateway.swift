@@ -34,15 +34,20 @@ public final class UpstreamGateway {
     }
 
     /// One upstream call. `hasFallback`: the caller has stale data to give, so it does not
-    /// wait out an upstream pause. `completion` runs once, on the loop.
+    /// wait out an upstream pause. `deadline` (the budget's clock, `deadline(from:)`): a request
+    /// that already made a call (a detail revalidated through its list) keeps its first
+    /// deadline; by default one starts now. `completion` runs once, on the loop.
     public func call(route: String, method: HTTPMethod, path: String, rawQuery: String?, headers: HTTPHeaders, body: [UInt8],
-                     client caller: String, priority: UpstreamBudget.Priority, hasFallback: Bool,
+                     client caller: String, priority: UpstreamBudget.Priority, hasFallback: Bool, deadline: Double? = nil,
                      completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
         // One deadline covers the wait for the budget, the call and its one retry: the client
         // hears by `upstream.timeout_seconds` whatever happens.
         call(route: route, method: method, path: path, rawQuery: rawQuery, headers: headers, body: body, caller: caller,
-             priority: priority, hasFallback: hasFallback, deadline: clock() + timeoutSeconds, retried: false, completion: completion)
+             priority: priority, hasFallback: hasFallback, deadline: deadline ?? newDeadline(), retried: false, completion: completion)
     }
+
+    /// A request's deadline if it started now: `upstream.timeout_seconds` on the budget's clock.
+    public func newDeadline() -> Double { clock() + timeoutSeconds }
 
     private func call(route: String, method: HTTPMethod, path: String, rawQuery: String?, headers: HTTPHeaders, body: [UInt8],
                       caller: String, priority: UpstreamBudget.Priority, hasFallback: Bool, deadline: Double, retried: Bool,

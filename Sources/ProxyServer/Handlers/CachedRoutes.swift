@@ -43,8 +43,9 @@ extension ProxyServer {
     }
 
     /// The request waits on the one upstream fetch of its resource (leading it, or joining it).
+    /// `deadline`: the request's own, when it already waited on an upstream call.
     private func fetchThroughFlight(_ exchange: Exchange, key: CacheKey, filters: JobListFilters, cached: CachedAnswer?,
-                                    forceRevalidation: Bool, requestID: String) {
+                                    forceRevalidation: Bool, requestID: String, deadline: Double? = nil) {
         let forward: CacheOutcome.Forward = forceRevalidation ? .request : (cached == nil ? .miss : .stale)
         let box = ExchangeBox(exchange)
         let flight = FlightKey(key, revalidates: forceRevalidation)
@@ -57,13 +58,13 @@ extension ProxyServer {
         case .leader:
             let client = exchange.caller.logName
             guard cached == nil, cache.disk != nil else {
-                return fetch(flight, requestID: requestID, client: client, priority: .interactive)
+                return fetch(flight, requestID: requestID, client: client, priority: .interactive, deadline: deadline)
             }
             // Memory has nothing: the disk may, and a newer detail there must never be
             // replaced by an older answer, so it is read even when revalidation is asked for.
             cache.loadFromDisk(key, now: clock, servable: !forceRevalidation) { [self] entry, fresh in
                 if fresh, !forceRevalidation, let entry { return cache.flights.land(flight, .fromDisk(entry)) }
-                fetch(flight, requestID: requestID, client: client, priority: .interactive)
+                fetch(flight, requestID: requestID, client: client, priority: .interactive, deadline: deadline)
             }
         case .follower:
             box.exchange.collapsed = true
@@ -80,6 +81,9 @@ extension ProxyServer {
     private func revalidateThroughList(_ exchange: Exchange, key: CacheKey, filters: JobListFilters, requestID: String) {
         let box = ExchangeBox(exchange)
         let listFlight = FlightKey(.list(workflow: key.workflow), revalidates: false)
+        // One deadline for the list call and the detail's own, if it needs one (found by review:
+        // the detail's call started a second full timeout).
+        let deadline = gateway.newDeadline()
         let join = cache.flights.join(listFlight) { [self] outcome in
             var exchange = box.exchange
             let now = clock()
@@ -98,11 +102,16 @@ extension ProxyServer {
                 return finish(&exchange, from: stale, filters: filters, now: now)
             }
             exchange.collapsed = false
-            fetchThroughFlight(exchange, key: key, filters: filters, cached: cache.memory.peek(key), forceRevalidation: false, requestID: requestID)
+            fetchThroughFlight(exchange, key: key, filters: filters, cached: cache.memory.peek(key), forceRevalidation: false,
+                               requestID: requestID, deadline: deadline)
         }
         switch join {
         case .leader:
-            fetch(listFlight, requestID: requestID, client: exchange.caller.logName, priority: .interactive)
+            // Whether the call may skip waiting out an upstream pause is the detail's to say:
+            // its stale answer is what the client gets instead.
+            let hasFallback = cache.memory.peek(key)?.isWithinStaleWindow(settings.staleIfErrorSeconds, now: clock()) ?? false
+            fetch(listFlight, requestID: requestID, client: exchange.caller.logName, priority: .interactive, hasFallback: hasFallback,
+                  deadline: deadline)
         case .follower:
             box.exchange.collapsed = true
         case .full:
@@ -165,15 +174,17 @@ extension ProxyServer {
     /// One upstream GET for `key`, always unfiltered and with a fixed set of fields (the
     /// answer serves every client, so no client's fields may shape it); the cache stores a
     /// 200, and the flight lands when the cache says the result may be told.
-    private func fetch(_ flight: FlightKey, requestID: String, client: String, priority: UpstreamBudget.Priority) {
+    private func fetch(_ flight: FlightKey, requestID: String, client: String, priority: UpstreamBudget.Priority,
+                       hasFallback: Bool? = nil, deadline: Double? = nil) {
         let key = flight.key
         cache.countFetch(background: priority == .background)
         let headers = HTTPHeaders([("Accept", "application/json"), ("X-Request-Id", requestID)])
         let upstreamStarted = ContinuousClock.now
+        let requestedAt = clock()
         // With a stale answer to give on failure, a request does not wait out an upstream pause.
-        let hasFallback = cache.memory.peek(key)?.isWithinStaleWindow(settings.staleIfErrorSeconds, now: clock()) ?? false
+        let hasFallback = hasFallback ?? cache.memory.peek(key)?.isWithinStaleWindow(settings.staleIfErrorSeconds, now: requestedAt) ?? false
         callUpstream(route: key.routeTemplate, method: .get, path: key.upstreamPath, rawQuery: nil, clientHeaders: headers, body: [],
-                     client: client, priority: priority, hasFallback: hasFallback) { [self] result in
+                     client: client, priority: priority, hasFallback: hasFallback, deadline: deadline) { [self] result in
             let duration = ContinuousClock.now - upstreamStarted
             let land: (FetchOutcome) -> Void = { [self] outcome in
                 // Every waiter's access line shows the time of the one upstream call it shared.
@@ -187,7 +198,7 @@ extension ProxyServer {
             case .success(let response) where response.status != 200:
                 land(.passedOn(response))
             case .success(let response):
-                cache.store(key, body: response.body, headers: response.headers, now: clock()) { stored in
+                cache.store(key, body: response.body, headers: response.headers, requestedAt: requestedAt, now: clock()) { stored in
                     switch stored {
                     case .stored(let answer), .keptNewer(let answer): land(.stored(answer))
                     case .olderThanListed: land(.failed(Self.olderThanListed))

@@ -80,10 +80,10 @@ extension ProxyServer {
     /// the call, Retry-After, one retry of a broken read). `hasFallback`: the caller has stale
     /// data to give, so it does not wait out an upstream pause.
     func callUpstream(route: String, method: HTTPMethod, path: String, rawQuery: String?, clientHeaders: HTTPHeaders, body: [UInt8],
-                      client: String, priority: UpstreamBudget.Priority = .interactive, hasFallback: Bool = false,
+                      client: String, priority: UpstreamBudget.Priority = .interactive, hasFallback: Bool = false, deadline: Double? = nil,
                       completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
         gateway.call(route: route, method: method, path: path, rawQuery: rawQuery, headers: clientHeaders, body: body, client: client,
-                     priority: priority, hasFallback: hasFallback, completion: completion)
+                     priority: priority, hasFallback: hasFallback, deadline: deadline, completion: completion)
     }
 
     /// Why a job-creation query is refused, or nil when it has exactly one non-empty `project_id`.

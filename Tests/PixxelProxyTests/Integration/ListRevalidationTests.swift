@@ -137,4 +137,64 @@ import Testing
         #expect(pixxel.calls("GET /v0/workflows/w/jobs/") == 2, "no detail call after the first reads")
         await proxy.stop()
     }
+
+    /// One deadline for the list's call and the detail's own (found by review: the detail's
+    /// call, after a list showing the job changed, started a second full timeout). The list is
+    /// held while the test moves the clock past the deadline: the detail call never starts.
+    @Test func aDetailRevalidatedThroughItsListKeepsOneDeadline() async throws {
+        let pixxel = try GatedPixxel()
+        defer { pixxel.upstream.stop() }
+        pixxel.publish(["a"], updatedAt: "2026-11-20T10:00:00Z")
+        let clock = ManualClock()
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(pixxel.upstream.port)", clock: clock) {
+            $0.upstreamTimeoutSeconds = 5
+            $0.activeJobTTLSeconds = 5
+            $0.jobListTTLSeconds = 5
+        }
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        clock.advance(6)
+        pixxel.state.withLock { $0.listed = [("a", "2026-11-20T10:00:15Z")]; $0.details["a"] = "2026-11-20T10:00:15Z" }
+        let gate = DispatchSemaphore(value: 0)
+        pixxel.listGate.withLock { $0 = gate }
+        let port = proxy.port, read = proxy.readToken
+        let detail = BackgroundCall { try RawHTTPClient.request(port: port, target: "/v0/workflows/w/jobs/a", headers: [("Authorization", read)]) }
+        #expect(eventually { pixxel.calls("GET /v0/workflows/w/jobs ") == 2 })
+        clock.advance(6)  // past the request's deadline while its list call is in the air
+        gate.signal()
+        pixxel.listGate.withLock { $0 = nil }
+        let answer = try detail.value()
+        #expect(answer.status == 504, "\(answer.status) \(answer.header("Cache-Status") ?? "")")
+        #expect(pixxel.calls("GET /v0/workflows/w/jobs/a ") == 1, "no detail call past the deadline")
+        await proxy.stop()
+    }
+
+    /// During an upstream pause a detail with stale data gets it at once, even when its list
+    /// (which the revalidation would fetch) is older than stale_if_error (found by review: the
+    /// list's stale window decided, and the request waited out the pause). The pause is 60 s
+    /// and the clock stands still: waiting it out would not answer at all.
+    @Test func aDetailWithStaleDataRevalidatedThroughItsListGetsItAtOnceDuringAPause() async throws {
+        let pixxel = try GatedPixxel()
+        defer { pixxel.upstream.stop() }
+        pixxel.publish(["a"], updatedAt: "2026-11-20T10:00:00Z")
+        let clock = ManualClock()
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(pixxel.upstream.port)", clock: clock) {
+            $0.upstreamTimeoutSeconds = 100
+            $0.activeJobTTLSeconds = 5
+            $0.jobListTTLSeconds = 5
+            $0.staleIfErrorSeconds = 10
+        }
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        clock.advance(12)
+        _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)  // fetched on its own: the list is stale beyond 10 s
+        clock.advance(6)  // the detail: expired 1 s ago; the list: 13 s ago, beyond stale_if_error
+        pixxel.state.withLock { $0.rateLimitedFor = 60 }
+        let paused = try proxy.get("/v0/workflows", token: proxy.readToken)
+        #expect(paused.status == 429)
+        pixxel.state.withLock { $0.rateLimitedFor = 0 }
+        let a = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(a.status == 200)
+        #expect(a.header("Cache-Status")?.hasPrefix("pixxel-proxy; fwd=stale; fwd-status=429") == true, "\(a.header("Cache-Status") ?? "")")
+        await proxy.stop()
+    }
 }

@@ -107,6 +107,56 @@ import Upstream
         #expect(outcomes == ["second busy at 1000.0", "first timedOut at 1002.0"])
     }
 
+    /// A caller with stale data (waitsDuringPause: false) queued for a token; then an upstream
+    /// 429 with Retry-After 100 arrives: it gets its stale data at once (found by review: it was
+    /// refused only at its own deadline, 29.5 s later).
+    @Test func aQueuedCallerWithStaleDataIsRefusedAsSoonAsAPauseBegins() {
+        let time = VirtualTime()
+        let budget = UpstreamBudget(scheduler: time, rate: 1, burst: 1, maxQueued: 10, clock: time.clock)
+        var outcomes: [String] = []
+        budget.acquire(client: "a", priority: .interactive, deadline: 1030, grant: { outcomes.append("first granted") },
+                       refuse: { _ in outcomes.append("first refused") })
+        // No token left: queued, with stale data to give.
+        budget.acquire(client: "b", priority: .interactive, deadline: 1030, waitsDuringPause: false,
+                       grant: { outcomes.append("fallback granted at \(time.now)") },
+                       refuse: { outcomes.append("fallback refused \($0) at \(time.now)") })
+        // The first call's answer: 429, Retry-After 100.
+        time.at(1000.5) { budget.pause(seconds: 100) }
+        time.advance(to: 1200)
+        #expect(outcomes == ["first granted", "fallback refused rateLimited(retryAfter: 100.0) at 1000.5"])
+    }
+
+    /// A caller without a fallback whose deadline falls inside a pause that begins while it is
+    /// queued cannot be served: 429 with the remaining Retry-After at once, as for one arriving
+    /// during the pause (found by review: it waited out its whole timeout).
+    @Test func aQueuedCallerWhoseDeadlineFallsInsideANewPauseIsRefusedAtOnce() {
+        let time = VirtualTime()
+        let budget = UpstreamBudget(scheduler: time, rate: 1, burst: 1, maxQueued: 10, clock: time.clock)
+        var outcomes: [String] = []
+        budget.acquire(client: "a", priority: .interactive, deadline: 1030, grant: { outcomes.append("first granted") },
+                       refuse: { _ in outcomes.append("first refused") })
+        budget.acquire(client: "b", priority: .interactive, deadline: 1030,
+                       grant: { outcomes.append("waiter granted at \(time.now)") },
+                       refuse: { _ in outcomes.append("waiter refused at \(time.now)") })
+        time.at(1000.5) { budget.pause(seconds: 100) }
+        time.advance(to: 1200)
+        #expect(outcomes == ["first granted", "waiter refused at 1000.5"])
+    }
+
+    /// A full queue during an upstream pause (unlimited rate): the 429's Retry-After is the 5 s
+    /// left of the pause (found by review: the queue length over max(rate, 1), 50 s).
+    @Test func aFullQueueDuringAPauseTellsThePausesRemainingRetryAfter() {
+        let time = VirtualTime()
+        let budget = UpstreamBudget(scheduler: time, rate: 0, burst: 1, maxQueued: 50, clock: time.clock)
+        budget.pause(seconds: 5)
+        for i in 0..<50 {
+            budget.acquire(client: "c\(i)", priority: .interactive, deadline: 1010, grant: {}, refuse: { _ in })
+        }
+        var refusal: UpstreamBudget.Refusal?
+        budget.acquire(client: "late", priority: .interactive, deadline: 1010, grant: {}, refuse: { refusal = $0 })
+        #expect(refusal == .rateLimited(retryAfter: 5))
+    }
+
     /// Randomized: calls arriving in bursts, connections that hang and free up together, 429s
     /// with Retry-After, deadlines of every length. Every rule is checked on every run; the
     /// first defect of issue 13 (22 calls in one second at 5/s + burst 5) fails it.

@@ -53,6 +53,20 @@ import Testing
         #expect(document.jobs.map(\.id) == ["a", "b", "c"])
     }
 
+    /// Several jobs added in one rebuild, where new jobs belong (last in an oldest-first list,
+    /// first in a newest-first one, newest first), each job's other bytes untouched.
+    @Test func jobsAreInsertedInOneRebuildWhereNewJobsBelong() throws {
+        let oldestFirst = try #require(JobListDocument(body: Array(#"{"jobs":[{"id":"a","created_at":"2026-11-20T09:00:00Z"},{"id":"b","created_at":"2026-11-20T10:00:00Z"}]}"#.utf8)))
+        let new = [["id": "n1", "created_at": "2026-11-20T11:00:00Z", "tasks": [] as [Any]], ["id": "n2", "created_at": "2026-11-20T12:00:00Z"]]
+        let appended = try #require(oldestFirst.inserting(new, fields: ["id", "created_at"]))
+        #expect(appended.jobs.map(\.id) == ["a", "b", "n1", "n2"])
+        #expect(appended.body.starts(with: Array(#"{"jobs":[{"id":"a","created_at":"2026-11-20T09:00:00Z"},"#.utf8)))
+        let newestFirst = try #require(JobListDocument(body: Array(#"{"jobs":[{"id":"b","created_at":"2026-11-20T10:00:00Z"},{"id":"a","created_at":"2026-11-20T09:00:00Z"}]}"#.utf8)))
+        let prepended = try #require(newestFirst.inserting(new, fields: ["id", "created_at"]))
+        #expect(prepended.jobs.map(\.id) == ["n2", "n1", "b", "a"])
+        #expect(prepended.fieldNames(at: 0)?.sorted() == ["created_at", "id"], "projected to the list's fields")
+    }
+
     func ids(_ filters: JobListFilters) throws -> [String] {
         let document = try #require(JobListDocument(body: Self.body))
         let rendered = document.rendered(filters)
