@@ -233,6 +233,18 @@ def floor_of(records, start):
     return lists
 
 
+def classify(cache):
+    """A short name for how an answer was served, from its Cache-Status."""
+    if not cache:
+        return "-"
+    if "list-revalidated" in cache:
+        return "list-revalidated"
+    source = cache.split(";")[1].strip() if ";" in cache else cache
+    if source == "hit" and "ttl=-" in cache:
+        return "hit while revalidating"
+    return source
+
+
 def analyse(workload, truth, calls_before, calls_after, start_wall):
     records = workload.records
     lists_floor = floor_of(records, start_wall)
@@ -242,12 +254,13 @@ def analyse(workload, truth, calls_before, calls_after, start_wall):
             v = truth.version_at(job, t)
             if v is not None and v > start_wall:
                 new_versions.add((job, v))
-    stale, staleness, by_source = 0, [], {}
+    stale, staleness, by_source, all_sources = 0, [], {}, {}
     answered = 0
     for kind, workflow, job, _, t, status, seen, cache in records:
         if status != 200:
             continue
         answered += 1
+        all_sources[classify(cache)] = all_sources.get(classify(cache), 0) + 1
         worst = 0.0
         for job_id, updated in seen:
             if updated is not None:
@@ -256,10 +269,7 @@ def analyse(workload, truth, calls_before, calls_after, start_wall):
             stale += 1
             staleness.append(worst)
             source = cache.split(";")[1].strip() if ";" in cache else (cache or "-")
-            if source == "hit" and "ttl=-" in cache or cache.endswith("ttl=0"):
-                source = "hit while revalidating"
-            elif "list-revalidated" in cache:
-                source = "list-revalidated"
+            source = classify(cache)
             key = f"{kind} / {source}"
             by_source[key] = by_source.get(key, 0) + 1
     staleness.sort()
@@ -277,6 +287,7 @@ def analyse(workload, truth, calls_before, calls_after, start_wall):
         "floor": lists_floor + len(new_versions), "floor_lists": lists_floor, "floor_details": len(new_versions),
         "stale_share": stale / answered if answered else 0.0,
         "p50": pct(0.5), "p99": pct(0.99), "max": staleness[-1] if staleness else 0.0, "by_source": by_source,
+        "all_sources": all_sources,
     }
 
 
@@ -397,6 +408,12 @@ def render(results, seconds, running):
         lines.append(f"| {r['target']} | {r['requests']} | {r['calls']} | {r['lists']} | {r['details']} | {r['floor']} "
                      f"({r['floor_lists']} + {r['floor_details']}) | {r['calls'] / max(r['floor'], 1):.2f} | "
                      f"{r['stale_share'] * 100:.1f}% | {r['p50']:.1f} s | {r['p99']:.1f} s | {r['max']:.1f} s |")
+    lines.append("")
+    lines.append("All answers by cache outcome:")
+    lines.append("")
+    for r in results:
+        sources = ", ".join(f"{k}: {v}" for k, v in sorted(r["all_sources"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"- {r['target']}: {sources}")
     lines.append("")
     lines.append("Stale answers by request kind and cache outcome:")
     lines.append("")

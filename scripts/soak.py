@@ -143,6 +143,9 @@ class Proxy:
         """RSS in kB, with the memory tier's bytes at the same moment (what the cache holds is
         data, bounded by cache.memory_mb; growth beyond it is the process's own)."""
         pid = self.process.pid
+        if os.environ.get("SOAK_PROXY_WRAPPER"):  # the proxy is the wrapper's child
+            children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+            pid = int(children[0]) if children else pid
         try:
             c = http.client.HTTPConnection(HOST, int(self.env["PIXXEL_PROXY_LISTEN_PORT"]), timeout=2)
             c.request("GET", "/admin/stats", headers={"Authorization": f"Bearer {admin_token}"})
@@ -458,7 +461,7 @@ class Soak:
         # whether its memory is flat after warm-up.
         events = sorted([(0.12, "SIGHUP"), (0.2, "kill -9"), (0.3, "SIGTERM"), (0.38, "kill -9"), (0.45, "SIGTERM")])
         if os.environ.get("SOAK_RESTARTS") == "0":  # a steady run, for memory
-            events = [(0.12, "SIGHUP")]
+            events = [] if os.environ.get("SOAK_PROXY_WRAPPER") else [(0.12, "SIGHUP")]
         self.events = []
         next_phase = self.t0
         next_sample = self.t0
@@ -504,6 +507,8 @@ class Soak:
     def check_rss(self):
         pid, start = self.proxy.lifetimes[-1]
         samples = [(t - start, kb, cached) for t, kb, cached in self.proxy.rss.get(pid, [])]
+        if not samples and self.proxy.rss:  # under a wrapper, sampled under the child's pid
+            samples = [(t - start, kb, cached) for t, kb, cached in list(self.proxy.rss.values())[-1]]
         warm = min(60.0, (self.stop_at - start) / 3)
         after = [(kb, cached) for t, kb, cached in samples if t >= warm]
         if len(after) < 6:
