@@ -155,15 +155,10 @@ import Testing
         _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
         clock.advance(6)
         pixxel.state.withLock { $0.listed = [("a", "2026-11-20T10:00:15Z")]; $0.details["a"] = "2026-11-20T10:00:15Z" }
-        let gate = DispatchSemaphore(value: 0)
-        pixxel.listGate.withLock { $0 = gate }
-        let port = proxy.port, read = proxy.readToken
-        let detail = BackgroundCall { try RawHTTPClient.request(port: port, target: "/v0/workflows/w/jobs/a", headers: [("Authorization", read)]) }
-        #expect(eventually { pixxel.calls("GET /v0/workflows/w/jobs ") == 2 })
+        let detail = pixxel.readWithListHeld(proxy, "/v0/workflows/w/jobs/a")
         clock.advance(6)  // past the request's deadline while its list call is in the air
-        gate.signal()
-        pixxel.listGate.withLock { $0 = nil }
-        let answer = try detail.value()
+        detail.release()
+        let answer = try detail.answer.value()
         #expect(answer.status == 504, "\(answer.status) \(answer.header("Cache-Status") ?? "")")
         #expect(pixxel.calls("GET /v0/workflows/w/jobs/a ") == 1, "no detail call past the deadline")
         await proxy.stop()

@@ -16,20 +16,26 @@ import Testing
         }
     }
 
+    /// Workflow `w` with job `a`, its list cached and then expired.
+    static func withExpiredList(configure: (GatedPixxel) -> Void = { _ in }) throws -> (GatedPixxel, ManualClock, ProxyHarness) {
+        let pixxel = try GatedPixxel()
+        pixxel.publish(["a"], updatedAt: "2026-11-20T10:00:00Z")
+        configure(pixxel)
+        let clock = ManualClock()
+        let proxy = try start(pixxel, clock)
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        clock.advance(6)
+        return (pixxel, clock, proxy)
+    }
+
     /// The list answer arrives first and waits for its disk transaction before it is
     /// published; a POST answered meanwhile must be in the published list (found by review: it
     /// was written into the old list, which publishing then replaced). The gaps vary the
     /// interleaving; nothing is asserted about time.
     @Test(arguments: [0, 20, 60, 120])
     func aListPublishedAfterAPostWasAnsweredShowsTheCreatedJob(gapMilliseconds: Int) async throws {
-        let pixxel = try GatedPixxel()
+        let (pixxel, _, proxy) = try Self.withExpiredList { $0.state.withLock { $0.filler = 1000 } }
         defer { pixxel.upstream.stop() }
-        pixxel.publish(["a"], updatedAt: "2026-11-20T10:00:00Z")
-        pixxel.state.withLock { $0.filler = 1000 }
-        let clock = ManualClock()
-        let proxy = try Self.start(pixxel, clock)
-        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
-        clock.advance(6)
         let listGate = DispatchSemaphore(value: 0), postGate = DispatchSemaphore(value: 0)
         pixxel.listGate.withLock { $0 = listGate }
         pixxel.postGate.withLock { $0 = postGate }
@@ -55,23 +61,13 @@ import Testing
     /// an upstream answer: it renews nothing (found by review: the detail was served as
     /// list-revalidated with no upstream answer confirming it, while upstream it had moved on).
     @Test func aDetailIsNotRenewedByTheProxysOwnCopyOfIt() async throws {
-        let pixxel = try GatedPixxel()
+        let (pixxel, clock, proxy) = try Self.withExpiredList()
         defer { pixxel.upstream.stop() }
-        pixxel.publish(["a"], updatedAt: "2026-11-20T10:00:00Z")
-        let clock = ManualClock()
-        let proxy = try Self.start(pixxel, clock)
-        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
-        clock.advance(6)
         // A list fetch crossing the creation: it lacks n1 and gets the proxy's copy.
-        let gate = DispatchSemaphore(value: 0)
-        pixxel.listGate.withLock { $0 = gate }
-        let port = proxy.port, read = proxy.readToken
-        let list = BackgroundCall { try RawHTTPClient.request(port: port, target: "/v0/workflows/w/jobs", headers: [("Authorization", read)]) }
-        #expect(eventually { pixxel.calls("GET /v0/workflows/w/jobs ") == 2 })
+        let list = pixxel.readWithListHeld(proxy, "/v0/workflows/w/jobs")
         #expect(try proxy.request("POST", "/v0/workflows/w/jobs?project_id=p", token: proxy.writeToken).status == 200)
-        gate.signal()
-        pixxel.listGate.withLock { $0 = nil }
-        let crossed = try list.value()
+        list.release()
+        let crossed = try list.answer.value()
         #expect((crossed.json?["jobs"] as? [[String: Any]])?.contains { $0["id"] as? String == "n1" } == true)
 
         // Upstream the job moves on and its list lags (does not show it yet): after its TTL the
@@ -86,25 +82,15 @@ import Testing
     /// A list that crossed the creation shows the job at the newest version the cache holds, not
     /// the POST-time copy (found by review: a client saw 12:00:30, then 12:00:00).
     @Test func aListNeverTakesACreatedJobBackInTime() async throws {
-        let pixxel = try GatedPixxel()
+        let (pixxel, clock, proxy) = try Self.withExpiredList()
         defer { pixxel.upstream.stop() }
-        pixxel.publish(["a"], updatedAt: "2026-11-20T10:00:00Z")
-        let clock = ManualClock()
-        let proxy = try Self.start(pixxel, clock)
-        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
-        clock.advance(6)
-        let gate = DispatchSemaphore(value: 0)
-        pixxel.listGate.withLock { $0 = gate }
-        let port = proxy.port, read = proxy.readToken
-        let list = BackgroundCall { try RawHTTPClient.request(port: port, target: "/v0/workflows/w/jobs?id=n1", headers: [("Authorization", read)]) }
-        #expect(eventually { pixxel.calls("GET /v0/workflows/w/jobs ") == 2 })
+        let list = pixxel.readWithListHeld(proxy, "/v0/workflows/w/jobs?id=n1")
         _ = try proxy.request("POST", "/v0/workflows/w/jobs?project_id=p", token: proxy.writeToken)
         pixxel.state.withLock { $0.details["n1"] = "2026-11-20T12:00:30Z" }
         let newer = try proxy.get("/v0/workflows/w/jobs/n1", token: proxy.readToken, headers: [("Cache-Control", "no-cache")])
         #expect(newer.json?["updated_at"] as? String == "2026-11-20T12:00:30Z")
-        gate.signal()
-        pixxel.listGate.withLock { $0 = nil }
-        let shown = (try list.value().json?["jobs"] as? [[String: Any]])?.first?["updated_at"] as? String
+        list.release()
+        let shown = (try list.answer.value().json?["jobs"] as? [[String: Any]])?.first?["updated_at"] as? String
         #expect(shown == "2026-11-20T12:00:30Z")
         await proxy.stop()
     }

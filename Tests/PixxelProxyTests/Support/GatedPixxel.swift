@@ -83,3 +83,21 @@ final class GatedPixxel: @unchecked Sendable {
     }
 }
 
+
+extension GatedPixxel {
+    /// Reads `target` through `proxy` on a thread of its own, with the list fetch it causes
+    /// held at the upstream until `release` is called: what the test does in between crosses
+    /// that fetch. Returns once the fetch has reached the upstream.
+    func readWithListHeld(_ proxy: ProxyHarness, _ target: String) -> (answer: BackgroundCall<RawResponse>, release: () -> Void) {
+        let gate = DispatchSemaphore(value: 0)
+        listGate.withLock { $0 = gate }
+        let before = calls("GET /v0/workflows/w/jobs ")
+        let port = proxy.port, token = proxy.readToken
+        let answer = BackgroundCall { try RawHTTPClient.request(port: port, target: target, headers: [("Authorization", token)]) }
+        #expect(eventually { self.calls("GET /v0/workflows/w/jobs ") == before + 1 })
+        return (answer, { [self] in
+            listGate.withLock { $0 = nil }
+            gate.signal()
+        })
+    }
+}

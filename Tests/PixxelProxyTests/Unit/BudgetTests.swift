@@ -1,6 +1,7 @@
 import EventHTTP
 import Foundation
 import Synchronization
+import PixxelSim
 import Testing
 import Upstream
 
@@ -162,7 +163,7 @@ import Upstream
     /// first defect of issue 13 (22 calls in one second at 5/s + burst 5) fails it.
     @Test(arguments: 0..<40)
     func everyRuleHoldsUnderRandomLoad(seed: Int) {
-        var random = TestRandom(seed: UInt64(seed))
+        var random = SeededGenerator(seed: UInt64(seed) &* 0x9E37_79B9_7F4A_7C15 &+ 1)
         let rates: [Double] = [0.2, 1, 5, 20], bursts: [Double] = [1, 5, 20]
         let rate = rates[random.below(rates.count)], burst = bursts[random.below(bursts.count)]
         let maxConnections = [1, 2, 8][random.below(3)]
@@ -218,16 +219,7 @@ import Upstream
     }
 }
 
-/// SplitMix64, so a failing seed reproduces.
-struct TestRandom {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+extension SeededGenerator {
+    /// A number in 0..<bound (the simulator's SplitMix64, so a failing seed reproduces).
     mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
 }
