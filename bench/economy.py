@@ -152,7 +152,7 @@ class Workload:
             conn.request("GET", target, headers=self.headers)
             r = conn.getresponse()
             body = r.read()
-            status, cache = r.status, r.getheader("Cache-Status", "")
+            status, cache = r.status, r.getheader("Cache-Status", "") + "; age=" + r.getheader("Age", "")
         except (OSError, http.client.HTTPException):
             status, body, cache = None, b"", ""
         t = time.time()
@@ -371,6 +371,12 @@ def main():
             after = json.loads(http_get(sim_port, "/_sim/stats", sim_headers)[1])["requests"]
             truth = Truth(json.loads(http_get(sim_port, "/_sim/truth", sim_headers)[1])["jobs"])
             result = analyse(workload, truth, before, after, start_wall)
+            if os.environ.get("ECONOMY_DUMP"):  # every answer, for reading one job's timeline
+                with open(f"{os.environ['ECONOMY_DUMP']}-{name}.jsonl", "w") as dump:
+                    for kind, workflow, job, filters, t, status, seen, cache in workload.records:
+                        truths = {j: truth.version_at(j, t) for j, _ in seen}
+                        dump.write(json.dumps({"kind": kind, "job": job, "t": t, "status": status, "cache": cache,
+                                               "seen": seen, "truth": truths}) + "\n")
             results.append(result)
             print(f"economy: {name}: {result['requests']} requests, {result['calls']} upstream calls "
                   f"({result['lists']} lists, {result['details']} details), floor {result['floor']}, "

@@ -10,6 +10,7 @@ run prints a table of invariants and violations and exits non-zero on any violat
 Knobs: SOAK_SECONDS (default 300), SOAK_CLIENTS (default 20), SOAK_SEED (default: time),
 SOAK_RATE / SOAK_BURST (the proxy's budget, default 20 / 20), SOAK_KEEP=1 keeps the scratch dir,
 SOAK_RESTARTS=0 (only a SIGHUP: one process for the whole run, to watch its memory),
+SOAK_WRITERS=0 (no job creation: the data stays the same size, so memory growth is the process's),
 SOAK_PROXY_WRAPPER (a command the proxy runs under, e.g. "heaptrack -o FILE").
 """
 import datetime
@@ -536,8 +537,10 @@ class Soak:
                 kinds.append(threading.Thread(target=self.list_poller, args=(i, True)))
             elif role in (5, 6):
                 kinds.append(threading.Thread(target=self.detail_watcher, args=(i,)))
-            elif role == 7:
+            elif role == 7 and os.environ.get("SOAK_WRITERS") != "0":
                 kinds.append(threading.Thread(target=self.writer, args=(i,)))
+            elif role == 7:
+                kinds.append(threading.Thread(target=self.detail_watcher, args=(i,)))
             elif role == 8:
                 kinds.append(threading.Thread(target=self.pass_through, args=(i,)))
             else:

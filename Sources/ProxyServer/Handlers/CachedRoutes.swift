@@ -115,7 +115,8 @@ extension ProxyServer {
         case .follower:
             box.exchange.collapsed = true
         case .full:
-            fetchThroughFlight(exchange, key: key, filters: filters, cached: cache.memory.peek(key), forceRevalidation: false, requestID: requestID)
+            fetchThroughFlight(exchange, key: key, filters: filters, cached: cache.memory.peek(key), forceRevalidation: false,
+                               requestID: requestID, deadline: deadline)
         }
     }
 
