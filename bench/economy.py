@@ -235,6 +235,7 @@ def floor_of(records, start):
 
 def classify(cache):
     """A short name for how an answer was served, from its Cache-Status."""
+    cache = cache.split("; age=")[0]
     if not cache:
         return "-"
     if "list-revalidated" in cache:
