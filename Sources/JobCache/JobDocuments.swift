@@ -65,6 +65,11 @@ public struct JobListDocument: Sendable {
     /// The first job whose id has exactly these bytes.
     public func index(of id: String) -> Int? { jobs.firstIndex { JobListFilters.sameBytes($0.id, id) } }
 
+    /// The job at `index` as a JSON object.
+    public func object(at index: Int) -> [String: Any]? {
+        (try? JSONSerialization.jsonObject(with: Data(body[fragments[index]]))) as? [String: Any]
+    }
+
     /// The field names of the job at `index`, as the list sends them.
     public func fieldNames(at index: Int) -> [String]? {
         ((try? JSONSerialization.jsonObject(with: Data(body[fragments[index]]))) as? [String: Any]).map { Array($0.keys) }
@@ -98,8 +103,10 @@ public struct JobListDocument: Sendable {
         }
         var pieces = fragments.map { Array(body[$0]) }
         let index = insertionIndexForNewJob
-        // Newest first lists take the newest first; oldest first lists append in order.
-        pieces.insert(contentsOf: index == 0 ? encoded.reversed() : encoded, at: index)
+        // Newest-first lists take the newest first; oldest-first lists (and lists too short to
+        // tell, which append, as one write-through at a time does) in order.
+        let newestFirst = index == 0 && !self.jobs.isEmpty
+        pieces.insert(contentsOf: newestFirst ? encoded.reversed() : encoded, at: index)
         return rebuilt(pieces)
     }
 

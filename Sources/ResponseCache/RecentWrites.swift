@@ -21,7 +21,7 @@ struct RecentWrites {
     /// Longer than any list fetch (`upstream.timeout_seconds`) or disk copy still fresh enough
     /// to be served needs.
     static let keepSeconds = 60.0
-    static let maxWrites = 256
+    static let maxWrites = 1024
     /// At most this many jobs are added to one list answer (the newest).
     static let maxMergedPerList = 64
 
@@ -31,11 +31,17 @@ struct RecentWrites {
         writes.append(Write(workflow: workflow, jobID: detail.job.id, detail: detail, at: now))
     }
 
-    /// The writes to `workflow` answered at or after `since` that `list` does not show.
+    /// The writes to `workflow` answered at or after `since` that `list` does not show, one per
+    /// job (the latest), oldest first. All of them are kept out of the list's sightings; the
+    /// newest `maxMergedPerList` are added to it.
     mutating func crossing(_ list: JobListDocument, workflow: String, since: Double, now: Double) -> [Write] {
         prune(now: now)
-        let missing = writes.filter { $0.workflow == workflow && $0.at >= since && list.index(of: $0.jobID) == nil }
-        return Array(missing.suffix(Self.maxMergedPerList))
+        var seen = Set<String>()
+        var missing: [Write] = []
+        for write in writes.reversed() where write.workflow == workflow && write.at >= since && list.index(of: write.jobID) == nil {
+            if seen.insert(write.jobID).inserted { missing.append(write) }
+        }
+        return missing.reversed()
     }
 
     private mutating func prune(now: Double) {

@@ -412,23 +412,34 @@ public final class ResponseCache {
         return list.updated(at: list.insertionIndexForNewJob, replacing: false, with: detail.object, fields: fields)
     }
 
-    /// `answer` (a list) with the jobs created through this process since `since` that it lacks,
-    /// each at the newest version the cache holds (a detail may have moved on since the POST:
-    /// the list must not show an older one than a client has seen).
+    /// `answer` (a list) with the jobs created through this process since `since` that it lacks
+    /// (the newest `RecentWrites.maxMergedPerList`), each at the newest version the cache holds:
+    /// the detail in memory or the entry of the list being replaced, whichever is newer (a job
+    /// may have moved on since the POST, and a client may have seen that in another list). A job
+    /// a list has shown newer than any of those is left out rather than shown older.
     private func withRecentWrites(_ answer: CachedAnswer, key: CacheKey, since: Double, now: Double) -> CachedAnswer {
         guard case .list(let workflow) = key, case .list(let list) = answer.document else { return answer }
-        let writes = recentWrites.crossing(list, workflow: workflow, since: since, now: now)
+        let writes = recentWrites.crossing(list, workflow: workflow, since: since, now: now).suffix(RecentWrites.maxMergedPerList)
         guard !writes.isEmpty else { return answer }
-        let objects = writes.map { write -> [String: Any] in
-            let cached = memory.peek(.detail(workflow: workflow, job: PercentEncoding.segment(write.jobID)))
-            if case .detail(let newer)? = cached?.document,
-               Invalidation.detailUpdatesListEntry(listEntry: write.detail.job.updatedAt, detail: newer.job.updatedAt) {
-                return newer.object
+        var current: JobListDocument?
+        if case .list(let published)? = memory.peek(key)?.document { current = published }
+        var objects: [[String: Any]] = []
+        for write in writes {
+            let detailKey = CacheKey.detail(workflow: workflow, job: PercentEncoding.segment(write.jobID))
+            var best = (updatedAt: write.detail.job.updatedAt, object: { write.detail.object })
+            if case .detail(let cached)? = memory.peek(detailKey)?.document,
+               Invalidation.detailUpdatesListEntry(listEntry: best.updatedAt, detail: cached.job.updatedAt) {
+                best = (cached.job.updatedAt, { cached.object })
             }
-            return write.detail.object
+            if let current, let index = current.index(of: write.jobID),
+               Invalidation.detailUpdatesListEntry(listEntry: best.updatedAt, detail: current.jobs[index].updatedAt) {
+                best = (current.jobs[index].updatedAt, { current.object(at: index) ?? [:] })
+            }
+            if let listed = newestListed.peek(detailKey), (best.updatedAt ?? -.infinity) < listed { continue }
+            objects.append(best.object())
         }
         let fields = list.jobs.isEmpty ? Self.documentedListFields : (list.fieldNames(at: 0) ?? Self.documentedListFields)
-        guard let merged = list.inserting(objects, fields: fields) else { return answer }
+        guard !objects.isEmpty, let merged = list.inserting(objects, fields: fields) else { return answer }
         return CachedAnswer(document: .list(merged), headers: answer.headers, storedAt: answer.storedAt, lifetime: answer.lifetime,
                             freshness: answer.freshness)
     }

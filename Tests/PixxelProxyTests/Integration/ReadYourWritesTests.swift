@@ -115,4 +115,48 @@ import Testing
         #expect(jobs.count == 201, "the upstream's 201 jobs, none added")
         await proxy.stop()
     }
+
+    /// More jobs created during one list fetch than are added to it (64): the others are left
+    /// out of the list but, like the added ones, their details are neither renewed nor marked
+    /// gone by it (found by review: those past the cap were invalidated as no longer listed).
+    @Test func jobsCreatedDuringOneFetchPastTheCapAreNotMarkedGone() async throws {
+        let (pixxel, _, proxy) = try Self.withExpiredList()
+        defer { pixxel.upstream.stop() }
+        let list = pixxel.readWithListHeld(proxy, "/v0/workflows/w/jobs")
+        for _ in 0..<70 {
+            #expect(try proxy.request("POST", "/v0/workflows/w/jobs?project_id=p", token: proxy.writeToken).status == 200)
+        }
+        list.release()
+        let ids = (try list.answer.value().json?["jobs"] as? [[String: Any]])?.compactMap { $0["id"] as? String } ?? []
+        #expect(ids.count == 1 + 64 && ids.contains("n70") && !ids.contains("n6"), "\(ids.count) jobs")
+        for job in ["n1", "n70"] {
+            let detail = try proxy.get("/v0/workflows/w/jobs/\(job)", token: proxy.readToken)
+            #expect(detail.header("Cache-Status")?.contains("hit") == true, "\(job): \(detail.header("Cache-Status") ?? "")")
+        }
+        #expect(pixxel.calls("GET /v0/workflows/w/jobs/") == 0)
+        await proxy.stop()
+    }
+
+    /// A list fetch that crossed a creation lands after another list already showed the job at
+    /// a newer version: the job is added at that version, not the POST's (found by review: the
+    /// detail in memory was the only source of a newer version, and it was still the POST's).
+    @Test func aCrossingListShowsTheVersionAnotherListAlreadyShowed() async throws {
+        let (pixxel, _, proxy) = try Self.withExpiredList()
+        defer { pixxel.upstream.stop() }
+        let crossing = pixxel.readWithListHeld(proxy, "/v0/workflows/w/jobs?id=n1")
+        pixxel.listGate.withLock { $0 = nil }  // only the crossing fetch is held
+        _ = try proxy.request("POST", "/v0/workflows/w/jobs?project_id=p", token: proxy.writeToken)
+        pixxel.state.withLock {
+            $0.details["n1"] = "2026-11-20T12:00:30Z"
+            $0.listed.append(("n1", "2026-11-20T12:00:30Z"))
+        }
+        let seen = try proxy.get("/v0/workflows/w/jobs?id=n1", token: proxy.readToken, headers: [("Cache-Control", "no-cache")])
+        #expect((seen.json?["jobs"] as? [[String: Any]])?.first?["updated_at"] as? String == "2026-11-20T12:00:30Z")
+        crossing.release()
+        _ = try crossing.answer.value()
+        let after = try proxy.get("/v0/workflows/w/jobs?id=n1", token: proxy.readToken)
+        #expect((after.json?["jobs"] as? [[String: Any]])?.first?["updated_at"] as? String == "2026-11-20T12:00:30Z",
+                "\(after.header("Cache-Status") ?? "")")
+        await proxy.stop()
+    }
 }

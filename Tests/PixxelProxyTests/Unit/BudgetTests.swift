@@ -158,6 +158,16 @@ import Upstream
         #expect(refusal == .rateLimited(retryAfter: 5))
     }
 
+    /// A request that spent its deadline on an earlier call (a list, before its detail) makes no
+    /// call, even with tokens and connections free.
+    @Test func aCallWhoseDeadlineHasPassedIsNotMade() {
+        let time = VirtualTime()
+        let budget = UpstreamBudget(scheduler: time, rate: 0, burst: 1, maxQueued: 10, clock: time.clock)
+        var outcome = ""
+        budget.acquire(client: "a", priority: .interactive, deadline: 999, grant: { outcome = "granted" }, refuse: { outcome = "\($0)" })
+        #expect(outcome == "timedOut")
+    }
+
     /// Randomized: calls arriving in bursts, connections that hang and free up together, 429s
     /// with Retry-After, deadlines of every length. Every rule is checked on every run; the
     /// first defect of issue 13 (22 calls in one second at 5/s + burst 5) fails it.

@@ -67,6 +67,14 @@ import Testing
         #expect(prepended.fieldNames(at: 0)?.sorted() == ["created_at", "id"], "projected to the list's fields")
     }
 
+    /// A list too short to tell its order appends, in order, as one write-through at a time
+    /// does (found by review: an empty list took several jobs newest first).
+    @Test func jobsInsertedIntoAnEmptyListKeepTheirOrder() throws {
+        let empty = try #require(JobListDocument(body: Array(#"{"jobs":[]}"#.utf8)))
+        let new = [["id": "n1", "created_at": "2026-11-20T11:00:00Z"], ["id": "n2", "created_at": "2026-11-20T12:00:00Z"]]
+        #expect(try #require(empty.inserting(new, fields: ["id", "created_at"])).jobs.map(\.id) == ["n1", "n2"])
+    }
+
     func ids(_ filters: JobListFilters) throws -> [String] {
         let document = try #require(JobListDocument(body: Self.body))
         let rendered = document.rendered(filters)
