@@ -415,18 +415,12 @@ def render(results, seconds, running):
         lines.append(f"| {r['target']} | {r['requests']} | {r['calls']} | {r['lists']} | {r['details']} | {r['floor']} "
                      f"({r['floor_lists']} + {r['floor_details']}) | {r['calls'] / max(r['floor'], 1):.2f} | "
                      f"{r['stale_share'] * 100:.1f}% | {r['p50']:.1f} s | {r['p99']:.1f} s | {r['max']:.1f} s |")
-    lines.append("")
-    lines.append("All answers by cache outcome:")
-    lines.append("")
-    for r in results:
-        sources = ", ".join(f"{k}: {v}" for k, v in sorted(r["all_sources"].items(), key=lambda kv: -kv[1]))
-        lines.append(f"- {r['target']}: {sources}")
-    lines.append("")
-    lines.append("Stale answers by request kind and cache outcome:")
-    lines.append("")
-    for r in results:
-        sources = ", ".join(f"{k}: {v}" for k, v in sorted(r["by_source"].items(), key=lambda kv: -kv[1]))
-        lines.append(f"- {r['target']}: {sources or 'none'}")
+    for title, field in [("All answers by cache outcome", "all_sources"),
+                         ("Stale answers by request kind and cache outcome", "by_source")]:
+        lines += ["", f"{title}:", ""]
+        for r in results:
+            counts = ", ".join(f"{k}: {v}" for k, v in sorted(r[field].items(), key=lambda kv: -kv[1]))
+            lines.append(f"- {r['target']}: {counts or 'none'}")
     lines.append("")
     return "\n".join(lines) + "\n"
 

@@ -76,16 +76,12 @@ public struct JobListDocument: Sendable {
     }
 
     /// A copy with the job at `index` replaced by `job` projected to `fields` (the list's own
-    /// field set), or with `job` inserted at `index` when `replacing` is false. Only that job's
-    /// bytes are re-encoded; every other byte stays as the upstream sent it.
-    public func updated(at index: Int, replacing: Bool, with job: [String: Any], fields: [String]) -> JobListDocument? {
-        var projected: [String: Any] = [:]
-        for field in fields { projected[field] = job[field] ?? NSNull() }
-        guard let encoded = try? JSONSerialization.data(withJSONObject: projected, options: [.sortedKeys, .withoutEscapingSlashes]) else {
-            return nil
-        }
+    /// field set). Only that job's bytes are re-encoded; every other byte stays as the upstream
+    /// sent it.
+    public func replacing(at index: Int, with job: [String: Any], fields: [String]) -> JobListDocument? {
+        guard let encoded = Self.projected(job, to: fields) else { return nil }
         var pieces = fragments.map { Array(body[$0]) }
-        if replacing { pieces[index] = Array(encoded) } else { pieces.insert(Array(encoded), at: index) }
+        pieces[index] = encoded
         return rebuilt(pieces)
     }
 
@@ -94,12 +90,8 @@ public struct JobListDocument: Sendable {
     public func inserting(_ jobs: [[String: Any]], fields: [String]) -> JobListDocument? {
         var encoded: [[UInt8]] = []
         for job in jobs {
-            var projected: [String: Any] = [:]
-            for field in fields { projected[field] = job[field] ?? NSNull() }
-            guard let data = try? JSONSerialization.data(withJSONObject: projected, options: [.sortedKeys, .withoutEscapingSlashes]) else {
-                return nil
-            }
-            encoded.append(Array(data))
+            guard let bytes = Self.projected(job, to: fields) else { return nil }
+            encoded.append(bytes)
         }
         var pieces = fragments.map { Array(body[$0]) }
         let index = insertionIndexForNewJob
@@ -108,6 +100,13 @@ public struct JobListDocument: Sendable {
         let newestFirst = index == 0 && !self.jobs.isEmpty
         pieces.insert(contentsOf: newestFirst ? encoded.reversed() : encoded, at: index)
         return rebuilt(pieces)
+    }
+
+    /// `job` with exactly `fields` (missing ones null), encoded as a list entry.
+    private static func projected(_ job: [String: Any], to fields: [String]) -> [UInt8]? {
+        var projected: [String: Any] = [:]
+        for field in fields { projected[field] = job[field] ?? NSNull() }
+        return (try? JSONSerialization.data(withJSONObject: projected, options: [.sortedKeys, .withoutEscapingSlashes])).map(Array.init)
     }
 
     private func rebuilt(_ pieces: [[UInt8]]) -> JobListDocument? {

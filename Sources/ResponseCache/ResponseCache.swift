@@ -408,8 +408,12 @@ public final class ResponseCache {
     /// `list` with `detail`'s job added where the upstream puts new jobs, projected to the
     /// list's fields (nil when the list cannot take it).
     static func adding(_ detail: JobDetailDocument, to list: JobListDocument) -> JobListDocument? {
-        let fields = list.jobs.isEmpty ? documentedListFields : (list.fieldNames(at: 0) ?? documentedListFields)
-        return list.updated(at: list.insertionIndexForNewJob, replacing: false, with: detail.object, fields: fields)
+        list.inserting([detail.object], fields: listFields(of: list))
+    }
+
+    /// The fields a job added to `list` takes: those of its first job, or the documented ones.
+    static func listFields(of list: JobListDocument) -> [String] {
+        list.jobs.isEmpty ? documentedListFields : (list.fieldNames(at: 0) ?? documentedListFields)
     }
 
     /// `answer` (a list) with the jobs created through this process since `since` that it lacks
@@ -438,8 +442,7 @@ public final class ResponseCache {
             if let listed = newestListed.peek(detailKey), (best.updatedAt ?? -.infinity) < listed { continue }
             objects.append(best.object())
         }
-        let fields = list.jobs.isEmpty ? Self.documentedListFields : (list.fieldNames(at: 0) ?? Self.documentedListFields)
-        guard !objects.isEmpty, let merged = list.inserting(objects, fields: fields) else { return answer }
+        guard !objects.isEmpty, let merged = list.inserting(objects, fields: Self.listFields(of: list)) else { return answer }
         return CachedAnswer(document: .list(merged), headers: answer.headers, storedAt: answer.storedAt, lifetime: answer.lifetime,
                             freshness: answer.freshness)
     }
@@ -474,7 +477,7 @@ public final class ResponseCache {
               let index = list.index(of: detail.job.id),
               Invalidation.detailUpdatesListEntry(listEntry: list.jobs[index].updatedAt, detail: detail.job.updatedAt),
               let fields = list.fieldNames(at: index),
-              let updated = list.updated(at: index, replacing: true, with: detail.object, fields: fields) else { return }
+              let updated = list.replacing(at: index, with: detail.object, fields: fields) else { return }
         replaceList(cached, with: updated, key: listKey)
         counters.listEntryUpdates += 1
     }

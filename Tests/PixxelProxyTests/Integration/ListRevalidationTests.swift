@@ -1,5 +1,6 @@
 import CacheInvalidation
 import Foundation
+import ProxyConfig
 import Synchronization
 import Testing
 
@@ -7,12 +8,13 @@ import Testing
 /// every unchanged detail; a changed job costs its own call after the list's.
 @Suite struct ListRevalidationTests {
     /// Lists and running jobs with the same 5 s bound, no stale serving (as the harness).
-    static func start(_ pixxel: InvalidationFlowTests.ScriptedPixxel, _ clock: ManualClock,
-                      staleWhileRevalidate: Double = 0) throws -> ProxyHarness {
-        try ProxyHarness(upstreamURL: "http://127.0.0.1:\(pixxel.upstream.port)", clock: clock) {
+    static func start(_ upstreamPort: UInt16, _ clock: ManualClock, staleWhileRevalidate: Double = 0,
+                      configure: (inout ProxySettings) -> Void = { _ in }) throws -> ProxyHarness {
+        try ProxyHarness(upstreamURL: "http://127.0.0.1:\(upstreamPort)", clock: clock) {
             $0.activeJobTTLSeconds = 5
             $0.jobListTTLSeconds = 5
             $0.staleWhileRevalidateSeconds = staleWhileRevalidate
+            configure(&$0)
         }
     }
 
@@ -21,7 +23,7 @@ import Testing
         defer { pixxel.upstream.stop() }
         pixxel.publish(["a", "b", "c"], updatedAt: "2026-11-20T10:00:00Z")
         let clock = ManualClock()
-        let proxy = try Self.start(pixxel, clock)
+        let proxy = try Self.start(pixxel.upstream.port, clock)
         _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
         var first: [String: RawResponse] = [:]
         for job in ["a", "b", "c"] { first[job] = try proxy.get("/v0/workflows/w/jobs/\(job)", token: proxy.readToken) }
@@ -48,7 +50,7 @@ import Testing
         defer { pixxel.upstream.stop() }
         pixxel.publish(["a"], updatedAt: "2026-11-20T10:00:00Z")
         let clock = ManualClock()
-        let proxy = try Self.start(pixxel, clock)
+        let proxy = try Self.start(pixxel.upstream.port, clock)
         _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
         _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
         clock.advance(6)
@@ -62,7 +64,7 @@ import Testing
         defer { pixxel.upstream.stop() }
         pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:00:00Z")
         let clock = ManualClock()
-        let proxy = try Self.start(pixxel, clock)
+        let proxy = try Self.start(pixxel.upstream.port, clock)
         _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
         _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
         clock.advance(6)
@@ -125,7 +127,7 @@ import Testing
         defer { pixxel.upstream.stop() }
         pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:00:00Z")
         let clock = ManualClock()
-        let proxy = try Self.start(pixxel, clock, staleWhileRevalidate: 30)
+        let proxy = try Self.start(pixxel.upstream.port, clock, staleWhileRevalidate: 30)
         _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
         _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
         _ = try proxy.get("/v0/workflows/w/jobs/b", token: proxy.readToken)
@@ -146,11 +148,7 @@ import Testing
         defer { pixxel.upstream.stop() }
         pixxel.publish(["a"], updatedAt: "2026-11-20T10:00:00Z")
         let clock = ManualClock()
-        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(pixxel.upstream.port)", clock: clock) {
-            $0.upstreamTimeoutSeconds = 5
-            $0.activeJobTTLSeconds = 5
-            $0.jobListTTLSeconds = 5
-        }
+        let proxy = try Self.start(pixxel.upstream.port, clock) { $0.upstreamTimeoutSeconds = 5 }
         _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
         _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
         clock.advance(6)
@@ -173,10 +171,8 @@ import Testing
         defer { pixxel.upstream.stop() }
         pixxel.publish(["a"], updatedAt: "2026-11-20T10:00:00Z")
         let clock = ManualClock()
-        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(pixxel.upstream.port)", clock: clock) {
+        let proxy = try Self.start(pixxel.upstream.port, clock) {
             $0.upstreamTimeoutSeconds = 100
-            $0.activeJobTTLSeconds = 5
-            $0.jobListTTLSeconds = 5
             $0.staleIfErrorSeconds = 10
         }
         _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
