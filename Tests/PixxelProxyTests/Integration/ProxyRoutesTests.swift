@@ -145,9 +145,11 @@ import Testing
     }
 
     @Test func anUnreachableUpstreamGives503() async throws {
-        let closed = try FakeUpstream { _ in .close }
-        let port = closed.port
-        closed.stop()
+        // A port bound but not listening refuses connections, and stays ours for the test (a
+        // port closed after use could be taken by another test's server meanwhile: seen in CI,
+        // where it answered 401).
+        let (socket, port) = try boundButNotListening()
+        defer { close(socket) }
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(port)")
         let answer = try proxy.get("/v0/workflows/w/jobs/j", token: proxy.readToken)
         #expect(answer.status == 503)

@@ -5,25 +5,38 @@ import Synchronization
 import Glibc
 #endif
 
-/// A listening TCP socket on 127.0.0.1 with a free port.
-func listenOnLoopback() throws -> (Int32, UInt16) {
-    let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var yes: Int32 = 1
-    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+/// A TCP socket bound to a free port on 127.0.0.1 that does not listen: connecting to it is
+/// refused, and no other server can take the port while it is open.
+func boundButNotListening(reuseAddress: Bool = false) throws -> (Int32, UInt16) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    // Not for the refusing socket: Linux lets another SO_REUSEADDR socket bind a port whose
+    // holder does not listen.
+    if reuseAddress {
+        var yes: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+    }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     let ok = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            bind(listener, $0, length) == 0 && listen(listener, 128) == 0 && getsockname(listener, $0, &length) == 0
-        }
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
     }
     guard ok else {
+        close(fd)
+        throw RawHTTPError(description: "cannot bind on 127.0.0.1")
+    }
+    return (fd, UInt16(bigEndian: address.sin_port))
+}
+
+/// A listening TCP socket on 127.0.0.1 with a free port.
+func listenOnLoopback() throws -> (Int32, UInt16) {
+    let (listener, port) = try boundButNotListening(reuseAddress: true)
+    guard listen(listener, 128) == 0 else {
         close(listener)
         throw RawHTTPError(description: "cannot listen on 127.0.0.1")
     }
-    return (listener, UInt16(bigEndian: address.sin_port))
+    return (listener, port)
 }
 
 /// A TCP server on 127.0.0.1 that the test scripts byte for byte: it records each request
