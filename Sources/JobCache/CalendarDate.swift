@@ -35,15 +35,46 @@ public struct CalendarDate: Sendable, Hashable, Comparable, CustomStringConverti
 
 /// Parsing of the ISO 8601 forms the `created_on` filter accepts.
 public enum ISO8601Text {
-    /// `YYYY-MM-DD`, or a timestamp `YYYY-MM-DD[T ]HH:MM[:SS[.fraction]][Z|±HH:MM|±HHMM]`; for a
-    /// timestamp the date as written (the contract's "its date part"). nil for anything else.
+    /// A date, `YYYY-MM-DD` (extended format) or `YYYYMMDD` (basic format), or a timestamp in
+    /// the same format: `YYYY-MM-DD[T ]HH:MM[:SS[.fraction]][zone]` or
+    /// `YYYYMMDDTHHMM[SS[.fraction]][zone]`, the zone `Z`, `±HH`, `±HH:MM` or `±HHMM`. For a
+    /// timestamp, the date as written (the contract's "its date part"). ISO 8601 does not mix
+    /// the two formats in one representation, so neither does this. nil for anything else.
     public static func datePart(of text: String) -> CalendarDate? {
         let bytes = Array(text.utf8)
-        guard bytes.count >= 10, let date = date(bytes, at: 0) else { return nil }
-        if bytes.count == 10 { return date }
-        guard bytes[10] == UInt8(ascii: "T") || bytes[10] == UInt8(ascii: "t") || bytes[10] == UInt8(ascii: " "),
-              isTime(bytes[11...]) else { return nil }
+        if bytes.count >= 10, let date = date(bytes, at: 0) {
+            if bytes.count == 10 { return date }
+            guard bytes[10] == UInt8(ascii: "T") || bytes[10] == UInt8(ascii: "t") || bytes[10] == UInt8(ascii: " "),
+                  isTime(bytes[11...]) else { return nil }
+            return date
+        }
+        guard bytes.count >= 8, let date = basicDate(bytes) else { return nil }
+        if bytes.count == 8 { return date }
+        guard bytes[8] == UInt8(ascii: "T") || bytes[8] == UInt8(ascii: "t"), isBasicTime(bytes[9...]) else { return nil }
         return date
+    }
+
+    /// `YYYYMMDD` at the start of `bytes`.
+    static func basicDate(_ bytes: [UInt8]) -> CalendarDate? {
+        guard let year = digits(bytes[0..<4]), let month = digits(bytes[4..<6]), let day = digits(bytes[6..<8]) else { return nil }
+        return CalendarDate(year: year, month: month, day: day)
+    }
+
+    /// `HHMM[SS[.fraction]]` then an optional zone (basic format).
+    static func isBasicTime(_ bytes: ArraySlice<UInt8>) -> Bool {
+        var rest = bytes
+        guard let hour = digits(rest.prefix(2)), hour < 24, rest.count >= 4,
+              let minute = digits(rest.dropFirst(2).prefix(2)), minute < 60 else { return false }
+        rest = rest.dropFirst(4)
+        if let second = digits(rest.prefix(2)), rest.count >= 2 {
+            guard second <= 60 else { return false }
+            rest = rest.dropFirst(2)
+            if rest.first == UInt8(ascii: ".") || rest.first == UInt8(ascii: ",") {
+                guard let after = afterFraction(rest) else { return false }
+                rest = after
+            }
+        }
+        return isZone(rest)
     }
 
     static func date(_ bytes: [UInt8], at start: Int) -> CalendarDate? {
@@ -63,11 +94,22 @@ public enum ISO8601Text {
             guard let second = digits(rest.dropFirst().prefix(2)), second <= 60 else { return false }
             rest = rest.dropFirst(3)
             if rest.first == UInt8(ascii: ".") || rest.first == UInt8(ascii: ",") {
-                let fraction = rest.dropFirst().prefix { $0 >= 0x30 && $0 <= 0x39 }
-                guard !fraction.isEmpty, fraction.count <= 12 else { return false }
-                rest = rest.dropFirst(1 + fraction.count)
+                guard let after = afterFraction(rest) else { return false }
+                rest = after
             }
         }
+        return isZone(rest)
+    }
+
+    /// What follows `.fraction` (1 to 12 digits) at the start of `bytes`; nil if it is malformed.
+    static func afterFraction(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
+        let fraction = bytes.dropFirst().prefix { $0 >= 0x30 && $0 <= 0x39 }
+        guard !fraction.isEmpty, fraction.count <= 12 else { return nil }
+        return bytes.dropFirst(1 + fraction.count)
+    }
+
+    /// Nothing, `Z`, or `±HH`, `±HH:MM`, `±HHMM`.
+    static func isZone(_ rest: ArraySlice<UInt8>) -> Bool {
         if rest.isEmpty { return true }
         if rest.count == 1 && (rest.first == UInt8(ascii: "Z") || rest.first == UInt8(ascii: "z")) { return true }
         guard rest.first == UInt8(ascii: "+") || rest.first == UInt8(ascii: "-") else { return false }
