@@ -89,11 +89,17 @@ public final class HTTPClient {
     let tls: TLSClientContext?
     let limits: ClientLimits
     private var idle: [ClientConnection] = []
-    private var openCount = 0
+    /// Shared with a `StreamingClient` to the same origin: connections open at once, both kinds.
+    let allowance: ConnectionAllowance
+    private var openCount = 0 {
+        didSet { allowance.buffered = openCount }
+    }
     private var queue: [ClientCall] = []
     private var closed = false
 
-    public init(loop: EventLoop, host: String, port: UInt16, tls: TLSClientContext?, limits: ClientLimits) {
+    public init(loop: EventLoop, host: String, port: UInt16, tls: TLSClientContext?, limits: ClientLimits,
+                allowance: ConnectionAllowance? = nil) {
+        self.allowance = allowance ?? ConnectionAllowance(maxConnections: limits.maxConnections)
         self.loop = loop
         self.host = host
         self.port = port
@@ -128,7 +134,7 @@ public final class HTTPClient {
     /// Whether a request sent now would start at once (an idle connection, or room for a new
     /// one, and nobody queued ahead of it).
     public var canStartNow: Bool {
-        queue.isEmpty && (idle.contains { $0.isUsable } || openCount < limits.maxConnections)
+        queue.isEmpty && (idle.contains { $0.isUsable } || allowance.canOpenBuffered)
     }
 
     /// Called (on the loop) each time a request ends and its connection is free or gone, so
@@ -156,12 +162,31 @@ public final class HTTPClient {
     private func dispatch(_ call: ClientCall) -> Bool {
         if let connection = takeIdleConnection() {
             start(call, on: connection)
-        } else if openCount < limits.maxConnections {
+        } else if allowance.canOpenBuffered {
             openCount += 1
             start(call, on: ClientConnection(client: self))
         } else {
             return false
         }
+        return true
+    }
+
+    /// A streamed transfer freed a connection: queued calls may start.
+    func capacityFreed() {
+        while !queue.isEmpty, allowance.canOpenBuffered || idle.contains(where: { $0.isUsable }) {
+            let next = queue.removeFirst()
+            if !dispatch(next) {
+                queue.insert(next, at: 0)
+                break
+            }
+        }
+        onCapacity?()
+    }
+
+    /// Closes one idle connection so that a streamed transfer may open one; false if none.
+    func closeOneIdle() -> Bool {
+        guard let connection = idle.popLast() else { return false }
+        discard(connection)
         return true
     }
 

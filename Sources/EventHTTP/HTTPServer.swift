@@ -55,6 +55,8 @@ public final class HTTPServer {
     /// nobody can make the server buffer a body it would refuse anyway).
     /// It is given the head and the client's address.
     public var admit: ((RequestParser.Head, String) -> HeadRefusal?)?
+    /// How the body of a request is read (default: whole, before the handler sees it).
+    public var bodyReading: ((RequestParser.Head) -> BodyReading)?
     /// Called each time the server has nothing in flight and nothing left to write (drain
     /// waits on it: stopping the loop earlier would drop answers still in the output buffers).
     public var onIdle: (() -> Void)?

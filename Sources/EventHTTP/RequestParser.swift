@@ -53,7 +53,7 @@ public enum RequestParser {
                                               : .incomplete
         }
         guard end <= maxHeadBytes else { return .invalid(status: 431, message: "the request head is larger than \(maxHeadBytes) bytes") }
-        var lines = LineScanner(bytes: bytes, position: start, end: end)
+        var lines = HeadLines(bytes: bytes, position: start, end: end)
         guard let requestLine = lines.next() else { return .invalid(status: 400, message: "no request line") }
         // The request line sets the line ending; a head that mixes CRLF and bare LF is two
         // requests to one reader and one to another (RFC 9112, 2.2).
@@ -318,7 +318,10 @@ public enum RequestParser {
         }
 
         public let maxBodyBytes: Int
+        /// The body decoded so far (empty when `feed` is given an `emit` closure).
         public private(set) var body: [UInt8] = []
+        /// Bytes of body decoded so far.
+        public private(set) var decodedBytes = 0
         public private(set) var progress = Progress.needMore
         private var stage = Stage.sizeLine
 
@@ -327,8 +330,9 @@ public enum RequestParser {
         }
 
         /// Takes what it can from `bytes` (the unconsumed input, in order) and returns how
-        /// many bytes it consumed; `progress` says what comes next.
-        public mutating func feed(_ bytes: UnsafeRawBufferPointer) -> Int {
+        /// many bytes it consumed; `progress` says what comes next. With `emit`, each piece of
+        /// body data goes to it as it is decoded (a streamed body) instead of into `body`.
+        public mutating func feed(_ bytes: UnsafeRawBufferPointer, emit: ((UnsafeRawBufferPointer) -> Void)? = nil) -> Int {
             var index = 0
             while progress == .needMore {
                 switch stage {
@@ -349,13 +353,18 @@ public enum RequestParser {
                         progress = .invalid
                         return index
                     }
-                    guard size <= maxBodyBytes - body.count else { progress = .tooLarge; return index }
+                    guard size <= maxBodyBytes - decodedBytes else { progress = .tooLarge; return index }
                     index = line.upperBound + 2
                     stage = size == 0 ? .trailerLine(count: 0) : .data(remaining: size)
                 case .data(let remaining):
                     let available = min(remaining, bytes.count - index)
                     guard available > 0 else { return index }
-                    body.append(contentsOf: bytes[index..<(index + available)])
+                    if let emit {
+                        emit(UnsafeRawBufferPointer(rebasing: bytes[index..<(index + available)]))
+                    } else {
+                        body.append(contentsOf: bytes[index..<(index + available)])
+                    }
+                    decodedBytes += available
                     index += available
                     stage = remaining == available ? .dataEnd : .data(remaining: remaining - available)
                 case .dataEnd:
@@ -503,8 +512,9 @@ public enum RequestParser {
 private let cr = UInt8(ascii: "\r"), lf = UInt8(ascii: "\n"), space = UInt8(ascii: " "), tab = UInt8(ascii: "\t")
 private let slash = UInt8(ascii: "/")
 
+extension RequestParser {
 /// The lines of a head, without their line endings (CRLF or LF), and which ending each had.
-private struct LineScanner {
+struct HeadLines {
     let bytes: UnsafeRawBufferPointer
     var position: Int
     let end: Int
@@ -517,6 +527,7 @@ private struct LineScanner {
         defer { position = newline + 1 }
         return (position..<lineEnd, endedWithCR)
     }
+}
 }
 
 /// Percent-escapes in a piece of a target or authority: each `%` followed by two hex digits.
@@ -546,7 +557,7 @@ private extension Range<Int> {
     }
 }
 
-private extension Substring {
+extension Substring {
     var trimmingSpaces: Substring {
         let start = firstIndex { $0 != " " && $0 != "\t" } ?? endIndex
         let end = lastIndex { $0 != " " && $0 != "\t" }.map { index(after: $0) } ?? start

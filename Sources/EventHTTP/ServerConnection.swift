@@ -34,8 +34,21 @@ final class ServerConnection {
     /// Past this much unsent output, pipelined requests wait until the client reads.
     private static let outputHighWater = 4 << 20
     private static let maxSingleWrite = 1 << 20
+    /// Input read ahead of a streamed body's consumer: past it, TCP slows the client down.
+    private static let streamedReadHighWater = 256 << 10
+    /// A request body streamed to the handler while it is handled, and its head.
+    private var bodyStream: RequestBodyStream?
+    private var bodyStreamHead: RequestParser.Head?
+    /// An answer whose body is being written as it is produced.
+    private var responseStream: ResponseStream?
 
     var isOpen: Bool { bufferEvent != nil }
+
+    /// Bytes written and not yet sent to the client.
+    var pendingOutput: Int {
+        guard let bufferEvent else { return 0 }
+        return evbuffer_get_length(bufferevent_get_output(bufferEvent))
+    }
 
     init(server: HTTPServer, bufferEvent: OpaquePointer, peer: String) {
         self.server = server
@@ -74,13 +87,22 @@ final class ServerConnection {
             unflushedAnswers = 0
             server?.answersFlushed(lost)
             if awaitingAnswer, let current { current.clientGone() }
+            if let stream = bodyStream {
+                bodyStream = nil
+                stream.finish(.failure(.clientGone))
+            }
+            if let stream = responseStream {
+                responseStream = nil
+                server?.requestAnswered(awaitingFlush: false)
+                stream.clientGone()
+            }
             server?.connectionClosed(self)
         }
     }
 
     private func event(_ events: Int16) {
         if events & Int16(BEV_EVENT_TIMEOUT) != 0, events & Int16(BEV_EVENT_READING) != 0, awaitingAnswer,
-           let bufferEvent {
+           bodyStream?.isReading != true, let bufferEvent {
             // The client waits for an answer that takes a while (an upstream call): not idle.
             // Reading stays on to notice the client leaving.
             bufferevent_enable(bufferEvent, Int16(EV_READ))
@@ -91,6 +113,10 @@ final class ServerConnection {
     }
 
     private func outputDrained() {
+        if let responseStream {
+            // Below the low-water mark: the producer may write again.
+            return responseStream.drained()
+        }
         let flushed = unflushedAnswers
         unflushedAnswers = 0
         if closeAfterFlush {
@@ -107,6 +133,11 @@ final class ServerConnection {
         guard !processing else { return }
         processing = true
         defer { processing = false }
+        if let stream = bodyStream {
+            feed(stream)
+            // The next request's head comes after this body.
+            if bodyStream != nil { return }
+        }
         while let bufferEvent, !awaitingAnswer, !closeAfterFlush {
             if evbuffer_get_length(bufferevent_get_output(bufferEvent)) > Self.outputHighWater { return }
             let input = bufferevent_get_input(bufferEvent)!
@@ -127,8 +158,10 @@ final class ServerConnection {
                 return refuse(status, message)
             case .complete(let head, let headLength):
                 evbuffer_drain(input, headLength)
-                if let declared = head.contentLength, declared > limits.maxBodyBytes {
-                    return refuse(413, "the request body is larger than \(limits.maxBodyBytes) bytes")
+                let reading = head.hasBody ? server?.bodyReading?(head) ?? .whole : .whole
+                let limit = if case .streamed(let maxBytes) = reading { maxBytes } else { limits.maxBodyBytes }
+                if let declared = head.contentLength, declared > limit {
+                    return refuse(413, "the request body is larger than \(limit) bytes")
                 }
                 guard head.hasBody else {
                     dispatch(head, body: [])
@@ -137,6 +170,10 @@ final class ServerConnection {
                 // Nobody's body is read (nor 100 Continue sent) before the head is admitted.
                 if let refusal = server?.admit?(head, peer) {
                     return refuse(refusal)
+                }
+                if reading != .whole {
+                    startBodyStream(head, maxBytes: limit)
+                    continue
                 }
                 pendingHead = head
                 chunkedBody = head.isChunked ? RequestParser.ChunkedDecoder(maxBodyBytes: limits.maxBodyBytes) : nil
@@ -193,6 +230,142 @@ final class ServerConnection {
         return true
     }
 
+    // MARK: Streamed request bodies
+
+    /// Hands the request to the server at once; its body follows through `bodyStream`.
+    private func startBodyStream(_ head: RequestParser.Head, maxBytes: Int) {
+        guard let bufferEvent else { return }
+        let framing: RequestBodyStream.Framing = head.isChunked
+            ? .chunked(RequestParser.ChunkedDecoder(maxBodyBytes: maxBytes)) : .length(remaining: head.contentLength ?? 0)
+        let stream = RequestBodyStream(connection: self, framing: framing)
+        bodyStream = stream
+        bodyStreamHead = head
+        sentContinue = false
+        // A small read-ahead: a consumer that pauses slows the client down instead of
+        // letting this connection buffer megabytes. The idle timeout still applies.
+        bufferevent_setwatermark(bufferEvent, Int16(EV_READ), 0, Self.streamedReadHighWater)
+        dispatch(head, body: [], bodyStream: stream)
+    }
+
+    /// The consumer of `stream` started or resumed reading.
+    func bodyWanted(_ stream: RequestBodyStream) {
+        guard stream === bodyStream, let bufferEvent, let head = bodyStreamHead else { return }
+        if evbuffer_get_length(bufferevent_get_input(bufferEvent)) == 0 { sendContinueIfAsked(head) }
+        if !processing {
+            processInput()
+        } else {
+            feed(stream)
+        }
+    }
+
+    /// Moves whatever body the input holds to the stream's consumer, while it reads.
+    private func feed(_ stream: RequestBodyStream) {
+        while let bufferEvent, stream === bodyStream, stream.isReading {
+            let input = bufferevent_get_input(bufferEvent)!
+            let available = evbuffer_get_length(input)
+            switch stream.framing {
+            case .length(let remaining):
+                if remaining > 0 {
+                    guard available > 0 else { return }
+                    let taken = min(remaining, available)
+                    evbuffer_remove_buffer(input, stream.scratch, taken)
+                    stream.framing = .length(remaining: remaining - taken)
+                    stream.deliver()
+                }
+                if case .length(0) = stream.framing { endBodyStream(.success(())) }
+            case .chunked(var decoder):
+                guard available > 0, let start = evbuffer_pullup(input, -1) else { return }
+                let scratch = stream.scratch
+                let consumed = decoder.feed(UnsafeRawBufferPointer(start: start, count: available)) { piece in
+                    _ = evbuffer_add(scratch, piece.baseAddress, piece.count)
+                }
+                evbuffer_drain(input, consumed)
+                stream.framing = .chunked(decoder)
+                stream.deliver()
+                switch decoder.progress {
+                case .needMore: if consumed == 0 { return }
+                case .done: endBodyStream(.success(()))
+                case .tooLarge: endBodyStream(.failure(.tooLarge))
+                case .invalid: endBodyStream(.failure(.invalidFraming))
+                }
+            }
+        }
+    }
+
+    private func endBodyStream(_ result: Result<Void, BodyStreamError>) {
+        guard let stream = bodyStream, let bufferEvent else { return }
+        bodyStream = nil
+        bodyStreamHead = nil
+        if case .failure = result {
+            // What follows in the input is not a request: nothing more is read.
+            closeAfterFlush = true
+        }
+        bufferevent_setwatermark(bufferEvent, Int16(EV_READ), 0, readHighWater)
+        stream.finish(result)
+    }
+
+    // MARK: Streamed answers
+
+    /// Writes the head of a streamed answer; its body follows through `stream`.
+    func beginStreamed(head: [UInt8], stream: ResponseStream) -> Bool {
+        current = nil
+        guard let bufferEvent, responseStream == nil else { return false }
+        responseStream = stream
+        let output = bufferevent_get_output(bufferEvent)!
+        head.withUnsafeBytes { _ = evbuffer_add(output, $0.baseAddress, $0.count) }
+        // The producer is told to write again once the client has read down to this.
+        bufferevent_setwatermark(bufferEvent, Int16(EV_WRITE), ResponseStream.lowWater, 0)
+        return true
+    }
+
+    func writeStreamed(_ buffer: OpaquePointer, chunked: Bool) {
+        guard let bufferEvent else { return }
+        let output = bufferevent_get_output(bufferEvent)!
+        if chunked {
+            let sizeLine = String(evbuffer_get_length(buffer), radix: 16) + "\r\n"
+            _ = evbuffer_add(output, sizeLine, sizeLine.utf8.count)
+            evbuffer_add_buffer(output, buffer)
+            _ = evbuffer_add(output, "\r\n", 2)
+        } else {
+            evbuffer_add_buffer(output, buffer)
+        }
+    }
+
+    /// The streamed answer is whole: the next request may be read once it is out.
+    func endStreamed(_ stream: ResponseStream, terminator: Bool) {
+        guard stream === responseStream else { return }
+        finishStreamed(close: false, terminator: terminator)
+    }
+
+    /// The streamed answer cannot be completed: the connection closes once what was written
+    /// is out, without a terminator, so the client sees the answer broken.
+    func abortStreamed(_ stream: ResponseStream) {
+        guard stream === responseStream else { return }
+        finishStreamed(close: true, terminator: false)
+    }
+
+    private func finishStreamed(close: Bool, terminator: Bool) {
+        responseStream = nil
+        guard let bufferEvent else { return }
+        bufferevent_setwatermark(bufferEvent, Int16(EV_WRITE), 0, 0)
+        if terminator { _ = evbuffer_add(bufferevent_get_output(bufferEvent), "0\r\n\r\n", 5) }
+        awaitingAnswer = false
+        unflushedAnswers += 1
+        // A request body not read to its end leaves bytes that are not a request.
+        if close || streamedAnswerCloses || bodyStream != nil {
+            bodyStream?.finish(.failure(.clientGone))
+            bodyStream = nil
+            closeAfterFlush = true
+            bufferevent_disable(bufferEvent, Int16(EV_READ))
+        }
+        server?.requestAnswered(awaitingFlush: true)
+        // With nothing left to send, the write callback will not come: look at the input now.
+        if evbuffer_get_length(bufferevent_get_output(bufferEvent)) == 0 { outputDrained() } else { answered() }
+    }
+
+    /// The streamed answer's head said `Connection: close`.
+    var streamedAnswerCloses = false
+
     private func sendContinueIfAsked(_ head: RequestParser.Head) {
         guard head.expectsContinue, head.minorVersion == 1, !sentContinue, let bufferEvent else { return }
         sentContinue = true
@@ -200,10 +373,11 @@ final class ServerConnection {
         _ = bufferevent_write(bufferEvent, line, line.utf8.count)
     }
 
-    private func dispatch(_ head: RequestParser.Head, body: [UInt8]) {
+    private func dispatch(_ head: RequestParser.Head, body: [UInt8], bodyStream: RequestBodyStream? = nil) {
         requestDeadline = nil
         guard let server else { return }
-        let request = ServerRequest(head: head, body: body, peer: peer, connection: self, server: server)
+        streamedAnswerCloses = false
+        let request = ServerRequest(head: head, body: body, bodyStream: bodyStream, peer: peer, connection: self, server: server)
         current = request
         awaitingAnswer = true
         server.dispatch(request)
@@ -216,6 +390,14 @@ final class ServerConnection {
         awaitingAnswer = false
         current = nil
         guard let bufferEvent else { return false }
+        var close = close
+        if let stream = bodyStream {
+            // Answered before its body was all read: the rest is never read.
+            bodyStream = nil
+            bodyStreamHead = nil
+            close = true
+            stream.finish(.failure(.clientGone))
+        }
         let output = bufferevent_get_output(bufferEvent)!
         head.withUnsafeBytes { _ = evbuffer_add(output, $0.baseAddress, $0.count) }
         switch body {

@@ -15,8 +15,12 @@ public final class ServerRequest {
     /// The request target as sent: path and query, percent-encoding untouched.
     public let uri: String
     public let headers: HTTPHeaders
-    /// The request body (bounded by `ServerLimits.maxBodyBytes`).
+    /// The request body (bounded by `ServerLimits.maxBodyBytes`); empty when it is streamed.
     public let body: [UInt8]
+    /// The body, when the server streams it (`HTTPServer.bodyReading`): read it from here.
+    public let bodyStream: RequestBodyStream?
+    /// The HTTP minor version the client spoke.
+    public var httpMinorVersion: Int { minorVersion }
     /// The client's address, for logs.
     public let peer: String
     private let minorVersion: Int
@@ -26,11 +30,13 @@ public final class ServerRequest {
     /// Called once if the client's connection closes before the answer.
     public var onClientGone: (() -> Void)?
 
-    init(head: RequestParser.Head, body: [UInt8], peer: String, connection: ServerConnection, server: HTTPServer) {
+    init(head: RequestParser.Head, body: [UInt8], bodyStream: RequestBodyStream?, peer: String, connection: ServerConnection,
+         server: HTTPServer) {
         knownMethod = head.knownMethod
         uri = head.target
         headers = head.headers
         self.body = body
+        self.bodyStream = bodyStream
         self.peer = peer
         minorVersion = head.minorVersion
         keepAlive = head.keepAlive
@@ -64,6 +70,53 @@ public final class ServerRequest {
         send(status: status, reason: nil, headerLines: headerLines, addDate: addDate, body: .shared(body), close: false)
     }
 
+    /// Starts an answer whose body follows through the returned stream (nil when the client
+    /// has gone). `length`: the body's `Content-Length` if known; otherwise the body is chunked
+    /// (HTTP/1.1) or ends with the connection (HTTP/1.0). For HEAD, 204 and 304 no body is sent
+    /// and `length` is the `Content-Length` to declare. Header fields as for `respond`.
+    public func startStreamedAnswer(status: Int, reason: String? = nil, headers: HTTPHeaders, length: StreamedLength) -> ResponseStream? {
+        guard !answered else { return nil }
+        answered = true
+        onClientGone = nil
+        guard let server else { return nil }
+        let connection = self.connection
+        self.connection = nil
+        guard let connection, connection.isOpen, !isClientGone else {
+            server.requestAnswered(awaitingFlush: false)
+            return nil
+        }
+        let bodiless = (100..<200).contains(status) || status == 204 || status == 304 || knownMethod == .head
+        let chunked = !bodiless && length == .unknown && minorVersion == 1
+        let requestedClose = headers.values("Connection").contains { $0.caseInsensitiveEquals("close") }
+        // A body that ends with the connection, or a request body not all read yet, ends it.
+        let close = requestedClose || !keepAlive || server.isDraining || (!bodiless && length == .unknown && !chunked)
+            || bodyStream?.isComplete == false
+        let wire = headers.wireLines()
+        var head = statusLine(status, reason)
+        head += wire.lines
+        if chunked {
+            head += Array("Transfer-Encoding: chunked\r\n".utf8)
+        } else if case .known(let count) = length, status != 204, !(100..<200).contains(status) {
+            head += contentLengthPrefix
+            head += String(count).utf8
+            head += crlf
+        }
+        if !wire.hasDate { head += server.currentDateLine() }
+        if close {
+            head += connectionClose
+        } else if minorVersion == 0 {
+            head += connectionKeepAlive
+        }
+        head += crlf
+        let stream = ResponseStream(connection: connection, length: bodiless ? .known(0) : length, chunked: chunked, bodiless: bodiless)
+        connection.streamedAnswerCloses = close
+        guard connection.beginStreamed(head: head, stream: stream) else {
+            server.requestAnswered(awaitingFlush: false)
+            return nil
+        }
+        return stream
+    }
+
     private func send(status: Int, reason: String?, headerLines: [UInt8], addDate: Bool, body: ResponseBody, close requestedClose: Bool,
                       headContentLength: HeadContentLength = .ofBody) {
         guard !answered else { return }
@@ -76,7 +129,7 @@ public final class ServerRequest {
             server.requestAnswered(awaitingFlush: false)
             return
         }
-        let close = requestedClose || !keepAlive || server.isDraining
+        let close = requestedClose || !keepAlive || server.isDraining || bodyStream?.isComplete == false
         let hasBody = !(100..<200).contains(status) && status != 204 && status != 304
         let sendsBody = hasBody && knownMethod != .head && body.count > 0
         // The head is assembled in the server's reusable buffer, then copied out once.

@@ -6,6 +6,8 @@ public struct ProxySettings: Sendable, Equatable {
     public var listenTimeoutSeconds = 30.0
     public var listenMaxHeaderBytes = 16_384
     public var listenMaxBodyBytes = 10 << 20
+    /// 0: no limit.
+    public var listenMaxUploadBytes = 1 << 30
     public var listenDrainSeconds = 10.0
 
     public var upstreamURL = UpstreamURL(scheme: .https, host: "api.pixxel.space", port: 443, basePath: "")

@@ -137,6 +137,7 @@ extension ProxySettings {
             "listen.timeout_seconds: \(listenTimeoutSeconds)",
             "listen.max_header_bytes: \(listenMaxHeaderBytes)",
             "listen.max_body_bytes: \(listenMaxBodyBytes)",
+            "listen.max_upload_bytes: \(listenMaxUploadBytes)",
             "listen.drain_seconds: \(listenDrainSeconds)",
             "upstream.url: \(upstreamURL)",
             "upstream.api_key: \(upstreamAPIKey.map { "<redacted> (from \($0.origin))" } ?? "(none: upstream calls carry no key)")",

@@ -86,6 +86,9 @@ public enum SettingsParser {
         Key(name: "listen.max_body_bytes", summary: "largest request body, larger gets 413 (default 10485760 bytes)") { s, raw throws(SettingsError) in
             s.listenMaxBodyBytes = try integer(raw, "listen.max_body_bytes", in: 0...1 << 30)
         },
+        Key(name: "listen.max_upload_bytes", summary: "largest request body streamed through on a pass-through route, larger gets 413; 0 = no limit (default 1073741824 bytes)") { s, raw throws(SettingsError) in
+            s.listenMaxUploadBytes = try integer(raw, "listen.max_upload_bytes", in: 0...(1 << 50))
+        },
         Key(name: "listen.drain_seconds", summary: "on SIGTERM, how long in-flight requests may take to finish (default 10 s)") { s, raw throws(SettingsError) in
             s.listenDrainSeconds = try seconds(raw, "listen.drain_seconds", allowZero: true)
         },

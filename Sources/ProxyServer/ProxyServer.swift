@@ -117,6 +117,7 @@ public final class ProxyServer: @unchecked Sendable {
             self.handle(request)
         }
         httpServer?.admit = { [unowned self] head, peer in self.admit(head, peer: peer) }
+        httpServer?.bodyReading = { [unowned self] head in self.bodyReading(for: head) }
     }
 
     static func loadClients(_ settings: ProxySettings) throws -> [ClientRecord] {

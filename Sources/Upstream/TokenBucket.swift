@@ -102,9 +102,23 @@ public struct FairQueue<Item> {
         return nil
     }
 
+    /// The item `pop` would return, left in place.
+    public func peek() -> Item? {
+        for p in 0..<queues.count {
+            guard let client = turns[p].first else { continue }
+            return queues[p][client]?.first
+        }
+        return nil
+    }
+
     /// The smallest value of `key` over the items queued (nil when empty).
     public func earliest(by key: (Item) -> Double) -> Double? {
         queues.flatMap { $0.values.flatMap { $0 } }.map(key).min()
+    }
+
+    /// Whether any queued item satisfies `predicate`.
+    public func contains(where predicate: (Item) -> Bool) -> Bool {
+        queues.contains { $0.values.contains { $0.contains(where: predicate) } }
     }
 
     /// Removes and returns every item for which `predicate` holds (expired waiters).

@@ -50,11 +50,15 @@ public final class UpstreamBudget {
         let deadline: Double
         /// False: the caller has something else to give (stale data) and is not to wait out a pause.
         let waitsDuringPause: Bool
+        /// The caller holds its connection already (a streamed transfer): `canStart` is not asked.
+        let holdsConnection: Bool
         let grant: () -> Void
         let refuse: (Refusal) -> Void
-        init(deadline: Double, waitsDuringPause: Bool, grant: @escaping () -> Void, refuse: @escaping (Refusal) -> Void) {
+        init(deadline: Double, waitsDuringPause: Bool, holdsConnection: Bool, grant: @escaping () -> Void,
+             refuse: @escaping (Refusal) -> Void) {
             self.deadline = deadline
             self.waitsDuringPause = waitsDuringPause
+            self.holdsConnection = holdsConnection
             self.grant = grant
             self.refuse = refuse
         }
@@ -99,7 +103,8 @@ public final class UpstreamBudget {
     /// `refuse` runs with a Retry-After when it cannot go before `deadline` (at the deadline at
     /// the latest, never after), when the queue is full, or at once during an upstream pause
     /// when the caller has something else to give (`waitsDuringPause` false: stale data).
-    public func acquire(client: String, priority: Priority, deadline: Double, waitsDuringPause: Bool = true,
+    /// `holdsConnection`: the caller has its connection already, so no free one is needed.
+    public func acquire(client: String, priority: Priority, deadline: Double, waitsDuringPause: Bool = true, holdsConnection: Bool = false,
                         grant: @escaping () -> Void, refuse: @escaping (Refusal) -> Void) {
         let now = clock()
         // A request whose deadline has passed (it spent it on an earlier call) makes no call.
@@ -112,7 +117,7 @@ public final class UpstreamBudget {
                 refused += 1
                 return refuse(.rateLimited(retryAfter: pausedUntil - now))
             }
-        } else if queue.count == 0, canStart?() ?? true, bucket.take(now: now) {
+        } else if queue.count == 0, holdsConnection || canStart?() ?? true, bucket.take(now: now) {
             return grant()
         }
         guard queue.count < maxQueued else {
@@ -123,7 +128,8 @@ public final class UpstreamBudget {
             let retryAfter = pausedUntil > now ? pausedUntil - now : max(1, Double(queue.count) / max(bucket.rate, 1))
             return refuse(.rateLimited(retryAfter: retryAfter))
         }
-        queue.push(Waiter(deadline: deadline, waitsDuringPause: waitsDuringPause, grant: grant, refuse: refuse), client: client, priority: priority)
+        queue.push(Waiter(deadline: deadline, waitsDuringPause: waitsDuringPause, holdsConnection: holdsConnection, grant: grant,
+                          refuse: refuse), client: client, priority: priority)
         scheduleWake()
     }
 
@@ -157,7 +163,7 @@ public final class UpstreamBudget {
         let now = clock()
         var nextGrant = max(pausedUntil - now, bucket.secondsUntilToken(now: now), 0)
         // Tokens but no free connection: `capacityFreed` wakes the queue, not a timer.
-        if nextGrant == 0, !(canStart?() ?? true) { nextGrant = .infinity }
+        if nextGrant == 0, !queue.contains(where: \.holdsConnection), !(canStart?() ?? true) { nextGrant = .infinity }
         let firstDeadline = (queue.earliest(by: \.deadline) ?? .infinity) - now
         let delay = min(nextGrant, max(firstDeadline, 0))
         guard delay.isFinite else { return }
@@ -182,8 +188,20 @@ public final class UpstreamBudget {
             refused += 1
             waiter.refuse(waitsForBudget(now: now) ? .rateLimited(retryAfter: max(pausedUntil - now, 1)) : .timedOut)
         }
-        while pausedUntil <= now, queue.count > 0, canStart?() ?? true, bucket.take(now: now), let waiter = queue.pop() {
+        while pausedUntil <= now, let next = queue.peek(), next.holdsConnection || canStart?() ?? true, bucket.take(now: now),
+              let waiter = queue.pop() {
             waiter.grant()
+        }
+        // The first in line waits for a connection; those that hold theirs need none and are
+        // not held behind it (with one connection, it may be the one they hold).
+        while pausedUntil <= now, queue.contains(where: \.holdsConnection), bucket.take(now: now) {
+            var taken = false
+            let waiter = queue.removeAll { waiter in
+                guard !taken, waiter.holdsConnection else { return false }
+                taken = true
+                return true
+            }
+            waiter.first?.grant()
         }
         scheduleWake()
     }

@@ -45,12 +45,36 @@ public final class UpstreamClient {
     private let endpoint: UpstreamEndpoint
     private let apiKey: String?
     private let http: HTTPClient
+    /// Pass-through transfers, streamed both ways; they share `http`'s connection allowance.
+    private let streaming: StreamingClient
 
     public init(loop: EventLoop, endpoint: UpstreamEndpoint, apiKey: String?, limits: ClientLimits) throws {
         self.endpoint = endpoint
         self.apiKey = apiKey
         let tls = endpoint.useTLS ? try TLSClientContext(caFile: endpoint.caFile) : nil
         http = HTTPClient(loop: loop, host: endpoint.host, port: endpoint.port, tls: tls, limits: limits)
+        streaming = StreamingClient(loop: loop, host: endpoint.host, port: endpoint.port, tls: tls,
+                                    limits: StreamLimits(headTimeoutSeconds: limits.timeoutSeconds, idleTimeoutSeconds: limits.timeoutSeconds,
+                                                         maxHeadBytes: limits.maxResponseHeaderBytes, maxQueued: limits.maxQueued),
+                                    sharingWith: http)
+    }
+
+    /// Streamed transfers running now, and waiting for a connection.
+    public var streamsRunning: Int { streaming.running }
+    public var streamsQueued: Int { streaming.queued }
+
+    /// Holds a connection for a streamed transfer (see `StreamingClient.reserve`).
+    public func reserveStream(timeoutSeconds: Double, granted: @escaping (StreamingClient.Slot) -> Void,
+                              refused: @escaping (UpstreamFailure) -> Void) {
+        streaming.reserve(timeoutSeconds: timeoutSeconds, granted: granted, refused: { refused(Self.failure(for: $0)) })
+    }
+
+    /// The request as it goes upstream for a streamed transfer: the base path, the encoded
+    /// path and query, and the client's fields with the stored key.
+    public func relayRequest(method: HTTPMethod, path: String, rawQuery: String?, clientHeaders: HTTPHeaders) -> RelayRequest {
+        var target = endpoint.basePath + path
+        if let rawQuery { target += "?" + rawQuery }
+        return RelayRequest(method: method, target: target, headers: Self.forwardedHeaders(clientHeaders, apiKey: apiKey))
     }
 
     /// Upstream connections open now.
@@ -95,7 +119,7 @@ public final class UpstreamClient {
     }
 
     /// The upstream's headers as passed to the client (libevent adds its own Date).
-    static func passedBackHeaders(_ headers: HTTPHeaders) -> HTTPHeaders {
+    public static func passedBackHeaders(_ headers: HTTPHeaders) -> HTTPHeaders {
         endToEndFields(of: headers, alsoDropping: ["date"])
     }
 
@@ -111,7 +135,7 @@ public final class UpstreamClient {
         })
     }
 
-    static func failure(for error: ClientError) -> UpstreamFailure {
+    public static func failure(for error: ClientError) -> UpstreamFailure {
         switch error {
         case .timedOut:
             UpstreamFailure(status: 504, code: "upstream_timeout", message: "the upstream did not answer in time")

@@ -80,20 +80,79 @@ public final class UpstreamGateway {
                 completion(result)
             }
         }, refuse: { [self] refusal in
-            switch refusal {
-            case .rateLimited(let retryAfter):
-                onOutcome?(route, "budget_refused", nil)
-                completion(.failure(UpstreamFailure(status: 429, code: "rate_limited",
-                                                    message: "the upstream budget is spent; retry later", retryAfter: retryAfter)))
-            case .busy:
-                let failure = UpstreamClient.failure(for: .queueFull)
-                onOutcome?(route, failure.code, nil)
-                completion(.failure(failure))
-            case .timedOut:
-                let failure = UpstreamClient.failure(for: .timedOut)
-                onOutcome?(route, failure.code, nil)
-                completion(.failure(failure))
+            completion(.failure(failure(for: refusal, route: route)))
+        })
+    }
+
+    /// What a caller the budget refused gets, counted by route.
+    private func failure(for refusal: UpstreamBudget.Refusal, route: String) -> UpstreamFailure {
+        let failure: UpstreamFailure
+        switch refusal {
+        case .rateLimited(let retryAfter):
+            onOutcome?(route, "budget_refused", nil)
+            return UpstreamFailure(status: 429, code: "rate_limited", message: "the upstream budget is spent; retry later", retryAfter: retryAfter)
+        case .busy: failure = UpstreamClient.failure(for: .queueFull)
+        case .timedOut: failure = UpstreamClient.failure(for: .timedOut)
+        }
+        onOutcome?(route, failure.code, nil)
+        return failure
+    }
+
+    /// How a streamed transfer ended (see `RelayOutcome`); `failed` and `bodyRefused` leave
+    /// the answer to the caller.
+    public enum RelayResult: Sendable, Equatable {
+        case relayed(status: Int, bytes: Int)
+        case failed(UpstreamFailure)
+        case bodyRefused(BodyStreamError)
+        case broken(status: Int, reason: String)
+        case clientGone
+    }
+
+    /// A pass-through request, streamed both ways (never retried: its body has been read).
+    /// A connection is held first, then a budget token, so the budget holds at the door as for
+    /// every other call; a 429 or 503 with `Retry-After` pauses the budget. `answerHeaders`
+    /// adds the proxy's fields to the upstream's end-to-end ones. `completion` runs once.
+    public func relay(route: String, method: HTTPMethod, path: String, rawQuery: String?, headers: HTTPHeaders, from request: ServerRequest,
+                      client caller: String, answerHeaders: @escaping (HTTPHeaders) -> HTTPHeaders,
+                      completion: @escaping (RelayResult) -> Void) {
+        loop.assertOnLoop()
+        let deadline = newDeadline()
+        let relayRequest = client.relayRequest(method: method, path: path, rawQuery: rawQuery, clientHeaders: headers)
+        client.reserveStream(timeoutSeconds: timeoutSeconds, granted: { [self] slot in
+            guard !request.isClientGone else {
+                slot.release()
+                return completion(.clientGone)
             }
+            budget.acquire(client: caller, priority: .interactive, deadline: deadline, waitsDuringPause: true, holdsConnection: true,
+                           grant: { [self] in
+                let started = ContinuousClock.now
+                slot.relay(relayRequest, from: request, answerHeaders: { [self] head in
+                    onOutcome?(route, String(head.status), ContinuousClock.now - started)
+                    if head.status == 429 || head.status == 503, let value = head.headers["Retry-After"],
+                       let seconds = RetryAfter.seconds(value, now: wallClock(), cap: maxRetryAfterSeconds) {
+                        budget.pause(seconds: seconds)
+                        onPause?(head.status, seconds)
+                    }
+                    return answerHeaders(UpstreamClient.passedBackHeaders(head.headers))
+                }, completion: { [self] outcome in
+                    switch outcome {
+                    case .relayed(let status, let bytes): completion(.relayed(status: status, bytes: bytes))
+                    case .failed(let error):
+                        let failure = UpstreamClient.failure(for: error)
+                        onOutcome?(route, failure.code, ContinuousClock.now - started)
+                        completion(.failed(failure))
+                    case .bodyRefused(let error): completion(.bodyRefused(error))
+                    case .broken(let status, let reason): completion(.broken(status: status, reason: reason))
+                    case .clientGone: completion(.clientGone)
+                    }
+                })
+            }, refuse: { [self] refusal in
+                slot.release()
+                completion(.failed(failure(for: refusal, route: route)))
+            })
+        }, refused: { [self] failure in
+            onOutcome?(route, failure.code, nil)
+            completion(.failed(failure))
         })
     }
 }

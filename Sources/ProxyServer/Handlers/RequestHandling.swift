@@ -135,6 +135,8 @@ extension ProxyServer {
                 return finish(&exchange, error: .badRequest(problem))
             }
             return forward(exchange, target: target, headers: headers)
+        case .passThrough:
+            return relayPassThrough(exchange, target: target, headers: headers)
         default:
             return forward(exchange, target: target, headers: headers)
         }

@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// An upstream on 127.0.0.1 that records the exact bytes it receives, per connection, and
-/// reads them as a strict HTTP/1.1 server would that frames bodies by `Content-Length` only.
+/// reads them as a strict HTTP/1.1 server would: one `Content-Length`, or chunked alone.
 /// It keeps connections open (so the proxy reuses them, where smuggled bytes would be read as
 /// the next request) and answers each request with what `answer` returns.
 final class WireRecorder: @unchecked Sendable {
@@ -108,18 +108,45 @@ final class WireRecorder: @unchecked Sendable {
                 return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
             }
             let lengths = headers.filter { $0.name.lowercased() == "content-length" }.map(\.value)
-            // Anything but one plain Content-Length (or none) is a framing this reader refuses.
-            let chunked = headers.contains { $0.name.lowercased() == "transfer-encoding" }
-            guard lengths.count <= 1, !chunked, let bodyLength = lengths.isEmpty ? 0 : Int(lengths[0]) else {
+            let codings = headers.filter { $0.name.lowercased() == "transfer-encoding" }.map(\.value)
+            // Anything but one plain Content-Length (or none), or exactly "chunked" alone, is a
+            // framing this reader refuses.
+            let chunked = codings == ["chunked"] && lengths.isEmpty
+            guard lengths.count <= 1, codings.isEmpty || chunked, let bodyLength = lengths.isEmpty ? 0 : Int(lengths[0]) else {
                 record(Request(connection: connection, method: requestLine.first ?? "", target: "(unframed)",
                                headers: headers, body: [], rawHead: rawHead))
                 return
             }
-            while pending.count < headEnd! + 4 + bodyLength {
-                guard receive() else { return }
+            pending.removeFirst(headEnd! + 4)
+            var body: [UInt8] = []
+            if chunked {
+                // Strict chunked: size line (hex, no extension), data, CRLF; last chunk, no trailers.
+                while true {
+                    var lineEnd = RawHTTPClient.find([13, 10], in: pending)
+                    while lineEnd == nil {
+                        guard receive() else { return }
+                        lineEnd = RawHTTPClient.find([13, 10], in: pending)
+                    }
+                    guard let size = Int(String(decoding: pending[0..<lineEnd!], as: UTF8.self), radix: 16) else {
+                        record(Request(connection: connection, method: requestLine.first ?? "", target: "(bad chunk)", headers: headers,
+                                       body: body, rawHead: rawHead))
+                        return
+                    }
+                    while pending.count < lineEnd! + 2 + size + 2 {
+                        guard receive() else { return }
+                    }
+                    guard pending[lineEnd! + 2 + size] == 13, pending[lineEnd! + 3 + size] == 10 else { return }
+                    body += pending[(lineEnd! + 2)..<(lineEnd! + 2 + size)]
+                    pending.removeFirst(lineEnd! + 2 + size + 2)
+                    if size == 0 { break }
+                }
+            } else {
+                while pending.count < bodyLength {
+                    guard receive() else { return }
+                }
+                body = Array(pending[0..<bodyLength])
+                pending.removeFirst(bodyLength)
             }
-            let body = Array(pending[(headEnd! + 4)..<(headEnd! + 4 + bodyLength)])
-            pending.removeFirst(headEnd! + 4 + bodyLength)
             let request = Request(connection: connection, method: requestLine.first ?? "",
                                   target: requestLine.count == 3 ? requestLine[1] : "(bad request line)",
                                   headers: headers, body: body, rawHead: rawHead)

@@ -1,0 +1,58 @@
+import EventHTTP
+import Upstream
+
+/// Every other `/v0/` route: streamed both ways through the upstream gateway, never cached.
+/// Neither body is held whole: an answer flows to the client as it arrives (a slow client slows
+/// the upstream read), a request body flows upstream as it arrives, framed as it was parsed.
+extension ProxyServer {
+    /// How the server reads a request's body: streamed for the pass-through routes (bounded by
+    /// `listen.max_upload_bytes`), whole for those whose body the proxy reads itself.
+    func bodyReading(for head: RequestParser.Head) -> BodyReading {
+        guard let method = head.knownMethod, case .success(let target) = RequestTarget.parse(head.target),
+              Router.route(method: method, target: target) == .passThrough else { return .whole }
+        return .streamed(maxBytes: settings.listenMaxUploadBytes == 0 ? Int.max : settings.listenMaxUploadBytes)
+    }
+
+    func relayPassThrough(_ exchange: Exchange, target: RequestTarget, headers: HTTPHeaders) {
+        let box = ExchangeBox(exchange)
+        let started = ContinuousClock.now
+        gateway.relay(route: exchange.route.template, method: exchange.request.method, path: target.encodedPath, rawQuery: target.rawQuery,
+                      headers: headers, from: exchange.request, client: exchange.caller.logName, answerHeaders: { [self] upstreamHeaders in
+            var headers = upstreamHeaders
+            for field in box.exchange.extraHeaders { headers.add(field.name, field.value) }
+            headers.set("X-Request-Id", box.exchange.requestID)
+            if box.exchange.closeConnection || isDraining { headers.set("Connection", "close") }
+            return headers
+        }) { [self] result in
+            var exchange = box.exchange
+            exchange.upstreamDuration = ContinuousClock.now - started
+            switch result {
+            case .relayed(let status, _):
+                exchange.upstreamStatus = status
+                recordRelayed(exchange, status: status)
+            case .broken(let status, let reason):
+                exchange.upstreamStatus = status
+                logger.warning("a streamed answer broke off", metadata: ["request_id": "\(exchange.requestID)", "reason": "\(reason)"])
+                recordRelayed(exchange, status: status)
+            case .clientGone:
+                // nginx's "client closed request": nobody was there to answer.
+                recordRelayed(exchange, status: 499)
+            case .failed(let failure):
+                finish(&exchange, failure: failure)
+            case .bodyRefused(.tooLarge):
+                finish(&exchange, error: ProxyError(status: 413, code: "payload_too_large",
+                                                    message: "the request body is larger than \(settings.listenMaxUploadBytes) bytes"))
+            case .bodyRefused:
+                finish(&exchange, error: .badRequest("invalid chunked body"))
+            }
+        }
+    }
+
+    /// The metrics and access line of an answer the relay wrote itself.
+    private func recordRelayed(_ exchange: Exchange, status: Int) {
+        recordAnswer(method: exchange.knownMethodName, route: exchange.route.template, status: status, client: exchange.caller.logName,
+                     peer: exchange.request.peer, requestID: exchange.requestID, cache: "none",
+                     elapsed: ContinuousClock.now - exchange.started, upstreamDuration: exchange.upstreamDuration,
+                     upstreamStatus: exchange.upstreamStatus)
+    }
+}
