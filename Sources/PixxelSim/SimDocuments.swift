@@ -27,7 +27,8 @@ enum SimDocuments {
             "created_by": job.createdBy,
             "created_at": timestamp(job.createdAt, offsetMinutes: job.utcOffsetMinutes),
             "updated_at": timestamp(job.updatedAt(at: now), offsetMinutes: job.utcOffsetMinutes),
-            "finished_at": finished ? timestamp(job.finishedAt, offsetMinutes: job.utcOffsetMinutes) : "",
+            // Nullable, as the create-job page documents: null while the job has not finished.
+            "finished_at": finished ? timestamp(job.finishedAt, offsetMinutes: job.utcOffsetMinutes) : NSNull(),
             "status": status,
             "progress": "\(job.progress(at: now))%",
             "cost": job.cost,

@@ -16,6 +16,8 @@ public struct SimFaults: Sendable, Equatable {
     public var hangRate = 0.0
     /// Share of requests answered 200 with a body that is not JSON.
     public var garbageRate = 0.0
+    /// Downloads break the connection after this many body bytes (nil: never).
+    public var breakAfterBytes: Int?
 
     public init() {}
 }
@@ -34,6 +36,10 @@ public struct SimOptions: Sendable {
     public var progressStepSeconds = 5.0
     public var seed: UInt64 = 42
     public var faults = SimFaults()
+    /// Size of a job, task or asset download (a request may ask for another with `?size=`).
+    public var downloadBytes = 8 << 20
+    /// An asset download request is pending this long (simulated time), then ready.
+    public var assetReadySeconds = 3.0
     public var tlsCertificateFile: String?
     public var tlsKeyFile: String?
 
@@ -52,6 +58,13 @@ public struct SimStats: Sendable {
     public var lastHeaders: [String: String] = [:]
     /// Arrival time (monotonic seconds) of each `/v0/` request, at most the last 100,000.
     public var arrivals: [Double] = []
+    /// Downloads begun, sent whole, broken by the fault, and left by their client.
+    public var downloadsStarted = 0
+    public var downloadsCompleted = 0
+    public var downloadsBroken = 0
+    public var downloadsLeft = 0
+    /// Upload bytes received, over every upload.
+    public var uploadBytes = 0
 }
 
 /// A simulator of the Pixxel Jobs API on its own event loop thread.
@@ -66,6 +79,9 @@ public final class SimServer: @unchecked Sendable {
     public let workflowIDs: [String]
     private let shared: Mutex<(faults: SimFaults, stats: SimStats, clockOffset: Double)>
     private var hung: [ServerRequest] = []
+    /// Asset download requests: id to (AOI, simulated time requested). Loop thread only.
+    private var assetDownloads: [String: (aoi: String, requestedAt: Double)] = [:]
+    private var idGenerator = SeededGenerator(seed: 7)
     private var thread: Thread?
     private let stopped = Mutex<Bool>(false)
 
@@ -86,6 +102,8 @@ public final class SimServer: @unchecked Sendable {
         let server = HTTPServer(loop: loop, limits: ServerLimits(maxHeaderBytes: 65_536, maxBodyBytes: 1 << 20, timeoutSeconds: 120)) { [unowned self] in
             self.handle($0)
         }
+        // Uploads are read as they arrive (counted, never held); other bodies whole.
+        server.bodyReading = { head in head.target.hasPrefix("/v0/uploads/") ? .streamed(maxBytes: Int.max) : .whole }
         if let cert = options.tlsCertificateFile, let key = options.tlsKeyFile {
             server.enableTLS(try TLSServerContext(certificateChainFile: cert, privateKeyFile: key))
         }
@@ -177,6 +195,7 @@ public final class SimServer: @unchecked Sendable {
         if segments == ["v0", "workflows"], request.method == .get {
             return reply(request, 200, SimDocuments.encode(["workflows": workflowIDs.map { ["id": $0, "name": "NDVI \($0.prefix(4))"] }]))
         }
+        if let handled = routeOther(request, segments, query: query, now: now), handled { return }
         guard segments.count >= 4, segments[1] == "workflows", segments[3] == "jobs" else {
             return reply(request, 404, SimDocuments.error("not_found", "no such route"))
         }
@@ -192,6 +211,16 @@ public final class SimServer: @unchecked Sendable {
                 let items = jobs.filter { filter.matches($0, now: now) }.map { SimDocuments.listItem($0, now: now) }
                 return reply(request, 200, SimDocuments.encode(["jobs": items, "x_generated_by": "pixxel-sim"]))
             }
+        case (.get, 6), (.head, 6) where segments[5] == "download":
+            guard let job = jobs.first(where: { $0.id == segments[4] }) else {
+                return reply(request, 404, SimDocuments.error("not_found", "no such job"))
+            }
+            return download(request, query: query, seed: Self.seed(of: "job/\(job.id)"))
+        case (.get, 8), (.head, 8) where segments[5] == "tasks" && segments[7] == "download":
+            guard jobs.contains(where: { $0.id == segments[4] }) else {
+                return reply(request, 404, SimDocuments.error("not_found", "no such job"))
+            }
+            return download(request, query: query, seed: Self.seed(of: "task/\(segments[4])/\(segments[6])"))
         case (.get, 5), (.head, 5):
             guard let job = jobs.first(where: { $0.id == segments[4] }) else {
                 return reply(request, 404, SimDocuments.error("not_found", "no such job"))
@@ -225,19 +254,23 @@ public final class SimServer: @unchecked Sendable {
                 if let value = number("retry_after") { faults.retryAfterSeconds = Int(value) }
                 if let value = number("hang_rate") { faults.hangRate = value }
                 if let value = number("garbage_rate") { faults.garbageRate = value }
+                if let value = number("break_after_bytes") { faults.breakAfterBytes = value < 0 ? nil : Int(value) }
                 self.faults = faults
             }
             let f = faults
             return reply(request, 200, SimDocuments.encode([
                 "latency_ms": f.latencyMilliseconds, "error_rate": f.errorRate, "rate_429": f.rateLimitRate,
                 "retry_after": f.retryAfterSeconds, "hang_rate": f.hangRate, "garbage_rate": f.garbageRate,
+                "break_after_bytes": f.breakAfterBytes.map { $0 as Any } ?? NSNull(),
             ]))
         case "clock":
             if let seconds = query["advance"]?.first.flatMap(Double.init) { advanceClock(by: seconds) }
             return reply(request, 200, SimDocuments.encode(["now": now]))
         case "stats":
             let s = stats
-            var document: [String: Any] = ["total": s.total, "requests": s.requests]
+            var document: [String: Any] = ["total": s.total, "requests": s.requests, "downloads_started": s.downloadsStarted,
+                                           "downloads_completed": s.downloadsCompleted, "downloads_broken": s.downloadsBroken,
+                                           "downloads_left": s.downloadsLeft, "upload_bytes": s.uploadBytes]
             // `?arrivals=1`: each call's arrival and the same monotonic clock's now, so a soak
             // can count calls per second at the upstream.
             if query["arrivals"] != nil {
@@ -261,7 +294,136 @@ public final class SimServer: @unchecked Sendable {
     static func template(_ method: HTTPMethod, _ segments: [String]) -> String {
         if segments.count == 4, segments[1] == "workflows", segments[3] == "jobs" { return "\(method.rawValue) list" }
         if segments.count == 5, segments[1] == "workflows", segments[3] == "jobs" { return "\(method.rawValue) detail" }
+        if segments.last == "download" || segments.last == "file" { return "\(method.rawValue) download" }
+        if segments.count == 3, segments[1] == "workflows" { return "\(method.rawValue) workflow" }
+        if segments.count == 2, ["blocks", "indices", "projects"].contains(segments[1]) { return "\(method.rawValue) \(segments[1])" }
+        if segments.count >= 2, segments[1] == "uploads" { return "\(method.rawValue) upload" }
         return "\(method.rawValue) other"
+    }
+
+    // MARK: the rest of the API: read-mostly documents, downloads, uploads
+
+    /// Routes outside the job routes; nil (or false) when `segments` is none of them.
+    private func routeOther(_ request: ServerRequest, _ segments: [String], query: [String: [String]], now: Double) -> Bool? {
+        let method = request.method
+        switch (method, segments.count) {
+        case (.get, 3) where segments[1] == "workflows", (.head, 3) where segments[1] == "workflows":
+            guard workflowIDs.contains(segments[2]) else { reply(request, 404, SimDocuments.error("not_found", "no such workflow")); return true }
+            reply(request, 200, SimDocuments.encode([
+                "id": segments[2], "name": "NDVI \(segments[2].prefix(4))", "blocks": ["blk-ingest", "blk-ndvi"],
+                "created_at": "2026-11-01T00:00:00Z", "x_served_at": now,
+            ]))
+            return true
+        case (.get, 2), (.head, 2):
+            let names = ["blocks": "blk", "indices": "idx", "projects": "prj"]
+            guard let prefix = names[segments[1]] else { return nil }
+            // `x_served_at` changes every call: a second answer from a cache shows the first's.
+            let items = (1...5).map { ["id": "\(prefix)-\($0)", "name": "\(segments[1]) \($0)"] }
+            var document: [String: Any] = [segments[1]: items, "x_served_at": now]
+            if let page = query["page"]?.first { document["page"] = page }
+            reply(request, 200, SimDocuments.encode(document))
+            return true
+        case (.post, 4) where segments[1] == "aois" && segments[3] == "downloads":
+            let id = idGenerator.uuid()
+            assetDownloads[id] = (segments[2], now)
+            reply(request, 202, SimDocuments.encode(["download_id": id, "status": "pending"]))
+            return true
+        case (.get, 5) where segments[1] == "aois" && segments[3] == "downloads":
+            guard let asset = assetDownloads[segments[4]], asset.aoi == segments[2] else {
+                reply(request, 404, SimDocuments.error("not_found", "no such download")); return true
+            }
+            let ready = now - asset.requestedAt >= options.assetReadySeconds
+            var document: [String: Any] = ["download_id": segments[4], "status": ready ? "ready" : "pending"]
+            document["download_url"] = ready ? "/v0/aois/\(segments[2])/downloads/\(segments[4])/file" : NSNull()
+            reply(request, 200, SimDocuments.encode(document))
+            return true
+        case (.get, 6) where segments[1] == "aois" && segments[3] == "downloads" && segments[5] == "file",
+             (.head, 6) where segments[1] == "aois" && segments[3] == "downloads" && segments[5] == "file":
+            guard let asset = assetDownloads[segments[4]], asset.aoi == segments[2] else {
+                reply(request, 404, SimDocuments.error("not_found", "no such download")); return true
+            }
+            guard now - asset.requestedAt >= options.assetReadySeconds else {
+                reply(request, 409, SimDocuments.error("not_ready", "the download is still being prepared")); return true
+            }
+            download(request, query: query, seed: Self.seed(of: "asset/\(segments[4])"))
+            return true
+        case (.put, 3) where segments[1] == "uploads", (.post, 3) where segments[1] == "uploads":
+            upload(request)
+            return true
+        default:
+            return nil
+        }
+    }
+
+    static func seed(of name: String) -> UInt64 {
+        // FNV-1a: stable across runs, unlike Hasher.
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return hash
+    }
+
+    /// A payload of `?size=` bytes (default `downloadBytes`), with `Range`, `If-None-Match` and
+    /// `If-Modified-Since`; `?chunked=1` sends it chunked (no length). Broken mid-body by the
+    /// `break_after_bytes` fault.
+    private func download(_ request: ServerRequest, query: [String: [String]], seed: UInt64) {
+        let size = query["size"]?.first.flatMap(Int.init).map { max(0, $0) } ?? options.downloadBytes
+        let payload = SimPayload(size: size, seed: seed)
+        let etag = "\"sim-\(String(seed, radix: 16))-\(size)\""
+        let lastModified = "Mon, 23 Nov 2026 05:00:00 GMT"
+        var headers = HTTPHeaders([("Content-Type", "application/octet-stream"), ("ETag", etag), ("Last-Modified", lastModified),
+                                   ("Accept-Ranges", "bytes")])
+        if request.headers["If-None-Match"] == etag || request.headers["If-Modified-Since"] == lastModified {
+            _ = request.startStreamedAnswer(status: 304, headers: headers, length: .known(0))?.finish()
+            return
+        }
+        var status = 200
+        var range = 0..<size
+        switch SimByteRange.parse(request.headers["Range"], size: size) {
+        case .whole: break
+        case .partial(let part):
+            status = 206
+            range = part
+            headers.add("Content-Range", "bytes \(part.lowerBound)-\(part.upperBound - 1)/\(size)")
+        case .unsatisfiable:
+            headers.add("Content-Range", "bytes */\(size)")
+            return reply(request, 416, SimDocuments.error("range_not_satisfiable", "the range starts past the end"), headers: headers)
+        }
+        let length: StreamedLength = query["chunked"]?.first == "1" ? .unknown : .known(range.count)
+        guard let stream = request.startStreamedAnswer(status: status, headers: headers, length: length) else { return }
+        if request.method == .head { return stream.finish() }
+        let breakAfter = faults.breakAfterBytes
+        shared.withLock { $0.stats.downloadsStarted += 1 }
+        stream.onClientGone = { [self] in shared.withLock { $0.stats.downloadsLeft += 1 } }
+        let writer = SimPayloadWriter(stream: stream, payload: payload, range: range, breakAfter: breakAfter) { [self] broken in
+            shared.withLock { if broken { $0.stats.downloadsBroken += 1 } else { $0.stats.downloadsCompleted += 1 } }
+        }
+        writer.run()
+    }
+
+    /// Reads an upload as it arrives and answers its length and FNV-1a 64 digest.
+    private func upload(_ request: ServerRequest) {
+        guard let body = request.bodyStream else {
+            let digest = Self.fnv(request.body, into: 0xcbf2_9ce4_8422_2325)
+            return reply(request, 200, SimDocuments.encode(["bytes": request.body.count, "fnv1a64": String(digest, radix: 16)]))
+        }
+        var digest: UInt64 = 0xcbf2_9ce4_8422_2325
+        var count = 0
+        body.start(onData: { piece in
+            digest = Self.fnv(piece, into: digest)
+            count += piece.count
+        }, onEnd: { [self] result in
+            shared.withLock { $0.stats.uploadBytes += count }
+            switch result {
+            case .success: reply(request, 200, SimDocuments.encode(["bytes": count, "fnv1a64": String(digest, radix: 16)]))
+            case .failure: reply(request, 400, SimDocuments.error("bad_request", "the upload did not arrive whole"))
+            }
+        })
+    }
+
+    static func fnv(_ bytes: [UInt8], into start: UInt64) -> UInt64 {
+        var hash = start
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return hash
     }
 
     static func split(_ uri: String) -> (String, [String: [String]]) {

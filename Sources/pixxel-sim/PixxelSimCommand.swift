@@ -28,6 +28,9 @@ struct PixxelSimCommand: ParsableCommand {
     @Option(name: .customLong("retry-after"), help: "Retry-After seconds on 429.") var retryAfter = 1
     @Option(name: .customLong("hang-rate"), help: "Share of requests never answered (0-1).") var hangRate = 0.0
     @Option(name: .customLong("garbage-rate"), help: "Share of answers with a broken JSON body (0-1).") var garbageRate = 0.0
+    @Option(name: .customLong("download-bytes"), help: "Size of a job, task or asset download (a request may ask ?size=N).") var downloadBytes = 8 << 20
+    @Option(name: .customLong("asset-ready-seconds"), help: "How long an asset download request stays pending.") var assetReadySeconds = 3.0
+    @Option(name: .customLong("break-after-bytes"), help: "Break every download's connection after this many body bytes.") var breakAfterBytes: Int?
     @Option(name: .customLong("tls-cert"), help: "PEM certificate chain: serve HTTPS.") var tlsCert: String?
     @Option(name: .customLong("tls-key"), help: "PEM private key for --tls-cert.") var tlsKey: String?
 
@@ -56,6 +59,9 @@ struct PixxelSimCommand: ParsableCommand {
         options.faults.retryAfterSeconds = retryAfter
         options.faults.hangRate = hangRate
         options.faults.garbageRate = garbageRate
+        options.faults.breakAfterBytes = breakAfterBytes
+        options.downloadBytes = max(0, downloadBytes)
+        options.assetReadySeconds = assetReadySeconds
         options.tlsCertificateFile = tlsCert
         options.tlsKeyFile = tlsKey
         let sim = SimServer(options: options)

@@ -11,16 +11,12 @@ import Testing
     }
 
     static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Run {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: builtExecutable("pixxel-proxy"))
-        process.arguments = arguments
-        process.environment = ["PATH": "/usr/bin:/bin"].merging(environment) { $1 }
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        let process = try ChildProcess(builtExecutable("pixxel-proxy"), arguments,
+                                       environment: ["PATH": "/usr/bin:/bin"].merging(environment) { $1 }, stdout: .pipe, stderr: .pipe)
+        // Both pipes at once: a child that fills one while we wait on the other would hang.
+        let stderrReader = BackgroundCall { process.standardError!.readDataToEndOfFile() }
+        let stdout = process.standardOutput!.readDataToEndOfFile()
+        let stderr = (try? stderrReader.value()) ?? Data()
         process.waitUntilExit()
         return Run(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
     }
@@ -68,26 +64,19 @@ import Testing
 
     /// Starts `pixxel-proxy serve` on a free port; the "listening" log line names the port.
     static func startServe(simPort: UInt16, clients: String, directory: TemporaryDirectory,
-                           extraArguments: [String] = [], log: LogSink? = nil) throws -> (Process, UInt16) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: builtExecutable("pixxel-proxy"))
-        process.arguments = ["serve"] + extraArguments
-        process.environment = [
+                           extraArguments: [String] = [], extraEnvironment: [String: String] = [:], log: LogSink? = nil) throws -> (ChildProcess, UInt16) {
+        // stdout to /dev/null, not the test's own: should the test process die, an orphaned
+        // server holding it would keep `swift test` waiting until the CI job times out.
+        let process = try ChildProcess(builtExecutable("pixxel-proxy"), ["serve"] + extraArguments, environment: [
             "PIXXEL_PROXY_LISTEN_PORT": "0", "PIXXEL_PROXY_UPSTREAM_URL": "http://127.0.0.1:\(simPort)",
             "PIXXEL_API_KEY": ProxyHarness.apiKey, "PIXXEL_PROXY_AUTH_CLIENTS_FILE": clients,
             "PIXXEL_PROXY_CACHE_DIRECTORY": directory.path + "/cache",
             "PIXXEL_PROXY_UPSTREAM_REQUESTS_PER_SECOND": "0",
-        ]
-        let err = Pipe()
-        process.standardError = err
-        // Not the test's own stdout: should the test process die (Foundation's Process.run can
-        // crash on Linux, swift-corelibs-foundation#5472), an orphaned server holding it would
-        // keep `swift test` waiting for its end until the CI job times out.
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        ].merging(extraEnvironment) { $1 }, stdout: .null, stderr: .pipe)
+        let err = process.standardError!
         var startupLog = ""
         while !startupLog.contains("listening") {
-            let chunk = err.fileHandleForReading.availableData
+            let chunk = err.availableData
             if chunk.isEmpty { break }
             startupLog += String(decoding: chunk, as: UTF8.self)
         }
@@ -99,7 +88,7 @@ import Testing
         log?.append(startupLog)
         // Keep draining stderr (into `log`, when given) so the child never blocks on a full pipe.
         Thread {
-            while case let chunk = err.fileHandleForReading.availableData, !chunk.isEmpty {
+            while case let chunk = err.availableData, !chunk.isEmpty {
                 log?.append(String(decoding: chunk, as: UTF8.self))
             }
         }.start()
@@ -117,7 +106,7 @@ import Testing
         let token = try Self.run(["token", "add", "second", "--scopes", "read", "--clients-file", clients]).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(try RawHTTPClient.request(port: port, target: target, headers: [("Authorization", token)]).status == 401)
-        kill(process.processIdentifier, SIGHUP)
+        process.signal(SIGHUP)
         #expect(try eventually { try RawHTTPClient.request(port: port, target: target, headers: [("Authorization", token)]).status == 200 })
         process.interrupt()
         process.waitUntilExit()
@@ -141,13 +130,13 @@ import Testing
         #expect(eventually { log.all.joined().contains("request_id=shown-at-info") })
 
         try "log:\n  level: error\n".write(toFile: config, atomically: true, encoding: .utf8)
-        kill(process.processIdentifier, SIGHUP)
+        process.signal(SIGHUP)
         // The change is announced at the new level; at error, access lines stop. An absence cannot
         // be awaited, so the level goes back to info and the gap is checked afterwards.
         #expect(eventually { log.all.joined().contains("log level set to error") })
         try request("hidden-at-error")
         try "log:\n  level: info\n".write(toFile: config, atomically: true, encoding: .utf8)
-        kill(process.processIdentifier, SIGHUP)
+        process.signal(SIGHUP)
         #expect(eventually { log.all.joined().contains("log level set to info") })
         try request("shown-again")
         #expect(eventually { log.all.joined().contains("request_id=shown-again") })
@@ -178,7 +167,7 @@ import Testing
             try? RawHTTPClient.request(port: port, target: "/v0/workflows/\(workflow)/jobs", headers: [("Authorization", token)])
         }
         #expect(try eventually { sim.stats.total == 1 }, "the slow request is in flight")
-        kill(process.processIdentifier, SIGTERM)
+        process.signal(SIGTERM)
         // While it drains, new connections are refused (the listener is closed)...
         #expect(eventually { (try? RawHTTPClient.connect(port: port, timeoutSeconds: 1)).map { close($0); return false } ?? true })
         // ...and the in-flight request still gets its answer.
