@@ -291,6 +291,9 @@ final class StreamRelay {
     private func event(_ events: Int16) {
         if events & Int16(BEV_EVENT_CONNECTED) != 0 {
             connected = true
+            // Connected: the head timer starts again once the request has all gone out.
+            headTimer?.cancel()
+            headTimer = nil
             return startUpload()
         }
         if events & Int16(BEV_EVENT_TIMEOUT) != 0 {

@@ -9,10 +9,12 @@ public struct SimPayload: Sendable {
     public static let period = 65_521
     public let size: Int
     let seed: UInt64
+    let table: [UInt8]
 
     public init(size: Int, seed: UInt64) {
         self.size = size
         self.seed = seed
+        table = Self.table(seed: seed)
     }
 
     /// The table of one period, twice over plus a piece, so that any slice up to a period long
@@ -25,8 +27,16 @@ public struct SimPayload: Sendable {
 
     /// The bytes `range` holds (tests use it to check what came back).
     public func bytes(_ range: Range<Int>) -> [UInt8] {
-        let table = Self.table(seed: seed)
-        return range.map { table[$0 % Self.period] }
+        var out: [UInt8] = []
+        out.reserveCapacity(range.count)
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let start = offset % Self.period
+            let count = min(range.upperBound - offset, Self.period)
+            out += table[start..<(start + count)]
+            offset += count
+        }
+        return out
     }
 }
 
@@ -70,7 +80,7 @@ final class SimPayloadWriter {
     init(stream: ResponseStream, payload: SimPayload, range: Range<Int>, breakAfter: Int?, ended: @escaping (_ broken: Bool) -> Void) {
         self.stream = stream
         self.ended = ended
-        table = SimPayload.table(seed: payload.seed)
+        table = payload.table
         offset = range.lowerBound
         end = range.upperBound
         breakAt = breakAfter.map { range.lowerBound + $0 }

@@ -355,7 +355,7 @@ public final class SimServer: @unchecked Sendable {
         }
     }
 
-    static func seed(of name: String) -> UInt64 {
+    public static func seed(of name: String) -> UInt64 {
         // FNV-1a: stable across runs, unlike Hasher.
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
