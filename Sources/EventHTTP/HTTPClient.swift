@@ -13,6 +13,8 @@ public struct ClientRequest: Sendable {
     public var body: [UInt8]
     /// This request's whole-request timeout, when shorter than `ClientLimits.timeoutSeconds`.
     public var timeoutSeconds: Double?
+    /// This request's largest answer body, when smaller than `ClientLimits.maxResponseBytes`.
+    public var maxResponseBytes: Int?
 
     public init(method: HTTPMethod, target: String, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
         self.method = method
@@ -366,6 +368,8 @@ final class ClientConnection {
             body.withUnsafeBytes { _ = evbuffer_add(evhttp_request_get_output_buffer(raw), $0.baseAddress, $0.count) }
         }
         everSent = true
+        // Per request: the limit stays with the connection, which a later call may reuse.
+        evhttp_connection_set_max_body_size(connection, min(call.request.maxResponseBytes ?? .max, client.limits.maxResponseBytes))
         if evhttp_make_request(connection, raw, call.request.method.libeventType, call.request.target) != 0 {
             // libevent frees the request on failure, and will not call back.
             call.raw = nil

@@ -5,7 +5,8 @@ import Synchronization
 
 /// One cached answer as the disk tier keeps it.
 public struct DiskRecord: Sendable, Equatable {
-    public enum Kind: Int32, Sendable { case list = 1, detail = 2 }
+    /// `route`: a `cache.routes` answer, whose `workflowID` column holds its path.
+    public enum Kind: Int32, Sendable { case list = 1, detail = 2, route = 3 }
     /// The cache key in its disk form, and the resource's ids as they go upstream
     /// (percent-encoded): purges and list sightings select by them.
     public var key: String
@@ -270,6 +271,19 @@ public final class DiskStore: @unchecked Sendable {
                 removed = try connection.run("DELETE FROM entries WHERE workflow_id = ?1", .text(workflowID))
                 try connection.run("DELETE FROM sightings WHERE workflow_id = ?1", .text(workflowID))
             }
+            self.refreshByteTotal(connection)
+            completion?(removed)
+        }
+    }
+
+    /// Removes the `cache.routes` entries whose path is `prefix` or under it (an encoded path;
+    /// segment by segment) and calls back with how many.
+    public func purgeRoutes(pathPrefix prefix: String, completion: (@Sendable (Int) -> Void)? = nil) {
+        let under = prefix.hasSuffix("/") ? prefix : prefix + "/"
+        enqueueWrite(force: true) { connection in
+            let removed = try connection.run(
+                "DELETE FROM entries WHERE kind = ?1 AND (workflow_id = ?2 OR substr(workflow_id, 1, length(?3)) = ?3)",
+                .int(Int64(DiskRecord.Kind.route.rawValue)), .text(prefix), .text(under))
             self.refreshByteTotal(connection)
             completion?(removed)
         }

@@ -30,6 +30,8 @@ public struct ProxySettings: Sendable, Equatable {
     public var terminalStatuses: [String] = ["completed", "failed", "cancelled", "canceled", "succeeded", "error"]
     public var staleWhileRevalidateSeconds = 30.0
     public var staleIfErrorSeconds = 86_400.0
+    /// `cache.routes`, in the order written (the first that matches a path applies).
+    public var cacheRoutes: [CacheRouteRule] = []
 
     public var clientsFile = "config/clients"
     public var allowAnonymous = false

@@ -158,6 +158,7 @@ extension ProxySettings {
             "cache.terminal_statuses: \(terminalStatuses.joined(separator: ", "))",
             "cache.stale_while_revalidate_seconds: \(staleWhileRevalidateSeconds)",
             "cache.stale_if_error_seconds: \(staleIfErrorSeconds)",
+            "cache.routes: \(cacheRoutes.isEmpty ? "none" : cacheRoutes.map(\.description).joined(separator: ", "))",
             "auth.clients_file: \(clientsFile)",
             "auth.allow_anonymous: \(allowAnonymous)",
             "metrics.access: \(metricsAccess)",

@@ -160,6 +160,21 @@ public enum SettingsParser {
             }
             s.terminalStatuses = statuses
         },
+        Key(name: "cache.routes", summary: "other GET routes to cache, PATTERN SECONDS each; {name} matches one path segment, the query is part of the key (default none)") { s, raw throws(SettingsError) in
+            let items: [String]
+            switch raw {
+            case .list(let list): items = list
+            case .scalar(let text): items = text.split(separator: ",").map(String.init)
+            }
+            var rules: [CacheRouteRule] = []
+            for item in items.map({ $0.trimmingSpaces() }) where !item.isEmpty {
+                switch CacheRouteRule.parse(item) {
+                case .success(let rule): rules.append(rule)
+                case .failure(let error): throw error
+                }
+            }
+            s.cacheRoutes = rules
+        },
         Key(name: "cache.stale_while_revalidate_seconds", summary: "after expiry: serve stale at once, refresh in the background (default 30 s)") { s, raw throws(SettingsError) in
             s.staleWhileRevalidateSeconds = try seconds(raw, "cache.stale_while_revalidate_seconds", allowZero: true)
         },

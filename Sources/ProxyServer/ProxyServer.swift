@@ -27,6 +27,10 @@ public final class ProxyServer: @unchecked Sendable {
     let cache: ResponseCache
     /// While a flight lands: how long its upstream call took (for every waiter's access line).
     var landingUpstreamDuration: Duration?
+    /// `cache.routes` resources whose answer was over `maxCachedRouteBytes`, until when.
+    var tooLargeToCache = ExpiringSet<CacheKey>(capacity: 4096)
+    /// The largest `cache.routes` answer kept; a larger one is streamed through instead.
+    static let maxCachedRouteBytes = 1 << 20
     let metrics = ProxyMetrics()
     let hitPath = HitPathState()
     let budget: UpstreamBudget

@@ -8,6 +8,8 @@ import JobCache
 public enum CacheKey: Hashable, Sendable, CustomStringConvertible {
     case list(workflow: String)
     case detail(workflow: String, job: String)
+    /// A GET route of `cache.routes`: its path and query as they go upstream.
+    case route(CachedRouteResource)
 
     /// The key of a list, from the workflow's id as decoded from a request path.
     public static func list(workflowID: String) -> CacheKey { .list(workflow: PercentEncoding.segment(workflowID)) }
@@ -17,10 +19,12 @@ public enum CacheKey: Hashable, Sendable, CustomStringConvertible {
         .detail(workflow: PercentEncoding.segment(workflowID), job: PercentEncoding.segment(jobID))
     }
 
-    /// The workflow's id, encoded.
+    /// The workflow's id, encoded; for a `cache.routes` resource its path (which starts with
+    /// `/`, which no encoded id holds, so it never names a workflow).
     public var workflow: String {
         switch self {
         case .list(let workflow), .detail(let workflow, _): workflow
+        case .route(let resource): resource.path
         }
     }
 
@@ -35,7 +39,14 @@ public enum CacheKey: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .list(let workflow): "/v0/workflows/\(workflow)/jobs"
         case .detail(let workflow, let job): "/v0/workflows/\(workflow)/jobs/\(job)"
+        case .route(let resource): resource.path
         }
+    }
+
+    /// The query the upstream is asked with (the job routes ask without one).
+    public var upstreamQuery: String? {
+        if case .route(let resource) = self { return resource.query }
+        return nil
     }
 
     /// The key as the disk tier stores it: injective, since encoded ids hold no `/`.
@@ -43,6 +54,8 @@ public enum CacheKey: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .list(let workflow): "list/\(workflow)"
         case .detail(let workflow, let job): "detail/\(workflow)/\(job)"
+        // An encoded path holds no `?`: no query, an empty one and any other stay apart.
+        case .route(let resource): "route" + resource.path + (resource.query.map { "?" + $0 } ?? "")
         }
     }
 
@@ -51,8 +64,43 @@ public enum CacheKey: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .list: "/v0/workflows/{workflow_id}/jobs"
         case .detail: "/v0/workflows/{workflow_id}/jobs/{job_id}"
+        case .route(let resource): resource.template
         }
     }
 
     public var description: String { diskKey }
+}
+
+/// A `cache.routes` resource: the path (percent-encoded as it goes upstream) and the query (as
+/// forwarded; nil when there was no `?`). Two requests share an entry exactly when both are
+/// equal; the rule's pattern and lifetime ride along and take no part in equality.
+public struct CachedRouteResource: Hashable, Sendable {
+    public let path: String
+    public let query: String?
+    /// The rule's pattern, which names the route in metrics.
+    public let template: String
+    /// Seconds a stored answer is fresh.
+    public let lifetime: Double
+
+    public init(path: String, query: String?, template: String, lifetime: Double) {
+        self.path = path
+        self.query = query
+        self.template = template
+        self.lifetime = lifetime
+    }
+
+    public static func == (lhs: CachedRouteResource, rhs: CachedRouteResource) -> Bool {
+        lhs.path == rhs.path && lhs.query == rhs.query
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(path)
+        hasher.combine(query)
+    }
+
+    /// Whether the path is `prefix` or under it (segment by segment: `/v0/blocks` covers
+    /// `/v0/blocks/1`, not `/v0/blocksets`).
+    public func isUnder(_ prefix: String) -> Bool {
+        path == prefix || path.hasPrefix(prefix.hasSuffix("/") ? prefix : prefix + "/")
+    }
 }

@@ -26,6 +26,8 @@ public enum CacheOutcome: Sendable, Equatable {
     case uriMiss
     /// Answered before any cache decision (a refusal, an error).
     case bypass
+    /// A `cache.routes` answer too large to cache: streamed through as it is.
+    case tooLargeToCache
 
     /// The `Cache-Status` value.
     public var cacheStatus: String {
@@ -47,6 +49,8 @@ public enum CacheOutcome: Sendable, Equatable {
             return "pixxel-proxy; fwd=uri-miss"
         case .bypass:
             return "pixxel-proxy; fwd=bypass"
+        case .tooLargeToCache:
+            return "pixxel-proxy; fwd=bypass; detail=too-large"
         }
     }
 
@@ -59,7 +63,7 @@ public enum CacheOutcome: Sendable, Equatable {
         case .revalidatedThroughList: "revalidated"
         case .staleOnError: "stale"
         case .uriMiss: "uri-miss"
-        case .bypass: "bypass"
+        case .bypass, .tooLargeToCache: "bypass"
         }
     }
 }

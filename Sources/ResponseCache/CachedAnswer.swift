@@ -7,6 +7,8 @@ public final class CachedAnswer {
     public enum Document {
         case list(JobListDocument)
         case detail(JobDetailDocument)
+        /// A `cache.routes` answer: the upstream's bytes, never parsed.
+        case raw([UInt8])
     }
 
     public let document: Document
@@ -84,6 +86,7 @@ public final class CachedAnswer {
         switch document {
         case .list(let list): 3 * list.body.count + list.jobs.count * 160 + 512
         case .detail(let detail): detail.body.count + 512
+        case .raw(let body): body.count + 512
         }
     }
 
@@ -101,6 +104,7 @@ public final class CachedAnswer {
             switch document {
             case .list(let list): made = SharedBytes(list.body)
             case .detail(let detail): made = SharedBytes(detail.body)
+            case .raw(let body): made = SharedBytes(body)
             }
             wholeBody = made
             return made
@@ -169,6 +173,8 @@ public final class CachedAnswer {
         case .detail:
             guard let detail = JobDetailDocument(body: record.body) else { return nil }
             document = .detail(detail)
+        case .route:
+            document = .raw(record.body)
         }
         var headers = HTTPHeaders()
         for line in record.headers {
@@ -185,6 +191,7 @@ public final class CachedAnswer {
         switch document {
         case .list(let list): body = list.body; kind = .list
         case .detail(let detail): body = detail.body; kind = .detail
+        case .raw(let raw): body = raw; kind = .route
         }
         return DiskRecord(key: key.diskKey, kind: kind, workflowID: key.workflow, jobID: key.job, body: body,
                           headers: headers.fields.map { "\($0.name):\($0.value)" }, storedAt: storedAt, lifetime: lifetime,

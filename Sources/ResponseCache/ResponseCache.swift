@@ -256,6 +256,12 @@ public final class ResponseCache {
                 storeDetail(key, detail, workflow: workflow, headers: storable, onDisk: epoch == purgeEpoch ? record : nil,
                             now: now, landed: landed)
             }
+        case .route(let resource):
+            // No document to read and no rule but time: the bytes as they came, for the rule's lifetime.
+            let answer = CachedAnswer(document: .raw(body), headers: storable, storedAt: now, lifetime: resource.lifetime)
+            memory.set(key, answer, cost: answer.cost)
+            disk?.save(answer.record(for: key))
+            landed(.stored(answer))
         }
     }
 
@@ -346,6 +352,7 @@ public final class ResponseCache {
     }
 
     private func shared(_ key: CacheKey) -> CacheKey {
+        if case .route = key { return key }
         let workflow = key.workflow
         let known: String
         if let existing = sharedWorkflows[workflow] {
@@ -358,6 +365,7 @@ public final class ResponseCache {
         switch key {
         case .list: return .list(workflow: known)
         case .detail(_, let job): return .detail(workflow: known, job: job)
+        case .route: return key
         }
     }
 
@@ -493,6 +501,22 @@ public final class ResponseCache {
     }
 
     // MARK: Purge and statistics
+
+    /// Drops the `cache.routes` entries whose path is `prefix` (encoded) or under it, from both
+    /// tiers. `completion` runs on the loop with the counts.
+    public func purgeRoutes(pathPrefix prefix: String, completion: @escaping (_ memory: Int, _ disk: Int) -> Void) {
+        loop.assertOnLoop()
+        purgeEpoch += 1
+        let fromMemory = memory.removeAll { key in
+            if case .route(let resource) = key { return resource.isUnder(prefix) }
+            return false
+        }
+        guard let disk else { return completion(fromMemory, 0) }
+        let box = LoopBound(completion)
+        disk.purgeRoutes(pathPrefix: prefix) { [loop] fromDisk in
+            loop.execute { box.value(fromMemory, fromDisk) }
+        }
+    }
 
     /// Drops a workflow's entries (or one job's) from both tiers; ids as decoded from the
     /// request. `completion` runs on the loop with the counts.

@@ -28,13 +28,16 @@ public struct UpstreamFailure: Error, Sendable, Equatable {
     public var retryAfter: Double?
     /// The connection broke before an answer: an idempotent request may be tried once more.
     public var retryable = false
+    /// The answer was larger than the call allowed.
+    public var tooLarge = false
 
-    public init(status: Int, code: String, message: String, retryAfter: Double? = nil, retryable: Bool = false) {
+    public init(status: Int, code: String, message: String, retryAfter: Double? = nil, retryable: Bool = false, tooLarge: Bool = false) {
         self.status = status
         self.code = code
         self.message = message
         self.retryAfter = retryAfter
         self.retryable = retryable
+        self.tooLarge = tooLarge
     }
 }
 
@@ -92,11 +95,13 @@ public final class UpstreamClient {
     /// Sends a request. `path` is percent-encoded and starts with `/`; `rawQuery` is sent as is.
     /// `timeoutSeconds`: the whole call's limit, when shorter than the client's.
     public func send(method: HTTPMethod, path: String, rawQuery: String?, clientHeaders: HTTPHeaders, body: [UInt8],
-                     timeoutSeconds: Double? = nil, completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
+                     timeoutSeconds: Double? = nil, maxResponseBytes: Int? = nil,
+                     completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
         var target = endpoint.basePath + path
         if let rawQuery { target += "?" + rawQuery }
         var request = ClientRequest(method: method, target: target, headers: Self.forwardedHeaders(clientHeaders, apiKey: apiKey), body: body)
         request.timeoutSeconds = timeoutSeconds
+        request.maxResponseBytes = maxResponseBytes
         http.send(request) { result in
             switch result {
             case .success(var response):
@@ -150,7 +155,8 @@ public final class UpstreamClient {
         case .invalidRequest(let reason):
             UpstreamFailure(status: 500, code: "internal_error", message: "refused to forward the request: \(reason)")
         case .responseTooLarge:
-            UpstreamFailure(status: 502, code: "bad_gateway", message: "the upstream's answer is larger than upstream.max_response_bytes")
+            UpstreamFailure(status: 502, code: "bad_gateway", message: "the upstream's answer is larger than upstream.max_response_bytes",
+                            tooLarge: true)
         }
     }
 }

@@ -37,27 +37,30 @@ public final class UpstreamGateway {
     /// wait out an upstream pause. `deadline` (the budget's clock, `deadline(from:)`): a request
     /// that already made a call (a detail revalidated through its list) keeps its first
     /// deadline; by default one starts now. `completion` runs once, on the loop.
+    /// `maxResponseBytes`: a smaller bound on the answer than the client's (a larger one fails
+    /// with `tooLarge`).
     public func call(route: String, method: HTTPMethod, path: String, rawQuery: String?, headers: HTTPHeaders, body: [UInt8],
                      client caller: String, priority: UpstreamBudget.Priority, hasFallback: Bool, deadline: Double? = nil,
-                     completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
+                     maxResponseBytes: Int? = nil, completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
         // One deadline covers the wait for the budget, the call and its one retry: the client
         // hears by `upstream.timeout_seconds` whatever happens.
         call(route: route, method: method, path: path, rawQuery: rawQuery, headers: headers, body: body, caller: caller,
-             priority: priority, hasFallback: hasFallback, deadline: deadline ?? newDeadline(), retried: false, completion: completion)
+             priority: priority, hasFallback: hasFallback, deadline: deadline ?? newDeadline(), maxResponseBytes: maxResponseBytes,
+             retried: false, completion: completion)
     }
 
     /// A request's deadline if it started now: `upstream.timeout_seconds` on the budget's clock.
     public func newDeadline() -> Double { clock() + timeoutSeconds }
 
     private func call(route: String, method: HTTPMethod, path: String, rawQuery: String?, headers: HTTPHeaders, body: [UInt8],
-                      caller: String, priority: UpstreamBudget.Priority, hasFallback: Bool, deadline: Double, retried: Bool,
+                      caller: String, priority: UpstreamBudget.Priority, hasFallback: Bool, deadline: Double, maxResponseBytes: Int?, retried: Bool,
                       completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
         loop.assertOnLoop()
         budget.acquire(client: caller, priority: priority, deadline: deadline, waitsDuringPause: !hasFallback, grant: { [self] in
             let started = ContinuousClock.now
             let remaining = max(deadline - clock(), 0.001)
             client.send(method: method, path: path, rawQuery: rawQuery, clientHeaders: headers, body: body,
-                        timeoutSeconds: remaining) { [self] result in
+                        timeoutSeconds: remaining, maxResponseBytes: maxResponseBytes) { [self] result in
                 let duration = ContinuousClock.now - started
                 switch result {
                 case .success(let response):
@@ -72,7 +75,8 @@ public final class UpstreamGateway {
                     if failure.retryable, !retried, method.isIdempotentRead, deadline - clock() > 0.1 {
                         _ = loop.schedule(after: Double.random(in: 0.01...0.05)) { [self] in
                             call(route: route, method: method, path: path, rawQuery: rawQuery, headers: headers, body: body, caller: caller,
-                                 priority: priority, hasFallback: hasFallback, deadline: deadline, retried: true, completion: completion)
+                                 priority: priority, hasFallback: hasFallback, deadline: deadline, maxResponseBytes: maxResponseBytes,
+                                 retried: true, completion: completion)
                         }
                         return
                     }

@@ -10,8 +10,14 @@ extension ProxyServer {
             return finish(&exchange, error: .badRequest("invalid percent-encoding in the query"))
         }
         let values = Dictionary(grouping: pairs, by: \.name).mapValues { $0.map(\.value) }
-        if let unknown = values.keys.first(where: { $0 != "workflow_id" && $0 != "job_id" }) {
-            return finish(&exchange, error: .badRequest("unknown parameter \(unknown); use workflow_id and job_id"))
+        if let unknown = values.keys.first(where: { $0 != "workflow_id" && $0 != "job_id" && $0 != "path_prefix" }) {
+            return finish(&exchange, error: .badRequest("unknown parameter \(unknown); use workflow_id and job_id, or path_prefix"))
+        }
+        if let prefixes = values["path_prefix"] {
+            guard values.count == 1, prefixes.count == 1 else {
+                return finish(&exchange, error: .badRequest("path_prefix is given once, and alone"))
+            }
+            return purgeRoutes(exchange, pathPrefix: prefixes[0])
         }
         guard let workflows = values["workflow_id"], workflows.count == 1, !workflows[0].isEmpty else {
             return finish(&exchange, error: .badRequest("exactly one non-empty workflow_id is required"))
@@ -26,6 +32,21 @@ extension ProxyServer {
             finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: fromDisk))
             logger.notice("purged", metadata: ["client": "\(box.exchange.caller.logName)", "memory_entries": "\(fromMemory)",
                                                "disk_entries": "\(fromDisk)"])
+        }
+    }
+
+    /// `POST /admin/purge?path_prefix=/v0/...`: the `cache.routes` entries at that path or under it.
+    private func purgeRoutes(_ exchange: Exchange, pathPrefix: String) {
+        var exchange = exchange
+        guard pathPrefix.hasPrefix("/v0/"), !pathPrefix.contains("?"), case .success(let target) = RequestTarget.parse(pathPrefix) else {
+            return finish(&exchange, error: .badRequest("path_prefix must be a path under /v0/, without a query"))
+        }
+        let prefix = "/" + target.segments.map(RequestTarget.encodeSegment).joined(separator: "/")
+        let box = ExchangeBox(exchange)
+        cache.purgeRoutes(pathPrefix: prefix) { [self] fromMemory, fromDisk in
+            finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: fromDisk))
+            logger.notice("purged", metadata: ["client": "\(box.exchange.caller.logName)", "path_prefix": "\(prefix)",
+                                               "memory_entries": "\(fromMemory)", "disk_entries": "\(fromDisk)"])
         }
     }
 

@@ -23,7 +23,7 @@ extension ProxyServer {
         }
         // Refused like any other request: with its request id, a metric and an access line.
         let requestID = requestID(from: head.headers["X-Request-Id"])
-        let route = RequestTarget.parse(head.target).map { Router.route(method: head.knownMethod ?? .get, target: $0).template }
+        let route = RequestTarget.parse(head.target).map { Router.route(method: head.knownMethod ?? .get, target: $0, rules: settings.cacheRoutes).template }
         recordAnswer(method: head.knownMethod?.rawValue ?? "UNKNOWN", route: (try? route.get()) ?? Route.notFound.template,
                      status: error.status, client: caller.logName, peer: peer, requestID: requestID, cache: "none",
                      elapsed: .zero, upstreamDuration: nil, upstreamStatus: nil)

@@ -147,6 +147,16 @@ extension ProxyServer {
                          filters: JobListFilters) {
         let collapsed = exchange.collapsed
         let now = clock()
+        // Too large to cache: every waiter is streamed through on its own, and so is every
+        // request for it until the rule's lifetime has passed.
+        if case .failed(let failure) = outcome, failure.tooLarge, case .route(let resource) = key,
+           case .success(let target) = RequestTarget.parse(exchange.request.uri) {
+            tooLargeToCache.insert(key, until: now + resource.lifetime)
+            exchange.cacheOutcome = .tooLargeToCache
+            var headers = exchange.request.headers
+            headers.set("X-Request-Id", exchange.requestID)
+            return relayPassThrough(exchange, target: target, headers: headers)
+        }
         // Stale-if-error: an upstream 5xx, 429, timeout or broken connection, with a stale
         // answer still within its window (never a superseded one), gets that answer.
         if let failedStatus = outcome.failedStatus, let stale = cache.staleAnswer(for: key, now: now, window: settings.staleIfErrorSeconds) {
@@ -184,8 +194,10 @@ extension ProxyServer {
         let requestedAt = clock()
         // With a stale answer to give on failure, a request does not wait out an upstream pause.
         let hasFallback = hasFallback ?? cache.memory.peek(key)?.isWithinStaleWindow(settings.staleIfErrorSeconds, now: requestedAt) ?? false
-        callUpstream(route: key.routeTemplate, method: .get, path: key.upstreamPath, rawQuery: nil, clientHeaders: headers, body: [],
-                     client: client, priority: priority, hasFallback: hasFallback, deadline: deadline) { [self] result in
+        // A `cache.routes` answer is kept only up to a bound: past it the fetch fails as too large.
+        let maxBytes = if case .route = key { Self.maxCachedRouteBytes } else { nil as Int? }
+        callUpstream(route: key.routeTemplate, method: .get, path: key.upstreamPath, rawQuery: key.upstreamQuery, clientHeaders: headers, body: [],
+                     client: client, priority: priority, hasFallback: hasFallback, deadline: deadline, maxResponseBytes: maxBytes) { [self] result in
             let duration = ContinuousClock.now - upstreamStarted
             let land: (FetchOutcome) -> Void = { [self] outcome in
                 // Every waiter's access line shows the time of the one upstream call it shared.

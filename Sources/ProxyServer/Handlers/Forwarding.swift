@@ -81,9 +81,9 @@ extension ProxyServer {
     /// data to give, so it does not wait out an upstream pause.
     func callUpstream(route: String, method: HTTPMethod, path: String, rawQuery: String?, clientHeaders: HTTPHeaders, body: [UInt8],
                       client: String, priority: UpstreamBudget.Priority = .interactive, hasFallback: Bool = false, deadline: Double? = nil,
-                      completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
+                      maxResponseBytes: Int? = nil, completion: @escaping (Result<ClientResponse, UpstreamFailure>) -> Void) {
         gateway.call(route: route, method: method, path: path, rawQuery: rawQuery, headers: clientHeaders, body: body, client: client,
-                     priority: priority, hasFallback: hasFallback, deadline: deadline, completion: completion)
+                     priority: priority, hasFallback: hasFallback, deadline: deadline, maxResponseBytes: maxResponseBytes, completion: completion)
     }
 
     /// Why a job-creation query is refused, or nil when it has exactly one non-empty `project_id`.

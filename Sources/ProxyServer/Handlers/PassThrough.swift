@@ -20,6 +20,11 @@ extension ProxyServer {
                       headers: headers, from: exchange.request, client: exchange.caller.logName, answerHeaders: { [self] upstreamHeaders in
             var headers = upstreamHeaders
             for field in box.exchange.extraHeaders { headers.add(field.name, field.value) }
+            // A `cache.routes` answer streamed through still says what the cache did.
+            if let outcome = box.exchange.finalCacheOutcome {
+                headers.set("Cache-Status", outcome.cacheStatus)
+                headers.set("Age", "0")
+            }
             headers.set("X-Request-Id", box.exchange.requestID)
             if box.exchange.closeConnection || isDraining { headers.set("Connection", "close") }
             return headers
@@ -51,7 +56,7 @@ extension ProxyServer {
     /// The metrics and access line of an answer the relay wrote itself.
     private func recordRelayed(_ exchange: Exchange, status: Int) {
         recordAnswer(method: exchange.knownMethodName, route: exchange.route.template, status: status, client: exchange.caller.logName,
-                     peer: exchange.request.peer, requestID: exchange.requestID, cache: "none",
+                     peer: exchange.request.peer, requestID: exchange.requestID, cache: exchange.finalCacheOutcome?.label ?? "none",
                      elapsed: ContinuousClock.now - exchange.started, upstreamDuration: exchange.upstreamDuration,
                      upstreamStatus: exchange.upstreamStatus)
     }

@@ -48,7 +48,7 @@ extension ProxyServer {
             finish(&exchange, error: .badRequest(invalid.description))
             return nil
         }
-        exchange.route = Router.route(method: request.method, target: target)
+        exchange.route = Router.route(method: request.method, target: target, rules: settings.cacheRoutes)
         if request.method.isIdempotentRead, let problem = Self.methodOverrideProblem(request.headers, rawQuery: target.rawQuery) {
             finish(&exchange, error: .badRequest(problem))
             return nil
@@ -135,6 +135,16 @@ extension ProxyServer {
                 return finish(&exchange, error: .badRequest(problem))
             }
             return forward(exchange, target: target, headers: headers)
+        case .cachedRoute(let rule):
+            let key = CacheKey.route(CachedRouteResource(path: target.encodedPath, query: target.rawQuery, template: rule.pattern,
+                                                         lifetime: rule.seconds))
+            // An answer found too large to cache is streamed through until the rule's time passes.
+            if tooLargeToCache.contains(key, now: clock()) {
+                exchange.cacheOutcome = .tooLargeToCache
+                return relayPassThrough(exchange, target: target, headers: headers)
+            }
+            rememberCachedTarget(exchange.request.uri, key: key, filters: JobListFilters(), route: exchange.route)
+            return serveCached(exchange, key: key, filters: JobListFilters(), requestID: exchange.requestID)
         case .passThrough:
             return relayPassThrough(exchange, target: target, headers: headers)
         default:

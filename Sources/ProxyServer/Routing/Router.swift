@@ -1,4 +1,5 @@
 import EventHTTP
+import ProxyConfig
 
 /// What the proxy does with a request, decided from its method and path alone.
 public enum Route: Sendable, Equatable {
@@ -7,7 +8,9 @@ public enum Route: Sendable, Equatable {
     case listJobs(workflowID: String)
     case getJob(workflowID: String, jobID: String)
     case createJob(workflowID: String)
-    /// Any other request under `/v0/`: forwarded as it is, never cached.
+    /// A GET or HEAD of another route that a `cache.routes` rule caches.
+    case cachedRoute(CacheRouteRule)
+    /// Any other request under `/v0/`: streamed through as it is, never cached.
     case passThrough
     /// `POST /admin/purge?workflow_id=W[&job_id=J]`
     case adminPurge
@@ -25,6 +28,7 @@ public enum Route: Sendable, Equatable {
         case .ready: "/readyz"
         case .listJobs, .createJob: "/v0/workflows/{workflow_id}/jobs"
         case .getJob: "/v0/workflows/{workflow_id}/jobs/{job_id}"
+        case .cachedRoute(let rule): rule.pattern
         case .passThrough: "/v0/*"
         case .adminPurge: "/admin/purge"
         case .adminStats: "/admin/stats"
@@ -44,7 +48,7 @@ public enum Route: Sendable, Equatable {
     /// Whether the answer carries `Cache-Status` and `Age` (the cached routes).
     public var isCachedRoute: Bool {
         switch self {
-        case .listJobs, .getJob: true
+        case .listJobs, .getJob, .cachedRoute: true
         default: false
         }
     }
@@ -52,7 +56,8 @@ public enum Route: Sendable, Equatable {
 
 /// Pure routing: `(method, path segments)` to a `Route`.
 public enum Router {
-    public static func route(method: HTTPMethod, target: RequestTarget) -> Route {
+    /// `rules`: `cache.routes`, the first that matches a GET or HEAD of another route applies.
+    public static func route(method: HTTPMethod, target: RequestTarget, rules: [CacheRouteRule] = []) -> Route {
         let path = target.segments
         if path == ["healthz"] || path == ["readyz"] {
             guard method == .get || method == .head else { return .methodNotAllowed(allowed: [.get, .head]) }
@@ -81,6 +86,9 @@ public enum Router {
                 }
             }
             if method == .get || method == .head { return .getJob(workflowID: workflowID, jobID: path[4]) }
+        }
+        if method == .get || method == .head, !target.trailingSlash, let rule = rules.first(where: { $0.matches(path) }) {
+            return .cachedRoute(rule)
         }
         return .passThrough
     }

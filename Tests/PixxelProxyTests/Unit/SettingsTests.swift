@@ -169,3 +169,34 @@ import ProxyServer
 enum ClientsFileExample {
     static func parse(_ text: String) throws -> Int { try ClientsFile.parse(text).get().count }
 }
+
+@Suite struct CacheRouteRuleTests {
+    @Test func parsesPatternsAndMatchesOneSegmentPerParameter() throws {
+        let rule = try CacheRouteRule.parse("/v0/workflows/{workflow_id}  300").get()
+        #expect(rule.pattern == "/v0/workflows/{workflow_id}" && rule.seconds == 300)
+        #expect(rule.matches(["v0", "workflows", "a b"]))
+        #expect(!rule.matches(["v0", "workflows"]) && !rule.matches(["v0", "workflows", "a", "b"]) && !rule.matches(["v0", "blocks", "a"]))
+        #expect(try CacheRouteRule.parse("/v0/blocks 0.5").get().seconds == 0.5)
+    }
+
+    @Test(arguments: [
+        "/v0/blocks", "/v0/blocks 0", "/v0/blocks -1", "/v0/blocks soon", "/v0/blocks 1e99", "/v1/blocks 60", "blocks 60",
+        "/v0/blocks/ 60", "/v0//blocks 60", "/v0/{a-b} 60", "/v0/blocks?x=1 60", "/v0/a%20b 60", "/v0/.. 60",
+        "/v0/workflows/{id}/jobs 60", "/v0/workflows/{id}/jobs/{job} 60", "/v0/{x}/{y}/{z} 60", "/v0/blocks 60 extra",
+    ])
+    func refusesWhatCannotBeARule(_ text: String) {
+        guard case .failure(let error) = CacheRouteRule.parse(text) else {
+            Issue.record("accepted \(text)")
+            return
+        }
+        #expect(error.key == "cache.routes")
+    }
+
+    @Test func theSettingTakesAListOrCommaSeparatedText() throws {
+        let fromList = try SettingsParser.parse(["cache.routes": .list(["/v0/blocks 60", "/v0/indices 600"])])
+        #expect(fromList.cacheRoutes.map(\.pattern) == ["/v0/blocks", "/v0/indices"])
+        let fromText = try SettingsParser.parse(["cache.routes": .scalar("/v0/blocks 60, /v0/workflows/{id} 300")])
+        #expect(fromText.cacheRoutes.map(\.description) == ["/v0/blocks 60", "/v0/workflows/{id} 300"])
+        #expect(throws: SettingsError.self) { try SettingsParser.parse(["cache.routes": .scalar("/v0/workflows/{w}/jobs 5")]) }
+    }
+}
