@@ -8,7 +8,8 @@
 #
 # Knobs: BENCH_SECONDS (per wrk run, default 5), BENCH_CONNECTIONS (default "1 64 256"),
 # BENCH_WORKERS (nginx worker_processes and the proxy's listen.workers, default 1),
-# BENCH_SKIP_EXTRAS=1 (only the wrk table). Writes bench/out/ (scratch) and bench/RESULTS.md.
+# BENCH_SKIP_EXTRAS=1 (only the wrk table), BENCH_SKIP_DOWNLOAD=1, DOWNLOAD_BYTES, DOWNLOAD_ROUNDS,
+# BENCH_SKIP_ECONOMY=1, ECONOMY_SECONDS. Writes bench/out/ (scratch) and bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -236,6 +237,12 @@ CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
     echo "Proxy counters after the wrk runs: \`$PROXY_STATS\`"
     if [ -f bench/PROFILE.md ]; then echo; cat bench/PROFILE.md; fi
 } > bench/RESULTS.md
+
+# The download benchmark: 1 GiB through the streamed pass-through, direct and nginx (bench/download.py).
+if [ -z "${BENCH_SKIP_DOWNLOAD:-}" ]; then
+    for cleanup_pid in "${PIDS[@]}"; do kill "$cleanup_pid" 2>/dev/null || true; done
+    python3 bench/download.py --out bench/RESULTS.md
+fi
 
 # The economy benchmark: upstream calls and staleness on a team's workload (bench/economy.py).
 if [ -z "${BENCH_SKIP_ECONOMY:-}" ]; then

@@ -42,6 +42,8 @@ public final class HTTPServer {
     private let handler: (ServerRequest) -> Void
     private var listeners: [OpaquePointer] = []
     private var tls: TLSServerContext?
+    /// Whether connections are TLS (their socket is not read directly).
+    var isTLS: Bool { tls != nil }
     private var connections: [ObjectIdentifier: ServerConnection] = [:]
     let timeout: timeval
     private let dateLine = PerSecondText(format: "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", utc: true)

@@ -244,6 +244,8 @@ final class StreamRelay {
             Unmanaged<StreamRelay>.fromOpaque(context!).takeUnretainedValue().event(events)
         }, context)
         bufferevent_setwatermark(bufferEvent, Int16(EV_READ), 0, Self.readAhead)
+        // TLS reads go through OpenSSL in libevent's read loop: let one turn take a whole read-ahead.
+        if client.tls != nil { bufferevent_set_max_single_read(bufferEvent, Self.readAhead) }
         bufferevent_setwatermark(bufferEvent, Int16(EV_WRITE), Self.uploadLowWater, 0)
         // Until the answer's head, the head timer (not a read timeout) bounds the wait: an
         // upload may take far longer than the idle timeout while the upstream says nothing.
@@ -362,6 +364,8 @@ final class StreamRelay {
     private func readable() {
         guard let bufferEvent else { return }
         let input = bufferevent_get_input(bufferEvent)!
+        // Take all the socket has (up to the read-ahead) in this turn, not 4 KiB of it.
+        if client.tls == nil, !upstreamClosed { readAvailable(bufferEvent, upTo: Self.readAhead) }
         switch stage {
         case .connecting, .awaitingHead:
             readHead(input)

@@ -9,7 +9,7 @@ extension ProxyServer {
     /// `listen.max_upload_bytes`), whole for those whose body the proxy reads itself.
     func bodyReading(for head: RequestParser.Head) -> BodyReading {
         guard let method = head.knownMethod, case .success(let target) = RequestTarget.parse(head.target),
-              Router.route(method: method, target: target) == .passThrough else { return .whole }
+              Router.route(method: method, target: target, rules: settings.cacheRoutes) == .passThrough else { return .whole }
         return .streamed(maxBytes: settings.listenMaxUploadBytes == 0 ? Int.max : settings.listenMaxUploadBytes)
     }
 

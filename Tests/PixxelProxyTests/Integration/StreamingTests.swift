@@ -207,8 +207,15 @@ import Testing
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let (process, port) = try ProcessTests.startServe(simPort: simPort, clients: clients, directory: directory)
         let workflow = sim.workflowIDs[0]
-        let list = try RawHTTPClient.request(port: port, target: "/v0/workflows/\(workflow)/jobs", headers: [("Authorization", token)])
-        let job = try #require((try JSONSerialization.jsonObject(with: Data(list.body)) as? [String: Any])?["jobs"] as? [[String: Any]])[0]["id"] as! String
+        let list = try? RawHTTPClient.request(port: port, target: "/v0/workflows/\(workflow)/jobs", headers: [("Authorization", token)])
+        guard let list, let jobs = (try? JSONSerialization.jsonObject(with: Data(list.body)) as? [String: Any])?["jobs"] as? [[String: Any]],
+              let job = jobs.first?["id"] as? String else {
+            // Nothing else stops this process if the test ends here.
+            process.terminate()
+            process.waitUntilExit()
+            sim.stop()
+            throw RawHTTPError(description: "the proxy process did not list the jobs")
+        }
         return Running(sim: sim, process: process, port: port, token: token, directory: directory,
                        target: "/v0/workflows/\(workflow)/jobs/\(job)/download", job: job)
     }
