@@ -14,6 +14,8 @@ public final class ConnectionAllowance {
     /// Told when a connection of the other kind closes.
     var bufferedFreed: (() -> Void)?
     var streamedFreed: (() -> Void)?
+    /// Told when a buffered connection goes back to the idle pool (it may be closed for a transfer).
+    var bufferedIdled: (() -> Void)?
 
     public init(maxConnections: Int) {
         self.maxConnections = max(1, maxConnections)

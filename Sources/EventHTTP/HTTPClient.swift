@@ -248,6 +248,7 @@ public final class HTTPClient {
             if !dispatch(next) { queue.insert(next, at: 0) }
         }
         onCapacity?()
+        if !idle.isEmpty { allowance.bufferedIdled?() }
     }
 
     func connectionClosed(_ connection: ClientConnection) {

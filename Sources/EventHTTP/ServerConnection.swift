@@ -41,6 +41,11 @@ final class ServerConnection {
     private var bodyStreamHead: RequestParser.Head?
     /// An answer whose body is being written as it is produced.
     private var responseStream: ResponseStream?
+    /// A streamed body's time: only time spent reading counts (not while the consumer waits
+    /// for its upstream, or pauses), and it must keep up one MiB per `listen.timeout_seconds`.
+    private var bodyTimer: LoopTimer?
+    private var bodyReadingSince: ContinuousClock.Instant?
+    private var bodyReadingSpent: Duration = .zero
 
     var isOpen: Bool { bufferEvent != nil }
 
@@ -87,6 +92,8 @@ final class ServerConnection {
             unflushedAnswers = 0
             server?.answersFlushed(lost)
             if awaitingAnswer, let current { current.clientGone() }
+            bodyTimer?.cancel()
+            bodyTimer = nil
             if let stream = bodyStream {
                 bodyStream = nil
                 stream.finish(.failure(.clientGone))
@@ -250,6 +257,8 @@ final class ServerConnection {
     /// The consumer of `stream` started or resumed reading.
     func bodyWanted(_ stream: RequestBodyStream) {
         guard stream === bodyStream, let bufferEvent, let head = bodyStreamHead else { return }
+        if bodyReadingSince == nil { bodyReadingSince = .now }
+        checkBodyPace(stream)
         if evbuffer_get_length(bufferevent_get_input(bufferEvent)) == 0 { sendContinueIfAsked(head) }
         if !processing {
             processInput()
@@ -294,10 +303,38 @@ final class ServerConnection {
         }
     }
 
+    /// The consumer paused: the time until it resumes is not the client's.
+    func bodyPaused(_ stream: RequestBodyStream) {
+        guard stream === bodyStream, let since = bodyReadingSince else { return }
+        bodyReadingSpent += .now - since
+        bodyReadingSince = nil
+        bodyTimer?.cancel()
+        bodyTimer = nil
+    }
+
+    /// Ends a streamed body that is late (408), or arms a timer for when it would be.
+    private func checkBodyPace(_ stream: RequestBodyStream) {
+        bodyTimer?.cancel()
+        bodyTimer = nil
+        guard stream === bodyStream, let since = bodyReadingSince, let loop = server?.loop else { return }
+        let allowed = limits.timeoutSeconds * (1 + Double(stream.deliveredBytes) / Double(1 << 20))
+        let spent = bodyReadingSpent + (.now - since)
+        let remaining = allowed - (Double(spent.components.seconds) + Double(spent.components.attoseconds) / 1e18)
+        guard remaining > 0 else { return endBodyStream(.failure(.timedOut)) }
+        bodyTimer = loop.schedule(after: remaining) { [weak self, weak stream] in
+            guard let self, let stream else { return }
+            checkBodyPace(stream)
+        }
+    }
+
     private func endBodyStream(_ result: Result<Void, BodyStreamError>) {
         guard let stream = bodyStream, let bufferEvent else { return }
         bodyStream = nil
         bodyStreamHead = nil
+        bodyTimer?.cancel()
+        bodyTimer = nil
+        bodyReadingSince = nil
+        bodyReadingSpent = .zero
         if case .failure = result {
             // What follows in the input is not a request: nothing more is read.
             closeAfterFlush = true
@@ -357,6 +394,8 @@ final class ServerConnection {
         if close || streamedAnswerCloses || bodyStream != nil {
             bodyStream?.finish(.failure(.clientGone))
             bodyStream = nil
+            bodyTimer?.cancel()
+            bodyTimer = nil
             closeAfterFlush = true
             bufferevent_disable(bufferEvent, Int16(EV_READ))
         }
@@ -397,6 +436,8 @@ final class ServerConnection {
             // Answered before its body was all read: the rest is never read.
             bodyStream = nil
             bodyStreamHead = nil
+            bodyTimer?.cancel()
+            bodyTimer = nil
             close = true
             stream.finish(.failure(.clientGone))
         }

@@ -68,7 +68,14 @@ public final class StreamingClient {
     /// The client that shares the allowance: asked to close an idle connection when a
     /// transfer needs the room.
     private weak var buffered: HTTPClient?
+    /// Transfers waiting for a connection. The next connection goes to the waiting client that
+    /// holds the fewest, then to the one served longest ago, then to the earliest: clients in
+    /// turn, so one client's queued downloads cannot keep another's request waiting.
     private var waiting: [Reservation] = []
+    /// Transfers running (or granted) per client, and when each client was last granted one.
+    private var running: [String: Int] = [:]
+    private var lastGranted: [String: Int] = [:]
+    private var grants = 0
 
     public init(loop: EventLoop, host: String, port: UInt16, tls: TLSClientContext?, limits: StreamLimits, sharingWith buffered: HTTPClient) {
         self.loop = loop
@@ -79,6 +86,8 @@ public final class StreamingClient {
         self.buffered = buffered
         allowance = buffered.allowance
         allowance.bufferedFreed = { [weak self] in self?.grantWaiting() }
+        // A buffered connection gone idle can be closed for a waiting transfer.
+        allowance.bufferedIdled = { [weak self] in self?.grantWaiting() }
         allowance.streamedFreed = { [weak self, weak buffered] in
             self?.grantWaiting()
             buffered?.capacityFreed()
@@ -86,7 +95,7 @@ public final class StreamingClient {
     }
 
     /// Streamed transfers running now.
-    public var running: Int { allowance.streamed }
+    public var runningCount: Int { allowance.streamed }
     /// Transfers waiting for a connection.
     public var queued: Int { waiting.count }
 
@@ -94,8 +103,12 @@ public final class StreamingClient {
     public final class Slot {
         fileprivate weak var client: StreamingClient?
         private var held = true
+        fileprivate let owner: String
 
-        fileprivate init(client: StreamingClient) { self.client = client }
+        fileprivate init(client: StreamingClient, owner: String) {
+            self.client = client
+            self.owner = owner
+        }
 
         deinit { release() }
 
@@ -103,7 +116,7 @@ public final class StreamingClient {
         public func release() {
             guard held else { return }
             held = false
-            client?.allowance.streamed -= 1
+            client?.slotEnded(owner)
         }
 
         /// Sends `request` and streams its answer to `downstream`. `answerHeaders` turns the
@@ -113,8 +126,9 @@ public final class StreamingClient {
                           completion: @escaping (RelayOutcome) -> Void) {
             guard held, let client else { return completion(.failed(.unreachable("client closed"))) }
             held = false
+            let owner = self.owner
             let transfer = StreamRelay(client: client, request: request, downstream: downstream, answerHeaders: answerHeaders) { outcome in
-                client.allowance.streamed -= 1
+                client.slotEnded(owner)
                 completion(outcome)
             }
             transfer.start()
@@ -122,21 +136,25 @@ public final class StreamingClient {
     }
 
     private final class Reservation {
+        let client: String
         let granted: (Slot) -> Void
         let refused: (ClientError) -> Void
         var timer: LoopTimer?
-        init(granted: @escaping (Slot) -> Void, refused: @escaping (ClientError) -> Void) {
+        init(client: String, granted: @escaping (Slot) -> Void, refused: @escaping (ClientError) -> Void) {
+            self.client = client
             self.granted = granted
             self.refused = refused
         }
     }
 
-    /// Holds a connection for a transfer, now or when one frees up (within `timeoutSeconds`).
-    public func reserve(timeoutSeconds: Double, granted: @escaping (Slot) -> Void, refused: @escaping (ClientError) -> Void) {
+    /// Holds a connection for a transfer of `client`'s, now or when one frees up (within
+    /// `timeoutSeconds`); waiting transfers get connections clients in turn.
+    public func reserve(client: String, timeoutSeconds: Double, granted: @escaping (Slot) -> Void,
+                        refused: @escaping (ClientError) -> Void) {
         loop.assertOnLoop()
-        if waiting.isEmpty, let slot = takeSlot() { return granted(slot) }
+        if waiting.isEmpty, let slot = takeSlot(for: client) { return granted(slot) }
         guard waiting.count < limits.maxQueued else { return refused(.queueFull) }
-        let reservation = Reservation(granted: granted, refused: refused)
+        let reservation = Reservation(client: client, granted: granted, refused: refused)
         reservation.timer = loop.schedule(after: timeoutSeconds) { [weak self, weak reservation] in
             guard let self, let reservation, let index = waiting.firstIndex(where: { $0 === reservation }) else { return }
             waiting.remove(at: index)
@@ -145,17 +163,34 @@ public final class StreamingClient {
         waiting.append(reservation)
     }
 
-    private func takeSlot() -> Slot? {
+    private func takeSlot(for owner: String) -> Slot? {
         if !allowance.canOpenStreamed, allowance.streamedHasRoom { _ = buffered?.closeOneIdle() }
         guard allowance.canOpenStreamed else { return nil }
         allowance.streamed += 1
-        return Slot(client: self)
+        running[owner, default: 0] += 1
+        grants += 1
+        // Client names come from the clients file: a bounded set.
+        if lastGranted.count >= 4096 { lastGranted.removeAll() }
+        lastGranted[owner] = grants
+        return Slot(client: self, owner: owner)
     }
 
-    /// A connection closed: the first waiting transfer gets it.
+    fileprivate func slotEnded(_ owner: String) {
+        if let count = running[owner] { running[owner] = count > 1 ? count - 1 : nil }
+        // Last: it may grant a waiting transfer at once.
+        allowance.streamed -= 1
+    }
+
+    /// A connection may be free: waiting transfers get them, fewest held first.
     func grantWaiting() {
-        while !waiting.isEmpty, let slot = takeSlot() {
-            let next = waiting.removeFirst()
+        while !waiting.isEmpty {
+            func rank(_ reservation: Reservation) -> (Int, Int) {
+                (running[reservation.client] ?? 0, lastGranted[reservation.client] ?? 0)
+            }
+            let best = waiting.map(rank).min { $0 < $1 }!
+            let index = waiting.firstIndex { rank($0) == best }!
+            guard let slot = takeSlot(for: waiting[index].client) else { return }
+            let next = waiting.remove(at: index)
             next.timer?.cancel()
             next.granted(slot)
         }
@@ -230,7 +265,9 @@ final class StreamRelay {
             _ = pp_ssl_verify_peer_name(ssl, client.host, isIPLiteral ? 1 : 0)
             bufferEvent = bufferevent_openssl_socket_new(loop.base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
                                                          Int32(BEV_OPT_CLOSE_ON_FREE.rawValue | BEV_OPT_DEFER_CALLBACKS.rawValue))
-            if let bufferEvent { bufferevent_openssl_set_allow_dirty_shutdown(bufferEvent, 1) }
+            // A close without TLS close_notify is an error, not an end: an answer framed by the
+            // close could otherwise be cut by a forged FIN and look whole.
+            if let bufferEvent { bufferevent_openssl_set_allow_dirty_shutdown(bufferEvent, 0) }
         } else {
             bufferEvent = bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue | BEV_OPT_DEFER_CALLBACKS.rawValue))
         }
@@ -390,10 +427,12 @@ final class StreamRelay {
                 return upstreamFailed(.broken("the upstream answered something that is not HTTP: \(reason)"))
             case .complete(let head, let headLength):
                 evbuffer_drain(input, headLength)
-                if head.status == 100 { continue }
-                if (100..<200).contains(head.status) {
-                    return upstreamFailed(.broken("the upstream sent an interim (1xx) answer, which this proxy does not pass on"))
+                // Interim answers (100 Continue, 103 Early Hints) are dropped (RFC 9110 15.2); the
+                // final one follows. 101 would switch protocols: not this proxy's to pass on.
+                if head.status == 101 {
+                    return upstreamFailed(.broken("the upstream switched protocols, which this proxy does not pass on"))
                 }
+                if (100..<200).contains(head.status) { continue }
                 return startAnswer(head)
             }
         }
@@ -406,7 +445,8 @@ final class StreamRelay {
         status = head.status
         let length: StreamedLength
         switch head.framing {
-        case .none: length = head.declaredLength.map(StreamedLength.known) ?? (request.method == .head ? .unknown : .known(0))
+        // No body: the length the upstream declared (HEAD, 304), or none; never one it did not give.
+        case .none: length = head.declaredLength.map(StreamedLength.known) ?? .unknown
         case .length(let count): length = .known(count)
         case .chunked, .untilClose: length = .unknown
         }

@@ -17,6 +17,9 @@ public enum BodyStreamError: Error, Sendable, Equatable {
     case invalidFraming
     /// The client stopped sending, or left.
     case clientGone
+    /// The client sent too slowly: it had `timeout` seconds of reading, plus one more per MiB
+    /// delivered, and the body was not done (slowloris on an upload).
+    case timedOut
 }
 
 /// A request body that arrives while the request is handled. Nothing is read from the client
@@ -69,7 +72,11 @@ public final class RequestBodyStream {
         connection?.bodyWanted(self)
     }
 
-    public func pause() { isPaused = true }
+    public func pause() {
+        guard !isPaused else { return }
+        isPaused = true
+        connection?.bodyPaused(self)
+    }
 
     public func resume() {
         guard isPaused else { return }

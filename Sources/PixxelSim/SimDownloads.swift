@@ -62,7 +62,8 @@ public enum SimByteRange: Equatable, Sendable {
         guard first < size else { return .unsatisfiable }
         if parts[1].isEmpty { return .partial(first..<size) }
         guard let last = Int(parts[1]), last >= first else { return .whole }
-        return .partial(first..<min(last + 1, size))
+        // `last` may be anything up to Int.max: compared, never incremented past the size.
+        return .partial(first..<(last >= size ? size : last + 1))
     }
 }
 

@@ -373,7 +373,7 @@ public final class SimServer: @unchecked Sendable {
         var headers = HTTPHeaders([("Content-Type", "application/octet-stream"), ("ETag", etag), ("Last-Modified", lastModified),
                                    ("Accept-Ranges", "bytes")])
         if request.headers["If-None-Match"] == etag || request.headers["If-Modified-Since"] == lastModified {
-            _ = request.startStreamedAnswer(status: 304, headers: headers, length: .known(0))?.finish()
+            _ = request.startStreamedAnswer(status: 304, headers: headers, length: .unknown)?.finish()
             return
         }
         var status = 200

@@ -71,6 +71,9 @@ public final class ProxyServer: @unchecked Sendable {
             throw SettingsError(key: "cache.directory", "\(error)")
         }
         for note in disk.openNotes { logger.warning("\(note)") }
+        if settings.upstreamMaxConnections == 1 {
+            logger.warning("upstream.max_connections is 1: a streamed pass-through transfer (a download) holds the only upstream connection, and the cached routes wait for it to end")
+        }
         let path = disk.path
         disk.onCorruption { [logger] problem in
             logger.error("the cache store is corrupt; /readyz now fails; the next start moves it aside",

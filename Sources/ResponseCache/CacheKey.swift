@@ -43,6 +43,12 @@ public enum CacheKey: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// A `cache.routes` resource (not a job route's document).
+    public var isRoute: Bool {
+        if case .route = self { return true }
+        return false
+    }
+
     /// The query the upstream is asked with (the job routes ask without one).
     public var upstreamQuery: String? {
         if case .route(let resource) = self { return resource.query }

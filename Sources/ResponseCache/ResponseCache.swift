@@ -161,7 +161,13 @@ public final class ResponseCache {
         let epoch = purgeEpoch
         readDisk(key) { [self] record in
             // A purge since the read began: what it read is gone.
-            guard epoch == purgeEpoch, let record, let read = CachedAnswer(record: record) else { return completion(nil, false) }
+            guard epoch == purgeEpoch, let record, var read = CachedAnswer(record: record) else { return completion(nil, false) }
+            // A `cache.routes` entry is fresh for its rule's lifetime as configured now, not as
+            // when it was written (a rule shortened since must not keep old answers fresh).
+            if case .route(let resource) = key, read.lifetime != resource.lifetime {
+                read = CachedAnswer(document: read.document, headers: read.headers, storedAt: read.storedAt, lifetime: resource.lifetime,
+                                    freshness: read.freshness)
+            }
             // A list written before a job was created through this process (by the process
             // before a restart, say) gets the job, as a list fetched now would.
             let answer = withRecentWrites(read, key: key, since: read.storedAt, now: now())

@@ -63,13 +63,13 @@ public final class UpstreamClient {
     }
 
     /// Streamed transfers running now, and waiting for a connection.
-    public var streamsRunning: Int { streaming.running }
+    public var streamsRunning: Int { streaming.runningCount }
     public var streamsQueued: Int { streaming.queued }
 
     /// Holds a connection for a streamed transfer (see `StreamingClient.reserve`).
-    public func reserveStream(timeoutSeconds: Double, granted: @escaping (StreamingClient.Slot) -> Void,
+    public func reserveStream(client: String, timeoutSeconds: Double, granted: @escaping (StreamingClient.Slot) -> Void,
                               refused: @escaping (UpstreamFailure) -> Void) {
-        streaming.reserve(timeoutSeconds: timeoutSeconds, granted: granted, refused: { refused(Self.failure(for: $0)) })
+        streaming.reserve(client: client, timeoutSeconds: timeoutSeconds, granted: granted, refused: { refused(Self.failure(for: $0)) })
     }
 
     /// The request as it goes upstream for a streamed transfer: the base path, the encoded

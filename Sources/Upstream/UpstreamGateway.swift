@@ -122,7 +122,7 @@ public final class UpstreamGateway {
         loop.assertOnLoop()
         let deadline = newDeadline()
         let relayRequest = client.relayRequest(method: method, path: path, rawQuery: rawQuery, clientHeaders: headers)
-        client.reserveStream(timeoutSeconds: timeoutSeconds, granted: { [self] slot in
+        client.reserveStream(client: caller, timeoutSeconds: timeoutSeconds, granted: { [self] slot in
             guard !request.isClientGone else {
                 slot.release()
                 return completion(.clientGone)

@@ -59,6 +59,8 @@ extension ProxyServer {
         let box = ExchangeBox(exchange)
         let memoryEntries = cache.memory.count, memoryBytes = cache.memory.totalBytes, evictions = cache.memory.evictions
         let counters = cache.counters, collapsed = cache.flights.collapsed
+        // Pass-through transfers streaming now, and waiting for an upstream connection.
+        let streams = ["running": upstream.streamsRunning, "queued": upstream.streamsQueued]
         let hits = counters.hits, misses = counters.misses
         let invalidation = [
             "renewals": counters.renewals, "invalidations": counters.invalidations, "rejected_out_of_order": counters.rejectedOutOfOrder,
@@ -74,6 +76,7 @@ extension ProxyServer {
                     "hits": hits, "disk_hits": counters.diskHits, "prepared_hits": counters.preparedHits, "misses": misses,
                     "hit_ratio": lookups == 0 ? 0 : Double(hits) / Double(lookups),
                     "collapsed": collapsed, "upstream_fetches": counters.upstreamFetches, "invalidation": invalidation,
+                    "streams": streams,
                     // Every hit and every collapsed waiter is an upstream call not made.
                     "upstream_calls_saved": hits + collapsed,
                 ]

@@ -210,6 +210,9 @@ extension ProxyServer {
                 land(.failed(failure))
             case .success(let response) where response.status != 200:
                 land(.passedOn(response))
+            case .success(let response) where key.isRoute && Self.forbidsStoring(response.headers):
+                // The upstream says not to keep it: those waiting now get it, nobody later.
+                land(.passedOn(response))
             case .success(let response):
                 cache.store(key, body: response.body, headers: response.headers, requestedAt: requestedAt, now: clock()) { stored in
                     switch stored {
@@ -225,6 +228,16 @@ extension ProxyServer {
     static let garbage = UpstreamFailure(status: 502, code: "bad_gateway", message: "the upstream answered something that is not a Pixxel job document")
     static let olderThanListed = UpstreamFailure(
         status: 502, code: "bad_gateway", message: "the upstream answered an older version of the job than it has already shown; retry")
+
+    /// Whether an upstream answer's `Cache-Control` forbids a shared cache to store it or to
+    /// serve it without revalidation (`no-store`, `private`, `no-cache`; RFC 9111 5.2.2). For
+    /// `cache.routes` answers: the job routes' documents are the proxy's to keep by their rules.
+    static func forbidsStoring(_ headers: HTTPHeaders) -> Bool {
+        headers.values("Cache-Control").flatMap { $0.lowercased().split(separator: ",") }.contains { directive in
+            let name = directive.split(separator: "=", maxSplits: 1).first.map { String($0.filter { $0 != " " && $0 != "\t" }) } ?? ""
+            return name == "no-store" || name == "private" || name == "no-cache"
+        }
+    }
 
     /// `Cache-Control: no-cache` or `max-age=0` (or `Pragma: no-cache`) from the client.
     static func asksForRevalidation(_ headers: HTTPHeaders) -> Bool {

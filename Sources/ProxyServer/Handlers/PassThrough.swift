@@ -47,6 +47,8 @@ extension ProxyServer {
             case .bodyRefused(.tooLarge):
                 finish(&exchange, error: ProxyError(status: 413, code: "payload_too_large",
                                                     message: "the request body is larger than \(settings.listenMaxUploadBytes) bytes"))
+            case .bodyRefused(.timedOut):
+                finish(&exchange, error: ProxyError(status: 408, code: "request_timeout", message: "the request body arrived too slowly"))
             case .bodyRefused:
                 finish(&exchange, error: .badRequest("invalid chunked body"))
             }
