@@ -4,18 +4,20 @@ import ProxyServer
 
 /// The fuzzed entry points, shared by the libFuzzer binary (`make fuzz`) and the corpus replay
 /// test (`make test`). The first byte picks the target; the rest is its input. An invariant
-/// that fails stops the process (a finding). 0xF0 and 0xF1 select the HTTP framing targets (so
+/// that fails stops the process (a finding). 0xF0 to 0xF2 select the HTTP framing targets (so
 /// that the corpus entries written before them keep their meaning); other bytes, modulo 3,
 /// the older ones.
 public enum FuzzTargets {
     public static let requestHeadSelector: UInt8 = 0xF0
     public static let chunkedBodySelector: UInt8 = 0xF1
+    public static let upstreamAnswerSelector: UInt8 = 0xF2
 
     public static func run(_ data: [UInt8]) {
         guard let selector = data.first else { return }
         let input = Array(data.dropFirst())
         if selector == requestHeadSelector { return HTTPFramingFuzz.head(input) }
         if selector == chunkedBodySelector { return HTTPFramingFuzz.chunked(input) }
+        if selector == upstreamAnswerSelector { return HTTPFramingFuzz.upstreamAnswer(input) }
         switch selector % 3 {
         case 0: requestTarget(input)
         case 1: listFilters(input)

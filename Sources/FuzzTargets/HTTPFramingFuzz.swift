@@ -87,4 +87,35 @@ public enum HTTPFramingFuzz {
         for field in head.headers { text += "\(field.name): \(field.value)\r\n" }
         return Array((text + "\r\n").utf8)
     }
+
+    /// What a streamed pass-through reads from the upstream: an answer's head (never a
+    /// length it did not declare, no body for HEAD, never both framings), and a chunked body
+    /// decoded while handed on piece by piece, which must give what decoding it whole gives,
+    /// wherever the input is split.
+    static func upstreamAnswer(_ input: [UInt8]) {
+        input.withUnsafeBytes { bytes in
+            for method in [HTTPMethod.get, .head] {
+                guard case .complete(let head, let length) = ResponseParser.parseHead(bytes, maxHeadBytes: 65_536, requestMethod: method) else {
+                    continue
+                }
+                precondition(length > 0 && length <= bytes.count, "a head longer than its input")
+                if case .length(let declared) = head.framing { precondition(declared == head.declaredLength, "a length not declared") }
+                if method == .head { precondition(head.framing == .none, "a body after HEAD") }
+                precondition(!(head.framing == .chunked && head.declaredLength != nil), "both framings")
+            }
+            var whole = RequestParser.ChunkedDecoder(maxBodyBytes: 1 << 20)
+            _ = whole.feed(bytes)
+            var streamed = RequestParser.ChunkedDecoder(maxBodyBytes: 1 << 20)
+            var pieces: [UInt8] = []
+            let split = bytes.count / 2
+            let consumed = streamed.feed(UnsafeRawBufferPointer(rebasing: bytes[0..<split])) { pieces += $0 }
+            if streamed.progress == .needMore {
+                let rest = Array(bytes[consumed...])
+                rest.withUnsafeBytes { _ = streamed.feed($0) { pieces += $0 } }
+            }
+            precondition(streamed.progress == whole.progress, "split decoding ends differently")
+            if whole.progress == .done { precondition(pieces == whole.body, "split decoding gives other bytes") }
+            precondition(streamed.body.isEmpty, "a streamed body was kept")
+        }
+    }
 }

@@ -211,12 +211,13 @@ public final class SimServer: @unchecked Sendable {
                 let items = jobs.filter { filter.matches($0, now: now) }.map { SimDocuments.listItem($0, now: now) }
                 return reply(request, 200, SimDocuments.encode(["jobs": items, "x_generated_by": "pixxel-sim"]))
             }
-        case (.get, 6), (.head, 6) where segments[5] == "download":
+        case (.get, 6) where segments[5] == "download", (.head, 6) where segments[5] == "download":
             guard let job = jobs.first(where: { $0.id == segments[4] }) else {
                 return reply(request, 404, SimDocuments.error("not_found", "no such job"))
             }
             return download(request, query: query, seed: Self.seed(of: "job/\(job.id)"))
-        case (.get, 8), (.head, 8) where segments[5] == "tasks" && segments[7] == "download":
+        case (.get, 8) where segments[5] == "tasks" && segments[7] == "download",
+             (.head, 8) where segments[5] == "tasks" && segments[7] == "download":
             guard jobs.contains(where: { $0.id == segments[4] }) else {
                 return reply(request, 404, SimDocuments.error("not_found", "no such job"))
             }
