@@ -32,6 +32,10 @@ public final class ProxyServer: @unchecked Sendable {
     /// The largest `cache.routes` answer kept; a larger one is streamed through instead.
     static let maxCachedRouteBytes = 1 << 20
     let metrics = ProxyMetrics()
+    /// The status page's figures over time (loop thread only).
+    var operatorStats = OperatorStats()
+    /// When the process started serving (monotonic), for the page's uptime.
+    let startedAt = ContinuousClock.now
     let hitPath = HitPathState()
     let budget: UpstreamBudget
     let gateway: UpstreamGateway
@@ -107,12 +111,6 @@ public final class ProxyServer: @unchecked Sendable {
         upstream.onCapacity = { [weak budget] in budget?.capacityFreed() }
         gateway = UpstreamGateway(loop: loop, client: upstream, budget: budget, clock: budgetClock, wallClock: clock,
                                   timeoutSeconds: settings.upstreamTimeoutSeconds, maxRetryAfterSeconds: settings.upstreamMaxRetryAfterSeconds)
-        let metrics = self.metrics
-        gateway.onOutcome = { route, outcome, duration in
-            if let duration { metrics.upstreamRequest(route: route, outcome: outcome, duration: duration) } else {
-                metrics.upstreamRequest(route: route, outcome: outcome)
-            }
-        }
         gateway.onPause = { [logger] status, seconds in
             logger.warning("upstream asked to wait", metadata: ["status": "\(status)", "seconds": "\(seconds)"])
         }
@@ -125,6 +123,16 @@ public final class ProxyServer: @unchecked Sendable {
         }
         httpServer?.admit = { [unowned self] head, peer in self.admit(head, peer: peer) }
         httpServer?.bodyReading = { [unowned self] head in self.bodyReading(for: head) }
+        gateway.onOutcome = { [unowned self] route, outcome, duration in
+            if let duration { metrics.upstreamRequest(route: route, outcome: outcome, duration: duration) } else {
+                metrics.upstreamRequest(route: route, outcome: outcome)
+            }
+            // A call made (it has a duration); a refusal by the budget is not a call.
+            if duration != nil {
+                operatorStats.upstreamCall(at: Int(budgetClock()), wallTime: clock(), route: route, outcome: outcome,
+                                           error: OperatorStats.isError(outcome))
+            }
+        }
     }
 
     static func loadClients(_ settings: ProxySettings) throws -> [ClientRecord] {

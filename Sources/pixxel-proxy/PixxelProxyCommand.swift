@@ -10,7 +10,7 @@ struct PixxelProxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pixxel-proxy",
         abstract: "A caching gateway for the Pixxel Jobs API.",
-        subcommands: [Serve.self, CheckConfig.self, TokenCommand.self, CacheCommand.self, AuditCommand.self])
+        subcommands: [Serve.self, CheckConfig.self, TokenCommand.self, CacheCommand.self, AuditCommand.self, StatusCommand.self])
 }
 
 /// Exit status for a configuration error (sysexits EX_CONFIG).
@@ -125,6 +125,46 @@ struct TokenCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
+    }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "The status page's figures in the terminal (reads /admin/stats with an admin token).")
+    @Option(help: "The proxy's base URL.") var url = "http://127.0.0.1:8787"
+    @Option(name: .customLong("token-file"), help: "File holding an admin token (default: the PIXXEL_PROXY_ADMIN_TOKEN variable).")
+    var tokenFile: String?
+    @Flag(help: "Refresh every 2 seconds until interrupted.") var watch = false
+
+    func run() async throws {
+        guard let base = UpstreamURL(parsing: url) else {
+            FileHandle.standardError.write(Data("pixxel-proxy: --url must be http://HOST[:PORT] or https://HOST[:PORT], got \(url)\n".utf8))
+            throw ExitCode(64)
+        }
+        let token: String
+        if let tokenFile {
+            guard let data = FileManager.default.contents(atPath: tokenFile) else {
+                FileHandle.standardError.write(Data("pixxel-proxy: cannot read \(tokenFile)\n".utf8))
+                throw ExitCode(66)
+            }
+            token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        } else if let variable = ProcessInfo.processInfo.environment["PIXXEL_PROXY_ADMIN_TOKEN"] {
+            token = variable.trimmingCharacters(in: .whitespacesAndNewlines)
+        } else {
+            FileHandle.standardError.write(Data("pixxel-proxy: give an admin token with --token-file or PIXXEL_PROXY_ADMIN_TOKEN\n".utf8))
+            throw ExitCode(64)
+        }
+        repeat {
+            do {
+                let report = StatusReport.render(try await StatusReport.fetch(base, token: token), url: url)
+                // In watch mode the screen is cleared and redrawn from its top.
+                print((watch ? "\u{1B}[H\u{1B}[2J" : "") + report, terminator: "")
+            } catch {
+                FileHandle.standardError.write(Data("pixxel-proxy: \(error)\n".utf8))
+                if !watch { throw ExitCode(1) }
+            }
+            if watch { try await Task.sleep(for: .seconds(2)) }
+        } while watch
     }
 }
 

@@ -50,8 +50,41 @@ extension ProxyServer {
         }
     }
 
+    /// The status page's headers: its own script and style only, never framed, never cached.
+    static let statusPageHeaders = HTTPHeaders([
+        ("Content-Type", "text/html; charset=utf-8"), ("Content-Security-Policy", StatusPage.contentSecurityPolicy),
+        ("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
+        ("Cache-Control", "no-store"),
+    ])
+
     static func purgeBody(memory: Int, disk: Int) -> [UInt8] {
         Array(#"{"purged":{"memory_entries":\#(memory),"disk_entries":\#(disk)}}"#.utf8)
+    }
+
+    /// What the status page draws besides the cache's counters: the budget now, per-second
+    /// series of the last five minutes (oldest first), requests per client, the busiest
+    /// workflows and the last upstream errors.
+    func operatorFigures() -> [String: Any] {
+        let second = Int(budgetClock())
+        let series = operatorStats.series(before: second)
+        let uptime = ContinuousClock.now - startedAt
+        return [
+            "uptime_seconds": uptime.components.seconds,
+            "budget": [
+                "requests_per_second": settings.upstreamRequestsPerSecond, "burst": settings.upstreamBurst,
+                "tokens": budget.tokens, "queued": budget.queued, "pause_remaining_seconds": budget.pauseRemaining(),
+                "pauses": budget.pauses, "refused": budget.refused,
+            ] as [String: Any],
+            "series": [
+                "requests": series.map(\.requests), "hits": series.map(\.hits), "upstream_calls": series.map(\.upstreamCalls),
+                "upstream_errors": series.map(\.upstreamErrors),
+            ],
+            "clients": operatorStats.clients,
+            "workflows": operatorStats.busiestWorkflows(10).map { ["id": $0.id, "requests": $0.requests] as [String: Any] },
+            "recent_upstream_errors": operatorStats.recentErrors.map {
+                ["at": Date(timeIntervalSince1970: $0.at).ISO8601Format(), "route": $0.route, "outcome": $0.outcome] as [String: Any]
+            },
+        ]
     }
 
     /// `GET /admin/stats`: entries and bytes per tier, hits, misses, hit ratio, calls saved.
@@ -79,7 +112,7 @@ extension ProxyServer {
                     "streams": streams,
                     // Every hit and every collapsed waiter is an upstream call not made.
                     "upstream_calls_saved": hits + collapsed,
-                ]
+                ].merging(operatorFigures()) { current, _ in current }
                 let body = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map(Array.init) ?? []
                 finish(&box.exchange, status: 200, body: body)
             }

@@ -23,12 +23,14 @@ extension ProxyServer {
         recordAnswer(method: exchange.knownMethodName, route: exchange.route.template, status: status, client: exchange.caller.logName,
                      peer: exchange.request.peer, requestID: exchange.requestID, cache: outcome?.label ?? "none",
                      elapsed: ContinuousClock.now - exchange.started, upstreamDuration: exchange.upstreamDuration,
-                     upstreamStatus: exchange.upstreamStatus)
+                     upstreamStatus: exchange.upstreamStatus, workflow: exchange.route.workflow)
     }
 
     /// The last phase of every request, the hit path's too: its metrics and its access line.
     func recordAnswer(method: String, route: String, status: Int, client: String, peer: String, requestID: String, cache: String,
-                      elapsed: Duration, upstreamDuration: Duration?, upstreamStatus: Int?, hitRecorder: ProxyMetrics.HitRecorder? = nil) {
+                      elapsed: Duration, upstreamDuration: Duration?, upstreamStatus: Int?, hitRecorder: ProxyMetrics.HitRecorder? = nil,
+                      workflow: String? = nil) {
+        operatorStats.answered(at: Int(budgetClock()), hit: cache == "hit", client: client, workflow: workflow)
         if let hitRecorder {
             hitRecorder.record(elapsed)
         } else {

@@ -104,7 +104,7 @@ extension ProxyServer {
         request.respond(status: 200, headerLines: lines, body: answer.sharedBody(for: target.filters), addDate: !prepared.hasDate)
         recordAnswer(method: method.rawValue, route: target.routeTemplate, status: 200, client: caller.logName, peer: request.peer,
                      requestID: requestID, cache: "hit", elapsed: ContinuousClock.now - started, upstreamDuration: nil,
-                     upstreamStatus: nil, hitRecorder: target.metrics)
+                     upstreamStatus: nil, hitRecorder: target.metrics, workflow: target.key.isRoute ? nil : target.key.workflow)
         return true
     }
 

@@ -60,6 +60,6 @@ extension ProxyServer {
         recordAnswer(method: exchange.knownMethodName, route: exchange.route.template, status: status, client: exchange.caller.logName,
                      peer: exchange.request.peer, requestID: exchange.requestID, cache: exchange.finalCacheOutcome?.label ?? "none",
                      elapsed: ContinuousClock.now - exchange.started, upstreamDuration: exchange.upstreamDuration,
-                     upstreamStatus: exchange.upstreamStatus)
+                     upstreamStatus: exchange.upstreamStatus, workflow: exchange.route.workflow)
     }
 }

@@ -62,6 +62,8 @@ extension ProxyServer {
             } else {
                 finish(&exchange, error: ProxyError(status: 503, code: "not_ready", message: isDraining ? "draining" : "the cache store is not usable"))
             }
+        case .adminPage:
+            finish(&exchange, status: 200, headers: Self.statusPageHeaders, body: StatusPage.bytes)
         case .notFound:
             finish(&exchange, error: .notFound)
         case .methodNotAllowed(let allowed):

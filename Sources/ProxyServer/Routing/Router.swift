@@ -1,4 +1,5 @@
 import EventHTTP
+import JobCache
 import ProxyConfig
 
 /// What the proxy does with a request, decided from its method and path alone.
@@ -16,6 +17,8 @@ public enum Route: Sendable, Equatable {
     case adminPurge
     /// `GET /admin/stats`
     case adminStats
+    /// `GET /admin/`: the status page (it holds no data; no token needed)
+    case adminPage
     /// `GET /metrics`: Prometheus text
     case metrics
     case notFound
@@ -32,8 +35,18 @@ public enum Route: Sendable, Equatable {
         case .passThrough: "/v0/*"
         case .adminPurge: "/admin/purge"
         case .adminStats: "/admin/stats"
+        case .adminPage: "/admin/"
         case .metrics: "/metrics"
         case .notFound, .methodNotAllowed: "unmatched"
+        }
+    }
+
+    /// The workflow a job route is about, percent-encoded as it goes upstream (for the status
+    /// page's busiest workflows); nil off the job routes.
+    public var workflow: String? {
+        switch self {
+        case .listJobs(let workflowID), .getJob(let workflowID, _), .createJob(let workflowID): PercentEncoding.segment(workflowID)
+        default: nil
         }
     }
 
@@ -68,6 +81,9 @@ public enum Router {
         }
         if path == ["admin", "purge"] {
             return method == .post ? .adminPurge : .methodNotAllowed(allowed: [.post])
+        }
+        if path == ["admin"] {
+            return method == .get || method == .head ? .adminPage : .methodNotAllowed(allowed: [.get, .head])
         }
         if path == ["admin", "stats"] {
             return method == .get || method == .head ? .adminStats : .methodNotAllowed(allowed: [.get, .head])

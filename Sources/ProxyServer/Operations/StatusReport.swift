@@ -1,0 +1,95 @@
+import Foundation
+
+/// `pixxel-proxy status`: the status page's figures as one screen of text, for ssh sessions.
+/// Pure: it renders an `/admin/stats` document; fetching it is the command's job.
+public enum StatusReport {
+    public static func render(_ stats: [String: Any], url: String) -> String {
+        let series = stats["series"] as? [String: [Int]] ?? [:]
+        let requests = series["requests"] ?? [], hits = series["hits"] ?? []
+        let calls = series["upstream_calls"] ?? [], errors = series["upstream_errors"] ?? []
+        let budget = stats["budget"] as? [String: Any] ?? [:]
+        let memory = stats["memory"] as? [String: Any] ?? [:], disk = stats["disk"] as? [String: Any] ?? [:]
+        let streams = stats["streams"] as? [String: Any] ?? [:]
+        var lines: [String] = []
+        func row(_ label: String, _ value: String) { lines.append(label.padding(toLength: 13, withPad: " ", startingAt: 0) + value) }
+
+        lines.append("pixxel-proxy at \(url)   up \(duration(int(stats["uptime_seconds"])))")
+        row("requests/s", "\(number(average(requests, 10)))   \(sparkline(requests.suffix(60)))  (last minute)")
+        let minuteRequests = requests.suffix(60).reduce(0, +), minuteHits = hits.suffix(60).reduce(0, +)
+        let lastMinute = minuteRequests == 0 ? "no requests in the last minute" : "\(percent(Double(minuteHits) / Double(minuteRequests))) in the last minute"
+        row("hit ratio", "\(percent(double(stats["hit_ratio"]))) since start, \(lastMinute)")
+        row("upstream/s", "\(number(average(calls, 10)))   \(sparkline(calls.suffix(60)))   saved since start \(int(stats["upstream_calls_saved"]))")
+        let rate = double(budget["requests_per_second"])
+        let pause = double(budget["pause_remaining_seconds"])
+        row("budget", (rate > 0 ? "tokens \(number(double(budget["tokens"]))) of \(number(double(budget["burst"])))" : "unlimited")
+            + "   waiting \(int(budget["queued"]))   pause " + (pause > 0 ? "\(number(pause)) s (upstream Retry-After)" : "none")
+            + "   refused \(int(budget["refused"]))")
+        row("errors", "\(errors.suffix(60).reduce(0, +)) upstream errors in the last minute")
+        row("streams", "\(int(streams["running"])) running, \(int(streams["queued"])) waiting")
+        row("memory", tier(memory))
+        row("disk", tier(disk))
+        let clients = (stats["clients"] as? [String: Int] ?? [:]).sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+        row("clients", clients.isEmpty ? "none" : clients.prefix(6).map { "\(printable($0.key)) \($0.value)" }.joined(separator: ", "))
+        let workflows = stats["workflows"] as? [[String: Any]] ?? []
+        row("workflows", workflows.isEmpty ? "none" : workflows.prefix(5).map { "\(printable($0["id"] as? String ?? "?")) \(int($0["requests"]))" }
+            .joined(separator: ", "))
+        let recent = (stats["recent_upstream_errors"] as? [[String: Any]] ?? []).suffix(5).reversed()
+        if recent.isEmpty {
+            row("last errors", "none")
+        } else {
+            for (index, error) in recent.enumerated() {
+                let at = (error["at"] as? String).map { String($0.dropFirst(11).prefix(8)) } ?? "?"
+                row(index == 0 ? "last errors" : "", "\(at) \(printable(error["route"] as? String ?? "?")) \(printable(error["outcome"] as? String ?? "?"))")
+            }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func tier(_ figures: [String: Any]) -> String {
+        let bytes = double(figures["bytes"]), budget = double(figures["budget_bytes"])
+        let share = budget > 0 ? min(1, bytes / budget) : 0
+        let filled = Int((share * 20).rounded())
+        return "\(int(figures["entries"])) entries, \(size(bytes)) of \(size(budget)) [" + String(repeating: "#", count: filled)
+            + String(repeating: ".", count: 20 - filled) + "]"
+    }
+
+    /// Unicode blocks, one per value, scaled to the largest.
+    static func sparkline<C: Collection>(_ values: C) -> String where C.Element == Int {
+        let blocks = Array("▁▂▃▄▅▆▇█")
+        let top = max(values.max() ?? 0, 1)
+        return String(values.map { blocks[min(blocks.count - 1, $0 * (blocks.count - 1) / top)] })
+    }
+
+    /// A name from a request or the clients file, with control characters (a terminal's
+    /// escape sequences) shown as `?`.
+    static func printable(_ text: String) -> String {
+        String(text.unicodeScalars.map { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) ? "?" : Character($0) }.prefix(64))
+    }
+
+    static func average(_ values: [Int], _ last: Int) -> Double {
+        let window = values.suffix(last)
+        return window.isEmpty ? 0 : Double(window.reduce(0, +)) / Double(window.count)
+    }
+
+    static func int(_ value: Any?) -> Int { (value as? NSNumber)?.intValue ?? 0 }
+    static func double(_ value: Any?) -> Double { (value as? NSNumber)?.doubleValue ?? 0 }
+    static func percent(_ share: Double) -> String { String(format: "%.1f%%", share * 100) }
+    static func number(_ value: Double) -> String { value == value.rounded() ? String(Int(value)) : String(format: "%.1f", value) }
+
+    static func size(_ bytes: Double) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = bytes, unit = 0
+        while value >= 1024, unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        return unit == 0 ? "\(Int(value)) B" : String(format: "%.1f", value) + " " + units[unit]
+    }
+
+    static func duration(_ seconds: Int) -> String {
+        if seconds < 60 { return "\(seconds)s" }
+        if seconds < 3600 { return "\(seconds / 60)m \(seconds % 60)s" }
+        if seconds < 86_400 { return "\(seconds / 3600)h \(seconds % 3600 / 60)m" }
+        return "\(seconds / 86_400)d \(seconds % 86_400 / 3600)h"
+    }
+}
