@@ -49,6 +49,22 @@ public struct FairQueue<Item> {
         queues.flatMap { $0.values.flatMap { $0 } }.map(key).min()
     }
 
+    /// Removes and returns the first item (in `pop`'s order within each priority and client)
+    /// for which `predicate` holds; `predicate` is called once per item looked at.
+    public mutating func removeFirst(where predicate: (Item) -> Bool) -> Item? {
+        for p in 0..<queues.count {
+            for client in turns[p] {
+                guard var items = queues[p][client], let index = items.firstIndex(where: predicate) else { continue }
+                let item = items.remove(at: index)
+                queues[p][client] = items.isEmpty ? nil : items
+                if items.isEmpty { turns[p].removeAll { $0 == client } }
+                count -= 1
+                return item
+            }
+        }
+        return nil
+    }
+
     /// Whether any queued item satisfies `predicate`.
     public func contains(where predicate: (Item) -> Bool) -> Bool {
         queues.contains { $0.values.contains { $0.contains(where: predicate) } }

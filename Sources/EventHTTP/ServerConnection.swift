@@ -270,7 +270,9 @@ final class ServerConnection {
     /// Moves whatever body the input holds to the stream's consumer, while it reads.
     private func feed(_ stream: RequestBodyStream) {
         // An upload moves in large reads, not libevent's 4 KiB per turn (see `readAvailable`).
-        if let bufferEvent, stream.isReading, server?.isTLS == false { readAvailable(bufferEvent, upTo: Self.streamedReadHighWater) }
+        if let bufferEvent, stream.isReading, server?.isTLS == false, !readAvailable(bufferEvent, upTo: Self.streamedReadHighWater) {
+            return close()  // the client's socket failed (a reset): it is gone
+        }
         while let bufferEvent, stream === bodyStream, stream.isReading {
             let input = bufferevent_get_input(bufferEvent)!
             let available = evbuffer_get_length(input)

@@ -11,22 +11,27 @@ import Glibc
 /// download. Called from the read callback, after libevent's own read; the end of the stream
 /// is left for libevent to see (the socket stays readable at EOF), and the input buffer's
 /// watermark callback still suspends reading when it is full. Not for TLS bufferevents.
-func readAvailable(_ bufferEvent: OpaquePointer, upTo limit: Int) {
+/// Returns false when the socket failed (a reset, which the kernel reports once: the caller
+/// must treat it as libevent would treat a read error).
+@discardableResult
+func readAvailable(_ bufferEvent: OpaquePointer, upTo limit: Int) -> Bool {
     let fd = bufferevent_getfd(bufferEvent)
-    guard fd >= 0, let input = bufferevent_get_input(bufferEvent) else { return }
+    guard fd >= 0, let input = bufferevent_get_input(bufferEvent) else { return true }
     // A bufferevent keeps its input's end frozen except while it reads itself; so does this.
     evbuffer_unfreeze(input, 0)
     defer { evbuffer_freeze(input, 0) }
     while true {
         let room = limit - evbuffer_get_length(input)
-        guard room > 0 else { return }
+        guard room > 0 else { return true }
         var vector = iovec()  // `evbuffer_iovec` is a macro for it
-        guard evbuffer_reserve_space(input, room, &vector, 1) >= 1 else { return }
+        guard evbuffer_reserve_space(input, room, &vector, 1) >= 1 else { return true }
         let received = recv(fd, vector.iov_base, min(vector.iov_len, room), 0)
         guard received > 0 else {
-            // 0 (the end), EAGAIN or an error: libevent's next read reports it.
+            let failed = received < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
+            // 0 (the end) or EAGAIN: libevent's next read sees it. An error is reported once:
+            // it is the caller's to act on.
             _ = evbuffer_commit_space(input, nil, 0)
-            return
+            return !failed
         }
         vector.iov_len = received
         _ = evbuffer_commit_space(input, &vector, 1)

@@ -88,9 +88,14 @@ public final class StreamingClient {
         allowance.bufferedFreed = { [weak self] in self?.grantWaiting() }
         // A buffered connection gone idle can be closed for a waiting transfer.
         allowance.bufferedIdled = { [weak self] in self?.grantWaiting() }
+        // A transfer's connection goes to waiting transfers first: the cached routes keep a
+        // connection of their own. With only one connection there is none to keep, so it goes
+        // to the cached routes' waiting calls first, and the two take turns.
+        let oneConnection = allowance.maxConnections == 1
         allowance.streamedFreed = { [weak self, weak buffered] in
+            if oneConnection { buffered?.capacityFreed() }
             self?.grantWaiting()
-            buffered?.capacityFreed()
+            if !oneConnection { buffered?.capacityFreed() }
         }
     }
 
@@ -181,16 +186,24 @@ public final class StreamingClient {
         allowance.streamed -= 1
     }
 
+    /// Not re-entered: taking a slot may close an idle connection, and a grant may release its
+    /// slot at once (its client left, the budget refused it), both of which call back here; the
+    /// loop below goes on by itself (found by review: a nested grant emptied the list under it).
+    private var granting = false
+
     /// A connection may be free: waiting transfers get them, fewest held first.
     func grantWaiting() {
+        guard !granting else { return }
+        granting = true
+        defer { granting = false }
         while !waiting.isEmpty {
             func rank(_ reservation: Reservation) -> (Int, Int) {
                 (running[reservation.client] ?? 0, lastGranted[reservation.client] ?? 0)
             }
             let best = waiting.map(rank).min { $0 < $1 }!
-            let index = waiting.firstIndex { rank($0) == best }!
-            guard let slot = takeSlot(for: waiting[index].client) else { return }
-            let next = waiting.remove(at: index)
+            let next = waiting.first { rank($0) == best }!
+            guard let slot = takeSlot(for: next.client) else { return }
+            waiting.removeAll { $0 === next }
             next.timer?.cancel()
             next.granted(slot)
         }
@@ -227,6 +240,8 @@ final class StreamRelay {
     private var requestSent = false
     /// The upstream closed its side; what it sent may still be in the input, for a slow client.
     private var upstreamClosed = false
+    /// It closed with an error (a reset): an answer framed by the close is then broken, not whole.
+    private var upstreamFailedMidAnswer = false
     private var chunkedUpload = false
     private let scratch: OpaquePointer = evbuffer_new()
     /// Held while libevent may call back.
@@ -346,6 +361,13 @@ final class StreamRelay {
             if case .body = stage { return }
             return upstreamFailed(.broken("the upstream closed the connection before the answer was complete"))
         }
+        if case .body = stage {
+            // What arrived before the error still goes out; the answer then ends broken unless its
+            // own framing shows it whole (found by review: a reset after a whole answer broke it).
+            upstreamClosed = true
+            upstreamFailedMidAnswer = true
+            return pump()
+        }
         if !connected {
             if let ssl, SSL_get_verify_result(ssl) != X509_V_OK {
                 return upstreamFailed(.tls("certificate verification failed"))
@@ -362,6 +384,9 @@ final class StreamRelay {
             guard let self else { return }
             switch result {
             case .success: uploadFinished()
+            // The answer came whole before the body was read: the rest is never read, and the
+            // answer's completion reports it (found by review: it was recorded as 499).
+            case .failure(.clientGone) where response?.isFinished == true: return
             case .failure(.clientGone): end(.clientGone)
             case .failure(let error):
                 if case .body = stage { return abortAnswer("the request body was refused") }
@@ -402,7 +427,10 @@ final class StreamRelay {
         guard let bufferEvent else { return }
         let input = bufferevent_get_input(bufferEvent)!
         // Take all the socket has (up to the read-ahead) in this turn, not 4 KiB of it.
-        if client.tls == nil, !upstreamClosed { readAvailable(bufferEvent, upTo: Self.readAhead) }
+        if client.tls == nil, !upstreamClosed, !readAvailable(bufferEvent, upTo: Self.readAhead) {
+            // The socket failed under our own read (a reset, reported once): as libevent would.
+            return event(Int16(BEV_EVENT_READING | BEV_EVENT_ERROR))
+        }
         switch stage {
         case .connecting, .awaitingHead:
             readHead(input)
@@ -514,7 +542,7 @@ final class StreamRelay {
     /// only when it was framed by the end of the connection.
     private func inputRanDry() {
         guard upstreamClosed, case .body(let framing, _) = stage else { return }
-        if framing == .untilClose { return complete() }
+        if framing == .untilClose, !upstreamFailedMidAnswer { return complete() }
         abortAnswer("the upstream closed the connection before the answer was complete")
     }
 

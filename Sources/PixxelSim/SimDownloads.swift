@@ -84,7 +84,8 @@ final class SimPayloadWriter {
         table = payload.table
         offset = range.lowerBound
         end = range.upperBound
-        breakAt = breakAfter.map { range.lowerBound + $0 }
+        // A break point at or past the range's end never comes (and cannot overflow).
+        breakAt = breakAfter.flatMap { $0 < range.count ? range.lowerBound + $0 : nil }
     }
 
     /// Writes while the client's buffer has room; keeps itself alive through `onDrain` until done.

@@ -248,7 +248,10 @@ public final class SimServer: @unchecked Sendable {
         case "faults":
             if request.method == .post {
                 var faults = self.faults
-                func number(_ name: String) -> Double? { query[name]?.first.flatMap(Double.init) }
+                // Clamped before any conversion to Int: `1e19` must not trap the simulator.
+                func number(_ name: String) -> Double? {
+                    query[name]?.first.flatMap(Double.init).flatMap { $0.isFinite ? min(max($0, -1), 1e15) : nil }
+                }
                 if let value = number("latency_ms") { faults.latencyMilliseconds = Int(value) }
                 if let value = number("error_rate") { faults.errorRate = value }
                 if let value = number("rate_429") { faults.rateLimitRate = value }

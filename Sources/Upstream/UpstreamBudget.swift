@@ -194,14 +194,9 @@ public final class UpstreamBudget {
         }
         // The first in line waits for a connection; those that hold theirs need none and are
         // not held behind it (with one connection, it may be the one they hold).
-        while pausedUntil <= now, queue.contains(where: \.holdsConnection), bucket.take(now: now) {
-            var taken = false
-            let waiter = queue.removeAll { waiter in
-                guard !taken, waiter.holdsConnection else { return false }
-                taken = true
-                return true
-            }
-            waiter.first?.grant()
+        while pausedUntil <= now, queue.contains(where: \.holdsConnection), bucket.take(now: now),
+              let waiter = queue.removeFirst(where: \.holdsConnection) {
+            waiter.grant()
         }
         scheduleWake()
     }
