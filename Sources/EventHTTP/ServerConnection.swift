@@ -362,14 +362,7 @@ final class ServerConnection {
     func writeStreamed(_ buffer: OpaquePointer, chunked: Bool) {
         guard let bufferEvent else { return }
         let output = bufferevent_get_output(bufferEvent)!
-        if chunked {
-            let sizeLine = String(evbuffer_get_length(buffer), radix: 16) + "\r\n"
-            _ = evbuffer_add(output, sizeLine, sizeLine.utf8.count)
-            evbuffer_add_buffer(output, buffer)
-            _ = evbuffer_add(output, "\r\n", 2)
-        } else {
-            evbuffer_add_buffer(output, buffer)
-        }
+        if chunked { appendChunk(buffer, to: output) } else { evbuffer_add_buffer(output, buffer) }
     }
 
     /// The streamed answer is whole: the next request may be read once it is out.

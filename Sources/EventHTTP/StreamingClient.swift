@@ -398,14 +398,7 @@ final class StreamRelay {
     private func upload(_ piece: OpaquePointer) {
         guard let bufferEvent else { return }
         let output = bufferevent_get_output(bufferEvent)!
-        if chunkedUpload {
-            let sizeLine = String(evbuffer_get_length(piece), radix: 16) + "\r\n"
-            _ = evbuffer_add(output, sizeLine, sizeLine.utf8.count)
-            evbuffer_add_buffer(output, piece)
-            _ = evbuffer_add(output, "\r\n", 2)
-        } else {
-            evbuffer_add_buffer(output, piece)
-        }
+        if chunkedUpload { appendChunk(piece, to: output) } else { evbuffer_add_buffer(output, piece) }
         if evbuffer_get_length(output) > Self.uploadHighWater { downstream.bodyStream?.pause() }
     }
 

@@ -194,6 +194,15 @@ public final class ResponseStream {
     }
 }
 
+/// Moves everything `piece` holds into `output` as one chunk of a chunked body (RFC 9112 7.1):
+/// size line, the bytes (moved, not copied), CRLF.
+func appendChunk(_ piece: OpaquePointer, to output: OpaquePointer) {
+    let sizeLine = String(evbuffer_get_length(piece), radix: 16) + "\r\n"
+    _ = evbuffer_add(output, sizeLine, sizeLine.utf8.count)
+    evbuffer_add_buffer(output, piece)
+    _ = evbuffer_add(output, "\r\n", 2)
+}
+
 extension Int32 {
     /// Drops a libevent status nobody acts on.
     func discard() {}
