@@ -1,12 +1,17 @@
 import Foundation
 import Testing
 
-/// The alerting rules in deploy/ name only metrics a running proxy exports.
+/// The alerting rules and the Grafana dashboard in deploy/ name only metrics a running proxy
+/// exports (histograms by their `_bucket` series).
 @Suite struct AlertRulesTests {
-    @Test func everyMetricTheRulesNameIsExported() async throws {
+    @Test func everyMetricTheRulesAndTheDashboardNameIsExported() async throws {
         let rules = try String(contentsOfFile: ShippedConfigTests.repository + "/deploy/prometheus/pixxel-proxy.rules.yml", encoding: .utf8)
-        let named = Set(rules.matches(of: /pixxel_proxy_[a-z_]+/).map { String($0.output) })
-        #expect(named.count >= 8)
+        let dashboard = try String(contentsOfFile: ShippedConfigTests.repository + "/deploy/grafana/pixxel-proxy-dashboard.json", encoding: .utf8)
+        #expect((try JSONSerialization.jsonObject(with: Data(dashboard.utf8)) as? [String: Any])?["panels"] != nil, "the dashboard is JSON")
+        let inRules = Set(rules.matches(of: /pixxel_proxy_[a-z_]+/).map { String($0.output) })
+        let inDashboard = Set(dashboard.matches(of: /pixxel_proxy_[a-z_]+/).map { String($0.output) })
+        #expect(inRules.count >= 8 && inDashboard.count >= 15)
+        let named = inRules.union(inDashboard)
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
@@ -15,7 +20,7 @@ import Testing
         let exported = Set(metrics.split(separator: "\n").filter { !$0.hasPrefix("#") }
             .compactMap { $0.split(whereSeparator: { $0 == "{" || $0 == " " }).first.map(String.init) })
         for name in named.sorted() {
-            #expect(exported.contains(name) || exported.contains(name + "_bucket"), "\(name) is named by a rule but not exported")
+            #expect(exported.contains(name) || exported.contains(name + "_bucket"), "\(name) is named in deploy/ but not exported")
         }
         await proxy.stop()
     }
