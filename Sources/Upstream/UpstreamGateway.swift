@@ -130,7 +130,7 @@ public final class UpstreamGateway {
             budget.acquire(client: caller, priority: .interactive, deadline: deadline, waitsDuringPause: true, holdsConnection: true,
                            grant: { [self] in
                 let started = ContinuousClock.now
-                slot.relay(relayRequest, from: request, answerHeaders: { [self] head in
+                slot.relay(relayRequest, from: request, secondsLeft: deadline - clock(), answerHeaders: { [self] head in
                     onOutcome?(route, String(head.status), ContinuousClock.now - started)
                     if head.status == 429 || head.status == 503, let value = head.headers["Retry-After"],
                        let seconds = RetryAfter.seconds(value, now: wallClock(), cap: maxRetryAfterSeconds) {
