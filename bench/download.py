@@ -23,7 +23,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from economy import BIN, HOST, free_port, http_get, wait_until  # noqa: E402
+from economy import BIN, HOST, free_port, http_get, stop_all, wait_until  # noqa: E402
 
 SIM_KEY = "download-sim-key"
 
@@ -182,13 +182,7 @@ def main():
             with open(args.out, "a") as f:
                 f.write(table)
     finally:
-        for p in processes:
-            p.terminate()
-        for p in processes:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(processes)
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -79,6 +79,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def stop_all(processes):
+    """Terminates the benchmark's processes, killing any that linger past 10 s."""
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def parse_time(text):
     try:
         return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
@@ -391,13 +402,7 @@ def main():
             with open(args.out, "a") as f:
                 f.write(table)
     finally:
-        for p in processes:
-            p.terminate()
-        for p in processes:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(processes)
         if not os.environ.get("ECONOMY_KEEP"):
             shutil.rmtree(scratch, ignore_errors=True)
 

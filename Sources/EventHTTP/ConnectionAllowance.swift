@@ -27,6 +27,10 @@ public final class ConnectionAllowance {
 
     var canOpenStreamed: Bool { streamed < max(1, maxConnections - 1) && open < maxConnections }
 
+    /// Whether a connection is always left for buffered calls (there is more than one): if not,
+    /// a transfer's connection, when it ends, goes to waiting buffered calls first.
+    var keepsOneForBuffered: Bool { maxConnections > 1 }
+
     /// Whether a streamed transfer could open a connection once idle ones of the other kind close.
     var streamedHasRoom: Bool { streamed < max(1, maxConnections - 1) }
 }

@@ -91,11 +91,11 @@ public final class StreamingClient {
         // A transfer's connection goes to waiting transfers first: the cached routes keep a
         // connection of their own. With only one connection there is none to keep, so it goes
         // to the cached routes' waiting calls first, and the two take turns.
-        let oneConnection = allowance.maxConnections == 1
+        let bufferedFirst = !allowance.keepsOneForBuffered
         allowance.streamedFreed = { [weak self, weak buffered] in
-            if oneConnection { buffered?.capacityFreed() }
+            if bufferedFirst { buffered?.capacityFreed() }
             self?.grantWaiting()
-            if !oneConnection { buffered?.capacityFreed() }
+            if !bufferedFirst { buffered?.capacityFreed() }
         }
     }
 

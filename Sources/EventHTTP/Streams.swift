@@ -154,8 +154,11 @@ public final class ResponseStream {
     /// Moves everything `buffer` holds into the answer (no copy).
     func write(evbuffer buffer: OpaquePointer) {
         let count = evbuffer_get_length(buffer)
-        guard !isFinished, count > 0, let connection else { return evbuffer_drain(buffer, count).discard() }
-        if bodiless { return evbuffer_drain(buffer, count).discard() }
+        guard !isFinished, count > 0, let connection, !bodiless else {
+            // Nothing to send it to (finished, gone, or an answer without a body): dropped.
+            evbuffer_drain(buffer, count)
+            return
+        }
         if case .known(let total) = length, writtenBytes + count > total {
             // More than declared would be read as the start of the next answer.
             evbuffer_drain(buffer, count)
@@ -203,7 +206,3 @@ func appendChunk(_ piece: OpaquePointer, to output: OpaquePointer) {
     _ = evbuffer_add(output, "\r\n", 2)
 }
 
-extension Int32 {
-    /// Drops a libevent status nobody acts on.
-    func discard() {}
-}
