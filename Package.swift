@@ -4,6 +4,7 @@ import PackageDescription
 // Module layout (dependencies point down; see ARCHITECTURE in README.md):
 //   pixxel-proxy (CLI) -> ProxyServer -> ResponseCache -> Upstream -> EventHTTP -> CLibevent
 //                                      (ResponseCache -> JobCache -> CacheInvalidation)
+//                                    -> SharedTier (Redis through hiredis) -> Upstream, JobCache
 //                      -> ProxyConfig (swift-configuration)
 //   pixxel-sim  (CLI) -> PixxelSim -> EventHTTP
 let package = Package(
@@ -33,6 +34,10 @@ let package = Package(
         .target(name: "Upstream", dependencies: ["EventHTTP"]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CacheInvalidation"),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        // What several instances share through Redis: a cache tier, one budget, leases and
+        // invalidation messages (hiredis on the proxy's own event loop).
+        .target(name: "SharedTier", dependencies: ["CHiredis", "CLibevent", "EventHTTP", "Upstream", "JobCache"]),
         .target(name: "JobCache", dependencies: ["CSQLite", "CacheInvalidation"]),
         // The cache of the job routes as one component: keys, entries, tiers, flights, freshness
         // and invalidation. ProxyServer routes, authorizes and forwards around it.
@@ -48,7 +53,7 @@ let package = Package(
         .target(
             name: "ProxyServer",
             dependencies: [
-                "CLibevent", "EventHTTP", "Upstream", "ProxyConfig", "JobCache", "CacheInvalidation", "ResponseCache",
+                "CLibevent", "EventHTTP", "Upstream", "ProxyConfig", "JobCache", "CacheInvalidation", "ResponseCache", "SharedTier",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -78,7 +83,7 @@ let package = Package(
             name: "PixxelProxyTests",
             dependencies: [
                 "ProxyServer", "ProxyConfig", "PixxelSim", "EventHTTP", "Upstream", "JobCache", "CacheInvalidation", "FuzzTargets",
-                "ResponseCache", "CSQLite",
+                "ResponseCache", "CSQLite", "SharedTier",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -33,6 +33,12 @@ public struct ProxySettings: Sendable, Equatable {
     /// `cache.routes`, in the order written (the first that matches a path applies).
     public var cacheRoutes: [CacheRouteRule] = []
 
+    /// `shared.*`: nil runs the instance alone, as without Redis.
+    public var sharedRedisURL: RedisURL?
+    public var sharedKeyPrefix = "pixxel-proxy:"
+    public var sharedTimeoutMilliseconds = 50
+    public var sharedInstances = 2
+
     public var clientsFile = "config/clients"
     public var allowAnonymous = false
 

@@ -20,7 +20,7 @@ public enum SettingsLoader {
         var providers: [any ConfigProvider] = [
             EnvironmentVariablesProvider(
                 environmentVariables: environment.filter { $0.key.hasPrefix(environmentPrefix) },
-                secretsSpecifier: .specific([SettingsParser.environmentName(of: "upstream.api_key")])
+                secretsSpecifier: .specific(Set(secretKeys.map(SettingsParser.environmentName(of:))))
             ).prefixKeys(with: "pixxel_proxy")
         ]
         var fileKeys: [String] = []
@@ -32,7 +32,7 @@ public enum SettingsLoader {
         if !fileKeys.isEmpty {
             do {
                 providers.append(try await FileProvider<YAMLSnapshot>(
-                    parsingOptions: .init(secretsSpecifier: .specific(["upstream.api_key"])),
+                    parsingOptions: .init(secretsSpecifier: .specific(Set(secretKeys))),
                     filePath: FilePath(path)))
             } catch {
                 throw SettingsError(key: "", "cannot read \(path): \(error)")
@@ -52,18 +52,37 @@ public enum SettingsLoader {
         var values: [String: RawSetting] = [:]
         for key in SettingsParser.keys {
             let configKey = ConfigKey(key.name)
-            if let scalar = reader.string(forKey: configKey, isSecret: key.name == "upstream.api_key") {
+            if let scalar = reader.string(forKey: configKey, isSecret: secretKeys.contains(key.name)) {
                 values[key.name] = .scalar(scalar)
             } else if let list = reader.stringArray(forKey: configKey) {
                 values[key.name] = .list(list)
             }
         }
         let apiKey = try await resolveAPIKey(values: values, environment: environment, configFile: path)
-        let settings = try SettingsParser.parse(values, apiKey: apiKey)
+        var settings = try SettingsParser.parse(values, apiKey: apiKey)
+        if var url = settings.sharedRedisURL, url.password == nil {
+            url.password = try await credential("redis_password", environment: environment)
+            settings.sharedRedisURL = url
+        }
         if let caFile = settings.upstreamCAFile, !FileManager.default.isReadableFile(atPath: caFile) {
             throw SettingsError(key: "upstream.ca_file", "cannot read \(caFile)")
         }
         return settings
+    }
+
+    /// Keys whose values are secrets (kept out of swift-configuration's logs too).
+    static let secretKeys = ["upstream.api_key", "shared.redis_url"]
+
+    /// A systemd credential (`LoadCredential=`/`SetCredential=`), trimmed; nil when absent.
+    static func credential(_ name: String, environment: [String: String]) async throws -> Secret? {
+        guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else { return nil }
+        let provider = try await DirectoryFilesProvider(directoryPath: FilePath(directory), allowMissing: true)
+        guard let value = ConfigReader(provider: provider).string(forKey: ConfigKey(name), isSecret: true) else { return nil }
+        let trimmed = value.trimmingSpaces()
+        guard !trimmed.isEmpty, !trimmed.contains(where: { $0.isNewline || $0 == "\0" }) else {
+            throw SettingsError(key: "", "the credential \(name) is empty or holds a line break")
+        }
+        return Secret(trimmed, origin: "credential \(name)")
     }
 
     /// The API key's sources, first found wins: `upstream.api_key` (variable, then file),
@@ -159,6 +178,10 @@ extension ProxySettings {
             "cache.stale_while_revalidate_seconds: \(staleWhileRevalidateSeconds)",
             "cache.stale_if_error_seconds: \(staleIfErrorSeconds)",
             "cache.routes: \(cacheRoutes.isEmpty ? "none" : cacheRoutes.map(\.description).joined(separator: ", "))",
+            "shared.redis_url: \(sharedRedisURL.map { "\($0)\($0.password.map { " (password from \($0.origin))" } ?? "")" } ?? "(off: this instance works alone)")",
+            "shared.key_prefix: \(sharedKeyPrefix)",
+            "shared.timeout_ms: \(sharedTimeoutMilliseconds)",
+            "shared.instances: \(sharedInstances)",
             "auth.clients_file: \(clientsFile)",
             "auth.allow_anonymous: \(allowAnonymous)",
             "metrics.access: \(metricsAccess)",

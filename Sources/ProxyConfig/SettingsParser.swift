@@ -181,6 +181,31 @@ public enum SettingsParser {
         Key(name: "cache.stale_if_error_seconds", summary: "after expiry: serve stale when the upstream fails (default 86400 s)") { s, raw throws(SettingsError) in
             s.staleIfErrorSeconds = try seconds(raw, "cache.stale_if_error_seconds", allowZero: true)
         },
+        Key(name: "shared.redis_url", summary: "redis://[:password@]host:port[/db] shared by several instances: one cache tier, one budget (default empty: off)") { s, raw throws(SettingsError) in
+            guard case .scalar(let value) = raw, !value.trimmingSpaces().isEmpty else {
+                if case .list = raw { throw SettingsError(key: "shared.redis_url", "expected a redis:// URL, got a list") }
+                s.sharedRedisURL = nil
+                return
+            }
+            // The value is never echoed: it may hold the password.
+            guard let url = RedisURL(parsing: value.trimmingSpaces()) else {
+                throw SettingsError(key: "shared.redis_url", "expected redis://[:password@]HOST:PORT[/DB] (DB 0 to 15999)")
+            }
+            s.sharedRedisURL = url
+        },
+        Key(name: "shared.key_prefix", summary: "prefix of every key the proxy writes in Redis (default pixxel-proxy:)") { s, raw throws(SettingsError) in
+            let prefix = try text(raw, "shared.key_prefix", "a key prefix")
+            guard prefix.utf8.count <= 200, !prefix.contains(where: { $0.isWhitespace || $0 == "\0" }) else {
+                throw SettingsError(key: "shared.key_prefix", "expected up to 200 characters without spaces, got \"\(prefix)\"")
+            }
+            s.sharedKeyPrefix = prefix
+        },
+        Key(name: "shared.timeout_ms", summary: "longest wait for Redis on a request; past it the instance acts alone for that request (default 50 ms)") { s, raw throws(SettingsError) in
+            s.sharedTimeoutMilliseconds = try integer(raw, "shared.timeout_ms", in: 1...60_000)
+        },
+        Key(name: "shared.instances", summary: "instances sharing the budget; while Redis is unreachable each spends requests_per_second / instances (default 2)") { s, raw throws(SettingsError) in
+            s.sharedInstances = try integer(raw, "shared.instances", in: 1...1024)
+        },
         Key(name: "auth.clients_file", summary: "who may use the proxy: NAME SCOPES sha256:HEX lines (default config/clients)") { s, raw throws(SettingsError) in
             s.clientsFile = try text(raw, "auth.clients_file", "a file path")
         },

@@ -5,6 +5,7 @@ import Logging
 import ProxyConfig
 import Synchronization
 import ResponseCache
+import SharedTier
 import Upstream
 
 /// pixxel-proxy's server: one event loop thread that owns the HTTP front end, the upstream
@@ -38,6 +39,10 @@ public final class ProxyServer: @unchecked Sendable {
     let startedAt = ContinuousClock.now
     let hitPath = HitPathState()
     let budget: UpstreamBudget
+    /// The tier several instances share through Redis (nil: `shared.redis_url` is empty).
+    let shared: SharedLink?
+    /// Timers that keep this instance's leases while its fetches run, by disk key.
+    var leaseTimers: [String: LoopTimer] = [:]
     let gateway: UpstreamGateway
     let notifier: SystemdNotifier
     let audit: AuditLog
@@ -103,8 +108,11 @@ public final class ProxyServer: @unchecked Sendable {
         } catch {
             throw SettingsError(key: "upstream.ca_file", "\(error)")
         }
+        let loop = self.loop
+        shared = settings.sharedRedisURL.map { SharedLink(loop: loop, settings: settings, url: $0) }
         budget = UpstreamBudget(scheduler: loop, rate: settings.upstreamRequestsPerSecond, burst: settings.upstreamBurst,
-                                maxQueued: settings.upstreamMaxQueue, clock: budgetClock)
+                                maxQueued: settings.upstreamMaxQueue, clock: budgetClock, shared: shared?.budget,
+                                instances: settings.sharedInstances)
         // Tokens are taken at the upstream's door: only when a connection can take the call.
         let upstream = self.upstream, budget = self.budget
         budget.canStart = { upstream.canStartNow }
@@ -163,8 +171,11 @@ public final class ProxyServer: @unchecked Sendable {
         // fed from the loop itself, so a stuck loop stops the pings and gets restarted.
         notifier.notify("READY=1\nSTATUS=serving on \(settings.listenHost):\(port)\nMAINPID=\(getpid())")
         if let interval = notifier.watchdogInterval { scheduleWatchdog(every: interval) }
+        // Connects in the background: until Redis is up the instance acts alone.
+        startShared()
         let thread = Thread { [self] in
             loop.run()
+            shared?.redis.stop()
             upstream.close()
             self.httpServer?.stopAccepting()
             self.httpServer = nil

@@ -13,6 +13,8 @@ public enum CacheOutcome: Sendable, Equatable {
 
     /// Answered from the cache: fresh (`ttl` > 0) or stale while one refresh runs (`ttl` <= 0).
     case hit(ttl: Int)
+    /// Answered from the shared tier: memory had nothing fresh, another instance had fetched it.
+    case sharedHit(ttl: Int)
     /// Went upstream (or waited on another request's fetch: `collapsed`). `upstreamStatus` is
     /// the upstream's status when it answered; `stored` when the answer was cached; `failure`
     /// the error code when there was no answer.
@@ -34,6 +36,8 @@ public enum CacheOutcome: Sendable, Equatable {
         switch self {
         case .hit(let ttl):
             return "pixxel-proxy; hit; ttl=\(ttl)"
+        case .sharedHit(let ttl):
+            return "pixxel-proxy; hit; ttl=\(ttl); detail=shared"
         case .forwarded(let reason, let status, let stored, let collapsed, let failure):
             var text = "pixxel-proxy; fwd=\(reason.rawValue)"
             if let status { text += "; fwd-status=\(status)" }
@@ -58,7 +62,7 @@ public enum CacheOutcome: Sendable, Equatable {
     /// uri-miss or bypass.
     public var label: String {
         switch self {
-        case .hit: "hit"
+        case .hit, .sharedHit: "hit"
         case .forwarded(let reason, _, _, _, _): reason.rawValue
         case .revalidatedThroughList: "revalidated"
         case .staleOnError: "stale"

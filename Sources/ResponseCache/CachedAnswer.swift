@@ -185,7 +185,8 @@ public final class CachedAnswer {
                   freshness: record.freshness)
     }
 
-    func record(for key: CacheKey) -> DiskRecord {
+    /// The entry as the disk tier (and the shared tier) keeps it.
+    public func record(for key: CacheKey) -> DiskRecord {
         let body: [UInt8]
         let kind: DiskRecord.Kind
         switch document {

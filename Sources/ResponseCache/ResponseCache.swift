@@ -7,6 +7,8 @@ import Upstream
 public enum FetchOutcome {
     /// Found fresh in the disk tier and promoted to memory.
     case fromDisk(CachedAnswer)
+    /// Found fresh in the shared tier (another instance fetched it) and adopted.
+    case fromShared(CachedAnswer)
     /// Stored (or a newer cached answer kept over an older one).
     case stored(CachedAnswer)
     /// An upstream answer that is not cached (an error status), passed on as it is.
@@ -60,6 +62,8 @@ public final class ResponseCache {
         /// Hits the hit path answered with prepared bytes.
         public var preparedHits = 0
         public var diskHits = 0
+        /// Answers found in the shared tier (another instance had fetched them).
+        public var sharedHits = 0
         public var misses = 0
         public var upstreamFetches = 0
         public var backgroundRefreshes = 0
@@ -143,6 +147,13 @@ public final class ResponseCache {
         let listed = document.index(of: detail.job.id).flatMap { document.jobs[$0].updatedAt }
         return Revalidation.route(detailSuperseded: cached.isSuperseded, detailUpdatedAt: cached.updatedAt, listedUpdatedAt: listed,
                                   listRemaining: list.remaining(now: now))
+    }
+
+    /// A miss answered from the shared tier is a hit: the miss counted before is taken back.
+    public func countSharedHit() {
+        counters.sharedHits += 1
+        counters.misses -= 1
+        counters.hits += 1
     }
 
     /// A detail served fresh again after a list fetch renewed it.
@@ -467,6 +478,49 @@ public final class ResponseCache {
         "estimated_duration", "progress", "status", "time_taken",
     ]
 
+    // MARK: Shared tier
+
+    /// Takes in an entry another instance put in the shared tier, by the rules an upstream
+    /// answer follows (`store`): a detail never replaces a newer one, a list renews or
+    /// invalidates the details it shows. Its times are the upstream's, not the adoption's: its
+    /// age and freshness count from when the upstream last confirmed it.
+    public func adopt(_ key: CacheKey, record: DiskRecord, landed: @escaping (StoreResult) -> Void) {
+        loop.assertOnLoop()
+        var headers = HTTPHeaders()
+        for line in record.headers {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers.add(String(line[..<colon]), String(line[line.index(after: colon)...]))
+        }
+        // A key's own lifetime applies (a `cache.routes` rule as configured here and now).
+        store(key, body: record.body, headers: headers, requestedAt: record.validatedAt, now: record.validatedAt, landed: landed)
+    }
+
+    /// Whether memory holds an entry at least as recent as one confirmed at `validatedAt` (a
+    /// message about it brings nothing new).
+    public func holdsCurrent(_ key: CacheKey, validatedAt: Double) -> Bool {
+        guard let cached = memory.peek(key) else { return false }
+        return !cached.isSuperseded && cached.validatedAt >= validatedAt
+    }
+
+    /// Another instance's list showed the job newer than `newestSeen`: the detail here stops
+    /// being served, as if this instance's own list had shown it.
+    public func noteSuperseded(_ key: CacheKey, newestSeen: Double) {
+        loop.assertOnLoop()
+        noteListed(key, newestSeen)
+        guard let cached = memory.peek(key), let updatedAt = cached.updatedAt, updatedAt < newestSeen, !cached.isSuperseded else { return }
+        cached.freshness = ListSightings.superseding(cached.freshness, detailUpdatedAt: updatedAt, listed: newestSeen)
+        counters.invalidations += 1
+    }
+
+    /// The details a list answer shows with an `updated_at`, as keys and instants (for the
+    /// shared tier's own invalidation).
+    public func listedDetails(of answer: CachedAnswer, workflow: String) -> [(key: CacheKey, updatedAt: Double)] {
+        guard case .list(let list) = answer.document else { return [] }
+        return list.jobs.compactMap { job in
+            job.updatedAt.map { (CacheKey.detail(workflow: workflow, job: PercentEncoding.segment(job.id)), $0) }
+        }
+    }
+
     // MARK: Invalidation
 
     /// A list answer's sightings applied to the workflow's details in memory; the disk tier
@@ -527,9 +581,12 @@ public final class ResponseCache {
     /// Drops a workflow's entries (or one job's) from both tiers; ids as decoded from the
     /// request. `completion` runs on the loop with the counts.
     public func purge(workflowID: String, jobID: String?, completion: @escaping (_ memory: Int, _ disk: Int) -> Void) {
+        purge(workflow: PercentEncoding.segment(workflowID), job: jobID.map(PercentEncoding.segment), completion: completion)
+    }
+
+    /// The same, with ids as keys hold them (percent-encoded): a purge another instance announced.
+    public func purge(workflow: String, job: String?, completion: @escaping (_ memory: Int, _ disk: Int) -> Void) {
         loop.assertOnLoop()
-        let workflow = PercentEncoding.segment(workflowID)
-        let job = jobID.map(PercentEncoding.segment)
         purgeEpoch += 1
         let fromMemory: Int
         if let job {

@@ -75,12 +75,32 @@ public final class UpstreamBudget {
     public private(set) var pauses = 0
     public private(set) var refused = 0
 
-    public init(scheduler: any BudgetScheduler, rate: Double, burst: Double, maxQueued: Int, clock: @escaping @Sendable () -> Double) {
+    /// Tokens from the budget several instances share (nil: this instance's bucket is the budget).
+    private let shared: (any SharedTokenSource)?
+    /// One question to Redis at a time: grants stay in the fair queue's order.
+    private var askingShared = false
+    /// Redis said no token before this instant.
+    private var sharedRetryAt: Double = 0
+    /// Calls granted with a token from Redis, and with the local share while it was away.
+    public private(set) var sharedGrants = 0
+    public private(set) var localGrants = 0
+
+    /// `shared`: the budget several instances share; this instance's own bucket is then its
+    /// share (`rate / instances`, `burst / instances`, at least 1), spent only while Redis is
+    /// away, so that N instances acting alone together stay within the budget.
+    public init(scheduler: any BudgetScheduler, rate: Double, burst: Double, maxQueued: Int, clock: @escaping @Sendable () -> Double,
+                shared: (any SharedTokenSource)? = nil, instances: Int = 1) {
         self.scheduler = scheduler
         self.clock = clock
         self.maxQueued = maxQueued
-        bucket = TokenBucket(rate: rate, burst: burst, now: clock())
+        // An unlimited budget needs no tokens from anywhere.
+        self.shared = rate > 0 ? shared : nil
+        let share = self.shared == nil ? 1 : Double(max(1, instances))
+        bucket = TokenBucket(rate: rate / share, burst: max(1, (burst / share).rounded(.down)), now: clock())
     }
+
+    /// Whether tokens come from Redis now.
+    private var usesShared: Bool { shared?.isAvailable ?? false }
 
     /// Whether a granted call would start at once (an upstream connection is free). A token
     /// is taken only when the call can go: a token taken while the call then waits for a
@@ -117,7 +137,8 @@ public final class UpstreamBudget {
                 refused += 1
                 return refuse(.rateLimited(retryAfter: pausedUntil - now))
             }
-        } else if queue.count == 0, holdsConnection || canStart?() ?? true, bucket.take(now: now) {
+        } else if queue.count == 0, !usesShared, holdsConnection || canStart?() ?? true, bucket.take(now: now) {
+            localGrants += 1
             return grant()
         }
         guard queue.count < maxQueued else {
@@ -130,11 +151,18 @@ public final class UpstreamBudget {
         }
         queue.push(Waiter(deadline: deadline, waitsDuringPause: waitsDuringPause, holdsConnection: holdsConnection, grant: grant,
                           refuse: refuse), client: client, priority: priority)
-        scheduleWake()
+        if usesShared { drain() } else { scheduleWake() }
     }
 
-    /// Stops every call for `seconds` from now (an upstream 429 or 503 with Retry-After).
+    /// Stops every call for `seconds` from now (an upstream 429 or 503 with Retry-After), in
+    /// every instance sharing the budget.
     public func pause(seconds: Double) {
+        shared?.sharePause(seconds: seconds)
+        pauseHere(seconds: seconds)
+    }
+
+    /// The same pause, learnt from another instance (not told again).
+    public func pauseHere(seconds: Double) {
         let until = clock() + seconds
         guard until > pausedUntil else { return }
         pausedUntil = until
@@ -161,7 +189,9 @@ public final class UpstreamBudget {
         wakeTimer?.cancel()
         guard queue.count > 0 else { return }
         let now = clock()
-        var nextGrant = max(pausedUntil - now, bucket.secondsUntilToken(now: now), 0)
+        // From Redis: its answer drives the queue; else its last "not before".
+        let untilToken = usesShared ? (askingShared ? .infinity : sharedRetryAt - now) : bucket.secondsUntilToken(now: now)
+        var nextGrant = max(pausedUntil - now, untilToken, 0)
         // Tokens but no free connection: `capacityFreed` wakes the queue, not a timer.
         if nextGrant == 0, !queue.contains(where: \.holdsConnection), !(canStart?() ?? true) { nextGrant = .infinity }
         let firstDeadline = (queue.earliest(by: \.deadline) ?? .infinity) - now
@@ -188,16 +218,64 @@ public final class UpstreamBudget {
             refused += 1
             waiter.refuse(waitsForBudget(now: now) ? .rateLimited(retryAfter: max(pausedUntil - now, 1)) : .timedOut)
         }
+        if usesShared {
+            askShared(now: now)
+            return scheduleWake()
+        }
         while pausedUntil <= now, let next = queue.peek(), next.holdsConnection || canStart?() ?? true, bucket.take(now: now),
               let waiter = queue.pop() {
+            localGrants += 1
             waiter.grant()
         }
         // The first in line waits for a connection; those that hold theirs need none and are
         // not held behind it (with one connection, it may be the one they hold).
         while pausedUntil <= now, queue.contains(where: \.holdsConnection), bucket.take(now: now),
               let waiter = queue.removeFirst(where: \.holdsConnection) {
+            localGrants += 1
             waiter.grant()
         }
         scheduleWake()
+    }
+
+    /// The waiter that a token would let go now: the first in line when a connection is free,
+    /// else the first that holds its own.
+    private func nextThatCanStart() -> Waiter? {
+        if let next = queue.peek(), next.holdsConnection || canStart?() ?? true { return queue.pop() }
+        return queue.removeFirst(where: \.holdsConnection)
+    }
+
+    private var anyCanStart: Bool {
+        guard let next = queue.peek() else { return false }
+        return next.holdsConnection || canStart?() ?? true || queue.contains(where: \.holdsConnection)
+    }
+
+    /// Asks Redis for one token for the next waiter that can start. A token comes back to
+    /// whoever is first then (a waiter that left meanwhile gives its turn on); a token with
+    /// nobody left to use it is dropped, never kept for later: a kept token would let calls
+    /// start together above the rate.
+    private func askShared(now: Double) {
+        guard let shared, !askingShared, pausedUntil <= now, sharedRetryAt <= now, anyCanStart else { return }
+        askingShared = true
+        shared.takeToken { [weak self] answer in
+            guard let self else { return }
+            askingShared = false
+            let now = clock()
+            switch answer {
+            case .granted:
+                sharedGrants += 1
+                nextThatCanStart()?.grant()
+            case .wait(let seconds, let paused):
+                if paused { pauseHere(seconds: seconds) } else { sharedRetryAt = now + seconds }
+            case .unavailable:
+                // Redis did not answer in time: this call goes on this instance's share.
+                if anyCanStart, bucket.take(now: now) {
+                    localGrants += 1
+                    nextThatCanStart()?.grant()
+                } else {
+                    sharedRetryAt = now + max(0.001, bucket.secondsUntilToken(now: now))
+                }
+            }
+            drain()
+        }
     }
 }

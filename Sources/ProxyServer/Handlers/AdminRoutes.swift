@@ -27,6 +27,7 @@ extension ProxyServer {
             return finish(&exchange, error: .badRequest("job_id, if given, must be one non-empty value"))
         }
         let workflowID = workflows[0], jobID = jobs.first
+        sharePurge(workflowID: workflowID, jobID: jobID)
         let box = ExchangeBox(exchange)
         cache.purge(workflowID: workflowID, jobID: jobID) { [self] fromMemory, fromDisk in
             finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: fromDisk))
@@ -42,6 +43,7 @@ extension ProxyServer {
             return finish(&exchange, error: .badRequest("path_prefix must be a path under /v0/, without a query"))
         }
         let prefix = "/" + target.segments.map(RequestTarget.encodeSegment).joined(separator: "/")
+        sharePurge(routesUnder: prefix)
         let box = ExchangeBox(exchange)
         cache.purgeRoutes(pathPrefix: prefix) { [self] fromMemory, fromDisk in
             finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: fromDisk))

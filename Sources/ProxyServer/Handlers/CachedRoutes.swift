@@ -57,14 +57,23 @@ extension ProxyServer {
         switch join {
         case .leader:
             let client = exchange.caller.logName
-            guard cached == nil, cache.disk != nil else {
-                return fetch(flight, requestID: requestID, client: client, priority: .interactive, deadline: deadline)
+            let fromDiskOrUpstream = { [self] in
+                guard cached == nil, cache.memory.peek(key) == nil, cache.disk != nil else {
+                    return fetchOnceForAll(flight, requestID: requestID, client: client, priority: .interactive, deadline: deadline)
+                }
+                // Memory has nothing: the disk may, and a newer detail there must never be
+                // replaced by an older answer, so it is read even when revalidation is asked for.
+                cache.loadFromDisk(key, now: clock, servable: !forceRevalidation) { [self] entry, fresh in
+                    if fresh, !forceRevalidation, let entry { return cache.flights.land(flight, .fromDisk(entry)) }
+                    fetchOnceForAll(flight, requestID: requestID, client: client, priority: .interactive, deadline: deadline)
+                }
             }
-            // Memory has nothing: the disk may, and a newer detail there must never be
-            // replaced by an older answer, so it is read even when revalidation is asked for.
-            cache.loadFromDisk(key, now: clock, servable: !forceRevalidation) { [self] entry, fresh in
-                if fresh, !forceRevalidation, let entry { return cache.flights.land(flight, .fromDisk(entry)) }
-                fetch(flight, requestID: requestID, client: client, priority: .interactive, deadline: deadline)
+            // Memory, then the shared tier (another instance may have fetched it), then disk.
+            guard !forceRevalidation, shared != nil else { return fromDiskOrUpstream() }
+            lookInShared(key) { [self] answer in
+                guard let answer else { return fromDiskOrUpstream() }
+                cache.countSharedHit()
+                cache.flights.land(flight, .fromShared(answer))
             }
         case .follower:
             box.exchange.collapsed = true
@@ -110,8 +119,8 @@ extension ProxyServer {
             // Whether the call may skip waiting out an upstream pause is the detail's to say:
             // its stale answer is what the client gets instead.
             let hasFallback = cache.memory.peek(key)?.isWithinStaleWindow(settings.staleIfErrorSeconds, now: clock()) ?? false
-            fetch(listFlight, requestID: requestID, client: exchange.caller.logName, priority: .interactive, hasFallback: hasFallback,
-                  deadline: deadline)
+            fetchOnceForAll(listFlight, requestID: requestID, client: exchange.caller.logName, priority: .interactive,
+                            hasFallback: hasFallback, deadline: deadline)
         case .follower:
             box.exchange.collapsed = true
         case .full:
@@ -128,14 +137,14 @@ extension ProxyServer {
             guard case .stored = outcome, let entry = cache.memory.peek(key), entry.remaining(now: clock()) <= 0 else { return }
             refreshInBackground(key, requestID: requestID, client: client)
         }
-        if join == .leader { fetch(listFlight, requestID: requestID, client: client, priority: .background) }
+        if join == .leader { fetchOnceForAll(listFlight, requestID: requestID, client: client, priority: .background) }
     }
 
     /// One background refresh per resource, joined with any foreground fetch in the air.
     private func refreshInBackground(_ key: CacheKey, requestID: String, client: String) {
         let flight = FlightKey(key, revalidates: false)
         guard cache.flights.join(flight, { _ in }) == .leader else { return }
-        fetch(flight, requestID: requestID, client: client, priority: .background)
+        fetchOnceForAll(flight, requestID: requestID, client: client, priority: .background)
     }
 
     /// Answers with a cached entry's body for `filters`.
@@ -168,6 +177,9 @@ extension ProxyServer {
         case .fromDisk(let answer):
             exchange.cacheOutcome = .hit(ttl: answer.cacheStatusTTL(now: now))
             finish(&exchange, from: answer, filters: filters, now: now)
+        case .fromShared(let answer):
+            exchange.cacheOutcome = .sharedHit(ttl: answer.cacheStatusTTL(now: now))
+            finish(&exchange, from: answer, filters: filters, now: now)
         case .stored(let answer):
             exchange.upstreamStatus = 200
             exchange.cacheOutcome = .forwarded(forward, upstreamStatus: 200, stored: true, collapsed: collapsed)
@@ -185,8 +197,10 @@ extension ProxyServer {
     /// One upstream GET for `key`, always unfiltered and with a fixed set of fields (the
     /// answer serves every client, so no client's fields may shape it); the cache stores a
     /// 200, and the flight lands when the cache says the result may be told.
-    private func fetch(_ flight: FlightKey, requestID: String, client: String, priority: UpstreamBudget.Priority,
-                       hasFallback: Bool? = nil, deadline: Double? = nil) {
+    /// `leased`: this instance holds the shared tier's lease on the resource (kept while the
+    /// call runs, ended once what it fetched is shared).
+    func fetch(_ flight: FlightKey, requestID: String, client: String, priority: UpstreamBudget.Priority,
+               hasFallback: Bool? = nil, deadline: Double? = nil, leased: Bool = false) {
         let key = flight.key
         cache.countFetch(background: priority == .background)
         let headers = HTTPHeaders([("Accept", "application/json"), ("X-Request-Id", requestID)])
@@ -196,6 +210,7 @@ extension ProxyServer {
         let hasFallback = hasFallback ?? cache.memory.peek(key)?.isWithinStaleWindow(settings.staleIfErrorSeconds, now: requestedAt) ?? false
         // A `cache.routes` answer is kept only up to a bound: past it the fetch fails as too large.
         let maxBytes = if case .route = key { Self.maxCachedRouteBytes } else { nil as Int? }
+        if leased { leaseTimers[key.diskKey] = holdLease(key.diskKey) }
         callUpstream(route: key.routeTemplate, method: .get, path: key.upstreamPath, rawQuery: key.upstreamQuery, clientHeaders: headers, body: [],
                      client: client, priority: priority, hasFallback: hasFallback, deadline: deadline, maxResponseBytes: maxBytes) { [self] result in
             let duration = ContinuousClock.now - upstreamStarted
@@ -204,6 +219,14 @@ extension ProxyServer {
                 landingUpstreamDuration = duration
                 cache.flights.land(flight, outcome)
                 landingUpstreamDuration = nil
+                if leased { leaseTimers.removeValue(forKey: key.diskKey)?.cancel() }
+                // What this call fetched goes to the other instances (and wakes their waiters);
+                // a failure only ends the lease, and one of them takes it over.
+                if case .stored(let answer) = outcome {
+                    share(key, answer, releasingLease: leased)
+                } else if leased {
+                    share(key, nil, releasingLease: true)
+                }
             }
             switch result {
             case .failure(let failure):

@@ -29,6 +29,7 @@ extension ProxyServer {
             }
             if case .success(let response) = result, (200..<300).contains(response.status), Self.isJSONObject(response.body) {
                 cache.writeThrough(workflowID: workflowID, body: response.body, headers: response.headers, now: clock(), landed: answer.value)
+                shareWriteThrough(workflowID: workflowID, body: response.body)
             } else {
                 answer.value()
             }

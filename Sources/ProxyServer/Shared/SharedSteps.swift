@@ -1,0 +1,238 @@
+import EventHTTP
+import JobCache
+import ResponseCache
+import SharedTier
+import Upstream
+
+/// The shared tier's steps in answering a cached route: look in Redis after memory, make one
+/// instance fetch for all (a lease), share what was fetched, and take in what the others
+/// announce. Every step falls through to acting alone when Redis is away or slow.
+extension ProxyServer {
+    /// Looks `key` up in the shared tier; `completion` gets a fresh answer (adopted into this
+    /// instance's tiers by the `updated_at` rules) or nil.
+    func lookInShared(_ key: CacheKey, completion: @escaping (CachedAnswer?) -> Void) {
+        guard let shared, shared.tier.isUp else { return completion(nil) }
+        shared.tier.load(diskKey: key.diskKey, workflowID: key.workflow, jobID: key.job) { [self] read in
+            let now = clock()
+            switch read {
+            case .found(let record):
+                // What memory holds is as recent: nothing to take in.
+                if cache.holdsCurrent(key, validatedAt: record.validatedAt), let held = cache.memory.peek(key) {
+                    return completion(held.remaining(now: now) > 0 ? held : nil)
+                }
+                cache.adopt(key, record: record) { [self] result in
+                    switch result {
+                    case .stored(let answer), .keptNewer(let answer):
+                        completion(answer.remaining(now: clock()) > 0 ? answer : nil)
+                    case .olderThanListed, .unparseable:
+                        completion(nil)
+                    }
+                }
+            case .superseded(let newestSeen):
+                cache.noteSuperseded(key, newestSeen: newestSeen)
+                completion(nil)
+            case .missing, .unavailable:
+                completion(nil)
+            }
+        }
+    }
+
+    /// The upstream fetch of a cached resource, made by one instance for all: this one takes
+    /// the resource's lease and fetches, or waits for the instance that holds it (bounded by
+    /// the request's deadline) and takes over when that one dies or stores nothing.
+    func fetchOnceForAll(_ flight: FlightKey, requestID: String, client: String, priority: UpstreamBudget.Priority,
+                         hasFallback: Bool? = nil, deadline: Double? = nil) {
+        guard let shared, shared.tier.isUp else {
+            return fetch(flight, requestID: requestID, client: client, priority: priority, hasFallback: hasFallback, deadline: deadline)
+        }
+        let deadline = deadline ?? gateway.newDeadline()
+        let diskKey = flight.key.diskKey
+        shared.tier.takeLease(diskKey: diskKey, seconds: SharedLink.leaseSeconds) { [self] answer in
+            switch answer {
+            case .acquired:
+                fetch(flight, requestID: requestID, client: client, priority: priority, hasFallback: hasFallback, deadline: deadline,
+                      leased: true)
+            case .unavailable:
+                fetch(flight, requestID: requestID, client: client, priority: priority, hasFallback: hasFallback, deadline: deadline)
+            case .heldElsewhere:
+                shared.tier.countLeaseWait()
+                waitForOtherInstance(flight, requestID: requestID, client: client, priority: priority, hasFallback: hasFallback,
+                                     deadline: deadline)
+            }
+        }
+    }
+
+    /// Waits for the instance that holds the lease: its message or a poll, then a look in
+    /// Redis; past the deadline (or with Redis gone) this instance fetches itself.
+    private func waitForOtherInstance(_ flight: FlightKey, requestID: String, client: String, priority: UpstreamBudget.Priority,
+                                      hasFallback: Bool?, deadline: Double) {
+        guard let shared else { return }
+        let diskKey = flight.key.diskKey
+        let fetchAlone = { [self] in
+            fetch(flight, requestID: requestID, client: client, priority: priority, hasFallback: hasFallback, deadline: deadline)
+        }
+        // Woken once: by a message about the key, or by the poll, whichever comes first.
+        let id = shared.nextWaiterID()
+        let poll = loop.schedule(after: SharedLink.pollSeconds) { [weak shared] in
+            guard shared?.leaseWaiters[diskKey]?.removeValue(forKey: id) != nil else { return }
+            if shared?.leaseWaiters[diskKey]?.isEmpty == true { shared?.leaseWaiters[diskKey] = nil }
+            look()
+        }
+        shared.leaseWaiters[diskKey, default: [:]][id] = {
+            poll.cancel()
+            look()
+        }
+
+        func look() {
+            lookInShared(flight.key) { [self] answer in
+                if let answer {
+                    shared.tier.countLeaseWaitHit()
+                    return cache.flights.land(flight, .fromShared(answer))
+                }
+                guard shared.tier.isUp, budgetClock() < deadline else { return fetchAlone() }
+                shared.tier.takeLease(diskKey: diskKey, seconds: SharedLink.leaseSeconds) { [self] answer in
+                    switch answer {
+                    case .acquired:
+                        shared.tier.countTakeover()
+                        fetch(flight, requestID: requestID, client: client, priority: priority, hasFallback: hasFallback,
+                              deadline: deadline, leased: true)
+                    case .heldElsewhere:
+                        waitForOtherInstance(flight, requestID: requestID, client: client, priority: priority, hasFallback: hasFallback,
+                                             deadline: deadline)
+                    case .unavailable:
+                        fetchAlone()
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps this instance's lease while its fetch runs; the returned timer is cancelled when it lands.
+    func holdLease(_ diskKey: String) -> LoopTimer? {
+        guard let shared else { return nil }
+        return loop.schedule(after: SharedLink.leaseSeconds / 2) { [weak self] in
+            guard let self else { return }
+            shared.tier.extendLease(diskKey: diskKey, seconds: SharedLink.leaseSeconds)
+            leaseTimers[diskKey] = holdLease(diskKey)
+        }
+    }
+
+    /// Puts a stored answer in the shared tier (a list's sightings first, so that the details
+    /// it supersedes are marked before it is announced), then ends the lease, if held.
+    /// `answer` nil: only the lease ends.
+    func share(_ key: CacheKey, _ answer: CachedAnswer?, releasingLease leased: Bool) {
+        guard let shared else { return }
+        let release = {
+            guard leased else { return }
+            shared.tier.releaseLease(diskKey: key.diskKey)
+            // Requests of this instance that waited on its own lease (the channel does not
+            // bring an instance its own messages).
+            shared.wakeWaiters(key.diskKey)
+        }
+        guard let answer, shared.tier.isUp else { return release() }
+        if case .list(let workflow) = key {
+            let listed = cache.listedDetails(of: answer, workflow: workflow).map { (diskKey: $0.key.diskKey, updatedAt: $0.updatedAt) }
+            shared.tier.applySightings(listed, answeredAt: answer.validatedAt)
+        }
+        let keep = answer.lifetime + max(settings.staleWhileRevalidateSeconds, settings.staleIfErrorSeconds)
+        shared.tier.save(answer.record(for: key), keep: keep) { _ in release() }
+    }
+
+    /// A job created through this instance: its detail and its workflow's list, as cached
+    /// here, go to the shared tier (and so to the others).
+    func shareWriteThrough(workflowID: String, body: [UInt8]) {
+        guard shared != nil, let detail = JobDetailDocument(body: body) else { return }
+        let detailKey = CacheKey.detail(workflowID: workflowID, jobID: detail.job.id)
+        if let answer = cache.memory.peek(detailKey) { share(detailKey, answer, releasingLease: false) }
+        let listKey = CacheKey.list(workflow: detailKey.workflow)
+        if let list = cache.memory.peek(listKey) { share(listKey, list, releasingLease: false) }
+    }
+
+    /// A purge reaches the shared tier and, through it, the other instances (ids as decoded
+    /// from the request).
+    func sharePurge(workflowID: String, jobID: String?) {
+        guard let shared else { return }
+        let workflow = PercentEncoding.segment(workflowID)
+        let job = jobID.map(PercentEncoding.segment)
+        let announcement = SharedMessage.purge(workflow: workflow, job: job).text
+        if let job {
+            shared.tier.purge(diskKey: CacheKey.detail(workflow: workflow, job: job).diskKey, diskKeyPrefix: nil, announcement: announcement)
+        } else {
+            shared.tier.purge(diskKey: CacheKey.list(workflow: workflow).diskKey, diskKeyPrefix: "detail/\(workflow)/",
+                              announcement: announcement)
+        }
+    }
+
+    /// The same for `cache.routes` entries under an (encoded) path prefix: `prefix` itself and
+    /// what lies under it, segment by segment, as `CachedRouteResource.isUnder` has it.
+    func sharePurge(routesUnder prefix: String) {
+        guard let shared else { return }
+        let announcement = SharedMessage.purgeRoutes(prefix: prefix).text
+        shared.tier.purge(diskKey: nil, diskKeyPrefix: "route" + prefix, announcement: announcement)
+    }
+
+    /// Takes in another instance's message: entries it changed (a list always, since it may
+    /// renew or invalidate details held here; a detail when held here), purges, pauses.
+    func received(_ message: SharedMessage) {
+        guard let shared else { return }
+        switch message {
+        case .stored(let diskKey):
+            shared.wakeWaiters(diskKey)
+            guard let key = CacheKey(diskKey: diskKey), key.job == nil || cache.memory.peek(key) != nil else { return }
+            shared.tier.countInvalidationReceived()
+            shared.tier.load(diskKey: diskKey, workflowID: key.workflow, jobID: key.job) { [self] read in
+                switch read {
+                case .found(let record):
+                    guard !cache.holdsCurrent(key, validatedAt: record.validatedAt) else { return }
+                    cache.adopt(key, record: record) { _ in }
+                case .superseded(let newestSeen):
+                    cache.noteSuperseded(key, newestSeen: newestSeen)
+                case .missing, .unavailable:
+                    break
+                }
+            }
+        case .landed(let diskKey):
+            shared.wakeWaiters(diskKey)
+        case .purge(let workflow, let job):
+            cache.purge(workflow: workflow, job: job) { _, _ in }
+        case .purgeRoutes(let prefix):
+            cache.purgeRoutes(pathPrefix: prefix) { _, _ in }
+        case .pause(let seconds):
+            budget.pauseHere(seconds: min(seconds, settings.upstreamMaxRetryAfterSeconds))
+        }
+    }
+
+    /// Connects the link's events to this server: messages, and one log line per change of health.
+    func startShared() {
+        guard let shared else { return }
+        shared.redis.onMessage = { [weak self] text in
+            guard let message = SharedMessage(text) else { return }
+            self?.received(message)
+        }
+        let share = settings.upstreamRequestsPerSecond / Double(settings.sharedInstances)
+        shared.redis.onHealthChange = { [logger, settings] up, problem in
+            if up {
+                logger.notice("shared tier: Redis is up; cache tier, budget and coalescing shared",
+                              metadata: ["redis": "\(settings.sharedRedisURL.map { "\($0)" } ?? "")"])
+            } else {
+                logger.warning("shared tier: Redis unreachable; this instance acts alone until it is back",
+                               metadata: ["problem": "\(problem ?? "unknown")",
+                                          "budget_share_per_second": "\(settings.upstreamRequestsPerSecond > 0 ? "\(share)" : "unlimited")"])
+            }
+        }
+        shared.redis.start()
+    }
+}
+
+extension CacheKey {
+    /// A job route's key from its disk form (`list/W`, `detail/W/J`); nil for anything else
+    /// (a `cache.routes` key needs its rule, which a message does not carry).
+    init?(diskKey: String) {
+        let parts = diskKey.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        switch (parts.first, parts.count) {
+        case ("list", 2) where !parts[1].isEmpty: self = .list(workflow: parts[1])
+        case ("detail", 3) where !parts[1].isEmpty && !parts[2].isEmpty: self = .detail(workflow: parts[1], job: parts[2])
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,232 @@
+import EventHTTP
+import JobCache
+
+/// The cache tier and the coordination that several instances share through Redis: entries
+/// (ready-to-send bytes, headers and times, kept for their freshness and stale windows),
+/// list sightings, leases that make one instance fetch a resource for all, and the messages
+/// that tell the others what changed. Keys are the disk tier's keys under `shared.key_prefix`.
+///
+/// Every call fails soft: while Redis is away it answers `.unavailable` (or does nothing) at
+/// once, and the caller acts alone. Loop-bound.
+public final class SharedCacheTier {
+    public let redis: SharedRedis
+    private let prefix: String
+
+    /// What was counted since start, for `/admin/stats` and `/metrics`.
+    public struct Counters: Sendable {
+        /// Lookups that found a usable entry (memory missed, Redis had it).
+        public var hits = 0
+        public var misses = 0
+        /// Entries found but superseded (a list showed a newer job), not served.
+        public var superseded = 0
+        public var stores = 0
+        /// Stores Redis refused because it held a newer answer.
+        public var storesRefused = 0
+        public var leasesTaken = 0
+        /// Times a request waited for another instance's fetch instead of calling upstream.
+        public var leaseWaits = 0
+        /// Waits that ended with the answer in Redis.
+        public var leaseWaitHits = 0
+        /// Waits that ended by taking the lease over (the holder died or failed).
+        public var leaseTakeovers = 0
+        public var invalidationsReceived = 0
+    }
+
+    public private(set) var counters = Counters()
+
+    public init(redis: SharedRedis) {
+        self.redis = redis
+        prefix = redis.options.keyPrefix
+    }
+
+    public var isUp: Bool { redis.isUp }
+
+    func entryKey(_ diskKey: String) -> String { prefix + "entry:" + diskKey }
+    func leaseKey(_ diskKey: String) -> String { prefix + "lease:" + diskKey }
+
+    // MARK: Entries
+
+    /// What Redis holds for a key.
+    public enum Read {
+        case found(DiskRecord)
+        /// A detail a list has shown newer than it: the newest `updated_at` seen.
+        case superseded(newestSeen: Double)
+        case missing
+        case unavailable
+    }
+
+    /// Reads an entry; `key`/`workflowID`/`jobID` as the disk tier names them.
+    public func load(diskKey: String, workflowID: String, jobID: String?, completion: @escaping (Read) -> Void) {
+        let command: [[UInt8]] = [Array("HMGET".utf8), Array(entryKey(diskKey).utf8), [UInt8(ascii: "u")], [UInt8(ascii: "v")],
+                                  [UInt8(ascii: "s")], [UInt8(ascii: "d")]]
+        redis.send(command) { [self] result in
+            guard case .success(let value) = result else { return completion(.unavailable) }
+            let fields = value.elements
+            guard fields.count == 4, case .string(let payload) = fields[3], let decoded = SharedEntryCodec.decode(payload),
+                  let validatedAt = fields[1].text.flatMap(Double.init), validatedAt.isFinite else {
+                counters.misses += 1
+                return completion(.missing)
+            }
+            let updatedAt = fields[0].text.flatMap(Double.init)
+            if let seen = fields[2].text.flatMap(Double.init), seen > (updatedAt ?? -.infinity) {
+                counters.superseded += 1
+                return completion(.superseded(newestSeen: seen))
+            }
+            counters.hits += 1
+            completion(.found(DiskRecord(key: diskKey, kind: decoded.kind, workflowID: workflowID, jobID: jobID, body: decoded.body,
+                                         headers: decoded.headers, storedAt: decoded.storedAt, lifetime: decoded.lifetime,
+                                         updatedAt: updatedAt, validatedAt: validatedAt)))
+        }
+    }
+
+    /// Stores an entry for `keep` seconds unless Redis holds a newer one (`SharedScripts.store`),
+    /// then tells the others. `completion` gets whether it was stored (false also when Redis is away).
+    public func save(_ record: DiskRecord, keep seconds: Double, completion: ((Bool) -> Void)? = nil) {
+        let milliseconds = Self.milliseconds(seconds)
+        redis.run(SharedScripts.store, keys: [entryKey(record.key)],
+                  arguments: [SharedEntryCodec.field(record.updatedAt), SharedEntryCodec.field(record.validatedAt),
+                              SharedEntryCodec.payload(of: record), Array(String(milliseconds).utf8)]) { [self] result in
+            guard case .success(let value) = result else { completion?(false); return }
+            let stored = value.integer == 1
+            if stored {
+                counters.stores += 1
+                redis.publish(SharedMessage.stored(diskKey: record.key).text)
+            } else {
+                counters.storesRefused += 1
+            }
+            completion?(stored)
+        }
+    }
+
+    /// A list answer's sightings applied to the details Redis holds (`SharedScripts.sightings`),
+    /// in batches; the list itself is stored (and announced) by `save`.
+    public func applySightings(_ listed: [(diskKey: String, updatedAt: Double)], answeredAt: Double) {
+        for batch in stride(from: 0, to: listed.count, by: 256).map({ listed[$0..<min($0 + 256, listed.count)] }) {
+            redis.run(SharedScripts.sightings, keys: batch.map { entryKey($0.diskKey) },
+                      arguments: [SharedEntryCodec.field(answeredAt)] + batch.map { SharedEntryCodec.field($0.updatedAt) }) { _ in }
+        }
+    }
+
+    /// Deletes entries: one key, or every key under a disk-key prefix (SCAN, in steps, never
+    /// KEYS), and tells the others with `announcement`.
+    public func purge(diskKey: String?, diskKeyPrefix: String?, announcement: String) {
+        if let diskKey {
+            redis.send([Array("DEL".utf8), Array(entryKey(diskKey).utf8)]) { _ in }
+        }
+        if let diskKeyPrefix {
+            scanAndDelete(pattern: entryKey(Self.globEscaped(diskKeyPrefix)) + "*", cursor: "0", steps: 0)
+        }
+        redis.publish(announcement)
+    }
+
+    private func scanAndDelete(pattern: String, cursor: String, steps: Int) {
+        guard steps < 10_000 else { return }
+        redis.send([Array("SCAN".utf8), Array(cursor.utf8), Array("MATCH".utf8), Array(pattern.utf8), Array("COUNT".utf8),
+                    Array("500".utf8)]) { [self] result in
+            guard case .success(let value) = result, value.elements.count == 2, let next = value.elements[0].text else { return }
+            let keys = value.elements[1].elements.compactMap { value -> [UInt8]? in
+                if case .string(let bytes) = value { return bytes }
+                return nil
+            }
+            if !keys.isEmpty { redis.send([Array("UNLINK".utf8)] + keys) { _ in } }
+            if next != "0" { scanAndDelete(pattern: pattern, cursor: next, steps: steps + 1) }
+        }
+    }
+
+    /// `*`, `?`, `[`, `]` and `\` escaped for SCAN's MATCH.
+    static func globEscaped(_ text: String) -> String {
+        var escaped = ""
+        for character in text {
+            if "*?[]\\".contains(character) { escaped.append("\\") }
+            escaped.append(character)
+        }
+        return escaped
+    }
+
+    // MARK: Leases
+
+    public enum LeaseAnswer: Equatable {
+        /// This instance fetches; the others wait for it.
+        case acquired
+        /// Another instance is fetching it.
+        case heldElsewhere
+        case unavailable
+    }
+
+    /// Takes the short lease on a resource's fetch (`SET NX PX`).
+    public func takeLease(diskKey: String, seconds: Double, completion: @escaping (LeaseAnswer) -> Void) {
+        redis.send([Array("SET".utf8), Array(leaseKey(diskKey).utf8), Array(redis.options.instanceID.utf8), Array("NX".utf8),
+                    Array("PX".utf8), Array(String(Self.milliseconds(seconds)).utf8)]) { [self] result in
+            switch result {
+            case .success(.null): completion(.heldElsewhere)
+            case .success:
+                counters.leasesTaken += 1
+                completion(.acquired)
+            case .failure: completion(.unavailable)
+            }
+        }
+    }
+
+    /// Extends this instance's lease (its fetch runs long).
+    public func extendLease(diskKey: String, seconds: Double) {
+        redis.run(SharedScripts.lease, keys: [leaseKey(diskKey)],
+                  arguments: [Array(redis.options.instanceID.utf8), Array(String(Self.milliseconds(seconds)).utf8)]) { _ in }
+    }
+
+    /// Ends this instance's lease and tells the waiters (who read Redis, or take the lease over
+    /// when the fetch stored nothing).
+    public func releaseLease(diskKey: String) {
+        redis.run(SharedScripts.lease, keys: [leaseKey(diskKey)],
+                  arguments: [Array(redis.options.instanceID.utf8), Array("release".utf8)]) { _ in }
+        redis.publish(SharedMessage.landed(diskKey: diskKey).text)
+    }
+
+    public func countLeaseWait() { counters.leaseWaits += 1 }
+    public func countLeaseWaitHit() { counters.leaseWaitHits += 1 }
+    public func countTakeover() { counters.leaseTakeovers += 1 }
+    public func countInvalidationReceived() { counters.invalidationsReceived += 1 }
+
+    static func milliseconds(_ seconds: Double) -> Int {
+        guard seconds.isFinite else { return 1 }
+        return max(1, min(Int(seconds * 1000), 365 * 86_400_000))
+    }
+}
+
+/// A message of another instance, parsed (`SharedRedis.onMessage` gives the text after the
+/// sender's id).
+public enum SharedMessage: Equatable, Sendable {
+    /// An entry changed in Redis.
+    case stored(diskKey: String)
+    /// A lease ended (its fetch stored something or failed).
+    case landed(diskKey: String)
+    /// Entries purged: a workflow, one job of it, or `cache.routes` paths under a prefix.
+    case purge(workflow: String, job: String?)
+    case purgeRoutes(prefix: String)
+    /// The upstream asked for a pause of this many seconds.
+    case pause(seconds: Double)
+
+    public init?(_ text: String) {
+        let parts = text.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+        guard parts.count >= 2, !parts[1].isEmpty else { return nil }
+        switch parts[0] {
+        case "stored": self = .stored(diskKey: parts.dropFirst().joined(separator: " "))
+        case "landed": self = .landed(diskKey: parts.dropFirst().joined(separator: " "))
+        case "purge": self = .purge(workflow: parts[1], job: parts.count == 3 ? parts[2] : nil)
+        case "purge-routes": self = .purgeRoutes(prefix: parts.dropFirst().joined(separator: " "))
+        case "pause":
+            guard parts.count == 2, let seconds = Double(parts[1]), seconds.isFinite, seconds > 0 else { return nil }
+            self = .pause(seconds: seconds)
+        default: return nil
+        }
+    }
+
+    public var text: String {
+        switch self {
+        case .stored(let key): "stored \(key)"
+        case .landed(let key): "landed \(key)"
+        case .purge(let workflow, let job): "purge \(workflow)" + (job.map { " \($0)" } ?? "")
+        case .purgeRoutes(let prefix): "purge-routes \(prefix)"
+        case .pause(let seconds): "pause \(SharedEntryCodec.format6(seconds))"
+        }
+    }
+}
