@@ -203,7 +203,7 @@ final class RedisConnection {
     /// copies the command into its output buffer before returning.
     private static func withArgv(_ arguments: [[UInt8]],
                                  _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> Int32) -> Int32 {
-        let joined = arguments.flatMap { $0 } + [0]
+        let joined: [UInt8] = arguments.flatMap { $0 } + [0]
         return joined.withUnsafeBufferPointer { buffer in
             buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) { base in
                 var pointers: [UnsafePointer<CChar>?] = []

@@ -13,10 +13,11 @@ public final class SharedBudgetLink: SharedTokenSource {
     public private(set) var tokensTaken = 0
     public private(set) var waits = 0
 
-    /// `rate` calls a second (more than 0) with `burst` at once, over every instance.
+    /// `rate` calls a second with `burst` at once, over every instance; 0: unlimited, but
+    /// still paused by the upstream's Retry-After.
     public init(redis: SharedRedis, rate: Double, burst: Double) {
         self.redis = redis
-        interval = 1_000_000 / rate
+        interval = rate > 0 ? 1_000_000 / rate : 0
         self.burst = max(1, burst)
         bucketKey = redis.options.keyPrefix + "budget:tat"
         pauseKey = redis.options.keyPrefix + "budget:pause"

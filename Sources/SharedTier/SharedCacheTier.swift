@@ -30,6 +30,8 @@ public final class SharedCacheTier {
         /// Waits that ended by taking the lease over (the holder died or failed).
         public var leaseTakeovers = 0
         public var invalidationsReceived = 0
+
+        public init() {}
     }
 
     public private(set) var counters = Counters()
@@ -63,12 +65,12 @@ public final class SharedCacheTier {
             guard case .success(let value) = result else { return completion(.unavailable) }
             let fields = value.elements
             guard fields.count == 4, case .string(let payload) = fields[3], let decoded = SharedEntryCodec.decode(payload),
-                  let validatedAt = fields[1].text.flatMap(Double.init), validatedAt.isFinite else {
+                  let validatedAt = fields[1].text.flatMap(Double.init), SharedEntryCodec.isPlausible(decoded, validatedAt: validatedAt) else {
                 counters.misses += 1
                 return completion(.missing)
             }
-            let updatedAt = fields[0].text.flatMap(Double.init)
-            if let seen = fields[2].text.flatMap(Double.init), seen > (updatedAt ?? -.infinity) {
+            let updatedAt = fields[0].text.flatMap(Double.init).flatMap { SharedEntryCodec.isPlausibleInstant($0) ? $0 : nil }
+            if let seen = fields[2].text.flatMap(Double.init), SharedEntryCodec.isPlausibleInstant(seen), seen > (updatedAt ?? -.infinity) {
                 counters.superseded += 1
                 return completion(.superseded(newestSeen: seen))
             }

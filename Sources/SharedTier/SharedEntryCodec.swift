@@ -52,10 +52,22 @@ public enum SharedEntryCodec {
                        body: reader.rest())
     }
 
+    /// Instants beyond about 3,000 years either way are not plausible (as the disk tier has it).
+    static let plausibleInstant = 1e11
+
+    public static func isPlausibleInstant(_ value: Double) -> Bool { value.isFinite && abs(value) < plausibleInstant }
+
+    /// Whether an entry's times could be real: finite, within ±3,000 years, a lifetime of at
+    /// most that, and confirmed no earlier than stored.
+    public static func isPlausible(_ decoded: Decoded, validatedAt: Double) -> Bool {
+        isPlausibleInstant(decoded.storedAt) && isPlausibleInstant(validatedAt) && validatedAt >= decoded.storedAt - 0.001
+            && decoded.lifetime.isFinite && (0...plausibleInstant).contains(decoded.lifetime)
+    }
+
     /// A number in an entry's fields, as the scripts write and compare them.
     public static func field(_ value: Double?) -> [UInt8] {
         guard let value, value.isFinite else { return [] }
-        return Array(String(format6(value)).utf8)
+        return Array(format6(value).utf8)
     }
 
     /// Six decimals: microseconds, and no exponent that Lua's tonumber and Swift would read apart.

@@ -49,6 +49,8 @@ public final class SharedRedis {
         public var disconnects = 0
         public var messagesReceived = 0
         public var messagesSent = 0
+
+        public init() {}
     }
 
     public let options: Options
@@ -166,8 +168,13 @@ public final class SharedRedis {
         func next() {
             guard let script = remaining.popFirst() else { return done(nil) }
             commands?.send([Array("SCRIPT".utf8), Array("LOAD".utf8), Array(script.source.utf8)], timeout: timeout) { [self] result in
-                guard case .success(let value) = result, let hash = value.text else {
-                    return done("SCRIPT LOAD of \(script.name) failed")
+                let hash: String
+                switch result {
+                case .success(let value):
+                    guard let text = value.text else { return done("SCRIPT LOAD of \(script.name) gave no hash") }
+                    hash = text
+                case .failure(let failure):
+                    return done("SCRIPT LOAD of \(script.name) failed: \(Self.describe(failure))")
                 }
                 scriptHashes[ObjectIdentifier(script)] = hash
                 next()

@@ -93,9 +93,10 @@ public final class UpstreamBudget {
         self.scheduler = scheduler
         self.clock = clock
         self.maxQueued = maxQueued
-        // An unlimited budget needs no tokens from anywhere.
-        self.shared = rate > 0 ? shared : nil
-        let share = self.shared == nil ? 1 : Double(max(1, instances))
+        // With an unlimited rate Redis is still asked before each call: its answer carries
+        // the pause another instance saw.
+        self.shared = shared
+        let share = shared == nil ? 1 : Double(max(1, instances))
         bucket = TokenBucket(rate: rate / share, burst: max(1, (burst / share).rounded(.down)), now: clock())
     }
 

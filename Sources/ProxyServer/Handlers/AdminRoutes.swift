@@ -72,6 +72,7 @@ extension ProxyServer {
         let uptime = ContinuousClock.now - startedAt
         return [
             "uptime_seconds": uptime.components.seconds,
+            "shared": sharedFigures(),
             "budget": [
                 "requests_per_second": settings.upstreamRequestsPerSecond, "burst": settings.upstreamBurst,
                 "tokens": budget.tokens, "queued": budget.queued, "pause_remaining_seconds": budget.pauseRemaining(),
@@ -108,7 +109,7 @@ extension ProxyServer {
                     "memory": ["entries": memoryEntries, "bytes": memoryBytes, "budget_bytes": cache.memory.budgetBytes, "evictions": evictions],
                     "disk": ["entries": diskEntries, "bytes": diskBytes, "budget_bytes": cache.disk?.budgetBytes ?? 0,
                              "dropped_writes": cache.disk?.droppedWrites ?? 0],
-                    "hits": hits, "disk_hits": counters.diskHits, "prepared_hits": counters.preparedHits, "misses": misses,
+                    "hits": hits, "disk_hits": counters.diskHits, "shared_hits": counters.sharedHits, "prepared_hits": counters.preparedHits, "misses": misses,
                     "hit_ratio": lookups == 0 ? 0 : Double(hits) / Double(lookups),
                     "collapsed": collapsed, "upstream_fetches": counters.upstreamFetches, "invalidation": invalidation,
                     "streams": streams,

@@ -21,7 +21,8 @@ extension ProxyServer {
                 ("pixxel_proxy_upstream_retry_after_pauses_total", budget.pauses),
                 ("pixxel_proxy_upstream_budget_refused_total", budget.refused),
                 ("pixxel_proxy_cache_disk_dropped_writes_total", cache.disk?.droppedWrites ?? 0),
-            ],
+                ("pixxel_proxy_cache_shared_hits_total", cache.counters.sharedHits),
+            ] + sharedMetricCounts(),
             gaugeValues: [
                 ("pixxel_proxy_cache_entries", [("tier", "memory")], Double(cache.memory.count)),
                 ("pixxel_proxy_cache_bytes", [("tier", "memory")], Double(cache.memory.totalBytes)),
@@ -32,6 +33,7 @@ extension ProxyServer {
                 ("pixxel_proxy_cache_bytes", [("tier", "disk")], Double(cache.disk?.knownBytes ?? 0)),
                 ("pixxel_proxy_cache_entries", [("tier", "disk")], Double(cache.disk?.knownEntries ?? 0)),
                 ("pixxel_proxy_requests_in_flight", [], Double(httpServer?.inFlight ?? 0)),
+                ("pixxel_proxy_shared_up", [], sharedUpGauge),
             ])
     }
 }

@@ -10,7 +10,7 @@ import SharedTier
 final class SharedLink {
     let redis: SharedRedis
     let tier: SharedCacheTier
-    let budget: SharedBudgetLink?
+    let budget: SharedBudgetLink
     /// Requests waiting for another instance's fetch of a resource, by its disk key: woken by
     /// that instance's message, or by their own poll.
     var leaseWaiters: [String: [Int: () -> Void]] = [:]
@@ -34,8 +34,7 @@ final class SharedLink {
             instanceID: Self.newInstanceID())
         redis = SharedRedis(loop: loop, options: options)
         tier = SharedCacheTier(redis: redis)
-        budget = settings.upstreamRequestsPerSecond > 0
-            ? SharedBudgetLink(redis: redis, rate: settings.upstreamRequestsPerSecond, burst: settings.upstreamBurst) : nil
+        budget = SharedBudgetLink(redis: redis, rate: settings.upstreamRequestsPerSecond, burst: settings.upstreamBurst)
     }
 
     /// Wakes every request waiting on `diskKey`.

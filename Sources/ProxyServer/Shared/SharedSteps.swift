@@ -8,6 +8,10 @@ import Upstream
 /// instance fetch for all (a lease), share what was fetched, and take in what the others
 /// announce. Every step falls through to acting alone when Redis is away or slow.
 extension ProxyServer {
+    /// How far ahead of this instance's clock another instance's may be (an entry confirmed
+    /// later than that is not taken in).
+    static let sharedClockTolerance = 60.0
+
     /// Looks `key` up in the shared tier; `completion` gets a fresh answer (adopted into this
     /// instance's tiers by the `updated_at` rules) or nil.
     func lookInShared(_ key: CacheKey, completion: @escaping (CachedAnswer?) -> Void) {
@@ -15,6 +19,9 @@ extension ProxyServer {
         shared.tier.load(diskKey: key.diskKey, workflowID: key.workflow, jobID: key.job) { [self] read in
             let now = clock()
             switch read {
+            case .found(let record) where record.validatedAt > now + Self.sharedClockTolerance:
+                // Confirmed in the future: another instance's clock is wrong, or the entry was forged.
+                completion(nil)
             case .found(let record):
                 // What memory holds is as recent: nothing to take in.
                 if cache.holdsCurrent(key, validatedAt: record.validatedAt), let held = cache.memory.peek(key) {
@@ -183,7 +190,8 @@ extension ProxyServer {
             shared.tier.load(diskKey: diskKey, workflowID: key.workflow, jobID: key.job) { [self] read in
                 switch read {
                 case .found(let record):
-                    guard !cache.holdsCurrent(key, validatedAt: record.validatedAt) else { return }
+                    guard !cache.holdsCurrent(key, validatedAt: record.validatedAt),
+                          record.validatedAt <= clock() + Self.sharedClockTolerance else { return }
                     cache.adopt(key, record: record) { _ in }
                 case .superseded(let newestSeen):
                     cache.noteSuperseded(key, newestSeen: newestSeen)

@@ -1,0 +1,244 @@
+import Foundation
+import PixxelSim
+import Testing
+
+/// Two `pixxel-proxy serve` processes over one simulator and one real Redis of the test's own:
+/// the shared cache tier, coalescing across instances, one budget, invalidation, the pause,
+/// and Redis dying and coming back (issue 14).
+@Suite(.serialized) struct SharedTierTests {
+    /// Two instances sharing a Redis. Each has its own cache directory; they share the clients file.
+    final class Pair: @unchecked Sendable {
+        let redis: RedisProcess
+        let sim: SimServer
+        let simPort: UInt16
+        let token: String
+        let a: ChildProcess, portA: UInt16
+        let b: ChildProcess, portB: UInt16
+        let logA = LogSink(), logB = LogSink()
+        private let directories = [TemporaryDirectory(), TemporaryDirectory()]
+
+        init(environment: [String: String] = [:], configure: (inout SimOptions) -> Void = { _ in }) throws {
+            redis = try RedisProcess()
+            let (sim, simPort) = try startSimulator(configure: configure)
+            self.sim = sim
+            self.simPort = simPort
+            let clients = directories[0].path + "/clients"
+            token = try ProcessTests.run(["token", "add", "ci", "--scopes", "read,write,admin", "--clients-file", clients]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let shared = ["PIXXEL_PROXY_SHARED_REDIS_URL": redis.url, "PIXXEL_PROXY_SHARED_TIMEOUT_MS": "500"].merging(environment) { $1 }
+            (a, portA) = try ProcessTests.startServe(simPort: simPort, clients: clients, directory: directories[0], extraEnvironment: shared,
+                                                     log: logA)
+            (b, portB) = try ProcessTests.startServe(simPort: simPort, clients: clients, directory: directories[1], extraEnvironment: shared,
+                                                     log: logB)
+            guard eventually({ state(portA) == "up" && state(portB) == "up" }) else {
+                stop()
+                throw RawHTTPError(description: "the instances did not join Redis: \(logA.all.joined()) \(logB.all.joined())")
+            }
+        }
+
+        func get(_ port: UInt16, _ target: String, headers: [(String, String)] = []) throws -> RawResponse {
+            try RawHTTPClient.request(port: port, target: target, headers: [("Authorization", token)] + headers)
+        }
+
+        func shared(_ port: UInt16) -> [String: Any] {
+            ((try? get(port, "/admin/stats"))?.json?["shared"] as? [String: Any]) ?? [:]
+        }
+
+        func state(_ port: UInt16) -> String? { shared(port)["state"] as? String }
+
+        func count(_ port: UInt16, _ name: String) -> Int { shared(port)[name] as? Int ?? -1 }
+
+        func stop() {
+            for process in [a, b] {
+                process.terminate()
+                process.waitUntilExit()
+            }
+            sim.stop()
+            redis.stop()
+        }
+    }
+
+    /// Jobs of the simulator's first workflow, read from the simulator itself (not through a
+    /// proxy, which would make the read a list sighting).
+    static func jobs(_ pair: Pair) throws -> [[String: Any]] {
+        let answer = try RawHTTPClient.request(port: pair.simPort, target: "/v0/workflows/\(pair.sim.workflowIDs[0])/jobs",
+                                               headers: [("Authorization", ProxyHarness.apiKey)])
+        return answer.json?["jobs"] as? [[String: Any]] ?? []
+    }
+
+    static func detailTarget(_ sim: SimServer, _ job: String) -> String { "/v0/workflows/\(sim.workflowIDs[0])/jobs/\(job)" }
+
+    @Test func aDetailFetchedThroughAIsAHitOnBWithNoUpstreamCall() throws {
+        let pair = try Pair()
+        defer { pair.stop() }
+        let job = try #require(Self.jobs(pair).first?["id"] as? String)
+        let callsBefore = pair.sim.stats.total
+        let first = try pair.get(pair.portA, Self.detailTarget(pair.sim, job))
+        #expect(first.status == 200)
+        #expect(first.header("Cache-Status")?.contains("fwd=miss") == true)
+        // A's store reaches Redis just after its answer; B finds it there.
+        #expect(eventually { pair.count(pair.portA, "stores") >= 1 })
+        let second = try pair.get(pair.portB, Self.detailTarget(pair.sim, job))
+        #expect(second.status == 200)
+        #expect(second.header("Cache-Status")?.contains("hit") == true && second.header("Cache-Status")?.contains("detail=shared") == true,
+                "\(second.header("Cache-Status") ?? "")")
+        #expect(second.body == first.body, "the same bytes")
+        #expect(pair.sim.stats.total == callsBefore + 1, "one upstream call for both instances")
+        // B keeps it in memory: the next read is a plain hit.
+        #expect(try pair.get(pair.portB, Self.detailTarget(pair.sim, job)).header("Cache-Status")?.hasPrefix("pixxel-proxy; hit") == true)
+    }
+
+    @Test func fortyConcurrentMissesSpreadOverBothInstancesCostOneUpstreamCall() throws {
+        let pair = try Pair { $0.faults.latencyMilliseconds = 400 }
+        defer { pair.stop() }
+        let job = try #require(Self.jobs(pair).first?["id"] as? String)
+        let callsBefore = pair.sim.stats.total
+        let target = Self.detailTarget(pair.sim, job)
+        let answers = concurrently(40) { index in try? pair.get(index % 2 == 0 ? pair.portA : pair.portB, target) }
+        #expect(answers.allSatisfy { $0?.status == 200 })
+        #expect(Set(answers.compactMap { $0?.body }).count == 1, "every client got the same job")
+        #expect(pair.sim.stats.total == callsBefore + 1, "\(pair.sim.stats.total - callsBefore) upstream calls")
+        #expect(pair.count(pair.portA, "lease_waits") + pair.count(pair.portB, "lease_waits") >= 1)
+    }
+
+    @Test func aBudgetSharedByBothInstancesHoldsUnderLoad() throws {
+        let pair = try Pair(environment: ["PIXXEL_PROXY_UPSTREAM_REQUESTS_PER_SECOND": "4", "PIXXEL_PROXY_UPSTREAM_BURST": "2"])
+        defer { pair.stop() }
+        let jobs = try Self.jobs(pair).compactMap { $0["id"] as? String }.prefix(16)
+        #expect(jobs.count == 16)
+        let arrivalsBefore = pair.sim.stats.arrivals.count
+        let answers = concurrently(jobs.count) { index in
+            try? pair.get(index % 2 == 0 ? pair.portA : pair.portB, Self.detailTarget(pair.sim, jobs[jobs.index(jobs.startIndex, offsetBy: index)]))
+        }
+        #expect(answers.allSatisfy { $0?.status == 200 }, "\(answers.map { $0?.status ?? 0 })")
+        let arrivals = Array(pair.sim.stats.arrivals.dropFirst(arrivalsBefore))
+        #expect(arrivals.count == jobs.count)
+        // In every window, the calls of both instances together fit one bucket of 4/s + 2
+        // (20 ms of slack for delivery jitter, as in ResilienceTests: a call too many is still over).
+        for i in arrivals.indices {
+            for j in i..<arrivals.count {
+                let window = arrivals[j] - arrivals[i]
+                #expect(Double(j - i + 1) <= 2 + 4 * (window + 0.02), "\(j - i + 1) calls in \(window) s")
+            }
+        }
+        #expect(pair.count(pair.portA, "budget_tokens_from_redis") + pair.count(pair.portB, "budget_tokens_from_redis") == jobs.count)
+    }
+
+    @Test func aListThroughAThatInvalidatesADetailStopsBFromServingIt() throws {
+        let pair = try Pair(environment: ["PIXXEL_PROXY_CACHE_TTL_ACTIVE_JOB_SECONDS": "600"]) {
+            $0.pendingSeconds = 0
+            $0.runningSeconds = 10_000
+            $0.progressStepSeconds = 5
+        }
+        defer { pair.stop() }
+        let running = try Self.jobs(pair).first { ($0["status"] as? String)?.lowercased() == "running" }
+        let job = try #require(running?["id"] as? String)
+        let target = Self.detailTarget(pair.sim, job)
+        let old = try pair.get(pair.portB, target)
+        #expect(old.status == 200)
+        let oldUpdatedAt = old.json?["updated_at"] as? String
+        #expect(try pair.get(pair.portB, target).header("Cache-Status")?.hasPrefix("pixxel-proxy; hit") == true)
+        // The job moves on upstream; A's list shows it newer.
+        pair.sim.advanceClock(by: 60)
+        let list = try pair.get(pair.portA, "/v0/workflows/\(pair.sim.workflowIDs[0])/jobs")
+        let listed = (list.json?["jobs"] as? [[String: Any]])?.first { $0["id"] as? String == job }?["updated_at"] as? String
+        #expect(listed != nil && listed != oldUpdatedAt)
+        // B stops serving its copy (the message reaches it within milliseconds) and fetches the job anew.
+        #expect(eventually {
+            let answer = try? pair.get(pair.portB, target)
+            return answer?.status == 200 && answer?.json?["updated_at"] as? String == listed
+        })
+        #expect(pair.count(pair.portB, "invalidations_received") >= 1)
+    }
+
+    @Test func aRetryAfterSeenByAPausesB() throws {
+        let pair = try Pair(environment: ["PIXXEL_PROXY_UPSTREAM_TIMEOUT_SECONDS": "5"])
+        defer { pair.stop() }
+        let jobs = try Self.jobs(pair).compactMap { $0["id"] as? String }
+        try #require(jobs.count >= 2)
+        // From now on the upstream answers 429 with Retry-After: 60.
+        var faults = pair.sim.faults
+        faults.rateLimitRate = 1
+        faults.retryAfterSeconds = 60
+        pair.sim.faults = faults
+        let callsBefore = pair.sim.stats.total
+        let first = try pair.get(pair.portA, Self.detailTarget(pair.sim, jobs[0]))
+        #expect(first.status == 429)
+        #expect(pair.sim.stats.total == callsBefore + 1)
+        // B has not called the upstream yet; its first call would be refused too. It makes none.
+        let second = try pair.get(pair.portB, Self.detailTarget(pair.sim, jobs[1]))
+        #expect(second.status == 429)
+        #expect(Int(second.header("Retry-After") ?? "") ?? 0 > 50, "the remaining pause: \(second.header("Retry-After") ?? "none")")
+        #expect(pair.sim.stats.total == callsBefore + 1, "B made no upstream call during A's pause")
+    }
+
+    @Test func aLeaderThatDiesLetsItsLeaseExpireAndOneWaiterTakesOver() throws {
+        let pair = try Pair()
+        defer { pair.stop() }
+        let job = try #require(Self.jobs(pair).first?["id"] as? String)
+        let diskKey = "detail/\(pair.sim.workflowIDs[0])/\(job)"
+        // An instance took the lease and died before fetching: nobody will announce anything.
+        #expect(try pair.redis.command(["SET", "pixxel-proxy:lease:\(diskKey)", "dead-instance", "PX", "1500"]) == "+OK")
+        let callsBefore = pair.sim.stats.total
+        let answers = concurrently(6) { index in try? pair.get(index % 2 == 0 ? pair.portA : pair.portB, Self.detailTarget(pair.sim, job)) }
+        #expect(answers.allSatisfy { $0?.status == 200 })
+        #expect(pair.sim.stats.total == callsBefore + 1, "one waiter took over, the others got its answer")
+        #expect(pair.count(pair.portA, "lease_takeovers") + pair.count(pair.portB, "lease_takeovers") == 1)
+    }
+
+    @Test func redisKilledMidLoadLeavesBothServingOnTheirShareAndTheyRejoinWhenItIsBack() throws {
+        let pair = try Pair(environment: ["PIXXEL_PROXY_UPSTREAM_REQUESTS_PER_SECOND": "4", "PIXXEL_PROXY_UPSTREAM_BURST": "2",
+                                          "PIXXEL_PROXY_SHARED_INSTANCES": "2"])
+        defer { pair.stop() }
+        let jobs = try Self.jobs(pair).compactMap { $0["id"] as? String }
+        try #require(jobs.count >= 14)
+        #expect(try pair.get(pair.portA, Self.detailTarget(pair.sim, jobs[0])).status == 200)
+        pair.redis.kill()
+        #expect(eventually { pair.state(pair.portA) == "down" && pair.state(pair.portB) == "down" })
+        // Both keep answering: what they hold, and new misses on their own share of the budget.
+        #expect(try pair.get(pair.portA, Self.detailTarget(pair.sim, jobs[0])).status == 200)
+        let arrivalsBefore = pair.sim.stats.arrivals.count
+        let answers = concurrently(8) { index in try? pair.get(pair.portA, Self.detailTarget(pair.sim, jobs[1 + index])) }
+        #expect(answers.allSatisfy { $0?.status == 200 }, "\(answers.map { $0?.status ?? 0 })")
+        // A alone spends at most its share: 4/2 = 2 calls a second, a burst of 2/2 = 1.
+        let arrivals = Array(pair.sim.stats.arrivals.dropFirst(arrivalsBefore))
+        #expect(arrivals.count == 8)
+        for i in arrivals.indices {
+            for j in i..<arrivals.count {
+                let window = arrivals[j] - arrivals[i]
+                #expect(Double(j - i + 1) <= 1 + 2 * (window + 0.02), "\(j - i + 1) calls in \(window) s")
+            }
+        }
+        #expect(try pair.get(pair.portB, Self.detailTarget(pair.sim, jobs[12])).status == 200)
+        // Said once in the log, not once per request.
+        #expect(pair.logA.all.joined().components(separatedBy: "Redis unreachable").count - 1 == 1)
+        // Redis back on its port: both rejoin without a restart, and share again.
+        try pair.redis.start()
+        #expect(eventually { pair.state(pair.portA) == "up" && pair.state(pair.portB) == "up" })
+        #expect(try pair.get(pair.portA, Self.detailTarget(pair.sim, jobs[13])).status == 200)
+        #expect(eventually { pair.count(pair.portA, "stores") >= 1 })
+        #expect(try pair.get(pair.portB, Self.detailTarget(pair.sim, jobs[13])).header("Cache-Status")?.contains("detail=shared") == true)
+    }
+
+    @Test func whatRedisHoldsCannotCrashOrMisleadAnInstance() throws {
+        let pair = try Pair()
+        defer { pair.stop() }
+        let jobs = try Self.jobs(pair).compactMap { $0["id"] as? String }
+        try #require(jobs.count >= 3)
+        let workflow = pair.sim.workflowIDs[0]
+        // Garbage payloads, absurd instants, a key of the wrong type, a bogus message.
+        try pair.redis.command(["HSET", "pixxel-proxy:entry:detail/\(workflow)/\(jobs[0])", "u", "x", "v", "1e308", "d", "PXS1\u{1}garbage"])
+        try pair.redis.command(["HSET", "pixxel-proxy:entry:detail/\(workflow)/\(jobs[1])", "u", "", "v", "nan", "d", ""])
+        try pair.redis.command(["SET", "pixxel-proxy:entry:detail/\(workflow)/\(jobs[2])", "not a hash"])
+        try pair.redis.command(["SET", "pixxel-proxy:budget:tat", "not a number"])
+        try pair.redis.command(["PUBLISH", "pixxel-proxy:events", "x stored detail/\(workflow)/\(jobs[0])"])
+        try pair.redis.command(["PUBLISH", "pixxel-proxy:events", "x pause 1e400"])
+        try pair.redis.command(["PUBLISH", "pixxel-proxy:events", "x purge"])
+        for job in jobs.prefix(3) {
+            let answer = try pair.get(pair.portA, Self.detailTarget(pair.sim, job))
+            #expect(answer.status == 200)
+            #expect(answer.json?["id"] as? String == job)
+        }
+        #expect(pair.state(pair.portA) == "up")
+    }
+}

@@ -1,0 +1,82 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real `redis-server` of the test's own, on a free loopback port, saving nothing; stopped
+/// (or killed, and started again on the same port) by the test. `make test` installs Debian's
+/// redis-server when it is missing, so a missing binary fails the test rather than skipping it.
+final class RedisProcess: @unchecked Sendable {
+    let port: UInt16
+    private var process: ChildProcess?
+
+    init() throws {
+        port = try Self.freePort()
+        try start()
+    }
+
+    static var executable: String {
+        ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first { FileManager.default.isExecutableFile(atPath: $0) }
+            ?? "/usr/bin/redis-server"
+    }
+
+    /// Starts (again) on this port and waits until it answers PING.
+    func start() throws {
+        process = try ChildProcess(Self.executable, [
+            "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--protected-mode", "yes", "--logfile", "",
+        ], environment: ["PATH": "/usr/bin:/bin"], stdout: .null, stderr: .null)
+        guard eventually(seconds: 10, { (try? command(["PING"])) == "+PONG" }) else {
+            throw RawHTTPError(description: "redis-server did not start on port \(port)")
+        }
+    }
+
+    /// SIGKILL: Redis vanishes without a goodbye, as in a crash.
+    func kill() {
+        process?.signal(SIGKILL)
+        process?.waitUntilExit()
+        process = nil
+    }
+
+    /// SIGKILL too: it saves nothing, and a child spawned from a test thread may inherit a
+    /// signal mask that blocks SIGTERM.
+    func stop() { kill() }
+
+    var url: String { "redis://127.0.0.1:\(port)" }
+
+    /// One command over a connection of its own; the reply's first line (`+OK`, `:1`, `$-1`,
+    /// a bulk string's text, or `*N` followed by the elements' lines joined with newlines).
+    @discardableResult
+    func command(_ arguments: [String]) throws -> String {
+        var bytes: [UInt8] = []
+        for command in [arguments, ["QUIT"]] {
+            bytes += Array("*\(command.count)\r\n".utf8)
+            for argument in command { bytes += Array("$\(argument.utf8.count)\r\n\(argument)\r\n".utf8) }
+        }
+        let reply = String(decoding: try RawHTTPClient.exchange(port: port, bytes: bytes, timeoutSeconds: 5), as: UTF8.self)
+        var lines = reply.components(separatedBy: "\r\n")
+        // The QUIT's +OK closes the reply.
+        if lines.last == "" { lines.removeLast() }
+        if lines.last == "+OK" { lines.removeLast() }
+        guard let first = lines.first else { return "" }
+        if first.hasPrefix("$"), first != "$-1", lines.count > 1 { return lines[1] }
+        if first.hasPrefix("*") { return lines.filter { !$0.hasPrefix("$") && !$0.hasPrefix("*") }.joined(separator: "\n") }
+        return first
+    }
+
+    static func freePort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw RawHTTPError(description: "no free port") }
+        return UInt16(bigEndian: address.sin_port)
+    }
+}
