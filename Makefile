@@ -19,7 +19,10 @@ release: deps
 run: release
 	@scripts/run-demo.sh
 
-test: deps
+# Every test, among them the status page in headless Chromium (it leaves a screenshot in
+# .build/status-page/), promtool over the alert rules and the Debian package's layout.
+test:
+	@scripts/install-deps.sh --for-tests
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
