@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: deps build release run test bench soak fuzz install clean
+.PHONY: deps build release run test bench soak fuzz install deb clean
 
 deps:
 	@scripts/install-deps.sh
@@ -42,6 +42,14 @@ soak: release
 # (DESTDIR=... stages elsewhere). Idempotent.
 install: release
 	BIN=.build/release/pixxel-proxy deploy/install.sh
+
+# The Debian package, in .build/deb/: the release binary with the Swift runtime linked in, the
+# unit, the configuration and clients file as conffiles (deploy/build-deb.sh, deploy/debian/),
+# then lintian, which must report nothing but what deploy/debian/lintian-overrides explains.
+deb: deps
+	@command -v lintian >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian >/dev/null; }
+	@command -v dpkg-shlibdeps >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpkg-dev >/dev/null; }
+	deb=$$(deploy/build-deb.sh) && lintian --fail-on error,warning "$$deb" && echo "built $$deb; install it with: apt install ./$$deb"
 
 clean:
 	rm -rf .build .run
