@@ -79,7 +79,7 @@ import Glibc
         for path in ["/var/lib/dpkg/info", "/var/lib/dpkg/updates", "/var/lib/dpkg/triggers"] {
             try FileManager.default.createDirectory(atPath: root + path, withIntermediateDirectories: true)
         }
-        for path in ["/var/lib/dpkg/status", "/var/lib/dpkg/available"] { FileManager.default.createFile(atPath: root + path, contents: nil) }
+        for path in ["/var/lib/dpkg/status", "/var/lib/dpkg/available"] { _ = FileManager.default.createFile(atPath: root + path, contents: nil) }
         func dpkg(_ arguments: [String]) throws -> (status: Int32, output: String) {
             try run("/usr/bin/dpkg", ["--root=" + root, "--force-script-chrootless", "--force-depends", "--log=/dev/null"] + arguments)
         }
@@ -108,7 +108,7 @@ import Glibc
         try (try String(contentsOfFile: clients, encoding: .utf8) + added).write(toFile: clients, atomically: true, encoding: .utf8)
         try "key\n".write(toFile: root + "/etc/pixxel-proxy/api_key", atomically: true, encoding: .utf8)
         try FileManager.default.createDirectory(atPath: root + "/var/lib/private/pixxel-proxy", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: root + "/var/lib/private/pixxel-proxy/cache.sqlite3", contents: Data())
+        _ = FileManager.default.createFile(atPath: root + "/var/lib/private/pixxel-proxy/cache.sqlite3", contents: Data())
         try FileManager.default.createSymbolicLink(atPath: root + "/var/lib/pixxel-proxy", withDestinationPath: "private/pixxel-proxy")
         let upgrade = try dpkg(["--install", deb])
         #expect(upgrade.status == 0 && !upgrade.output.contains("Next steps"), "\(upgrade.output)")
