@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages the build, the demo and the tests need, if any is missing.
+# --for-tests adds what only `make test` uses (a browser for the status page, promtool, the
+# Debian packaging tools); a tool among those that cannot be installed is reported and its
+# test skipped, not the whole run failed.
 set -euo pipefail
+for_tests=false
+[ "${1:-}" = "--for-tests" ] && for_tests=true
 
 if ! command -v swift >/dev/null 2>&1; then
     echo "install-deps: swift is not on PATH; install Swift 6.2 or newer (https://swift.org/install)" >&2
@@ -17,14 +22,28 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # tests make their own CA with it
 command -v curl >/dev/null 2>&1 || missing+=(curl)         # make run checks the simulator with it
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)   # make test verifies the unit file
-[ ${#missing[@]} -eq 0 ] && exit 0
+optional=()
+if $for_tests; then
+    command -v chromium >/dev/null 2>&1 || optional+=(chromium)         # the status page in a browser
+    command -v node >/dev/null 2>&1 || optional+=(nodejs)               # drives it (DevTools over a pipe)
+    command -v promtool >/dev/null 2>&1 || optional+=(prometheus)       # checks the alert rules
+    command -v dpkg-shlibdeps >/dev/null 2>&1 || optional+=(dpkg-dev)   # the Debian package's Depends
+fi
+[ ${#missing[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ] && exit 0
 
-echo "install-deps: installing ${missing[*]}" >&2
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root (or sudo) to install ${missing[*]}" >&2; exit 1; }
+    command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root (or sudo) to install ${missing[*]} ${optional[*]}" >&2; exit 1; }
     sudo="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for package in "${optional[@]}"; do
+    echo "install-deps: installing $package (for the tests)" >&2
+    $sudo apt-get install -y -qq --no-install-recommends "$package" >/dev/null \
+        || echo "install-deps: could not install $package; the tests that need it will say they were skipped" >&2
+done

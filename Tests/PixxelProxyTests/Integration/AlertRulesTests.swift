@@ -2,8 +2,22 @@ import Foundation
 import Testing
 
 /// The alerting rules and the Grafana dashboard in deploy/ name only metrics a running proxy
-/// exports (histograms by their `_bucket` series).
+/// exports (histograms by their `_bucket` series), and the rules pass Prometheus's own checks.
 @Suite struct AlertRulesTests {
+    static let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// `promtool check rules` (syntax, PromQL, templates) and `promtool test rules` (each alert
+    /// fires on series shaped like the proxy's: deploy/prometheus/pixxel-proxy.rules.test.yml).
+    @Test(.enabled(if: promtool != nil, "promtool is not installed (Debian's prometheus package; scripts/install-deps.sh could not install it here)"))
+    func theRulesPassPromtoolAndTheirUnitTests() throws {
+        let tool = try #require(Self.promtool)
+        let directory = ShippedConfigTests.repository + "/deploy/prometheus/"
+        let check = try runProcess(tool, ["check", "rules", directory + "pixxel-proxy.rules.yml"])
+        #expect(check.status == 0 && check.output.contains("SUCCESS"), "\(check.output)")
+        let unit = try runProcess(tool, ["test", "rules", directory + "pixxel-proxy.rules.test.yml"])
+        #expect(unit.status == 0 && unit.output.contains("SUCCESS"), "\(unit.output)")
+    }
+
     @Test func everyMetricTheRulesAndTheDashboardNameIsExported() async throws {
         let rules = try String(contentsOfFile: ShippedConfigTests.repository + "/deploy/prometheus/pixxel-proxy.rules.yml", encoding: .utf8)
         let dashboard = try String(contentsOfFile: ShippedConfigTests.repository + "/deploy/grafana/pixxel-proxy-dashboard.json", encoding: .utf8)
