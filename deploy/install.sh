@@ -22,6 +22,10 @@ sed "s|/usr/local/bin/pixxel-proxy|$PREFIX/bin/pixxel-proxy|; s|/usr/local/share
 install -D -m 0644 "$DESTDIR/tmp-pixxel-proxy.service.$$" "$DESTDIR/etc/systemd/system/pixxel-proxy.service"
 rm -f "$DESTDIR/tmp-pixxel-proxy.service.$$"
 install -D -m 0644 README.md "$DESTDIR$PREFIX/share/doc/pixxel-proxy/README.md"
+# With a Redis on this host for the shared tier: order after it and pull it in (Wants=).
+if [ "${WITH_REDIS:-0}" = 1 ]; then
+    install -D -m 0644 deploy/pixxel-proxy-redis.conf "$DESTDIR/etc/systemd/system/pixxel-proxy.service.d/redis.conf"
+fi
 install -d -m 0755 "$etc"
 [ -e "$etc/pixxel-proxy.yaml" ] || install -m 0644 config/pixxel-proxy.yaml "$etc/pixxel-proxy.yaml"
 install -m 0644 config/clients.example "$etc/clients.example"

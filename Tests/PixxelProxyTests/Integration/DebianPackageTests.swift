@@ -34,6 +34,7 @@ import Glibc
             "./usr/bin/pixxel-proxy", "./lib/systemd/system/pixxel-proxy.service", "./etc/pixxel-proxy/pixxel-proxy.yaml",
             "./etc/pixxel-proxy/clients", "./usr/share/doc/pixxel-proxy/copyright", "./usr/share/doc/pixxel-proxy/changelog.gz",
             "./usr/share/doc/pixxel-proxy/README.md.gz", "./usr/share/doc/pixxel-proxy/examples/clients.example",
+            "./usr/share/doc/pixxel-proxy/examples/redis.conf",
             "./usr/share/man/man1/pixxel-proxy.1.gz", "./usr/share/lintian/overrides/pixxel-proxy",
         ])
         #expect(listing.allSatisfy { $0.contains(" root/root ") })

@@ -66,5 +66,15 @@ import Glibc
                                   unit.replacingOccurrences(of: "/usr/local/bin/pixxel-proxy", with: builtExecutable("pixxel-proxy")))
         let (status, output) = try runProcess(tool, ["verify", copy])
         #expect(status == 0, "\(output)")
+
+        // With the Redis drop-in: ordered after redis-server, wanted, never required.
+        let dropIn = try String(contentsOfFile: repository + "/deploy/pixxel-proxy-redis.conf", encoding: .utf8)
+        let directives = dropIn.split(separator: "\n").filter { !$0.hasPrefix("#") }
+        #expect(directives.contains("Wants=redis-server.service") && directives.contains("After=redis-server.service"))
+        #expect(!directives.contains { $0.hasPrefix("Requires=") || $0.hasPrefix("BindsTo=") })
+        let combined = directory.file("pixxel-proxy-with-redis.service",
+                                      try String(contentsOfFile: copy, encoding: .utf8) + "\n" + dropIn)
+        let (withRedis, withRedisOutput) = try runProcess(tool, ["verify", combined])
+        #expect(withRedis == 0, "\(withRedisOutput)")
     }
 }
