@@ -241,4 +241,57 @@ import Testing
         }
         #expect(pair.state(pair.portA) == "up")
     }
+
+    @Test func checkConfigShowsTheRedisURLWithThePasswordRedactedAndFindsTheCredential() throws {
+        let directory = TemporaryDirectory()
+        let clients = directory.path + "/clients"
+        _ = try ProcessTests.run(["token", "add", "ci", "--scopes", "read", "--clients-file", clients])
+        let inURL = try ProcessTests.run(["check-config"], environment: [
+            "PIXXEL_PROXY_AUTH_CLIENTS_FILE": clients, "PIXXEL_PROXY_SHARED_REDIS_URL": "redis://:hunter2-secret@127.0.0.1:6390/3",
+        ])
+        #expect(inURL.status == 0, "\(inURL.stderr)")
+        #expect(inURL.stdout.contains("shared.redis_url: redis://:<redacted>@127.0.0.1:6390/3 (password from shared.redis_url)"))
+        #expect(!(inURL.stdout + inURL.stderr).contains("hunter2"))
+        let credentials = directory.path + "/credentials"
+        try FileManager.default.createDirectory(atPath: credentials, withIntermediateDirectories: true)
+        _ = directory.file("credentials/redis_password", "from-systemd-credential\n")
+        let fromCredential = try ProcessTests.run(["check-config"], environment: [
+            "PIXXEL_PROXY_AUTH_CLIENTS_FILE": clients, "PIXXEL_PROXY_SHARED_REDIS_URL": "redis://127.0.0.1:6390", "CREDENTIALS_DIRECTORY": credentials,
+        ])
+        #expect(fromCredential.status == 0, "\(fromCredential.stderr)")
+        #expect(fromCredential.stdout.contains("redis://:<redacted>@127.0.0.1:6390/0 (password from credential redis_password)"))
+        #expect(!fromCredential.stdout.contains("from-systemd-credential"))
+        let bad = try ProcessTests.run(["check-config"], environment: [
+            "PIXXEL_PROXY_AUTH_CLIENTS_FILE": clients, "PIXXEL_PROXY_SHARED_REDIS_URL": "redis://:hunter2-secret@127.0.0.1:99999",
+        ])
+        #expect(bad.status == 78 && bad.stderr.contains("shared.redis_url") && !bad.stderr.contains("hunter2"))
+    }
+
+    @Test func aPasswordProtectedRedisIsJoinedAndAWrongPasswordLeavesTheInstanceServingAlone() throws {
+        let redis = try RedisProcess(arguments: ["--requirepass", "right-password"])
+        defer { redis.stop() }
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let directory = TemporaryDirectory()
+        let clients = directory.path + "/clients"
+        let token = try ProcessTests.run(["token", "add", "ci", "--scopes", "read,admin", "--clients-file", clients]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        for (password, state) in [("right-password", "up"), ("wrong-password", "down")] {
+            let log = LogSink()
+            let (process, port) = try ProcessTests.startServe(simPort: simPort, clients: clients, directory: directory, extraEnvironment: [
+                "PIXXEL_PROXY_SHARED_REDIS_URL": "redis://:\(password)@127.0.0.1:\(redis.port)",
+            ], log: log)
+            defer {
+                process.terminate()
+                process.waitUntilExit()
+            }
+            func shared() -> [String: Any]? {
+                (try? RawHTTPClient.request(port: port, target: "/admin/stats", headers: [("Authorization", token)]))?.json?["shared"] as? [String: Any]
+            }
+            #expect(eventually { shared()?["state"] as? String == state && (state == "up" || shared()?["problem"] != nil) })
+            let answer = try RawHTTPClient.request(port: port, target: "/v0/workflows/\(sim.workflowIDs[0])/jobs", headers: [("Authorization", token)])
+            #expect(answer.status == 200)
+            #expect(!log.all.joined().contains(password), "no password in the log")
+        }
+    }
 }

@@ -11,8 +11,14 @@ final class RedisProcess: @unchecked Sendable {
     let port: UInt16
     private var process: ChildProcess?
 
-    init() throws {
+    private let extraArguments: [String]
+    /// The password given with `--requirepass`, for the test's own commands.
+    private let password: String?
+
+    init(arguments: [String] = []) throws {
         port = try Self.freePort()
+        extraArguments = arguments
+        password = arguments.firstIndex(of: "--requirepass").map { arguments[$0 + 1] }
         try start()
     }
 
@@ -26,7 +32,7 @@ final class RedisProcess: @unchecked Sendable {
         process = try ChildProcess(Self.executable, [
             "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
             "--protected-mode", "yes", "--logfile", "",
-        ], environment: ["PATH": "/usr/bin:/bin"], stdout: .null, stderr: .null)
+        ] + extraArguments, environment: ["PATH": "/usr/bin:/bin"], stdout: .null, stderr: .null)
         guard eventually(seconds: 10, { (try? command(["PING"])) == "+PONG" }) else {
             throw RawHTTPError(description: "redis-server did not start on port \(port)")
         }
@@ -50,14 +56,15 @@ final class RedisProcess: @unchecked Sendable {
     @discardableResult
     func command(_ arguments: [String]) throws -> String {
         var bytes: [UInt8] = []
-        for command in [arguments, ["QUIT"]] {
+        for command in (password.map { [["AUTH", $0]] } ?? []) + [arguments, ["QUIT"]] {
             bytes += Array("*\(command.count)\r\n".utf8)
             for argument in command { bytes += Array("$\(argument.utf8.count)\r\n\(argument)\r\n".utf8) }
         }
         let reply = String(decoding: try RawHTTPClient.exchange(port: port, bytes: bytes, timeoutSeconds: 5), as: UTF8.self)
         var lines = reply.components(separatedBy: "\r\n")
-        // The QUIT's +OK closes the reply.
+        // AUTH's +OK opens the reply, and the QUIT's closes it.
         if lines.last == "" { lines.removeLast() }
+        if password != nil, lines.first == "+OK" { lines.removeFirst() }
         if lines.last == "+OK" { lines.removeLast() }
         guard let first = lines.first else { return "" }
         if first.hasPrefix("$"), first != "$-1", lines.count > 1 { return lines[1] }
