@@ -15,7 +15,11 @@ and changing every 15 s; two dashboards polling each workflow's `?status=running
 2 s and its full list every 6 s; watchers polling the 12 running jobs' details every second;
 an auditor reading finished jobs; a reporter with created_on + created_by filters.
 
-Usage: bench/economy.py [--seconds N] [--targets direct,nginx,proxy] [--out FILE]
+Target `pair`: two pixxel-proxy instances sharing one Redis (a redis-server of the benchmark's
+own on a loopback port), the clients split between them round robin; the table adds its calls
+as a ratio of one instance's (the shared tier's promise: at most 1.1x).
+
+Usage: bench/economy.py [--seconds N] [--targets direct,nginx,proxy,pair] [--out FILE]
 Needs .build/release (make release) and, for nginx, /usr/sbin/nginx.
 """
 import argparse
@@ -149,7 +153,9 @@ class Truth:
 
 class Workload:
     def __init__(self, name, port, headers, workflows, running, finished, seconds, seed):
-        self.name, self.port, self.headers = name, port, headers
+        # One port, or several that the clients are spread over, round robin.
+        self.ports = port if isinstance(port, list) else [port]
+        self.name, self.port, self.headers = name, self.ports[0], headers
         self.workflows, self.running, self.finished = workflows, running, finished
         self.seconds, self.seed = seconds, seed
         self.records = []  # (kind, workflow, job or None, filters, t, status, [(id, updated_at)], cache_status)
@@ -176,8 +182,8 @@ class Workload:
             self.records.append((kind, workflow, job, filters, t, status, seen, cache))
         return status
 
-    def loop(self, period, action, phase):
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=10)
+    def loop(self, period, action, phase, port):
+        conn = http.client.HTTPConnection(HOST, port, timeout=10)
         next_at = self.start + phase
         while True:
             delay = next_at - time.monotonic()
@@ -189,7 +195,7 @@ class Workload:
                 action(conn)
             except (OSError, http.client.HTTPException):
                 conn.close()
-                conn = http.client.HTTPConnection(HOST, self.port, timeout=10)
+                conn = http.client.HTTPConnection(HOST, port, timeout=10)
             next_at += period
         conn.close()
 
@@ -201,7 +207,8 @@ class Workload:
         threads = []
 
         def add(period, phase, action):
-            threads.append(threading.Thread(target=self.loop, args=(period, action, phase)))
+            port = self.ports[len(threads) % len(self.ports)]
+            threads.append(threading.Thread(target=self.loop, args=(period, action, phase, port)))
 
         for dashboard in range(2):
             for w in self.workflows:
@@ -350,6 +357,34 @@ def main():
             headers["proxy"] = client_headers
             if not wait_until(lambda: http_get(ports["proxy"], "/readyz", {})[0] == 200):
                 raise SystemExit("economy: pixxel-proxy did not start")
+        if "pair" in targets:
+            redis_port = free_port()
+            processes.append(subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--bind", HOST, "--save", "", "--appendonly", "no", "--logfile", ""],
+                stdout=subprocess.DEVNULL))
+            admin = subprocess.run([os.path.join(BIN, "pixxel-proxy"), "token", "add", "economy-admin", "--scopes", "admin",
+                                    "--clients-file", os.path.join(scratch, "clients")], capture_output=True, text=True, check=True).stdout.strip()
+            pair = []
+            for index in range(2):
+                port = free_port()
+                env = dict(os.environ, PIXXEL_PROXY_LISTEN_HOST=HOST, PIXXEL_PROXY_LISTEN_PORT=str(port),
+                           PIXXEL_PROXY_UPSTREAM_URL=f"http://{HOST}:{sim_port}", PIXXEL_API_KEY=SIM_KEY,
+                           PIXXEL_PROXY_AUTH_CLIENTS_FILE=os.path.join(scratch, "clients"),
+                           PIXXEL_PROXY_CACHE_DIRECTORY=os.path.join(scratch, f"pair-cache-{index}"),
+                           PIXXEL_PROXY_UPSTREAM_REQUESTS_PER_SECOND="20",
+                           PIXXEL_PROXY_CACHE_TTL_ACTIVE_JOB_SECONDS=str(BOUND), PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS=str(BOUND),
+                           PIXXEL_PROXY_SHARED_REDIS_URL=f"redis://{HOST}:{redis_port}", PIXXEL_PROXY_LOG_LEVEL="warning")
+                processes.append(subprocess.Popen([os.path.join(BIN, "pixxel-proxy"), "serve"], env=env,
+                                                  stderr=open(os.path.join(scratch, f"pair-{index}.log"), "wb")))
+                pair.append(port)
+
+            def joined(port):
+                status, body = http_get(port, "/admin/stats", {"Authorization": f"Bearer {admin}"})
+                return status == 200 and json.loads(body)["shared"]["state"] == "up"
+            if not all(wait_until(lambda port=port: joined(port)) for port in pair):
+                raise SystemExit("economy: the two instances did not join Redis")
+            ports["pair"] = pair
+            headers["pair"] = client_headers
         if "nginx" in targets:
             if not os.path.exists("/usr/sbin/nginx"):
                 raise SystemExit("economy: /usr/sbin/nginx is missing (apt-get install nginx-light)")
@@ -369,7 +404,7 @@ def main():
         for name in targets:
             # Warm: one pass over everything the workload reads.
             warm = Workload(name, ports[name], headers[name], workflows, running, finished, 0, args.seed)
-            conn = http.client.HTTPConnection(HOST, ports[name], timeout=10)
+            conn = http.client.HTTPConnection(HOST, warm.port, timeout=10)
             for w in workflows:
                 warm.get(conn, "warm", w, None, {})
                 warm.get(conn, "warm", w, None, {"status": "running"})
@@ -397,6 +432,11 @@ def main():
                 raise SystemExit(f"economy: {name} answered {result['errors']} of {result['requests']} requests with an error; see {scratch}")
 
         table = render(results, args.seconds, len(running))
+        one = next((r for r in results if r["target"] == "proxy"), None)
+        two = next((r for r in results if r["target"] == "pair"), None)
+        if one and two:
+            table += (f"\nTwo instances sharing one Redis, clients split round robin: {two['calls']} upstream calls against one "
+                      f"instance's {one['calls']}: **{two['calls'] / max(one['calls'], 1):.2f}x** (the shared tier's bound: 1.1x).\n")
         print(table)
         if args.out:
             with open(args.out, "a") as f:

@@ -83,7 +83,9 @@ public final class SharedCacheTier {
 
     /// Stores an entry for `keep` seconds unless Redis holds a newer one (`SharedScripts.store`),
     /// then tells the others. `completion` gets whether it was stored (false also when Redis is away).
-    public func save(_ record: DiskRecord, keep seconds: Double, completion: ((Bool) -> Void)? = nil) {
+    /// `written`: the entry changed without a newer confirmation from the upstream (a job
+    /// written through into a list): the others take it in even when they hold one confirmed as late.
+    public func save(_ record: DiskRecord, keep seconds: Double, written: Bool = false, completion: ((Bool) -> Void)? = nil) {
         let milliseconds = Self.milliseconds(seconds)
         redis.run(SharedScripts.store, keys: [entryKey(record.key)],
                   arguments: [SharedEntryCodec.field(record.updatedAt), SharedEntryCodec.field(record.validatedAt),
@@ -92,7 +94,7 @@ public final class SharedCacheTier {
             let stored = value.integer == 1
             if stored {
                 counters.stores += 1
-                redis.publish(SharedMessage.stored(diskKey: record.key).text)
+                redis.publish((written ? SharedMessage.written(diskKey: record.key) : .stored(diskKey: record.key)).text)
             } else {
                 counters.storesRefused += 1
             }
@@ -199,6 +201,8 @@ public final class SharedCacheTier {
 public enum SharedMessage: Equatable, Sendable {
     /// An entry changed in Redis.
     case stored(diskKey: String)
+    /// An entry changed in Redis by a write-through (same confirmation time, new content).
+    case written(diskKey: String)
     /// A lease ended (its fetch stored something or failed).
     case landed(diskKey: String)
     /// Entries purged: a workflow, one job of it, or `cache.routes` paths under a prefix.
@@ -213,6 +217,7 @@ public enum SharedMessage: Equatable, Sendable {
         switch parts[0] {
         case "stored": self = .stored(diskKey: parts.dropFirst().joined(separator: " "))
         case "landed": self = .landed(diskKey: parts.dropFirst().joined(separator: " "))
+        case "written": self = .written(diskKey: parts.dropFirst().joined(separator: " "))
         case "purge": self = .purge(workflow: parts[1], job: parts.count == 3 ? parts[2] : nil)
         case "purge-routes": self = .purgeRoutes(prefix: parts.dropFirst().joined(separator: " "))
         case "pause":
@@ -226,6 +231,7 @@ public enum SharedMessage: Equatable, Sendable {
         switch self {
         case .stored(let key): "stored \(key)"
         case .landed(let key): "landed \(key)"
+        case .written(let key): "written \(key)"
         case .purge(let workflow, let job): "purge \(workflow)" + (job.map { " \($0)" } ?? "")
         case .purgeRoutes(let prefix): "purge-routes \(prefix)"
         case .pause(let seconds): "pause \(SharedEntryCodec.format6(seconds))"

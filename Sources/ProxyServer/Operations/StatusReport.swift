@@ -24,6 +24,10 @@ public enum StatusReport {
         row("budget", (rate > 0 ? "tokens \(number(double(budget["tokens"]))) of \(number(double(budget["burst"])))" : "unlimited")
             + "   waiting \(int(budget["queued"]))   pause " + (pause > 0 ? "\(number(pause)) s (upstream Retry-After)" : "none")
             + "   refused \(int(budget["refused"]))")
+        if let shared = stats["shared"] as? [String: Any], let state = shared["state"] as? String, state != "off" {
+            row("shared tier", "\(state == "up" ? "up" : "DOWN, acting alone")   hits \(int(shared["hits"]))   lease waits \(int(shared["lease_waits"]))"
+                + "   tokens from Redis \(int(shared["budget_tokens_from_redis"]))   Redis errors \(int(shared["redis_errors"]))")
+        }
         row("errors", "\(errors.suffix(60).reduce(0, +)) upstream errors in the last minute")
         row("streams", "\(int(streams["running"])) running, \(int(streams["queued"])) waiting")
         row("memory", tier(memory))

@@ -127,7 +127,7 @@ extension ProxyServer {
     /// Puts a stored answer in the shared tier (a list's sightings first, so that the details
     /// it supersedes are marked before it is announced), then ends the lease, if held.
     /// `answer` nil: only the lease ends.
-    func share(_ key: CacheKey, _ answer: CachedAnswer?, releasingLease leased: Bool) {
+    func share(_ key: CacheKey, _ answer: CachedAnswer?, releasingLease leased: Bool, written: Bool = false) {
         guard let shared else { return }
         let release = {
             guard leased else { return }
@@ -142,7 +142,7 @@ extension ProxyServer {
             shared.tier.applySightings(listed, answeredAt: answer.validatedAt)
         }
         let keep = answer.lifetime + max(settings.staleWhileRevalidateSeconds, settings.staleIfErrorSeconds)
-        shared.tier.save(answer.record(for: key), keep: keep) { _ in release() }
+        shared.tier.save(answer.record(for: key), keep: keep, written: written) { _ in release() }
     }
 
     /// A job created through this instance: its detail and its workflow's list, as cached
@@ -152,7 +152,7 @@ extension ProxyServer {
         let detailKey = CacheKey.detail(workflowID: workflowID, jobID: detail.job.id)
         if let answer = cache.memory.peek(detailKey) { share(detailKey, answer, releasingLease: false) }
         let listKey = CacheKey.list(workflow: detailKey.workflow)
-        if let list = cache.memory.peek(listKey) { share(listKey, list, releasingLease: false) }
+        if let list = cache.memory.peek(listKey) { share(listKey, list, releasingLease: false, written: true) }
     }
 
     /// A purge reaches the shared tier and, through it, the other instances (ids as decoded
@@ -183,14 +183,15 @@ extension ProxyServer {
     func received(_ message: SharedMessage) {
         guard let shared else { return }
         switch message {
-        case .stored(let diskKey):
+        case .stored(let diskKey), .written(let diskKey):
             shared.wakeWaiters(diskKey)
+            let written = if case .written = message { true } else { false }
             guard let key = CacheKey(diskKey: diskKey), key.job == nil || cache.memory.peek(key) != nil else { return }
             shared.tier.countInvalidationReceived()
             shared.tier.load(diskKey: diskKey, workflowID: key.workflow, jobID: key.job) { [self] read in
                 switch read {
                 case .found(let record):
-                    guard !cache.holdsCurrent(key, validatedAt: record.validatedAt),
+                    guard written || !cache.holdsCurrent(key, validatedAt: record.validatedAt),
                           record.validatedAt <= clock() + Self.sharedClockTolerance else { return }
                     cache.adopt(key, record: record) { _ in }
                 case .superseded(let newestSeen):

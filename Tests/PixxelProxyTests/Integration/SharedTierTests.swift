@@ -151,6 +151,25 @@ import Testing
         #expect(pair.count(pair.portB, "invalidations_received") >= 1)
     }
 
+    @Test func aJobCreatedThroughAIsInTheListBHolds() throws {
+        let pair = try Pair(environment: ["PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS": "600"])
+        defer { pair.stop() }
+        let target = "/v0/workflows/\(pair.sim.workflowIDs[0])/jobs"
+        #expect(try pair.get(pair.portB, target).status == 200)
+        #expect(try pair.get(pair.portB, target).header("Cache-Status")?.hasPrefix("pixxel-proxy; hit") == true)
+        let created = try RawHTTPClient.request(port: pair.portA, method: "POST", target: target + "?project_id=p",
+                                                headers: [("Authorization", pair.token)])
+        #expect(created.status == 200 || created.status == 201, "\(created.status) \(created.text)")
+        let id = try #require(created.json?["id"] as? String)
+        let callsAfterPost = pair.sim.stats.total
+        // B's cached list gets the job from A's write-through, without an upstream call.
+        #expect(eventually {
+            let list = try? pair.get(pair.portB, target)
+            return (list?.json?["jobs"] as? [[String: Any]])?.contains { $0["id"] as? String == id } == true
+        })
+        #expect(pair.sim.stats.total == callsAfterPost)
+    }
+
     @Test func aRetryAfterSeenByAPausesB() throws {
         let pair = try Pair(environment: ["PIXXEL_PROXY_UPSTREAM_TIMEOUT_SECONDS": "5"])
         defer { pair.stop() }

@@ -1,5 +1,6 @@
 import Foundation
 import JobCache
+import ProxyServer
 import ProxyConfig
 import SharedTier
 import Testing
@@ -75,7 +76,7 @@ import Upstream
     }
 
     @Test func messagesRoundTripAndNonsenseIsIgnored() {
-        let messages: [SharedMessage] = [.stored(diskKey: "detail/w/j"), .landed(diskKey: "list/w"), .purge(workflow: "w", job: nil),
+        let messages: [SharedMessage] = [.stored(diskKey: "detail/w/j"), .written(diskKey: "list/w"), .landed(diskKey: "list/w"), .purge(workflow: "w", job: nil),
                                          .purge(workflow: "w", job: "j"), .purgeRoutes(prefix: "/v0/blocks"), .pause(seconds: 2.5)]
         for message in messages { #expect(SharedMessage(message.text) == message) }
         for nonsense in ["", "stored", "stored ", "pause", "pause x", "pause -1", "pause nan", "pause 1e400", "hello world", "purge"] {
@@ -152,5 +153,11 @@ import Upstream
         budget.acquire(client: "a", priority: .interactive, deadline: time.now + 30, grant: { granted += 1 }, refuse: { _ in })
         source.answer(.unavailable)
         #expect(granted == 1 && budget.localGrants == 1)
+    }
+
+    @Test func theTerminalViewShowsTheSharedTierWhenOneIsConfigured() {
+        let down: [String: Any] = ["shared": ["state": "down", "hits": 3, "lease_waits": 1, "budget_tokens_from_redis": 7, "redis_errors": 2]]
+        #expect(StatusReport.render(down, url: "http://x").contains("shared tier  DOWN, acting alone   hits 3   lease waits 1   tokens from Redis 7   Redis errors 2"))
+        #expect(!StatusReport.render(["shared": ["state": "off"]], url: "http://x").contains("shared tier"))
     }
 }
