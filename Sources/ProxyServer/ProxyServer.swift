@@ -41,8 +41,9 @@ public final class ProxyServer: @unchecked Sendable {
     let budget: UpstreamBudget
     /// The tier several instances share through Redis (nil: `shared.redis_url` is empty).
     let shared: SharedLink?
-    /// Timers that keep this instance's leases while its fetches run, by disk key.
-    var leaseTimers: [String: LoopTimer] = [:]
+    /// Timers that keep this instance's leases while its fetches run, by hold (one per fetch).
+    var leaseTimers: [Int: LoopTimer] = [:]
+    var nextLeaseHold = 0
     let gateway: UpstreamGateway
     let notifier: SystemdNotifier
     let audit: AuditLog
@@ -113,6 +114,7 @@ public final class ProxyServer: @unchecked Sendable {
         budget = UpstreamBudget(scheduler: loop, rate: settings.upstreamRequestsPerSecond, burst: settings.upstreamBurst,
                                 maxQueued: settings.upstreamMaxQueue, clock: budgetClock, shared: shared?.budget,
                                 instances: settings.sharedInstances)
+        budget.maxPauseSeconds = settings.upstreamMaxRetryAfterSeconds
         // Tokens are taken at the upstream's door: only when a connection can take the call.
         let upstream = self.upstream, budget = self.budget
         budget.canStart = { upstream.canStartNow }

@@ -111,29 +111,45 @@ public final class SharedCacheTier {
         }
     }
 
-    /// Deletes entries: one key, or every key under a disk-key prefix (SCAN, in steps, never
-    /// KEYS), and tells the others with `announcement`.
-    public func purge(diskKey: String?, diskKeyPrefix: String?, announcement: String) {
-        if let diskKey {
-            redis.send([Array("DEL".utf8), Array(entryKey(diskKey).utf8)]) { _ in }
+    /// Deletes entries: one key, and every key under a disk-key prefix (SCAN in steps, never
+    /// KEYS), then tells the others with `announcement`: only once Redis no longer holds them,
+    /// or an instance that drops its copy on the message could take it back from Redis.
+    /// `completion` gets whether Redis did all of it (false: it was away or failed midway).
+    public func purge(diskKey: String?, diskKeyPrefix: String?, announcement: String, completion: @escaping (Bool) -> Void) {
+        let announce = { [self] (done: Bool) in
+            if done { redis.publish(announcement) }
+            completion(done)
         }
-        if let diskKeyPrefix {
-            scanAndDelete(pattern: entryKey(Self.globEscaped(diskKeyPrefix)) + "*", cursor: "0", steps: 0)
+        let scan = { [self] in
+            guard let diskKeyPrefix else { return announce(true) }
+            // The whole key is escaped: the configured prefix may hold glob characters too.
+            scanAndDelete(pattern: Self.globEscaped(entryKey(diskKeyPrefix)) + "*", cursor: "0", steps: 0, done: announce)
         }
-        redis.publish(announcement)
+        guard let diskKey else { return scan() }
+        redis.send([Array("DEL".utf8), Array(entryKey(diskKey).utf8)]) { result in
+            guard case .success = result else { return announce(false) }
+            scan()
+        }
     }
 
-    private func scanAndDelete(pattern: String, cursor: String, steps: Int) {
-        guard steps < 10_000 else { return }
+    private func scanAndDelete(pattern: String, cursor: String, steps: Int, done: @escaping (Bool) -> Void) {
+        guard steps < 100_000 else { return done(false) }
         redis.send([Array("SCAN".utf8), Array(cursor.utf8), Array("MATCH".utf8), Array(pattern.utf8), Array("COUNT".utf8),
-                    Array("500".utf8)]) { [self] result in
-            guard case .success(let value) = result, value.elements.count == 2, let next = value.elements[0].text else { return }
+                    Array("1000".utf8)]) { [self] result in
+            guard case .success(let value) = result, value.elements.count == 2, let next = value.elements[0].text else { return done(false) }
             let keys = value.elements[1].elements.compactMap { value -> [UInt8]? in
                 if case .string(let bytes) = value { return bytes }
                 return nil
             }
-            if !keys.isEmpty { redis.send([Array("UNLINK".utf8)] + keys) { _ in } }
-            if next != "0" { scanAndDelete(pattern: pattern, cursor: next, steps: steps + 1) }
+            let goOn = { [self] in
+                if next == "0" { return done(true) }
+                scanAndDelete(pattern: pattern, cursor: next, steps: steps + 1, done: done)
+            }
+            guard !keys.isEmpty else { return goOn() }
+            redis.send([Array("UNLINK".utf8)] + keys) { result in
+                guard case .success = result else { return done(false) }
+                goOn()
+            }
         }
     }
 

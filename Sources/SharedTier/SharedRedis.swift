@@ -96,6 +96,8 @@ public final class SharedRedis {
     public func stop() {
         loop.assertOnLoop()
         stopped = true
+        connecting = false
+        attemptTimer?.cancel()
         reconnectTimer?.cancel()
         heartbeat?.cancel()
         tearDown(reason: nil)
@@ -103,44 +105,74 @@ public final class SharedRedis {
 
     // MARK: Connecting
 
+    /// Each attempt to connect has a number: a step of an attempt that was given up (its timer
+    /// ran out, a connection closed) finds it stale and does nothing.
+    private var attempt = 0
+    private var attemptTimer: LoopTimer?
+
     private func connect() {
         guard !stopped, !connecting else { return }
         connecting = true
+        attempt += 1
+        let current = attempt
+        let timeout = max(1, options.commandTimeout)
+        // The whole sequence (resolve, two connections, AUTH, scripts, SUBSCRIBE) has a bound:
+        // a step Redis never answers (a refused SUBSCRIBE closes nothing at once) must not leave
+        // the link "connecting" for ever, unreported.
+        attemptTimer = loop.schedule(after: 4 * timeout + 2) { [weak self] in
+            guard let self, connecting, attempt == current else { return }
+            failedToConnect("Redis did not complete the connection (AUTH, scripts or SUBSCRIBE) in time")
+        }
+        let live = { [weak self] in self.map { !$0.stopped && $0.connecting && $0.attempt == current } ?? false }
         resolve(options.host) { [self] address in
-            guard !stopped else { connecting = false; return }
+            guard live() else { return }
             guard let address else { return failedToConnect("cannot resolve \(options.host)") }
-            let timeout = max(1, options.commandTimeout)
             let commandLink = RedisConnection(loop: loop)
             commandLink.open(ip: address, port: options.port, timeout: timeout) { [self] ok in
+                guard live() else { return commandLink.close() }
                 guard ok else { return failedToConnect("cannot connect to \(options.host):\(options.port)") }
                 commands = commandLink
-                commandLink.onClose = { [weak self] in self?.linkBroke("the connection to Redis closed") }
+                commandLink.onClose = { [weak self] in self?.linkClosed("the connection to Redis closed", attempt: current) }
                 handshake(commandLink, timeout: timeout) { [self] problem in
+                    guard live() else { return }
                     if let problem { return failedToConnect(problem) }
                     loadScripts(timeout: timeout) { [self] problem in
+                        guard live() else { return }
                         if let problem { return failedToConnect(problem) }
-                        openSubscriber(address: address, timeout: timeout)
+                        openSubscriber(address: address, timeout: timeout, attempt: current, live: live)
                     }
                 }
             }
         }
     }
 
-    private func openSubscriber(address: String, timeout: Double) {
+    private func openSubscriber(address: String, timeout: Double, attempt current: Int, live: @escaping () -> Bool) {
         let link = RedisConnection(loop: loop)
         link.open(ip: address, port: options.port, timeout: timeout) { [self] ok in
-            guard ok, !stopped else { return failedToConnect("cannot connect the subscriber to \(options.host):\(options.port)") }
+            guard live() else { return link.close() }
+            guard ok else { return failedToConnect("cannot connect the subscriber to \(options.host):\(options.port)") }
             subscriber = link
-            link.onClose = { [weak self] in self?.linkBroke("the subscriber's connection to Redis closed") }
+            link.onClose = { [weak self] in
+                self?.linkClosed("the subscriber's connection to Redis closed (a refused SUBSCRIBE ends it too: may the user use the channel?)",
+                                 attempt: current)
+            }
             link.onMessage = { [weak self] _, payload in self?.received(payload) }
             handshake(link, timeout: timeout, selectDatabase: false) { [self] problem in
+                guard live() else { return }
                 if let problem { return failedToConnect(problem) }
                 link.subscribe(channel) { [self] confirmed in
+                    guard live() else { return }
                     guard confirmed else { return failedToConnect("cannot subscribe to \(channel)") }
                     cameUp()
                 }
             }
         }
+    }
+
+    /// A connection closed: while up, the link broke; while this attempt connects, it failed.
+    private func linkClosed(_ problem: String, attempt closedAttempt: Int) {
+        if isUp { return linkBroke(problem) }
+        if connecting, attempt == closedAttempt { failedToConnect(problem) }
     }
 
     /// AUTH and SELECT, as the URL asks.
@@ -186,6 +218,8 @@ public final class SharedRedis {
     private func cameUp() {
         // The command connection may have closed while the subscriber was being set up.
         guard commands?.isUp == true else { return failedToConnect("the connection to Redis closed") }
+        attemptTimer?.cancel()
+        attemptTimer = nil
         connecting = false
         reconnectDelay = 0.1
         isUp = true
@@ -197,6 +231,8 @@ public final class SharedRedis {
     }
 
     private func failedToConnect(_ problem: String) {
+        attemptTimer?.cancel()
+        attemptTimer = nil
         connecting = false
         tearDown(reason: nil)
         if lastProblem == nil || isUp { onHealthChange?(false, problem) }
@@ -206,6 +242,7 @@ public final class SharedRedis {
 
     private func linkBroke(_ problem: String) {
         guard isUp else { return }
+        connecting = false
         tearDown(reason: problem)
         scheduleReconnect()
     }

@@ -4,13 +4,19 @@
 enum SharedScripts {
     /// Stores an entry unless Redis holds a newer one: by `updated_at` for a detail (an older
     /// answer never replaces a newer one, nor one a list has shown to be superseded), by the
-    /// time the upstream confirmed it otherwise. KEYS[1] entry; ARGV updated_at ('' when none),
+    /// time the upstream confirmed it otherwise. Instants over a day ahead of Redis's clock
+    /// (forged, or a clock far off) are ignored, so they cannot block the key. KEYS[1] entry; ARGV updated_at ('' when none),
     /// validated_at, payload, expiry in ms. Returns 1 when stored.
     static let store = RedisScript(name: "store", source: """
         local cur = redis.call('HMGET', KEYS[1], 'u', 'v', 's')
         local u = tonumber(ARGV[1])
         local v = tonumber(ARGV[2])
         local cu, cv, cs = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
+        -- Instants more than a day ahead of Redis's clock are not real: they decide nothing.
+        local horizon = tonumber(redis.call('TIME')[1]) + 86400
+        if cu and cu > horizon then cu = nil end
+        if cv and cv > horizon then cv = nil end
+        if cs and cs > horizon then cs = nil end
         if u then
           if cu and cu > u then return 0 end
           if cs and cs > u then return 0 end

@@ -100,6 +100,10 @@ public final class UpstreamBudget {
         bucket = TokenBucket(rate: rate / share, burst: max(1, (burst / share).rounded(.down)), now: clock())
     }
 
+    /// The longest pause this instance honours (`upstream.max_retry_after_seconds`), also for
+    /// a pause found in Redis, which another instance (with another cap) may have set.
+    public var maxPauseSeconds = Double.infinity
+
     /// Whether tokens come from Redis now.
     private var usesShared: Bool { shared?.isAvailable ?? false }
 
@@ -266,7 +270,7 @@ public final class UpstreamBudget {
                 sharedGrants += 1
                 nextThatCanStart()?.grant()
             case .wait(let seconds, let paused):
-                if paused { pauseHere(seconds: seconds) } else { sharedRetryAt = now + seconds }
+                if paused { pauseHere(seconds: min(seconds, maxPauseSeconds)) } else { sharedRetryAt = now + seconds }
             case .unavailable:
                 // Redis did not answer in time: this call goes on this instance's share.
                 if anyCanStart, bucket.take(now: now) {

@@ -27,12 +27,14 @@ extension ProxyServer {
             return finish(&exchange, error: .badRequest("job_id, if given, must be one non-empty value"))
         }
         let workflowID = workflows[0], jobID = jobs.first
-        sharePurge(workflowID: workflowID, jobID: jobID)
         let box = ExchangeBox(exchange)
-        cache.purge(workflowID: workflowID, jobID: jobID) { [self] fromMemory, fromDisk in
-            finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: fromDisk))
-            logger.notice("purged", metadata: ["client": "\(box.exchange.caller.logName)", "memory_entries": "\(fromMemory)",
-                                               "disk_entries": "\(fromDisk)"])
+        // Redis first: a read from it between the local purge and its own would undo the purge.
+        sharePurge(workflowID: workflowID, jobID: jobID) { [self] sharedOutcome in
+            cache.purge(workflowID: workflowID, jobID: jobID) { [self] fromMemory, fromDisk in
+                finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: fromDisk, shared: sharedOutcome))
+                logger.notice("purged", metadata: ["client": "\(box.exchange.caller.logName)", "memory_entries": "\(fromMemory)",
+                                                   "disk_entries": "\(fromDisk)", "shared_tier": "\(sharedOutcome ?? "off")"])
+            }
         }
     }
 
@@ -43,12 +45,14 @@ extension ProxyServer {
             return finish(&exchange, error: .badRequest("path_prefix must be a path under /v0/, without a query"))
         }
         let prefix = "/" + target.segments.map(RequestTarget.encodeSegment).joined(separator: "/")
-        sharePurge(routesUnder: prefix)
         let box = ExchangeBox(exchange)
-        cache.purgeRoutes(pathPrefix: prefix) { [self] fromMemory, fromDisk in
-            finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: fromDisk))
-            logger.notice("purged", metadata: ["client": "\(box.exchange.caller.logName)", "path_prefix": "\(prefix)",
-                                               "memory_entries": "\(fromMemory)", "disk_entries": "\(fromDisk)"])
+        sharePurge(routesUnder: prefix) { [self] sharedOutcome in
+            cache.purgeRoutes(pathPrefix: prefix) { [self] fromMemory, fromDisk in
+                finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: fromDisk, shared: sharedOutcome))
+                logger.notice("purged", metadata: ["client": "\(box.exchange.caller.logName)", "path_prefix": "\(prefix)",
+                                                   "memory_entries": "\(fromMemory)", "disk_entries": "\(fromDisk)",
+                                                   "shared_tier": "\(sharedOutcome ?? "off")"])
+            }
         }
     }
 
@@ -59,8 +63,11 @@ extension ProxyServer {
         ("Cache-Control", "no-store"),
     ])
 
-    static func purgeBody(memory: Int, disk: Int) -> [UInt8] {
-        Array(#"{"purged":{"memory_entries":\#(memory),"disk_entries":\#(disk)}}"#.utf8)
+    /// `shared`: what became of the purge in the shared tier (`purged`, or `queued` until Redis
+    /// is back); absent without one.
+    static func purgeBody(memory: Int, disk: Int, shared: String? = nil) -> [UInt8] {
+        let sharedField = shared.map { #","shared_tier":"\#($0)""# } ?? ""
+        return Array(#"{"purged":{"memory_entries":\#(memory),"disk_entries":\#(disk)}\#(sharedField)}"#.utf8)
     }
 
     /// What the status page draws besides the cache's counters: the budget now, per-second

@@ -210,7 +210,7 @@ extension ProxyServer {
         let hasFallback = hasFallback ?? cache.memory.peek(key)?.isWithinStaleWindow(settings.staleIfErrorSeconds, now: requestedAt) ?? false
         // A `cache.routes` answer is kept only up to a bound: past it the fetch fails as too large.
         let maxBytes = if case .route = key { Self.maxCachedRouteBytes } else { nil as Int? }
-        if leased { leaseTimers[key.diskKey] = holdLease(key.diskKey) }
+        let leaseHold = leased ? holdLease(key.diskKey) : nil
         callUpstream(route: key.routeTemplate, method: .get, path: key.upstreamPath, rawQuery: key.upstreamQuery, clientHeaders: headers, body: [],
                      client: client, priority: priority, hasFallback: hasFallback, deadline: deadline, maxResponseBytes: maxBytes) { [self] result in
             let duration = ContinuousClock.now - upstreamStarted
@@ -219,7 +219,7 @@ extension ProxyServer {
                 landingUpstreamDuration = duration
                 cache.flights.land(flight, outcome)
                 landingUpstreamDuration = nil
-                if leased { leaseTimers.removeValue(forKey: key.diskKey)?.cancel() }
+                if let leaseHold { releaseLeaseHold(leaseHold) }
                 // What this call fetched goes to the other instances (and wakes their waiters);
                 // a failure only ends the lease, and one of them takes it over.
                 if case .stored(let answer) = outcome {

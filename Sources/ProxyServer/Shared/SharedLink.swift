@@ -37,6 +37,33 @@ final class SharedLink {
         budget = SharedBudgetLink(redis: redis, rate: settings.upstreamRequestsPerSecond, burst: settings.upstreamBurst)
     }
 
+    /// A purge Redis has not had yet (it was away): done when it is back.
+    struct PendingPurge {
+        let diskKey: String?
+        let diskKeyPrefix: String?
+        let announcement: String
+    }
+
+    private var pendingPurges: [PendingPurge] = []
+    /// Bounded: past it the oldest are dropped (and counted), as the entries they named expire anyway.
+    static let maxPendingPurges = 1024
+    private(set) var droppedPurges = 0
+
+    func keep(_ purge: PendingPurge) {
+        if pendingPurges.count >= Self.maxPendingPurges {
+            pendingPurges.removeFirst()
+            droppedPurges += 1
+        }
+        pendingPurges.append(purge)
+    }
+
+    func takePendingPurges() -> [PendingPurge] {
+        defer { pendingPurges = [] }
+        return pendingPurges
+    }
+
+    var pendingPurgeCount: Int { pendingPurges.count }
+
     /// Wakes every request waiting on `diskKey`.
     func wakeWaiters(_ diskKey: String) {
         guard let waiters = leaseWaiters.removeValue(forKey: diskKey) else { return }

@@ -11,6 +11,9 @@ extension ProxyServer {
     /// How far ahead of this instance's clock another instance's may be (an entry confirmed
     /// later than that is not taken in).
     static let sharedClockTolerance = 60.0
+    /// How far ahead the upstream's `updated_at` values may be (its clock is not ours): a
+    /// supersession mark from Redis beyond it is not believed.
+    static let upstreamClockTolerance = 86_400.0
 
     /// Looks `key` up in the shared tier; `completion` gets a fresh answer (adopted into this
     /// instance's tiers by the `updated_at` rules) or nil.
@@ -36,7 +39,9 @@ extension ProxyServer {
                     }
                 }
             case .superseded(let newestSeen):
-                cache.noteSuperseded(key, newestSeen: newestSeen)
+                // A job version from over a day ahead is not news: it would make every answer
+                // for the job look older than it, for as long as this process runs.
+                if newestSeen <= now + Self.upstreamClockTolerance { cache.noteSuperseded(key, newestSeen: newestSeen) }
                 completion(nil)
             case .missing, .unavailable:
                 completion(nil)
@@ -114,14 +119,27 @@ extension ProxyServer {
         }
     }
 
-    /// Keeps this instance's lease while its fetch runs; the returned timer is cancelled when it lands.
-    func holdLease(_ diskKey: String) -> LoopTimer? {
-        guard let shared else { return nil }
-        return loop.schedule(after: SharedLink.leaseSeconds / 2) { [weak self] in
-            guard let self else { return }
+    /// Keeps this instance's lease while its fetch runs, until `releaseLeaseHold` with the
+    /// returned number. Each fetch has its own hold: a second leased fetch of the same resource
+    /// (the lease lost in between) neither cancels nor orphans the first one's.
+    func holdLease(_ diskKey: String) -> Int {
+        nextLeaseHold += 1
+        let hold = nextLeaseHold
+        scheduleLeaseExtension(diskKey, hold: hold)
+        return hold
+    }
+
+    private func scheduleLeaseExtension(_ diskKey: String, hold: Int) {
+        guard let shared else { return }
+        leaseTimers[hold] = loop.schedule(after: SharedLink.leaseSeconds / 2) { [weak self] in
+            guard let self, leaseTimers[hold] != nil else { return }
             shared.tier.extendLease(diskKey: diskKey, seconds: SharedLink.leaseSeconds)
-            leaseTimers[diskKey] = holdLease(diskKey)
+            scheduleLeaseExtension(diskKey, hold: hold)
         }
+    }
+
+    func releaseLeaseHold(_ hold: Int) {
+        leaseTimers.removeValue(forKey: hold)?.cancel()
     }
 
     /// Puts a stored answer in the shared tier (a list's sightings first, so that the details
@@ -156,26 +174,60 @@ extension ProxyServer {
     }
 
     /// A purge reaches the shared tier and, through it, the other instances (ids as decoded
-    /// from the request).
-    func sharePurge(workflowID: String, jobID: String?) {
-        guard let shared else { return }
+    /// from the request). `completion` runs once Redis has it (so the local purge that follows
+    /// cannot be undone by a read from Redis), with what became of it: `purged`, `queued`
+    /// (Redis is away: done when it is back), or nil without a shared tier.
+    func sharePurge(workflowID: String, jobID: String?, completion: @escaping (String?) -> Void) {
         let workflow = PercentEncoding.segment(workflowID)
         let job = jobID.map(PercentEncoding.segment)
-        let announcement = SharedMessage.purge(workflow: workflow, job: job).text
-        if let job {
-            shared.tier.purge(diskKey: CacheKey.detail(workflow: workflow, job: job).diskKey, diskKeyPrefix: nil, announcement: announcement)
+        let purge = if let job {
+            SharedLink.PendingPurge(diskKey: CacheKey.detail(workflow: workflow, job: job).diskKey, diskKeyPrefix: nil,
+                                    announcement: SharedMessage.purge(workflow: workflow, job: job).text)
         } else {
-            shared.tier.purge(diskKey: CacheKey.list(workflow: workflow).diskKey, diskKeyPrefix: "detail/\(workflow)/",
-                              announcement: announcement)
+            SharedLink.PendingPurge(diskKey: CacheKey.list(workflow: workflow).diskKey, diskKeyPrefix: "detail/\(workflow)/",
+                                    announcement: SharedMessage.purge(workflow: workflow, job: nil).text)
         }
+        sharePurge(purge, completion: completion)
     }
 
     /// The same for `cache.routes` entries under an (encoded) path prefix: `prefix` itself and
     /// what lies under it, segment by segment, as `CachedRouteResource.isUnder` has it.
-    func sharePurge(routesUnder prefix: String) {
+    func sharePurge(routesUnder prefix: String, completion: @escaping (String?) -> Void) {
+        sharePurge(SharedLink.PendingPurge(diskKey: nil, diskKeyPrefix: "route" + prefix,
+                                           announcement: SharedMessage.purgeRoutes(prefix: prefix).text), completion: completion)
+    }
+
+    private func sharePurge(_ purge: SharedLink.PendingPurge, completion: @escaping (String?) -> Void) {
+        guard let shared else { return completion(nil) }
+        guard shared.tier.isUp else {
+            shared.keep(purge)
+            return completion("queued")
+        }
+        shared.tier.purge(diskKey: purge.diskKey, diskKeyPrefix: purge.diskKeyPrefix, announcement: purge.announcement) { done in
+            if !done { shared.keep(purge) }
+            completion(done ? "purged" : "queued")
+        }
+    }
+
+    /// Purges answered while Redis was away, done now that it is back (in order; one that
+    /// fails again waits for the next time).
+    func replayPurges() {
         guard let shared else { return }
-        let announcement = SharedMessage.purgeRoutes(prefix: prefix).text
-        shared.tier.purge(diskKey: nil, diskKeyPrefix: "route" + prefix, announcement: announcement)
+        for purge in shared.takePendingPurges() {
+            shared.tier.purge(diskKey: purge.diskKey, diskKeyPrefix: purge.diskKeyPrefix, announcement: purge.announcement) { done in
+                if !done { shared.keep(purge) }
+            }
+        }
+    }
+
+    /// After a time away, messages were missed: every list held here is read again from Redis
+    /// and taken in, so the details the others learnt were superseded meanwhile stop being
+    /// served here too (a detail another instance refetched meanwhile is only found when this
+    /// one's copy expires).
+    func catchUpOnLists() {
+        guard shared?.redis.counters.connects ?? 0 > 1 else { return }
+        let lists = cache.memory.keys { if case .list = $0 { true } else { false } }
+        for key in lists { received(.stored(diskKey: key.diskKey)) }
     }
 
     /// Takes in another instance's message: entries it changed (a list always, since it may
@@ -194,8 +246,10 @@ extension ProxyServer {
                     guard written || !cache.holdsCurrent(key, validatedAt: record.validatedAt),
                           record.validatedAt <= clock() + Self.sharedClockTolerance else { return }
                     cache.adopt(key, record: record) { _ in }
-                case .superseded(let newestSeen):
+                case .superseded(let newestSeen) where newestSeen <= clock() + Self.upstreamClockTolerance:
                     cache.noteSuperseded(key, newestSeen: newestSeen)
+                case .superseded:
+                    break
                 case .missing, .unavailable:
                     break
                 }
@@ -219,7 +273,11 @@ extension ProxyServer {
             self?.received(message)
         }
         let share = settings.upstreamRequestsPerSecond / Double(settings.sharedInstances)
-        shared.redis.onHealthChange = { [logger, settings] up, problem in
+        shared.redis.onHealthChange = { [weak self, logger, settings] up, problem in
+            if up {
+                self?.replayPurges()
+                self?.catchUpOnLists()
+            }
             if up {
                 logger.notice("shared tier: Redis is up; cache tier, budget and coalescing shared",
                               metadata: ["redis": "\(settings.sharedRedisURL.map { "\($0)" } ?? "")"])

@@ -72,6 +72,32 @@ final class RedisProcess: @unchecked Sendable {
         return first
     }
 
+    /// Sends one command and returns its reply's first line without waiting for anything else:
+    /// for `CLIENT PAUSE`, after which a QUIT would itself wait out the pause.
+    @discardableResult
+    func sendOnly(_ arguments: [String]) throws -> String {
+        var bytes = (password.map { ["AUTH", $0] }.map { [$0] } ?? []).flatMap(Self.resp)
+        bytes += Self.resp(arguments)
+        let fd = try RawHTTPClient.connect(port: port, timeoutSeconds: 5)
+        defer { close(fd) }
+        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var reply: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let lines = password == nil ? 1 : 2
+        while reply.split(separator: 10).count < lines || reply.last != 10 {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { throw RawHTTPError(description: "redis closed or timed out") }
+            reply += buffer[0..<n]
+        }
+        return String(decoding: reply, as: UTF8.self).components(separatedBy: "\r\n").filter { !$0.isEmpty }.last ?? ""
+    }
+
+    static func resp(_ command: [String]) -> [UInt8] {
+        var bytes = Array("*\(command.count)\r\n".utf8)
+        for argument in command { bytes += Array("$\(argument.utf8.count)\r\n\(argument)\r\n".utf8) }
+        return bytes
+    }
+
     static func freePort() throws -> UInt16 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
