@@ -9,7 +9,7 @@
 # Knobs: BENCH_SECONDS (per wrk run, default 5), BENCH_CONNECTIONS (default "1 64 256"),
 # BENCH_WORKERS (nginx worker_processes and the proxy's listen.workers, default 1),
 # BENCH_SKIP_EXTRAS=1 (only the wrk table), BENCH_SKIP_DOWNLOAD=1, DOWNLOAD_BYTES, DOWNLOAD_ROUNDS,
-# BENCH_SKIP_ECONOMY=1, ECONOMY_SECONDS. Writes bench/out/ (scratch) and bench/RESULTS.md.
+# BENCH_SKIP_ECONOMY=1, ECONOMY_SECONDS, BENCH_SKIP_SHARED=1 (SHARED_JOBS, SHARED_THREADS, SHARED_ROUNDS). Writes bench/out/ (scratch) and bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -247,7 +247,15 @@ fi
 # The economy benchmark: upstream calls and staleness on a team's workload (bench/economy.py).
 if [ -z "${BENCH_SKIP_ECONOMY:-}" ]; then
     for cleanup_pid in "${PIDS[@]}"; do kill "$cleanup_pid" 2>/dev/null || true; done
-    python3 bench/economy.py --seconds "${ECONOMY_SECONDS:-40}" --out bench/RESULTS.md
+    python3 bench/economy.py --seconds "${ECONOMY_SECONDS:-40}" --targets direct,nginx,proxy,pair --out bench/RESULTS.md
     if [ -f bench/ECONOMY.md ]; then echo; cat bench/ECONOMY.md; fi >> bench/RESULTS.md
+fi
+
+# The shared tier: hits from Redis against memory hits and misses, and memory hits with the
+# tier on against off (bench/shared.py; a redis-server of its own on a loopback port).
+if [ -z "${BENCH_SKIP_SHARED:-}" ]; then
+    command -v redis-server >/dev/null || { apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+    for cleanup_pid in "${PIDS[@]}"; do kill "$cleanup_pid" 2>/dev/null || true; done
+    python3 bench/shared.py --out bench/RESULTS.md
 fi
 echo "bench: wrote bench/RESULTS.md"
