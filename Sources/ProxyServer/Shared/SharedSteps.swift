@@ -68,8 +68,9 @@ extension ProxyServer {
                 fetch(flight, requestID: requestID, client: client, priority: priority, hasFallback: hasFallback, deadline: deadline)
             case .heldElsewhere:
                 shared.tier.countLeaseWait()
+                // A client that asked for revalidation takes only an answer fetched after it asked.
                 waitForOtherInstance(flight, requestID: requestID, client: client, priority: priority, hasFallback: hasFallback,
-                                     deadline: deadline)
+                                     deadline: deadline, notBefore: flight.revalidates ? clock() : -.infinity)
             }
         }
     }
@@ -77,7 +78,7 @@ extension ProxyServer {
     /// Waits for the instance that holds the lease: its message or a poll, then a look in
     /// Redis; past the deadline (or with Redis gone) this instance fetches itself.
     private func waitForOtherInstance(_ flight: FlightKey, requestID: String, client: String, priority: UpstreamBudget.Priority,
-                                      hasFallback: Bool?, deadline: Double) {
+                                      hasFallback: Bool?, deadline: Double, notBefore: Double) {
         guard let shared else { return }
         let diskKey = flight.key.diskKey
         let fetchAlone = { [self] in
@@ -97,7 +98,7 @@ extension ProxyServer {
 
         func look() {
             lookInShared(flight.key) { [self] answer in
-                if let answer {
+                if let answer, answer.validatedAt >= notBefore {
                     shared.tier.countLeaseWaitHit()
                     return cache.flights.land(flight, .fromShared(answer))
                 }
@@ -110,7 +111,7 @@ extension ProxyServer {
                               deadline: deadline, leased: true)
                     case .heldElsewhere:
                         waitForOtherInstance(flight, requestID: requestID, client: client, priority: priority, hasFallback: hasFallback,
-                                             deadline: deadline)
+                                             deadline: deadline, notBefore: notBefore)
                     case .unavailable:
                         fetchAlone()
                     }

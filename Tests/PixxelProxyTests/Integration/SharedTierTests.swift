@@ -205,6 +205,23 @@ import Testing
         #expect(pair.count(pair.portA, "lease_takeovers") + pair.count(pair.portB, "lease_takeovers") == 1)
     }
 
+    @Test func aClientAskingForRevalidationNeverGetsAnAnswerFetchedBeforeItAsked() throws {
+        let pair = try Pair()
+        defer { pair.stop() }
+        let job = try #require(Self.jobs(pair).first?["id"] as? String)
+        let target = Self.detailTarget(pair.sim, job)
+        #expect(try pair.get(pair.portA, target).status == 200)
+        #expect(eventually { pair.count(pair.portA, "stores") >= 1 })
+        // Another instance holds the lease (and died): B waits, finds only the answer Redis had
+        // before it asked, and must not take it.
+        #expect(try pair.redis.command(["SET", "pixxel-proxy:lease:detail/\(pair.sim.workflowIDs[0])/\(job)", "dead-instance", "PX", "800"]) == "+OK")
+        let callsBefore = pair.sim.stats.total
+        let answer = try pair.get(pair.portB, target, headers: [("Cache-Control", "no-cache")])
+        #expect(answer.status == 200)
+        #expect(answer.header("Cache-Status")?.contains("fwd=request") == true, "\(answer.header("Cache-Status") ?? "")")
+        #expect(pair.sim.stats.total == callsBefore + 1, "revalidated upstream")
+    }
+
     @Test func redisKilledMidLoadLeavesBothServingOnTheirShareAndTheyRejoinWhenItIsBack() throws {
         let pair = try Pair(environment: ["PIXXEL_PROXY_UPSTREAM_REQUESTS_PER_SECOND": "4", "PIXXEL_PROXY_UPSTREAM_BURST": "2",
                                           "PIXXEL_PROXY_SHARED_INSTANCES": "2"])
