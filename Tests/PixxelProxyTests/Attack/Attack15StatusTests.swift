@@ -1,0 +1,76 @@
+import Foundation
+import PixxelSim
+@testable import ProxyServer
+import Testing
+
+/// Attack 15: the operator's view (`GET /admin/`, `/admin/stats`, `pixxel-proxy status`).
+@Suite struct Attack15StatusTests {
+    /// The busiest-workflows table, once full (a long-running proxy has seen 512 workflows),
+    /// resets a newcomer to 1 and evicts the quietest: two workflows that become busy at the
+    /// same time (a client polling two jobs in turn) evict each other on every request and
+    /// never show, however busy they get.
+    @Test func twoNewBusyWorkflowsShowOnceTheTableIsFull() {
+        var stats = OperatorStats()
+        for index in 0..<OperatorStats.maxWorkflows {
+            for _ in 0..<3 { stats.answered(at: 1, hit: false, client: "c", workflow: "old-\(index)") }
+        }
+        for _ in 0..<100 {
+            stats.answered(at: 1, hit: false, client: "c", workflow: "new-a")
+            stats.answered(at: 1, hit: false, client: "c", workflow: "new-b")
+        }
+        let top = stats.busiestWorkflows(2)
+        #expect(Set(top.map(\.id)) == ["new-a", "new-b"], "200 requests against 3 each: \(top)")
+    }
+
+    /// Requests refused with 401 (no token, a wrong token) or 403 (a read-only token creating a
+    /// job) are counted in the busiest workflows: anyone who can reach the port writes the
+    /// workflow ids the operator reads, and can push the real ones out of the ten shown.
+    @Test func refusedRequestsDoNotWriteTheBusiestWorkflows() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let spoof = "SECURITY-NOTICE-rotate-all-tokens-at-evil.example"
+        for _ in 0..<20 {
+            #expect(try proxy.get("/v0/workflows/\(spoof)/jobs", token: nil).status == 401)
+            #expect(try proxy.get("/v0/workflows/\(spoof)/jobs/j1", token: "Bearer not-a-token").status == 401)
+            #expect(try proxy.request("POST", "/v0/workflows/\(spoof)/jobs", token: proxy.readToken,
+                                      headers: [("Content-Type", "application/json")], body: Array("{}".utf8)).status == 403)
+        }
+        let stats = try #require(try proxy.get("/admin/stats", token: proxy.adminToken).json)
+        let ids = (stats["workflows"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+        #expect(!ids.contains(spoof), "refused requests fill the operator's busiest workflows: \(ids)")
+        await proxy.stop()
+    }
+
+    /// Every text field of the terminal view goes through `printable` except the time of an
+    /// upstream error: an `/admin/stats` answer (a wrong `--url`, a man in the middle on plain
+    /// HTTP) drives the operator's terminal through it (title, screen clear, colours, OSC 52).
+    @Test func theTimeOfAnUpstreamErrorCannotDriveTheTerminal() {
+        let stats: [String: Any] = [
+            "recent_upstream_errors": [["at": "2026-12-01T\u{1B}]2;x\u{07}\u{1B}[2J", "route": "/v0/*", "outcome": "503"]],
+        ]
+        let text = StatusReport.render(stats, url: "http://127.0.0.1:8787")
+        #expect(!text.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" }, "control bytes in:\n\(text.debugDescription)")
+    }
+
+    /// `pixxel-proxy status` against a server that answers a JSON object with numbers out of
+    /// the proxy's ranges (negative, huge): the renderer traps (array index, String(repeating:)
+    /// with a negative count, Int(Double) out of range, Int overflow in a sum) and the command
+    /// dies on a signal instead of printing the figures or an error.
+    @Test(arguments: [
+        #"{"series":{"requests":[-3,1]}}"#,
+        #"{"memory":{"entries":1,"bytes":-1,"budget_bytes":10}}"#,
+        #"{"budget":{"requests_per_second":1,"tokens":1e300,"burst":1}}"#,
+        #"{"series":{"requests":[9223372036854775807,9223372036854775807]}}"#,
+        #"{"disk":{"entries":1,"bytes":-1e300,"budget_bytes":0}}"#,
+    ])
+    func theStatusCommandSurvivesOddNumbers(body: String) throws {
+        let server = try FakeUpstream { _ in FakeUpstream.json(200, body) }
+        defer { server.stop() }
+        let directory = TemporaryDirectory()
+        let tokenFile = directory.file("admin-token", "pxp_whatever\n")
+        let run = try ProcessTests.run(["status", "--url", "http://127.0.0.1:\(server.port)", "--token-file", tokenFile])
+        #expect(run.status == 0 || run.status == 1, "status \(run.status) for \(body): \(run.stderr.suffix(400))")
+        #expect(!run.stderr.contains("Fatal error"), "\(body): \(run.stderr.suffix(400))")
+    }
+}
