@@ -73,4 +73,17 @@ import Testing
         #expect(run.status == 0 || run.status == 1, "status \(run.status) for \(body): \(run.stderr.suffix(400))")
         #expect(!run.stderr.contains("Fatal error"), "\(body): \(run.stderr.suffix(400))")
     }
+    /// The page is sent with `Cache-Control: no-store`, but the figures it reads are not: the
+    /// client names, workflow ids and budget in `/admin/stats` carry no caching directive at
+    /// all, so whatever reads them with a plain GET (a browser tab, a caching forward proxy
+    /// configured to cache authorized answers, a tool's HTTP cache) may keep them.
+    @Test func theStatsTheOperatorReadsAreNeverStored() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let stats = try proxy.get("/admin/stats", token: proxy.adminToken)
+        #expect(stats.status == 200)
+        #expect(stats.header("Cache-Control")?.contains("no-store") == true, "Cache-Control: \(stats.header("Cache-Control") ?? "absent")")
+        await proxy.stop()
+    }
 }
