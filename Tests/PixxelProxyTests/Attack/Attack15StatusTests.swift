@@ -86,4 +86,28 @@ import Testing
         #expect(stats.header("Cache-Control")?.contains("no-store") == true, "Cache-Control: \(stats.header("Cache-Control") ?? "absent")")
         await proxy.stop()
     }
+    /// The page's hit ratio "in the last minute" (and its chart, and the terminal view's) is
+    /// `series.hits / series.requests`, and `requests` counts every answer: a load balancer's
+    /// `/healthz`, Prometheus' scrape, a 401, and the page's own poll of `/admin/stats` all
+    /// count as requests not answered from the cache. With only cache traffic in the minute it
+    /// must agree with the lookups' ratio (`hit_ratio`); here it shows about a third of it.
+    @Test func theLastMinuteHitRatioCountsOnlyCacheLookups() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let clock = ManualClock()
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: clock)
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        for _ in 0..<4 { #expect(try proxy.get(list, token: proxy.readToken).status == 200) }
+        for _ in 0..<4 { #expect(try proxy.get("/healthz", token: nil).status == 200) }
+        #expect(try proxy.get("/admin/stats", token: proxy.adminToken).status == 200)
+        clock.advance(1)
+        let stats = try #require(try proxy.get("/admin/stats", token: proxy.adminToken).json)
+        let series = try #require(stats["series"] as? [String: [Int]])
+        let hits = (series["hits"] ?? []).suffix(60).reduce(0, +), requests = (series["requests"] ?? []).suffix(60).reduce(0, +)
+        let sinceStart = try #require(stats["hit_ratio"] as? Double)
+        #expect(hits == 3 && sinceStart == 0.75)
+        #expect(requests > 0 && Double(hits) / Double(requests) == sinceStart,
+                "the last minute shows \(hits)/\(requests) while every lookup in it was \(sinceStart)")
+        await proxy.stop()
+    }
 }
