@@ -110,4 +110,18 @@ import Testing
                 "the last minute shows \(hits)/\(requests) while every lookup in it was \(sinceStart)")
         await proxy.stop()
     }
+    /// `printable` keeps Unicode's bidirectional controls: a name from an `/admin/stats` answer
+    /// with U+202E (right-to-left override) or U+2067 (right-to-left isolate) reverses the rest
+    /// of its line in a terminal that applies bidi (VTE, Konsole, mlterm), so the counts and the
+    /// names after it read differently from what they are.
+    @Test func theTerminalViewDropsBidiControls() {
+        let stats: [String: Any] = [
+            "clients": ["a\u{202E}9 nimda": 1, "b\u{2067}x": 2],
+            "workflows": [["id": "w\u{202D}1\u{200F}", "requests": 3]],
+        ]
+        let text = StatusReport.render(stats, url: "http://127.0.0.1:8787")
+        let bidi: ClosedRange<UInt32> = 0x202A...0x202E, isolates: ClosedRange<UInt32> = 0x2066...0x2069
+        #expect(!text.unicodeScalars.contains { bidi.contains($0.value) || isolates.contains($0.value) || $0.value == 0x200E || $0.value == 0x200F },
+                "bidi controls reach the terminal: \(text.unicodeScalars.filter { $0.value > 0x2000 && $0.value < 0x2070 }.map { String($0.value, radix: 16) })")
+    }
 }
