@@ -23,7 +23,7 @@ run: release
 # .build/status-page/), promtool over the alert rules and the Debian package's layout. The
 # browser and the package builder run after the rest, not beside it: on two cores their bursts
 # of CPU made the integration tests that wait on deadlines miss them.
-SOLO_TESTS = StatusPageBrowserTests|DebianPackageTests
+SOLO_TESTS = StatusPageBrowserTests|DebianPackageTests|Attack15BrowserTests|Attack15DebianTests
 test:
 	@scripts/install-deps.sh --for-tests
 	$(SWIFT) build --build-tests

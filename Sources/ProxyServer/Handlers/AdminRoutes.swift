@@ -31,7 +31,8 @@ extension ProxyServer {
         // Redis first: a read from it between the local purge and its own would undo the purge.
         sharePurge(workflowID: workflowID, jobID: jobID) { [self] sharedOutcome in
             cache.purge(workflowID: workflowID, jobID: jobID) { [self] fromMemory, fromDisk in
-                finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: fromDisk, shared: sharedOutcome))
+                finish(&box.exchange, status: 200, headers: Self.adminAnswerHeaders,
+                       body: Self.purgeBody(memory: fromMemory, disk: fromDisk, shared: sharedOutcome))
                 logger.notice("purged", metadata: ["client": "\(box.exchange.caller.logName)", "memory_entries": "\(fromMemory)",
                                                    "disk_entries": "\(fromDisk)", "shared_tier": "\(sharedOutcome ?? "off")"])
             }
@@ -48,13 +49,17 @@ extension ProxyServer {
         let box = ExchangeBox(exchange)
         sharePurge(routesUnder: prefix) { [self] sharedOutcome in
             cache.purgeRoutes(pathPrefix: prefix) { [self] fromMemory, fromDisk in
-                finish(&box.exchange, status: 200, body: Self.purgeBody(memory: fromMemory, disk: fromDisk, shared: sharedOutcome))
+                finish(&box.exchange, status: 200, headers: Self.adminAnswerHeaders,
+                       body: Self.purgeBody(memory: fromMemory, disk: fromDisk, shared: sharedOutcome))
                 logger.notice("purged", metadata: ["client": "\(box.exchange.caller.logName)", "path_prefix": "\(prefix)",
                                                    "memory_entries": "\(fromMemory)", "disk_entries": "\(fromDisk)",
                                                    "shared_tier": "\(sharedOutcome ?? "off")"])
             }
         }
     }
+
+    /// What the admin routes answer (client names, workflow ids, the budget) is never stored.
+    static let adminAnswerHeaders = HTTPHeaders([("Cache-Control", "no-store")])
 
     /// The status page's headers: its own script and style only, never framed, never cached.
     static let statusPageHeaders = HTTPHeaders([
@@ -86,7 +91,7 @@ extension ProxyServer {
                 "pauses": budget.pauses, "refused": budget.refused,
             ] as [String: Any],
             "series": [
-                "requests": series.map(\.requests), "hits": series.map(\.hits), "upstream_calls": series.map(\.upstreamCalls),
+                "requests": series.map(\.requests), "lookups": series.map(\.lookups), "hits": series.map(\.hits), "upstream_calls": series.map(\.upstreamCalls),
                 "upstream_errors": series.map(\.upstreamErrors),
             ],
             "clients": operatorStats.clients,
@@ -124,7 +129,7 @@ extension ProxyServer {
                     "upstream_calls_saved": hits + collapsed,
                 ].merging(operatorFigures()) { current, _ in current }
                 let body = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map(Array.init) ?? []
-                finish(&box.exchange, status: 200, body: body)
+                finish(&box.exchange, status: 200, headers: Self.adminAnswerHeaders, body: body)
             }
         }
         if let disk = cache.disk { disk.statistics(completion: respond) } else { respond(0, 0) }

@@ -23,14 +23,21 @@ extension ProxyServer {
         recordAnswer(method: exchange.knownMethodName, route: exchange.route.template, status: status, client: exchange.caller.logName,
                      peer: exchange.request.peer, requestID: exchange.requestID, cache: outcome?.label ?? "none",
                      elapsed: ContinuousClock.now - exchange.started, upstreamDuration: exchange.upstreamDuration,
-                     upstreamStatus: exchange.upstreamStatus, workflow: exchange.route.workflow)
+                     upstreamStatus: exchange.upstreamStatus,
+                     // A refused request (401, 403) writes nothing the operator reads.
+                     workflow: status == 401 || status == 403 ? nil : exchange.route.workflow)
     }
+
+    /// `CacheOutcome` labels of answers that looked in the cache (the hit ratio's base, as
+    /// `hit_ratio` counts hits and misses).
+    static let lookupLabels: Set<String> = ["hit", "miss", "stale", "request", "revalidated"]
 
     /// The last phase of every request, the hit path's too: its metrics and its access line.
     func recordAnswer(method: String, route: String, status: Int, client: String, peer: String, requestID: String, cache: String,
                       elapsed: Duration, upstreamDuration: Duration?, upstreamStatus: Int?, hitRecorder: ProxyMetrics.HitRecorder? = nil,
                       workflow: String? = nil) {
-        operatorStats.answered(at: Int(budgetClock()), hit: cache == "hit", client: client, workflow: workflow)
+        operatorStats.answered(at: Int(budgetClock()), hit: cache == "hit", lookup: Self.lookupLabels.contains(cache), client: client,
+                               workflow: workflow)
         if let hitRecorder {
             hitRecorder.record(elapsed)
         } else {

@@ -4,6 +4,8 @@
 struct OperatorStats {
     struct Second: Equatable {
         var requests = 0
+        /// Answers that looked in the cache (hit, miss, stale, revalidation): the hit ratio's base.
+        var lookups = 0
         var hits = 0
         var upstreamCalls = 0
         var upstreamErrors = 0
@@ -43,24 +45,34 @@ struct OperatorStats {
         ((second % window) + window) % window
     }
 
-    /// One answer sent (any route, the hit path's too).
-    mutating func answered(at second: Int, hit: Bool, client: String, workflow: String?) {
+    /// One answer sent (any route, the hit path's too). `lookup`: it looked in the cache.
+    /// `workflow`: for an answer the caller was allowed (a refused request must not write what
+    /// the operator reads).
+    mutating func answered(at second: Int, hit: Bool, lookup: Bool = false, client: String, workflow: String?) {
         advance(to: second)
         guard let newest, second > newest - Self.window else { return }
         ring[Self.slot(second)].requests += 1
+        if hit || lookup { ring[Self.slot(second)].lookups += 1 }
         if hit { ring[Self.slot(second)].hits += 1 }
         if clients[client] != nil || clients.count < Self.maxClients { clients[client, default: 0] += 1 }
         if let workflow { count(workflow) }
     }
 
+    /// Counts a workflow's request. Full, the table works as Space-Saving does: the quietest
+    /// makes room and the newcomer takes its count plus one, so a workflow that becomes busy
+    /// late climbs to the top (its count may be over by the evicted one's, never under), and
+    /// two newcomers cannot keep evicting each other at 1. Ids are kept to 128 characters.
     private mutating func count(_ workflow: String) {
+        let workflow = workflow.count > Self.maxWorkflowIDLength ? String(workflow.prefix(Self.maxWorkflowIDLength)) + "…" : workflow
         if workflows[workflow] == nil, workflows.count >= Self.maxWorkflows,
-           let quietest = workflows.min(by: { $0.value < $1.value })?.key {
-            // Full: the quietest makes room (its count is lost; the busiest stay accurate).
-            workflows.removeValue(forKey: quietest)
+           let quietest = workflows.min(by: { $0.value < $1.value }) {
+            workflows.removeValue(forKey: quietest.key)
+            workflows[workflow] = quietest.value
         }
         workflows[workflow, default: 0] += 1
     }
+
+    static let maxWorkflowIDLength = 128
 
     /// One upstream call made (`error`: not an answer a client could use: 5xx, 429, a failure).
     mutating func upstreamCall(at second: Int, wallTime: Double, route: String, outcome: String, error: Bool) {

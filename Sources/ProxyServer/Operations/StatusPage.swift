@@ -26,7 +26,10 @@ enum StatusPage {
     static let script = """
     const key='pixxel-proxy-admin-token';const $=id=>document.getElementById(id);
     function ask(msg){$('login').hidden=false;$('page').hidden=true;$('err').textContent=msg||''}
-    $('login').addEventListener('submit',e=>{e.preventDefault();sessionStorage.setItem(key,$('token').value.trim());$('token').value='';$('login').hidden=true;$('page').hidden=false;tick()});
+    const usable=t=>/^[\\x21-\\x7e]+$/.test(t);
+    $('login').addEventListener('submit',e=>{e.preventDefault();const t=$('token').value.trim();$('token').value='';
+      if(!usable(t))return ask('a token is letters, digits and punctuation only (was a space or an invisible character pasted with it?)');
+      sessionStorage.setItem(key,t);$('login').hidden=true;$('page').hidden=false;tick()});
     function text(id,v){$(id).textContent=v}
     function span(s){return s<120?Math.round(s)+' s':s<7200?Math.round(s/60)+' min':s<172800?Math.floor(s/3600)+' h '+Math.round(s%3600/60)+' min':Math.floor(s/86400)+' d '+Math.round(s%86400/3600)+' h'}
     function entries(n){return fmt(n)+(n===1?' entry':' entries')}
@@ -41,16 +44,17 @@ enum StatusPage {
     function bar(id,used,budget){$(id).style.width=(budget>0?Math.min(100,100*used/budget):0)+'%'}
     function avg(a,n){const s=a.slice(-n);return s.length?s.reduce((x,y)=>x+y,0)/s.length:0}
     async function tick(){const token=sessionStorage.getItem(key);if(!token)return ask();
+      if(!usable(token)){sessionStorage.removeItem(key);return ask('that token cannot be sent; type it again')}
       let r;try{r=await fetch('/admin/stats',{headers:{Authorization:'Bearer '+token},cache:'no-store'})}catch(e){$('err').textContent='the proxy does not answer';return}
       if(r.status===401||r.status===403){sessionStorage.removeItem(key);return ask('that token is not an admin token')}
       if(!r.ok){$('err').textContent='/admin/stats answered '+r.status;return}
       $('err').textContent='';const s=await r.json();const se=s.series;
       text('uptime','up '+span(s.uptime_seconds)+', updated '+new Date().toISOString().slice(11,19)+' UTC, every 2 s');text('rps',fmt(avg(se.requests,10)));text('ups',fmt(avg(se.upstream_calls,10)));
       text('ratio',(100*s.hit_ratio).toFixed(1)+'%');text('saved',fmt(s.upstream_calls_saved));
-      const minuteHits=se.hits.slice(-60).reduce((a,b)=>a+b,0),minuteReqs=se.requests.slice(-60).reduce((a,b)=>a+b,0);
-      text('ratio1m','since start; '+(minuteReqs?(100*minuteHits/minuteReqs).toFixed(1)+'% in the last minute':'no requests in the last minute'));
+      const minuteHits=se.hits.slice(-60).reduce((a,b)=>a+b,0),minuteLookups=se.lookups.slice(-60).reduce((a,b)=>a+b,0);
+      text('ratio1m','since start; '+(minuteLookups?(100*minuteHits/minuteLookups).toFixed(1)+'% in the last minute':'no cache lookups in the last minute'));
       const peak=a=>'last 5 min, peak '+fmt(Math.max(0,...a));text('n-rps',peak(se.requests)+'/s');text('n-ups',peak(se.upstream_calls)+'/s');
-      spark('c-rps',se.requests);spark('c-ratio',se.requests.map((q,i)=>q?se.hits[i]/q:0),1);spark('c-ups',se.upstream_calls);
+      spark('c-rps',se.requests);spark('c-ratio',se.lookups.map((q,i)=>q?se.hits[i]/q:0),1);spark('c-ups',se.upstream_calls);
       const b=s.budget;text('tokens',b.requests_per_second>0?fmt(b.tokens)+' of '+fmt(b.burst):'unlimited');text('queued',b.queued);
       text('pause',b.pause_remaining_seconds>0?b.pause_remaining_seconds.toFixed(1)+' s (upstream Retry-After)':'none');
       $('pause').className='n '+(b.pause_remaining_seconds>0?'bad':'ok');text('refused',b.refused);text('errs1m',se.upstream_errors.slice(-60).reduce((a,c)=>a+c,0));
@@ -71,7 +75,7 @@ enum StatusPage {
     <form id="login" hidden><p>Admin token (kept in this tab only):</p><input id="token" type="password" autocomplete="off" autofocus> <button>Show</button></form>
     <main id="page">
     <section><h2>Requests/s</h2><div class="big" id="rps">-</div><div>average of the last 10 s</div><svg id="c-rps"></svg><div class="note" id="n-rps"></div></section>
-    <section><h2>Hit ratio</h2><div class="big" id="ratio">-</div><div id="ratio1m"></div><svg id="c-ratio"></svg><div class="note">last 5 min, share of requests answered from the cache</div></section>
+    <section><h2>Hit ratio</h2><div class="big" id="ratio">-</div><div id="ratio1m"></div><svg id="c-ratio"></svg><div class="note">last 5 min, share of cache lookups answered from the cache</div></section>
     <section><h2>Upstream calls/s</h2><div class="big" id="ups">-</div><div>average of the last 10 s; calls the cache saved since start: <b id="saved">-</b></div><svg id="c-ups"></svg><div class="note" id="n-ups"></div></section>
     <section><h2>Upstream budget</h2><table><tr><td>tokens left</td><td class="n" id="tokens"></td></tr><tr><td>waiting</td><td class="n" id="queued"></td></tr>
     <tr><td>pause</td><td class="n" id="pause"></td></tr><tr><td>refused since start</td><td class="n" id="refused"></td></tr>

@@ -4,9 +4,10 @@ import Foundation
 /// Pure: it renders an `/admin/stats` document; fetching it is the command's job.
 public enum StatusReport {
     public static func render(_ stats: [String: Any], url: String) -> String {
-        let series = stats["series"] as? [String: [Int]] ?? [:]
-        let requests = series["requests"] ?? [], hits = series["hits"] ?? []
-        let calls = series["upstream_calls"] ?? [], errors = series["upstream_errors"] ?? []
+        let series = stats["series"] as? [String: [Any]] ?? [:]
+        func counts(_ name: String) -> [Int] { (series[name] ?? []).map { int($0) } }
+        let requests = counts("requests"), hits = counts("hits"), lookups = counts("lookups")
+        let calls = counts("upstream_calls"), errors = counts("upstream_errors")
         let budget = stats["budget"] as? [String: Any] ?? [:]
         let memory = stats["memory"] as? [String: Any] ?? [:], disk = stats["disk"] as? [String: Any] ?? [:]
         let streams = stats["streams"] as? [String: Any] ?? [:]
@@ -15,8 +16,10 @@ public enum StatusReport {
 
         lines.append("pixxel-proxy at \(url)   up \(duration(int(stats["uptime_seconds"])))")
         row("requests/s", "\(number(average(requests, 10)))   \(sparkline(requests.suffix(60)))  (last minute)")
-        let minuteRequests = requests.suffix(60).reduce(0, +), minuteHits = hits.suffix(60).reduce(0, +)
-        let lastMinute = minuteRequests == 0 ? "no requests in the last minute" : "\(percent(Double(minuteHits) / Double(minuteRequests))) in the last minute"
+        // Over the cache's lookups only: a health check or a scrape is not a request the cache missed.
+        let minuteLookups = lookups.suffix(60).reduce(0, +), minuteHits = hits.suffix(60).reduce(0, +)
+        let lastMinute = minuteLookups == 0 ? "no cache lookups in the last minute"
+            : "\(percent(min(1, Double(minuteHits) / Double(minuteLookups)))) in the last minute"
         row("hit ratio", "\(percent(double(stats["hit_ratio"]))) since start, \(lastMinute)")
         row("upstream/s", "\(number(average(calls, 10)))   \(sparkline(calls.suffix(60)))   saved since start \(int(stats["upstream_calls_saved"]))")
         let rate = double(budget["requests_per_second"])
@@ -32,8 +35,9 @@ public enum StatusReport {
         row("streams", "\(int(streams["running"])) running, \(int(streams["queued"])) waiting")
         row("memory", tier(memory))
         row("disk", tier(disk))
-        let clients = (stats["clients"] as? [String: Int] ?? [:]).sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
-        row("clients", clients.isEmpty ? "none" : clients.prefix(6).map { "\(printable($0.key)) \($0.value)" }.joined(separator: ", "))
+        let clients = (stats["clients"] as? [String: Any] ?? [:]).map { ($0.key, int($0.value)) }
+            .sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
+        row("clients", clients.isEmpty ? "none" : clients.prefix(6).map { "\(printable($0.0)) \($0.1)" }.joined(separator: ", "))
         let workflows = stats["workflows"] as? [[String: Any]] ?? []
         row("workflows", workflows.isEmpty ? "none" : workflows.prefix(5).map { "\(printable($0["id"] as? String ?? "?")) \(int($0["requests"]))" }
             .joined(separator: ", "))
@@ -42,7 +46,7 @@ public enum StatusReport {
             row("last errors", "none")
         } else {
             for (index, error) in recent.enumerated() {
-                let at = (error["at"] as? String).map { String($0.dropFirst(11).prefix(8)) } ?? "?"
+                let at = printable((error["at"] as? String).map { String($0.dropFirst(11).prefix(8)) } ?? "?")
                 row(index == 0 ? "last errors" : "", "\(at) \(printable(error["route"] as? String ?? "?")) \(printable(error["outcome"] as? String ?? "?"))")
             }
         }
@@ -65,9 +69,14 @@ public enum StatusReport {
     }
 
     /// A name from a request or the clients file, with control characters (a terminal's
-    /// escape sequences) shown as `?`.
+    /// escape sequences) and format characters (bidi overrides and isolates, which reorder
+    /// what a terminal shows) as `?`.
     static func printable(_ text: String) -> String {
-        String(text.unicodeScalars.map { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) ? "?" : Character($0) }.prefix(64))
+        String(text.unicodeScalars.map { scalar -> Character in
+            let category = scalar.properties.generalCategory
+            let hidden = category == .control || category == .format || category == .lineSeparator || category == .paragraphSeparator
+            return hidden ? "?" : Character(scalar)
+        }.prefix(64))
     }
 
     static func average(_ values: [Int], _ last: Int) -> Double {
@@ -75,8 +84,15 @@ public enum StatusReport {
         return window.isEmpty ? 0 : Double(window.reduce(0, +)) / Double(window.count)
     }
 
-    static func int(_ value: Any?) -> Int { (value as? NSNumber)?.intValue ?? 0 }
-    static func double(_ value: Any?) -> Double { (value as? NSNumber)?.doubleValue ?? 0 }
+    /// Figures as the proxy sends them are counts and sizes: anything else a server at `--url`
+    /// may send (negative, huge, not finite) is clamped to 0...1e15, so that no sum, bar or
+    /// conversion below can trap.
+    static let largest = 1e15
+    static func int(_ value: Any?) -> Int { Int(double(value)) }
+    static func double(_ value: Any?) -> Double {
+        guard let number = (value as? NSNumber)?.doubleValue, number.isFinite else { return 0 }
+        return min(max(number, 0), largest)
+    }
     static func percent(_ share: Double) -> String { String(format: "%.1f%%", share * 100) }
     static func number(_ value: Double) -> String { value == value.rounded() ? String(Int(value)) : String(format: "%.1f", value) }
 

@@ -41,7 +41,7 @@ import Testing
     @Test func theTerminalReportShowsTheFiguresAndNoControlBytes() {
         let stats: [String: Any] = [
             "uptime_seconds": 3725, "hit_ratio": 0.5, "upstream_calls_saved": 42,
-            "series": ["requests": Array(repeating: 2, count: 299), "hits": Array(repeating: 1, count: 299),
+            "series": ["requests": Array(repeating: 3, count: 299), "lookups": Array(repeating: 2, count: 299), "hits": Array(repeating: 1, count: 299),
                        "upstream_calls": Array(repeating: 1, count: 299), "upstream_errors": Array(repeating: 0, count: 299)],
             "budget": ["requests_per_second": 5, "burst": 5, "tokens": 3.5, "queued": 2, "pause_remaining_seconds": 4.2, "refused": 7],
             "memory": ["entries": 10, "bytes": 1 << 20, "budget_bytes": 4 << 20], "disk": ["entries": 3, "bytes": 0, "budget_bytes": 0],
