@@ -105,7 +105,9 @@ import Glibc
         }
         #expect(closedAfter.map { $0 < 4 } == true,
                 "a 1000-byte body trickled for \(closedAfter.map { String(format: "%.1f", $0) } ?? "more than 6") s was not cut off (deadline about 1 s)")
-        #expect(eventually(seconds: 2) { upstream.open == 0 }, "the upstream connection is still held by the trickling client")
+        // Up to 10 s for the fake upstream to see the close on a loaded CI machine (2 s missed once,
+        // with the shared tier's processes beside it); it holds a connection 20 s when nobody closes it.
+        #expect(eventually(seconds: 10) { upstream.open == 0 }, "the upstream connection is still held by the trickling client")
         await proxy.stop()
     }
 
