@@ -176,13 +176,18 @@ public final class CachedAnswer {
         case .route:
             document = .raw(record.body)
         }
+        self.init(document: document, headers: Self.headers(fromLines: record.headers), storedAt: record.storedAt,
+                  lifetime: record.lifetime, freshness: record.freshness)
+    }
+
+    /// Headers from the `Name:value` lines a record keeps (the disk tier's and the shared tier's).
+    static func headers(fromLines lines: [String]) -> HTTPHeaders {
         var headers = HTTPHeaders()
-        for line in record.headers {
+        for line in lines {
             guard let colon = line.firstIndex(of: ":") else { continue }
             headers.add(String(line[..<colon]), String(line[line.index(after: colon)...]))
         }
-        self.init(document: document, headers: headers, storedAt: record.storedAt, lifetime: record.lifetime,
-                  freshness: record.freshness)
+        return headers
     }
 
     /// The entry as the disk tier (and the shared tier) keeps it.

@@ -486,13 +486,9 @@ public final class ResponseCache {
     /// age and freshness count from when the upstream last confirmed it.
     public func adopt(_ key: CacheKey, record: DiskRecord, landed: @escaping (StoreResult) -> Void) {
         loop.assertOnLoop()
-        var headers = HTTPHeaders()
-        for line in record.headers {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            headers.add(String(line[..<colon]), String(line[line.index(after: colon)...]))
-        }
         // A key's own lifetime applies (a `cache.routes` rule as configured here and now).
-        store(key, body: record.body, headers: headers, requestedAt: record.validatedAt, now: record.validatedAt, landed: landed)
+        store(key, body: record.body, headers: CachedAnswer.headers(fromLines: record.headers), requestedAt: record.validatedAt,
+              now: record.validatedAt, landed: landed)
     }
 
     /// Whether memory holds an entry at least as recent as one confirmed at `validatedAt` (a

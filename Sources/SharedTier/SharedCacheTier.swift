@@ -230,12 +230,14 @@ public enum SharedMessage: Equatable, Sendable {
     public init?(_ text: String) {
         let parts = text.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
         guard parts.count >= 2, !parts[1].isEmpty else { return nil }
+        // Keys and prefixes hold no space (ids are percent-encoded); the rest of the line is one.
+        let rest = parts.dropFirst().joined(separator: " ")
         switch parts[0] {
-        case "stored": self = .stored(diskKey: parts.dropFirst().joined(separator: " "))
-        case "landed": self = .landed(diskKey: parts.dropFirst().joined(separator: " "))
-        case "written": self = .written(diskKey: parts.dropFirst().joined(separator: " "))
+        case "stored": self = .stored(diskKey: rest)
+        case "landed": self = .landed(diskKey: rest)
+        case "written": self = .written(diskKey: rest)
         case "purge": self = .purge(workflow: parts[1], job: parts.count == 3 ? parts[2] : nil)
-        case "purge-routes": self = .purgeRoutes(prefix: parts.dropFirst().joined(separator: " "))
+        case "purge-routes": self = .purgeRoutes(prefix: rest)
         case "pause":
             guard parts.count == 2, let seconds = Double(parts[1]), seconds.isFinite, seconds > 0 else { return nil }
             self = .pause(seconds: seconds)

@@ -227,15 +227,7 @@ public final class UpstreamBudget {
             askShared(now: now)
             return scheduleWake()
         }
-        while pausedUntil <= now, let next = queue.peek(), next.holdsConnection || canStart?() ?? true, bucket.take(now: now),
-              let waiter = queue.pop() {
-            localGrants += 1
-            waiter.grant()
-        }
-        // The first in line waits for a connection; those that hold theirs need none and are
-        // not held behind it (with one connection, it may be the one they hold).
-        while pausedUntil <= now, queue.contains(where: \.holdsConnection), bucket.take(now: now),
-              let waiter = queue.removeFirst(where: \.holdsConnection) {
+        while pausedUntil <= now, anyCanStart, bucket.take(now: now), let waiter = nextThatCanStart() {
             localGrants += 1
             waiter.grant()
         }
@@ -243,7 +235,8 @@ public final class UpstreamBudget {
     }
 
     /// The waiter that a token would let go now: the first in line when a connection is free,
-    /// else the first that holds its own.
+    /// else the first that holds its own (those need none and are not held behind one that
+    /// waits for a connection: with one connection, it may be the one they hold).
     private func nextThatCanStart() -> Waiter? {
         if let next = queue.peek(), next.holdsConnection || canStart?() ?? true { return queue.pop() }
         return queue.removeFirst(where: \.holdsConnection)

@@ -22,8 +22,7 @@ extension ProxyServer {
         shared.tier.load(diskKey: key.diskKey, workflowID: key.workflow, jobID: key.job) { [self] read in
             let now = clock()
             switch read {
-            case .found(let record) where record.validatedAt > now + Self.sharedClockTolerance:
-                // Confirmed in the future: another instance's clock is wrong, or the entry was forged.
+            case .found(let record) where !Self.isPlausiblyConfirmed(record, now: now):
                 completion(nil)
             case .found(let record):
                 // What memory holds is as recent: nothing to take in.
@@ -39,14 +38,24 @@ extension ProxyServer {
                     }
                 }
             case .superseded(let newestSeen):
-                // A job version from over a day ahead is not news: it would make every answer
-                // for the job look older than it, for as long as this process runs.
-                if newestSeen <= now + Self.upstreamClockTolerance { cache.noteSuperseded(key, newestSeen: newestSeen) }
+                noteSuperseded(key, newestSeen: newestSeen)
                 completion(nil)
             case .missing, .unavailable:
                 completion(nil)
             }
         }
+    }
+
+    /// Confirmed in the future: another instance's clock is wrong, or the entry was forged.
+    static func isPlausiblyConfirmed(_ record: DiskRecord, now: Double) -> Bool {
+        record.validatedAt <= now + sharedClockTolerance
+    }
+
+    /// A supersession mark from Redis, believed unless it is from over a day ahead: that would
+    /// make every answer for the job look older than it, for as long as this process runs.
+    private func noteSuperseded(_ key: CacheKey, newestSeen: Double) {
+        guard newestSeen <= clock() + Self.upstreamClockTolerance else { return }
+        cache.noteSuperseded(key, newestSeen: newestSeen)
     }
 
     /// The upstream fetch of a cached resource, made by one instance for all: this one takes
@@ -245,12 +254,10 @@ extension ProxyServer {
                 switch read {
                 case .found(let record):
                     guard written || !cache.holdsCurrent(key, validatedAt: record.validatedAt),
-                          record.validatedAt <= clock() + Self.sharedClockTolerance else { return }
+                          Self.isPlausiblyConfirmed(record, now: clock()) else { return }
                     cache.adopt(key, record: record) { _ in }
-                case .superseded(let newestSeen) where newestSeen <= clock() + Self.upstreamClockTolerance:
-                    cache.noteSuperseded(key, newestSeen: newestSeen)
-                case .superseded:
-                    break
+                case .superseded(let newestSeen):
+                    noteSuperseded(key, newestSeen: newestSeen)
                 case .missing, .unavailable:
                     break
                 }

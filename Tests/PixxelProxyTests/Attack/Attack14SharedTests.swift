@@ -20,11 +20,7 @@ import Glibc
 
     /// The whole reply of one command (RedisProcess.command keeps a bulk string's first line only).
     static func rawRedis(_ redis: RedisProcess, _ arguments: [String]) throws -> String {
-        var bytes: [UInt8] = []
-        for command in [arguments, ["QUIT"]] {
-            bytes += Array("*\(command.count)\r\n".utf8)
-            for argument in command { bytes += Array("$\(argument.utf8.count)\r\n\(argument)\r\n".utf8) }
-        }
+        let bytes = [arguments, ["QUIT"]].flatMap(RedisProcess.resp)
         return String(decoding: try RawHTTPClient.exchange(port: redis.port, bytes: bytes, timeoutSeconds: 5), as: UTF8.self)
     }
 

@@ -55,11 +55,7 @@ final class RedisProcess: @unchecked Sendable {
     /// a bulk string's text, or `*N` followed by the elements' lines joined with newlines).
     @discardableResult
     func command(_ arguments: [String]) throws -> String {
-        var bytes: [UInt8] = []
-        for command in (password.map { [["AUTH", $0]] } ?? []) + [arguments, ["QUIT"]] {
-            bytes += Array("*\(command.count)\r\n".utf8)
-            for argument in command { bytes += Array("$\(argument.utf8.count)\r\n\(argument)\r\n".utf8) }
-        }
+        let bytes = ((password.map { [["AUTH", $0]] } ?? []) + [arguments, ["QUIT"]]).flatMap(Self.resp)
         let reply = String(decoding: try RawHTTPClient.exchange(port: port, bytes: bytes, timeoutSeconds: 5), as: UTF8.self)
         var lines = reply.components(separatedBy: "\r\n")
         // AUTH's +OK opens the reply, and the QUIT's closes it.
@@ -76,8 +72,7 @@ final class RedisProcess: @unchecked Sendable {
     /// for `CLIENT PAUSE`, after which a QUIT would itself wait out the pause.
     @discardableResult
     func sendOnly(_ arguments: [String]) throws -> String {
-        var bytes = (password.map { ["AUTH", $0] }.map { [$0] } ?? []).flatMap(Self.resp)
-        bytes += Self.resp(arguments)
+        let bytes = ((password.map { [["AUTH", $0]] } ?? []) + [arguments]).flatMap(Self.resp)
         let fd = try RawHTTPClient.connect(port: port, timeoutSeconds: 5)
         defer { close(fd) }
         _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -92,6 +87,7 @@ final class RedisProcess: @unchecked Sendable {
         return String(decoding: reply, as: UTF8.self).components(separatedBy: "\r\n").filter { !$0.isEmpty }.last ?? ""
     }
 
+    /// One command in RESP: an array of bulk strings.
     static func resp(_ command: [String]) -> [UInt8] {
         var bytes = Array("*\(command.count)\r\n".utf8)
         for argument in command { bytes += Array("$\(argument.utf8.count)\r\n\(argument)\r\n".utf8) }
