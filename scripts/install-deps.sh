@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages the build, the demo and the tests need, if any is missing.
 # --for-tests adds what only `make test` uses (a browser for the status page, promtool, the
-# Debian packaging tools); a tool among those that cannot be installed is reported and its
-# test skipped, not the whole run failed.
+# Debian packaging tools and lintian, nginx as the bench's peer). A tool among those that cannot
+# be installed is reported, and the tests that need it say they were skipped; under
+# PIXXEL_TESTS_REQUIRE_ALL=1 (.ci/run sets it) it fails the run instead, naming what to install.
 set -euo pipefail
 for_tests=false
 [ "${1:-}" = "--for-tests" ] && for_tests=true
@@ -17,7 +18,6 @@ pkg-config --exists libevent libevent_openssl libevent_pthreads 2>/dev/null || m
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 pkg-config --exists sqlite3 2>/dev/null || missing+=(libsqlite3-dev)
 pkg-config --exists hiredis 2>/dev/null || missing+=(libhiredis-dev)
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)   # the shared tier's tests start their own
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # tests make their own CA with it
 command -v curl >/dev/null 2>&1 || missing+=(curl)         # make run checks the simulator with it
@@ -28,6 +28,9 @@ if $for_tests; then
     command -v node >/dev/null 2>&1 || optional+=(nodejs)               # drives it (DevTools over a pipe)
     command -v promtool >/dev/null 2>&1 || optional+=(prometheus)       # checks the alert rules
     command -v dpkg-shlibdeps >/dev/null 2>&1 || optional+=(dpkg-dev)   # the Debian package's Depends
+    command -v lintian >/dev/null 2>&1 || optional+=(lintian)           # checks the Debian package
+    command -v redis-server >/dev/null 2>&1 || optional+=(redis-server) # the shared tier's tests start their own
+    [ -x /usr/sbin/nginx ] || optional+=(nginx-light)                   # the bench's peer, checked as configured
 fi
 [ ${#missing[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ] && exit 0
 
@@ -42,8 +45,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}" >&2
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+not_installed=()
 for package in "${optional[@]}"; do
     echo "install-deps: installing $package (for the tests)" >&2
-    $sudo apt-get install -y -qq --no-install-recommends "$package" >/dev/null \
-        || echo "install-deps: could not install $package; the tests that need it will say they were skipped" >&2
+    $sudo apt-get install -y -qq --no-install-recommends "$package" >/dev/null || not_installed+=("$package")
 done
+if [ ${#not_installed[@]} -gt 0 ]; then
+    if [ "${PIXXEL_TESTS_REQUIRE_ALL:-}" = 1 ]; then
+        echo "install-deps: could not install ${not_installed[*]}; PIXXEL_TESTS_REQUIRE_ALL=1 runs every test, so install them (apt-get install ${not_installed[*]}) and run again" >&2
+        exit 1
+    fi
+    echo "install-deps: could not install ${not_installed[*]}; the tests that need it will say they were skipped" >&2
+fi

@@ -278,17 +278,29 @@ public final class ProxyServer: @unchecked Sendable {
 }
 
 extension ProxyServer {
-    /// Requests received and not yet answered (read from any thread; for tests and drain logs).
-    public var inFlightRequests: Int {
+    /// Runs `read` on the loop and waits for its value: for readers on other threads (tests,
+    /// drain logs). Never from the loop itself, which would wait for itself.
+    func valueFromLoop<Value: Sendable>(_ read: @escaping @Sendable () -> Value) -> Value {
         precondition(!loop.isOnLoopThread, "would wait for the loop on the loop itself")
-        let box = Mutex(0)
+        let box = Mutex<Value?>(nil)
         let done = DispatchSemaphore(value: 0)
-        loop.execute { [self] in
-            box.withLock { $0 = httpServer?.inFlight ?? 0 }
+        loop.execute {
+            box.withLock { $0 = read() }
             done.signal()
         }
         done.wait()
-        return box.withLock { $0 }
+        return box.withLock { $0! }
+    }
+
+    /// Requests received and not yet answered (read from any thread; for tests and drain logs).
+    public var inFlightRequests: Int {
+        valueFromLoop { [self] in httpServer?.inFlight ?? 0 }
+    }
+
+    /// When the budget let the latest upstream calls go, on its own clock, oldest first (read
+    /// from any thread): what the rate promise is checked on through the real server.
+    public var upstreamGrantInstants: [Double] {
+        valueFromLoop { [self] in budget.recentGrantInstants }
     }
 }
 
@@ -310,19 +322,12 @@ public struct CacheStatistics: Sendable {
 extension ProxyServer {
     /// Read from any thread: hops onto the loop and waits.
     public var cacheStatistics: CacheStatistics {
-        precondition(!loop.isOnLoopThread, "would wait for the loop on the loop itself")
-        let box = Mutex<CacheStatistics?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        loop.execute { [self] in
+        valueFromLoop { [self] in
             let counters = cache.counters
-            let snapshot = CacheStatistics(entries: cache.memory.count, bytes: cache.memory.totalBytes, evictions: cache.memory.evictions,
-                                           hits: counters.hits, misses: counters.misses, upstreamFetches: counters.upstreamFetches,
-                                           collapsed: cache.flights.collapsed, inFlightFetches: cache.flights.inFlight,
-                                           preparedHits: counters.preparedHits)
-            box.withLock { $0 = snapshot }
-            done.signal()
+            return CacheStatistics(entries: cache.memory.count, bytes: cache.memory.totalBytes, evictions: cache.memory.evictions,
+                                   hits: counters.hits, misses: counters.misses, upstreamFetches: counters.upstreamFetches,
+                                   collapsed: cache.flights.collapsed, inFlightFetches: cache.flights.inFlight,
+                                   preparedHits: counters.preparedHits)
         }
-        done.wait()
-        return box.withLock { $0! }
     }
 }

@@ -84,6 +84,12 @@ public final class UpstreamBudget {
     /// Calls granted with a token from Redis, and with the local share while it was away.
     public private(set) var sharedGrants = 0
     public private(set) var localGrants = 0
+    /// When the latest calls went through the door, on this budget's clock, oldest first (at
+    /// most `grantInstantsKept`). The window promise above is about these instants; a check
+    /// through the real server reads them rather than arrival times at the upstream, which add
+    /// the delivery jitter of a loaded machine.
+    public private(set) var recentGrantInstants: [Double] = []
+    static let grantInstantsKept = 1024
 
     /// `shared`: the budget several instances share; this instance's own bucket is then its
     /// share (`rate / instances`, `burst / instances`, at least 1), spent only while Redis is
@@ -143,7 +149,7 @@ public final class UpstreamBudget {
                 return refuse(.rateLimited(retryAfter: pausedUntil - now))
             }
         } else if queue.count == 0, !usesShared, holdsConnection || canStart?() ?? true, bucket.take(now: now) {
-            localGrants += 1
+            noteGrant(now: now, fromShared: false)
             return grant()
         }
         guard queue.count < maxQueued else {
@@ -205,6 +211,12 @@ public final class UpstreamBudget {
         wakeTimer = scheduler.wake(after: max(delay, 0.001)) { [weak self] in self?.drain() }
     }
 
+    private func noteGrant(now: Double, fromShared: Bool) {
+        if fromShared { sharedGrants += 1 } else { localGrants += 1 }
+        if recentGrantInstants.count == Self.grantInstantsKept { recentGrantInstants.removeFirst(Self.grantInstantsKept / 4) }
+        recentGrantInstants.append(now)
+    }
+
     /// Whether what holds calls back is the budget (a pause, no token) rather than busy connections.
     private func waitsForBudget(now: Double) -> Bool {
         pausedUntil > now || bucket.secondsUntilToken(now: now) > 0
@@ -228,7 +240,7 @@ public final class UpstreamBudget {
             return scheduleWake()
         }
         while pausedUntil <= now, anyCanStart, bucket.take(now: now), let waiter = nextThatCanStart() {
-            localGrants += 1
+            noteGrant(now: now, fromShared: false)
             waiter.grant()
         }
         scheduleWake()
@@ -260,15 +272,19 @@ public final class UpstreamBudget {
             let now = clock()
             switch answer {
             case .granted:
-                sharedGrants += 1
-                nextThatCanStart()?.grant()
+                if let waiter = nextThatCanStart() {
+                    noteGrant(now: now, fromShared: true)
+                    waiter.grant()
+                } else {
+                    sharedGrants += 1   // spent in Redis, though nobody is left to use it
+                }
             case .wait(let seconds, let paused):
                 if paused { pauseHere(seconds: min(seconds, maxPauseSeconds)) } else { sharedRetryAt = now + seconds }
             case .unavailable:
                 // Redis did not answer in time: this call goes on this instance's share.
-                if anyCanStart, bucket.take(now: now) {
-                    localGrants += 1
-                    nextThatCanStart()?.grant()
+                if anyCanStart, bucket.take(now: now), let waiter = nextThatCanStart() {
+                    noteGrant(now: now, fromShared: false)
+                    waiter.grant()
                 } else {
                     sharedRetryAt = now + max(0.001, bucket.secondsUntilToken(now: now))
                 }

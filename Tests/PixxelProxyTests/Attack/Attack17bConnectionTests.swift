@@ -28,7 +28,7 @@ import Glibc
                         while !released.isSet { usleep(5_000) }
                         connection.send(heldAnswer)
                     } else if line.contains("/hung-") {
-                        _ = connection.drainUntilClosed(seconds: 30)
+                        _ = connection.drainUntilClosed(seconds: fakePeerHoldSeconds)
                         return
                     } else {
                         connection.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
@@ -66,11 +66,11 @@ import Glibc
         let slow = BackgroundCall { try? RawHTTPClient.request(port: port, target: "/v0/workflows/hung-1/jobs", headers: [("Authorization", token)],
                                                                timeoutSeconds: 15) }
         _ = slow
-        #expect(eventually(seconds: 5) { held.upstream.heads.count == 2 }, "both buffered connections busy")
+        #expect(eventually { held.upstream.heads.count == 2 }, "both buffered connections busy")
         // A pass-through request waits for a connection, and its client leaves.
         let leaving = try RawHTTPClient.connect(port: port, timeoutSeconds: 5)
         #expect(Attack17.send(leaving, "GET /v0/projects HTTP/1.1\r\nHost: h\r\nAuthorization: \(token)\r\n\r\n"))
-        #expect(eventually(seconds: 5) { proxy.streams()?.queued == 1 }, "the transfer waits for a connection")
+        #expect(eventually { proxy.streams()?.queued == 1 }, "the transfer waits for a connection")
         close(leaving)
         // Another round trip through the loop: the close has been seen by then.
         #expect(proxy.streams() != nil)
@@ -78,7 +78,7 @@ import Glibc
         let answer = try? fast.value()
         #expect(answer?.status == 200, "the job list got \(answer.map { String($0.status) } ?? "no answer")")
         // The proxy must still be there.
-        let alive = eventually(seconds: 3) { (try? RawHTTPClient.request(port: port, target: "/healthz", timeoutSeconds: 2))?.status == 200 }
+        let alive = eventually { (try? RawHTTPClient.request(port: port, target: "/healthz"))?.status == 200 }
         #expect(alive && !proxy.hasExited, "the proxy died: \(proxy.crashReport ?? "no report")")
     }
 
@@ -101,15 +101,15 @@ import Glibc
         let slow = BackgroundCall { try? RawHTTPClient.request(port: port, target: "/v0/workflows/hung-1/jobs", headers: [("Authorization", token)],
                                                                timeoutSeconds: 15) }
         _ = slow
-        #expect(eventually(seconds: 5) { held.upstream.heads.count == 2 }, "both buffered connections busy")
+        #expect(eventually { held.upstream.heads.count == 2 }, "both buffered connections busy")
         let transfer = BackgroundCall { try RawHTTPClient.request(port: port, target: "/v0/projects", headers: [("Authorization", token)]) }
-        #expect(eventually(seconds: 5) { proxy.streams()?.queued == 1 }, "the transfer waits for a connection")
+        #expect(eventually { proxy.streams()?.queued == 1 }, "the transfer waits for a connection")
         held.release()
         let list = try? fast.value()
         #expect(list?.status == 429, "the job list got \(list.map { String($0.status) } ?? "no answer")")
         let answer = try? transfer.value()
         #expect(answer?.status == 429, "the waiting transfer got \(answer.map { String($0.status) } ?? "no answer") (the budget is paused)")
-        let alive = eventually(seconds: 3) { (try? RawHTTPClient.request(port: port, target: "/healthz", timeoutSeconds: 2))?.status == 200 }
+        let alive = eventually { (try? RawHTTPClient.request(port: port, target: "/healthz"))?.status == 200 }
         #expect(alive && !proxy.hasExited, "the proxy died: \(proxy.crashReport ?? "no report")")
     }
 
@@ -160,19 +160,19 @@ import Glibc
         defer { proxy.stop() }
         let port = proxy.port, token = proxy.readToken
         let download = try Attack17BudgetTests.openStalledDownload(port: port, target: "/v0/big", token: token)
-        #expect(eventually(seconds: 5) { proxy.streams()?.running == 1 })
+        #expect(eventually { proxy.streams()?.running == 1 })
         let inFlight = BackgroundCall { try? RawHTTPClient.request(port: port, target: "/v0/workflows/held-1/jobs", headers: [("Authorization", token)]) }
-        #expect(eventually(seconds: 5) { upstream.heads.count == 2 }, "both connections busy")
+        #expect(eventually { upstream.heads.count == 2 }, "both connections busy")
         let waitingList = BackgroundCall { try? RawHTTPClient.request(port: port, target: "/v0/workflows/held-2/jobs", headers: [("Authorization", token)]) }
         let transfer = BackgroundCall { try? RawHTTPClient.request(port: port, target: "/v0/projects", headers: [("Authorization", token)]) }
-        #expect(eventually(seconds: 5) { proxy.streams()?.queued == 1 }, "the transfer waits for a slot")
+        #expect(eventually { proxy.streams()?.queued == 1 }, "the transfer waits for a slot")
         close(download)
         let answer = (try? transfer.value()) ?? nil
         released.set()
         #expect(answer?.status == 200, "the transfer got \(answer.map { String($0.status) } ?? "no answer")")
         #expect((try? inFlight.value())??.status == 200)
         #expect((try? waitingList.value())??.status == 200)
-        let alive = eventually(seconds: 3) { (try? RawHTTPClient.request(port: port, target: "/healthz", timeoutSeconds: 2))?.status == 200 }
+        let alive = eventually { (try? RawHTTPClient.request(port: port, target: "/healthz"))?.status == 200 }
         #expect(alive && !proxy.hasExited, "the proxy died: \(proxy.crashReport ?? "no report")")
     }
 
@@ -194,15 +194,15 @@ import Glibc
         defer { proxy.stop() }
         let port = proxy.port, token = proxy.readToken
         let first = try Attack17BudgetTests.openStalledDownload(port: port, target: "/v0/big", token: token)
-        #expect(eventually(seconds: 5) { proxy.streams()?.running == 1 })
+        #expect(eventually { proxy.streams()?.running == 1 })
         let list = BackgroundCall { try? RawHTTPClient.request(port: port, target: "/v0/workflows/held-1/jobs", headers: [("Authorization", token)]) }
         let second = try Attack17BudgetTests.openStalledDownload(port: port, target: "/v0/big", token: token)
         defer { close(second) }
-        #expect(eventually(seconds: 5) { proxy.streams()?.queued == 1 }, "the second download waits")
+        #expect(eventually { proxy.streams()?.queued == 1 }, "the second download waits")
         close(first)
         let answer = try list.value()
         #expect(answer?.status == 200, "the job list got \(answer.map { "\($0.status) \($0.errorCode ?? "")" } ?? "no answer")")
-        let alive = eventually(seconds: 3) { (try? RawHTTPClient.request(port: port, target: "/healthz", timeoutSeconds: 2))?.status == 200 }
+        let alive = eventually { (try? RawHTTPClient.request(port: port, target: "/healthz"))?.status == 200 }
         #expect(alive && !proxy.hasExited, "the proxy died: \(proxy.crashReport ?? "no report")")
     }
 }

@@ -40,9 +40,9 @@ import Glibc
             process.waitUntilExit()
         }
         let set = try? RawHTTPClient.request(port: port, method: "POST", target: "/_sim/faults?break_after_bytes=1e19",
-                                             headers: [("Authorization", "k")], timeoutSeconds: 5)
+                                             headers: [("Authorization", "k")])
         #expect(set.map { [200, 400].contains($0.status) } == true, "the simulator answered \(set.map { String($0.status) } ?? "nothing")")
-        let after = try? RawHTTPClient.request(port: port, target: target + "?size=100", headers: [("Authorization", "k")], timeoutSeconds: 5)
+        let after = try? RawHTTPClient.request(port: port, target: target + "?size=100", headers: [("Authorization", "k")])
         #expect(after?.status == 200, "the simulator is gone")
     }
 
@@ -56,12 +56,12 @@ import Glibc
             process.waitUntilExit()
         }
         let set = try RawHTTPClient.request(port: port, method: "POST", target: "/_sim/faults?break_after_bytes=9000000000000000000",
-                                            headers: [("Authorization", "k")], timeoutSeconds: 5)
+                                            headers: [("Authorization", "k")])
         #expect(set.status == 200)
         let ranged = try? StreamingHTTPClient.download(port: port, target: target + "?size=2000000000000000000",
                                                        headers: [("Authorization", "k"), ("Range", "bytes=1000000000000000000-")], leaveAfter: 1000)
         #expect(ranged?.status == 206, "the simulator answered \(ranged.map { String($0.status) } ?? "nothing")")
-        let after = try? RawHTTPClient.request(port: port, target: target + "?size=100", headers: [("Authorization", "k")], timeoutSeconds: 5)
+        let after = try? RawHTTPClient.request(port: port, target: target + "?size=100", headers: [("Authorization", "k")])
         #expect(after?.status == 200, "the simulator is gone")
     }
 }

@@ -4,13 +4,10 @@ import Testing
 /// The alerting rules and the Grafana dashboard in deploy/ name only metrics a running proxy
 /// exports (histograms by their `_bucket` series), and the rules pass Prometheus's own checks.
 @Suite struct AlertRulesTests {
-    static let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first { FileManager.default.isExecutableFile(atPath: $0) }
-
     /// `promtool check rules` (syntax, PromQL, templates) and `promtool test rules` (each alert
     /// fires on series shaped like the proxy's: deploy/prometheus/pixxel-proxy.rules.test.yml).
-    @Test(.enabled(if: promtool != nil, "promtool is not installed (Debian's prometheus package; scripts/install-deps.sh could not install it here)"))
-    func theRulesPassPromtoolAndTheirUnitTests() throws {
-        let tool = try #require(Self.promtool)
+    @Test(.needs(.promtool)) func theRulesPassPromtoolAndTheirUnitTests() throws {
+        let tool = try RequiredTool.promtool.require()
         let directory = ShippedConfigTests.repository + "/deploy/prometheus/"
         let check = try runProcess(tool, ["check", "rules", directory + "pixxel-proxy.rules.yml"])
         #expect(check.status == 0 && check.output.contains("SUCCESS"), "\(check.output)")

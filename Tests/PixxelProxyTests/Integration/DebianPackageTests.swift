@@ -11,21 +11,36 @@ import Glibc
 /// loaded) `build-deb.sh` itself refuses to package without. The package is installed,
 /// upgraded, removed and purged in a throwaway root (`dpkg --root`, maintainer scripts run
 /// with DPKG_ROOT so they leave this machine alone) and its unit verified.
-@Suite struct DebianPackageTests {
-    static let tools = ["/usr/bin/dpkg", "/usr/bin/dpkg-deb", "/usr/bin/dpkg-shlibdeps", "/usr/bin/systemd-analyze"]
-    static let available = tools.allSatisfy { FileManager.default.isExecutableFile(atPath: $0) } && getuid() == 0
-
+@Suite(.needs(.dpkgDeb, .dpkgShlibdeps, .systemdAnalyze, .lintian), .needsRoot) struct DebianPackageTests {
     func run(_ tool: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
         try runProcess(tool, arguments, environment: ProcessInfo.processInfo.environment.merging(environment) { $1 })
     }
 
-    @Test(.enabled(if: available, "needs root, dpkg-deb, dpkg-shlibdeps (dpkg-dev) and systemd-analyze"))
-    func thePackageInstallsUpgradesRemovesAndPurges() throws {
-        let directory = TemporaryDirectory()
+    /// `make deb`'s script over the debug binary, into `directory`; the .deb's path.
+    func buildPackage(in directory: TemporaryDirectory) throws -> String {
+        for tool in [RequiredTool.dpkgDeb, .dpkgShlibdeps, .systemdAnalyze, .lintian] { _ = try tool.require() }
         let build = try run("/bin/bash", [ShippedConfigTests.repository + "/deploy/build-deb.sh", "--fast",
                                           "--binary", builtExecutable("pixxel-proxy"), "--out", directory.path + "/out"])
         #expect(build.status == 0, "\(build.output)")
-        let deb = try #require(build.output.split(separator: "\n").last.map(String.init))
+        return try #require(build.output.split(separator: "\n").last.map(String.init))
+    }
+
+    /// An empty dpkg database under `directory`/root, and dpkg pointed at it: maintainer
+    /// scripts run with DPKG_ROOT set to it, so they leave this machine alone.
+    func throwawayRoot(in directory: TemporaryDirectory) throws -> (path: String, dpkg: ([String]) throws -> (status: Int32, output: String)) {
+        let root = directory.path + "/root"
+        for path in ["/var/lib/dpkg/info", "/var/lib/dpkg/updates", "/var/lib/dpkg/triggers"] {
+            try FileManager.default.createDirectory(atPath: root + path, withIntermediateDirectories: true)
+        }
+        for path in ["/var/lib/dpkg/status", "/var/lib/dpkg/available"] { _ = FileManager.default.createFile(atPath: root + path, contents: nil) }
+        return (root, { arguments in
+            try run("/usr/bin/dpkg", ["--root=" + root, "--force-script-chrootless", "--force-depends", "--log=/dev/null"] + arguments)
+        })
+    }
+
+    @Test func thePackageInstallsUpgradesRemovesAndPurges() throws {
+        let directory = TemporaryDirectory()
+        let deb = try buildPackage(in: directory)
 
         // Contents: what goes where, nothing else.
         let listing = try run("/usr/bin/dpkg-deb", ["--contents", deb]).output.split(separator: "\n")
@@ -75,15 +90,8 @@ import Glibc
         }
         #expect(try String(contentsOfFile: control + "/prerm", encoding: .utf8).contains("deb-systemd-invoke stop pixxel-proxy.service"))
 
-        // Install into a throwaway root; dpkg runs the scripts with DPKG_ROOT set to it.
-        let root = directory.path + "/root"
-        for path in ["/var/lib/dpkg/info", "/var/lib/dpkg/updates", "/var/lib/dpkg/triggers"] {
-            try FileManager.default.createDirectory(atPath: root + path, withIntermediateDirectories: true)
-        }
-        for path in ["/var/lib/dpkg/status", "/var/lib/dpkg/available"] { _ = FileManager.default.createFile(atPath: root + path, contents: nil) }
-        func dpkg(_ arguments: [String]) throws -> (status: Int32, output: String) {
-            try run("/usr/bin/dpkg", ["--root=" + root, "--force-script-chrootless", "--force-depends", "--log=/dev/null"] + arguments)
-        }
+        // Install into a throwaway root.
+        let (root, dpkg) = try throwawayRoot(in: directory)
         let install = try dpkg(["--install", deb])
         #expect(install.status == 0, "\(install.output)")
         #expect(install.output.contains("systemctl enable --now pixxel-proxy"), "postinst prints the next steps")
@@ -126,5 +134,38 @@ import Glibc
         #expect(!fileSystem.fileExists(atPath: root + "/etc/pixxel-proxy"))
         #expect(!fileSystem.fileExists(atPath: root + "/var/lib/private/pixxel-proxy"))
         #expect((try? fileSystem.destinationOfSymbolicLink(atPath: root + "/var/lib/pixxel-proxy")) == nil)
+    }
+
+    /// Lintian over the package reports nothing beyond what `deploy/debian/lintian-overrides`
+    /// explains. The debug binary's RUNPATH into the toolchain is suppressed: only this test's
+    /// package has it, and `make deb` (the release binary) runs lintian without it.
+    @Test func lintianReportsNothingTheOverridesDoNotExplain() throws {
+        let directory = TemporaryDirectory()
+        let deb = try buildPackage(in: directory)
+        let report = try run(try RequiredTool.lintian.require(), ["--fail-on", "error,warning", "--suppress-tags", "custom-library-search-path", deb])
+        #expect(report.status == 0, "\(report.output)")
+    }
+
+    /// The README's two-instance steps put the Redis password in
+    /// `/etc/pixxel-proxy/redis_password` (the drop-in the package ships loads it as a
+    /// credential); a purge deletes it with the API key, or the shared Redis's password would
+    /// stay on the host.
+    @Test func purgeDeletesTheRedisPasswordTheReadmePutsNextToTheKey() throws {
+        let directory = TemporaryDirectory()
+        let deb = try buildPackage(in: directory)
+        let (root, dpkg) = try throwawayRoot(in: directory)
+        let install = try dpkg(["--install", deb])
+        #expect(install.status == 0, "\(install.output)")
+        // What the README's steps make: the key, and for the shared tier the Redis password.
+        _ = FileManager.default.createFile(atPath: root + "/etc/pixxel-proxy/api_key", contents: Data("key\n".utf8),
+                                           attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: root + "/etc/pixxel-proxy/redis_password", contents: Data("THE_REDIS_PASSWORD\n".utf8),
+                                           attributes: [.posixPermissions: 0o600])
+        #expect(try dpkg(["--remove", "pixxel-proxy"]).status == 0)
+        #expect(FileManager.default.fileExists(atPath: root + "/etc/pixxel-proxy/redis_password"), "remove keeps it")
+        #expect(try dpkg(["--purge", "pixxel-proxy"]).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: root + "/etc/pixxel-proxy/api_key"))
+        #expect(!FileManager.default.fileExists(atPath: root + "/etc/pixxel-proxy/redis_password"), "the Redis password survives a purge")
+        #expect(!FileManager.default.fileExists(atPath: root + "/etc/pixxel-proxy"))
     }
 }

@@ -5,7 +5,7 @@ import Testing
 /// Two `pixxel-proxy serve` processes over one simulator and one real Redis of the test's own:
 /// the shared cache tier, coalescing across instances, one budget, invalidation, the pause,
 /// and Redis dying and coming back (issue 14).
-@Suite(.serialized) struct SharedTierTests {
+@Suite(.serialized, .needs(.redisServer)) struct SharedTierTests {
     /// Two instances sharing a Redis. Each has its own cache directory; they share the clients file.
     final class Pair: @unchecked Sendable {
         let redis: RedisProcess
@@ -113,14 +113,12 @@ import Testing
         #expect(answers.allSatisfy { $0?.status == 200 }, "\(answers.map { $0?.status ?? 0 })")
         let arrivals = Array(pair.sim.stats.arrivals.dropFirst(arrivalsBefore))
         #expect(arrivals.count == jobs.count)
-        // In every window, the calls of both instances together fit one bucket of 4/s + 2
-        // (20 ms of slack for delivery jitter, as in ResilienceTests: a call too many is still over).
-        for i in arrivals.indices {
-            for j in i..<arrivals.count {
-                let window = arrivals[j] - arrivals[i]
-                #expect(Double(j - i + 1) <= 2 + 4 * (window + 0.02), "\(j - i + 1) calls in \(window) s")
-            }
-        }
+        // In every window, the calls of both instances together fit one bucket of 4/s + 2. The
+        // instances are other processes, so the times are arrivals at the simulator, each late
+        // by its own delivery: windows get 0.9 of a token's time (0.225 s) of slack, which
+        // forgives that much jitter and still catches one call too many (a whole 0.25 s over).
+        let violations = budgetWindowViolations(arrivals, rate: 4, burst: 2, slackSeconds: 0.9 / 4)
+        #expect(violations.isEmpty, "\(violations.prefix(5))")
         #expect(pair.count(pair.portA, "budget_tokens_from_redis") + pair.count(pair.portB, "budget_tokens_from_redis") == jobs.count)
     }
 
@@ -239,12 +237,10 @@ import Testing
         // A alone spends at most its share: 4/2 = 2 calls a second, a burst of 2/2 = 1.
         let arrivals = Array(pair.sim.stats.arrivals.dropFirst(arrivalsBefore))
         #expect(arrivals.count == 8)
-        for i in arrivals.indices {
-            for j in i..<arrivals.count {
-                let window = arrivals[j] - arrivals[i]
-                #expect(Double(j - i + 1) <= 1 + 2 * (window + 0.02), "\(j - i + 1) calls in \(window) s")
-            }
-        }
+        // Arrival times at the simulator: 0.9 of a token's time (0.45 s at 2/s) of slack for
+        // delivery, still short of the whole token one call too many would take.
+        let violations = budgetWindowViolations(arrivals, rate: 2, burst: 1, slackSeconds: 0.9 / 2)
+        #expect(violations.isEmpty, "\(violations.prefix(5))")
         #expect(try pair.get(pair.portB, Self.detailTarget(pair.sim, jobs[12])).status == 200)
         // Said once in the log, not once per request.
         #expect(pair.logA.all.joined().components(separatedBy: "Redis unreachable").count - 1 == 1)

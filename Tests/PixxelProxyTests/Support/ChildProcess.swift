@@ -70,6 +70,7 @@ final class ChildProcess: @unchecked Sendable {
             throw RawHTTPError(description: "cannot start \(path): \(String(cString: strerror(status)))")
         }
         processIdentifier = pid
+        ChildRegistry.shared.add(pid)
         standardOutput = outRead.map { FileHandle(fileDescriptor: $0, closeOnDealloc: true) }
         standardError = errRead.map { FileHandle(fileDescriptor: $0, closeOnDealloc: true) }
     }
@@ -83,6 +84,7 @@ final class ChildProcess: @unchecked Sendable {
         var status: Int32 = 0
         while waitpid(processIdentifier, &status, 0) < 0 && errno == EINTR {}
         exited = true
+        ChildRegistry.shared.remove(processIdentifier)
         // WIFEXITED / WEXITSTATUS / WTERMSIG, which are macros.
         if status & 0x7F == 0 {
             terminationReason = .exit

@@ -113,9 +113,19 @@ func startSimulator(configure: (inout SimOptions) -> Void = { _ in }) throws -> 
     return (sim, port)
 }
 
+/// How long a test waits for something that must happen before it calls it missing. A wait
+/// ends as soon as the condition holds, so only a failing test pays for it; it is long because
+/// on two loaded cores a thread or a child process can go unscheduled for seconds, and a short
+/// bound then fails a test whose code is right.
+let awaitedSeconds = 30.0
+
+/// How long a fake peer holds a connection nobody closes: well past `awaitedSeconds`, so a
+/// test that waits for the proxy to close one is never passed by the fake giving up first.
+let fakePeerHoldSeconds = 120.0
+
 /// Waits for `condition` (checked every 10 ms, for at most `seconds`): for state that another
 /// thread changes, where there is nothing to block on.
-func eventually(seconds: Double = 10, _ condition: () throws -> Bool) rethrows -> Bool {
+func eventually(seconds: Double = awaitedSeconds, _ condition: () throws -> Bool) rethrows -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if try condition() { return true }

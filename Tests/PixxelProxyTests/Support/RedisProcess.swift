@@ -5,8 +5,8 @@ import Glibc
 #endif
 
 /// A real `redis-server` of the test's own, on a free loopback port, saving nothing; stopped
-/// (or killed, and started again on the same port) by the test. `make test` installs Debian's
-/// redis-server when it is missing, so a missing binary fails the test rather than skipping it.
+/// (or killed, and started again on the same port) by the test. Suites that use it declare
+/// `.needs(.redisServer)`.
 final class RedisProcess: @unchecked Sendable {
     let port: UInt16
     private var process: ChildProcess?
@@ -16,24 +16,19 @@ final class RedisProcess: @unchecked Sendable {
     private let password: String?
 
     init(arguments: [String] = []) throws {
-        port = try Self.freePort()
+        port = try LoopbackPort.unused()
         extraArguments = arguments
         password = arguments.firstIndex(of: "--requirepass").map { arguments[$0 + 1] }
         try start()
     }
 
-    static var executable: String {
-        ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first { FileManager.default.isExecutableFile(atPath: $0) }
-            ?? "/usr/bin/redis-server"
-    }
-
     /// Starts (again) on this port and waits until it answers PING.
     func start() throws {
-        process = try ChildProcess(Self.executable, [
+        process = try ChildProcess(try RequiredTool.redisServer.require(), [
             "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
             "--protected-mode", "yes", "--logfile", "",
         ] + extraArguments, environment: ["PATH": "/usr/bin:/bin"], stdout: .null, stderr: .null)
-        guard eventually(seconds: 10, { (try? command(["PING"])) == "+PONG" }) else {
+        guard eventually({ (try? command(["PING"])) == "+PONG" }) else {
             throw RawHTTPError(description: "redis-server did not start on port \(port)")
         }
     }
@@ -92,20 +87,5 @@ final class RedisProcess: @unchecked Sendable {
         var bytes = Array("*\(command.count)\r\n".utf8)
         for argument in command { bytes += Array("$\(argument.utf8.count)\r\n\(argument)\r\n".utf8) }
         return bytes
-    }
-
-    static func freePort() throws -> UInt16 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard bound else { throw RawHTTPError(description: "no free port") }
-        return UInt16(bigEndian: address.sin_port)
     }
 }

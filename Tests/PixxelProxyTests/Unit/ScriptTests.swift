@@ -7,7 +7,7 @@ import Testing
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent().path
 
-    @Test(arguments: [".ci/run", "scripts/install-deps.sh", "scripts/run-demo.sh", "deploy/install.sh", "deploy/build-deb.sh", "bench/run.sh"])
+    @Test(arguments: [".ci/run", "scripts/install-deps.sh", "scripts/run-tests.sh", "scripts/run-demo.sh", "deploy/install.sh", "deploy/build-deb.sh", "bench/run.sh"])
     func parses(_ script: String) throws {
         let (status, output) = try runProcess("/bin/bash", ["-n", Self.repository + "/" + script])
         #expect(status == 0, "\(output)")
