@@ -6,9 +6,9 @@ import Testing
 import Glibc
 #endif
 
-/// Issue 17 under attack: request framing on the streamed pass-through, and upstreams that
-/// misbehave on streamed answers.
-@Suite struct Attack17FramingTests {
+/// Framing on the streamed pass-through: uploads meet their deadline and are reframed, no answer
+/// looks whole that is not, a read token cannot write, pipelined requests stay apart.
+@Suite struct PassThroughFramingTests {
     /// One answer read strictly off the wire: framed by Content-Length, chunked (complete only
     /// with its last chunk and final CRLF) or by the close.
     struct WireAnswer {
@@ -83,7 +83,7 @@ import Glibc
     /// connection are held for as long as the client likes (slowloris; `max_connections - 1`
     /// such clients stop every pass-through transfer).
     @Test func aTrickledUploadMeetsItsDeadlineAndFreesItsUpstreamConnection() async throws {
-        let upstream = try Attack17Upstream { connection, upstream in
+        let upstream = try ScriptedUpstream { connection, upstream in
             guard let head = connection.readHead() else { return }
             upstream.record(head: head)
             if connection.drainUntilClosed(seconds: fakePeerHoldSeconds) { upstream.notePeerClosed() }
@@ -92,7 +92,7 @@ import Glibc
         let proxy = try ProxyHarness(upstreamURL: upstream.url) { $0.listenTimeoutSeconds = 1 }
         let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 10)
         defer { close(fd) }
-        #expect(Attack17.send(fd, "PUT /v0/uploads/slow HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.writeToken)\r\nContent-Length: 1000\r\n\r\n"))
+        #expect(RawSocket.send(fd, "PUT /v0/uploads/slow HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.writeToken)\r\nContent-Length: 1000\r\n\r\n"))
         #expect(eventually { upstream.heads.count == 1 }, "the upload went upstream")
         // A byte every 250 ms for up to 60 s (240 of the 1000 bytes). The deadline is about
         // 1 s (listen.timeout_seconds 1, plus 1 s per MiB declared); the cut must come within
@@ -102,7 +102,7 @@ import Glibc
         var closedAfter: Double?
         for _ in 0..<240 {
             usleep(250_000)
-            if Attack17.peerClosed(fd) || !Attack17.send(fd, "x") {
+            if RawSocket.peerClosed(fd) || !RawSocket.send(fd, "x") {
                 closedAfter = Date().timeIntervalSince(started)
                 break
             }
@@ -143,7 +143,7 @@ import Glibc
         await proxy.stop()
     }
 
-    // MARK: What held
+    // MARK: Upstreams that misbehave on streamed answers
 
     enum Expected: Sendable { case refused502, broken, whole(String) }
 
@@ -236,7 +236,7 @@ import Glibc
     /// A client that sends its head and part of its body, then leaves: the upstream connection
     /// closes (the upstream sees a short body, never a complete request).
     @Test func aClientThatVanishesMidUploadClosesTheUpstreamConnection() async throws {
-        let upstream = try Attack17Upstream { connection, upstream in
+        let upstream = try ScriptedUpstream { connection, upstream in
             guard let head = connection.readHead() else { return }
             upstream.record(head: head)
             if connection.drainUntilClosed(seconds: fakePeerHoldSeconds) { upstream.notePeerClosed() }
@@ -244,7 +244,7 @@ import Glibc
         defer { upstream.stop() }
         let proxy = try ProxyHarness(upstreamURL: upstream.url)
         let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 10)
-        #expect(Attack17.send(fd, "PUT /v0/uploads/v HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.writeToken)\r\nContent-Length: 1048576\r\n\r\n"
+        #expect(RawSocket.send(fd, "PUT /v0/uploads/v HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.writeToken)\r\nContent-Length: 1048576\r\n\r\n"
             + String(repeating: "a", count: 1000)))
         #expect(eventually { upstream.heads.count == 1 })
         close(fd)
@@ -277,12 +277,13 @@ import Glibc
     }
 }
 
-/// What held, on slow and early peers and old clients.
-@Suite struct Attack17PeerTests {
+/// Upstreams that answer early or stall, and old clients: the client gets what was sent and
+/// the connection is freed.
+@Suite struct MisbehavingUpstreamTests {
     /// An upstream that answers before reading the upload: the client gets that answer (and a
     /// closed connection, its body unread), the proxy does not hang.
     @Test func anUpstreamThatAnswersBeforeReadingTheUploadIsPassedOn() async throws {
-        let upstream = try Attack17Upstream { connection, upstream in
+        let upstream = try ScriptedUpstream { connection, upstream in
             guard let head = connection.readHead() else { return }
             upstream.record(head: head)
             connection.send("HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 14\r\n\r\n{\"early\":true}")
@@ -294,7 +295,7 @@ import Glibc
         let head = "PUT /v0/uploads/early HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.writeToken)\r\nContent-Length: \(body.count)\r\n\r\n"
         let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 10)
         defer { close(fd) }
-        #expect(Attack17.send(fd, head))
+        #expect(RawSocket.send(fd, head))
         // Send the body a piece at a time while looking for the answer, as a client that reads while it writes.
         var offset = 0
         var reply: [UInt8] = []
@@ -305,11 +306,11 @@ import Glibc
                 let n = body[offset..<min(body.count, offset + 65_536)].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
                 if n > 0 { offset += n } else if errno != EAGAIN { offset = body.count }
             }
-            let (bytes, isClosed) = Attack17.readUntilClosed(fd, seconds: 0.05)
+            let (bytes, isClosed) = RawSocket.readUntilClosed(fd, seconds: 0.05)
             reply += bytes
             closed = isClosed
         }
-        let answers = Attack17FramingTests.wireAnswers(reply)
+        let answers = PassThroughFramingTests.wireAnswers(reply)
         #expect(answers.first?.status == 401 && answers.first?.text == #"{"early":true}"#, "\(answers.map(\.status)) after \(offset) bytes sent")
         #expect(closed, "the connection closes: the rest of the body is not a request")
         await proxy.stop()
@@ -318,7 +319,7 @@ import Glibc
     /// An upstream that stalls mid-body: after the idle timeout the client's answer is broken
     /// (short of its Content-Length) and the upstream connection is closed.
     @Test func anUpstreamThatStallsMidBodyBreaksTheAnswerAtTheIdleTimeout() async throws {
-        let upstream = try Attack17Upstream { connection, upstream in
+        let upstream = try ScriptedUpstream { connection, upstream in
             guard connection.readHead() != nil else { return }
             connection.send("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + String(repeating: "b", count: 100))
             if connection.drainUntilClosed(seconds: fakePeerHoldSeconds) { upstream.notePeerClosed() }
@@ -331,7 +332,7 @@ import Glibc
         let started = Date()
         let reply = try RawHTTPClient.exchange(port: proxy.port, bytes: Array("GET /v0/big HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.readToken)\r\n\r\n".utf8),
                                                timeoutSeconds: 60)
-        let answer = try #require(Attack17FramingTests.wireAnswers(reply).first)
+        let answer = try #require(PassThroughFramingTests.wireAnswers(reply).first)
         #expect(answer.status == 200 && !answer.complete && answer.body.count == 100)
         #expect(Date().timeIntervalSince(started) < 30)
         #expect(eventually { upstream.closedByPeer == 1 })
@@ -372,7 +373,7 @@ import Glibc
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(upstream.port)")
         let bytes = "HEAD /v0/x HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.readToken)\r\n\r\n"
             + "GET /v0/y HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.readToken)\r\nConnection: close\r\n\r\n"
-        let answers = Attack17FramingTests.wireAnswers(try RawHTTPClient.exchange(port: proxy.port, bytes: Array(bytes.utf8)), bodiless: [0])
+        let answers = PassThroughFramingTests.wireAnswers(try RawHTTPClient.exchange(port: proxy.port, bytes: Array(bytes.utf8)), bodiless: [0])
         #expect(answers.count == 2 && answers[0].header("Content-Length") == "9" && answers[1].text == #"{"get":true}"#,
                 "\(answers.map { "\($0.status) \($0.text)" })")
         await proxy.stop()
@@ -387,7 +388,7 @@ import Glibc
         let smuggled = "GET /v0/smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
         let bytes = "POST /v0/uploads/a HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.writeToken)\r\nContent-Length: 5\r\n\r\nhello"
             + "GET /v0/second HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.readToken)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" + smuggled
-        let answers = Attack17FramingTests.wireAnswers(try RawHTTPClient.exchange(port: proxy.port, bytes: Array(bytes.utf8)))
+        let answers = PassThroughFramingTests.wireAnswers(try RawHTTPClient.exchange(port: proxy.port, bytes: Array(bytes.utf8)))
         #expect(answers.map(\.status) == [200, 200])
         #expect(recorder.requests.map(\.target) == ["/v0/uploads/a", "/v0/second"])
         #expect(recorder.requests.first?.body == Array("hello".utf8))

@@ -3,8 +3,10 @@ import PixxelSim
 import ProxyConfig
 import Testing
 
-/// Issue 17 under attack: `cache.routes`, its keys, what it stores and purge by path prefix.
-@Suite struct Attack17CacheRoutesTests {
+/// What `cache.routes` stores and under which key: a rule applies to entries already on disk,
+/// answers the upstream forbids storing are not stored, clients cannot poison or cross
+/// entries, and an answer too large to cache still reaches every waiter whole.
+@Suite struct CacheRouteStorageTests {
     static func rules(_ texts: [String]) -> [CacheRouteRule] { texts.map { try! CacheRouteRule.parse($0).get() } }
 
     static func diskEntries(_ proxy: ProxyHarness) -> Int? {
@@ -56,7 +58,7 @@ import Testing
         await proxy.stop()
     }
 
-    /// What held: no client's fields shape an entry others get; Set-Cookie is not stored;
+    /// No client's fields shape an entry others get; Set-Cookie is not stored;
     /// only 200 is stored; `?`, trailing `/`, HEAD and encodings of the same path are keyed
     /// as the upstream would see them; purge refuses traversal and matches by segment.
     @Test func clientsCannotPoisonOrCrossEntries() async throws {
@@ -104,7 +106,7 @@ import Testing
         await proxy.stop()
     }
 
-    /// What held: a chunked answer too large to cache (libevent stops at 1 MiB mid-body) is
+    /// A chunked answer too large to cache (libevent stops at 1 MiB mid-body) is
     /// streamed through whole to every concurrent waiter.
     @Test func aChunkedAnswerTooLargeToCacheReachesEveryWaiterWhole() async throws {
         let (sim, simPort) = try startSimulator { $0.faults.latencyMilliseconds = 200 }
@@ -122,6 +124,25 @@ import Testing
         for answer in answers {
             #expect(answer?.status == 200 && answer?.complete == true && answer?.bodyBytes == size && answer?.kept[size - 100] == tail)
         }
+        await proxy.stop()
+    }
+
+    /// What held: `no-store`, `private` and `no-cache` are found however the upstream spells
+    /// them (case, a quoted argument, among other directives, in a second field, odd spacing).
+    @Test(arguments: [
+        "Cache-Control: No-Store\r\n", "Cache-Control: no-store=\"x\"\r\n", "Cache-Control: max-age=60,PRIVATE\r\n",
+        "Cache-Control: max-age=60\r\ncache-control: no-cache\r\n", "Cache-Control: public ,\t no-store \r\n",
+        "Cache-Control: private=\"set-cookie, x\", max-age=60\r\n", "Cache-Control: no-cache=\"Set-Cookie\"\r\n",
+    ])
+    func everySpellingOfADirectiveThatForbidsStoringIsHonoured(_ fields: String) async throws {
+        let upstream = try FakeUpstream { _ in FakeUpstream.json(200, #"{"n":1}"#, extraHeaders: fields) }
+        defer { upstream.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(upstream.port)") {
+            $0.cacheRoutes = [try! CacheRouteRule.parse("/v0/links/{id} 300").get()]
+        }
+        _ = try proxy.get("/v0/links/1", token: proxy.readToken)
+        let second = try proxy.get("/v0/links/1", token: proxy.writeToken)
+        #expect(second.status == 200 && upstream.received.count == 2, "\(fields): \(second.header("Cache-Status") ?? "?")")
         await proxy.stop()
     }
 }

@@ -6,21 +6,21 @@ import Testing
 import Glibc
 #endif
 
-/// Second review of issue 17's fixes: the connection allowance shared by streamed transfers and
-/// buffered calls, and the queue of transfers waiting for a connection.
-@Suite struct Attack17bConnectionTests {
+/// Transfers queued for a connection or a budget token: a client leaving, a 429 or a job list
+/// ahead of them never crashes the proxy, and with one connection lists take their turn.
+@Suite struct QueuedTransferTests {
     /// An upstream whose job-list answers are held until the test lets them go: `/jobs` on a
     /// workflow named `held-*` waits for `release`, `hung-*` never answers, anything else gets
     /// a small close-delimited 200. Job-list answers keep the connection (keep-alive), so the
     /// proxy's buffered client puts it back in its idle pool.
     final class HeldUpstream: @unchecked Sendable {
-        let released = Attack17bFlag()
-        let upstream: Attack17Upstream
+        let released = Flag()
+        let upstream: ScriptedUpstream
 
         /// `heldAnswer`: what a held job list gets once released (keep-alive).
         init(heldAnswer: String = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"jobs\":[]}") throws {
             let released = self.released
-            upstream = try Attack17Upstream { connection, upstream in
+            upstream = try ScriptedUpstream { connection, upstream in
                 while let head = connection.readHead() {
                     upstream.record(head: head)
                     let line = head.components(separatedBy: "\r\n").first ?? ""
@@ -57,7 +57,7 @@ import Glibc
     @Test func aClientLeavingWhileItsTransferWaitsDoesNotCrashTheProxy() throws {
         let held = try HeldUpstream()
         defer { held.stop() }
-        let proxy = try Attack17bProxyProcess(upstreamPort: held.upstream.port, environment: [
+        let proxy = try ProxyProcess(upstreamPort: held.upstream.port, environment: [
             "PIXXEL_PROXY_UPSTREAM_MAX_CONNECTIONS": "2", "PIXXEL_PROXY_UPSTREAM_TIMEOUT_SECONDS": "10",
         ])
         defer { proxy.stop() }
@@ -69,7 +69,7 @@ import Glibc
         #expect(eventually { held.upstream.heads.count == 2 }, "both buffered connections busy")
         // A pass-through request waits for a connection, and its client leaves.
         let leaving = try RawHTTPClient.connect(port: port, timeoutSeconds: 5)
-        #expect(Attack17.send(leaving, "GET /v0/projects HTTP/1.1\r\nHost: h\r\nAuthorization: \(token)\r\n\r\n"))
+        #expect(RawSocket.send(leaving, "GET /v0/projects HTTP/1.1\r\nHost: h\r\nAuthorization: \(token)\r\n\r\n"))
         #expect(eventually { proxy.streams()?.queued == 1 }, "the transfer waits for a connection")
         close(leaving)
         // Another round trip through the loop: the close has been seen by then.
@@ -92,7 +92,7 @@ import Glibc
         let held = try HeldUpstream(heldAnswer: "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 60\r\nContent-Type: application/json\r\n"
             + "Content-Length: 33\r\n\r\n{\"error\":{\"code\":\"rate_limited\"}}")
         defer { held.stop() }
-        let proxy = try Attack17bProxyProcess(upstreamPort: held.upstream.port, environment: [
+        let proxy = try ProxyProcess(upstreamPort: held.upstream.port, environment: [
             "PIXXEL_PROXY_UPSTREAM_MAX_CONNECTIONS": "2", "PIXXEL_PROXY_UPSTREAM_TIMEOUT_SECONDS": "10",
         ])
         defer { proxy.stop() }
@@ -115,8 +115,8 @@ import Glibc
 
     /// An upstream for the budget scenarios: `/v0/big` starts an endless download (fed while the
     /// proxy reads), job lists on `held-*` wait for `release`, anything else a small 200.
-    static func budgetUpstream(_ released: Attack17bFlag) throws -> Attack17Upstream {
-        try Attack17Upstream { connection, upstream in
+    static func budgetUpstream(_ released: Flag) throws -> ScriptedUpstream {
+        try ScriptedUpstream { connection, upstream in
             while let head = connection.readHead() {
                 upstream.record(head: head)
                 let line = head.components(separatedBy: "\r\n").first ?? ""
@@ -148,18 +148,18 @@ import Glibc
     /// budget for a connection, a pass-through request waiting for a stream slot; the
     /// download's client leaves.
     @Test func aTransferQueuedInTheBudgetBehindAJobListDoesNotCrashTheProxy() throws {
-        let released = Attack17bFlag()
+        let released = Flag()
         let upstream = try Self.budgetUpstream(released)
         defer {
             released.set()
             upstream.stop()
         }
-        let proxy = try Attack17bProxyProcess(upstreamPort: upstream.port, environment: [
+        let proxy = try ProxyProcess(upstreamPort: upstream.port, environment: [
             "PIXXEL_PROXY_UPSTREAM_MAX_CONNECTIONS": "2", "PIXXEL_PROXY_UPSTREAM_TIMEOUT_SECONDS": "10",
         ])
         defer { proxy.stop() }
         let port = proxy.port, token = proxy.readToken
-        let download = try Attack17BudgetTests.openStalledDownload(port: port, target: "/v0/big", token: token)
+        let download = try TransferSchedulingTests.openStalledDownload(port: port, target: "/v0/big", token: token)
         #expect(eventually { proxy.streams()?.running == 1 })
         let inFlight = BackgroundCall { try? RawHTTPClient.request(port: port, target: "/v0/workflows/held-1/jobs", headers: [("Authorization", token)]) }
         #expect(eventually { upstream.heads.count == 2 }, "both connections busy")
@@ -184,19 +184,19 @@ import Glibc
     /// lets the job list try, queues in the budget behind it and is dropped). Were it not
     /// dropped, it would still go first, and the job list wait behind every queued download.
     @Test func withOneConnectionAJobListTakesItsTurnBetweenDownloads() throws {
-        let released = Attack17bFlag()
+        let released = Flag()
         released.set()
         let upstream = try Self.budgetUpstream(released)
         defer { upstream.stop() }
-        let proxy = try Attack17bProxyProcess(upstreamPort: upstream.port, environment: [
+        let proxy = try ProxyProcess(upstreamPort: upstream.port, environment: [
             "PIXXEL_PROXY_UPSTREAM_MAX_CONNECTIONS": "1", "PIXXEL_PROXY_UPSTREAM_TIMEOUT_SECONDS": "4",
         ])
         defer { proxy.stop() }
         let port = proxy.port, token = proxy.readToken
-        let first = try Attack17BudgetTests.openStalledDownload(port: port, target: "/v0/big", token: token)
+        let first = try TransferSchedulingTests.openStalledDownload(port: port, target: "/v0/big", token: token)
         #expect(eventually { proxy.streams()?.running == 1 })
         let list = BackgroundCall { try? RawHTTPClient.request(port: port, target: "/v0/workflows/held-1/jobs", headers: [("Authorization", token)]) }
-        let second = try Attack17BudgetTests.openStalledDownload(port: port, target: "/v0/big", token: token)
+        let second = try TransferSchedulingTests.openStalledDownload(port: port, target: "/v0/big", token: token)
         defer { close(second) }
         #expect(eventually { proxy.streams()?.queued == 1 }, "the second download waits")
         close(first)

@@ -6,8 +6,8 @@ import Testing
 import Glibc
 #endif
 
-/// Second review of issue 17's fixes: streamed answers and socket reads.
-@Suite struct Attack17bFramingTests {
+/// An upstream's early answer to an upload is recorded with the status the client got.
+@Suite struct EarlyAnswerRecordingTests {
     /// An upstream that answers an upload early (413 here, before reading the body), whole:
     /// the client gets that 413, but the proxy records a 499 "client closed request". The
     /// relay's `complete()` calls `response.finish()`, whose `finishStreamed`
@@ -15,7 +15,7 @@ import Glibc
     /// `onEnd` ends the relay with `.clientGone` before `complete()` reports `.relayed`, so the
     /// access line and the request metrics count a 499 (and no upstream status), not the 413 sent.
     @Test func anEarlyAnswerToAnUploadIsRecordedWithItsStatus() async throws {
-        let upstream = try Attack17Upstream { connection, _ in
+        let upstream = try ScriptedUpstream { connection, _ in
             guard connection.readHead() != nil else { return }
             connection.send("HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"early\":true}  ")
             _ = connection.drainUntilClosed(seconds: fakePeerHoldSeconds)
@@ -24,10 +24,10 @@ import Glibc
         let proxy = try ProxyHarness(upstreamURL: upstream.url)
         let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 10)
         defer { close(fd) }
-        #expect(Attack17.send(fd, "PUT /v0/uploads/early HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.writeToken)\r\nX-Request-Id: early-413\r\n"
+        #expect(RawSocket.send(fd, "PUT /v0/uploads/early HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.writeToken)\r\nX-Request-Id: early-413\r\n"
             + "Content-Length: 10000000\r\n\r\n" + String(repeating: "u", count: 1000)))
-        let (reply, closed) = Attack17.readUntilClosed(fd, seconds: awaitedSeconds)
-        let answer = try #require(Attack17FramingTests.wireAnswers(reply).first)
+        let (reply, closed) = RawSocket.readUntilClosed(fd, seconds: awaitedSeconds)
+        let answer = try #require(PassThroughFramingTests.wireAnswers(reply).first)
         #expect(answer.status == 413 && answer.complete && closed)
         #expect(eventually { proxy.logs.all.contains { $0.contains("early-413") && $0.contains("PUT /v0/* ") } })
         let line = proxy.logs.all.first { $0.contains("early-413") && $0.contains("PUT /v0/* ") } ?? ""
@@ -36,9 +36,9 @@ import Glibc
     }
 }
 
-/// Second review of issue 17: keep-alive after streamed answers.
-@Suite struct Attack17bKeepAliveTests {
-    /// What held: on one keep-alive connection, a 3 MiB streamed download (more than the output
+/// Keep-alive after streamed answers: each pipelined request gets its own answer.
+@Suite struct StreamedKeepAliveTests {
+    /// On one keep-alive connection, a 3 MiB streamed download (more than the output
     /// high-water mark), a chunked one, a 304 and a HEAD, then a pass-through read, pipelined
     /// in one write (HTTP/1.1), and an HTTP/1.0 keep-alive client's download then a second
     /// request: every answer whole and in order.
@@ -46,7 +46,7 @@ import Glibc
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
-        let job = try Attack17BudgetTests.firstJob(sim, proxy)
+        let job = try TransferSchedulingTests.firstJob(sim, proxy)
         let base = "/v0/workflows/\(sim.workflowIDs[0])/jobs/\(job)/download"
         let etag = try #require(try proxy.request("HEAD", base + "?size=10", token: proxy.readToken).header("ETag"))
         let auth = "Authorization: \(proxy.readToken)\r\n"
@@ -55,26 +55,26 @@ import Glibc
             + "GET \(base)?size=10 HTTP/1.1\r\nHost: h\r\n\(auth)If-None-Match: \(etag)\r\n\r\n"
             + "HEAD \(base)?size=10 HTTP/1.1\r\nHost: h\r\n\(auth)\r\n"
             + "GET /v0/projects HTTP/1.1\r\nHost: h\r\n\(auth)Connection: close\r\n\r\n"
-        let answers = Attack17FramingTests.wireAnswers(try RawHTTPClient.exchange(port: proxy.port, bytes: Array(bytes.utf8)), bodiless: [3])
+        let answers = PassThroughFramingTests.wireAnswers(try RawHTTPClient.exchange(port: proxy.port, bytes: Array(bytes.utf8)), bodiless: [3])
         #expect(answers.map(\.status) == [200, 200, 304, 200, 200], "\(answers.map(\.status))")
         #expect(answers.count == 5 && answers[0].body.count == 3 << 20 && answers[1].body.count == 100_000 && answers.allSatisfy(\.complete))
         #expect(answers.last?.text.contains("projects") == true)
         let old = "GET \(base)?size=200000 HTTP/1.0\r\n\(auth)Connection: keep-alive\r\n\r\nGET /v0/projects HTTP/1.0\r\n\(auth)\r\n"
-        let oldAnswers = Attack17FramingTests.wireAnswers(try RawHTTPClient.exchange(port: proxy.port, bytes: Array(old.utf8)))
+        let oldAnswers = PassThroughFramingTests.wireAnswers(try RawHTTPClient.exchange(port: proxy.port, bytes: Array(old.utf8)))
         #expect(oldAnswers.map(\.status) == [200, 200] && oldAnswers.first?.body.count == 200_000, "\(oldAnswers.map(\.status))")
         await proxy.stop()
     }
 }
 
-/// Second review of issue 17: a drain (SIGTERM) while streamed transfers run and wait.
-@Suite struct Attack17bDrainTests {
-    /// What held: SIGTERM while a download runs (and another transfer waits for a connection):
+/// A drain (SIGTERM) while streamed transfers run and wait ends them and exits cleanly.
+@Suite struct DrainDuringTransferTests {
+    /// SIGTERM while a download runs (and another transfer waits for a connection):
     /// the process stops within `listen.drain_seconds` with status 0, and the client sees the
     /// download broken, never whole.
     @Test func aDrainDuringADownloadBreaksItAndExitsCleanly() throws {
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }
-        let proxy = try Attack17bProxyProcess(upstreamPort: simPort, environment: [
+        let proxy = try ProxyProcess(upstreamPort: simPort, environment: [
             "PIXXEL_PROXY_LISTEN_DRAIN_SECONDS": "1", "PIXXEL_PROXY_UPSTREAM_MAX_CONNECTIONS": "2",
         ])
         defer { proxy.stop() }
@@ -86,7 +86,7 @@ import Glibc
             try StreamingHTTPClient.download(port: port, target: target, headers: [("Authorization", token)], bytesPerSecond: 1 << 20)
         }
         #expect(eventually { sim.stats.downloadsStarted == 1 })
-        let waiting = try Attack17BudgetTests.openStalledDownload(port: port, target: target, token: token)
+        let waiting = try TransferSchedulingTests.openStalledDownload(port: port, target: target, token: token)
         defer { close(waiting) }
         #expect(eventually { proxy.streams()?.queued == 1 })
         let started = Date()

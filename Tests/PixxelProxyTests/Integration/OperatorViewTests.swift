@@ -3,8 +3,10 @@ import PixxelSim
 @testable import ProxyServer
 import Testing
 
-/// Attack 15: the operator's view (`GET /admin/`, `/admin/stats`, `pixxel-proxy status`).
-@Suite struct Attack15StatusTests {
+/// The operator's view (`GET /admin/`, `/admin/stats`, `pixxel-proxy status`) shows only what
+/// happened: refused requests write nothing, odd figures and hostile text cannot drive the
+/// terminal, and the stats are never stored by a cache.
+@Suite struct OperatorViewTests {
     /// The busiest-workflows table, once full (a long-running proxy has seen 512 workflows),
     /// resets a newcomer to 1 and evicts the quietest: two workflows that become busy at the
     /// same time (a client polling two jobs in turn) evict each other on every request and

@@ -8,15 +8,16 @@ import Testing
 import Glibc
 #endif
 
-/// Issue 17 under attack: streamed transfers against the connection allowance and the budget.
-@Suite struct Attack17BudgetTests {
+/// Streamed transfers share the upstream connections fairly: no client starves another, the
+/// cached routes keep a connection, and a waiting transfer gets one when a buffered call ends.
+@Suite struct TransferSchedulingTests {
     /// Sends a download request and reads nothing: the proxy fills its buffers and holds the
     /// transfer (and its upstream connection) until the socket closes.
     static func openStalledDownload(port: UInt16, target: String, token: String) throws -> Int32 {
         let fd = try RawHTTPClient.connect(port: port, timeoutSeconds: 10)
         var size: Int32 = 4096
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        _ = Attack17.send(fd, "GET \(target) HTTP/1.1\r\nHost: h\r\nAuthorization: \(token)\r\n\r\n")
+        _ = RawSocket.send(fd, "GET \(target) HTTP/1.1\r\nHost: h\r\nAuthorization: \(token)\r\n\r\n")
         return fd
     }
 
@@ -113,13 +114,13 @@ import Glibc
         await proxy.stop()
     }
 
-    /// What held: many concurrent pass-through transfers never open more than
+    /// Many concurrent pass-through transfers never open more than
     /// `upstream.max_connections` upstream connections, and leave one to the buffered calls.
     @Test func streamedTransfersStayWithinMaxConnections() async throws {
         // Counted from the request's arrival to just before its answer: a connection the proxy
         // opens next can only arrive after that answer, so the count is exact.
         let waiting = Mutex<(now: Int, most: Int)>((0, 0))
-        let upstream = try Attack17Upstream { connection, _ in
+        let upstream = try ScriptedUpstream { connection, _ in
             guard connection.readHead() != nil else { return }
             waiting.withLock { $0.now += 1; $0.most = max($0.most, $0.now) }
             usleep(300_000)
@@ -137,10 +138,10 @@ import Glibc
     }
 }
 
-/// What held: streamed transfers spend the one budget.
-@Suite struct Attack17StreamBudgetTests {
+/// Streamed transfers spend the one budget, at its door.
+@Suite struct TransferBudgetTests {
     @Test func streamedTransfersRespectRequestsPerSecond() async throws {
-        let upstream = try Attack17Upstream { connection, upstream in
+        let upstream = try ScriptedUpstream { connection, upstream in
             guard let head = connection.readHead() else { return }
             upstream.record(head: head)
             connection.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")

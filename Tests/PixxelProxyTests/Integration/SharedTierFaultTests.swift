@@ -7,9 +7,10 @@ import Testing
 import Glibc
 #endif
 
-/// Attacks on the shared tier on Redis (issue 14): two real instances, a real Redis of the
-/// test's own (`SharedTierTests.Pair`), careless operators and hostile Redis content.
-@Suite(.serialized, .needs(.redisServer)) struct Attack14SharedTests {
+/// The shared tier under faults: two real instances and a real Redis of the test's own
+/// (`SharedTierTests.Pair`), with refused subscriptions, purges while Redis is away, odd key
+/// prefixes, pauses and marks from Redis that must be bounded, and lease timers that must stop.
+@Suite(.serialized, .needs(.redisServer)) struct SharedTierFaultTests {
     typealias Pair = SharedTierTests.Pair
 
     static func detailTarget(_ pair: Pair, _ job: String) -> String { "/v0/workflows/\(pair.sim.workflowIDs[0])/jobs/\(job)" }

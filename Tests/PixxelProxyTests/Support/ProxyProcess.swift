@@ -7,7 +7,7 @@ import Glibc
 
 /// A `pixxel-proxy serve` process of its own (a crash there must not take the test process with
 /// it), with a reader and an admin token.
-final class Attack17bProxyProcess: @unchecked Sendable {
+final class ProxyProcess: @unchecked Sendable {
     let process: ChildProcess
     let port: UInt16
     let readToken: String
@@ -39,7 +39,7 @@ final class Attack17bProxyProcess: @unchecked Sendable {
 
     private let exited = Mutex(false)
     /// Set once the test has waited for the process itself.
-    let stopped = Attack17bFlag()
+    let stopped = Flag()
 
     /// Whether the process has exited (without waiting; it is reaped then).
     var hasExited: Bool {
@@ -65,7 +65,7 @@ final class Attack17bProxyProcess: @unchecked Sendable {
 }
 
 /// A flag one thread sets and others poll.
-final class Attack17bFlag: Sendable {
+final class Flag: Sendable {
     private let value = Mutex(false)
     var isSet: Bool { value.withLock { $0 } }
     func set() { value.withLock { $0 = true } }

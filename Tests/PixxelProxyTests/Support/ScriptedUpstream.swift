@@ -8,7 +8,7 @@ import Glibc
 /// An upstream on 127.0.0.1 scripted per connection: the script gets the connection, reads
 /// what it wants and writes what it wants, byte for byte (interim answers, stalls, early
 /// answers, broken framing). Counts connections accepted, open and closed by the peer.
-final class Attack17Upstream: @unchecked Sendable {
+final class ScriptedUpstream: @unchecked Sendable {
     final class Connection: @unchecked Sendable {
         let fd: Int32
         let index: Int
@@ -64,10 +64,10 @@ final class Attack17Upstream: @unchecked Sendable {
     private let listener: Int32
     private let state = Mutex<(accepted: Int, open: Int, maxOpen: Int, closedByPeer: Int, heads: [String], fds: [Int32], stopped: Bool)>(
         (0, 0, 0, 0, [], [], false))
-    private let script: @Sendable (Connection, Attack17Upstream) -> Void
+    private let script: @Sendable (Connection, ScriptedUpstream) -> Void
 
     /// `script` runs on a thread of its own for each connection; the connection is closed after it returns.
-    init(script: @escaping @Sendable (Connection, Attack17Upstream) -> Void) throws {
+    init(script: @escaping @Sendable (Connection, ScriptedUpstream) -> Void) throws {
         self.script = script
         (listener, port) = try listenOnLoopback()
         Thread { [self] in acceptLoop() }.start()
@@ -118,7 +118,7 @@ final class Attack17Upstream: @unchecked Sendable {
     }
 }
 
-enum Attack17 {
+enum RawSocket {
     /// Reads from `fd` until the peer closes or `seconds` pass; returns the bytes and whether it closed.
     static func readUntilClosed(_ fd: Int32, seconds: Double) -> (bytes: [UInt8], closed: Bool) {
         var out: [UInt8] = []
