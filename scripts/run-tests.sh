@@ -10,18 +10,24 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 status=0
-"$SWIFT" test --skip-build --skip "$solo" 2>&1 | tee -a "$log" || status=1
-"$SWIFT" test --skip-build --filter "$solo" 2>&1 | tee -a "$log" || status=1
+counts=()
+for run in skip filter; do
+    before=$(wc -l < "$log")
+    "$SWIFT" test --skip-build --$run "$solo" 2>&1 | tee -a "$log" || status=1
+    # Swift Testing's summary of the run: "Test run with N tests in M suites passed after ...".
+    counts+=("$(tail -n +"$((before + 1))" "$log" | grep -Eo 'Test run with [0-9]+ tests?' | awk '{ sum += $4 } END { print sum + 0 }')")
+done
 
-# Swift Testing's summary of each run: "Test run with N tests in M suites passed after ..." or
-# "... failed after ... with K issues"; a failed test is one "✘ Test name() failed after" line.
-ran=$(grep -Eo 'Test run with [0-9]+ tests?' "$log" | awk '{ sum += $4 } END { print sum + 0 }')
+ran=$((counts[0] + counts[1]))
+# A failed test is one "✘ Test name() failed after" line. A skipped suite is one "Suite X
+# skipped" line and its tests are not counted in the summary: each such suite counts as one.
 failed=$(grep -Ec '✘ Test [^ ]+ failed after' "$log" || true)
-skipped=$(grep -Ec 'Test [^ ]+ skipped' "$log" || true)
-if [ -z "$ran" ] || [ "$ran" -eq 0 ]; then
-    echo "make test: no test ran" >&2
+skipped_tests=$(grep -Ec ' Test [^ ]+ skipped' "$log" || true)
+skipped_suites=$(grep -Ec ' Suite [^ ]+ skipped' "$log" || true)
+if [ "${counts[0]}" -eq 0 ] || [ "${counts[1]}" -eq 0 ]; then
+    echo "make test: a run of swift test ran no test (${counts[0]} and ${counts[1]})" >&2
     exit 1
 fi
 [ "$status" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1   # a crash leaves no ✘ line
-echo "make test: $((ran - failed - skipped)) passed, $failed failed, $skipped skipped"
+echo "make test: $((ran - failed - skipped_tests)) passed, $failed failed, $((skipped_tests + skipped_suites)) skipped"
 exit "$status"

@@ -399,8 +399,25 @@ public final class ResponseCache {
     public func writeThrough(workflowID: String, body: [UInt8], headers: HTTPHeaders, now: Double, landed: @escaping () -> Void) {
         loop.assertOnLoop()
         guard let detail = JobDetailDocument(body: body) else { return landed() }
-        let key = CacheKey.detail(workflowID: workflowID, jobID: detail.job.id)
-        let answer = CachedAnswer(document: .detail(detail), headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]),
+        writeThrough(CacheKey.detail(workflowID: workflowID, jobID: detail.job.id), detail: detail,
+                     headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]), now: now, landed: landed)
+    }
+
+    /// A job another instance created, as it stored the detail in the shared tier: taken in as
+    /// if created here (the detail, the list held here, the recent writes a later list fetch
+    /// merges), whether or not this instance held either before. Waiting for this instance to
+    /// hold the list first would lose the job from every list the creating instance did not hold.
+    public func takeInWrittenJob(_ key: CacheKey, record: DiskRecord, now: Double) {
+        loop.assertOnLoop()
+        guard case .detail = key, let detail = JobDetailDocument(body: record.body),
+              CacheKey.detail(workflow: key.workflow, job: PercentEncoding.segment(detail.job.id)) == key else { return }
+        // A version held here that is newer than the one announced stays (never back in time).
+        if let held = memory.peek(key)?.updatedAt, let announced = record.updatedAt, held > announced { return }
+        writeThrough(key, detail: detail, headers: CachedAnswer.headers(fromLines: record.headers), now: now) {}
+    }
+
+    private func writeThrough(_ key: CacheKey, detail: JobDetailDocument, headers: HTTPHeaders, now: Double, landed: @escaping () -> Void) {
+        let answer = CachedAnswer(document: .detail(detail), headers: headers,
                                   storedAt: now, lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
         memory.set(key, answer, cost: answer.cost)
         counters.writeThroughs += 1

@@ -178,7 +178,9 @@ extension ProxyServer {
     func shareWriteThrough(workflowID: String, body: [UInt8]) {
         guard shared != nil, let detail = JobDetailDocument(body: body) else { return }
         let detailKey = CacheKey.detail(workflowID: workflowID, jobID: detail.job.id)
-        if let answer = cache.memory.peek(detailKey) { share(detailKey, answer, releasingLease: false) }
+        // Announced as written: every instance adds the job to the list it holds, including one
+        // this instance does not hold (yet), which is the list a client of the other reads.
+        if let answer = cache.memory.peek(detailKey) { share(detailKey, answer, releasingLease: false, written: true) }
         let listKey = CacheKey.list(workflow: detailKey.workflow)
         if let list = cache.memory.peek(listKey) { share(listKey, list, releasingLease: false, written: true) }
     }
@@ -248,10 +250,15 @@ extension ProxyServer {
         case .stored(let diskKey), .written(let diskKey):
             shared.wakeWaiters(diskKey)
             let written = if case .written = message { true } else { false }
-            guard let key = CacheKey(diskKey: diskKey), key.job == nil || cache.memory.peek(key) != nil else { return }
+            // A written detail is a job created through another instance: taken in whether held
+            // here or not. Any other detail only matters here when held here.
+            guard let key = CacheKey(diskKey: diskKey), key.job == nil || written || cache.memory.peek(key) != nil else { return }
             shared.tier.countInvalidationReceived()
             shared.tier.load(diskKey: diskKey, workflowID: key.workflow, jobID: key.job) { [self] read in
                 switch read {
+                case .found(let record) where written && key.job != nil:
+                    guard Self.isPlausiblyConfirmed(record, now: clock()) else { return }
+                    cache.takeInWrittenJob(key, record: record, now: clock())
                 case .found(let record):
                     guard written || !cache.holdsCurrent(key, validatedAt: record.validatedAt),
                           Self.isPlausiblyConfirmed(record, now: clock()) else { return }

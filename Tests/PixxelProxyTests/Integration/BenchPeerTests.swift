@@ -23,7 +23,9 @@ import Glibc
             .replacingOccurrences(of: "@TOKEN@", with: "bench-token").replacingOccurrences(of: "@API_KEY@", with: ProxyHarness.apiKey))
         let check = try runProcess(nginx, ["-t", "-p", directory.path, "-c", configuration, "-e", directory.path + "/error.log"])
         #expect(check.status == 0, "\(check.output)")
-        let server = try ChildProcess(nginx, ["-p", directory.path, "-c", configuration, "-e", directory.path + "/error.log"],
+        // One process (no master and worker): the kill below then leaves nothing behind.
+        let server = try ChildProcess(nginx, ["-p", directory.path, "-c", configuration, "-e", directory.path + "/error.log",
+                                              "-g", "master_process off;"],
                                       environment: [:], stdout: .null, stderr: .null)
         defer {
             server.signal(SIGKILL)

@@ -11,14 +11,14 @@ import Glibc
 /// loaded) `build-deb.sh` itself refuses to package without. The package is installed,
 /// upgraded, removed and purged in a throwaway root (`dpkg --root`, maintainer scripts run
 /// with DPKG_ROOT so they leave this machine alone) and its unit verified.
-@Suite(.needs(.dpkgDeb, .dpkgShlibdeps, .systemdAnalyze, .lintian), .needsRoot) struct DebianPackageTests {
+@Suite(.needs(.dpkgDeb, .dpkgShlibdeps, .systemdAnalyze), .needsRoot) struct DebianPackageTests {
     func run(_ tool: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
         try runProcess(tool, arguments, environment: ProcessInfo.processInfo.environment.merging(environment) { $1 })
     }
 
     /// `make deb`'s script over the debug binary, into `directory`; the .deb's path.
     func buildPackage(in directory: TemporaryDirectory) throws -> String {
-        for tool in [RequiredTool.dpkgDeb, .dpkgShlibdeps, .systemdAnalyze, .lintian] { _ = try tool.require() }
+        for tool in [RequiredTool.dpkgDeb, .dpkgShlibdeps, .systemdAnalyze] { _ = try tool.require() }
         let build = try run("/bin/bash", [ShippedConfigTests.repository + "/deploy/build-deb.sh", "--fast",
                                           "--binary", builtExecutable("pixxel-proxy"), "--out", directory.path + "/out"])
         #expect(build.status == 0, "\(build.output)")
@@ -139,7 +139,7 @@ import Glibc
     /// Lintian over the package reports nothing beyond what `deploy/debian/lintian-overrides`
     /// explains. The debug binary's RUNPATH into the toolchain is suppressed: only this test's
     /// package has it, and `make deb` (the release binary) runs lintian without it.
-    @Test func lintianReportsNothingTheOverridesDoNotExplain() throws {
+    @Test(.needs(.lintian)) func lintianReportsNothingTheOverridesDoNotExplain() throws {
         let directory = TemporaryDirectory()
         let deb = try buildPackage(in: directory)
         let report = try run(try RequiredTool.lintian.require(), ["--fail-on", "error,warning", "--suppress-tags", "custom-library-search-path", deb])

@@ -5,7 +5,7 @@ import Testing
 /// Two `pixxel-proxy serve` processes over one simulator and one real Redis of the test's own:
 /// the shared cache tier, coalescing across instances, one budget, invalidation, the pause,
 /// and Redis dying and coming back (issue 14).
-@Suite(.serialized, .needs(.redisServer)) struct SharedTierTests {
+@Suite(.serialized) struct SharedTierTests {
     /// Two instances sharing a Redis. Each has its own cache directory; they share the clients file.
     final class Pair: @unchecked Sendable {
         let redis: RedisProcess
@@ -68,7 +68,7 @@ import Testing
 
     static func detailTarget(_ sim: SimServer, _ job: String) -> String { "/v0/workflows/\(sim.workflowIDs[0])/jobs/\(job)" }
 
-    @Test func aDetailFetchedThroughAIsAHitOnBWithNoUpstreamCall() throws {
+    @Test(.needs(.redisServer)) func aDetailFetchedThroughAIsAHitOnBWithNoUpstreamCall() throws {
         let pair = try Pair()
         defer { pair.stop() }
         let job = try #require(Self.jobs(pair).first?["id"] as? String)
@@ -88,7 +88,7 @@ import Testing
         #expect(try pair.get(pair.portB, Self.detailTarget(pair.sim, job)).header("Cache-Status")?.hasPrefix("pixxel-proxy; hit") == true)
     }
 
-    @Test func fortyConcurrentMissesSpreadOverBothInstancesCostOneUpstreamCall() throws {
+    @Test(.needs(.redisServer)) func fortyConcurrentMissesSpreadOverBothInstancesCostOneUpstreamCall() throws {
         let pair = try Pair { $0.faults.latencyMilliseconds = 400 }
         defer { pair.stop() }
         let job = try #require(Self.jobs(pair).first?["id"] as? String)
@@ -101,7 +101,7 @@ import Testing
         #expect(pair.count(pair.portA, "lease_waits") + pair.count(pair.portB, "lease_waits") >= 1)
     }
 
-    @Test func aBudgetSharedByBothInstancesHoldsUnderLoad() throws {
+    @Test(.needs(.redisServer)) func aBudgetSharedByBothInstancesHoldsUnderLoad() throws {
         let pair = try Pair(environment: ["PIXXEL_PROXY_UPSTREAM_REQUESTS_PER_SECOND": "4", "PIXXEL_PROXY_UPSTREAM_BURST": "2"])
         defer { pair.stop() }
         let jobs = try Self.jobs(pair).compactMap { $0["id"] as? String }.prefix(16)
@@ -122,7 +122,7 @@ import Testing
         #expect(pair.count(pair.portA, "budget_tokens_from_redis") + pair.count(pair.portB, "budget_tokens_from_redis") == jobs.count)
     }
 
-    @Test func aListThroughAThatInvalidatesADetailStopsBFromServingIt() throws {
+    @Test(.needs(.redisServer)) func aListThroughAThatInvalidatesADetailStopsBFromServingIt() throws {
         let pair = try Pair(environment: ["PIXXEL_PROXY_CACHE_TTL_ACTIVE_JOB_SECONDS": "600"]) {
             $0.pendingSeconds = 0
             $0.runningSeconds = 10_000
@@ -149,7 +149,7 @@ import Testing
         #expect(pair.count(pair.portB, "invalidations_received") >= 1)
     }
 
-    @Test func aJobCreatedThroughAIsInTheListBHolds() throws {
+    @Test(.needs(.redisServer)) func aJobCreatedThroughAIsInTheListBHolds() throws {
         let pair = try Pair(environment: ["PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS": "600"])
         defer { pair.stop() }
         let target = "/v0/workflows/\(pair.sim.workflowIDs[0])/jobs"
@@ -168,7 +168,7 @@ import Testing
         #expect(pair.sim.stats.total == callsAfterPost)
     }
 
-    @Test func aRetryAfterSeenByAPausesB() throws {
+    @Test(.needs(.redisServer)) func aRetryAfterSeenByAPausesB() throws {
         let pair = try Pair(environment: ["PIXXEL_PROXY_UPSTREAM_TIMEOUT_SECONDS": "5"])
         defer { pair.stop() }
         let jobs = try Self.jobs(pair).compactMap { $0["id"] as? String }
@@ -189,7 +189,7 @@ import Testing
         #expect(pair.sim.stats.total == callsBefore + 1, "B made no upstream call during A's pause")
     }
 
-    @Test func aLeaderThatDiesLetsItsLeaseExpireAndOneWaiterTakesOver() throws {
+    @Test(.needs(.redisServer)) func aLeaderThatDiesLetsItsLeaseExpireAndOneWaiterTakesOver() throws {
         let pair = try Pair()
         defer { pair.stop() }
         let job = try #require(Self.jobs(pair).first?["id"] as? String)
@@ -203,7 +203,7 @@ import Testing
         #expect(pair.count(pair.portA, "lease_takeovers") + pair.count(pair.portB, "lease_takeovers") == 1)
     }
 
-    @Test func aClientAskingForRevalidationNeverGetsAnAnswerFetchedBeforeItAsked() throws {
+    @Test(.needs(.redisServer)) func aClientAskingForRevalidationNeverGetsAnAnswerFetchedBeforeItAsked() throws {
         let pair = try Pair()
         defer { pair.stop() }
         let job = try #require(Self.jobs(pair).first?["id"] as? String)
@@ -220,7 +220,7 @@ import Testing
         #expect(pair.sim.stats.total == callsBefore + 1, "revalidated upstream")
     }
 
-    @Test func redisKilledMidLoadLeavesBothServingOnTheirShareAndTheyRejoinWhenItIsBack() throws {
+    @Test(.needs(.redisServer)) func redisKilledMidLoadLeavesBothServingOnTheirShareAndTheyRejoinWhenItIsBack() throws {
         let pair = try Pair(environment: ["PIXXEL_PROXY_UPSTREAM_REQUESTS_PER_SECOND": "4", "PIXXEL_PROXY_UPSTREAM_BURST": "2",
                                           "PIXXEL_PROXY_SHARED_INSTANCES": "2"])
         defer { pair.stop() }
@@ -252,7 +252,7 @@ import Testing
         #expect(try pair.get(pair.portB, Self.detailTarget(pair.sim, jobs[13])).header("Cache-Status")?.contains("detail=shared") == true)
     }
 
-    @Test func whatRedisHoldsCannotCrashOrMisleadAnInstance() throws {
+    @Test(.needs(.redisServer)) func whatRedisHoldsCannotCrashOrMisleadAnInstance() throws {
         let pair = try Pair()
         defer { pair.stop() }
         let jobs = try Self.jobs(pair).compactMap { $0["id"] as? String }
@@ -299,7 +299,7 @@ import Testing
         #expect(bad.status == 78 && bad.stderr.contains("shared.redis_url") && !bad.stderr.contains("hunter2"))
     }
 
-    @Test func aPasswordProtectedRedisIsJoinedAndAWrongPasswordLeavesTheInstanceServingAlone() throws {
+    @Test(.needs(.redisServer)) func aPasswordProtectedRedisIsJoinedAndAWrongPasswordLeavesTheInstanceServingAlone() throws {
         let redis = try RedisProcess(arguments: ["--requirepass", "right-password"])
         defer { redis.stop() }
         let (sim, simPort) = try startSimulator()

@@ -160,6 +160,9 @@ import Glibc
         #expect(grants.count == passed && upstream.heads.count == passed, "\(grants.count) grants, \(upstream.heads.count) requests, \(passed) answers")
         let violations = budgetWindowViolations(grants, rate: 2, burst: 2)
         #expect(violations.isEmpty, "\(violations.prefix(5))")
+        // The starts as the upstream saw them, with 0.9 of a token's time of slack.
+        let startViolations = budgetWindowViolations(upstream.headInstants, rate: 2, burst: 2, slackSeconds: 0.9 / 2)
+        #expect(startViolations.isEmpty, "\(startViolations.prefix(5))")
         await proxy.stop()
     }
 }

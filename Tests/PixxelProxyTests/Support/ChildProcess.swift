@@ -56,6 +56,10 @@ final class ChildProcess: @unchecked Sendable {
         case nil:
             break
         }
+        // Nothing else the test process holds reaches the child: tests run side by side, and a
+        // long-lived child (a Redis, a proxy) holding a copy of another test's socket keeps that
+        // connection open after the test closes it.
+        _ = Self.addCloseFrom?(&actions, 3)
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
@@ -74,6 +78,13 @@ final class ChildProcess: @unchecked Sendable {
         standardOutput = outRead.map { FileHandle(fileDescriptor: $0, closeOnDealloc: true) }
         standardError = errRead.map { FileHandle(fileDescriptor: $0, closeOnDealloc: true) }
     }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), which Swift's Glibc
+    /// module does not declare (it needs _GNU_SOURCE).
+    private static let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
 
     func signal(_ number: Int32) { kill(processIdentifier, number) }
     func terminate() { signal(SIGTERM) }

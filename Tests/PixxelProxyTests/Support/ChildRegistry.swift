@@ -55,6 +55,11 @@ final class ChildRegistry: Sendable {
     private func installHandlers() {
         atexit { ChildRegistry.shared.killAll() }
         for signal in Self.fatalSignals {
+            // A signal this process ignores (SIGHUP under nohup) stays ignored.
+            var current: sigaction = .init()
+            sigaction(signal, nil, &current)
+            if current.sa_flags & SA_SIGINFO == 0, let handler = current.__sigaction_handler.sa_handler,
+               unsafeBitCast(handler, to: Int.self) == 1 /* SIG_IGN */ { continue }
             var action: sigaction = .init()
             action.__sigaction_handler.sa_sigaction = { number, _, _ in
                 ChildRegistry.shared.killAll()

@@ -47,6 +47,8 @@ final class ProxyProcess: @unchecked Sendable {
             if !done {
                 var status: Int32 = 0
                 done = waitpid(process.processIdentifier, &status, WNOHANG) == process.processIdentifier
+                // Reaped: the pid may be reused, so the registry must not kill it at exit.
+                if done { ChildRegistry.shared.remove(process.processIdentifier) }
             }
             return done
         }

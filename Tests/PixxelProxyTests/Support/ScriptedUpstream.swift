@@ -78,9 +78,15 @@ final class ScriptedUpstream: @unchecked Sendable {
     var maxOpen: Int { state.withLock { $0.maxOpen } }
     var closedByPeer: Int { state.withLock { $0.closedByPeer } }
     var heads: [String] { state.withLock { $0.heads } }
+    /// When each recorded head arrived (monotonic seconds), in order.
+    var headInstants: [Double] { headTimes.withLock { $0 } }
+    private let headTimes = Mutex<[Double]>([])
     var url: String { "http://127.0.0.1:\(port)" }
 
-    func record(head: String) { state.withLock { $0.heads.append(head) } }
+    func record(head: String) {
+        headTimes.withLock { $0.append(Double(DispatchTime.now().uptimeNanoseconds) / 1e9) }
+        state.withLock { $0.heads.append(head) }
+    }
     func notePeerClosed() { state.withLock { $0.closedByPeer += 1 } }
 
     func stop() {
