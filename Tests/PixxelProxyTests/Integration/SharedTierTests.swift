@@ -12,10 +12,12 @@ import Testing
         let sim: SimServer
         let simPort: UInt16
         let token: String
-        let a: ChildProcess, portA: UInt16
+        private(set) var a: ChildProcess, portA: UInt16
         let b: ChildProcess, portB: UInt16
+        private let clients: String
+        private let sharedEnvironment: [String: String]
         let logA = LogSink(), logB = LogSink()
-        private let directories = [TemporaryDirectory(), TemporaryDirectory()]
+        private var directories = [TemporaryDirectory(), TemporaryDirectory()]
 
         init(environment: [String: String] = [:], configure: (inout SimOptions) -> Void = { _ in }) throws {
             redis = try RedisProcess()
@@ -23,9 +25,11 @@ import Testing
             self.sim = sim
             self.simPort = simPort
             let clients = directories[0].path + "/clients"
+            self.clients = clients
             token = try ProcessTests.run(["token", "add", "ci", "--scopes", "read,write,admin", "--clients-file", clients]).stdout
                 .trimmingCharacters(in: .whitespacesAndNewlines)
             let shared = ["PIXXEL_PROXY_SHARED_REDIS_URL": redis.url, "PIXXEL_PROXY_SHARED_TIMEOUT_MS": "500"].merging(environment) { $1 }
+            sharedEnvironment = shared
             (a, portA) = try ProcessTests.startServe(simPort: simPort, clients: clients, directory: directories[0], extraEnvironment: shared,
                                                      log: logA)
             (b, portB) = try ProcessTests.startServe(simPort: simPort, clients: clients, directory: directories[1], extraEnvironment: shared,
@@ -34,6 +38,16 @@ import Testing
                 stop()
                 throw RawHTTPError(description: "the instances did not join Redis: \(logA.all.joined()) \(logB.all.joined())")
             }
+        }
+
+        /// A's process ended and a new one started on an empty cache directory: it holds nothing.
+        func restartAEmpty() throws {
+            a.terminate()
+            a.waitUntilExit()
+            directories.append(TemporaryDirectory())
+            (a, portA) = try ProcessTests.startServe(simPort: simPort, clients: clients, directory: directories[directories.count - 1],
+                                                     extraEnvironment: sharedEnvironment, log: logA)
+            guard eventually({ state(portA) == "up" }) else { throw RawHTTPError(description: "A did not join Redis again") }
         }
 
         func get(_ port: UInt16, _ target: String, headers: [(String, String)] = []) throws -> RawResponse {
@@ -161,6 +175,27 @@ import Testing
         let id = try #require(created.json?["id"] as? String)
         let callsAfterPost = pair.sim.stats.total
         // B's cached list gets the job from A's write-through, without an upstream call.
+        #expect(eventually {
+            let list = try? pair.get(pair.portB, target)
+            return (list?.json?["jobs"] as? [[String: Any]])?.contains { $0["id"] as? String == id } == true
+        })
+        #expect(pair.sim.stats.total == callsAfterPost)
+    }
+
+    /// The creating instance need not hold the list: A, started after B cached it, has never
+    /// seen it, and the job still reaches B's list without an upstream call.
+    @Test(.needs(.redisServer)) func aJobCreatedThroughAnInstanceThatNeverHeldTheListIsInTheListTheOtherHolds() throws {
+        let pair = try Pair(environment: ["PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS": "600"])
+        defer { pair.stop() }
+        let target = "/v0/workflows/\(pair.sim.workflowIDs[0])/jobs"
+        #expect(try pair.get(pair.portB, target).status == 200)
+        try pair.restartAEmpty()
+        #expect(try pair.get(pair.portB, target).header("Cache-Status")?.hasPrefix("pixxel-proxy; hit") == true)
+        let created = try RawHTTPClient.request(port: pair.portA, method: "POST", target: target + "?project_id=p",
+                                                headers: [("Authorization", pair.token)])
+        #expect(created.status == 200 || created.status == 201, "\(created.status) \(created.text)")
+        let id = try #require(created.json?["id"] as? String)
+        let callsAfterPost = pair.sim.stats.total
         #expect(eventually {
             let list = try? pair.get(pair.portB, target)
             return (list?.json?["jobs"] as? [[String: Any]])?.contains { $0["id"] as? String == id } == true
