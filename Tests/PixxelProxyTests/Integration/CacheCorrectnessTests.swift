@@ -45,7 +45,9 @@ import Testing
     static func proxy(_ documents: Documents, clock: ManualClock? = nil, directory: String? = nil,
                       configure: @escaping (inout ProxySettings) -> Void = { _ in }) throws -> ProxyHarness {
         try ProxyHarness(upstreamURL: "http://127.0.0.1:\(documents.recorder.port)", clock: clock) {
-            $0.upstreamTimeoutSeconds = 2
+            // No call here is meant to time out; the call timer runs on real time even with a
+            // manual clock, so a short timeout would fail a slow machine's calls.
+            $0.upstreamTimeoutSeconds = awaitedSeconds
             $0.activeJobTTLSeconds = 10
             $0.jobListTTLSeconds = 5
             if let directory { $0.cacheDirectory = directory }

@@ -27,11 +27,13 @@ import Glibc
     }
 
     @Test func readinessFailsDuringDrainOnAnOpenConnection() async throws {
-        let (sim, simPort) = try startSimulator { $0.faults.latencyMilliseconds = 3000 }
+        // The slow request's 8 s upstream is the window in which the test starts the drain and
+        // reads /readyz on its open connection (milliseconds each).
+        let (sim, simPort) = try startSimulator { $0.faults.latencyMilliseconds = 8000 }
         defer { sim.stop() }
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
         // A keep-alive connection opened before the drain.
-        let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 10)
+        let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 30)
         defer { close(fd) }
         func exchange(_ target: String) throws -> RawResponse {
             let request = Array("GET \(target) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
@@ -61,10 +63,11 @@ import Glibc
     /// A request that began before the drain is answered with `Connection: close`, and its
     /// keep-alive connection closes after it: the client sends nothing more here.
     @Test func answersFinishedDuringTheDrainCloseTheirConnection() async throws {
-        let (sim, simPort) = try startSimulator { $0.faults.latencyMilliseconds = 1500 }
+        // The 6 s upstream is the window in which the test starts the drain (milliseconds).
+        let (sim, simPort) = try startSimulator { $0.faults.latencyMilliseconds = 6000 }
         defer { sim.stop() }
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
-        let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 10)
+        let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 30)
         defer { close(fd) }
         let workflow = sim.workflowIDs[0]
         let request = Array("GET /v0/workflows/\(workflow)/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: \(proxy.readToken)\r\n\r\n".utf8)

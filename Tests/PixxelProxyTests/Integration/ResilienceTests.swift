@@ -61,7 +61,9 @@ import Testing
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") {
             $0.upstreamRequestsPerSecond = 0.1
             $0.upstreamBurst = 1
-            $0.upstreamTimeoutSeconds = 0.5
+            // Ends hung calls; a call that answers takes milliseconds, and 2 s of real time is its
+            // margin on a loaded machine.
+            $0.upstreamTimeoutSeconds = 2
         }
         let workflow = sim.workflowIDs[0]
         #expect(try proxy.get("/v0/workflows/\(workflow)/jobs", token: proxy.readToken).status == 200)
@@ -79,7 +81,9 @@ import Testing
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: clock) {
             $0.staleWhileRevalidateSeconds = 30
             $0.jobListTTLSeconds = 15
-            $0.upstreamTimeoutSeconds = 0.5
+            // Ends hung calls; a call that answers takes milliseconds, and 2 s of real time is its
+            // margin on a loaded machine.
+            $0.upstreamTimeoutSeconds = 2
         }
         let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
         _ = try proxy.get(list, token: proxy.readToken)
@@ -109,7 +113,9 @@ import Testing
         let clock = ManualClock()
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: clock) {
             $0.staleIfErrorSeconds = 3600
-            $0.upstreamTimeoutSeconds = 0.5
+            // Ends hung calls; a call that answers takes milliseconds, and 2 s of real time is its
+            // margin on a loaded machine.
+            $0.upstreamTimeoutSeconds = 2
         }
         let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
         let original = try proxy.get(list, token: proxy.readToken)

@@ -83,8 +83,8 @@ import Testing
         let driver = ShippedConfigTests.repository + "/Tests/StatusPageBrowser/chromium.mjs"
         let script = directory.file("pasted-token.mjs", """
         import { Chromium } from \(String(reflecting: URL(fileURLWithPath: driver).absoluteString));
-        const deadline = Date.now() + 20000;
         const browser = await Chromium.launch({ executable: \(String(reflecting: try RequiredTool.chromium.require())) });
+        const deadline = Date.now() + \(Int(awaitedSeconds * 1000));
         let report = { ok: false };
         try {
           const page = await browser.openPage();

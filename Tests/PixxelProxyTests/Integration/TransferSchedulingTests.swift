@@ -72,7 +72,9 @@ import Glibc
         defer { sim.stop() }
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") {
             $0.upstreamMaxConnections = 2
-            $0.upstreamTimeoutSeconds = 3
+            // A list starved of a connection would get a 504 after 30 s; one that gets the kept
+            // connection answers in milliseconds.
+            $0.upstreamTimeoutSeconds = 30
         }
         let job = try Self.firstJob(sim, proxy)
         let fd = try Self.openStalledDownload(port: proxy.port, target: "/v0/workflows/\(sim.workflowIDs[0])/jobs/\(job)/download?size=\(1 << 30)",
@@ -123,7 +125,12 @@ import Glibc
         let upstream = try ScriptedUpstream { connection, _ in
             guard connection.readHead() != nil else { return }
             waiting.withLock { $0.now += 1; $0.most = max($0.most, $0.now) }
-            usleep(300_000)
+            // Held until a second transfer is here too (or 5 s have passed): the allowance is
+            // then reached whatever the machine's speed, and a third one arriving meanwhile
+            // would be counted.
+            let heldSince = Date()
+            while waiting.withLock({ $0.now }) < 2 && Date().timeIntervalSince(heldSince) < 5 { usleep(10_000) }
+            usleep(50_000)
             waiting.withLock { $0.now -= 1 }
             connection.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
         }

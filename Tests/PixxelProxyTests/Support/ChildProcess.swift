@@ -86,6 +86,13 @@ final class ChildProcess: @unchecked Sendable {
         return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
     }()
 
+    /// A child its test never waited for (the test threw or returned early) ends with it.
+    deinit {
+        guard !exited else { return }
+        kill(processIdentifier, SIGKILL)
+        waitUntilExit()
+    }
+
     func signal(_ number: Int32) { kill(processIdentifier, number) }
     func terminate() { signal(SIGTERM) }
     func interrupt() { signal(SIGINT) }

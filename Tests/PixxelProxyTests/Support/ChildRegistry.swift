@@ -12,7 +12,7 @@ import Glibc
 /// The pids live in a fixed table that the signal handler reads without a lock: a handler may
 /// only call async-signal-safe functions, and `kill` is one, a mutex is not.
 final class ChildRegistry: Sendable {
-    static let shared = ChildRegistry(handlesExitAndSignals: true)
+    static let shared = ChildRegistry()
 
     /// Children alive at once in one test run stay far below this; a child that finds no free
     /// slot is still killed by the test that started it, just not on a crash.
@@ -24,15 +24,20 @@ final class ChildRegistry: Sendable {
     nonisolated(unsafe) private let table: UnsafeMutablePointer<pid_t>
     private let writers = Mutex(())
 
-    /// `handlesExitAndSignals: false` is for a test of the registry itself, whose `killAll` must
-    /// not reach the children of the tests running beside it.
-    init(handlesExitAndSignals: Bool) {
+    /// A registry of its own is for a test of the registry itself, whose `killAll` must not
+    /// reach the children of the tests running beside it; only `shared` is killed at exit.
+    init() {
         table = .allocate(capacity: Self.capacity)
         table.initialize(repeating: 0, count: Self.capacity)
-        if handlesExitAndSignals { installHandlers() }
     }
 
+    /// The exit and signal handlers, installed once `shared` exists: a handler reads `shared`,
+    /// and a signal arriving while `shared` was still being made would wait on its lazy
+    /// initialisation for ever.
+    private static let handlersInstalled: Void = shared.installHandlers()
+
     func add(_ pid: pid_t) {
+        if self === Self.shared { Self.handlersInstalled }
         writers.withLock { _ in
             if let slot = (0..<Self.capacity).first(where: { table[$0] == 0 }) { table[slot] = pid }
         }

@@ -12,12 +12,34 @@ import Glibc
         #expect(ChildRegistry.shared.alive.contains(child.processIdentifier))
         // The exit path, on a registry of this test's own: the shared one's killAll would end
         // the children of the tests running beside this one.
-        let registry = ChildRegistry(handlesExitAndSignals: false)
+        let registry = ChildRegistry()
         registry.add(child.processIdentifier)
         registry.killAll()
         child.waitUntilExit()
         #expect(child.terminationReason == .uncaughtSignal && child.terminationStatus == SIGKILL)
         #expect(!ChildRegistry.shared.alive.contains(child.processIdentifier), "a reaped child leaves the registry")
+    }
+
+    /// The crash path end to end: a test process that traps with a child alive (a Swift trap,
+    /// which ends the process without running atexit) leaves no child behind.
+    @Test func aChildDoesNotOutliveATestProcessThatTraps() async throws {
+        let directory = TemporaryDirectory()
+        let pidFile: String = directory.path + "/child.pid"
+        await #expect(processExitsWith: .failure) { [pidFile = pidFile as String] in
+            let child = try ChildProcess("/bin/sleep", ["600"], environment: [:], stdout: .null, stderr: .null)
+            try "\(child.processIdentifier)".write(toFile: pidFile, atomically: true, encoding: .utf8)
+            fatalError("a trap with a child alive")
+        }
+        let pid = try #require(pid_t(try String(contentsOfFile: pidFile, encoding: .utf8)))
+        // Killed: gone, or a zombie until whoever inherited it reaps it. Alive, it would sleep.
+        func state() -> Character? {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return nil }
+            return stat[stat.index(close, offsetBy: 2)]
+        }
+        let gone = eventually { state() == nil || state() == "Z" }
+        if !gone { kill(pid, SIGKILL) }
+        #expect(gone, "the child of a process that trapped still runs (state \(state().map(String.init) ?? "-"))")
     }
 
     @Test(arguments: ChildRegistry.fatalSignals)
