@@ -8,6 +8,35 @@ public enum PercentEncoding {
         encode(id.utf8) { isUnreserved($0) }
     }
 
+    /// Whether `text` is what `segment` makes of some non-empty id: unreserved bytes as they
+    /// are, every other byte as `%XX` in upper-case hex, and the bytes UTF-8. An id read from
+    /// outside in encoded form (a key in Redis) that is not canonical names nothing a request
+    /// or a purge could reach.
+    public static func isCanonicalSegment(_ text: String) -> Bool {
+        var decoded: [UInt8] = []
+        var bytes = text.utf8.makeIterator()
+        while let byte = bytes.next() {
+            if isUnreserved(byte) {
+                decoded.append(byte)
+                continue
+            }
+            guard byte == UInt8(ascii: "%"), let high = bytes.next().flatMap(upperHexValue),
+                  let low = bytes.next().flatMap(upperHexValue) else { return false }
+            let value = high << 4 | low
+            guard !isUnreserved(value) else { return false }
+            decoded.append(value)
+        }
+        return !decoded.isEmpty && String(validating: decoded, as: UTF8.self) != nil
+    }
+
+    private static func upperHexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case 0x30...0x39: byte - 0x30
+        case 0x41...0x46: byte - 0x41 + 10
+        default: nil
+        }
+    }
+
     /// `bytes` with every byte that `keep` refuses written as `%XX`.
     public static func encode<C: Collection>(_ bytes: C, keep: (UInt8) -> Bool) -> String where C.Element == UInt8 {
         var out = ""

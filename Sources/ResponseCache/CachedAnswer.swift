@@ -181,13 +181,26 @@ public final class CachedAnswer {
     }
 
     /// Headers from the `Name:value` lines a record keeps (the disk tier's and the shared tier's).
+    /// A line that could not have come from a parsed answer (a name that is not a token, a CR,
+    /// LF or NUL anywhere: what Redis holds is anyone's to write) is dropped, so it never reaches
+    /// the wire, where it could split an answer.
     static func headers(fromLines lines: [String]) -> HTTPHeaders {
         var headers = HTTPHeaders()
         for line in lines {
-            guard let colon = line.firstIndex(of: ":") else { continue }
+            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex,
+                  line[..<colon].utf8.allSatisfy(Self.isTokenByte),
+                  !line.utf8.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) else { continue }
             headers.add(String(line[..<colon]), String(line[line.index(after: colon)...]))
         }
         return headers
+    }
+
+    /// RFC 9110's `tchar`.
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        default: "!#$%&'*+-.^_`|~".utf8.contains(byte)
+        }
     }
 
     /// The entry as the disk tier (and the shared tier) keeps it.

@@ -27,6 +27,8 @@ struct RecentWrites {
 
     mutating func remember(_ detail: JobDetailDocument, workflow: String, at now: Double) {
         prune(now: now)
+        // One write per job (the latest): the same creation announced again takes no more room.
+        writes.removeAll { $0.workflow == workflow && $0.jobID == detail.job.id }
         if writes.count >= Self.maxWrites { writes.removeFirst(writes.count - Self.maxWrites + 1) }
         writes.append(Write(workflow: workflow, jobID: detail.job.id, detail: detail, at: now))
     }

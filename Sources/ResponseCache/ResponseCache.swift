@@ -52,8 +52,8 @@ public final class ResponseCache {
     /// memory what the purge removed.
     private var purgeEpoch = 0
     /// Jobs created through the proxy lately: a list answer that crossed a creation gets the
-    /// job added (found by the soak: a list fetched before the POST, landing after it, replaced
-    /// the list the POST had been written into, and the creator's next read lacked its job).
+    /// job added. A list fetched before the POST and landing after it would otherwise replace
+    /// the list the POST was written into, and the creator's next read would lack its job.
     private var recentWrites = RecentWrites()
 
     /// What the cache counted since start, for `/admin/stats` and `/metrics`.
@@ -78,6 +78,8 @@ public final class ResponseCache {
         /// Expired details renewed by a list fetch instead of a call of their own.
         public var listRevalidations = 0
         public var writeThroughs = 0
+        /// Jobs created through another instance and taken in from the shared tier.
+        public var writtenJobsTakenIn = 0
     }
 
     public init(loop: EventLoop, memoryBudgetBytes: Int, disk: DiskStore?, policy: FreshnessPolicy, maxWaitersPerFlight: Int) {
@@ -204,10 +206,10 @@ public final class ResponseCache {
     /// its list showed (kept in `newestListed`); `completion` runs on the loop.
     private func readDisk(_ key: CacheKey, completion: @escaping (DiskRecord?) -> Void) {
         guard let disk else { return completion(nil) }
-        let onLoop = LoopBound { [self] (record: DiskRecord?, listed: Double?) in
+        let onLoop = LoopBound({ [self] (record: DiskRecord?, listed: Double?) in
             if let listed { noteListed(key, listed) }
             completion(record)
-        }
+        }, loop: loop)
         guard case .detail(let workflow, let job) = key else {
             return disk.load(key.diskKey) { [loop] record in loop.execute { onLoop.value(record, nil) } }
         }
@@ -310,8 +312,8 @@ public final class ResponseCache {
         // showed, so that no client is shown a version that a crash could make it forget.
         applyToMemory(sightings, workflow: workflow)
         let publish = { [self] in
-            // Merged when published, not before the disk transaction: a POST answered in
-            // between is in the list too (found by review: it was lost to the earlier merge).
+            // Merged when published, not before the disk transaction, so that a POST answered in
+            // between is in the list too.
             let answer = withRecentWrites(CachedAnswer(document: .list(list), headers: headers, storedAt: now, lifetime: policy.jobListSeconds),
                                           key: key, since: requestedAt, now: now)
             memory.set(key, answer, cost: answer.cost)
@@ -319,7 +321,7 @@ public final class ResponseCache {
             landed(.stored(answer))
         }
         guard let disk else { return publish() }
-        let onLoop = LoopBound(publish)
+        let onLoop = LoopBound(publish, loop: loop)
         disk.applyListSightings(workflowID: workflow, sightings) { [loop] in
             loop.execute { onLoop.value() }
         }
@@ -399,25 +401,8 @@ public final class ResponseCache {
     public func writeThrough(workflowID: String, body: [UInt8], headers: HTTPHeaders, now: Double, landed: @escaping () -> Void) {
         loop.assertOnLoop()
         guard let detail = JobDetailDocument(body: body) else { return landed() }
-        writeThrough(CacheKey.detail(workflowID: workflowID, jobID: detail.job.id), detail: detail,
-                     headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]), now: now, landed: landed)
-    }
-
-    /// A job another instance created, as it stored the detail in the shared tier: taken in as
-    /// if created here (the detail, the list held here, the recent writes a later list fetch
-    /// merges), whether or not this instance held either before. Waiting for this instance to
-    /// hold the list first would lose the job from every list the creating instance did not hold.
-    public func takeInWrittenJob(_ key: CacheKey, record: DiskRecord, now: Double) {
-        loop.assertOnLoop()
-        guard case .detail = key, let detail = JobDetailDocument(body: record.body),
-              CacheKey.detail(workflow: key.workflow, job: PercentEncoding.segment(detail.job.id)) == key else { return }
-        // A version held here that is newer than the one announced stays (never back in time).
-        if let held = memory.peek(key)?.updatedAt, let announced = record.updatedAt, held > announced { return }
-        writeThrough(key, detail: detail, headers: CachedAnswer.headers(fromLines: record.headers), now: now) {}
-    }
-
-    private func writeThrough(_ key: CacheKey, detail: JobDetailDocument, headers: HTTPHeaders, now: Double, landed: @escaping () -> Void) {
-        let answer = CachedAnswer(document: .detail(detail), headers: headers,
+        let key = CacheKey.detail(workflowID: workflowID, jobID: detail.job.id)
+        let answer = CachedAnswer(document: .detail(detail), headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]),
                                   storedAt: now, lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
         memory.set(key, answer, cost: answer.cost)
         counters.writeThroughs += 1
@@ -430,8 +415,8 @@ public final class ResponseCache {
             records.append(replaceList(cached, with: updated, key: listKey, save: false))
         }
         guard let disk else { return landed() }
-        let remaining = LoopBound(Counter(records.count))
-        let onLoop = LoopBound(landed)
+        let remaining = LoopBound(Counter(records.count), loop: loop)
+        let onLoop = LoopBound(landed, loop: loop)
         for record in records {
             disk.save(record, durable: true) { [loop] in
                 loop.execute {
@@ -441,6 +426,43 @@ public final class ResponseCache {
             }
         }
     }
+
+    /// How many purges this cache has done: a read begun before a purge (of Redis, of the disk)
+    /// must not put back what the purge removed, so its result is taken only if this is unchanged.
+    public var purgeGeneration: Int { purgeEpoch }
+
+    /// A job another instance created and announced as written (it stored the detail in the
+    /// shared tier). It is stored here by the rules any answer is stored by (`adopt`: never
+    /// older than a version a list, the disk or a cached copy showed; headers cleaned), then
+    /// added to the list held here, unless that list was confirmed after the creation (it is
+    /// the upstream's word), and remembered, so that a list fetched across the creation gets
+    /// it. The creating instance need not hold the list: waiting for that lost the job from
+    /// every list it did not hold.
+    ///
+    /// Only a creation confirmed within `RecentWrites.keepSeconds` counts (a replayed or forged
+    /// message about an old entry adds nothing); the key must be canonical and name the job and
+    /// the workflow the body holds; a purge since `purgeGeneration` was read wins.
+    public func takeInWrittenJob(_ key: CacheKey, record: DiskRecord, now: Double, purgeGeneration generation: Int) {
+        loop.assertOnLoop()
+        guard case .detail(let workflow, let job) = key, PercentEncoding.isCanonicalSegment(workflow),
+              PercentEncoding.isCanonicalSegment(job), record.body.count <= Self.maxWrittenJobBytes,
+              now - record.validatedAt <= RecentWrites.keepSeconds, generation == purgeEpoch,
+              let detail = JobDetailDocument(body: record.body), PercentEncoding.segment(detail.job.id) == job,
+              (detail.object["workflow_id"] as? String).map({ PercentEncoding.segment($0) == workflow }) ?? true else { return }
+        adopt(key, record: record) { [self] result in
+            guard case .stored = result, generation == purgeEpoch else { return }
+            let listKey = CacheKey.list(workflow: workflow)
+            if let cached = memory.peek(listKey), cached.validatedAt < record.validatedAt, case .list(let list) = cached.document,
+               list.index(of: detail.job.id) == nil, let updated = Self.adding(detail, to: list) {
+                replaceList(cached, with: updated, key: listKey)
+            }
+            recentWrites.remember(detail, workflow: workflow, at: record.validatedAt)
+            counters.writtenJobsTakenIn += 1
+        }
+    }
+
+    /// A job document is a few KiB; a larger "job" announced by another instance is not one.
+    static let maxWrittenJobBytes = 256 << 10
 
     final class Counter {
         var count: Int
@@ -585,7 +607,7 @@ public final class ResponseCache {
             return false
         }
         guard let disk else { return completion(fromMemory, 0) }
-        let box = LoopBound(completion)
+        let box = LoopBound(completion, loop: loop)
         disk.purgeRoutes(pathPrefix: prefix) { [loop] fromDisk in
             loop.execute { box.value(fromMemory, fromDisk) }
         }
@@ -608,7 +630,7 @@ public final class ResponseCache {
             fromMemory = memory.removeAll { $0.workflow == workflow }
         }
         guard let disk else { return completion(fromMemory, 0) }
-        let box = LoopBound(completion)
+        let box = LoopBound(completion, loop: loop)
         disk.purge(workflowID: workflow, jobID: job) { [loop] fromDisk in
             loop.execute { box.value(fromMemory, fromDisk) }
         }

@@ -254,11 +254,12 @@ extension ProxyServer {
             // here or not. Any other detail only matters here when held here.
             guard let key = CacheKey(diskKey: diskKey), key.job == nil || written || cache.memory.peek(key) != nil else { return }
             shared.tier.countInvalidationReceived()
+            let purgeGeneration = cache.purgeGeneration
             shared.tier.load(diskKey: diskKey, workflowID: key.workflow, jobID: key.job) { [self] read in
                 switch read {
                 case .found(let record) where written && key.job != nil:
                     guard Self.isPlausiblyConfirmed(record, now: clock()) else { return }
-                    cache.takeInWrittenJob(key, record: record, now: clock())
+                    cache.takeInWrittenJob(key, record: record, now: clock(), purgeGeneration: purgeGeneration)
                 case .found(let record):
                     guard written || !cache.holdsCurrent(key, validatedAt: record.validatedAt),
                           Self.isPlausiblyConfirmed(record, now: clock()) else { return }

@@ -184,6 +184,33 @@ import Glibc
         #expect(second.status == 200, "still \(second.status) after the entry is gone: \(String(decoding: second.body, as: UTF8.self))")
     }
 
+    // MARK: A written job announced under another workflow's key
+
+    /// Anyone who can write to Redis can copy a job's entry under another workflow's key and
+    /// announce it as written: the job must not appear in that workflow's lists. A real creation
+    /// announced after it is the sync point (messages are taken in in order).
+    @Test func aJobAnnouncedAsWrittenUnderAnotherWorkflowIsNotAddedToItsList() throws {
+        let pair = try SharedTierTests.Pair(environment: ["PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS": "600"])
+        defer { pair.stop() }
+        let (home, other) = (pair.sim.workflowIDs[0], pair.sim.workflowIDs[1])
+        let otherList = "/v0/workflows/\(other)/jobs"
+        #expect(try pair.get(pair.portB, otherList).status == 200)
+        let job = try #require(SharedTierTests.jobs(pair).first?["id"] as? String)
+        #expect(try pair.get(pair.portA, SharedTierTests.detailTarget(pair.sim, job)).status == 200)
+        let entry = "pixxel-proxy:entry:detail/\(home)/\(job)"
+        #expect(eventually { (try? pair.redis.command(["EXISTS", entry])) == ":1" })
+        #expect(try pair.redis.command(["COPY", entry, "pixxel-proxy:entry:detail/\(other)/\(job)"]) == ":1")
+        try pair.redis.command(["PUBLISH", "pixxel-proxy:events", "x written detail/\(other)/\(job)"])
+        let created = try RawHTTPClient.request(port: pair.portA, method: "POST", target: otherList + "?project_id=p",
+                                                headers: [("Authorization", pair.token)])
+        let id = try #require(created.json?["id"] as? String)
+        func otherListIDs() -> [String] {
+            ((try? pair.get(pair.portB, otherList))?.json?["jobs"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+        }
+        #expect(eventually { otherListIDs().contains(id) }, "the real creation reached B's list")
+        #expect(!otherListIDs().contains(job), "a job of \(home) was added to \(other)'s list")
+    }
+
     // MARK: A lease timer overwritten without being cancelled
 
     /// `fetch(…, leased: true)` does `leaseTimers[diskKey] = holdLease(diskKey)` without
