@@ -53,7 +53,7 @@ let package = Package(
         .target(
             name: "ProxyServer",
             dependencies: [
-                "CLibevent", "EventHTTP", "Upstream", "ProxyConfig", "JobCache", "CacheInvalidation", "ResponseCache", "SharedTier",
+                "EventHTTP", "Upstream", "ProxyConfig", "JobCache", "CacheInvalidation", "ResponseCache", "SharedTier",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

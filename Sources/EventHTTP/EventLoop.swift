@@ -189,10 +189,22 @@ extension timeval {
     }
 }
 
-/// Carries a loop-only value (a completion, an exchange) through a disk queue back to the
-/// loop. Unchecked Sendable: the value is only ever touched on the loop thread, before it
-/// leaves and after it comes back through `EventLoop.execute`.
+/// Carries a loop-only value (a completion, an exchange) through another thread (a disk queue,
+/// a continuation) to its loop. It is Sendable only because the value is never touched off
+/// that loop: every read checks so in debug builds (as SwiftNIO's `NIOLoopBound`), and while
+/// the loop is not running (set-up and tear-down) any thread may read it. It may be made on
+/// another thread and handed over, as a value made before the loop's work is queued.
 public final class LoopBound<Value>: @unchecked Sendable {
-    public let value: Value
-    public init(_ value: Value) { self.value = value }
+    private let loop: EventLoop
+    private let stored: Value
+
+    public var value: Value {
+        loop.assertOnLoop()
+        return stored
+    }
+
+    public init(_ value: Value, loop: EventLoop) {
+        self.loop = loop
+        stored = value
+    }
 }

@@ -192,7 +192,7 @@ public final class StreamingClient {
 
     /// Not re-entered: taking a slot may close an idle connection, and a grant may release its
     /// slot at once (its client left, the budget refused it), both of which call back here; the
-    /// loop below goes on by itself (found by review: a nested grant emptied the list under it).
+    /// loop below goes on by itself (a nested grant would empty the list under it).
     private var granting = false
 
     /// A connection may be free: waiting transfers get them, fewest held first.
@@ -313,8 +313,8 @@ final class StreamRelay {
         bufferevent_enable(bufferEvent, Int16(EV_READ | EV_WRITE))
         writeHead(to: bufferevent_get_output(bufferEvent))
         // The request's deadline bounds the connect (nothing else bounds a silent SYN) and, for a
-        // request without a body, the answer's head (found by the soak: a pass-through answer
-        // came 5.2 s after its request with a 3 s timeout).
+        // request without a body, the answer's head: the time spent waiting for a connection
+        // and a token is not given a whole timeout again.
         armHeadTimer(after: max(secondsLeft, 0.001))
         if bufferevent_socket_connect_hostname(bufferEvent, loop.dns, AF_UNSPEC, client.host, Int32(client.port)) != 0 {
             return end(.failed(.unreachable("cannot connect to \(client.host):\(client.port)")))
@@ -375,7 +375,7 @@ final class StreamRelay {
         }
         if case .body = stage {
             // What arrived before the error still goes out; the answer then ends broken unless its
-            // own framing shows it whole (found by review: a reset after a whole answer broke it).
+            // own framing shows it whole (a reset after a whole answer leaves it whole).
             upstreamClosed = true
             upstreamFailedMidAnswer = true
             return pump()
@@ -397,7 +397,7 @@ final class StreamRelay {
             switch result {
             case .success: uploadFinished()
             // The answer came whole before the body was read: the rest is never read, and the
-            // answer's completion reports it (found by review: it was recorded as 499).
+            // answer's completion reports it with its status (this is not a client gone, 499).
             case .failure(.clientGone) where response?.isFinished == true: return
             case .failure(.clientGone): end(.clientGone)
             case .failure(let error):

@@ -279,9 +279,10 @@ public final class ProxyServer: @unchecked Sendable {
 
 extension ProxyServer {
     /// Runs `read` on the loop and waits for its value: for readers on other threads (tests,
-    /// drain logs). Never from the loop itself, which would wait for itself.
+    /// drain logs). On the loop, or once it has stopped (nothing else touches its state then),
+    /// `read` runs at once: waiting for a stopped loop would never end.
     func valueFromLoop<Value: Sendable>(_ read: @escaping @Sendable () -> Value) -> Value {
-        precondition(!loop.isOnLoopThread, "would wait for the loop on the loop itself")
+        if loop.isOnLoopOrNotRunning { return read() }
         let box = Mutex<Value?>(nil)
         let done = DispatchSemaphore(value: 0)
         loop.execute {

@@ -179,8 +179,8 @@ public final class UpstreamBudget {
         pausedUntil = until
         pauses += 1
         // Those already queued are judged as if they came now: a caller with stale data gets
-        // it at once, one whose deadline falls inside the pause its 429 at once (found by review:
-        // both waited out their whole timeout).
+        // it at once, one whose deadline falls inside the pause its 429 at once, rather than
+        // either waiting out its whole timeout.
         refuseThoseThePauseOutlasts(now: clock())
         scheduleWake()
     }

@@ -1,4 +1,4 @@
-import CLibevent
+import EventHTTP
 
 /// What a client may do.
 public struct Scopes: OptionSet, Sendable, Hashable, CustomStringConvertible {
@@ -97,21 +97,17 @@ public enum ClientsFile {
 public enum Token {
     /// A new random token (`pxp_` and 64 hex digits), from OpenSSL's CSPRNG.
     public static func generate() -> String {
-        var bytes = [UInt8](repeating: 0, count: 32)
-        precondition(pp_random_bytes(&bytes, Int32(bytes.count)) == 1, "OpenSSL RAND_bytes failed")
+        guard let bytes = OpenSSLCrypto.randomBytes(32) else { preconditionFailure("OpenSSL RAND_bytes failed") }
         return "pxp_" + bytes.map { String($0, radix: 16).leftPadded(2) }.joined()
     }
 
     public static func sha256(_ token: String) -> [UInt8] {
-        var digest = [UInt8](repeating: 0, count: 32)
-        let input = Array(token.utf8)
-        _ = input.withUnsafeBytes { pp_sha256($0.baseAddress, $0.count, &digest) }
-        return digest
+        OpenSSLCrypto.sha256(Array(token.utf8))
     }
 
     /// Equality of two 32-byte hashes in time independent of where they differ.
     static func hashesEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        a.count == b.count && pp_memcmp_constant_time(a, b, a.count) == 0
+        OpenSSLCrypto.constantTimeEqual(a, b)
     }
 }
 

@@ -90,8 +90,8 @@ extension ProxyServer {
     private func revalidateThroughList(_ exchange: Exchange, key: CacheKey, filters: JobListFilters, requestID: String) {
         let box = ExchangeBox(exchange)
         let listFlight = FlightKey(.list(workflow: key.workflow), revalidates: false)
-        // One deadline for the list call and the detail's own, if it needs one (found by review:
-        // the detail's call started a second full timeout).
+        // One deadline for the list call and the detail's own, if it needs one: the client
+        // waits at most one timeout, not one per call.
         let deadline = gateway.newDeadline()
         let join = cache.flights.join(listFlight) { [self] outcome in
             var exchange = box.exchange

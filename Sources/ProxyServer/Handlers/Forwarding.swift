@@ -23,10 +23,10 @@ extension ProxyServer {
             // back: a crash cannot lose the record of a job that was created, nor make a
             // restarted proxy serve a list without it.
             var waiting = 2
-            let answer = LoopBound { [self] in
+            let answer = LoopBound({ [self] in
                 waiting -= 1
                 if waiting == 0 { answerForwarded(result, exchangeBox) }
-            }
+            }, loop: loop)
             if case .success(let response) = result, (200..<300).contains(response.status), Self.isJSONObject(response.body) {
                 cache.writeThrough(workflowID: workflowID, body: response.body, headers: response.headers, now: clock(), landed: answer.value)
                 shareWriteThrough(workflowID: workflowID, body: response.body)

@@ -11,9 +11,9 @@ extension StatusReport {
         thread.start()
         defer { loop.stop() }
         // Made on this thread, used on the loop's: handed over once, never shared.
-        let tls = LoopBound(url.scheme == .https ? try TLSClientContext(caFile: nil) : nil)
+        let tls = LoopBound(url.scheme == .https ? try TLSClientContext(caFile: nil) : nil, loop: loop)
         let result: Result<ClientResponse, ClientError> = await withCheckedContinuation { continuation in
-            let resume = LoopBound { (result: Result<ClientResponse, ClientError>) in continuation.resume(returning: result) }
+            let resume = LoopBound({ (result: Result<ClientResponse, ClientError>) in continuation.resume(returning: result) }, loop: loop)
             loop.execute {
                 let client = HTTPClient(loop: loop, host: url.host, port: url.port, tls: tls.value,
                                         limits: ClientLimits(maxConnections: 1, timeoutSeconds: timeoutSeconds, maxResponseBytes: 8 << 20))

@@ -30,7 +30,12 @@ struct RequiredTool: Sendable, CustomStringConvertible {
     /// Set by `.ci/run`: a missing tool fails the run instead of skipping its tests.
     static var everyToolRequired: Bool { ProcessInfo.processInfo.environment["PIXXEL_TESTS_REQUIRE_ALL"] == "1" }
 
-    var path: String? { candidates.first { FileManager.default.isExecutableFile(atPath: $0) } }
+    /// Where it is: the usual places, then PATH (a node from nvm, a tool in /opt), as
+    /// `install-deps.sh` looks for it with `command -v`.
+    var path: String? {
+        let onPath = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { "\($0)/\(name)" }
+        return (candidates + onPath).first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
 
     var description: String { "\(name) (apt-get install \(package))" }
 
