@@ -201,14 +201,9 @@ import Glibc
         #expect(eventually { (try? pair.redis.command(["EXISTS", entry])) == ":1" })
         #expect(try pair.redis.command(["COPY", entry, "pixxel-proxy:entry:detail/\(other)/\(job)"]) == ":1")
         try pair.redis.command(["PUBLISH", "pixxel-proxy:events", "x written detail/\(other)/\(job)"])
-        let created = try RawHTTPClient.request(port: pair.portA, method: "POST", target: otherList + "?project_id=p",
-                                                headers: [("Authorization", pair.token)])
-        let id = try #require(created.json?["id"] as? String)
-        func otherListIDs() -> [String] {
-            ((try? pair.get(pair.portB, otherList))?.json?["jobs"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
-        }
-        #expect(eventually { otherListIDs().contains(id) }, "the real creation reached B's list")
-        #expect(!otherListIDs().contains(job), "a job of \(home) was added to \(other)'s list")
+        let id = try pair.createJob(through: pair.portA, list: otherList)
+        #expect(eventually { pair.listIDs(pair.portB, otherList).contains(id) }, "the real creation reached B's list")
+        #expect(!pair.listIDs(pair.portB, otherList).contains(job), "a job of \(home) was added to \(other)'s list")
     }
 
     // MARK: A lease timer overwritten without being cancelled

@@ -50,6 +50,21 @@ import Testing
             guard eventually({ state(portA) == "up" }) else { throw RawHTTPError(description: "A did not join Redis again") }
         }
 
+        /// Creates a job through `port` in the workflow of the list `target`; its id.
+        func createJob(through port: UInt16, list target: String) throws -> String {
+            let created = try RawHTTPClient.request(port: port, method: "POST", target: target + "?project_id=p",
+                                                    headers: [("Authorization", token)])
+            guard created.status == 200 || created.status == 201, let id = created.json?["id"] as? String else {
+                throw RawHTTPError(description: "the job was not created: \(created.status) \(created.text)")
+            }
+            return id
+        }
+
+        /// The ids the list `target` shows through `port` (none when it does not answer).
+        func listIDs(_ port: UInt16, _ target: String) -> [String] {
+            ((try? get(port, target))?.json?["jobs"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+        }
+
         func get(_ port: UInt16, _ target: String, headers: [(String, String)] = []) throws -> RawResponse {
             try RawHTTPClient.request(port: port, target: target, headers: [("Authorization", token)] + headers)
         }
@@ -169,16 +184,10 @@ import Testing
         let target = "/v0/workflows/\(pair.sim.workflowIDs[0])/jobs"
         #expect(try pair.get(pair.portB, target).status == 200)
         #expect(try pair.get(pair.portB, target).header("Cache-Status")?.hasPrefix("pixxel-proxy; hit") == true)
-        let created = try RawHTTPClient.request(port: pair.portA, method: "POST", target: target + "?project_id=p",
-                                                headers: [("Authorization", pair.token)])
-        #expect(created.status == 200 || created.status == 201, "\(created.status) \(created.text)")
-        let id = try #require(created.json?["id"] as? String)
+        let id = try pair.createJob(through: pair.portA, list: target)
         let callsAfterPost = pair.sim.stats.total
         // B's cached list gets the job from A's write-through, without an upstream call.
-        #expect(eventually {
-            let list = try? pair.get(pair.portB, target)
-            return (list?.json?["jobs"] as? [[String: Any]])?.contains { $0["id"] as? String == id } == true
-        })
+        #expect(eventually { pair.listIDs(pair.portB, target).contains(id) })
         #expect(pair.sim.stats.total == callsAfterPost)
     }
 
@@ -191,15 +200,9 @@ import Testing
         #expect(try pair.get(pair.portB, target).status == 200)
         try pair.restartAEmpty()
         #expect(try pair.get(pair.portB, target).header("Cache-Status")?.hasPrefix("pixxel-proxy; hit") == true)
-        let created = try RawHTTPClient.request(port: pair.portA, method: "POST", target: target + "?project_id=p",
-                                                headers: [("Authorization", pair.token)])
-        #expect(created.status == 200 || created.status == 201, "\(created.status) \(created.text)")
-        let id = try #require(created.json?["id"] as? String)
+        let id = try pair.createJob(through: pair.portA, list: target)
         let callsAfterPost = pair.sim.stats.total
-        #expect(eventually {
-            let list = try? pair.get(pair.portB, target)
-            return (list?.json?["jobs"] as? [[String: Any]])?.contains { $0["id"] as? String == id } == true
-        })
+        #expect(eventually { pair.listIDs(pair.portB, target).contains(id) })
         #expect(pair.sim.stats.total == callsAfterPost)
     }
 
