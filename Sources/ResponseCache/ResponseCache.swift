@@ -78,8 +78,6 @@ public final class ResponseCache {
         /// Expired details renewed by a list fetch instead of a call of their own.
         public var listRevalidations = 0
         public var writeThroughs = 0
-        /// Jobs created through another instance and taken in from the shared tier.
-        public var writtenJobsTakenIn = 0
     }
 
     public init(loop: EventLoop, memoryBudgetBytes: Int, disk: DiskStore?, policy: FreshnessPolicy, maxWaitersPerFlight: Int) {
@@ -457,7 +455,6 @@ public final class ResponseCache {
                 replaceList(cached, with: updated, key: listKey)
             }
             recentWrites.remember(detail, workflow: workflow, at: record.validatedAt)
-            counters.writtenJobsTakenIn += 1
         }
     }
 

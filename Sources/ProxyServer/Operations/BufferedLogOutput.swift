@@ -20,6 +20,10 @@ public final class BufferedLogOutput: Sendable {
 
     private let fd: Int32
     private let state = Mutex(State())
+    /// Held from taking a batch to having written it: batches reach `fd` in order, and a
+    /// `flush()` that returns has written everything appended before it (the writer thread's
+    /// batch included), which the flush at exit relies on.
+    private let writing = Mutex(())
     private let maxBufferedBytes: Int
     private let wake = DispatchSemaphore(value: 0)
     /// Local time to the second, as StreamLogHandler writes it.
@@ -88,8 +92,13 @@ public final class BufferedLogOutput: Sendable {
         append(line, urgent: level >= .warning)
     }
 
-    /// Writes out what is buffered (from any thread; also at exit).
+    /// Writes out what is buffered (from any thread; also at exit), after any batch another
+    /// thread is writing.
     public func flush() {
+        writing.withLock { _ in writeBatch() }
+    }
+
+    private func writeBatch() {
         let (batch, dropped) = state.withLock { state -> ([UInt8], Int) in
             defer {
                 state.buffer.removeAll(keepingCapacity: true)

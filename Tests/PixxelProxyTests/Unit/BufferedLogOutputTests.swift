@@ -50,8 +50,9 @@ import Glibc
             output.append(level: .info, label: "pixxel-proxy", fields: [("n", String(index))], source: "Test", message: "line")
         }
         output.flush()
-        // The writer thread, woken by the first drop, may have written a batch meanwhile: every
-        // line is either written or counted in a "dropped=N" note.
+        // The writer thread, woken by the first drop, may have taken a batch meanwhile; the
+        // flush returns only once that is written too, so every line is either written or
+        // counted in a "dropped=N" note.
         let lines = Self.drain(readEnd).split(separator: "\n").map(String.init)
         let kept = lines.filter { $0.contains("[Test] line") }.count
         let dropped = lines.compactMap { $0.firstMatch(of: #/dropped=(\d+) /#).flatMap { Int($0.output.1) } }.reduce(0, +)
