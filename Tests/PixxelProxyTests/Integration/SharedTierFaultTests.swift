@@ -235,6 +235,7 @@ import Glibc
         }
         // A revalidating read takes the lease; the lease is lost while its call runs; a plain
         // read of the same resource (another flight) takes the lease again.
+        let savesBefore = pair.count(pair.portA, "stores") + pair.count(pair.portA, "stores_refused")
         request([("Cache-Control", "no-cache")])
         #expect(eventually { (try? pair.redis.command(["EXISTS", lease])) == ":1" })
         #expect(try pair.redis.command(["DEL", lease]) == ":1")
@@ -244,7 +245,15 @@ import Glibc
         #expect(statuses.withLock { $0 } == [200, 200])
         faults.latencyMilliseconds = 0
         pair.sim.faults = faults
+        // Each flight ends with two scripts, its save and then its lease release, sent after
+        // its answer: the first release already empties the lease key, so the key alone does
+        // not say the second flight's scripts are through. Both saves answered means both
+        // releases are sent; A's heartbeat PING goes down the same connection after them, and
+        // four more PINGs (two instances, one a second each) include one of A's.
+        #expect(eventually { pair.count(pair.portA, "stores") + pair.count(pair.portA, "stores_refused") == savesBefore + 2 })
         #expect(eventually { (try? pair.redis.command(["EXISTS", lease])) == ":0" })
+        let pingsSettling = try Self.commandCalls(pair.redis, "ping")
+        #expect(eventually { ((try? Self.commandCalls(pair.redis, "ping")) ?? 0) >= pingsSettling + 4 })
         // Idle now. Both instances PING once a second: wait for several heartbeats, during
         // which an idle instance runs no script.
         let scriptsBefore = try Self.commandCalls(pair.redis, "evalsha")
