@@ -2,9 +2,9 @@
 import PackageDescription
 
 // Module layout (dependencies point down; see ARCHITECTURE in README.md):
-//   pixxel-proxy (CLI) -> ProxyServer -> ResponseCache -> Upstream -> EventHTTP -> CLibevent
+//   pixxel-proxy (CLI) -> ProxyServer -> ResponseCache -> SharedTier (Redis through hiredis) -> Upstream -> EventHTTP -> CLibevent
 //                                      (ResponseCache -> JobCache -> CacheInvalidation)
-//                                    -> SharedTier (Redis through hiredis) -> Upstream, JobCache
+//                                    -> Upstream (the cache fetches through a protocol of its own, which the server fills)
 //                      -> ProxyConfig (swift-configuration)
 //   pixxel-sim  (CLI) -> PixxelSim -> EventHTTP
 let package = Package(
@@ -39,9 +39,10 @@ let package = Package(
         // invalidation messages (hiredis on the proxy's own event loop).
         .target(name: "SharedTier", dependencies: ["CHiredis", "CLibevent", "EventHTTP", "Upstream", "JobCache"]),
         .target(name: "JobCache", dependencies: ["CSQLite", "CacheInvalidation"]),
-        // The cache of the job routes as one component: keys, entries, tiers, flights, freshness
-        // and invalidation. ProxyServer routes, authorizes and forwards around it.
-        .target(name: "ResponseCache", dependencies: ["EventHTTP", "Upstream", "JobCache", "CacheInvalidation"]),
+        // The cache of the job routes as one component: keys, entries, tiers (the shared one
+        // too), flights, freshness, invalidation and a request's whole journey through them.
+        // ProxyServer routes, authorizes and answers around it.
+        .target(name: "ResponseCache", dependencies: ["EventHTTP", "SharedTier", "JobCache", "CacheInvalidation"]),
         .target(
             name: "ProxyConfig",
             dependencies: [

@@ -504,11 +504,11 @@ public struct HeadRefusal: Sendable {
 }
 
 /// The body of an answer: bytes to copy, or bytes to send by reference.
-enum ResponseBody {
+public enum ResponseBody {
     case bytes([UInt8])
     case shared(SharedBytes)
 
-    var count: Int {
+    public var count: Int {
         switch self {
         case .bytes(let bytes): bytes.count
         case .shared(let shared): shared.count

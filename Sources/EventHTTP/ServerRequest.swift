@@ -64,10 +64,13 @@ public final class ServerRequest {
              headContentLength: headContentLength)
     }
 
-    /// Sends an answer whose header lines are prepared (`Name: value\r\n` each, without
-    /// `Content-Length` or `Connection`; `Date` too unless `addDate` is false), with a body sent by reference: the hit path.
-    public func respond(status: Int, headerLines: [UInt8], body: SharedBytes, addDate: Bool = true) {
-        send(status: status, reason: nil, headerLines: headerLines, addDate: addDate, body: .shared(body), close: false)
+    /// Sends an answer whose header lines are made (`Name: value\r\n` each, without
+    /// `Content-Length` or `Connection`; `Date` too unless `addDate` is false). A `.shared`
+    /// body is sent by reference. `close`: the connection ends after this answer.
+    public func respond(status: Int, headerLines: [UInt8], addDate: Bool, body: ResponseBody, close: Bool = false,
+                        headContentLength: HeadContentLength = .ofBody) {
+        send(status: status, reason: nil, headerLines: headerLines, addDate: addDate, body: body, close: close,
+             headContentLength: headContentLength)
     }
 
     /// Starts an answer whose body follows through the returned stream (nil when the client

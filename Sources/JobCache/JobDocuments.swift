@@ -148,7 +148,13 @@ public struct JobDetailDocument: Sendable {
     public let job: JobSummary
 
     public init?(body: [UInt8]) {
-        guard let object = Self.parse(body), let job = JobSummary(object) else { return nil }
+        guard let object = Self.parse(body) else { return nil }
+        self.init(body: body, object: object)
+    }
+
+    /// The document of `body`, already decoded into `object`.
+    init?(body: [UInt8], object: [String: Any]) {
+        guard let job = JobSummary(object) else { return nil }
         self.body = body
         self.job = job
     }
@@ -161,6 +167,24 @@ public struct JobDetailDocument: Sendable {
     private static func parse(_ body: [UInt8]) -> [String: Any]? {
         (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any]
     }
+}
+
+/// An upstream answer body decoded once: whether it is a JSON object, and the job document it
+/// holds. Whoever needs the answer's content (the check, the cache's write-through, the
+/// shared tier, the audit) takes this value, not the bytes, so nothing decodes them again.
+public struct DecodedAnswerBody {
+    /// The top-level JSON object (nil: the body is not one).
+    public let object: [String: Any]?
+    /// The job, when the object is a Pixxel job document.
+    public let job: JobDetailDocument?
+
+    public init(_ body: [UInt8]) {
+        let first = body.first { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }
+        object = first == UInt8(ascii: "{") ? (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] : nil
+        job = object.flatMap { JobDetailDocument(body: body, object: $0) }
+    }
+
+    public var isJSONObject: Bool { object != nil }
 }
 
 /// Finds byte ranges in a JSON document without building it: enough structure to locate the

@@ -25,13 +25,8 @@ public final class ProxyServer: @unchecked Sendable {
     var httpServer: HTTPServer?
     let upstream: UpstreamClient
     var authenticator: Authenticator
+    /// The cache of the job routes: `serve` is a cached route's whole journey.
     let cache: ResponseCache
-    /// While a flight lands: how long its upstream call took (for every waiter's access line).
-    var landingUpstreamDuration: Duration?
-    /// `cache.routes` resources whose answer was over `maxCachedRouteBytes`, until when.
-    var tooLargeToCache = ExpiringSet<CacheKey>(capacity: 4096)
-    /// The largest `cache.routes` answer kept; a larger one is streamed through instead.
-    static let maxCachedRouteBytes = 1 << 20
     let metrics = ProxyMetrics()
     /// The status page's figures over time (loop thread only).
     var operatorStats = OperatorStats()
@@ -41,9 +36,6 @@ public final class ProxyServer: @unchecked Sendable {
     let budget: UpstreamBudget
     /// The tier several instances share through Redis (nil: `shared.redis_url` is empty).
     let shared: SharedLink?
-    /// Timers that keep this instance's leases while its fetches run, by hold (one per fetch).
-    var leaseTimers: [Int: LoopTimer] = [:]
-    var nextLeaseHold = 0
     let gateway: UpstreamGateway
     let notifier: SystemdNotifier
     let audit: AuditLog
@@ -89,11 +81,6 @@ public final class ProxyServer: @unchecked Sendable {
             logger.error("the cache store is corrupt; /readyz now fails; the next start moves it aside",
                          metadata: ["path": "\(path)", "error": "\(problem)"])
         }
-        cache = ResponseCache(
-            loop: loop, memoryBudgetBytes: settings.cacheMemoryMB << 20, disk: disk,
-            policy: FreshnessPolicy(activeJobSeconds: settings.activeJobTTLSeconds, terminalJobSeconds: settings.terminalJobTTLSeconds,
-                                    jobListSeconds: settings.jobListTTLSeconds, terminalStatuses: settings.terminalStatuses),
-            maxWaitersPerFlight: settings.upstreamMaxQueue)
         authenticator = Authenticator(clients: try Self.loadClients(settings), allowAnonymous: settings.allowAnonymous)
         let url = settings.upstreamURL
         do {
@@ -121,6 +108,12 @@ public final class ProxyServer: @unchecked Sendable {
         upstream.onCapacity = { [weak budget] in budget?.capacityFreed() }
         gateway = UpstreamGateway(loop: loop, client: upstream, budget: budget, clock: budgetClock, wallClock: clock,
                                   timeoutSeconds: settings.upstreamTimeoutSeconds, maxRetryAfterSeconds: settings.upstreamMaxRetryAfterSeconds)
+        cache = ResponseCache(
+            loop: loop, memoryBudgetBytes: settings.cacheMemoryMB << 20, disk: disk,
+            policy: FreshnessPolicy(activeJobSeconds: settings.activeJobTTLSeconds, terminalJobSeconds: settings.terminalJobTTLSeconds,
+                                    jobListSeconds: settings.jobListTTLSeconds, terminalStatuses: settings.terminalStatuses),
+            staleWindows: .init(whileRevalidate: settings.staleWhileRevalidateSeconds, ifError: settings.staleIfErrorSeconds),
+            maxWaitersPerFlight: settings.upstreamMaxQueue, clock: clock, fetcher: GatewayFetcher(gateway: gateway, clock: budgetClock), shared: shared?.tier)
         gateway.onPause = { [logger] status, seconds in
             logger.warning("upstream asked to wait", metadata: ["status": "\(status)", "seconds": "\(seconds)"])
         }
@@ -181,7 +174,7 @@ public final class ProxyServer: @unchecked Sendable {
             upstream.close()
             self.httpServer?.stopAccepting()
             self.httpServer = nil
-            cache.disk?.flush()
+            cache.flushDisk()
             let waiters = stopState.withLock { state in
                 state.stopped = true
                 let waiters = state.waiters
@@ -324,10 +317,10 @@ extension ProxyServer {
     /// Read from any thread: hops onto the loop and waits.
     public var cacheStatistics: CacheStatistics {
         valueFromLoop { [self] in
-            let counters = cache.counters
-            return CacheStatistics(entries: cache.memory.count, bytes: cache.memory.totalBytes, evictions: cache.memory.evictions,
+            let counters = cache.counters, tiers = cache.tierFigures
+            return CacheStatistics(entries: tiers.memoryEntries, bytes: tiers.memoryBytes, evictions: tiers.evictions,
                                    hits: counters.hits, misses: counters.misses, upstreamFetches: counters.upstreamFetches,
-                                   collapsed: cache.flights.collapsed, inFlightFetches: cache.flights.inFlight,
+                                   collapsed: tiers.collapsed, inFlightFetches: tiers.inFlightFetches,
                                    preparedHits: counters.preparedHits)
         }
     }

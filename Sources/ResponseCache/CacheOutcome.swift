@@ -58,6 +58,19 @@ public enum CacheOutcome: Sendable, Equatable {
         }
     }
 
+    /// Appends the `Cache-Status` value to an answer head. A fresh hit's, the one made most
+    /// often, is written from bytes made once.
+    public func appendCacheStatus(to head: inout [UInt8]) {
+        if case .hit(let ttl) = self {
+            head += Self.hitPrefix
+            head += String(ttl).utf8
+        } else {
+            head += cacheStatus.utf8
+        }
+    }
+
+    private static let hitPrefix = Array("pixxel-proxy; hit; ttl=".utf8)
+
     /// A bounded label for metrics and the access line: hit, miss, stale, request, revalidated,
     /// uri-miss or bypass.
     public var label: String {

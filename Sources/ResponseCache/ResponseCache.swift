@@ -1,48 +1,31 @@
 import CacheInvalidation
 import EventHTTP
 import JobCache
-import Upstream
-
-/// What one upstream fetch for a cached resource ended with; every waiter on the flight gets it.
-public enum FetchOutcome {
-    /// Found fresh in the disk tier and promoted to memory.
-    case fromDisk(CachedAnswer)
-    /// Found fresh in the shared tier (another instance fetched it) and adopted.
-    case fromShared(CachedAnswer)
-    /// Stored (or a newer cached answer kept over an older one).
-    case stored(CachedAnswer)
-    /// An upstream answer that is not cached (an error status), passed on as it is.
-    case passedOn(ClientResponse)
-    case failed(UpstreamFailure)
-}
-
-/// One upstream fetch of a resource, which later requests for it wait on. A request that asked
-/// for revalidation waits only on a fetch of its kind, which always goes upstream (a plain
-/// flight may be answered from the disk tier).
-public struct FlightKey: Hashable, Sendable {
-    public let key: CacheKey
-    public let revalidates: Bool
-
-    public init(_ key: CacheKey, revalidates: Bool) {
-        self.key = key
-        self.revalidates = revalidates
-    }
-}
+import SharedTier
 
 /// The cache of the job routes, where every cached answer is decided: the typed keys, the
-/// entries, both tiers (memory, then disk), the single flights, freshness, the `updated_at`
-/// rules of `CacheInvalidation` applied to both tiers, purges and statistics. It never talks
-/// to the upstream: the server fetches and hands the answers here.
+/// entries, the tiers (memory, the shared tier, disk), the single flights, freshness, the
+/// `updated_at` rules of `CacheInvalidation` applied to every tier, purges and statistics. A
+/// request's way through it is `serve` (`CacheJourney`); the upstream is reached only through
+/// the injected `UpstreamFetching`.
 ///
 /// Loop-bound: every method runs on the event loop's thread (checked in debug builds); the
 /// disk tier works on its own queues and its completions come back here through the loop.
 public final class ResponseCache {
-    public let memory: MemoryTier<CacheKey, CachedAnswer>
-    public let disk: DiskStore?
-    public let flights: Flights<FlightKey, FetchOutcome>
+    let memory: MemoryTier<CacheKey, CachedAnswer>
+    let disk: DiskStore?
+    let flights: Flights<FlightKey, FlightLanding>
     public let policy: FreshnessPolicy
-    private let loop: EventLoop
-    public private(set) var counters = Counters()
+    let staleWindows: StaleWindows
+    let loop: EventLoop
+    /// Wall-clock seconds since 1970 (injected: tests move time without sleeping).
+    let clock: @Sendable () -> Double
+    let fetcher: UpstreamFetching
+    /// The tier several instances share through Redis (nil: none configured).
+    let shared: SharedTierState?
+    /// `cache.routes` resources whose answer was over `maxCachedRouteBytes`, until when.
+    var tooLargeToCache = ExpiringSet<CacheKey>(capacity: 4096)
+    public internal(set) var counters = Counters()
     /// The newest `updated_at` a list has shown per job (detail keys), whether or not the
     /// detail is cached: a detail answer older than it is never stored. Bounded (least
     /// recently noted forgotten); the disk keeps the same per workflow, read on a memory miss.
@@ -80,64 +63,33 @@ public final class ResponseCache {
         public var writeThroughs = 0
     }
 
-    public init(loop: EventLoop, memoryBudgetBytes: Int, disk: DiskStore?, policy: FreshnessPolicy, maxWaitersPerFlight: Int) {
+    /// How long past its TTL an answer may be served: while one refresh runs, and when the
+    /// upstream fails.
+    public struct StaleWindows: Sendable {
+        public let whileRevalidate: Double
+        public let ifError: Double
+
+        public init(whileRevalidate: Double, ifError: Double) {
+            self.whileRevalidate = whileRevalidate
+            self.ifError = ifError
+        }
+    }
+
+    public init(loop: EventLoop, memoryBudgetBytes: Int, disk: DiskStore?, policy: FreshnessPolicy, staleWindows: StaleWindows,
+                maxWaitersPerFlight: Int, clock: @escaping @Sendable () -> Double, fetcher: UpstreamFetching, shared: SharedCacheTier?) {
         self.loop = loop
         memory = MemoryTier(budgetBytes: memoryBudgetBytes)
         newestListed = MemoryTier(budgetBytes: 65_536 * Self.listedEntryCost)
         self.disk = disk
         flights = Flights(maxWaitersPerFlight: maxWaitersPerFlight)
         self.policy = policy
+        self.staleWindows = staleWindows
+        self.clock = clock
+        self.fetcher = fetcher
+        self.shared = shared.map(SharedTierState.init)
     }
 
     // MARK: Lookups
-
-    /// What memory holds for a key.
-    public enum Lookup {
-        /// Within its TTL.
-        case fresh(CachedAnswer)
-        /// Expired but within the stale-while-revalidate window: serve it and refresh once.
-        case stale(CachedAnswer)
-        /// Expired or superseded: fetch (it stays for stale-if-error, unless superseded).
-        case expired(CachedAnswer)
-        case miss
-    }
-
-    /// Looks `key` up in memory and counts a hit or a miss.
-    public func lookup(_ key: CacheKey, now: Double, staleWhileRevalidate: Double) -> Lookup {
-        loop.assertOnLoop()
-        guard let cached = memory.get(key) else {
-            counters.misses += 1
-            return .miss
-        }
-        if cached.remaining(now: now) > 0 {
-            counters.hits += 1
-            return .fresh(cached)
-        }
-        if cached.isWithinStaleWindow(staleWhileRevalidate, now: now) {
-            counters.hits += 1
-            counters.staleServed += 1
-            return .stale(cached)
-        }
-        counters.misses += 1
-        return .expired(cached)
-    }
-
-    /// The hit path's lookup: a fresh memory entry, counted as a prepared hit, or nil (and
-    /// nothing counted: the full path then looks again).
-    public func freshEntry(_ key: CacheKey, now: Double) -> CachedAnswer? {
-        guard let answer = memory.get(key), answer.remaining(now: now) > 0 else { return nil }
-        counters.hits += 1
-        counters.preparedHits += 1
-        return answer
-    }
-
-    /// A stale answer to serve instead of an upstream failure, within `window` seconds of its
-    /// TTL's end; never one that is superseded.
-    public func staleAnswer(for key: CacheKey, now: Double, window: Double) -> CachedAnswer? {
-        guard let stale = memory.peek(key), stale.isWithinStaleWindow(window, now: now) else { return nil }
-        counters.staleServed += 1
-        return stale
-    }
 
     /// How an expired detail in memory is to be revalidated (`Revalidation.route`), from the
     /// workflow's cached list. Lists and superseded details go their own way.
@@ -149,24 +101,10 @@ public final class ResponseCache {
                                   listRemaining: list.remaining(now: now))
     }
 
-    /// A miss answered from the shared tier is a hit: the miss counted before is taken back.
-    public func countSharedHit() {
-        counters.sharedHits += 1
-        counters.misses -= 1
-        counters.hits += 1
-    }
-
-    /// A detail served fresh again after a list fetch renewed it.
-    public func countListRevalidation() { counters.listRevalidations += 1 }
-
-    /// Counts a lookup that did not look (a client asked for revalidation).
-    public func countMiss() { counters.misses += 1 }
-
     /// Reads `key` from the disk tier; `completion` runs on the loop with the entry, which is
     /// also put in memory when memory has none (so that a later answer is compared with it,
-    /// and it can be served stale). A fresh one counts as a disk hit when `servable`.
-    public func loadFromDisk(_ key: CacheKey, now: @escaping @Sendable () -> Double, servable: Bool = true,
-                             completion: @escaping (_ entry: CachedAnswer?, _ fresh: Bool) -> Void) {
+    /// and it can be served stale), and whether it is fresh.
+    func loadFromDisk(_ key: CacheKey, completion: @escaping (_ entry: CachedAnswer?, _ fresh: Bool) -> Void) {
         loop.assertOnLoop()
         guard disk != nil else { return completion(nil, false) }
         let epoch = purgeEpoch
@@ -179,24 +117,17 @@ public final class ResponseCache {
                 read = CachedAnswer(document: read.document, headers: read.headers, storedAt: read.storedAt, lifetime: resource.lifetime,
                                     freshness: read.freshness)
             }
+            let now = clock()
             // A list written before a job was created through this process (by the process
             // before a restart, say) gets the job, as a list fetched now would.
-            let answer = withRecentWrites(read, key: key, since: read.storedAt, now: now())
+            let answer = withRecentWrites(read, key: key, since: read.storedAt, now: now)
             // What lists have shown since the row was written (the disk may not have it yet).
             if let listed = newestListed.peek(key) {
                 answer.freshness = ListSightings.superseding(answer.freshness, detailUpdatedAt: answer.updatedAt, listed: listed)
             }
             if memory.peek(key) == nil { memory.set(key, answer, cost: answer.cost) }
             let entry = memory.peek(key) ?? answer
-            let fresh = entry.remaining(now: now()) > 0
-            if fresh, servable {
-                // A disk hit is a hit: the miss counted before the lookup is taken back.
-                counters.diskHits += 1
-                counters.misses -= 1
-                counters.hits += 1
-                disk?.touch(key.diskKey)
-            }
-            completion(entry, fresh)
+            completion(entry, entry.remaining(now: clock()) > 0)
         }
     }
 
@@ -220,11 +151,6 @@ public final class ResponseCache {
     private func noteListed(_ key: CacheKey, _ updatedAt: Double) {
         if let known = newestListed.peek(key), known >= updatedAt { return }
         newestListed.set(key, updatedAt, cost: Self.listedEntryCost)
-    }
-
-    public func countFetch(background: Bool) {
-        counters.upstreamFetches += 1
-        if background { counters.backgroundRefreshes += 1 }
     }
 
     // MARK: Storing
@@ -393,12 +319,14 @@ public final class ResponseCache {
         return max(a, b)
     }
 
-    /// A job created through the proxy: stored as a detail and added to its workflow's cached
-    /// list, so reads through the proxy see it at once. `landed` runs on the loop once the disk
-    /// has both (a crash after the client heard back must not make it forget the job).
-    public func writeThrough(workflowID: String, body: [UInt8], headers: HTTPHeaders, now: Double, landed: @escaping () -> Void) {
+    /// A job created through the proxy (its answer decoded once, by the caller): stored as a
+    /// detail and added to its workflow's cached list, so reads through the proxy see it at
+    /// once, and both go to the shared tier, announced as written. `landed` runs on the loop
+    /// once the disk has both (a crash after the client heard back must not make it forget the job).
+    public func writeThrough(workflowID: String, created: DecodedAnswerBody, headers: HTTPHeaders, now: Double,
+                             landed: @escaping () -> Void) {
         loop.assertOnLoop()
-        guard let detail = JobDetailDocument(body: body) else { return landed() }
+        guard let detail = created.job, let object = created.object else { return landed() }
         let key = CacheKey.detail(workflowID: workflowID, jobID: detail.job.id)
         let answer = CachedAnswer(document: .detail(detail), headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]),
                                   storedAt: now, lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
@@ -409,9 +337,13 @@ public final class ResponseCache {
         var records = [answer.record(for: key)]
         let listKey = CacheKey.list(workflow: key.workflow)
         if let cached = memory.peek(listKey), case .list(let list) = cached.document, list.index(of: detail.job.id) == nil,
-           let updated = Self.adding(detail, to: list) {
+           let updated = list.inserting([object], fields: Self.listFields(of: list)) {
             records.append(replaceList(cached, with: updated, key: listKey, save: false))
         }
+        // Announced as written: every instance adds the job to the list it holds, including one
+        // this instance does not hold (yet), which is the list a client of the other reads.
+        share(key, answer, releasingLease: false, written: true)
+        if let list = memory.peek(listKey) { share(listKey, list, releasingLease: false, written: true) }
         guard let disk else { return landed() }
         let remaining = LoopBound(Counter(records.count), loop: loop)
         let onLoop = LoopBound(landed, loop: loop)
@@ -593,6 +525,42 @@ public final class ResponseCache {
     }
 
     // MARK: Purge and statistics
+
+    /// The tiers and flights at a glance (loop thread), for `/admin/stats` and `/metrics`.
+    public struct TierFigures: Sendable {
+        public let memoryEntries: Int
+        public let memoryBytes: Int
+        public let memoryBudgetBytes: Int
+        public let evictions: Int
+        public let collapsed: Int
+        /// Fetches for cached resources in the air (foreground or background).
+        public let inFlightFetches: Int
+        public let diskBudgetBytes: Int
+        public let diskDroppedWrites: Int
+        /// What the disk tier is known to hold (no read of the store).
+        public let diskKnownBytes: Int
+        public let diskKnownEntries: Int
+    }
+
+    public var tierFigures: TierFigures {
+        TierFigures(memoryEntries: memory.count, memoryBytes: memory.totalBytes, memoryBudgetBytes: memory.budgetBytes,
+                    evictions: memory.evictions, collapsed: flights.collapsed, inFlightFetches: flights.inFlight,
+                    diskBudgetBytes: disk?.budgetBytes ?? 0, diskDroppedWrites: disk?.droppedWrites ?? 0,
+                    diskKnownBytes: disk?.knownBytes ?? 0, diskKnownEntries: disk?.knownEntries ?? 0)
+    }
+
+    /// The disk tier's entries and bytes as the store counts them; `completion` runs on the
+    /// disk's queue with (0, 0) without a disk tier.
+    public func diskStatistics(completion: @escaping @Sendable (_ entries: Int, _ bytes: Int) -> Void) {
+        guard let disk else { return completion(0, 0) }
+        disk.statistics(completion: completion)
+    }
+
+    /// Whether the disk tier can be used (no disk tier: yes).
+    public var isDiskHealthy: Bool { disk?.isHealthy ?? true }
+
+    /// Writes what the disk tier has pending (at shutdown).
+    public func flushDisk() { disk?.flush() }
 
     /// Drops the `cache.routes` entries whose path is `prefix` (encoded) or under it, from both
     /// tiers. `completion` runs on the loop with the counts.

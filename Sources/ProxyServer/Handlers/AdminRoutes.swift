@@ -105,8 +105,7 @@ extension ProxyServer {
     /// `GET /admin/stats`: entries and bytes per tier, hits, misses, hit ratio, calls saved.
     func reportStatistics(_ exchange: Exchange) {
         let box = ExchangeBox(exchange)
-        let memoryEntries = cache.memory.count, memoryBytes = cache.memory.totalBytes, evictions = cache.memory.evictions
-        let counters = cache.counters, collapsed = cache.flights.collapsed
+        let tiers = cache.tierFigures, counters = cache.counters, collapsed = tiers.collapsed
         // Pass-through transfers streaming now, and waiting for an upstream connection.
         let streams = ["running": upstream.streamsRunning, "queued": upstream.streamsQueued]
         let hits = counters.hits, misses = counters.misses
@@ -118,9 +117,10 @@ extension ProxyServer {
             loop.execute { [self] in
                 let lookups = hits + misses
                 let object: [String: Any] = [
-                    "memory": ["entries": memoryEntries, "bytes": memoryBytes, "budget_bytes": cache.memory.budgetBytes, "evictions": evictions],
-                    "disk": ["entries": diskEntries, "bytes": diskBytes, "budget_bytes": cache.disk?.budgetBytes ?? 0,
-                             "dropped_writes": cache.disk?.droppedWrites ?? 0],
+                    "memory": ["entries": tiers.memoryEntries, "bytes": tiers.memoryBytes, "budget_bytes": tiers.memoryBudgetBytes,
+                               "evictions": tiers.evictions],
+                    "disk": ["entries": diskEntries, "bytes": diskBytes, "budget_bytes": tiers.diskBudgetBytes,
+                             "dropped_writes": tiers.diskDroppedWrites],
                     "hits": hits, "disk_hits": counters.diskHits, "shared_hits": counters.sharedHits, "prepared_hits": counters.preparedHits, "misses": misses,
                     "hit_ratio": lookups == 0 ? 0 : Double(hits) / Double(lookups),
                     "collapsed": collapsed, "upstream_fetches": counters.upstreamFetches, "invalidation": invalidation,
@@ -132,6 +132,6 @@ extension ProxyServer {
                 finish(&box.exchange, status: 200, headers: Self.adminAnswerHeaders, body: body)
             }
         }
-        if let disk = cache.disk { disk.statistics(completion: respond) } else { respond(0, 0) }
+        cache.diskStatistics(completion: respond)
     }
 }

@@ -1,25 +1,28 @@
 import EventHTTP
 import Logging
+import JobCache
 import ResponseCache
-import Upstream
 
-/// The answer phase shared by every request: headers every answer carries, the answer itself,
-/// then its metrics and access line (`recordAnswer`, which the hit path calls too).
+/// The answer phase shared by every request: the answer itself (`writeAnswer`), then its
+/// metrics and access line (`recordAnswer`, which the hit path calls too).
 extension ProxyServer {
-    /// Answers and writes the access line.
-    func finish(_ exchange: inout Exchange, status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8], age: Int = 0,
+    /// Answers with fields and a body of the proxy's or the upstream's, and records the answer.
+    func finish(_ exchange: inout Exchange, status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8],
                 headContentLength: HeadContentLength = .ofBody) {
-        var headers = headers
-        if headers["Content-Type"] == nil { headers.add("Content-Type", "application/json") }
-        for field in exchange.extraHeaders { headers.add(field.name, field.value) }
+        finish(&exchange, status: status, fields: .headers(headers), body: .bytes(body), age: 0, headContentLength: headContentLength)
+    }
+
+    /// Answers with a cached entry: its prepared fields, and its body for `filters` by reference.
+    func finish(_ exchange: inout Exchange, cached answer: CachedAnswer, age: Int, filters: JobListFilters) {
+        finish(&exchange, status: 200, fields: .prepared(answer.preparedHeaderLines), body: .shared(answer.sharedBody(for: filters)),
+               age: age, headContentLength: .ofBody)
+    }
+
+    private func finish(_ exchange: inout Exchange, status: Int, fields: AnswerFields, body: ResponseBody, age: Int,
+                        headContentLength: HeadContentLength) {
         let outcome = exchange.finalCacheOutcome
-        if let outcome {
-            headers.set("Cache-Status", outcome.cacheStatus)
-            headers.set("Age", String(age))
-        }
-        if exchange.closeConnection { headers.set("Connection", "close") }
-        headers.set("X-Request-Id", exchange.requestID)
-        exchange.request.respond(status: status, headers: headers, body: body, headContentLength: headContentLength)
+        writeAnswer(exchange.request, status: status, fields: fields, body: body, requestID: exchange.requestID, outcome: outcome, age: age,
+                    extra: exchange.extraHeaders, close: exchange.closeConnection, headContentLength: headContentLength)
         recordAnswer(method: exchange.knownMethodName, route: exchange.route.template, status: status, client: exchange.caller.logName,
                      peer: exchange.request.peer, requestID: exchange.requestID, cache: outcome?.label ?? "none",
                      elapsed: ContinuousClock.now - exchange.started, upstreamDuration: exchange.upstreamDuration,
@@ -94,7 +97,7 @@ extension ProxyServer {
     }
 
     /// An upstream failure as the proxy's own error; a 429 carries its Retry-After.
-    func finish(_ exchange: inout Exchange, failure: UpstreamFailure) {
+    func finish(_ exchange: inout Exchange, failure: FetchFailure) {
         if let retryAfter = failure.retryAfter {
             exchange.extraHeaders.set("Retry-After", String(max(1, Int(retryAfter.rounded(.up)))))
         }

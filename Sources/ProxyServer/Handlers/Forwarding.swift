@@ -1,6 +1,6 @@
 import EventHTTP
-import Foundation
 import JobCache
+import ResponseCache
 import Upstream
 
 /// Requests that go upstream as they are (pass-through routes, job creation), and the one way
@@ -16,8 +16,14 @@ extension ProxyServer {
                      rawQuery: target.rawQuery,
                      clientHeaders: headers, body: request.body, client: exchange.caller.logName) { [self] result in
             exchangeBox.exchange.upstreamDuration = ContinuousClock.now - upstreamStarted
+            // A job route's successful answer is decoded here, once; everything after takes the value.
+            let decoded: DecodedAnswerBody? = switch result {
+            case .success(let response) where exchangeBox.exchange.route.isJobRoute && (200..<300).contains(response.status):
+                DecodedAnswerBody(response.body)
+            default: nil
+            }
             guard case .createJob(let workflowID) = exchangeBox.exchange.route else {
-                return answerForwarded(result, exchangeBox)
+                return answerForwarded(result, decoded, exchangeBox)
             }
             // The audit entry and the written-through job are durable before the client hears
             // back: a crash cannot lose the record of a job that was created, nor make a
@@ -25,15 +31,15 @@ extension ProxyServer {
             var waiting = 2
             let answer = LoopBound({ [self] in
                 waiting -= 1
-                if waiting == 0 { answerForwarded(result, exchangeBox) }
+                if waiting == 0 { answerForwarded(result, decoded, exchangeBox) }
             }, loop: loop)
-            if case .success(let response) = result, (200..<300).contains(response.status), Self.isJSONObject(response.body) {
-                cache.writeThrough(workflowID: workflowID, body: response.body, headers: response.headers, now: clock(), landed: answer.value)
-                shareWriteThrough(workflowID: workflowID, body: response.body)
+            if case .success(let response) = result, let decoded, decoded.isJSONObject {
+                cache.writeThrough(workflowID: workflowID, created: decoded, headers: response.headers, now: clock(), landed: answer.value)
             } else {
                 answer.value()
             }
-            let entry = auditEntry(for: result, exchange: exchangeBox.exchange, workflowID: workflowID, rawQuery: target.rawQuery)
+            let entry = auditEntry(for: result, createdJob: decoded?.job, exchange: exchangeBox.exchange, workflowID: workflowID,
+                                   rawQuery: target.rawQuery)
             audit.record(entry) { [self] error in
                 loop.execute { [self] in
                     if let error { logger.error("audit entry not recorded", metadata: ["request_id": "\(entry.requestID)", "error": "\(error)"]) }
@@ -43,12 +49,13 @@ extension ProxyServer {
         }
     }
 
-    private func answerForwarded(_ result: Result<ClientResponse, UpstreamFailure>, _ exchangeBox: ExchangeBox) {
+    /// `decoded`: a job route's 2xx answer, decoded (nil otherwise).
+    private func answerForwarded(_ result: Result<ClientResponse, UpstreamFailure>, _ decoded: DecodedAnswerBody?, _ exchangeBox: ExchangeBox) {
         var exchange = exchangeBox.exchange
         switch result {
         case .success(let response):
             exchange.upstreamStatus = response.status
-            if exchange.route.isJobRoute, (200..<300).contains(response.status), !Self.isJSONObject(response.body) {
+            if let decoded, !decoded.isJSONObject {
                 return finish(&exchange, error: ProxyError(status: 502, code: "bad_gateway", message: "the upstream answered something that is not a JSON object"))
             }
             // A HEAD answer tells the length the GET would have had, or none when the
@@ -57,24 +64,19 @@ extension ProxyServer {
                 ? response.declaredContentLength.map(HeadContentLength.declared) ?? .unknown : .ofBody
             finish(&exchange, status: response.status, headers: response.headers, body: response.body, headContentLength: headLength)
         case .failure(let failure):
-            finish(&exchange, failure: failure)
+            finish(&exchange, failure: FetchFailure(failure))
         }
     }
 
-    private func auditEntry(for result: Result<ClientResponse, UpstreamFailure>, exchange: Exchange, workflowID: String,
-                            rawQuery: String?) -> AuditEntry {
+    private func auditEntry(for result: Result<ClientResponse, UpstreamFailure>, createdJob: JobDetailDocument?, exchange: Exchange,
+                            workflowID: String, rawQuery: String?) -> AuditEntry {
         let project = QueryDecoding.values(of: "project_id", in: rawQuery).first ?? ""
-        var status = 0
-        var jobID: String?
-        switch result {
-        case .success(let response):
-            status = response.status
-            if (200..<300).contains(response.status) { jobID = JobDetailDocument(body: response.body)?.job.id }
-        case .failure(let failure):
-            status = failure.status
+        let status = switch result {
+        case .success(let response): response.status
+        case .failure(let failure): failure.status
         }
         return AuditEntry(time: clock(), client: exchange.caller.logName, workflowID: workflowID, projectID: project,
-                          jobID: jobID, upstreamStatus: status, requestID: exchange.requestID)
+                          jobID: createdJob?.job.id, upstreamStatus: status, requestID: exchange.requestID)
     }
 
     /// Every upstream call goes through the gateway (`Upstream.UpstreamGateway`: the budget,
@@ -94,10 +96,5 @@ extension ProxyServer {
         if values.count > 1 { return "project_id is given more than once" }
         if values[0].isEmpty { return "project_id is empty" }
         return nil
-    }
-
-    static func isJSONObject(_ body: [UInt8]) -> Bool {
-        guard body.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }) == UInt8(ascii: "{") else { return false }
-        return (try? JSONSerialization.jsonObject(with: Data(body))) is [String: Any]
     }
 }

@@ -64,9 +64,10 @@ struct RequestIDGenerator {
 }
 
 extension ProxyServer {
-    /// Answers a fresh memory hit for a target, token and entry seen before, with bytes already
-    /// prepared; false (having done nothing) for anything else, which the full path then takes.
-    /// No JSON, no route parsing, no hashing of the token, and the body goes out by reference.
+    /// Answers a fresh memory hit for a target and token seen before: the cache journey's first
+    /// step (`serveFromMemory`) and the one answer writer, without parsing, routing or hashing
+    /// the token again; false (having done nothing) for anything else, which the full path then
+    /// takes. No JSON, and the body goes out by reference.
     func serveFreshHit(_ request: ServerRequest) -> Bool {
         guard !isDraining, let method = request.knownMethod, method == .get || method == .head, request.body.isEmpty,
               let target = hitPath.targets[request.uri] else { return false }
@@ -85,31 +86,15 @@ extension ProxyServer {
                 return false  // refused by the full path, as everywhere else
             }
         }
-        let now = clock()
         guard let authorization, let caller = hitPath.callers[authorization], caller.scopes.contains(.read),
-              let answer = cache.freshEntry(target.key, now: now) else { return false }
-
+              let delivery = cache.serveFromMemory(target.key), case .cached(let answer, let age) = delivery.content else { return false }
         let started = ContinuousClock.now
         let requestID = requestID(from: clientRequestID)
-        let prepared = answer.preparedHeaderLines
-        var lines = prepared.lines
-        lines.reserveCapacity(lines.count + 128)
-        lines += Self.cacheStatusHitPrefix
-        lines += String(answer.cacheStatusTTL(now: now)).utf8
-        lines += Self.ageLinePrefix
-        lines += String(answer.ageSeconds(now: now)).utf8
-        lines += Self.requestIDLinePrefix
-        lines += requestID.utf8
-        lines += Self.lineEnd
-        request.respond(status: 200, headerLines: lines, body: answer.sharedBody(for: target.filters), addDate: !prepared.hasDate)
+        writeAnswer(request, status: 200, fields: .prepared(answer.preparedHeaderLines), body: .shared(answer.sharedBody(for: target.filters)),
+                    requestID: requestID, outcome: delivery.outcome, age: age, extra: nil, close: false)
         recordAnswer(method: method.rawValue, route: target.routeTemplate, status: 200, client: caller.logName, peer: request.peer,
-                     requestID: requestID, cache: "hit", elapsed: ContinuousClock.now - started, upstreamDuration: nil,
+                     requestID: requestID, cache: delivery.outcome.label, elapsed: ContinuousClock.now - started, upstreamDuration: nil,
                      upstreamStatus: nil, hitRecorder: target.metrics, workflow: target.key.isRoute ? nil : target.key.workflow)
         return true
     }
-
-    private static let cacheStatusHitPrefix = Array("Cache-Status: pixxel-proxy; hit; ttl=".utf8)
-    private static let ageLinePrefix = Array("\r\nAge: ".utf8)
-    private static let requestIDLinePrefix = Array("\r\nX-Request-Id: ".utf8)
-    private static let lineEnd = Array("\r\n".utf8)
 }

@@ -1,4 +1,5 @@
 import EventHTTP
+import ResponseCache
 import Upstream
 
 /// Every other `/v0/` route: streamed both ways through the upstream gateway, never cached.
@@ -18,16 +19,7 @@ extension ProxyServer {
         let started = ContinuousClock.now
         gateway.relay(route: exchange.route.template, method: exchange.request.method, path: target.encodedPath, rawQuery: target.rawQuery,
                       headers: headers, from: exchange.request, client: exchange.caller.logName, answerHeaders: { [self] upstreamHeaders in
-            var headers = upstreamHeaders
-            for field in box.exchange.extraHeaders { headers.add(field.name, field.value) }
-            // A `cache.routes` answer streamed through still says what the cache did.
-            if let outcome = box.exchange.finalCacheOutcome {
-                headers.set("Cache-Status", outcome.cacheStatus)
-                headers.set("Age", "0")
-            }
-            headers.set("X-Request-Id", box.exchange.requestID)
-            if box.exchange.closeConnection || isDraining { headers.set("Connection", "close") }
-            return headers
+            streamedAnswerHeaders(upstreamHeaders, exchange: box.exchange)
         }) { [self] result in
             var exchange = box.exchange
             exchange.upstreamDuration = ContinuousClock.now - started
@@ -43,7 +35,7 @@ extension ProxyServer {
                 // nginx's "client closed request": nobody was there to answer.
                 recordRelayed(exchange, status: 499)
             case .failed(let failure):
-                finish(&exchange, failure: failure)
+                finish(&exchange, failure: FetchFailure(failure))
             case .bodyRefused(.tooLarge):
                 finish(&exchange, error: ProxyError(status: 413, code: "payload_too_large",
                                                     message: "the request body is larger than \(settings.listenMaxUploadBytes) bytes"))

@@ -14,6 +14,7 @@ extension ProxyServer {
         if serveFreshHit(request) { return }
         var exchange = identify(request)
         guard let target = route(&exchange) else { return }
+        exchange.target = target
         guard authorize(&exchange) else { return }
         respond(exchange, target: target)
     }
@@ -57,7 +58,7 @@ extension ProxyServer {
         case .health:
             finish(&exchange, status: 200, body: Array(#"{"status":"ok"}"#.utf8))
         case .ready:
-            if isReady, cache.disk?.isHealthy ?? true {
+            if isReady, cache.isDiskHealthy {
                 finish(&exchange, status: 200, body: Array(#"{"status":"ready"}"#.utf8))
             } else {
                 finish(&exchange, error: ProxyError(status: 503, code: "not_ready", message: isDraining ? "draining" : "the cache store is not usable"))
@@ -111,9 +112,7 @@ extension ProxyServer {
             case .failure(let invalid):
                 return finish(&exchange, error: .badRequest("invalid job list filter \(invalid)"))
             case .success(.filtered(let filters)):
-                let key = CacheKey.list(workflowID: workflowID)
-                rememberCachedTarget(exchange.request.uri, key: key, filters: filters, route: exchange.route)
-                return serveCached(exchange, key: key, filters: filters, requestID: exchange.requestID)
+                return serveCached(exchange, key: .list(workflowID: workflowID), filters: filters)
             case .success(.passThrough):
                 // Other parameters: forwarded as they are, never cached; HEAD answered from a GET.
                 exchange.cacheOutcome = .uriMiss
@@ -123,9 +122,7 @@ extension ProxyServer {
                 return forward(get, target: target, headers: headers)
             }
         case .getJob(let workflowID, let jobID):
-            let key = CacheKey.detail(workflowID: workflowID, jobID: jobID)
-            rememberCachedTarget(exchange.request.uri, key: key, filters: JobListFilters(), route: exchange.route)
-            return serveCached(exchange, key: key, filters: JobListFilters(), requestID: exchange.requestID)
+            return serveCached(exchange, key: .detail(workflowID: workflowID, jobID: jobID), filters: JobListFilters())
         case .adminPurge:
             return purge(exchange, rawQuery: target.rawQuery)
         case .adminStats:
@@ -140,13 +137,7 @@ extension ProxyServer {
         case .cachedRoute(let rule):
             let key = CacheKey.route(CachedRouteResource(path: target.encodedPath, query: target.rawQuery, template: rule.pattern,
                                                          lifetime: rule.seconds))
-            // An answer found too large to cache is streamed through until the rule's time passes.
-            if tooLargeToCache.contains(key, now: clock()) {
-                exchange.cacheOutcome = .tooLargeToCache
-                return relayPassThrough(exchange, target: target, headers: headers)
-            }
-            rememberCachedTarget(exchange.request.uri, key: key, filters: JobListFilters(), route: exchange.route)
-            return serveCached(exchange, key: key, filters: JobListFilters(), requestID: exchange.requestID)
+            return serveCached(exchange, key: key, filters: JobListFilters())
         case .passThrough:
             return relayPassThrough(exchange, target: target, headers: headers)
         default:
@@ -154,11 +145,16 @@ extension ProxyServer {
         }
     }
 
-    /// Lets the hit path find this target's resource without parsing it again.
-    private func rememberCachedTarget(_ uri: String, key: CacheKey, filters: JobListFilters, route: Route) {
-        guard hitPath.targets[uri] == nil else { return }
-        hitPath.remember(CachedTarget(key: key, filters: filters, routeTemplate: route.template,
-                                      metrics: metrics.hitRecorder(route: route.template)), for: uri)
+    /// A cached route's request, as the cache takes it; the hit path remembers the target's
+    /// resource, so that it is not parsed again.
+    private func serveCached(_ exchange: Exchange, key: CacheKey, filters: JobListFilters) {
+        let uri = exchange.request.uri
+        if hitPath.targets[uri] == nil {
+            hitPath.remember(CachedTarget(key: key, filters: filters, routeTemplate: exchange.route.template,
+                                          metrics: metrics.hitRecorder(route: exchange.route.template)), for: uri)
+        }
+        serveCached(exchange, CacheRequest(key: key, filters: filters, revalidate: Self.asksForRevalidation(exchange.request.headers),
+                                           requestID: exchange.requestID, client: exchange.caller.logName))
     }
 }
 
@@ -175,6 +171,8 @@ struct Exchange {
 
     var knownMethodName: String { request.knownMethod?.rawValue ?? "UNKNOWN" }
     var route: Route = .notFound
+    /// The request target as parsed once, by the route phase (nil before it).
+    var target: RequestTarget?
     var caller: Caller = .rejected
     /// The method sent upstream when it is not the client's (a HEAD answered from a GET).
     var upstreamMethod: HTTPMethod?

@@ -5,11 +5,12 @@ extension ProxyServer {
     static let metricsHeaders = HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])
 
     func renderMetrics() -> [UInt8] {
-        metrics.render(
+        let tiers = cache.tierFigures
+        return metrics.render(
             counts: [
                 ("pixxel_proxy_cache_hits_total", cache.counters.hits), ("pixxel_proxy_cache_misses_total", cache.counters.misses),
-                ("pixxel_proxy_cache_disk_hits_total", cache.counters.diskHits), ("pixxel_proxy_cache_evictions_total", cache.memory.evictions),
-                ("pixxel_proxy_cache_collapsed_total", cache.flights.collapsed),
+                ("pixxel_proxy_cache_disk_hits_total", cache.counters.diskHits), ("pixxel_proxy_cache_evictions_total", tiers.evictions),
+                ("pixxel_proxy_cache_collapsed_total", tiers.collapsed),
                 ("pixxel_proxy_invalidation_renewals_total", cache.counters.renewals),
                 ("pixxel_proxy_invalidation_invalidations_total", cache.counters.invalidations),
                 ("pixxel_proxy_invalidation_rejected_out_of_order_total", cache.counters.rejectedOutOfOrder),
@@ -20,18 +21,18 @@ extension ProxyServer {
                 ("pixxel_proxy_cache_background_refreshes_total", cache.counters.backgroundRefreshes),
                 ("pixxel_proxy_upstream_retry_after_pauses_total", budget.pauses),
                 ("pixxel_proxy_upstream_budget_refused_total", budget.refused),
-                ("pixxel_proxy_cache_disk_dropped_writes_total", cache.disk?.droppedWrites ?? 0),
+                ("pixxel_proxy_cache_disk_dropped_writes_total", tiers.diskDroppedWrites),
                 ("pixxel_proxy_cache_shared_hits_total", cache.counters.sharedHits),
             ] + sharedMetricCounts(),
             gaugeValues: [
-                ("pixxel_proxy_cache_entries", [("tier", "memory")], Double(cache.memory.count)),
-                ("pixxel_proxy_cache_bytes", [("tier", "memory")], Double(cache.memory.totalBytes)),
+                ("pixxel_proxy_cache_entries", [("tier", "memory")], Double(tiers.memoryEntries)),
+                ("pixxel_proxy_cache_bytes", [("tier", "memory")], Double(tiers.memoryBytes)),
                 ("pixxel_proxy_upstream_connections_open", [], Double(upstream.openConnections)),
                 ("pixxel_proxy_upstream_budget_tokens", [], budget.tokens),
                 ("pixxel_proxy_upstream_budget_queue_length", [], Double(budget.queued)),
                 ("pixxel_proxy_upstream_retry_after_remaining_seconds", [], budget.pauseRemaining()),
-                ("pixxel_proxy_cache_bytes", [("tier", "disk")], Double(cache.disk?.knownBytes ?? 0)),
-                ("pixxel_proxy_cache_entries", [("tier", "disk")], Double(cache.disk?.knownEntries ?? 0)),
+                ("pixxel_proxy_cache_bytes", [("tier", "disk")], Double(tiers.diskKnownBytes)),
+                ("pixxel_proxy_cache_entries", [("tier", "disk")], Double(tiers.diskKnownEntries)),
                 ("pixxel_proxy_requests_in_flight", [], Double(httpServer?.inFlight ?? 0)),
                 ("pixxel_proxy_shared_up", [], sharedUpGauge),
             ])

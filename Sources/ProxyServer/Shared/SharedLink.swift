@@ -4,28 +4,13 @@ import ProxyConfig
 import ResponseCache
 import SharedTier
 
-/// The shared tier as this server uses it: the Redis link, the cache tier and leases over it,
-/// the budget's token source, and the requests waiting for another instance's fetch.
+/// The shared tier as this server holds it: the Redis link, the cache tier over it (which the
+/// cache uses), the budget's token source, and the purges Redis has not had yet.
 /// Loop-bound; nil in the server when `shared.redis_url` is empty.
 final class SharedLink {
     let redis: SharedRedis
     let tier: SharedCacheTier
     let budget: SharedBudgetLink
-    /// Requests waiting for another instance's fetch of a resource, by its disk key: woken by
-    /// that instance's message, or by their own poll.
-    var leaseWaiters: [String: [Int: () -> Void]] = [:]
-    private var lastWaiterID = 0
-
-    func nextWaiterID() -> Int {
-        lastWaiterID += 1
-        return lastWaiterID
-    }
-
-    /// How long a fetch's lease lasts; the leader extends it while its call runs, so a leader
-    /// that dies frees the resource within this time, and one waiter takes over.
-    static let leaseSeconds = 2.0
-    /// How often a waiter looks again without a message (a lost message, a dead leader).
-    static let pollSeconds = 0.25
 
     init(loop: EventLoop, settings: ProxySettings, url: RedisURL) {
         let options = SharedRedis.Options(
@@ -63,12 +48,6 @@ final class SharedLink {
     }
 
     var pendingPurgeCount: Int { pendingPurges.count }
-
-    /// Wakes every request waiting on `diskKey`.
-    func wakeWaiters(_ diskKey: String) {
-        guard let waiters = leaseWaiters.removeValue(forKey: diskKey) else { return }
-        for (_, waiter) in waiters.sorted(by: { $0.key < $1.key }) { waiter() }
-    }
 
     /// Sixteen random hex digits: this process's name on the channel and in leases.
     static func newInstanceID() -> String {

@@ -196,6 +196,9 @@ import Glibc
         let first = try TransferSchedulingTests.openStalledDownload(port: port, target: "/v0/big", token: token)
         #expect(eventually { proxy.streams()?.running == 1 })
         let list = BackgroundCall { try? RawHTTPClient.request(port: port, target: "/v0/workflows/held-1/jobs", headers: [("Authorization", token)]) }
+        // The list waits at the budget (the one connection is the download's) before the second
+        // download comes: otherwise the second one is simply first.
+        #expect(eventually { proxy.budgetQueued() == 1 }, "the job list waits for the connection")
         let second = try TransferSchedulingTests.openStalledDownload(port: port, target: "/v0/big", token: token)
         defer { close(second) }
         #expect(eventually { proxy.streams()?.queued == 1 }, "the second download waits")

@@ -3,6 +3,7 @@ import PixxelSim
 import Testing
 @testable import JobCache
 @testable import ProxyServer
+@testable import ResponseCache
 
 #if canImport(Glibc)
 import Glibc

@@ -37,6 +37,13 @@ final class ProxyProcess: @unchecked Sendable {
         return (running, queued)
     }
 
+    /// Upstream calls waiting in the budget (for a token or a connection), from `/admin/stats`.
+    func budgetQueued() -> Int? {
+        guard let stats = try? RawHTTPClient.request(port: port, target: "/admin/stats", headers: [("Authorization", adminToken)], timeoutSeconds: 5),
+              let budget = stats.json?["budget"] as? [String: Any] else { return nil }
+        return budget["queued"] as? Int
+    }
+
     private let exited = Mutex(false)
     /// Set once the test has waited for the process itself.
     let stopped = Flag()

@@ -1,0 +1,265 @@
+import EventHTTP
+import JobCache
+
+/// What a client asks of a cached route, decided once at admission.
+public struct CacheRequest {
+    public let key: CacheKey
+    public let filters: JobListFilters
+    /// The client asked for revalidation (`Cache-Control: no-cache` or `max-age=0`, `Pragma: no-cache`).
+    public let revalidate: Bool
+    public let requestID: String
+    /// The client's name, for the budget's fairness.
+    public let client: String
+
+    public init(key: CacheKey, filters: JobListFilters, revalidate: Bool, requestID: String, client: String) {
+        self.key = key
+        self.filters = filters
+        self.revalidate = revalidate
+        self.requestID = requestID
+        self.client = client
+    }
+}
+
+/// What the cache gives a request. Every answer of a cached route, fresh or stale, from any
+/// tier or from the upstream, leaves the cache as one of these, through `deliver`.
+public struct CacheDelivery {
+    public enum Content {
+        /// A cached entry: its body for the request's filters, `age` seconds old.
+        case cached(CachedAnswer, age: Int)
+        /// An upstream answer that is not cached (an error status), as it came.
+        case passedOn(ClientResponse)
+        case failed(FetchFailure)
+        /// Too many requests wait on this resource's fetch.
+        case busy
+        /// Too large to cache: the server streams it through from the upstream.
+        case streamThrough
+    }
+
+    public let content: Content
+    public let outcome: CacheOutcome
+    /// The upstream's status, when the answer came from (or after) an upstream call.
+    public let upstreamStatus: Int?
+    /// How long the one upstream call this answer came from took (shared by every waiter).
+    public let upstreamDuration: Duration?
+
+    init(_ content: Content, _ outcome: CacheOutcome, upstreamStatus: Int? = nil, upstreamDuration: Duration? = nil) {
+        self.content = content
+        self.outcome = outcome
+        self.upstreamStatus = upstreamStatus
+        self.upstreamDuration = upstreamDuration
+    }
+}
+
+/// One request's way through the cache, as explicit steps (after Varnish's `cache_req_fsm.c`):
+/// each step does its work and names the next, at once or from a completion. The fetch a
+/// request leads runs the flight's own steps (`FlightStep`).
+enum JourneyStep {
+    /// Memory. Fresh: deliver. Stale within stale-while-revalidate: deliver, and one refresh
+    /// runs in the background. Expired: revalidate (through the list when it is due, else a
+    /// flight). Nothing: a flight.
+    case lookup
+    /// An expired detail whose list is due: wait on the list's flight, which renews the detail
+    /// when it shows it unchanged. `deadline` bounds this call and the detail's own, if needed.
+    case throughList(deadline: Double)
+    /// Wait on the resource's one fetch, leading it or joining it. `cached`: what memory held.
+    case flight(cached: CachedAnswer?, deadline: Double?)
+    case deliver(CacheDelivery)
+}
+
+/// A request in the cache. Counted once, as a hit or a miss, where a step decides it.
+final class Journey {
+    let request: CacheRequest
+    let deliver: (CacheDelivery) -> Void
+    /// Waited on another request's fetch.
+    var collapsed = false
+    var counted = false
+
+    init(_ request: CacheRequest, deliver: @escaping (CacheDelivery) -> Void) {
+        self.request = request
+        self.deliver = deliver
+    }
+}
+
+extension ResponseCache {
+    /// Answers a cached route: `deliver` runs on the loop, once (at once for a memory hit).
+    public func serve(_ request: CacheRequest, deliver: @escaping (CacheDelivery) -> Void) {
+        loop.assertOnLoop()
+        advance(Journey(request, deliver: deliver), .lookup)
+    }
+
+    /// The journey's first step on its own, for the hit path (a request whose target and token
+    /// were seen before): a fresh memory hit's delivery, counted as a prepared hit, or nil
+    /// with nothing counted, and the request then takes `serve`.
+    public func serveFromMemory(_ key: CacheKey) -> CacheDelivery? {
+        let now = clock()
+        guard let answer = memory.get(key), answer.remaining(now: now) > 0 else { return nil }
+        counters.hits += 1
+        counters.preparedHits += 1
+        return CacheDelivery(.cached(answer, age: answer.ageSeconds(now: now)), .hit(ttl: answer.cacheStatusTTL(now: now)))
+    }
+
+    func advance(_ journey: Journey, _ step: JourneyStep) {
+        let request = journey.request, key = request.key
+        switch step {
+        case .lookup:
+            let now = clock()
+            // An answer found too large to cache is streamed through until the rule's time passes.
+            if tooLargeToCache.contains(key, now: now) {
+                return advance(journey, .deliver(CacheDelivery(.streamThrough, .tooLargeToCache)))
+            }
+            if request.revalidate {
+                count(journey, hit: false)
+                return advance(journey, .flight(cached: memory.peek(key), deadline: nil))
+            }
+            guard let cached = memory.get(key) else { return advance(journey, .flight(cached: nil, deadline: nil)) }
+            let hit = CacheDelivery(.cached(cached, age: cached.ageSeconds(now: now)), .hit(ttl: cached.cacheStatusTTL(now: now)))
+            if cached.remaining(now: now) > 0 {
+                count(journey, hit: true)
+                return advance(journey, .deliver(hit))
+            }
+            if cached.isWithinStaleWindow(staleWindows.whileRevalidate, now: now) {
+                count(journey, hit: true)
+                counters.staleServed += 1
+                advance(journey, .deliver(hit))
+                return refresh(key, throughList: revalidationRoute(for: key, cached: cached, now: now) == .list,
+                               requestID: request.requestID, client: request.client)
+            }
+            if revalidationRoute(for: key, cached: cached, now: now) == .list {
+                count(journey, hit: false)
+                return advance(journey, .throughList(deadline: fetcher.newDeadline()))
+            }
+            advance(journey, .flight(cached: cached, deadline: nil))
+
+        case .throughList(let deadline):
+            let listFlight = FlightKey(.list(workflow: key.workflow), revalidates: false)
+            let join = flights.join(listFlight) { [self] landing in
+                let now = clock()
+                if let renewed = memory.peek(key), renewed.remaining(now: now) > 0 {
+                    counters.listRevalidations += 1
+                    return advance(journey, .deliver(CacheDelivery(
+                        .cached(renewed, age: renewed.ageSeconds(now: now)), .revalidatedThroughList(collapsed: journey.collapsed),
+                        upstreamStatus: 200, upstreamDuration: landing.upstreamDuration)))
+                }
+                // The upstream failed on the list: the detail's stale answer, as its own fetch
+                // failing would give, without a second call to a failing upstream.
+                if let failedStatus = landing.outcome.failedStatus, let stale = staleAnswer(for: key, now: now) {
+                    return advance(journey, .deliver(CacheDelivery(
+                        .cached(stale, age: stale.ageSeconds(now: now)), .staleOnError(upstreamStatus: failedStatus, collapsed: journey.collapsed),
+                        upstreamStatus: failedStatus, upstreamDuration: landing.upstreamDuration)))
+                }
+                journey.collapsed = false
+                advance(journey, .flight(cached: memory.peek(key), deadline: deadline))
+            }
+            switch join {
+            case .leader:
+                // Whether the call may skip waiting out an upstream pause is the detail's to say:
+                // its stale answer is what the client gets instead.
+                let hasFallback = memory.peek(key)?.isWithinStaleWindow(staleWindows.ifError, now: clock()) ?? false
+                runFlight(FlightRun(listFlight, requestID: request.requestID, client: request.client, background: false,
+                                    hasFallback: hasFallback, deadline: deadline), .lease)
+            case .follower:
+                journey.collapsed = true
+            case .full:
+                advance(journey, .flight(cached: memory.peek(key), deadline: deadline))
+            }
+
+        case .flight(let cached, let deadline):
+            let forward: CacheOutcome.Forward = request.revalidate ? .request : (cached == nil ? .miss : .stale)
+            let flight = FlightKey(key, revalidates: request.revalidate)
+            let join = flights.join(flight) { [self] landing in
+                // The leader learns here whether its flight found the answer in a tier.
+                count(journey, hit: landing.foundInTier)
+                advance(journey, .deliver(delivery(of: landing, for: journey, forward: forward)))
+            }
+            switch join {
+            case .leader:
+                // Memory, then the shared tier (another instance may have fetched it), then disk.
+                runFlight(FlightRun(flight, requestID: request.requestID, client: request.client, background: false,
+                                    hasFallback: nil, deadline: deadline, memoryHeld: cached != nil), .lookupShared)
+            case .follower:
+                journey.collapsed = true
+                count(journey, hit: false)
+            case .full:
+                count(journey, hit: false)
+                advance(journey, .deliver(CacheDelivery(.busy, .bypass)))
+            }
+
+        case .deliver(let delivery):
+            journey.deliver(delivery)
+        }
+    }
+
+    private func count(_ journey: Journey, hit: Bool) {
+        guard !journey.counted else { return }
+        journey.counted = true
+        if hit { counters.hits += 1 } else { counters.misses += 1 }
+    }
+
+    /// What a flight's landing gives one of its waiters.
+    private func delivery(of landing: FlightLanding, for journey: Journey, forward: CacheOutcome.Forward) -> CacheDelivery {
+        let key = journey.request.key, collapsed = journey.collapsed, duration = landing.upstreamDuration
+        let now = clock()
+        // Too large to cache: every waiter is streamed through on its own, and so is every
+        // request for it until the rule's lifetime has passed.
+        if case .failed(let failure) = landing.outcome, failure.tooLarge, case .route(let resource) = key {
+            tooLargeToCache.insert(key, until: now + resource.lifetime)
+            return CacheDelivery(.streamThrough, .tooLargeToCache)
+        }
+        // Stale-if-error: an upstream 5xx, 429, timeout or broken connection, with a stale
+        // answer still within its window (never a superseded one), gets that answer.
+        if let failedStatus = landing.outcome.failedStatus, let stale = staleAnswer(for: key, now: now) {
+            return CacheDelivery(.cached(stale, age: stale.ageSeconds(now: now)),
+                                 .staleOnError(upstreamStatus: failedStatus, collapsed: collapsed),
+                                 upstreamStatus: failedStatus, upstreamDuration: duration)
+        }
+        switch landing.outcome {
+        case .fromDisk(let answer):
+            return CacheDelivery(.cached(answer, age: answer.ageSeconds(now: now)), .hit(ttl: answer.cacheStatusTTL(now: now)))
+        case .fromShared(let answer):
+            return CacheDelivery(.cached(answer, age: answer.ageSeconds(now: now)), .sharedHit(ttl: answer.cacheStatusTTL(now: now)))
+        case .stored(let answer):
+            return CacheDelivery(.cached(answer, age: answer.ageSeconds(now: now)),
+                                 .forwarded(forward, upstreamStatus: 200, stored: true, collapsed: collapsed),
+                                 upstreamStatus: 200, upstreamDuration: duration)
+        case .passedOn(let response):
+            return CacheDelivery(.passedOn(response), .forwarded(forward, upstreamStatus: response.status, collapsed: collapsed),
+                                 upstreamStatus: response.status, upstreamDuration: duration)
+        case .failed(let failure):
+            return CacheDelivery(.failed(failure), .forwarded(forward, upstreamStatus: nil, collapsed: collapsed, failure: failure.code),
+                                 upstreamDuration: duration)
+        }
+    }
+
+    /// A stale answer to serve instead of an upstream failure, within stale-if-error of its
+    /// TTL's end; never one that is superseded.
+    private func staleAnswer(for key: CacheKey, now: Double) -> CachedAnswer? {
+        guard let stale = memory.peek(key), stale.isWithinStaleWindow(staleWindows.ifError, now: now) else { return nil }
+        counters.staleServed += 1
+        return stale
+    }
+
+    /// The background refresh of an answer served stale: one flight per resource, joined with
+    /// any foreground fetch in the air. `throughList`: a detail whose list is due; the list is
+    /// fetched (or its fetch joined), and the detail on its own only if the list showed it changed.
+    private func refresh(_ key: CacheKey, throughList: Bool, requestID: String, client: String) {
+        let flight = FlightKey(throughList ? .list(workflow: key.workflow) : key, revalidates: false)
+        let join = flights.join(flight) { [self] landing in
+            guard throughList, case .stored = landing.outcome, let entry = memory.peek(key), entry.remaining(now: clock()) <= 0 else { return }
+            refresh(key, throughList: false, requestID: requestID, client: client)
+        }
+        guard join == .leader else { return }
+        runFlight(FlightRun(flight, requestID: requestID, client: client, background: true, hasFallback: nil, deadline: nil), .lease)
+    }
+}
+
+extension FetchOutcome {
+    /// The upstream's failure status when the fetch failed in a way stale data may stand in
+    /// for (a 5xx, a 429, a timeout or a broken connection); nil otherwise.
+    var failedStatus: Int? {
+        switch self {
+        case .failed(let failure): failure.status
+        case .passedOn(let response) where response.status >= 500 || response.status == 429: response.status
+        default: nil
+        }
+    }
+}
