@@ -3,7 +3,9 @@
 # (paths to pixxel-proxy binaries; pixxel-sim from .build/release). Both front one pixxel-sim,
 # are warmed, then measured alternately with wrk (detail, list and filtered hits at 64
 # connections, AB_ROUNDS rounds of AB_SECONDS each), so a drift of the machine hits both.
-# Prints req/s per run and the NEW/OLD ratio of the medians. Bounded: about
+# Prints req/s and CPU time per answered request (utime+stime of the proxy from /proc over the
+# counted wrk run: far steadier than req/s on a shared machine) per run, and the NEW/OLD ratio
+# of the medians of each. Bounded: about
 # 3 cases x 2 builds x AB_ROUNDS x AB_SECONDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,10 +49,13 @@ start() {  # binary port name
         PIXXEL_PROXY_AUTH_CLIENTS_FILE="$OUT/clients" PIXXEL_PROXY_LOG_LEVEL=info \
         "$1" serve >"$OUT/$3.log" 2>&1 &
     PIDS+=($!)
+    PROXY_PIDS[$2]=$!
     wait_for "http://$HOST:$2/healthz"
 }
+declare -A PROXY_PIDS
 start "$OLD" $OLD_PORT old
 start "$NEW" $NEW_PORT new
+TICKS=$(getconf CLK_TCK)
 
 WORKFLOW=$(sed -n 's/^pixxel-sim: workflow //p' "$OUT/sim.log" | head -n 1)
 JOB=$(curl -s -H "Authorization: $TOKEN" "http://$HOST:$NEW_PORT/v0/workflows/$WORKFLOW/jobs" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p' | head -n 1)
@@ -64,20 +69,30 @@ for port in $OLD_PORT $NEW_PORT; do
     done
 done
 
-run() {  # port path -> req/s
-    wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -H "Authorization: $TOKEN" "http://$HOST:$1$2" \
-        | awk '/Requests\/sec/ { printf "%d", $2 }'
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # pid -> utime+stime in clock ticks
+
+run() {  # port path -> "req/s µs-per-request"
+    local pid=${PROXY_PIDS[$1]} before after
+    before=$(cpu_ticks "$pid")
+    wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -H "Authorization: $TOKEN" "http://$HOST:$1$2" >"$OUT/wrk.txt"
+    after=$(cpu_ticks "$pid")
+    awk -v ticks=$((after - before)) -v hz="$TICKS" '
+        / requests in / { requests = $1 }
+        /Requests\/sec/ { rate = $2 }
+        END { printf "%d %.1f", rate, requests ? ticks / hz * 1e6 / requests : 0 }' "$OUT/wrk.txt"
 }
 median() { tr ' ' '\n' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-printf '%-9s %-40s %-40s %s\n' case "old req/s" "new req/s" "new/old"
+printf '%-9s %-24s %-24s %-8s %-20s %-20s %s\n' case "old req/s" "new req/s" "new/old" "old µs/req (CPU)" "new µs/req (CPU)" "new/old"
 for name in detail list filtered; do
-    old_runs="" new_runs=""
+    old_rates="" new_rates="" old_cpu="" new_cpu=""
     for _ in $(seq 1 "$ROUNDS"); do
-        old_runs+="$(run $OLD_PORT "${PATHS[$name]}") "
-        new_runs+="$(run $NEW_PORT "${PATHS[$name]}") "
+        read -r rate cpu <<<"$(run $OLD_PORT "${PATHS[$name]}")"
+        old_rates+="$rate " old_cpu+="$cpu "
+        read -r rate cpu <<<"$(run $NEW_PORT "${PATHS[$name]}")"
+        new_rates+="$rate " new_cpu+="$cpu "
     done
-    old_median=$(echo $old_runs | median) new_median=$(echo $new_runs | median)
-    printf '%-9s %-40s %-40s %s\n' "$name" "$old_runs" "$new_runs" \
-        "$(awk -v n="$new_median" -v o="$old_median" 'BEGIN { printf "%.2f", n / o }')"
+    ratio() { awk -v n="$(echo $1 | median)" -v o="$(echo $2 | median)" 'BEGIN { printf "%.2f", o ? n / o : 0 }'; }
+    printf '%-9s %-24s %-24s %-8s %-20s %-20s %s\n' "$name" "$old_rates" "$new_rates" "$(ratio "$new_rates" "$old_rates")" \
+        "$old_cpu" "$new_cpu" "$(ratio "$new_cpu" "$old_cpu")"
 done

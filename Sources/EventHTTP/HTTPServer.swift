@@ -53,12 +53,12 @@ public final class HTTPServer {
     /// Answers handed to a connection and not yet written out to their clients.
     public private(set) var unflushed = 0
     /// Looks at the head of a request that has a body, before any of the body is read or
-    /// `100 Continue` is sent: a refusal is answered and the connection closed (so that
-    /// nobody can make the server buffer a body it would refuse anyway).
-    /// It is given the head and the client's address.
-    public var admit: ((RequestParser.Head, String) -> HeadRefusal?)?
-    /// How the body of a request is read (default: whole, before the handler sees it).
-    public var bodyReading: ((RequestParser.Head) -> BodyReading)?
+    /// `100 Continue` is sent, once: how its body is read (default: whole, before the handler
+    /// sees it), whether it is refused (answered at once and the connection closed, so that
+    /// nobody can make the server buffer a body it would refuse anyway), and what was decided,
+    /// which the request carries to the handler (`ServerRequest.admission`) so that nothing is
+    /// decided twice. It is given the head and the client's address.
+    public var admitHead: ((RequestParser.Head, String) -> HeadAdmission)?
     /// Called each time the server has nothing in flight and nothing left to write (drain
     /// waits on it: stopping the loop earlier would drop answers still in the output buffers).
     public var onIdle: (() -> Void)?

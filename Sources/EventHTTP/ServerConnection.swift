@@ -14,6 +14,8 @@ final class ServerConnection {
     private let limits: ServerLimits
     /// A head whose body is still arriving, and its chunked body decoded so far.
     private var pendingHead: RequestParser.Head?
+    /// What the admission of the pending request decided (`HTTPServer.admitHead`), for its handler.
+    private var pendingDecision: AnyObject?
     private var chunkedBody: RequestParser.ChunkedDecoder?
     /// When the request being read (head, then body) must have arrived: a client that sends a
     /// byte now and then is not idle, yet may not hold the connection for ever (slowloris).
@@ -165,7 +167,8 @@ final class ServerConnection {
                 return refuse(status, message)
             case .complete(let head, let headLength):
                 evbuffer_drain(input, headLength)
-                let reading = head.hasBody ? server?.bodyReading?(head) ?? .whole : .whole
+                let admission = head.hasBody ? server?.admitHead?(head, peer) : nil
+                let reading = admission?.reading ?? .whole
                 let limit = if case .streamed(let maxBytes) = reading { maxBytes } else { limits.maxBodyBytes }
                 if let declared = head.contentLength, declared > limit {
                     return refuse(413, "the request body is larger than \(limit) bytes")
@@ -175,9 +178,10 @@ final class ServerConnection {
                     continue
                 }
                 // Nobody's body is read (nor 100 Continue sent) before the head is admitted.
-                if let refusal = server?.admit?(head, peer) {
+                if let refusal = admission?.refusal {
                     return refuse(refusal)
                 }
+                pendingDecision = admission?.decided
                 if reading != .whole {
                     startBodyStream(head, maxBytes: limit)
                     continue
@@ -413,7 +417,9 @@ final class ServerConnection {
         requestDeadline = nil
         guard let server else { return }
         streamedAnswerCloses = false
-        let request = ServerRequest(head: head, body: body, bodyStream: bodyStream, peer: peer, connection: self, server: server)
+        let request = ServerRequest(head: head, body: body, bodyStream: bodyStream, peer: peer, admission: pendingDecision,
+                                    connection: self, server: server)
+        pendingDecision = nil
         current = request
         awaitingAnswer = true
         server.dispatch(request)
@@ -467,6 +473,7 @@ final class ServerConnection {
     private func refuse(_ refusal: HeadRefusal) {
         guard let server else { return }
         pendingHead = nil
+        pendingDecision = nil
         chunkedBody = nil
         var head = Array("HTTP/1.1 \(refusal.status) \(reasonPhrase(refusal.status))\r\n".utf8)
         head += refusal.headers.wireLines().lines
@@ -490,7 +497,22 @@ final class ServerConnection {
     }
 }
 
-/// An answer to a request refused on its head alone (see `HTTPServer.admit`).
+/// What `HTTPServer.admitHead` decided of a request with a body, from its head.
+public struct HeadAdmission {
+    public let reading: BodyReading
+    /// Set: the request is answered with it, and its body is never read.
+    public let refusal: HeadRefusal?
+    /// Carried to the handler as `ServerRequest.admission`.
+    public let decided: AnyObject?
+
+    public init(reading: BodyReading = .whole, refusal: HeadRefusal? = nil, decided: AnyObject? = nil) {
+        self.reading = reading
+        self.refusal = refusal
+        self.decided = decided
+    }
+}
+
+/// An answer to a request refused on its head alone (see `HTTPServer.admitHead`).
 public struct HeadRefusal: Sendable {
     public var status: Int
     public var headers: HTTPHeaders

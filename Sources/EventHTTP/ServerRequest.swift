@@ -29,9 +29,13 @@ public final class ServerRequest {
     public private(set) var isClientGone = false
     /// Called once if the client's connection closes before the answer.
     public var onClientGone: (() -> Void)?
+    /// What the server's admission decided from the head (`HTTPServer.admitHead`; nil for a
+    /// request without a body, which is not admitted apart).
+    public let admission: AnyObject?
 
-    init(head: RequestParser.Head, body: [UInt8], bodyStream: RequestBodyStream?, peer: String, connection: ServerConnection,
-         server: HTTPServer) {
+    init(head: RequestParser.Head, body: [UInt8], bodyStream: RequestBodyStream?, peer: String, admission: AnyObject?,
+         connection: ServerConnection, server: HTTPServer) {
+        self.admission = admission
         knownMethod = head.knownMethod
         uri = head.target
         headers = head.headers

@@ -103,7 +103,7 @@ public final class SimServer: @unchecked Sendable {
             self.handle($0)
         }
         // Uploads are read as they arrive (counted, never held); other bodies whole.
-        server.bodyReading = { head in head.target.hasPrefix("/v0/uploads/") ? .streamed(maxBytes: Int.max) : .whole }
+        server.admitHead = { head, _ in HeadAdmission(reading: head.target.hasPrefix("/v0/uploads/") ? .streamed(maxBytes: Int.max) : .whole) }
         if let cert = options.tlsCertificateFile, let key = options.tlsKeyFile {
             server.enableTLS(try TLSServerContext(certificateChainFile: cert, privateKeyFile: key))
         }

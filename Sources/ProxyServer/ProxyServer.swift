@@ -124,8 +124,7 @@ public final class ProxyServer: @unchecked Sendable {
         ) { [unowned self] request in
             self.handle(request)
         }
-        httpServer?.admit = { [unowned self] head, peer in self.admit(head, peer: peer) }
-        httpServer?.bodyReading = { [unowned self] head in self.bodyReading(for: head) }
+        httpServer?.admitHead = { [unowned self] head, peer in self.admitHead(head, peer: peer) }
         gateway.onOutcome = { [unowned self] route, outcome, duration in
             if let duration { metrics.upstreamRequest(route: route, outcome: outcome, duration: duration) } else {
                 metrics.upstreamRequest(route: route, outcome: outcome)

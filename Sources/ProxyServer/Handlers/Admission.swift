@@ -1,14 +1,23 @@
 import EventHTTP
 import JobCache
 
-/// Decisions made before a request is handled: whether a body may be read at all, and whether
-/// a read asks the upstream to treat it as a write.
+/// Decisions made before a request is handled: whether a body may be read at all (and how),
+/// and whether a read asks the upstream to treat it as a write.
 extension ProxyServer {
-    /// Admission of a request that has a body, on its head alone, before the body is read: a
-    /// read with a body, a caller without a valid token, or one that may not write is refused
-    /// at once (and the connection closed), so no unauthenticated body is ever buffered.
-    func admit(_ head: RequestParser.Head, peer: String) -> HeadRefusal? {
+    /// Admission of a request that has a body, on its head alone, before the body is read:
+    /// its target, route and caller, decided here once and carried on the request
+    /// (`AdmittedHead`), and how its body is read (streamed for the pass-through routes, bounded
+    /// by `listen.max_upload_bytes`; whole for those whose body the proxy reads itself). A read
+    /// with a body, a caller without a valid token, or one that may not write is refused at
+    /// once (and the connection closed), so no unauthenticated body is ever buffered.
+    func admitHead(_ head: RequestParser.Head, peer: String) -> HeadAdmission {
+        let method = head.knownMethod ?? .get
+        let target = RequestTarget.parse(head.target)
+        let route = (try? target.get()).map { Router.route(method: method, target: $0, rules: settings.cacheRoutes) } ?? .notFound
         let caller = authenticator.authenticate(authorization: head.headers["Authorization"])
+        let admitted = AdmittedHead(target: target, route: route, caller: caller)
+        let reading: BodyReading = head.knownMethod != nil && route == .passThrough
+            ? .streamed(maxBytes: settings.listenMaxUploadBytes == 0 ? Int.max : settings.listenMaxUploadBytes) : .whole
         var extra: [(name: String, value: String)] = []
         let error: ProxyError
         if head.knownMethod?.isIdempotentRead == true {
@@ -19,16 +28,16 @@ extension ProxyServer {
         } else if caller.scopes.isDisjoint(with: [.write, .admin]) {
             error = .forbidden(Scopes.write.description)
         } else {
-            return nil
+            return HeadAdmission(reading: reading, decided: admitted)
         }
         // Refused like any other request: with its request id, a metric and an access line.
         let requestID = requestID(from: head.headers["X-Request-Id"])
-        let route = RequestTarget.parse(head.target).map { Router.route(method: head.knownMethod ?? .get, target: $0, rules: settings.cacheRoutes).template }
-        recordAnswer(method: head.knownMethod?.rawValue ?? "UNKNOWN", route: (try? route.get()) ?? Route.notFound.template,
-                     status: error.status, client: caller.logName, peer: peer, requestID: requestID, cache: "none",
-                     elapsed: .zero, upstreamDuration: nil, upstreamStatus: nil)
-        return HeadRefusal(status: error.status,
-                           headers: HTTPHeaders([("Content-Type", "application/json"), ("X-Request-Id", requestID)] + extra), body: error.body)
+        record(AnswerRecord(method: head.knownMethod?.rawValue ?? "UNKNOWN", route: route.template, status: error.status,
+                            client: caller.logName, peer: peer, requestID: requestID, cache: "none", elapsed: .zero,
+                            upstreamDuration: nil, upstreamStatus: nil, workflow: nil))
+        let refusal = HeadRefusal(status: error.status, headers: HTTPHeaders([("Content-Type", "application/json"), ("X-Request-Id", requestID)] + extra),
+                                  body: error.body)
+        return HeadAdmission(reading: reading, refusal: refusal)
     }
 
     /// Why a read must not go upstream as it is, or nil: a field or parameter that asks the
@@ -48,5 +57,19 @@ extension ProxyServer {
     static func isMethodOverride(_ name: String) -> Bool {
         name.caseInsensitiveEquals("x-http-method-override") || name.caseInsensitiveEquals("x-http-method")
             || name.caseInsensitiveEquals("x-method-override")
+    }
+}
+
+/// What the admission of a request with a body decided from its head, carried on the request
+/// (`ServerRequest.admission`) so that the handler neither parses, routes nor authenticates it again.
+final class AdmittedHead {
+    let target: Result<RequestTarget, RequestTarget.Invalid>
+    let route: Route
+    let caller: Caller
+
+    init(target: Result<RequestTarget, RequestTarget.Invalid>, route: Route, caller: Caller) {
+        self.target = target
+        self.route = route
+        self.caller = caller
     }
 }

@@ -92,9 +92,10 @@ extension ProxyServer {
         let requestID = requestID(from: clientRequestID)
         writeAnswer(request, status: 200, fields: .prepared(answer.preparedHeaderLines), body: .shared(answer.sharedBody(for: target.filters)),
                     requestID: requestID, outcome: delivery.outcome, age: age, extra: nil, close: false)
-        recordAnswer(method: method.rawValue, route: target.routeTemplate, status: 200, client: caller.logName, peer: request.peer,
-                     requestID: requestID, cache: delivery.outcome.label, elapsed: ContinuousClock.now - started, upstreamDuration: nil,
-                     upstreamStatus: nil, hitRecorder: target.metrics, workflow: target.key.isRoute ? nil : target.key.workflow)
+        record(AnswerRecord(method: method.rawValue, route: target.routeTemplate, status: 200, client: caller.logName, peer: request.peer,
+                            requestID: requestID, cache: delivery.outcome.label, elapsed: ContinuousClock.now - started,
+                            upstreamDuration: nil, upstreamStatus: nil, workflow: target.key.isRoute ? nil : target.key.workflow),
+               hitRecorder: target.metrics)
         return true
     }
 }

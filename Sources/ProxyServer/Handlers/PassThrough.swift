@@ -6,14 +6,6 @@ import Upstream
 /// Neither body is held whole: an answer flows to the client as it arrives (a slow client slows
 /// the upstream read), a request body flows upstream as it arrives, framed as it was parsed.
 extension ProxyServer {
-    /// How the server reads a request's body: streamed for the pass-through routes (bounded by
-    /// `listen.max_upload_bytes`), whole for those whose body the proxy reads itself.
-    func bodyReading(for head: RequestParser.Head) -> BodyReading {
-        guard let method = head.knownMethod, case .success(let target) = RequestTarget.parse(head.target),
-              Router.route(method: method, target: target, rules: settings.cacheRoutes) == .passThrough else { return .whole }
-        return .streamed(maxBytes: settings.listenMaxUploadBytes == 0 ? Int.max : settings.listenMaxUploadBytes)
-    }
-
     func relayPassThrough(_ exchange: Exchange, target: RequestTarget, headers: HTTPHeaders) {
         let box = ExchangeBox(exchange)
         let started = ContinuousClock.now
@@ -26,14 +18,14 @@ extension ProxyServer {
             switch result {
             case .relayed(let status, _):
                 exchange.upstreamStatus = status
-                recordRelayed(exchange, status: status)
+                record(exchange.answerRecord(status: status))
             case .broken(let status, let reason):
                 exchange.upstreamStatus = status
                 logger.warning("a streamed answer broke off", metadata: ["request_id": "\(exchange.requestID)", "reason": "\(reason)"])
-                recordRelayed(exchange, status: status)
+                record(exchange.answerRecord(status: status))
             case .clientGone:
                 // nginx's "client closed request": nobody was there to answer.
-                recordRelayed(exchange, status: 499)
+                record(exchange.answerRecord(status: 499))
             case .failed(let failure):
                 finish(&exchange, failure: FetchFailure(failure))
             case .bodyRefused(.tooLarge):
@@ -45,13 +37,5 @@ extension ProxyServer {
                 finish(&exchange, error: .badRequest("invalid chunked body"))
             }
         }
-    }
-
-    /// The metrics and access line of an answer the relay wrote itself.
-    private func recordRelayed(_ exchange: Exchange, status: Int) {
-        recordAnswer(method: exchange.knownMethodName, route: exchange.route.template, status: status, client: exchange.caller.logName,
-                     peer: exchange.request.peer, requestID: exchange.requestID, cache: exchange.finalCacheOutcome?.label ?? "none",
-                     elapsed: ContinuousClock.now - exchange.started, upstreamDuration: exchange.upstreamDuration,
-                     upstreamStatus: exchange.upstreamStatus, workflow: exchange.route.workflow)
     }
 }

@@ -6,7 +6,7 @@ import ResponseCache
 /// A request's way through the proxy, in named phases (as nginx's phases or a middleware
 /// chain): the hit path's shortcut, then identify (request id), route (method, body, target,
 /// route; answers that need no token), authorize (token and scope), respond (cache, admin or
-/// upstream), and the answer phase shared with the hit path (`finish` and `recordAnswer`).
+/// upstream), and the answer phase shared with the hit path (`writeAnswer`, then `record`).
 extension ProxyServer {
     /// Entry point for every request, on the loop thread.
     func handle(_ request: ServerRequest) {
@@ -42,14 +42,16 @@ extension ProxyServer {
             finish(&exchange, error: .badRequest("a \(request.method.rawValue) request may not carry a body"))
             return nil
         }
+        // A request with a body was parsed and routed at its admission.
+        let admitted = request.admission as? AdmittedHead
         let target: RequestTarget
-        switch RequestTarget.parse(request.uri) {
+        switch admitted?.target ?? RequestTarget.parse(request.uri) {
         case .success(let parsed): target = parsed
         case .failure(let invalid):
             finish(&exchange, error: .badRequest(invalid.description))
             return nil
         }
-        exchange.route = Router.route(method: request.method, target: target, rules: settings.cacheRoutes)
+        exchange.route = admitted?.route ?? Router.route(method: request.method, target: target, rules: settings.cacheRoutes)
         if request.method.isIdempotentRead, let problem = Self.methodOverrideProblem(request.headers, rawQuery: target.rawQuery) {
             finish(&exchange, error: .badRequest(problem))
             return nil
@@ -82,7 +84,8 @@ extension ProxyServer {
     /// Phase 3: the caller and its scope for the route. Answers 401 or 403 and returns false.
     private func authorize(_ exchange: inout Exchange) -> Bool {
         let authorization = exchange.request.headers["Authorization"]
-        exchange.caller = authenticator.authenticate(authorization: authorization)
+        // A request with a body was authenticated at its admission.
+        exchange.caller = (exchange.request.admission as? AdmittedHead)?.caller ?? authenticator.authenticate(authorization: authorization)
         if let authorization { hitPath.remember(exchange.caller, for: authorization) }
         if exchange.caller == .rejected {
             exchange.extraHeaders.add("WWW-Authenticate", #"Bearer realm="pixxel-proxy""#)

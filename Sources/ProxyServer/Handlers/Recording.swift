@@ -1,0 +1,71 @@
+import EventHTTP
+import Logging
+import ResponseCache
+
+/// What the recording step is told of one answered request.
+struct AnswerRecord {
+    let method: String
+    let route: String
+    let status: Int
+    let client: String
+    let peer: String
+    let requestID: String
+    /// The `CacheOutcome` label, or "none" off the cached routes.
+    let cache: String
+    let elapsed: Duration
+    let upstreamDuration: Duration?
+    let upstreamStatus: Int?
+    /// The workflow the request named, for the operator's busiest workflows (nil: none, or a
+    /// refused request, which writes nothing the operator reads).
+    let workflow: String?
+}
+
+extension Exchange {
+    /// This request's record once answered with `status`.
+    func answerRecord(status: Int) -> AnswerRecord {
+        AnswerRecord(method: knownMethodName, route: route.template, status: status, client: caller.logName, peer: request.peer,
+                     requestID: requestID, cache: finalCacheOutcome?.label ?? "none", elapsed: ContinuousClock.now - started,
+                     upstreamDuration: upstreamDuration, upstreamStatus: upstreamStatus,
+                     workflow: status == 401 || status == 403 ? nil : route.workflow)
+    }
+}
+
+extension ProxyServer {
+    /// `CacheOutcome` labels of answers that looked in the cache (the hit ratio's base, as
+    /// `hit_ratio` counts hits and misses).
+    static let lookupLabels: Set<String> = ["hit", "miss", "stale", "request", "revalidated"]
+
+    /// The one recording step, once per request, after its answer is written (whole, streamed,
+    /// or refused on its head): the operator's figures, the metrics and the access line.
+    /// `hitRecorder`: the hit path's own histogram handle (no label lookup per hit).
+    func record(_ answer: AnswerRecord, hitRecorder: ProxyMetrics.HitRecorder? = nil) {
+        operatorStats.answered(at: Int(budgetClock()), hit: answer.cache == "hit", lookup: Self.lookupLabels.contains(answer.cache),
+                               client: answer.client, workflow: answer.workflow)
+        if let hitRecorder {
+            hitRecorder.record(answer.elapsed)
+        } else {
+            metrics.requestFinished(route: answer.route, status: answer.status, cache: answer.cache, duration: answer.elapsed)
+        }
+        logAccess(answer)
+    }
+
+    /// The access line: names and templates only, never a token, key or id.
+    private func logAccess(_ answer: AnswerRecord) {
+        guard logger.logLevel <= .info else { return }
+        let message = "\(answer.method) \(answer.route) \(answer.status)"
+        let fields: [(key: String, value: String)] = [
+            ("cache", answer.cache),
+            ("client", answer.client),
+            ("duration_ms", String(Self.milliseconds(answer.elapsed))),
+            ("peer", answer.peer),
+            ("request_id", answer.requestID),
+            ("upstream_ms", answer.upstreamDuration.map { String(Self.milliseconds($0)) } ?? "-"),
+            ("upstream_status", answer.upstreamStatus.map(String.init) ?? "-"),
+        ]
+        if let accessLogOutput {
+            // Keys in order, as the handler sorts them; no log event or metadata dictionary.
+            return accessLogOutput.append(level: .info, label: logger.label, fields: fields, source: "ProxyServer", message: message)
+        }
+        logger.info("\(message)", metadata: Dictionary(uniqueKeysWithValues: fields.map { ($0.key, .string($0.value)) }))
+    }
+}
