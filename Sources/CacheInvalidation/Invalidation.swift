@@ -151,3 +151,37 @@ public enum Revalidation {
         return .list
     }
 }
+
+/// What storing an upstream answer comes to, decided by the rules before any tier is touched
+/// (the cache then applies it to every tier).
+public enum StorePlan: Sendable, Equatable {
+    /// Store the answer (a list's sightings then renew or invalidate the workflow's details).
+    case store
+    /// Older than the cached answer, which is still current: that one stays and is served.
+    case keepCached
+    /// Older than a version already shown, and nothing current is cached: refused (the client
+    /// gets an error, never an older job).
+    case refuse
+}
+
+extension Invalidation {
+    /// A detail answer dated `answer`, against the cached detail (nil: none; its `updatedAt`
+    /// and whether a list superseded it) and the newest `updated_at` any answer has shown.
+    public static func planDetail(answer: Double?, cached: (updatedAt: Double?, superseded: Bool)?, newestSeen: Double?) -> StorePlan {
+        if answerMayReplace(cached: cached?.updatedAt, newestSeen: newestSeen, answer: answer) { return .store }
+        if let cached, !cached.superseded, !answerMayReplace(cached: cached.updatedAt, answer: answer) { return .keepCached }
+        return .refuse
+    }
+
+    /// A list answer showing each job at `listed` (keyed as `newestListed` is), against the
+    /// newest `updated_at` lists have already shown per job: one job shown older makes it a
+    /// lagging answer, and the cached list (if any) stays.
+    public static func planList(listed: [String: Double?], newestListed: (String) -> Double?, hasCached: Bool) -> StorePlan {
+        let regressed = listed.contains { job, updatedAt in
+            guard let known = newestListed(job) else { return false }
+            return (updatedAt ?? -.infinity) < known
+        }
+        guard regressed else { return .store }
+        return hasCached ? .keepCached : .refuse
+    }
+}

@@ -92,10 +92,28 @@ extension ResponseCache {
     /// with nothing counted, and the request then takes `serve`.
     public func serveFromMemory(_ key: CacheKey) -> CacheDelivery? {
         let now = clock()
-        guard let answer = memory.get(key), answer.remaining(now: now) > 0 else { return nil }
+        guard case .fresh(let answer) = lookInMemory(key, now: now) else { return nil }
         counters.hits += 1
         counters.preparedHits += 1
         return CacheDelivery(.cached(answer, age: answer.ageSeconds(now: now)), .hit(ttl: answer.cacheStatusTTL(now: now)))
+    }
+
+    /// What memory holds for a key, by freshness: the lookup step's decision, which the hit
+    /// path takes too.
+    enum MemoryLookup {
+        case fresh(CachedAnswer)
+        /// Expired, within stale-while-revalidate: served while one refresh runs.
+        case stale(CachedAnswer)
+        /// Expired past it, or superseded: revalidated (kept for stale-if-error unless superseded).
+        case expired(CachedAnswer)
+        case miss
+    }
+
+    func lookInMemory(_ key: CacheKey, now: Double) -> MemoryLookup {
+        guard let cached = memory.get(key) else { return .miss }
+        if cached.remaining(now: now) > 0 { return .fresh(cached) }
+        if cached.isWithinStaleWindow(staleWindows.whileRevalidate, now: now) { return .stale(cached) }
+        return .expired(cached)
     }
 
     func advance(_ journey: Journey, _ step: JourneyStep) {
@@ -111,24 +129,24 @@ extension ResponseCache {
                 count(journey, hit: false)
                 return advance(journey, .flight(cached: memory.peek(key), deadline: nil))
             }
-            guard let cached = memory.get(key) else { return advance(journey, .flight(cached: nil, deadline: nil)) }
-            let hit = CacheDelivery(.cached(cached, age: cached.ageSeconds(now: now)), .hit(ttl: cached.cacheStatusTTL(now: now)))
-            if cached.remaining(now: now) > 0 {
+            switch lookInMemory(key, now: now) {
+            case .fresh(let cached):
                 count(journey, hit: true)
-                return advance(journey, .deliver(hit))
-            }
-            if cached.isWithinStaleWindow(staleWindows.whileRevalidate, now: now) {
+                advance(journey, .deliver(CacheDelivery(.cached(cached, age: cached.ageSeconds(now: now)), .hit(ttl: cached.cacheStatusTTL(now: now)))))
+            case .stale(let cached):
                 count(journey, hit: true)
                 counters.staleServed += 1
-                advance(journey, .deliver(hit))
-                return refresh(key, throughList: revalidationRoute(for: key, cached: cached, now: now) == .list,
-                               requestID: request.requestID, client: request.client)
-            }
-            if revalidationRoute(for: key, cached: cached, now: now) == .list {
+                advance(journey, .deliver(CacheDelivery(.cached(cached, age: cached.ageSeconds(now: now)), .hit(ttl: cached.cacheStatusTTL(now: now)))))
+                refresh(key, throughList: revalidationRoute(for: key, cached: cached, now: now) == .list,
+                        requestID: request.requestID, client: request.client)
+            case .expired(let cached) where revalidationRoute(for: key, cached: cached, now: now) == .list:
                 count(journey, hit: false)
-                return advance(journey, .throughList(deadline: fetcher.newDeadline()))
+                advance(journey, .throughList(deadline: fetcher.newDeadline()))
+            case .expired(let cached):
+                advance(journey, .flight(cached: cached, deadline: nil))
+            case .miss:
+                advance(journey, .flight(cached: nil, deadline: nil))
             }
-            advance(journey, .flight(cached: cached, deadline: nil))
 
         case .throughList(let deadline):
             let listFlight = FlightKey(.list(workflow: key.workflow), revalidates: false)

@@ -54,7 +54,8 @@ enum FlightStep {
     /// The upstream call, through the injected fetcher. `leased`: this instance holds the lease
     /// (kept while the call runs).
     case fetch(leased: Bool, deadline: Double?)
-    /// Plan and apply: the upstream's 200 by the `updated_at` rules (`store`), into memory and disk.
+    /// Plan and apply: the upstream's 200 decoded once, planned by the pure `updated_at` rules
+    /// (`Invalidation.planDetail`, `planList`), then applied to memory and disk (`store`).
     case store(ClientResponse, requestedAt: Double, duration: Duration, leaseHold: Int?, leased: Bool)
     /// Every waiter gets the result; what was fetched goes to the shared tier, and the lease ends.
     case land(FlightLanding, leaseHold: Int?, leased: Bool)

@@ -214,13 +214,17 @@ public final class ResponseCache {
         var listed = Dictionary(list.jobs.map { (PercentEncoding.segment($0.id), $0.updatedAt) }, uniquingKeysWith: Self.newer)
         // A list that shows a job older than a list already showed it is a lagging answer:
         // the newer list stays (or, with none left to serve, the client gets an error).
-        let regressed = listed.contains { job, updatedAt in
-            guard let known = newestListed.peek(.detail(workflow: workflow, job: job)) else { return false }
-            return (updatedAt ?? -.infinity) < known
-        }
-        if regressed {
+        let cached = memory.peek(key)
+        switch Invalidation.planList(listed: listed, newestListed: { newestListed.peek(.detail(workflow: workflow, job: $0)) },
+                                     hasCached: cached != nil) {
+        case .store:
+            break
+        case .keepCached:
             counters.rejectedOutOfOrder += 1
-            if let cached = memory.peek(key) { return landed(.keptNewer(cached)) }
+            if let cached { return landed(.keptNewer(cached)) }
+            return landed(.olderThanListed)
+        case .refuse:
+            counters.rejectedOutOfOrder += 1
             return landed(.olderThanListed)
         }
         // Jobs created through the proxy while the list was fetched are not news from the
@@ -260,13 +264,20 @@ public final class ResponseCache {
         if case .list(let list)? = memory.peek(.list(workflow: workflow))?.document, let index = list.index(of: detail.job.id) {
             newestSeen = Self.newer(newestSeen, list.jobs[index].updatedAt)
         }
-        if !Invalidation.answerMayReplace(cached: cached?.updatedAt, newestSeen: newestSeen, answer: detail.job.updatedAt) {
-            counters.rejectedOutOfOrder += 1
+        switch Invalidation.planDetail(answer: detail.job.updatedAt, cached: cached.map { ($0.updatedAt, $0.isSuperseded) },
+                                       newestSeen: newestSeen) {
+        case .store:
+            break
+        case .keepCached:
             // Older than a cached detail that is still current: that one stays and is served.
-            if let cached, !cached.isSuperseded, !Invalidation.answerMayReplace(cached: cached.updatedAt, answer: detail.job.updatedAt) {
+            counters.rejectedOutOfOrder += 1
+            if let cached {
                 if memory.peek(key) == nil { memory.set(key, cached, cost: cached.cost) }
                 return landed(.keptNewer(cached))
             }
+            return landed(.olderThanListed)
+        case .refuse:
+            counters.rejectedOutOfOrder += 1
             return landed(.olderThanListed)
         }
         let answer = CachedAnswer(document: .detail(detail), headers: headers, storedAt: now,

@@ -29,6 +29,29 @@ import JobCache
         #expect(Invalidation.answerMayReplace(cached: Self.t, answer: nil), "unknown falls back to plain TTL")
     }
 
+    @Test func aDetailAnswerIsStoredKeptBehindTheCachedOneOrRefusedByPlan() {
+        let t = Self.t
+        #expect(Invalidation.planDetail(answer: t, cached: nil, newestSeen: nil) == .store)
+        #expect(Invalidation.planDetail(answer: t + 1, cached: (t, false), newestSeen: nil) == .store)
+        #expect(Invalidation.planDetail(answer: t - 1, cached: (t, false), newestSeen: nil) == .keepCached, "a lagging replica")
+        #expect(Invalidation.planDetail(answer: t - 1, cached: (t, true), newestSeen: t + 5) == .refuse,
+                "the cached one is superseded: nothing current to keep")
+        #expect(Invalidation.planDetail(answer: t, cached: (t, false), newestSeen: t + 5) == .refuse,
+                "as old as the cached one, and both older than a list showed: neither is current")
+        #expect(Invalidation.planDetail(answer: t, cached: nil, newestSeen: t + 5) == .refuse, "older than a list showed")
+        #expect(Invalidation.planDetail(answer: nil, cached: nil, newestSeen: t) == .refuse, "undated after a dated version was shown")
+    }
+
+    @Test func aListShowingAJobOlderThanAListShowedItIsNotStored() {
+        let t = Self.t
+        let known: [String: Double] = ["a": t, "b": t + 10]
+        #expect(Invalidation.planList(listed: ["a": t, "b": t + 10, "c": nil], newestListed: { known[$0] }, hasCached: true) == .store)
+        #expect(Invalidation.planList(listed: ["a": t + 1, "b": t + 9], newestListed: { known[$0] }, hasCached: true) == .keepCached)
+        #expect(Invalidation.planList(listed: ["a": t + 1, "b": t + 9], newestListed: { known[$0] }, hasCached: false) == .refuse)
+        #expect(Invalidation.planList(listed: ["b": nil], newestListed: { known[$0] }, hasCached: false) == .refuse,
+                "undated where a dated version was shown")
+    }
+
     @Test func aNewerDetailUpdatesTheListEntry() {
         #expect(Invalidation.detailUpdatesListEntry(listEntry: Self.t, detail: Self.t + 0.5))
         #expect(!Invalidation.detailUpdatesListEntry(listEntry: Self.t, detail: Self.t))
