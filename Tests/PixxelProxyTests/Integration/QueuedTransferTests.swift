@@ -164,6 +164,7 @@ import Glibc
         let inFlight = BackgroundCall { try? RawHTTPClient.request(port: port, target: "/v0/workflows/held-1/jobs", headers: [("Authorization", token)]) }
         #expect(eventually { upstream.heads.count == 2 }, "both connections busy")
         let waitingList = BackgroundCall { try? RawHTTPClient.request(port: port, target: "/v0/workflows/held-2/jobs", headers: [("Authorization", token)]) }
+        #expect(eventually { proxy.budgetQueued() == 1 }, "the second job list waits in the budget before the transfer comes")
         let transfer = BackgroundCall { try? RawHTTPClient.request(port: port, target: "/v0/projects", headers: [("Authorization", token)]) }
         #expect(eventually { proxy.streams()?.queued == 1 }, "the transfer waits for a slot")
         close(download)
