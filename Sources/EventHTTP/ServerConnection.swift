@@ -171,6 +171,7 @@ final class ServerConnection {
                 let reading = admission?.reading ?? .whole
                 let limit = if case .streamed(let maxBytes) = reading { maxBytes } else { limits.maxBodyBytes }
                 if let declared = head.contentLength, declared > limit {
+                    server?.onHeadRefused?(head, peer, 413, admission?.decided)
                     return refuse(413, "the request body is larger than \(limit) bytes")
                 }
                 guard head.hasBody else {
@@ -179,6 +180,7 @@ final class ServerConnection {
                 }
                 // Nobody's body is read (nor 100 Continue sent) before the head is admitted.
                 if let refusal = admission?.refusal {
+                    server?.onHeadRefused?(head, peer, refusal.status, admission?.decided)
                     return refuse(refusal)
                 }
                 pendingDecision = admission?.decided

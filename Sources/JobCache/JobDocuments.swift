@@ -173,18 +173,19 @@ public struct JobDetailDocument: Sendable {
 /// holds. Whoever needs the answer's content (the check, the cache's write-through, the
 /// shared tier, the audit) takes this value, not the bytes, so nothing decodes them again.
 public struct DecodedAnswerBody {
-    /// The top-level JSON object (nil: the body is not one).
+    /// The top-level JSON object, as Foundation reads it (which also takes a byte-order mark or UTF-16).
     public let object: [String: Any]?
     /// The job, when the object is a Pixxel job document.
     public let job: JobDetailDocument?
+    /// A JSON object as the contract has it: UTF-8 text that begins with `{`.
+    public let isJSONObject: Bool
 
     public init(_ body: [UInt8]) {
-        let first = body.first { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }
-        object = first == UInt8(ascii: "{") ? (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] : nil
+        object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any]
         job = object.flatMap { JobDetailDocument(body: body, object: $0) }
+        let first = body.first { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }
+        isJSONObject = object != nil && first == UInt8(ascii: "{")
     }
-
-    public var isJSONObject: Bool { object != nil }
 }
 
 /// Finds byte ranges in a JSON document without building it: enough structure to locate the

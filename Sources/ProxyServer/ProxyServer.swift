@@ -25,6 +25,8 @@ public final class ProxyServer: @unchecked Sendable {
     var httpServer: HTTPServer?
     let upstream: UpstreamClient
     var authenticator: Authenticator
+    /// Counts the clients file's reloads: a caller decided before the last one is decided again.
+    var clientsGeneration = 0
     /// The cache of the job routes: `serve` is a cached route's whole journey.
     let cache: ResponseCache
     let metrics = ProxyMetrics()
@@ -125,6 +127,9 @@ public final class ProxyServer: @unchecked Sendable {
             self.handle(request)
         }
         httpServer?.admitHead = { [unowned self] head, peer in self.admitHead(head, peer: peer) }
+        httpServer?.onHeadRefused = { [unowned self] head, peer, status, decided in
+            self.headRefused(head, peer: peer, status: status, decided: decided)
+        }
         gateway.onOutcome = { [unowned self] route, outcome, duration in
             if let duration { metrics.upstreamRequest(route: route, outcome: outcome, duration: duration) } else {
                 metrics.upstreamRequest(route: route, outcome: outcome)
@@ -232,6 +237,7 @@ public final class ProxyServer: @unchecked Sendable {
                 switch result {
                 case .success(let clients):
                     authenticator = Authenticator(clients: clients, allowAnonymous: settings.allowAnonymous)
+                    clientsGeneration += 1
                     hitPath.callers.removeAll()
                     logger.notice("clients file reloaded", metadata: ["clients": "\(clients.count)"])
                 case .failure(let error):

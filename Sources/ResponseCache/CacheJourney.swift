@@ -140,7 +140,6 @@ extension ResponseCache {
                 refresh(key, throughList: revalidationRoute(for: key, cached: cached, now: now) == .list,
                         requestID: request.requestID, client: request.client)
             case .expired(let cached) where revalidationRoute(for: key, cached: cached, now: now) == .list:
-                count(journey, hit: false)
                 advance(journey, .throughList(deadline: fetcher.newDeadline()))
             case .expired(let cached):
                 advance(journey, .flight(cached: cached, deadline: nil))
@@ -152,7 +151,10 @@ extension ResponseCache {
             let listFlight = FlightKey(.list(workflow: key.workflow), revalidates: false)
             let join = flights.join(listFlight) { [self] landing in
                 let now = clock()
+                // Renewed by the list, or stale on its failure: a miss (it cost a call); going
+                // on to a flight of its own, the flight decides.
                 if let renewed = memory.peek(key), renewed.remaining(now: now) > 0 {
+                    count(journey, hit: false)
                     counters.listRevalidations += 1
                     return advance(journey, .deliver(CacheDelivery(
                         .cached(renewed, age: renewed.ageSeconds(now: now)), .revalidatedThroughList(collapsed: journey.collapsed),
@@ -161,6 +163,7 @@ extension ResponseCache {
                 // The upstream failed on the list: the detail's stale answer, as its own fetch
                 // failing would give, without a second call to a failing upstream.
                 if let failedStatus = landing.outcome.failedStatus, let stale = staleAnswer(for: key, now: now) {
+                    count(journey, hit: false)
                     return advance(journey, .deliver(CacheDelivery(
                         .cached(stale, age: stale.ageSeconds(now: now)), .staleOnError(upstreamStatus: failedStatus, collapsed: journey.collapsed),
                         upstreamStatus: failedStatus, upstreamDuration: landing.upstreamDuration)))

@@ -337,7 +337,7 @@ public final class ResponseCache {
     public func writeThrough(workflowID: String, created: DecodedAnswerBody, headers: HTTPHeaders, now: Double,
                              landed: @escaping () -> Void) {
         loop.assertOnLoop()
-        guard let detail = created.job, let object = created.object else { return landed() }
+        guard created.isJSONObject, let detail = created.job, let object = created.object else { return landed() }
         let key = CacheKey.detail(workflowID: workflowID, jobID: detail.job.id)
         let answer = CachedAnswer(document: .detail(detail), headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]),
                                   storedAt: now, lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))

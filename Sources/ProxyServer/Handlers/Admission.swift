@@ -5,7 +5,7 @@ import JobCache
 /// and whether a read asks the upstream to treat it as a write.
 extension ProxyServer {
     /// Admission of a request that has a body, on its head alone, before the body is read:
-    /// its target, route and caller, decided here once and carried on the request
+    /// its request id, target, route and caller, decided here once and carried on the request
     /// (`AdmittedHead`), and how its body is read (streamed for the pass-through routes, bounded
     /// by `listen.max_upload_bytes`; whole for those whose body the proxy reads itself). A read
     /// with a body, a caller without a valid token, or one that may not write is refused at
@@ -15,7 +15,8 @@ extension ProxyServer {
         let target = RequestTarget.parse(head.target)
         let route = (try? target.get()).map { Router.route(method: method, target: $0, rules: settings.cacheRoutes) } ?? .notFound
         let caller = authenticator.authenticate(authorization: head.headers["Authorization"])
-        let admitted = AdmittedHead(target: target, route: route, caller: caller)
+        let admitted = AdmittedHead(requestID: requestID(from: head.headers["X-Request-Id"]), target: target, route: route, caller: caller,
+                                    clientsGeneration: clientsGeneration)
         let reading: BodyReading = head.knownMethod != nil && route == .passThrough
             ? .streamed(maxBytes: settings.listenMaxUploadBytes == 0 ? Int.max : settings.listenMaxUploadBytes) : .whole
         var extra: [(name: String, value: String)] = []
@@ -30,14 +31,20 @@ extension ProxyServer {
         } else {
             return HeadAdmission(reading: reading, decided: admitted)
         }
-        // Refused like any other request: with its request id, a metric and an access line.
-        let requestID = requestID(from: head.headers["X-Request-Id"])
-        record(AnswerRecord(method: head.knownMethod?.rawValue ?? "UNKNOWN", route: route.template, status: error.status,
-                            client: caller.logName, peer: peer, requestID: requestID, cache: "none", elapsed: .zero,
-                            upstreamDuration: nil, upstreamStatus: nil, workflow: nil))
-        let refusal = HeadRefusal(status: error.status, headers: HTTPHeaders([("Content-Type", "application/json"), ("X-Request-Id", requestID)] + extra),
+        // Refused like any other request, with its request id; recorded when it is sent (`headRefused`).
+        let refusal = HeadRefusal(status: error.status, headers: HTTPHeaders([("Content-Type", "application/json"), ("X-Request-Id", admitted.requestID)] + extra),
                                   body: error.body)
-        return HeadAdmission(reading: reading, refusal: refusal)
+        return HeadAdmission(reading: reading, refusal: refusal, decided: admitted)
+    }
+
+    /// The recording step for a request refused on its head (by its admission, or for a body
+    /// over the limit, which wins over the admission's refusal).
+    func headRefused(_ head: RequestParser.Head, peer: String, status: Int, decided: AnyObject?) {
+        let admitted = decided as? AdmittedHead
+        record(AnswerRecord(method: head.knownMethod?.rawValue ?? "UNKNOWN", route: (admitted?.route ?? .notFound).template, status: status,
+                            client: admitted?.caller.logName ?? Caller.rejected.logName, peer: peer,
+                            requestID: admitted?.requestID ?? requestID(from: head.headers["X-Request-Id"]), cache: "none",
+                            elapsed: .zero, upstreamDuration: nil, upstreamStatus: nil, workflow: nil))
     }
 
     /// Why a read must not go upstream as it is, or nil: a field or parameter that asks the
@@ -61,15 +68,21 @@ extension ProxyServer {
 }
 
 /// What the admission of a request with a body decided from its head, carried on the request
-/// (`ServerRequest.admission`) so that the handler neither parses, routes nor authenticates it again.
+/// (`ServerRequest.admission`) so that the handler neither parses, routes nor authenticates it
+/// again. The caller holds only while the clients file it was decided by is the current one.
 final class AdmittedHead {
+    let requestID: String
     let target: Result<RequestTarget, RequestTarget.Invalid>
     let route: Route
     let caller: Caller
+    /// `ProxyServer.clientsGeneration` when the caller was decided.
+    let clientsGeneration: Int
 
-    init(target: Result<RequestTarget, RequestTarget.Invalid>, route: Route, caller: Caller) {
+    init(requestID: String, target: Result<RequestTarget, RequestTarget.Invalid>, route: Route, caller: Caller, clientsGeneration: Int) {
+        self.requestID = requestID
         self.target = target
         self.route = route
         self.caller = caller
+        self.clientsGeneration = clientsGeneration
     }
 }

@@ -22,7 +22,9 @@ extension ProxyServer {
     /// Phase 1: the request id (the client's when sane, else a new one) and whether the
     /// connection must close after the answer (draining).
     private func identify(_ request: ServerRequest) -> Exchange {
-        var exchange = Exchange(request: request, started: .now, requestID: requestID(from: request.headers["X-Request-Id"]))
+        // A request with a body got its id at its admission.
+        let requestID = (request.admission as? AdmittedHead)?.requestID ?? requestID(from: request.headers["X-Request-Id"])
+        var exchange = Exchange(request: request, started: .now, requestID: requestID)
         if isDraining { exchange.closeConnection = true }
         return exchange
     }
@@ -84,8 +86,13 @@ extension ProxyServer {
     /// Phase 3: the caller and its scope for the route. Answers 401 or 403 and returns false.
     private func authorize(_ exchange: inout Exchange) -> Bool {
         let authorization = exchange.request.headers["Authorization"]
-        // A request with a body was authenticated at its admission.
-        exchange.caller = (exchange.request.admission as? AdmittedHead)?.caller ?? authenticator.authenticate(authorization: authorization)
+        // A request with a body was authenticated at its admission, unless the clients file
+        // was reloaded since (a token revoked while the body arrived is refused).
+        if let admitted = exchange.request.admission as? AdmittedHead, admitted.clientsGeneration == clientsGeneration {
+            exchange.caller = admitted.caller
+        } else {
+            exchange.caller = authenticator.authenticate(authorization: authorization)
+        }
         if let authorization { hitPath.remember(exchange.caller, for: authorization) }
         if exchange.caller == .rejected {
             exchange.extraHeaders.add("WWW-Authenticate", #"Bearer realm="pixxel-proxy""#)
@@ -179,8 +186,6 @@ struct Exchange {
     var caller: Caller = .rejected
     /// The method sent upstream when it is not the client's (a HEAD answered from a GET).
     var upstreamMethod: HTTPMethod?
-    /// Waited on another request's upstream fetch.
-    var collapsed = false
     var upstreamStatus: Int?
     /// Time spent on the upstream call this answer came from.
     var upstreamDuration: Duration?

@@ -44,4 +44,23 @@ import Testing
         for line in lines { #expect(!line.contains(sim.workflowIDs[0]), "no ids in access lines") }
         await proxy.stop()
     }
+
+    /// A request refused on its head for a body over the limit is recorded as the 413 it got,
+    /// not as the 401 or 400 its admission would have given (the size wins on the wire).
+    @Test func aBodyOverTheLimitIsRecordedAsThe413ItGot() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        for (index, line) in ["POST /v0/workflows/w/jobs?project_id=p", "GET /v0/workflows/w/jobs"].enumerated() {
+            let head = "\(line) HTTP/1.1\r\nHost: h\r\nX-Request-Id: big-\(index)\r\nContent-Length: 99999999999\r\nConnection: close\r\n\r\n"
+            #expect(try RawHTTPClient.parse(RawHTTPClient.exchange(port: proxy.port, bytes: Array(head.utf8))).status == 413)
+            #expect(eventually { proxy.logs.all.contains { $0.contains("request_id=big-\(index)") } }, "the refusal is recorded")
+            let lines = proxy.logs.all.filter { $0.contains("request_id=big-\(index)") }
+            #expect(lines.count == 1 && lines.allSatisfy { $0.contains(" 413") }, "\(lines)")
+        }
+        let metrics = try proxy.get("/metrics", token: proxy.adminToken).text
+        let refused = metrics.split(separator: "\n").filter { $0.hasPrefix("pixxel_proxy_requests_total") && ($0.contains("\"401\"") || $0.contains("\"400\"")) }
+        #expect(refused.isEmpty, "\(refused)")
+        await proxy.stop()
+    }
 }

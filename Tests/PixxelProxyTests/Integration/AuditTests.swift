@@ -34,4 +34,22 @@ import Testing
         _ = try ProcessTests.run(["cache", "purge", "--workflow", workflow], environment: environment)
         #expect(try ProcessTests.run(["audit"], environment: environment).stdout.split(separator: "\n").count == 3)
     }
+
+    /// A creation the upstream answered with a body that is not a JSON object as the contract
+    /// has it (a byte-order mark first) but that holds the job: the client gets 502, and the
+    /// audit still names the job that was created (decoding the answer once must not lose it).
+    @Test func aCreationAnsweredWithAByteOrderMarkIsAuditedWithItsJob() async throws {
+        let job = Array([0xEF, 0xBB, 0xBF]) + Array(#"{"id":"job-bom","status":"queued"}"#.utf8)
+        let upstream = try FakeUpstream { _ in
+            .reply(Array("HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: \(job.count)\r\nConnection: close\r\n\r\n".utf8) + job)
+        }
+        defer { upstream.stop() }
+        let directory = TemporaryDirectory()
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(upstream.port)") { $0.cacheDirectory = directory.path }
+        #expect(try proxy.request("POST", "/v0/workflows/w1/jobs?project_id=p", token: proxy.writeToken).status == 502)
+        await proxy.stop()
+        let audit = try ProcessTests.run(["audit"], environment: ["PIXXEL_PROXY_CACHE_DIRECTORY": directory.path])
+        let rows = audit.stdout.split(separator: "\n").dropFirst().map { $0.split(separator: "\t").map(String.init) }
+        #expect(rows.map { [$0[4], $0[5]] } == [["job-bom", "201"]], "\(audit.stdout)")
+    }
 }

@@ -88,4 +88,21 @@ import Glibc
         #expect(sim.stats.total == calls + 1)
         await proxy.stop()
     }
+
+    /// One writer makes every answer's head: a miss, a hit on the full path and a hit on the
+    /// hit path send the same fields in the same order.
+    @Test func aMissAFullPathHitAndAPreparedHitSendTheSameFields() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: ManualClock())
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        let names = { (answer: RawResponse) in answer.headers.map { $0.0 } }
+        let miss = try proxy.get(list, token: proxy.readToken)
+        let full = try proxy.get(list, token: proxy.adminToken)  // a token not seen yet: the full path
+        let prepared = try proxy.get(list, token: proxy.adminToken)
+        #expect(proxy.server.cacheStatistics.preparedHits == 1)
+        #expect(names(full) == names(prepared), "\(names(full)) vs \(names(prepared))")
+        #expect(names(miss) == names(full), "\(names(miss)) vs \(names(full))")
+        await proxy.stop()
+    }
 }

@@ -442,6 +442,38 @@ import Glibc
         #expect(try proxy.get("/healthz", token: nil).status == 200, "still serving")
         await proxy.stop()
     }
+
+    /// A read-only token's upload is refused on its head: 403, and no `100 Continue` first.
+    @Test func aReadTokensUploadIsRefusedBeforeContinue() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        for framing in ["Transfer-Encoding: chunked\r\n", "Content-Length: 5\r\n"] {
+            let head = "POST /v0/workflows/w/jobs?project_id=p HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.readToken)\r\n"
+                + "Expect: 100-continue\r\n\(framing)\r\n"
+            let reply = String(decoding: try RawHTTPClient.exchange(port: proxy.port, bytes: Array(head.utf8)), as: UTF8.self)
+            #expect(reply.hasPrefix("HTTP/1.1 403"), "\(reply)")
+            #expect(!reply.contains("100 Continue"))
+        }
+        await proxy.stop()
+    }
+
+    /// What an admission decided belongs to its request: the next request on the connection,
+    /// without a token, is decided afresh (401), whatever the one before it carried.
+    @Test func anAdmissionDoesNotCarryIntoTheNextPipelinedRequest() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let workflow = sim.workflowIDs[0]
+        let first = "POST /v0/workflows/\(workflow)/jobs?project_id=p HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.writeToken)\r\n"
+            + "Content-Length: 2\r\n\r\n{}"
+        let second = "DELETE /v0/workflows/\(workflow)/jobs/x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+        let third = "POST /admin/purge?workflow_id=\(workflow) HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+        let reply = String(decoding: try RawHTTPClient.exchange(port: proxy.port, bytes: Array((first + second + third).utf8)), as: UTF8.self)
+        let statuses = reply.components(separatedBy: "HTTP/1.1 ").dropFirst().map { String($0.prefix(3)) }
+        #expect(statuses == ["200", "401", "401"], "\(statuses)")
+        await proxy.stop()
+    }
 }
 
 /// A deterministic generator of hostile requests: methods, routes, framing fields in every

@@ -79,4 +79,35 @@ import Testing
         #expect(try proxy.get(target, token: proxy.readToken).status == 200)
         await proxy.stop()
     }
+
+    /// A request with a body is authenticated at its admission, from its head. A token revoked
+    /// (clients file reloaded) while the body arrives is refused once the body is in: it
+    /// creates nothing, and the caller decided before the reload is not remembered for hits.
+    @Test func aTokenRevokedWhileItsBodyArrivesCreatesNothingAndIsNotRemembered() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        for _ in 0..<2 { #expect(try proxy.get(list, token: proxy.writeToken).status == 200) }
+        #expect(proxy.server.cacheStatistics.preparedHits >= 1, "the token's hits take the hit path")
+        let body = Array("{}".utf8)
+        let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: Int(awaitedSeconds))
+        defer { close(fd) }
+        // `100 Continue` comes once the head is admitted, before any of the body is sent.
+        let head = "POST \(list)?project_id=p HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.writeToken)\r\nExpect: 100-continue\r\n"
+            + "Content-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        #expect(RawSocket.send(fd, head))
+        #expect(String(decoding: RawSocket.read(fd, until: Array("\r\n\r\n".utf8)), as: UTF8.self).hasPrefix("HTTP/1.1 100"))
+        let callsBefore = sim.stats.total
+        let clientsFile = proxy.server.settings.clientsFile
+        let kept = try String(contentsOfFile: clientsFile, encoding: .utf8).split(separator: "\n").filter { !$0.hasPrefix("writer ") }
+        try (kept.joined(separator: "\n") + "\n").write(toFile: clientsFile, atomically: true, encoding: .utf8)
+        proxy.server.reloadClients()
+        #expect(try eventually { try proxy.get(list, token: proxy.writeToken).status == 401 }, "the reload is done")
+        #expect(RawSocket.send(fd, "{}"))
+        let reply = try RawHTTPClient.parse(RawSocket.readUntilClosed(fd, seconds: awaitedSeconds).bytes)
+        #expect(reply.status == 401, "a revoked token created a job (upstream calls: \(sim.stats.total - callsBefore))")
+        #expect(try proxy.get(list, token: proxy.writeToken).status == 401, "the revoked token was remembered for hits")
+        await proxy.stop()
+    }
 }

@@ -141,6 +141,20 @@ enum RawSocket {
         return (out, false)
     }
 
+    /// Reads from `fd` until what was read ends with `terminator`, the peer closes, or `seconds` pass.
+    static func read(_ fd: Int32, until terminator: [UInt8], seconds: Double = awaitedSeconds) -> [UInt8] {
+        var out: [UInt8] = []
+        var byte: UInt8 = 0
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline, !out.ends(with: terminator) {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, 50) > 0 else { continue }
+            guard recv(fd, &byte, 1, 0) == 1 else { break }
+            out.append(byte)
+        }
+        return out
+    }
+
     /// Whether the peer has closed `fd` (a read that returns 0 or fails), without waiting.
     static func peerClosed(_ fd: Int32) -> Bool {
         var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -160,4 +174,8 @@ enum RawSocket {
         }
         return true
     }
+}
+
+extension Array where Element == UInt8 {
+    func ends(with suffix: [UInt8]) -> Bool { count >= suffix.count && self[(count - suffix.count)...].elementsEqual(suffix) }
 }
