@@ -1,0 +1,40 @@
+import EventHTTP
+
+/// The authorize phase: the caller (decided at admission for a request with a body) and its
+/// scope for the route; 401 or 403 answered here.
+struct AuthorizePhase: RequestPhase {
+    func handle(_ exchange: inout Exchange, in server: ProxyServer, next: (inout Exchange) -> Void) {
+        guard server.authorize(&exchange) else { return }
+        next(&exchange)
+    }
+}
+
+extension ProxyServer {
+    /// The caller and its scope for the route. Answers 401 or 403 and returns false.
+    func authorize(_ exchange: inout Exchange) -> Bool {
+        let authorization = exchange.request.headers["Authorization"]
+        // A request with a body was authenticated at its admission, unless the clients file
+        // was reloaded since (a token revoked while the body arrived is refused).
+        if let admitted = exchange.request.admission as? AdmittedHead, admitted.clientsGeneration == clientsGeneration {
+            exchange.caller = admitted.caller
+        } else {
+            exchange.caller = authenticator.authenticate(authorization: authorization)
+        }
+        if let authorization { hitPath.remember(exchange.caller, for: authorization) }
+        if exchange.caller == .rejected {
+            exchange.extraHeaders.add("WWW-Authenticate", #"Bearer realm="pixxel-proxy""#)
+            finish(&exchange, error: .unauthorized)
+            return false
+        }
+        let needed: Scopes
+        switch exchange.route {
+        case .adminPurge, .adminStats, .metrics: needed = .admin
+        default: needed = exchange.request.method.isIdempotentRead ? .read : .write
+        }
+        guard exchange.caller.scopes.contains(needed) else {
+            finish(&exchange, error: .forbidden(needed.description))
+            return false
+        }
+        return true
+    }
+}
