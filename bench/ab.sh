@@ -6,7 +6,7 @@
 # Prints req/s and CPU time per answered request (utime+stime of the proxy from /proc over the
 # counted wrk run: far steadier than req/s on a shared machine) per run, and the NEW/OLD ratio
 # of the medians of each. Bounded: about
-# 3 cases x 2 builds x AB_ROUNDS x AB_SECONDS.
+# 3 cases (AB_CASES, default "detail list filtered") x 2 builds x AB_ROUNDS x AB_SECONDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,12 +47,18 @@ start() {  # binary port name
         PIXXEL_PROXY_UPSTREAM_REQUESTS_PER_SECOND=0 PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS=600 \
         PIXXEL_PROXY_CACHE_TTL_ACTIVE_JOB_SECONDS=600 PIXXEL_PROXY_CACHE_DIRECTORY="$OUT/cache-$3" \
         PIXXEL_PROXY_AUTH_CLIENTS_FILE="$OUT/clients" PIXXEL_PROXY_LOG_LEVEL=info \
-        "$1" serve >"$OUT/$3.log" 2>&1 &
+        $PIN_PROXY "$1" serve >"$OUT/$3.log" 2>&1 &
     PIDS+=($!)
     PROXY_PIDS[$2]=$!
     wait_for "http://$HOST:$2/healthz"
 }
 declare -A PROXY_PIDS
+# With two cores or more, the proxies share core 0 and wrk has core 1 (AB_PIN=0: no pinning):
+# a process moved between cores mid-run is most of the noise in CPU per request.
+PIN_PROXY="" PIN_WRK=""
+if [ "${AB_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    PIN_PROXY="taskset -c 0" PIN_WRK="taskset -c 1"
+fi
 start "$OLD" $OLD_PORT old
 start "$NEW" $NEW_PORT new
 TICKS=$(getconf CLK_TCK)
@@ -74,7 +80,7 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # pid -> utime+stime
 run() {  # port path -> "req/s µs-per-request"
     local pid=${PROXY_PIDS[$1]} before after
     before=$(cpu_ticks "$pid")
-    wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -H "Authorization: $TOKEN" "http://$HOST:$1$2" >"$OUT/wrk.txt"
+    $PIN_WRK wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -H "Authorization: $TOKEN" "http://$HOST:$1$2" >"$OUT/wrk.txt"
     after=$(cpu_ticks "$pid")
     awk -v ticks=$((after - before)) -v hz="$TICKS" '
         / requests in / { requests = $1 }
@@ -84,7 +90,7 @@ run() {  # port path -> "req/s µs-per-request"
 median() { tr ' ' '\n' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 printf '%-9s %-24s %-24s %-8s %-20s %-20s %s\n' case "old req/s" "new req/s" "new/old" "old µs/req (CPU)" "new µs/req (CPU)" "new/old"
-for name in detail list filtered; do
+for name in ${AB_CASES:-detail list filtered}; do
     old_rates="" new_rates="" old_cpu="" new_cpu=""
     for _ in $(seq 1 "$ROUNDS"); do
         read -r rate cpu <<<"$(run $OLD_PORT "${PATHS[$name]}")"
