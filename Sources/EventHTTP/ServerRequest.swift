@@ -82,6 +82,14 @@ public final class ServerRequest {
     /// (HTTP/1.1) or ends with the connection (HTTP/1.0). For HEAD, 204 and 304 no body is sent
     /// and `length` is the `Content-Length` to declare. Header fields as for `respond`.
     public func startStreamedAnswer(status: Int, reason: String? = nil, headers: HTTPHeaders, length: StreamedLength) -> ResponseStream? {
+        let wire = headers.wireLines()
+        let close = headers.values("Connection").contains { $0.caseInsensitiveEquals("close") }
+        return startStreamedAnswer(status: status, reason: reason, head: AnswerHead(lines: wire.lines, addDate: !wire.hasDate, close: close),
+                                   length: length)
+    }
+
+    /// The same with the head's fields made (`AnswerHead`).
+    public func startStreamedAnswer(status: Int, reason: String? = nil, head answerHead: AnswerHead, length: StreamedLength) -> ResponseStream? {
         guard !answered else { return nil }
         answered = true
         onClientGone = nil
@@ -94,13 +102,11 @@ public final class ServerRequest {
         }
         let bodiless = (100..<200).contains(status) || status == 204 || status == 304 || knownMethod == .head
         let chunked = !bodiless && length == .unknown && minorVersion == 1
-        let requestedClose = headers.values("Connection").contains { $0.caseInsensitiveEquals("close") }
         // A body that ends with the connection, or a request body not all read yet, ends it.
-        let close = requestedClose || !keepAlive || server.isDraining || (!bodiless && length == .unknown && !chunked)
+        let close = answerHead.close || !keepAlive || server.isDraining || (!bodiless && length == .unknown && !chunked)
             || bodyStream?.isComplete == false
-        let wire = headers.wireLines()
         var head = statusLine(status, reason)
-        head += wire.lines
+        head += answerHead.lines
         if chunked {
             head += Array("Transfer-Encoding: chunked\r\n".utf8)
         } else if case .known(let count) = length, status != 204, !(100..<200).contains(status) {
@@ -108,7 +114,7 @@ public final class ServerRequest {
             head += String(count).utf8
             head += crlf
         }
-        if !wire.hasDate { head += server.currentDateLine() }
+        if answerHead.addDate { head += server.currentDateLine() }
         if close {
             head += connectionClose
         } else if minorVersion == 0 {
@@ -174,6 +180,21 @@ public final class ServerRequest {
         let callback = onClientGone
         onClientGone = nil
         callback?()
+    }
+}
+
+/// An answer's header fields, made: `Name: value\r\n` lines without `Content-Length`,
+/// `Transfer-Encoding` or `Connection` (the server writes those), whether the server adds
+/// `Date`, and whether the connection ends after the answer.
+public struct AnswerHead: Sendable {
+    public let lines: [UInt8]
+    public let addDate: Bool
+    public let close: Bool
+
+    public init(lines: [UInt8], addDate: Bool, close: Bool) {
+        self.lines = lines
+        self.addDate = addDate
+        self.close = close
     }
 }
 

@@ -124,19 +124,19 @@ public final class StreamingClient {
             client?.slotEnded(owner)
         }
 
-        /// Sends `request` and streams its answer to `downstream`. `answerHeaders` turns the
-        /// upstream's head into the header fields the client gets. `secondsLeft`: what remains
+        /// Sends `request` and streams its answer to `downstream`. `answerHead` turns the
+        /// upstream's head into the head the client gets. `secondsLeft`: what remains
         /// of the request's own deadline (it may have waited for this connection and a budget
         /// token), which bounds the connect and, for a request without a body, the wait for the
         /// answer's head. `completion` runs once.
         public func relay(_ request: RelayRequest, from downstream: ServerRequest, secondsLeft: Double? = nil,
-                          answerHeaders: @escaping (ResponseParser.Head) -> HTTPHeaders,
+                          answerHead: @escaping (ResponseParser.Head) -> AnswerHead,
                           completion: @escaping (RelayOutcome) -> Void) {
             guard held, let client else { return completion(.failed(.unreachable("client closed"))) }
             held = false
             let owner = self.owner
             let transfer = StreamRelay(client: client, request: request, downstream: downstream, secondsLeft: secondsLeft,
-                                       answerHeaders: answerHeaders) { outcome in
+                                       answerHead: answerHead) { outcome in
                 client.slotEnded(owner)
                 completion(outcome)
             }
@@ -229,7 +229,7 @@ final class StreamRelay {
     private let client: StreamingClient
     private let request: RelayRequest
     private let downstream: ServerRequest
-    private let answerHeaders: (ResponseParser.Head) -> HTTPHeaders
+    private let answerHead: (ResponseParser.Head) -> AnswerHead
     private var completion: ((RelayOutcome) -> Void)?
     /// The request's own deadline, from now (see `Slot.relay`).
     private let secondsLeft: Double
@@ -260,12 +260,12 @@ final class StreamRelay {
     static let readAhead = 256 << 10
 
     init(client: StreamingClient, request: RelayRequest, downstream: ServerRequest, secondsLeft: Double?,
-         answerHeaders: @escaping (ResponseParser.Head) -> HTTPHeaders, completion: @escaping (RelayOutcome) -> Void) {
+         answerHead: @escaping (ResponseParser.Head) -> AnswerHead, completion: @escaping (RelayOutcome) -> Void) {
         self.secondsLeft = min(secondsLeft ?? client.limits.headTimeoutSeconds, client.limits.headTimeoutSeconds)
         self.client = client
         self.request = request
         self.downstream = downstream
-        self.answerHeaders = answerHeaders
+        self.answerHead = answerHead
         self.completion = completion
     }
 
@@ -483,7 +483,7 @@ final class StreamRelay {
         case .length(let count): length = .known(count)
         case .chunked, .untilClose: length = .unknown
         }
-        guard let response = downstream.startStreamedAnswer(status: head.status, headers: answerHeaders(head), length: length) else {
+        guard let response = downstream.startStreamedAnswer(status: head.status, head: answerHead(head), length: length) else {
             return end(.clientGone)
         }
         self.response = response

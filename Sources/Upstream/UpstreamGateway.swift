@@ -114,10 +114,10 @@ public final class UpstreamGateway {
 
     /// A pass-through request, streamed both ways (never retried: its body has been read).
     /// A connection is held first, then a budget token, so the budget holds at the door as for
-    /// every other call; a 429 or 503 with `Retry-After` pauses the budget. `answerHeaders`
-    /// adds the proxy's fields to the upstream's end-to-end ones. `completion` runs once.
+    /// every other call; a 429 or 503 with `Retry-After` pauses the budget. `answerHead`
+    /// makes the client's head from the upstream's end-to-end fields. `completion` runs once.
     public func relay(route: String, method: HTTPMethod, path: String, rawQuery: String?, headers: HTTPHeaders, from request: ServerRequest,
-                      client caller: String, answerHeaders: @escaping (HTTPHeaders) -> HTTPHeaders,
+                      client caller: String, answerHead: @escaping (HTTPHeaders) -> AnswerHead,
                       completion: @escaping (RelayResult) -> Void) {
         loop.assertOnLoop()
         let deadline = newDeadline()
@@ -130,14 +130,14 @@ public final class UpstreamGateway {
             budget.acquire(client: caller, priority: .interactive, deadline: deadline, waitsDuringPause: true, holdsConnection: true,
                            grant: { [self] in
                 let started = ContinuousClock.now
-                slot.relay(relayRequest, from: request, secondsLeft: deadline - clock(), answerHeaders: { [self] head in
+                slot.relay(relayRequest, from: request, secondsLeft: deadline - clock(), answerHead: { [self] head in
                     onOutcome?(route, String(head.status), ContinuousClock.now - started)
                     if head.status == 429 || head.status == 503, let value = head.headers["Retry-After"],
                        let seconds = RetryAfter.seconds(value, now: wallClock(), cap: maxRetryAfterSeconds) {
                         budget.pause(seconds: seconds)
                         onPause?(head.status, seconds)
                     }
-                    return answerHeaders(UpstreamClient.passedBackHeaders(head.headers))
+                    return answerHead(UpstreamClient.passedBackHeaders(head.headers))
                 }, completion: { [self] outcome in
                     switch outcome {
                     case .relayed(let status, let bytes): completion(.relayed(status: status, bytes: bytes))

@@ -9,13 +9,21 @@ enum AnswerFields {
 }
 
 extension ProxyServer {
-    /// The one writer of an answer's head, for every answer the proxy writes whole (the hit
-    /// path's, the cache's, the upstream's passed on, the proxy's own errors): the answer's
-    /// fields, `Content-Type` when they lack one, the request's extra fields (`Allow`,
-    /// `Retry-After`, ...), `Cache-Status` and `Age` on a cached route, then `X-Request-Id`.
-    /// A streamed answer's head takes the same rules in `streamedAnswerHeaders`.
+    /// Writes an answer whole: its head (`answerHead`), then its body.
     func writeAnswer(_ request: ServerRequest, status: Int, fields: AnswerFields, body: ResponseBody, requestID: String,
                      outcome: CacheOutcome?, age: Int, extra: HTTPHeaders?, close: Bool, headContentLength: HeadContentLength = .ofBody) {
+        let head = answerHead(fields: fields, requestID: requestID, outcome: outcome, age: age, extra: extra, close: close)
+        request.respond(status: status, headerLines: head.lines, addDate: head.addDate, body: body, close: head.close,
+                        headContentLength: headContentLength)
+    }
+
+    /// The one function that makes an answer's head, for every answer (the hit path's, the
+    /// cache's, the upstream's passed on or streamed through, the proxy's own errors): the
+    /// answer's fields, `Content-Type` when they lack one (`defaultContentType`: not for a
+    /// stream passed through as it is), the request's extra fields (`Allow`, `Retry-After`, ...),
+    /// `Cache-Status` and `Age` on a cached route, then `X-Request-Id`.
+    func answerHead(fields: AnswerFields, requestID: String, outcome: CacheOutcome?, age: Int, extra: HTTPHeaders?, close: Bool,
+                    defaultContentType: Bool = true) -> AnswerHead {
         var lines: [UInt8]
         let addDate: Bool
         var close = close
@@ -29,7 +37,7 @@ extension ProxyServer {
             let wire = headers.wireLines(omitting: outcome == nil ? Self.madePerAnswer : Self.madePerCachedAnswer)
             lines = wire.lines
             addDate = !wire.hasDate
-            if headers["Content-Type"] == nil { lines += Self.jsonContentTypeLine }
+            if defaultContentType, headers["Content-Type"] == nil { lines += Self.jsonContentTypeLine }
             if headers.values("Connection").contains(where: { $0.caseInsensitiveEquals("close") }) { close = true }
         }
         if let extra, !extra.fields.isEmpty { lines += extra.wireLines().lines }
@@ -43,21 +51,7 @@ extension ProxyServer {
         lines += Self.requestIDLinePrefix
         lines += requestID.utf8
         lines += Self.lineEnd
-        request.respond(status: status, headerLines: lines, addDate: addDate, body: body, close: close, headContentLength: headContentLength)
-    }
-
-    /// A streamed answer's head (a pass-through, or a `cache.routes` answer too large to
-    /// cache), by `writeAnswer`'s rules, as fields: the relay writes it when the upstream's head is in.
-    func streamedAnswerHeaders(_ upstream: HTTPHeaders, exchange: Exchange) -> HTTPHeaders {
-        var headers = upstream
-        for field in exchange.extraHeaders { headers.add(field.name, field.value) }
-        if let outcome = exchange.finalCacheOutcome {
-            headers.set("Cache-Status", outcome.cacheStatus)
-            headers.set("Age", "0")
-        }
-        headers.set("X-Request-Id", exchange.requestID)
-        if exchange.closeConnection || isDraining { headers.set("Connection", "close") }
-        return headers
+        return AnswerHead(lines: lines, addDate: addDate, close: close)
     }
 
     private static let madePerAnswer: Set<String> = ["x-request-id"]

@@ -10,8 +10,10 @@ extension ProxyServer {
         let box = ExchangeBox(exchange)
         let started = ContinuousClock.now
         gateway.relay(route: exchange.route.template, method: exchange.request.method, path: target.encodedPath, rawQuery: target.rawQuery,
-                      headers: headers, from: exchange.request, client: exchange.caller.logName, answerHeaders: { [self] upstreamHeaders in
-            streamedAnswerHeaders(upstreamHeaders, exchange: box.exchange)
+                      headers: headers, from: exchange.request, client: exchange.caller.logName, answerHead: { [self] upstreamHeaders in
+            // A `cache.routes` answer streamed through still says what the cache did.
+            answerHead(fields: .headers(upstreamHeaders), requestID: box.exchange.requestID, outcome: box.exchange.finalCacheOutcome,
+                       age: 0, extra: box.exchange.extraHeaders, close: box.exchange.closeConnection || isDraining, defaultContentType: false)
         }) { [self] result in
             var exchange = box.exchange
             exchange.upstreamDuration = ContinuousClock.now - started
