@@ -53,11 +53,12 @@ start() {  # binary port name
     wait_for "http://$HOST:$2/healthz"
 }
 declare -A PROXY_PIDS
-# With two cores or more, the proxies share core 0 and wrk has core 1 (AB_PIN=0: no pinning):
-# a process moved between cores mid-run is most of the noise in CPU per request.
+# With two cores or more allowed, the proxies share the first and wrk has the second (AB_PIN=0:
+# no pinning): a process moved between cores mid-run is most of the noise in CPU per request.
 PIN_PROXY="" PIN_WRK=""
-if [ "${AB_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
-    PIN_PROXY="taskset -c 0" PIN_WRK="taskset -c 1"
+ALLOWED=($(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))' 2>/dev/null || true))
+if [ "${AB_PIN:-1}" = 1 ] && [ "${#ALLOWED[@]}" -ge 2 ] && command -v taskset >/dev/null; then
+    PIN_PROXY="taskset -c ${ALLOWED[0]}" PIN_WRK="taskset -c ${ALLOWED[1]}"
 fi
 start "$OLD" $OLD_PORT old
 start "$NEW" $NEW_PORT new

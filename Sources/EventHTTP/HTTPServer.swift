@@ -59,10 +59,11 @@ public final class HTTPServer {
     /// which the request carries to the handler (`ServerRequest.admission`) so that nothing is
     /// decided twice. It is given the head and the client's address.
     public var admitHead: ((RequestParser.Head, String) -> HeadAdmission)?
-    /// Told of a request refused on its head before any handler saw it (the admission's
-    /// refusal, or a body over the limit), with the head, the client's address, the status
-    /// sent and what the admission decided (nil: it was not asked): for the recording step.
-    public var onHeadRefused: ((RequestParser.Head, String, Int, AnyObject?) -> Void)?
+    /// Told of a request refused after its head was parsed and before any handler saw it (the
+    /// admission's refusal, a body over the limit or badly framed, a body too slow), with the
+    /// head, the client's address, the refusal sent and what the admission decided (nil: it
+    /// was not asked): for the recording step.
+    public var onHeadRefused: ((RequestParser.Head, String, HeadRefusal, AnyObject?) -> Void)?
     /// Called each time the server has nothing in flight and nothing left to write (drain
     /// waits on it: stopping the loop earlier would drop answers still in the output buffers).
     public var onIdle: (() -> Void)?

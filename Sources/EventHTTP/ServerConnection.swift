@@ -171,8 +171,7 @@ final class ServerConnection {
                 let reading = admission?.reading ?? .whole
                 let limit = if case .streamed(let maxBytes) = reading { maxBytes } else { limits.maxBodyBytes }
                 if let declared = head.contentLength, declared > limit {
-                    server?.onHeadRefused?(head, peer, 413, admission?.decided)
-                    return refuse(413, "the request body is larger than \(limit) bytes")
+                    return refuse(413, "the request body is larger than \(limit) bytes", head: head, decided: admission?.decided)
                 }
                 guard head.hasBody else {
                     dispatch(head, body: [])
@@ -180,8 +179,7 @@ final class ServerConnection {
                 }
                 // Nobody's body is read (nor 100 Continue sent) before the head is admitted.
                 if let refusal = admission?.refusal {
-                    server?.onHeadRefused?(head, peer, refusal.status, admission?.decided)
-                    return refuse(refusal)
+                    return refuse(refusal, head: head, decided: admission?.decided)
                 }
                 pendingDecision = admission?.decided
                 if reading != .whole {
@@ -202,7 +200,9 @@ final class ServerConnection {
 
     /// Closes a connection whose request has not arrived by its deadline (408).
     private func overdue(_ now: ContinuousClock.Instant) {
-        if let requestDeadline, now > requestDeadline { refuse(408, "the request took too long to arrive") }
+        if let requestDeadline, now > requestDeadline {
+            refuse(408, "the request took too long to arrive", head: pendingHead, decided: pendingDecision)
+        }
     }
 
     /// Takes the body of `head` if it has all arrived; false while waiting (or after refusing).
@@ -223,10 +223,10 @@ final class ServerConnection {
                 sendContinueIfAsked(head)
                 return false
             case .tooLarge:
-                refuse(413, "the request body is larger than \(limits.maxBodyBytes) bytes")
+                refuse(413, "the request body is larger than \(limits.maxBodyBytes) bytes", head: head, decided: pendingDecision)
                 return false
             case .invalid:
-                refuse(400, "invalid chunked body")
+                refuse(400, "invalid chunked body", head: head, decided: pendingDecision)
                 return false
             }
         }
@@ -466,14 +466,17 @@ final class ServerConnection {
     }
 
     /// Answers a request the server cannot take (bad framing, over a limit) and closes.
-    private func refuse(_ status: Int, _ message: String) {
+    /// `head`: the request's, when it was parsed (the server's recording step is told); `decided`:
+    /// what its admission decided.
+    private func refuse(_ status: Int, _ message: String, head: RequestParser.Head? = nil, decided: AnyObject? = nil) {
         let body = Array("{\"error\":{\"code\":\"\(errorCode(status))\",\"message\":\"\(message)\",\"details\":null}}".utf8)
-        refuse(HeadRefusal(status: status, headers: HTTPHeaders([("Content-Type", "application/json")]), body: body))
+        refuse(HeadRefusal(status: status, headers: HTTPHeaders([("Content-Type", "application/json")]), body: body), head: head, decided: decided)
     }
 
     /// Answers `refusal` and closes: the request's body, if any, is never read.
-    private func refuse(_ refusal: HeadRefusal) {
+    private func refuse(_ refusal: HeadRefusal, head: RequestParser.Head? = nil, decided: AnyObject? = nil) {
         guard let server else { return }
+        if let head { server.onHeadRefused?(head, peer, refusal, decided) }
         pendingHead = nil
         pendingDecision = nil
         chunkedBody = nil

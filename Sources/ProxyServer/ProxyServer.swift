@@ -27,6 +27,7 @@ public final class ProxyServer: @unchecked Sendable {
     var authenticator: Authenticator
     /// Counts the clients file's reloads: a caller decided before the last one is decided again.
     var clientsGeneration = 0
+    private let clientsReloads = DispatchQueue(label: "pixxel-proxy.clients-reload")
     /// The cache of the job routes: `serve` is a cached route's whole journey.
     let cache: ResponseCache
     let metrics = ProxyMetrics()
@@ -127,8 +128,8 @@ public final class ProxyServer: @unchecked Sendable {
             self.handle(request)
         }
         httpServer?.admitHead = { [unowned self] head, peer in self.admitHead(head, peer: peer) }
-        httpServer?.onHeadRefused = { [unowned self] head, peer, status, decided in
-            self.headRefused(head, peer: peer, status: status, decided: decided)
+        httpServer?.onHeadRefused = { [unowned self] head, peer, refusal, decided in
+            self.headRefused(head, peer: peer, refusal: refusal, decided: decided)
         }
         gateway.onOutcome = { [unowned self] route, outcome, duration in
             if let duration { metrics.upstreamRequest(route: route, outcome: outcome, duration: duration) } else {
@@ -229,9 +230,10 @@ public final class ProxyServer: @unchecked Sendable {
     }
 
     /// Reloads the clients file off the loop thread; a broken file keeps the old clients.
+    /// Reads run one at a time, in the order asked, so an older read never lands after a newer one.
     public func reloadClients() {
         let settings = self.settings
-        DispatchQueue.global().async { [self] in
+        clientsReloads.async { [self] in
             let result = Result { try Self.loadClients(settings) }
             loop.execute { [self] in
                 switch result {

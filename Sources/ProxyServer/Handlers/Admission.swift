@@ -37,14 +37,15 @@ extension ProxyServer {
         return HeadAdmission(reading: reading, refusal: refusal, decided: admitted)
     }
 
-    /// The recording step for a request refused on its head (by its admission, or for a body
-    /// over the limit, which wins over the admission's refusal).
-    func headRefused(_ head: RequestParser.Head, peer: String, status: Int, decided: AnyObject?) {
+    /// The recording step for a request refused before any handler saw it (by its admission,
+    /// for a body over the limit, badly framed or too slow), with the request id its refusal
+    /// carried ("-" when the refusal carried none).
+    func headRefused(_ head: RequestParser.Head, peer: String, refusal: HeadRefusal, decided: AnyObject?) {
         let admitted = decided as? AdmittedHead
-        record(AnswerRecord(method: head.knownMethod?.rawValue ?? "UNKNOWN", route: (admitted?.route ?? .notFound).template, status: status,
-                            client: admitted?.caller.logName ?? Caller.rejected.logName, peer: peer,
-                            requestID: admitted?.requestID ?? requestID(from: head.headers["X-Request-Id"]), cache: "none",
-                            elapsed: .zero, upstreamDuration: nil, upstreamStatus: nil, workflow: nil))
+        record(AnswerRecord(method: head.knownMethod?.rawValue ?? "UNKNOWN", route: (admitted?.route ?? .notFound).template,
+                            status: refusal.status, client: admitted?.caller.logName ?? Caller.rejected.logName, peer: peer,
+                            requestID: refusal.headers["X-Request-Id"] ?? "-", cache: "none", elapsed: .zero,
+                            upstreamDuration: nil, upstreamStatus: nil, workflow: nil))
     }
 
     /// Why a read must not go upstream as it is, or nil: a field or parameter that asks the

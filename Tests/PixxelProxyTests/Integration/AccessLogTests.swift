@@ -45,19 +45,28 @@ import Testing
         await proxy.stop()
     }
 
-    /// A request refused on its head for a body over the limit is recorded as the 413 it got,
-    /// not as the 401 or 400 its admission would have given (the size wins on the wire).
+    /// A request refused before any handler saw it is recorded as what it got: a declared body
+    /// over the limit as its 413 (not as the 401 or 400 its admission would have given: the size
+    /// wins on the wire), and so is a chunked body found over the limit as it arrives. The
+    /// refusal carried no request id, and the record says so.
     @Test func aBodyOverTheLimitIsRecordedAsThe413ItGot() async throws {
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }
-        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
-        for (index, line) in ["POST /v0/workflows/w/jobs?project_id=p", "GET /v0/workflows/w/jobs"].enumerated() {
-            let head = "\(line) HTTP/1.1\r\nHost: h\r\nX-Request-Id: big-\(index)\r\nContent-Length: 99999999999\r\nConnection: close\r\n\r\n"
-            #expect(try RawHTTPClient.parse(RawHTTPClient.exchange(port: proxy.port, bytes: Array(head.utf8))).status == 413)
-            #expect(eventually { proxy.logs.all.contains { $0.contains("request_id=big-\(index)") } }, "the refusal is recorded")
-            let lines = proxy.logs.all.filter { $0.contains("request_id=big-\(index)") }
-            #expect(lines.count == 1 && lines.allSatisfy { $0.contains(" 413") }, "\(lines)")
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.listenMaxBodyBytes = 1024 }
+        let chunk = String(repeating: "x", count: 2048)
+        let requests = [
+            "POST /v0/workflows/w/jobs?project_id=p HTTP/1.1\r\nHost: h\r\nX-Request-Id: big-0\r\nContent-Length: 99999999999\r\n\r\n",
+            "GET /v0/workflows/w/jobs HTTP/1.1\r\nHost: h\r\nX-Request-Id: big-1\r\nContent-Length: 99999999999\r\n\r\n",
+            "POST /v0/workflows/w/jobs?project_id=p HTTP/1.1\r\nHost: h\r\nAuthorization: \(proxy.writeToken)\r\nX-Request-Id: big-2\r\n"
+                + "Transfer-Encoding: chunked\r\n\r\n800\r\n\(chunk)\r\n0\r\n\r\n",
+        ]
+        for request in requests {
+            #expect(try RawHTTPClient.parse(RawHTTPClient.exchange(port: proxy.port, bytes: Array(request.utf8))).status == 413)
         }
+        let refusals = { proxy.logs.all.filter { $0.contains("/v0/workflows/{workflow_id}/jobs 413") } }
+        #expect(eventually { refusals().count == 3 }, "each refusal is recorded once: \(refusals())")
+        #expect(refusals().allSatisfy { $0.contains("request_id=-") }, "\(refusals())")
+        #expect(refusals().filter { $0.contains("client=writer") }.count == 1, "the chunked one was admitted: its caller is known")
         let metrics = try proxy.get("/metrics", token: proxy.adminToken).text
         let refused = metrics.split(separator: "\n").filter { $0.hasPrefix("pixxel_proxy_requests_total") && ($0.contains("\"401\"") || $0.contains("\"400\"")) }
         #expect(refused.isEmpty, "\(refused)")
