@@ -152,8 +152,13 @@ public final class DiskStore: @unchecked Sendable {
         return connection
     }
 
+    /// Reads asked for since the store opened (any thread).
+    public var readsAsked: Int { readsAskedCount.load(ordering: .relaxed) }
+    private let readsAskedCount = Atomic<Int>(0)
+
     /// Looks `key` up on the reader queue.
     public func load(_ key: String, completion: @escaping @Sendable (DiskRecord?) -> Void) {
+        readsAskedCount.add(1, ordering: .relaxed)
         readQueue.async { [self] in
             completion(readingOrMarking { try reader.record(key: key) } ?? nil)
         }
@@ -163,6 +168,7 @@ public final class DiskStore: @unchecked Sendable {
     /// (which outlives the detail, and a restart).
     public func loadDetail(_ key: String, workflowID: String, jobID: String,
                            completion: @escaping @Sendable (DiskRecord?, _ newestListed: Double?) -> Void) {
+        readsAskedCount.add(1, ordering: .relaxed)
         readQueue.async { [self] in
             let record = readingOrMarking { try reader.record(key: key) } ?? nil
             let listed = readingOrMarking { try reader.sighting(workflowID: workflowID, jobID: jobID) } ?? nil

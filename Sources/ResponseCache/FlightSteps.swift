@@ -72,6 +72,8 @@ final class FlightRun {
     let deadline: Double?
     /// Memory held an entry when the flight began (the disk need not be read).
     let memoryHeld: Bool
+    /// The disk was read and had no row, as it stood then: `store` need not read it again.
+    var diskSeenEmpty: ResponseCache.DiskSeenEmpty?
 
     init(_ flight: FlightKey, requestID: String, client: String, background: Bool, hasFallback: Bool?, deadline: Double?,
          memoryHeld: Bool = true) {
@@ -103,7 +105,9 @@ extension ResponseCache {
 
         case .lookupDisk:
             guard !run.memoryHeld, memory.peek(key) == nil, disk != nil else { return runFlight(run, .lease) }
+            let before = diskSeenEmpty
             loadFromDisk(key) { [self] entry, fresh in
+                if entry == nil, before == diskSeenEmpty { run.diskSeenEmpty = before }
                 guard fresh, !flight.revalidates, let entry else { return runFlight(run, .lease) }
                 counters.diskHits += 1
                 disk?.touch(key.diskKey)
@@ -182,7 +186,8 @@ extension ResponseCache {
             }
 
         case .store(let response, let requestedAt, let duration, let leaseHold, let leased):
-            store(key, body: response.body, headers: response.headers, requestedAt: requestedAt, now: clock()) { [self] stored in
+            store(key, body: response.body, headers: response.headers, requestedAt: requestedAt, now: clock(),
+                  diskEmpty: run.diskSeenEmpty) { [self] stored in
                 let outcome: FetchOutcome = switch stored {
                 case .stored(let answer), .keptNewer(let answer): .stored(answer)
                 case .olderThanListed: .failed(Self.olderThanListed)

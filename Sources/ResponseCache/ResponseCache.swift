@@ -34,6 +34,18 @@ public final class ResponseCache {
     /// Incremented by every purge: a disk read that began before it must not put back in
     /// memory what the purge removed.
     private var purgeEpoch = 0
+    /// Incremented by every detail this process saves to disk: with `purgeEpoch`, it tells that
+    /// the disk is as a read found it (only this process writes its store).
+    private var detailSaves = 0
+
+    /// The disk's state as far as this process changed it, for `store`'s check that a read
+    /// which found no row still holds.
+    struct DiskSeenEmpty: Equatable {
+        let saves: Int
+        let purges: Int
+    }
+
+    var diskSeenEmpty: DiskSeenEmpty { DiskSeenEmpty(saves: detailSaves, purges: purgeEpoch) }
     /// Jobs created through the proxy lately: a list answer that crossed a creation gets the
     /// job added. A list fetched before the POST and landing after it would otherwise replace
     /// the list the POST was written into, and the creator's next read would lack its job.
@@ -174,8 +186,15 @@ public final class ResponseCache {
     /// that what a client was shown survives a crash.
     /// `requestedAt`: when the fetch went upstream (jobs created through the proxy since then
     /// may be missing from a list answer, and are added).
+    /// `diskEmpty`: the flight read the disk and found no row, at that point (`diskSeenEmpty`);
+    /// unchanged since, the disk is not read again.
     public func store(_ key: CacheKey, body: [UInt8], headers: HTTPHeaders, requestedAt: Double, now: Double,
                       landed: @escaping (StoreResult) -> Void) {
+        store(key, body: body, headers: headers, requestedAt: requestedAt, now: now, diskEmpty: nil, landed: landed)
+    }
+
+    func store(_ key: CacheKey, body: [UInt8], headers: HTTPHeaders, requestedAt: Double, now: Double, diskEmpty: DiskSeenEmpty?,
+               landed: @escaping (StoreResult) -> Void) {
         loop.assertOnLoop()
         let storable = shared(CachedAnswer.storableHeaders(headers))
         let key = shared(key)
@@ -188,7 +207,7 @@ public final class ResponseCache {
             guard let detail = JobDetailDocument(body: body), PercentEncoding.segment(detail.job.id) == job else {
                 return landed(.unparseable)
             }
-            guard memory.peek(key) == nil, disk != nil else {
+            guard memory.peek(key) == nil, disk != nil, diskEmpty != diskSeenEmpty else {
                 return storeDetail(key, detail, workflow: workflow, headers: storable, onDisk: nil, now: now, landed: landed)
             }
             // Memory has nothing to compare with (never read, or evicted during the fetch): the
@@ -284,6 +303,7 @@ public final class ResponseCache {
                                   lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
         memory.set(key, answer, cost: answer.cost)
         disk?.save(answer.record(for: key))
+        detailSaves += 1
         updateListEntry(workflow: workflow, from: detail)
         landed(.stored(answer))
     }
@@ -342,6 +362,7 @@ public final class ResponseCache {
         let answer = CachedAnswer(document: .detail(detail), headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]),
                                   storedAt: now, lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
         memory.set(key, answer, cost: answer.cost)
+        detailSaves += 1
         counters.writeThroughs += 1
         recentWrites.remember(detail, workflow: key.workflow, at: now)
 

@@ -1,6 +1,8 @@
 import Foundation
 import PixxelSim
 import Testing
+@testable import ProxyServer
+@testable import ResponseCache
 
 /// The cache through the real server, against pixxel-sim counting upstream calls, with the
 /// proxy's clock moved by hand.
@@ -176,6 +178,24 @@ import Testing
         // The most recently used entry is still a hit.
         let last = try proxy.get("/v0/workflows/\(workflow)/jobs/\(jobs.last!["id"] as! String)", token: proxy.readToken)
         #expect(last.header("Cache-Status")?.contains("hit") == true)
+        await proxy.stop()
+    }
+
+    /// A cold detail miss reads the disk once: the look before the fetch found no row, and
+    /// nothing was written since, so storing the answer does not read it again.
+    @Test func aColdDetailMissReadsTheDiskOnce() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)", clock: ManualClock())
+        let workflow = sim.workflowIDs[0]
+        let listed = try RawHTTPClient.request(port: simPort, target: "/v0/workflows/\(workflow)/jobs",
+                                               headers: [("Authorization", ProxyHarness.apiKey)])
+        let job = try #require((listed.json?["jobs"] as? [[String: Any]])?.first?["id"] as? String)
+        let disk = try #require(proxy.server.cache.disk)
+        let before = disk.readsAsked
+        let answer = try proxy.get("/v0/workflows/\(workflow)/jobs/\(job)", token: proxy.readToken)
+        #expect(answer.header("Cache-Status")?.contains("fwd=miss") == true)
+        #expect(disk.readsAsked - before == 1, "\(disk.readsAsked - before) disk reads for one cold miss")
         await proxy.stop()
     }
 }
