@@ -186,13 +186,13 @@ public final class ResponseCache {
     /// that what a client was shown survives a crash.
     /// `requestedAt`: when the fetch went upstream (jobs created through the proxy since then
     /// may be missing from a list answer, and are added).
-    /// `diskEmpty`: the flight read the disk and found no row, at that point (`diskSeenEmpty`);
-    /// unchanged since, the disk is not read again.
     public func store(_ key: CacheKey, body: [UInt8], headers: HTTPHeaders, requestedAt: Double, now: Double,
                       landed: @escaping (StoreResult) -> Void) {
         store(key, body: body, headers: headers, requestedAt: requestedAt, now: now, diskEmpty: nil, landed: landed)
     }
 
+    /// The same for a flight. `diskEmpty`: the flight read the disk and found no row, at that
+    /// point (`diskSeenEmpty`); unchanged since, the disk is not read again.
     func store(_ key: CacheKey, body: [UInt8], headers: HTTPHeaders, requestedAt: Double, now: Double, diskEmpty: DiskSeenEmpty?,
                landed: @escaping (StoreResult) -> Void) {
         loop.assertOnLoop()
