@@ -36,6 +36,9 @@ final class ChildRegistry: Sendable {
     /// initialisation for ever.
     private static let handlersInstalled: Void = shared.installHandlers()
 
+    /// Installs the exit and signal handlers if nothing has yet; `add` on `shared` does it too.
+    static func ensureHandlersInstalled() { handlersInstalled }
+
     func add(_ pid: pid_t) {
         if self === Self.shared { Self.handlersInstalled }
         writers.withLock { _ in
@@ -66,22 +69,25 @@ final class ChildRegistry: Sendable {
             if current.sa_flags & SA_SIGINFO == 0, let handler = current.__sigaction_handler.sa_handler,
                unsafeBitCast(handler, to: Int.self) == 1 /* SIG_IGN */ { continue }
             var action: sigaction = .init()
-            action.__sigaction_handler.sa_sigaction = { number, _, _ in
-                ChildRegistry.shared.killAll()
-                // The previous disposition back, then the signal again: a fault (a Swift trap is
-                // ud2, SIGILL) comes back when its instruction runs again; the rest, SIGTRAP
-                // from int3 among them (it resumes after the instruction), is raised here.
-                let previous = ChildRegistry.previousActions[Int(number)]
-                withUnsafePointer(to: previous) { _ = sigaction(number, $0, nil) }
-                if number != SIGILL && number != SIGSEGV && number != SIGBUS && number != SIGFPE {
-                    raise(number)
-                }
-            }
+            action.__sigaction_handler.sa_sigaction = Self.fatalSignalHandler
             action.sa_flags = SA_SIGINFO | SA_ONSTACK
             sigemptyset(&action.sa_mask)
             var previous: sigaction = .init()
             sigaction(signal, &action, &previous)
             Self.previousActions[Int(signal)] = previous
+        }
+    }
+
+    /// Kills the children, then lets the signal do what it did before this registry.
+    static let fatalSignalHandler: @convention(c) (Int32, UnsafeMutablePointer<siginfo_t>?, UnsafeMutableRawPointer?) -> Void = { number, _, _ in
+        ChildRegistry.shared.killAll()
+        // The previous disposition back, then the signal again: a fault (a Swift trap is
+        // ud2, SIGILL) comes back when its instruction runs again; the rest, SIGTRAP
+        // from int3 among them (it resumes after the instruction), is raised here.
+        let previous = ChildRegistry.previousActions[Int(number)]
+        withUnsafePointer(to: previous) { _ = sigaction(number, $0, nil) }
+        if number != SIGILL && number != SIGSEGV && number != SIGBUS && number != SIGFPE {
+            raise(number)
         }
     }
 
