@@ -173,15 +173,29 @@ extension Invalidation {
         return .refuse
     }
 
-    /// A list answer showing each job at `listed` (keyed as `newestListed` is), against the
-    /// newest `updated_at` lists have already shown per job: one job shown older makes it a
+    /// A list answer showing each job at `listed` (keyed as `newestKnown` is), against the
+    /// newest `updated_at` this instance has shown or learned per job. A job shown older is
+    /// patched with the newer version held (`hasNewerCopy`); one that cannot be makes it a
     /// lagging answer, and the cached list (if any) stays.
-    public static func planList(listed: [String: Double?], newestListed: (String) -> Double?, hasCached: Bool) -> StorePlan {
-        let regressed = listed.contains { job, updatedAt in
-            guard let known = newestListed(job) else { return false }
-            return (updatedAt ?? -.infinity) < known
+    public static func planList(listed: [String: Double?], newestKnown: (String) -> Double?, hasNewerCopy: (String) -> Bool,
+                                hasCached: Bool) -> ListPlan {
+        let regressed = listed.compactMap { job, updatedAt -> String? in
+            guard let known = newestKnown(job) else { return nil }
+            return (updatedAt ?? -.infinity) < known ? job : nil
         }
-        guard regressed else { return .store }
+        guard !regressed.isEmpty else { return .store }
+        if regressed.allSatisfy(hasNewerCopy) { return .patch(regressed.sorted()) }
         return hasCached ? .keepCached : .refuse
     }
+}
+
+/// What storing a list answer comes to (`Invalidation.planList`).
+public enum ListPlan: Sendable, Equatable {
+    case store
+    /// Store it with these jobs' entries replaced by the newer versions held.
+    case patch([String])
+    /// Older than the cached list, which stays and is served.
+    case keepCached
+    /// Older than a version already shown, and nothing current to serve: refused.
+    case refuse
 }

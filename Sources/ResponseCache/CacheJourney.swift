@@ -110,7 +110,9 @@ extension ResponseCache {
     }
 
     func lookInMemory(_ key: CacheKey, now: Double) -> MemoryLookup {
-        guard let cached = memory.get(key) else { return .miss }
+        guard let held = memory.get(key) else { return .miss }
+        // Older than something this instance has shown or learned: revalidated, never served.
+        guard let cached = current(held, key: key) else { return .expired(held) }
         if cached.remaining(now: now) > 0 { return .fresh(cached) }
         if cached.isWithinStaleWindow(staleWindows.whileRevalidate, now: now) { return .stale(cached) }
         return .expired(cached)
@@ -153,7 +155,7 @@ extension ResponseCache {
                 let now = clock()
                 // Renewed by the list, or stale on its failure: a miss (it cost a call); going
                 // on to a flight of its own, the flight decides.
-                if let renewed = memory.peek(key), renewed.remaining(now: now) > 0 {
+                if let renewed = memory.peek(key).flatMap({ current($0, key: key) }), renewed.remaining(now: now) > 0 {
                     count(journey, hit: false)
                     counters.listRevalidations += 1
                     return advance(journey, .deliver(CacheDelivery(
@@ -233,7 +235,16 @@ extension ResponseCache {
                                  .staleOnError(upstreamStatus: failedStatus, collapsed: collapsed),
                                  upstreamStatus: failedStatus, upstreamDuration: duration)
         }
+        // What the flight brought passes the "never older" rule too (something newer may have
+        // been learned while it flew); an answer that cannot be made current is refused.
+        let outcome: FetchOutcome
         switch landing.outcome {
+        case .fromDisk(let answer), .fromShared(let answer), .stored(let answer):
+            outcome = current(answer, key: key).map { landing.outcome.carrying($0) } ?? .failed(Self.olderThanListed)
+        default:
+            outcome = landing.outcome
+        }
+        switch outcome {
         case .fromDisk(let answer):
             return CacheDelivery(.cached(answer, age: answer.ageSeconds(now: now)), .hit(ttl: answer.cacheStatusTTL(now: now)))
         case .fromShared(let answer):
@@ -254,7 +265,8 @@ extension ResponseCache {
     /// A stale answer to serve instead of an upstream failure, within stale-if-error of its
     /// TTL's end; never one that is superseded.
     private func staleAnswer(for key: CacheKey, now: Double) -> CachedAnswer? {
-        guard let stale = memory.peek(key), stale.isWithinStaleWindow(staleWindows.ifError, now: now) else { return nil }
+        guard let held = memory.peek(key), held.isWithinStaleWindow(staleWindows.ifError, now: now),
+              let stale = current(held, key: key) else { return nil }
         counters.staleServed += 1
         return stale
     }
@@ -274,6 +286,16 @@ extension ResponseCache {
 }
 
 extension FetchOutcome {
+    /// The same kind of outcome with `answer` (a cached answer made current).
+    func carrying(_ answer: CachedAnswer) -> FetchOutcome {
+        switch self {
+        case .fromDisk: .fromDisk(answer)
+        case .fromShared: .fromShared(answer)
+        case .stored: .stored(answer)
+        default: self
+        }
+    }
+
     /// The upstream's failure status when the fetch failed in a way stale data may stand in
     /// for (a 5xx, a 429, a timeout or a broken connection); nil otherwise.
     var failedStatus: Int? {

@@ -21,6 +21,9 @@ public final class CachedAnswer {
     /// newest `updated_at` seen for the job (`CacheInvalidation.DetailFreshness`).
     public var freshness: DetailFreshness
 
+    /// The `ResponseCache.knownGeneration` it was last checked at by the "never older" rule.
+    var checkedGeneration = -1
+
     /// What the hit path sends, made on first use (see `sharedBody(for:)`).
     private var wholeBody: SharedBytes?
     private var filteredBodies: [JobListFilters: SharedBytes] = [:]

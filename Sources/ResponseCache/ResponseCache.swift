@@ -26,10 +26,15 @@ public final class ResponseCache {
     /// `cache.routes` resources whose answer was over `maxCachedRouteBytes`, until when.
     var tooLargeToCache = ExpiringSet<CacheKey>(capacity: 4096)
     public internal(set) var counters = Counters()
-    /// The newest `updated_at` a list has shown per job (detail keys), whether or not the
-    /// detail is cached: a detail answer older than it is never stored. Bounded (least
-    /// recently noted forgotten); the disk keeps the same per workflow, read on a memory miss.
-    private let newestListed: MemoryTier<CacheKey, Double>
+    /// The newest `updated_at` this instance has shown or learned per job (detail keys),
+    /// whether or not the detail is cached: from lists, details, jobs written through, another
+    /// instance's supersession marks and the disk's sightings. No answer leaves with a job older
+    /// than this (`current`), and a detail answer older than it is never stored. Bounded (least
+    /// recently noted forgotten); the disk keeps what lists showed per workflow, read on a miss.
+    private let newestKnown: MemoryTier<CacheKey, Double>
+    /// Incremented whenever `newestKnown` rises: an answer checked at this generation needs no
+    /// second look (`current` is one comparison on the hit path).
+    private var knownGeneration = 0
     static let listedEntryCost = 128
     /// Incremented by every purge: a disk read that began before it must not put back in
     /// memory what the purge removed.
@@ -91,7 +96,7 @@ public final class ResponseCache {
                 maxWaitersPerFlight: Int, clock: @escaping @Sendable () -> Double, fetcher: UpstreamFetching, shared: SharedCacheTier?) {
         self.loop = loop
         memory = MemoryTier(budgetBytes: memoryBudgetBytes)
-        newestListed = MemoryTier(budgetBytes: 65_536 * Self.listedEntryCost)
+        newestKnown = MemoryTier(budgetBytes: 65_536 * Self.listedEntryCost)
         self.disk = disk
         flights = Flights(maxWaitersPerFlight: maxWaitersPerFlight)
         self.policy = policy
@@ -134,7 +139,7 @@ public final class ResponseCache {
             // before a restart, say) gets the job, as a list fetched now would.
             let answer = withRecentWrites(read, key: key, since: read.storedAt, now: now)
             // What lists have shown since the row was written (the disk may not have it yet).
-            if let listed = newestListed.peek(key) {
+            if let listed = newestKnown.peek(key) {
                 answer.freshness = ListSightings.superseding(answer.freshness, detailUpdatedAt: answer.updatedAt, listed: listed)
             }
             if memory.peek(key) == nil { memory.set(key, answer, cost: answer.cost) }
@@ -144,11 +149,11 @@ public final class ResponseCache {
     }
 
     /// Reads a key's row on the disk's reader queue, and for a detail the newest `updated_at`
-    /// its list showed (kept in `newestListed`); `completion` runs on the loop.
+    /// its list showed (kept in `newestKnown`); `completion` runs on the loop.
     private func readDisk(_ key: CacheKey, completion: @escaping (DiskRecord?) -> Void) {
         guard let disk else { return completion(nil) }
         let onLoop = LoopBound({ [self] (record: DiskRecord?, listed: Double?) in
-            if let listed { noteListed(key, listed) }
+            if let listed { noteKnown(key, listed) }
             completion(record)
         }, loop: loop)
         guard case .detail(let workflow, let job) = key else {
@@ -160,9 +165,9 @@ public final class ResponseCache {
     }
 
     /// Remembers that a list showed `key`'s job at `updatedAt` (keeping the newest).
-    private func noteListed(_ key: CacheKey, _ updatedAt: Double) {
-        if let known = newestListed.peek(key), known >= updatedAt { return }
-        newestListed.set(key, updatedAt, cost: Self.listedEntryCost)
+    private func noteKnown(_ key: CacheKey, _ updatedAt: Double) {
+        if let known = newestKnown.peek(key), known >= updatedAt { return }
+        newestKnown.set(key, updatedAt, cost: Self.listedEntryCost)
     }
 
     // MARK: Storing
@@ -229,15 +234,31 @@ public final class ResponseCache {
 
     private func storeList(_ key: CacheKey, _ list: JobListDocument, workflow: String, headers: HTTPHeaders, requestedAt: Double,
                            now: Double, landed: @escaping (StoreResult) -> Void) {
+        var list = list
         // A job listed twice counts with its newest `updated_at`.
         var listed = Dictionary(list.jobs.map { (PercentEncoding.segment($0.id), $0.updatedAt) }, uniquingKeysWith: Self.newer)
-        // A list that shows a job older than a list already showed it is a lagging answer:
-        // the newer list stays (or, with none left to serve, the client gets an error).
-        let cached = memory.peek(key)
-        switch Invalidation.planList(listed: listed, newestListed: { newestListed.peek(.detail(workflow: workflow, job: $0)) },
+        // A list that shows a job older than this instance has shown or learned it (a lagging
+        // answer, or one fetched before a newer detail landed) has those entries patched from
+        // the newer versions held; failing that, the cached list stays (or, with none current
+        // to serve, the client gets an error).
+        let cached = memory.peek(key).flatMap { $0.isSuperseded ? nil : $0 }
+        let known = { [self] (job: String) in newestKnown.peek(.detail(workflow: workflow, job: job)) }
+        switch Invalidation.planList(listed: listed, newestKnown: known,
+                                     hasNewerCopy: { job in known(job).map { newerCopy(of: job, workflow: workflow, atLeast: $0) != nil } ?? false },
                                      hasCached: cached != nil) {
         case .store:
             break
+        case .patch(let jobs):
+            guard let patched = patching(list, jobs: jobs, workflow: workflow) else {
+                counters.rejectedOutOfOrder += 1
+                if let cached { return landed(.keptNewer(cached)) }
+                return landed(.olderThanListed)
+            }
+            list = patched
+            counters.listEntryUpdates += jobs.count
+            // What the upstream said of these jobs is older than what is held: no sighting of theirs
+            // renews or invalidates a detail (listed, so not "no longer listed").
+            for job in jobs { listed[job] = .some(nil) }
         case .keepCached:
             counters.rejectedOutOfOrder += 1
             if let cached { return landed(.keptNewer(cached)) }
@@ -253,7 +274,7 @@ public final class ResponseCache {
             listed[PercentEncoding.segment(write.jobID)] = .some(nil)
         }
         let sightings = ListSightings(updatedAt: listed, answeredAt: now)
-        for case (let job, let updatedAt?) in sightings.updatedAt { noteListed(.detail(workflow: workflow, job: job), updatedAt) }
+        for case (let job, let updatedAt?) in sightings.updatedAt { noteKnown(.detail(workflow: workflow, job: job), updatedAt) }
         // Details it supersedes stop being served at once; the list itself is published (to
         // memory, so to the hit path, and to the waiting clients) once the disk has what it
         // showed, so that no client is shown a version that a crash could make it forget.
@@ -279,7 +300,7 @@ public final class ResponseCache {
         let cached = memory.peek(key) ?? onDisk.flatMap { CachedAnswer(record: $0) }
         // The newest version any answer has shown: the cached detail's sightings, what lists
         // showed for the job (also from before a restart), and its entry in the cached list.
-        var newestSeen = Self.newer(cached?.freshness.newestSeen, newestListed.peek(key))
+        var newestSeen = Self.newer(cached?.freshness.newestSeen, newestKnown.peek(key))
         if case .list(let list)? = memory.peek(.list(workflow: workflow))?.document, let index = list.index(of: detail.job.id) {
             newestSeen = Self.newer(newestSeen, list.jobs[index].updatedAt)
         }
@@ -304,6 +325,7 @@ public final class ResponseCache {
         memory.set(key, answer, cost: answer.cost)
         disk?.save(answer.record(for: key))
         detailSaves += 1
+        if let updatedAt = detail.job.updatedAt { noteKnown(key, updatedAt) }
         updateListEntry(workflow: workflow, from: detail)
         landed(.stored(answer))
     }
@@ -363,6 +385,7 @@ public final class ResponseCache {
                                   storedAt: now, lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
         memory.set(key, answer, cost: answer.cost)
         detailSaves += 1
+        if let updatedAt = detail.job.updatedAt { noteKnown(key, updatedAt) }
         counters.writeThroughs += 1
         recentWrites.remember(detail, workflow: key.workflow, at: now)
 
@@ -370,7 +393,7 @@ public final class ResponseCache {
         let listKey = CacheKey.list(workflow: key.workflow)
         if let cached = memory.peek(listKey), case .list(let list) = cached.document, list.index(of: detail.job.id) == nil,
            let updated = list.inserting([object], fields: Self.listFields(of: list)) {
-            records.append(replaceList(cached, with: updated, key: listKey, save: false))
+            records.append(replaceList(cached, with: updated, key: listKey, save: false).record)
         }
         // Announced as written: every instance adds the job to the list it holds, including one
         // this instance does not hold (yet), which is the list a client of the other reads.
@@ -464,7 +487,7 @@ public final class ResponseCache {
                Invalidation.detailUpdatesListEntry(listEntry: best.updatedAt, detail: current.jobs[index].updatedAt) {
                 best = (current.jobs[index].updatedAt, { current.object(at: index) ?? [:] })
             }
-            if let listed = newestListed.peek(detailKey), (best.updatedAt ?? -.infinity) < listed { continue }
+            if let listed = newestKnown.peek(detailKey), (best.updatedAt ?? -.infinity) < listed { continue }
             objects.append(best.object())
         }
         guard !objects.isEmpty, let merged = list.inserting(objects, fields: Self.listFields(of: list)) else { return answer }
@@ -502,7 +525,7 @@ public final class ResponseCache {
     /// being served, as if this instance's own list had shown it.
     public func noteSuperseded(_ key: CacheKey, newestSeen: Double) {
         loop.assertOnLoop()
-        noteListed(key, newestSeen)
+        noteKnown(key, newestSeen)
         guard let cached = memory.peek(key), let updatedAt = cached.updatedAt, updatedAt < newestSeen, !cached.isSuperseded else { return }
         cached.freshness = ListSightings.superseding(cached.freshness, detailUpdatedAt: updatedAt, listed: newestSeen)
         counters.invalidations += 1
@@ -546,14 +569,91 @@ public final class ResponseCache {
         counters.listEntryUpdates += 1
     }
 
+    /// The newest version of a job held here at `atLeast` or newer: its detail in memory, or
+    /// its entry in the workflow's cached list (`job` as keys hold it).
+    private func newerCopy(of job: String, workflow: String, atLeast known: Double) -> (updatedAt: Double?, object: [String: Any])? {
+        if case .detail(let detail)? = memory.peek(.detail(workflow: workflow, job: job))?.document,
+           let updatedAt = detail.job.updatedAt, updatedAt >= known {
+            return (updatedAt, detail.object)
+        }
+        if let cached = memory.peek(.list(workflow: workflow)), !cached.isSuperseded, case .list(let list) = cached.document,
+           let index = list.jobs.firstIndex(where: { PercentEncoding.segment($0.id) == job }),
+           let updatedAt = list.jobs[index].updatedAt, updatedAt >= known, let object = list.object(at: index) {
+            return (updatedAt, object)
+        }
+        return nil
+    }
+
+    /// `list` with the entries of `jobs` replaced by the newest versions held (projected to the
+    /// list's fields); nil when one is not held or cannot be projected.
+    private func patching(_ list: JobListDocument, jobs: [String], workflow: String) -> JobListDocument? {
+        var patched = list
+        for job in jobs {
+            guard let known = newestKnown.peek(.detail(workflow: workflow, job: job)),
+                  let copy = newerCopy(of: job, workflow: workflow, atLeast: known) else { return nil }
+            for index in patched.jobs.indices where PercentEncoding.segment(patched.jobs[index].id) == job {
+                guard let fields = patched.fieldNames(at: index),
+                      let replaced = patched.replacing(at: index, with: copy.object, fields: fields) else { return nil }
+                patched = replaced
+            }
+        }
+        return patched
+    }
+
+    /// The one "never older" rule, applied where an answer leaves the cache (the lookup, a
+    /// flight's landing, a stale answer on error): no answer shows a job older than the newest
+    /// version this instance has shown or learned (`newestKnown`). A list is patched with the
+    /// newer entries held, or else stops being served (not even stale) until refetched; a
+    /// detail is superseded. nil: the answer must not be served. Looked at again only when
+    /// something newer was learned since the last look.
+    func current(_ answer: CachedAnswer, key: CacheKey) -> CachedAnswer? {
+        guard !answer.isSuperseded else { return nil }
+        if answer.checkedGeneration == knownGeneration { return answer }
+        switch answer.document {
+        case .detail(let detail):
+            if let known = newestKnown.peek(key), (detail.job.updatedAt ?? -.infinity) < known {
+                answer.freshness.invalidated = true
+                answer.freshness.newestSeen = Self.newer(answer.freshness.newestSeen, known)
+                counters.invalidations += 1
+                return nil
+            }
+        case .list(let list):
+            let workflow = key.workflow
+            var regressed: [String] = []
+            for job in list.jobs {
+                let id = PercentEncoding.segment(job.id)
+                if let known = newestKnown.peek(.detail(workflow: workflow, job: id)), (job.updatedAt ?? -.infinity) < known {
+                    regressed.append(id)
+                }
+            }
+            guard !regressed.isEmpty else { break }
+            guard let patched = patching(list, jobs: regressed, workflow: workflow) else {
+                answer.freshness.invalidated = true
+                counters.invalidations += 1
+                return nil
+            }
+            counters.listEntryUpdates += regressed.count
+            let replacement = memory.peek(key) === answer ? replaceList(answer, with: patched, key: key).answer
+                : CachedAnswer(document: .list(patched), headers: answer.headers, storedAt: answer.storedAt, lifetime: answer.lifetime,
+                               freshness: answer.freshness)
+            replacement.checkedGeneration = knownGeneration
+            return replacement
+        case .raw:
+            break
+        }
+        answer.checkedGeneration = knownGeneration
+        return answer
+    }
+
     @discardableResult
-    private func replaceList(_ cached: CachedAnswer, with list: JobListDocument, key: CacheKey, save: Bool = true) -> DiskRecord {
+    private func replaceList(_ cached: CachedAnswer, with list: JobListDocument, key: CacheKey, save: Bool = true)
+        -> (answer: CachedAnswer, record: DiskRecord) {
         let replacement = CachedAnswer(document: .list(list), headers: cached.headers, storedAt: cached.storedAt,
                                        lifetime: cached.lifetime, freshness: cached.freshness)
         memory.set(key, replacement, cost: replacement.cost)
         let record = replacement.record(for: key)
         if save { disk?.save(record) }
-        return record
+        return (replacement, record)
     }
 
     // MARK: Purge and statistics

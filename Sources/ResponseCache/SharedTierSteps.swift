@@ -74,12 +74,12 @@ extension ResponseCache {
             case .found(let record):
                 // What memory holds is as recent: nothing to take in.
                 if holdsCurrent(key, validatedAt: record.validatedAt), let held = memory.peek(key) {
-                    return completion(held.remaining(now: now) > 0 ? held : nil)
+                    return completion(held.remaining(now: now) > 0 ? current(held, key: key) : nil)
                 }
                 adopt(key, record: record) { [self] result in
                     switch result {
                     case .stored(let answer), .keptNewer(let answer):
-                        completion(answer.remaining(now: clock()) > 0 ? answer : nil)
+                        completion(answer.remaining(now: clock()) > 0 ? current(answer, key: key) : nil)
                     case .olderThanListed, .unparseable:
                         completion(nil)
                     }

@@ -42,14 +42,24 @@ import JobCache
         #expect(Invalidation.planDetail(answer: nil, cached: nil, newestSeen: t) == .refuse, "undated after a dated version was shown")
     }
 
-    @Test func aListShowingAJobOlderThanAListShowedItIsNotStored() {
+    @Test func aListShowingAJobOlderThanKnownIsPatchedOrNotStored() {
         let t = Self.t
         let known: [String: Double] = ["a": t, "b": t + 10]
-        #expect(Invalidation.planList(listed: ["a": t, "b": t + 10, "c": nil], newestListed: { known[$0] }, hasCached: true) == .store)
-        #expect(Invalidation.planList(listed: ["a": t + 1, "b": t + 9], newestListed: { known[$0] }, hasCached: true) == .keepCached)
-        #expect(Invalidation.planList(listed: ["a": t + 1, "b": t + 9], newestListed: { known[$0] }, hasCached: false) == .refuse)
-        #expect(Invalidation.planList(listed: ["b": nil], newestListed: { known[$0] }, hasCached: false) == .refuse,
+        let none: (String) -> Bool = { _ in false }
+        #expect(Invalidation.planList(listed: ["a": t, "b": t + 10, "c": nil], newestKnown: { known[$0] }, hasNewerCopy: none,
+                                      hasCached: true) == .store)
+        #expect(Invalidation.planList(listed: ["a": t + 1, "b": t + 9], newestKnown: { known[$0] }, hasNewerCopy: none,
+                                      hasCached: true) == .keepCached)
+        #expect(Invalidation.planList(listed: ["a": t + 1, "b": t + 9], newestKnown: { known[$0] }, hasNewerCopy: none,
+                                      hasCached: false) == .refuse)
+        #expect(Invalidation.planList(listed: ["b": nil], newestKnown: { known[$0] }, hasNewerCopy: none, hasCached: false) == .refuse,
                 "undated where a dated version was shown")
+        // A job shown older whose newer version is held (a detail, the cached list's entry) is
+        // patched; the rest of the answer, newer news among it, is stored.
+        #expect(Invalidation.planList(listed: ["a": t - 1, "b": t + 9, "c": t], newestKnown: { known[$0] }, hasNewerCopy: { _ in true },
+                                      hasCached: true) == .patch(["a", "b"]))
+        #expect(Invalidation.planList(listed: ["a": t - 1, "b": t + 9], newestKnown: { known[$0] }, hasNewerCopy: { $0 == "a" },
+                                      hasCached: true) == .keepCached, "one job that cannot be patched keeps the cached list")
     }
 
     @Test func aNewerDetailUpdatesTheListEntry() {

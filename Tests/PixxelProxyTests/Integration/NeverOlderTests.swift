@@ -1,0 +1,53 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// "Never older": no answer shows a job older than a version the proxy has already shown or
+/// learned, whichever way it learned it and whichever path the answer takes.
+@Suite struct NeverOlderTests {
+    typealias ScriptedPixxel = InvalidationFlowTests.ScriptedPixxel
+
+    static func updatedAt(of id: String, in response: RawResponse) -> String? {
+        (response.json?["jobs"] as? [[String: Any]])?.first { $0["id"] as? String == id }?["updated_at"] as? String
+    }
+
+    /// Found by the two-instance soak on one instance: a list refresh requested before a newer
+    /// detail landed was stored after it, and the list took the job back to the version the
+    /// detail had replaced (`hit; ttl=-4` showing 15:48:30 after 15:48:32 was shown).
+    @Test func aListRequestedBeforeANewerDetailLandedDoesNotTakeTheJobBack() async throws {
+        let pixxel = try ScriptedPixxel()
+        defer { pixxel.upstream.stop() }
+        pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:00:00Z")
+        let clock = ManualClock()
+        let proxy = try ScriptedHarness.start(pixxel, clock)
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        clock.advance(6)
+
+        // The list's refetch goes upstream and is held there with the jobs as they were.
+        let gate = DispatchSemaphore(value: 0)
+        pixxel.listGate.withLock { $0 = gate }
+        let port = proxy.port, token = proxy.readToken
+        let crossing = BackgroundCall { try RawHTTPClient.request(port: port, target: "/v0/workflows/w/jobs", headers: [("Authorization", token)]) }
+        #expect(eventually { pixxel.calls("GET /v0/workflows/w/jobs ") == 2 })
+
+        // Meanwhile a newer version of a is fetched and shown.
+        pixxel.state.withLock { $0.detailUpdatedAt["a"] = "2026-11-20T10:00:07Z"; $0.listUpdatedAt["a"] = "2026-11-20T10:00:07Z" }
+        let detail = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(detail.json?["updated_at"] as? String == "2026-11-20T10:00:07Z")
+
+        // The refetch lands with the older a.
+        pixxel.listGate.withLock { $0 = nil }
+        gate.signal()
+        let landed = try crossing.value()
+        #expect(landed.status == 200)
+        #expect(Self.updatedAt(of: "a", in: landed) == "2026-11-20T10:00:07Z", "a went back to the version its detail replaced")
+        #expect(Self.updatedAt(of: "b", in: landed) == "2026-11-20T10:00:00Z")
+        let hit = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        #expect(hit.header("Cache-Status")?.contains("hit") == true)
+        #expect(Self.updatedAt(of: "a", in: hit) == "2026-11-20T10:00:07Z")
+        let again = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(again.json?["updated_at"] as? String == "2026-11-20T10:00:07Z")
+        #expect(again.header("Cache-Status")?.contains("hit") == true, "the detail is still the newest and still fresh")
+        await proxy.stop()
+    }
+}
