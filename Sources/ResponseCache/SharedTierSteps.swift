@@ -164,8 +164,10 @@ extension ResponseCache {
             shared.wakeWaiters(diskKey)
             let written = if case .written = message { true } else { false }
             // A written detail is a job created through another instance: taken in whether held
-            // here or not. Any other detail only matters here when held here.
-            guard let key = CacheKey(diskKey: diskKey), key.job == nil || written || memory.peek(key) != nil else { return }
+            // here or not. Any other detail matters here when held here, or when its workflow's
+            // list is: the list must not show the job older than another instance has shown it.
+            guard let key = CacheKey(diskKey: diskKey),
+                  key.job == nil || written || memory.peek(key) != nil || memory.peek(.list(workflow: key.workflow)) != nil else { return }
             shared.tier.countInvalidationReceived()
             let purgeGeneration = purgeGeneration
             shared.tier.load(diskKey: diskKey, workflowID: key.workflow, jobID: key.job) { [self] read in

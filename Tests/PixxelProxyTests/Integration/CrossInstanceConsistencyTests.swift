@@ -1,0 +1,93 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// Two `pixxel-proxy serve` processes sharing one Redis, in front of a scripted upstream whose
+/// lists and details the test sets apart (a replica that lags on lists): what one instance has
+/// shown, the other never shows older, and a job written through one is in the other's lists.
+@Suite(.serialized) struct CrossInstanceConsistencyTests {
+    typealias ScriptedPixxel = InvalidationFlowTests.ScriptedPixxel
+
+    final class ScriptedPair: @unchecked Sendable {
+        let redis: RedisProcess
+        let pixxel: ScriptedPixxel
+        let token: String
+        let a: ChildProcess, portA: UInt16
+        let b: ChildProcess, portB: UInt16
+        let logA = LogSink(), logB = LogSink()
+        private let directories = [TemporaryDirectory(), TemporaryDirectory()]
+
+        init(environment: [String: String] = [:]) throws {
+            redis = try RedisProcess()
+            pixxel = try ScriptedPixxel()
+            let clients = directories[0].path + "/clients"
+            token = try ProcessTests.run(["token", "add", "ci", "--scopes", "read,write,admin", "--clients-file", clients]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let shared = ["PIXXEL_PROXY_SHARED_REDIS_URL": redis.url, "PIXXEL_PROXY_SHARED_TIMEOUT_MS": "500",
+                          "PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS": "600", "PIXXEL_PROXY_CACHE_TTL_ACTIVE_JOB_SECONDS": "600"]
+                .merging(environment) { $1 }
+            (a, portA) = try ProcessTests.startServe(simPort: pixxel.upstream.port, clients: clients, directory: directories[0],
+                                                     extraEnvironment: shared, log: logA)
+            (b, portB) = try ProcessTests.startServe(simPort: pixxel.upstream.port, clients: clients, directory: directories[1],
+                                                     extraEnvironment: shared, log: logB)
+            guard eventually({ self.state(self.portA) == "up" && self.state(self.portB) == "up" }) else {
+                stop()
+                throw RawHTTPError(description: "the instances did not join Redis: \(logA.all.joined()) \(logB.all.joined())")
+            }
+        }
+
+        func get(_ port: UInt16, _ target: String, headers: [(String, String)] = []) throws -> RawResponse {
+            try RawHTTPClient.request(port: port, target: target, headers: [("Authorization", token)] + headers)
+        }
+
+        func state(_ port: UInt16) -> String? {
+            ((try? get(port, "/admin/stats"))?.json?["shared"] as? [String: Any])?["state"] as? String
+        }
+
+        /// The `updated_at` of each job the list shows through `port`.
+        func listed(_ port: UInt16) -> [String: String] {
+            let jobs = ((try? get(port, "/v0/workflows/w/jobs"))?.json?["jobs"] as? [[String: Any]]) ?? []
+            return Dictionary(jobs.compactMap { job in (job["id"] as? String).map { ($0, job["updated_at"] as? String ?? "") } }) { $1 }
+        }
+
+        func stop() {
+            for process in [a, b] {
+                process.terminate()
+                process.waitUntilExit()
+            }
+            pixxel.upstream.stop()
+            redis.stop()
+        }
+    }
+
+    static let t0 = "2026-11-20T10:00:00Z", t5 = "2026-11-20T10:00:05Z", t7 = "2026-11-20T10:00:07Z"
+
+    /// Found by the two-instance soak: a detail shown through B, newer than the lists of a
+    /// lagging replica, and a list A fetched afterwards from that replica. A showed the job
+    /// older than B had (it did not take in a detail it did not hold), and B kept its whole
+    /// older list rather than take A's, so B's clients did not see the job A's list had news of.
+    @Test(.needs(.redisServer)) func aJobShownThroughOneInstanceIsNeverOlderInTheOthersList() throws {
+        let pair = try ScriptedPair()
+        defer { pair.stop() }
+        pair.pixxel.publish(["x", "y"], updatedAt: Self.t0)
+        #expect(pair.listed(pair.portB) == ["x": Self.t0, "y": Self.t0])
+        #expect(pair.listed(pair.portA) == ["x": Self.t0, "y": Self.t0], "A holds the list too (from the shared tier)")
+
+        // y moves on; the upstream's lists lag behind its details.
+        pair.pixxel.state.withLock { $0.detailUpdatedAt["y"] = Self.t7 }
+        let detail = try pair.get(pair.portB, "/v0/workflows/w/jobs/y")
+        #expect(detail.json?["updated_at"] as? String == Self.t7)
+        // A learns of it through Redis: its list shows y as B's client saw it.
+        #expect(eventually { pair.listed(pair.portA)["y"] == Self.t7 })
+
+        // x moves on too; A asks the upstream for the list, which still shows y at t0.
+        pair.pixxel.state.withLock { $0.listUpdatedAt["x"] = Self.t5; $0.detailUpdatedAt["x"] = Self.t5 }
+        let refetched = try pair.get(pair.portA, "/v0/workflows/w/jobs", headers: [("Cache-Control", "no-cache")])
+        let jobs = (refetched.json?["jobs"] as? [[String: Any]]) ?? []
+        let shown = Dictionary(jobs.compactMap { job in (job["id"] as? String).map { ($0, job["updated_at"] as? String ?? "") } }) { $1 }
+        #expect(shown == ["x": Self.t5, "y": Self.t7], "A's refetched list took y back")
+        // B takes A's list in: x's news, with y as newest.
+        #expect(eventually { pair.listed(pair.portB) == ["x": Self.t5, "y": Self.t7] }, "\(pair.listed(pair.portB))")
+        #expect(pair.pixxel.calls("GET /v0/workflows/w/jobs ") == 2, "B did not fetch the list itself")
+    }
+}
