@@ -38,6 +38,12 @@ public final class CachedAnswer {
         self.freshness = freshness ?? DetailFreshness(validatedAt: storedAt, invalidated: false)
     }
 
+    /// The same answer (times, freshness, headers) with another document: a list with entries
+    /// added or patched.
+    func replacingDocument(_ document: Document) -> CachedAnswer {
+        CachedAnswer(document: document, headers: headers, storedAt: storedAt, lifetime: lifetime, freshness: freshness)
+    }
+
     /// The job's `updated_at` (details only).
     public var updatedAt: Double? {
         if case .detail(let detail) = document { return detail.job.updatedAt }

@@ -56,7 +56,7 @@ enum FlightStep {
     case fetch(leased: Bool, deadline: Double?)
     /// Plan and apply: the upstream's 200 decoded once, planned by the pure `updated_at` rules
     /// (`Invalidation.planDetail`, `planList`), then applied to memory and disk (`store`).
-    case store(ClientResponse, requestedAt: Double, duration: Duration, leaseHold: Int?, leased: Bool)
+    case store(ClientResponse, duration: Duration, leaseHold: Int?, leased: Bool)
     /// Every waiter gets the result; what was fetched goes to the shared tier, and the lease ends.
     case land(FlightLanding, leaseHold: Int?, leased: Bool)
 }
@@ -157,9 +157,8 @@ extension ResponseCache {
         case .fetch(let leased, let deadline):
             counters.upstreamFetches += 1
             if run.background { counters.backgroundRefreshes += 1 }
-            let requestedAt = clock()
             // With a stale answer to give on failure, a request does not wait out an upstream pause.
-            let hasFallback = run.hasFallback ?? memory.peek(key)?.isWithinStaleWindow(staleWindows.ifError, now: requestedAt) ?? false
+            let hasFallback = run.hasFallback ?? memory.peek(key)?.isWithinStaleWindow(staleWindows.ifError, now: clock()) ?? false
             // A `cache.routes` answer is kept only up to a bound: past it the fetch fails as too large.
             let maxBytes = if case .route = key { Self.maxCachedRouteBytes } else { nil as Int? }
             let leaseHold = leased ? holdLease(key.diskKey) : nil
@@ -181,12 +180,12 @@ extension ResponseCache {
                     // The upstream says not to keep it: those waiting now get it, nobody later.
                     land(.passedOn(response))
                 case .success(let response):
-                    runFlight(run, .store(response, requestedAt: requestedAt, duration: duration, leaseHold: leaseHold, leased: leased))
+                    runFlight(run, .store(response, duration: duration, leaseHold: leaseHold, leased: leased))
                 }
             }
 
-        case .store(let response, let requestedAt, let duration, let leaseHold, let leased):
-            store(key, body: response.body, headers: response.headers, requestedAt: requestedAt, now: clock(),
+        case .store(let response, let duration, let leaseHold, let leased):
+            store(key, body: response.body, headers: response.headers, now: clock(),
                   diskEmpty: run.diskSeenEmpty) { [self] stored in
                 let outcome: FetchOutcome = switch stored {
                 case .stored(let answer), .keptNewer(let answer): .stored(answer)

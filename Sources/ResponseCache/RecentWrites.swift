@@ -1,12 +1,14 @@
 import JobCache
 
-/// Jobs created through this process lately, so that a list answer that crossed a creation
-/// (its request went upstream before the POST was answered, or it was stored on disk before
-/// it) does not take the job away from its creator: read-your-writes.
+/// Jobs created through this instance or announced by another lately, so that no list answer
+/// lacks one: read-your-writes, whatever the order of the creation, the list's fetch, its
+/// landing and the other instance's message (a list requested before the POST lands after it;
+/// one copied from the shared tier was fetched by another instance, at a time not known here;
+/// and the upstream's lists may lag behind its writes).
 ///
-/// Only crossings are repaired: a list requested after the POST was answered is the upstream's
-/// word. So what is merged into one list is bounded by what was created while one fetch was in
-/// the air (or since one disk copy was written), and capped. Bounded in age and count.
+/// Jobs are never deleted through the Pixxel API, so a list without a job created within
+/// `keepSeconds` is behind, never right. What is merged into one list is capped; bounded in
+/// age and count.
 struct RecentWrites {
     struct Write {
         let workflow: String
@@ -18,8 +20,8 @@ struct RecentWrites {
 
     /// Oldest first.
     private(set) var writes: [Write] = []
-    /// Longer than any list fetch (`upstream.timeout_seconds`) or disk copy still fresh enough
-    /// to be served needs.
+    /// Longer than a list fetch across a creation takes to land (`upstream.timeout_seconds`),
+    /// and than the upstream's lists lag behind its writes.
     static let keepSeconds = 60.0
     static let maxWrites = 1024
     /// At most this many jobs are added to one list answer (the newest).
@@ -33,14 +35,18 @@ struct RecentWrites {
         writes.append(Write(workflow: workflow, jobID: detail.job.id, detail: detail, at: now))
     }
 
-    /// The writes to `workflow` answered at or after `since` that `list` does not show, one per
-    /// job (the latest), oldest first. All of them are kept out of the list's sightings; the
-    /// newest `maxMergedPerList` are added to it.
-    mutating func crossing(_ list: JobListDocument, workflow: String, since: Double, now: Double) -> [Write] {
+    /// The writes to `workflow` that `list` does not show, one per job (the latest), oldest
+    /// first. All of them are kept out of the list's sightings; the newest `maxMergedPerList`
+    /// are added to it.
+    mutating func missing(from list: JobListDocument, workflow: String, now: Double) -> [Write] {
         prune(now: now)
+        guard writes.contains(where: { $0.workflow == workflow }) else { return [] }
+        // Ids as bytes: canonically equivalent ids are different jobs. One set per list, not a
+        // scan of the list per write (a 2000-job list and a thousand writes stalled the loop).
+        let listed = Set(list.jobs.map { Array($0.id.utf8) })
         var seen = Set<String>()
         var missing: [Write] = []
-        for write in writes.reversed() where write.workflow == workflow && write.at >= since && list.index(of: write.jobID) == nil {
+        for write in writes.reversed() where write.workflow == workflow && !listed.contains(Array(write.jobID.utf8)) {
             if seen.insert(write.jobID).inserted { missing.append(write) }
         }
         return missing.reversed()

@@ -51,9 +51,10 @@ public final class ResponseCache {
     }
 
     var diskSeenEmpty: DiskSeenEmpty { DiskSeenEmpty(saves: detailSaves, purges: purgeEpoch) }
-    /// Jobs created through the proxy lately: a list answer that crossed a creation gets the
-    /// job added. A list fetched before the POST and landing after it would otherwise replace
-    /// the list the POST was written into, and the creator's next read would lack its job.
+    /// Jobs created through the proxy lately (here or through another instance): a list answer
+    /// that lacks one gets it added. A list fetched before the POST and landing after it would
+    /// otherwise replace the list the POST was written into, and the creator's next read would
+    /// lack its job.
     private var recentWrites = RecentWrites()
 
     /// What the cache counted since start, for `/admin/stats` and `/metrics`.
@@ -137,7 +138,7 @@ public final class ResponseCache {
             let now = clock()
             // A list written before a job was created through this process (by the process
             // before a restart, say) gets the job, as a list fetched now would.
-            let answer = withRecentWrites(read, key: key, since: read.storedAt, now: now)
+            let answer = withRecentWrites(read, key: key, now: now)
             // What lists have shown since the row was written (the disk may not have it yet).
             if let listed = newestKnown.peek(key) {
                 answer.freshness = ListSightings.superseding(answer.freshness, detailUpdatedAt: answer.updatedAt, listed: listed)
@@ -189,16 +190,14 @@ public final class ResponseCache {
     /// newer one and updates its list entry. `landed` runs on the loop once the result may be
     /// told to clients: for a list that invalidated anything on disk, once the disk has it, so
     /// that what a client was shown survives a crash.
-    /// `requestedAt`: when the fetch went upstream (jobs created through the proxy since then
-    /// may be missing from a list answer, and are added).
-    public func store(_ key: CacheKey, body: [UInt8], headers: HTTPHeaders, requestedAt: Double, now: Double,
+    public func store(_ key: CacheKey, body: [UInt8], headers: HTTPHeaders, now: Double,
                       landed: @escaping (StoreResult) -> Void) {
-        store(key, body: body, headers: headers, requestedAt: requestedAt, now: now, diskEmpty: nil, landed: landed)
+        store(key, body: body, headers: headers, now: now, diskEmpty: nil, landed: landed)
     }
 
     /// The same for a flight. `diskEmpty`: the flight read the disk and found no row, at that
     /// point (`diskSeenEmpty`); unchanged since, the disk is not read again.
-    func store(_ key: CacheKey, body: [UInt8], headers: HTTPHeaders, requestedAt: Double, now: Double, diskEmpty: DiskSeenEmpty?,
+    func store(_ key: CacheKey, body: [UInt8], headers: HTTPHeaders, now: Double, diskEmpty: DiskSeenEmpty?,
                landed: @escaping (StoreResult) -> Void) {
         loop.assertOnLoop()
         let storable = shared(CachedAnswer.storableHeaders(headers))
@@ -206,7 +205,7 @@ public final class ResponseCache {
         switch key {
         case .list(let workflow):
             guard let list = JobListDocument(body: body) else { return landed(.unparseable) }
-            storeList(key, list, workflow: workflow, headers: storable, requestedAt: requestedAt, now: now, landed: landed)
+            storeList(key, list, workflow: workflow, headers: storable, now: now, landed: landed)
         case .detail(let workflow, let job):
             // A detail of another job than the one asked for is not this resource's answer.
             guard let detail = JobDetailDocument(body: body), PercentEncoding.segment(detail.job.id) == job else {
@@ -232,8 +231,8 @@ public final class ResponseCache {
         }
     }
 
-    private func storeList(_ key: CacheKey, _ list: JobListDocument, workflow: String, headers: HTTPHeaders, requestedAt: Double,
-                           now: Double, landed: @escaping (StoreResult) -> Void) {
+    private func storeList(_ key: CacheKey, _ list: JobListDocument, workflow: String, headers: HTTPHeaders, now: Double,
+                           landed: @escaping (StoreResult) -> Void) {
         var list = list
         // A job listed twice counts with its newest `updated_at`.
         var listed = Dictionary(list.jobs.map { (PercentEncoding.segment($0.id), $0.updatedAt) }, uniquingKeysWith: Self.newer)
@@ -267,10 +266,10 @@ public final class ResponseCache {
             counters.rejectedOutOfOrder += 1
             return landed(.olderThanListed)
         }
-        // Jobs created through the proxy while the list was fetched are not news from the
+        // Jobs created through the proxy that the list lacks are not news from the
         // upstream: their details are kept as they are (neither renewed by the proxy's own copy
         // nor marked as no longer listed).
-        for write in recentWrites.crossing(list, workflow: workflow, since: requestedAt, now: now) {
+        for write in recentWrites.missing(from: list, workflow: workflow, now: now) {
             listed[PercentEncoding.segment(write.jobID)] = .some(nil)
         }
         let sightings = ListSightings(updatedAt: listed, answeredAt: now)
@@ -283,7 +282,7 @@ public final class ResponseCache {
             // Merged when published, not before the disk transaction, so that a POST answered in
             // between is in the list too.
             let answer = withRecentWrites(CachedAnswer(document: .list(list), headers: headers, storedAt: now, lifetime: policy.jobListSeconds),
-                                          key: key, since: requestedAt, now: now)
+                                          key: key, now: now)
             memory.set(key, answer, cost: answer.cost)
             disk?.save(answer.record(for: key))
             landed(.stored(answer))
@@ -419,10 +418,9 @@ public final class ResponseCache {
     /// A job another instance created and announced as written (it stored the detail in the
     /// shared tier). It is stored here by the rules any answer is stored by (`adopt`: never
     /// older than a version a list, the disk or a cached copy showed; headers cleaned), then
-    /// added to the list held here, unless that list was confirmed after the creation (it is
-    /// the upstream's word), and remembered, so that a list fetched across the creation gets
-    /// it. The creating instance need not hold the list: waiting for that lost the job from
-    /// every list it did not hold.
+    /// added to the list held here and remembered, so that every list this instance serves
+    /// afterwards has it (`RecentWrites`). The creating instance need not hold the list:
+    /// waiting for that lost the job from every list it did not hold.
     ///
     /// Only a creation confirmed within `RecentWrites.keepSeconds` counts (a replayed or forged
     /// message about an old entry adds nothing); the key must be canonical and name the job and
@@ -437,7 +435,7 @@ public final class ResponseCache {
         adopt(key, record: record) { [self] result in
             guard case .stored = result, generation == purgeEpoch else { return }
             let listKey = CacheKey.list(workflow: workflow)
-            if let cached = memory.peek(listKey), cached.validatedAt < record.validatedAt, case .list(let list) = cached.document,
+            if let cached = memory.peek(listKey), case .list(let list) = cached.document,
                list.index(of: detail.job.id) == nil, let updated = Self.adding(detail, to: list) {
                 replaceList(cached, with: updated, key: listKey)
             }
@@ -464,14 +462,14 @@ public final class ResponseCache {
         list.jobs.isEmpty ? documentedListFields : (list.fieldNames(at: 0) ?? documentedListFields)
     }
 
-    /// `answer` (a list) with the jobs created through this process since `since` that it lacks
+    /// `answer` (a list) with the jobs written lately (`RecentWrites`) that it lacks
     /// (the newest `RecentWrites.maxMergedPerList`), each at the newest version the cache holds:
     /// the detail in memory or the entry of the list being replaced, whichever is newer (a job
     /// may have moved on since the POST, and a client may have seen that in another list). A job
     /// a list has shown newer than any of those is left out rather than shown older.
-    private func withRecentWrites(_ answer: CachedAnswer, key: CacheKey, since: Double, now: Double) -> CachedAnswer {
+    private func withRecentWrites(_ answer: CachedAnswer, key: CacheKey, now: Double) -> CachedAnswer {
         guard case .list(let workflow) = key, case .list(let list) = answer.document else { return answer }
-        let writes = recentWrites.crossing(list, workflow: workflow, since: since, now: now).suffix(RecentWrites.maxMergedPerList)
+        let writes = recentWrites.missing(from: list, workflow: workflow, now: now).suffix(RecentWrites.maxMergedPerList)
         guard !writes.isEmpty else { return answer }
         var current: JobListDocument?
         if case .list(let published)? = memory.peek(key)?.document { current = published }
@@ -491,8 +489,7 @@ public final class ResponseCache {
             objects.append(best.object())
         }
         guard !objects.isEmpty, let merged = list.inserting(objects, fields: Self.listFields(of: list)) else { return answer }
-        return CachedAnswer(document: .list(merged), headers: answer.headers, storedAt: answer.storedAt, lifetime: answer.lifetime,
-                            freshness: answer.freshness)
+        return answer.replacingDocument(.list(merged))
     }
 
     /// The list's fields as the Pixxel documentation lists them (for a list with no job yet).
@@ -510,8 +507,7 @@ public final class ResponseCache {
     public func adopt(_ key: CacheKey, record: DiskRecord, landed: @escaping (StoreResult) -> Void) {
         loop.assertOnLoop()
         // A key's own lifetime applies (a `cache.routes` rule as configured here and now).
-        store(key, body: record.body, headers: CachedAnswer.headers(fromLines: record.headers), requestedAt: record.validatedAt,
-              now: record.validatedAt, landed: landed)
+        store(key, body: record.body, headers: CachedAnswer.headers(fromLines: record.headers), now: record.validatedAt, landed: landed)
     }
 
     /// Whether memory holds an entry at least as recent as one confirmed at `validatedAt` (a
@@ -634,8 +630,7 @@ public final class ResponseCache {
             }
             counters.listEntryUpdates += regressed.count
             let replacement = memory.peek(key) === answer ? replaceList(answer, with: patched, key: key).answer
-                : CachedAnswer(document: .list(patched), headers: answer.headers, storedAt: answer.storedAt, lifetime: answer.lifetime,
-                               freshness: answer.freshness)
+                : answer.replacingDocument(.list(patched))
             replacement.checkedGeneration = knownGeneration
             return replacement
         case .raw:
@@ -648,8 +643,7 @@ public final class ResponseCache {
     @discardableResult
     private func replaceList(_ cached: CachedAnswer, with list: JobListDocument, key: CacheKey, save: Bool = true)
         -> (answer: CachedAnswer, record: DiskRecord) {
-        let replacement = CachedAnswer(document: .list(list), headers: cached.headers, storedAt: cached.storedAt,
-                                       lifetime: cached.lifetime, freshness: cached.freshness)
+        let replacement = cached.replacingDocument(.list(list))
         memory.set(key, replacement, cost: replacement.cost)
         let record = replacement.record(for: key)
         if save { disk?.save(record) }

@@ -90,4 +90,45 @@ import Testing
         #expect(eventually { pair.listed(pair.portB) == ["x": Self.t5, "y": Self.t7] }, "\(pair.listed(pair.portB))")
         #expect(pair.pixxel.calls("GET /v0/workflows/w/jobs ") == 2, "B did not fetch the list itself")
     }
+
+    /// Found by the two-instance soak (a job created through A missing from 13 of B's lists
+    /// for 6 s): B's list fetch went upstream before the POST and landed after A had written
+    /// the job through, but before A's messages reached B. B added the job from A's message
+    /// about it, then took in the copy of its own list that Redis held, which lacked the job,
+    /// and judged "crossed the creation" by that copy's confirmation time, after the POST.
+    @Test(.needs(.redisServer)) func aJobWrittenThroughOneInstanceIsInTheOthersListFetchedAcrossTheCreation() throws {
+        // Redis is paused below for a moment: the instances wait for it rather than act alone.
+        let pair = try ScriptedPair(environment: ["PIXXEL_PROXY_SHARED_TIMEOUT_MS": "20000"])
+        defer { pair.stop() }
+        pair.pixxel.publish(["x"], updatedAt: Self.t0)
+        #expect(pair.listed(pair.portB) == ["x": Self.t0])
+
+        // B refetches the list; the upstream holds it, with the jobs as they were.
+        let listGate = DispatchSemaphore(value: 0)
+        pair.pixxel.listGate.withLock { $0 = listGate }
+        let portA = pair.portA, portB = pair.portB, token = pair.token
+        let crossing = BackgroundCall {
+            try RawHTTPClient.request(port: portB, target: "/v0/workflows/w/jobs", headers: [("Authorization", token), ("Cache-Control", "no-cache")])
+        }
+        #expect(eventually { pair.pixxel.calls("GET /v0/workflows/w/jobs ") == 2 })
+        // A's POST reaches the upstream, which creates the job and holds the answer.
+        let postGate = DispatchSemaphore(value: 0)
+        pair.pixxel.postGate.withLock { $0 = postGate }
+        let created = BackgroundCall {
+            try RawHTTPClient.request(port: portA, method: "POST", target: "/v0/workflows/w/jobs?project_id=p", headers: [("Authorization", token)])
+        }
+        #expect(eventually { pair.pixxel.calls("POST ") == 1 })
+
+        // Redis hangs: A writes the job through and its client hears back; the message waits.
+        pair.redis.pause()
+        postGate.signal()
+        #expect(try created.value().status == 200)
+        // B's list lands before the message.
+        listGate.signal()
+        #expect(try crossing.value().status == 200)
+        pair.redis.resume()
+
+        #expect(eventually { pair.listed(pair.portB)["new"] != nil }, "B's list lacks the job A created")
+        #expect(pair.pixxel.calls("GET /v0/workflows/w/jobs ") == 2, "without another list fetch")
+    }
 }

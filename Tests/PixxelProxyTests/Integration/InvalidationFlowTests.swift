@@ -13,6 +13,8 @@ import Testing
         /// When set, a list request is answered (with the jobs of the moment it arrived) only
         /// once the test signals it.
         let listGate = Mutex<DispatchSemaphore?>(nil)
+        /// When set, a POST creates its job and is answered only once the test signals it.
+        let postGate = Mutex<DispatchSemaphore?>(nil)
 
         init() throws {
             upstream = try FakeUpstream { [unowned self] request in
@@ -21,6 +23,7 @@ import Testing
                 if line.hasPrefix("POST ") {
                     if s.postStatus == 0 { return .hang }
                     if s.postStatus != 200 { return FakeUpstream.json(s.postStatus, #"{"error":{"code":"x","message":"no","details":null}}"#) }
+                    postGate.withLock { $0 }?.wait()
                     return FakeUpstream.json(200, Self.job("new", "2026-11-20T12:00:00Z", extra: #","tasks":[]"#))
                 }
                 if line.hasPrefix("GET /v0/workflows/w/jobs ") {

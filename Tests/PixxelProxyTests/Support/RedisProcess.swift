@@ -44,6 +44,11 @@ final class RedisProcess: @unchecked Sendable {
     /// signal mask that blocks SIGTERM.
     func stop() { kill() }
 
+    /// SIGSTOP: Redis hangs, connections open and silent, until `resume`.
+    func pause() { process?.signal(SIGSTOP) }
+
+    func resume() { process?.signal(SIGCONT) }
+
     var url: String { "redis://127.0.0.1:\(port)" }
 
     /// One command over a connection of its own; the reply's first line (`+OK`, `:1`, `$-1`,
