@@ -107,7 +107,7 @@ extension ResponseCache {
             guard !run.memoryHeld, memory.peek(key) == nil, disk != nil else { return runFlight(run, .lease) }
             let before = diskSeenEmpty
             loadFromDisk(key) { [self] entry, fresh in
-                if entry == nil, before == diskSeenEmpty { run.diskSeenEmpty = before }
+                if entry == nil, let before, before == diskSeenEmpty { run.diskSeenEmpty = before }
                 guard fresh, !flight.revalidates, let entry, current(entry, key: key) != nil else { return runFlight(run, .lease) }
                 counters.diskHits += 1
                 disk?.touch(key.diskKey)

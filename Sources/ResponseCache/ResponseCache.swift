@@ -42,6 +42,9 @@ public final class ResponseCache {
     /// Incremented by every detail this process saves to disk: with `purgeEpoch`, it tells that
     /// the disk is as a read found it (only this process writes its store).
     private var detailSaves = 0
+    /// Saves of details the disk has done (or dropped): while one is pending, a read that finds
+    /// no row proves nothing (the row may be on its way).
+    private var detailSavesCommitted = 0
 
     /// The disk's state as far as this process changed it, for `store`'s check that a read
     /// which found no row still holds.
@@ -50,7 +53,10 @@ public final class ResponseCache {
         let purges: Int
     }
 
-    var diskSeenEmpty: DiskSeenEmpty { DiskSeenEmpty(saves: detailSaves, purges: purgeEpoch) }
+    /// nil while a detail save is pending.
+    var diskSeenEmpty: DiskSeenEmpty? {
+        detailSaves == detailSavesCommitted ? DiskSeenEmpty(saves: detailSaves, purges: purgeEpoch) : nil
+    }
     /// Jobs created through the proxy lately (here or through another instance): a list answer
     /// that lacks one gets it added. A list fetched before the POST and landing after it would
     /// otherwise replace the list the POST was written into, and the creator's next read would
@@ -211,7 +217,8 @@ public final class ResponseCache {
             guard let detail = JobDetailDocument(body: body), PercentEncoding.segment(detail.job.id) == job else {
                 return landed(.unparseable)
             }
-            guard memory.peek(key) == nil, disk != nil, diskEmpty != diskSeenEmpty else {
+            let diskUnchangedSinceEmpty = diskEmpty != nil && diskEmpty == diskSeenEmpty
+            guard memory.peek(key) == nil, disk != nil, !diskUnchangedSinceEmpty else {
                 return storeDetail(key, detail, workflow: workflow, headers: storable, onDisk: nil, now: now, landed: landed)
             }
             // Memory has nothing to compare with (never read, or evicted during the fetch): the
@@ -322,8 +329,11 @@ public final class ResponseCache {
         let answer = CachedAnswer(document: .detail(detail), headers: headers, storedAt: now,
                                   lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
         memory.set(key, answer, cost: answer.cost)
-        disk?.save(answer.record(for: key))
-        detailSaves += 1
+        if let disk {
+            detailSaves += 1
+            let committed = LoopBound({ [self] in detailSavesCommitted += 1 }, loop: loop)
+            disk.save(answer.record(for: key)) { [loop] in loop.execute { committed.value() } }
+        }
         if let updatedAt = detail.job.updatedAt { noteKnown(key, updatedAt) }
         updateListEntry(workflow: workflow, from: detail)
         landed(.stored(answer))
@@ -383,7 +393,7 @@ public final class ResponseCache {
         let answer = CachedAnswer(document: .detail(detail), headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]),
                                   storedAt: now, lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
         memory.set(key, answer, cost: answer.cost)
-        detailSaves += 1
+        if disk != nil { detailSaves += 1 }
         if let updatedAt = detail.job.updatedAt { noteKnown(key, updatedAt) }
         counters.writeThroughs += 1
         recentWrites.remember(detail, workflow: key.workflow, at: now)
@@ -400,7 +410,10 @@ public final class ResponseCache {
         if let list = memory.peek(listKey) { share(listKey, list, releasingLease: false, written: true) }
         guard let disk else { return landed() }
         let remaining = LoopBound(Counter(records.count), loop: loop)
-        let onLoop = LoopBound(landed, loop: loop)
+        let onLoop = LoopBound({ [self] in
+            detailSavesCommitted += 1
+            landed()
+        }, loop: loop)
         for record in records {
             disk.save(record, durable: true) { [loop] in
                 loop.execute {
