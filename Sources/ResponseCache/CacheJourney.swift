@@ -244,6 +244,10 @@ extension ResponseCache {
         default:
             outcome = landing.outcome
         }
+        // What the cache held is older than a version already shown: the client is told so, not
+        // a bare miss (a detail superseded on disk, after a restart, is a miss in memory).
+        let superseded = landing.refetchedSuperseded || memory.peek(key)?.isSuperseded == true
+        let supersededForward: CacheOutcome.Forward? = superseded && forward != .request ? .stale : nil
         switch outcome {
         case .fromDisk(let answer):
             return CacheDelivery(.cached(answer, age: answer.ageSeconds(now: now)), .hit(ttl: answer.cacheStatusTTL(now: now)))
@@ -251,13 +255,17 @@ extension ResponseCache {
             return CacheDelivery(.cached(answer, age: answer.ageSeconds(now: now)), .sharedHit(ttl: answer.cacheStatusTTL(now: now)))
         case .stored(let answer):
             return CacheDelivery(.cached(answer, age: answer.ageSeconds(now: now)),
-                                 .forwarded(forward, upstreamStatus: 200, stored: true, collapsed: collapsed),
+                                 .forwarded(supersededForward ?? forward, upstreamStatus: 200, stored: true, collapsed: collapsed,
+                                            detail: supersededForward.map { _ in "superseded" }),
                                  upstreamStatus: 200, upstreamDuration: duration)
         case .passedOn(let response):
-            return CacheDelivery(.passedOn(response), .forwarded(forward, upstreamStatus: response.status, collapsed: collapsed),
+            return CacheDelivery(.passedOn(response), .forwarded(supersededForward ?? forward, upstreamStatus: response.status,
+                                                                 collapsed: collapsed, detail: supersededForward.map { _ in "superseded" }),
                                  upstreamStatus: response.status, upstreamDuration: duration)
         case .failed(let failure):
-            return CacheDelivery(.failed(failure), .forwarded(forward, upstreamStatus: nil, collapsed: collapsed, failure: failure.code),
+            let refused = supersededForward != nil || failure == Self.olderThanListed
+            return CacheDelivery(.failed(failure), .forwarded(supersededForward ?? forward, upstreamStatus: nil, collapsed: collapsed,
+                                                              detail: refused ? "superseded" : failure.code),
                                  upstreamDuration: duration)
         }
     }

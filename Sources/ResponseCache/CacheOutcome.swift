@@ -16,9 +16,11 @@ public enum CacheOutcome: Sendable, Equatable {
     /// Answered from the shared tier: memory had nothing fresh, another instance had fetched it.
     case sharedHit(ttl: Int)
     /// Went upstream (or waited on another request's fetch: `collapsed`). `upstreamStatus` is
-    /// the upstream's status when it answered; `stored` when the answer was cached; `failure`
-    /// the error code when there was no answer.
-    case forwarded(Forward, upstreamStatus: Int?, stored: Bool = false, collapsed: Bool = false, failure: String? = nil)
+    /// the upstream's status when it answered; `stored` when the answer was cached; `detail`
+    /// why there is no cached answer to give: `superseded` (what the cache held is older than
+    /// a version already shown, and the upstream gave nothing newer), or the error code when
+    /// there was no answer.
+    case forwarded(Forward, upstreamStatus: Int?, stored: Bool = false, collapsed: Bool = false, detail: String? = nil)
     /// Expired, then renewed by a fetch of its workflow's list (which answered 200), and served:
     /// the detail cost no call of its own.
     case revalidatedThroughList(collapsed: Bool)
@@ -38,10 +40,10 @@ public enum CacheOutcome: Sendable, Equatable {
             return "pixxel-proxy; hit; ttl=\(ttl)"
         case .sharedHit(let ttl):
             return "pixxel-proxy; hit; ttl=\(ttl); detail=shared"
-        case .forwarded(let reason, let status, let stored, let collapsed, let failure):
+        case .forwarded(let reason, let status, let stored, let collapsed, let detail):
             var text = "pixxel-proxy; fwd=\(reason.rawValue)"
             if let status { text += "; fwd-status=\(status)" }
-            if let failure { text += "; detail=\(failure)" }
+            if let detail { text += "; detail=\(detail)" }
             if stored { text += "; stored" }
             if collapsed { text += "; collapsed" }
             return text

@@ -21,6 +21,9 @@ struct FlightLanding {
     let upstreamDuration: Duration?
     /// The leader's own look in the shared tier or the disk found it: the leader's request is a hit.
     let foundInTier: Bool
+    /// The upstream was asked because what the cache held was superseded (older than a version
+    /// already shown): `Cache-Status` says so.
+    var refetchedSuperseded = false
 }
 
 /// One upstream fetch of a resource, which later requests for it wait on. A request that asked
@@ -56,7 +59,7 @@ enum FlightStep {
     case fetch(leased: Bool, deadline: Double?)
     /// Plan and apply: the upstream's 200 decoded once, planned by the pure `updated_at` rules
     /// (`Invalidation.planDetail`, `planList`), then applied to memory and disk (`store`).
-    case store(ClientResponse, duration: Duration, leaseHold: Int?, leased: Bool)
+    case store(ClientResponse, duration: Duration, leaseHold: Int?, leased: Bool, superseded: Bool)
     /// Every waiter gets the result; what was fetched goes to the shared tier, and the lease ends.
     case land(FlightLanding, leaseHold: Int?, leased: Bool)
 }
@@ -157,6 +160,8 @@ extension ResponseCache {
         case .fetch(let leased, let deadline):
             counters.upstreamFetches += 1
             if run.background { counters.backgroundRefreshes += 1 }
+            // What the cache holds (memory, or the disk row the flight read into it) is superseded.
+            let superseded = memory.peek(key)?.isSuperseded == true
             // With a stale answer to give on failure, a request does not wait out an upstream pause.
             let hasFallback = run.hasFallback ?? memory.peek(key)?.isWithinStaleWindow(staleWindows.ifError, now: clock()) ?? false
             // A `cache.routes` answer is kept only up to a bound: past it the fetch fails as too large.
@@ -168,7 +173,8 @@ extension ResponseCache {
             fetcher.fetch(request) { [self] result in
                 let duration = ContinuousClock.now - started
                 let land = { [self] (outcome: FetchOutcome) in
-                    runFlight(run, .land(FlightLanding(outcome: outcome, upstreamDuration: duration, foundInTier: false),
+                    runFlight(run, .land(FlightLanding(outcome: outcome, upstreamDuration: duration, foundInTier: false,
+                                                       refetchedSuperseded: superseded),
                                          leaseHold: leaseHold, leased: leased))
                 }
                 switch result {
@@ -180,11 +186,11 @@ extension ResponseCache {
                     // The upstream says not to keep it: those waiting now get it, nobody later.
                     land(.passedOn(response))
                 case .success(let response):
-                    runFlight(run, .store(response, duration: duration, leaseHold: leaseHold, leased: leased))
+                    runFlight(run, .store(response, duration: duration, leaseHold: leaseHold, leased: leased, superseded: superseded))
                 }
             }
 
-        case .store(let response, let duration, let leaseHold, let leased):
+        case .store(let response, let duration, let leaseHold, let leased, let superseded):
             store(key, body: response.body, headers: response.headers, now: clock(),
                   diskEmpty: run.diskSeenEmpty) { [self] stored in
                 let outcome: FetchOutcome = switch stored {
@@ -192,7 +198,8 @@ extension ResponseCache {
                 case .olderThanListed: .failed(Self.olderThanListed)
                 case .unparseable: .failed(Self.garbage)
                 }
-                runFlight(run, .land(FlightLanding(outcome: outcome, upstreamDuration: duration, foundInTier: false),
+                runFlight(run, .land(FlightLanding(outcome: outcome, upstreamDuration: duration, foundInTier: false,
+                                                   refetchedSuperseded: superseded),
                                      leaseHold: leaseHold, leased: leased))
             }
 

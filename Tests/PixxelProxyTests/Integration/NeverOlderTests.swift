@@ -50,4 +50,35 @@ import Testing
         #expect(again.header("Cache-Status")?.contains("hit") == true, "the detail is still the newest and still fresh")
         await proxy.stop()
     }
+
+    /// Found by the kill -9 soak: a detail superseded on disk, answered after a restart with the
+    /// upstream failing, said `fwd=miss` (memory held nothing), which hid why nothing cached
+    /// was served. Refused or refetched, a superseded detail says `detail=superseded`.
+    @Test(arguments: [false, true])
+    func aSupersededDetailThatCannotBeRefetchedSaysSo(restarted: Bool) async throws {
+        let documents = try CacheCorrectnessTests.Documents()
+        defer { documents.recorder.stop() }
+        let directory = TemporaryDirectory()
+        documents.set("/v0/workflows/w/jobs/a", CacheCorrectnessTests.Documents.job("a", "2026-11-20T10:00:00Z"))
+        documents.set("/v0/workflows/w/jobs", #"{"jobs":[\#(CacheCorrectnessTests.Documents.job("a", "2026-11-20T10:05:00Z"))]}"#)
+        var proxy = try CacheCorrectnessTests.proxy(documents, directory: directory.path) { $0.staleIfErrorSeconds = 86_400 }
+        #expect(try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken).status == 200)
+        #expect(try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken).status == 200)
+        if restarted {
+            await proxy.stop()
+            proxy = try CacheCorrectnessTests.proxy(documents, directory: directory.path) { $0.staleIfErrorSeconds = 86_400 }
+        }
+        documents.fail(true)
+        let answer = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(answer.status == 503, "the superseded copy is not served, not even stale")
+        let status = answer.header("Cache-Status") ?? ""
+        #expect(status.contains("fwd=stale") && status.contains("detail=superseded"), "\(status)")
+        // Refetched once the upstream is back: why it went upstream is said too.
+        documents.fail(false)
+        documents.set("/v0/workflows/w/jobs/a", CacheCorrectnessTests.Documents.job("a", "2026-11-20T10:05:00Z"))
+        let refetched = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(refetched.json?["updated_at"] as? String == "2026-11-20T10:05:00Z")
+        #expect(refetched.header("Cache-Status") == "pixxel-proxy; fwd=stale; fwd-status=200; detail=superseded; stored")
+        await proxy.stop()
+    }
 }
