@@ -404,21 +404,32 @@ public final class ResponseCache {
            let updated = list.inserting([object], fields: Self.listFields(of: list)) {
             records.append(replaceList(cached, with: updated, key: listKey, save: false).record)
         }
-        // Announced as written: every instance adds the job to the list it holds, including one
-        // this instance does not hold (yet), which is the list a client of the other reads.
-        share(key, answer, releasingLease: false, written: true)
-        if let list = memory.peek(listKey) { share(listKey, list, releasingLease: false, written: true) }
-        guard let disk else { return landed() }
-        let remaining = LoopBound(Counter(records.count), loop: loop)
-        let onLoop = LoopBound({ [self] in
+        // The client hears back once the disk has the job (a crash must not make the proxy
+        // forget it) and Redis has it and the other instances were told (bounded by
+        // `shared.timeout_ms`): from then on, their lists have it within the window the README
+        // states. Announced as written: every instance adds the job to the list it holds,
+        // including one this instance does not hold (yet), which is the list a client of the
+        // other reads.
+        let shares = memory.peek(listKey).map { [(key, answer), (listKey, $0)] } ?? [(key, answer)]
+        let waiting = Counter(shares.count + (disk == nil ? 0 : 1))
+        let partDone = {
+            waiting.count -= 1
+            if waiting.count == 0 { landed() }
+        }
+        for (sharedKey, sharedAnswer) in shares {
+            share(sharedKey, sharedAnswer, releasingLease: false, written: true, done: partDone)
+        }
+        guard let disk else { return }
+        let saving = LoopBound(Counter(records.count), loop: loop)
+        let saved = LoopBound({ [self] in
             detailSavesCommitted += 1
-            landed()
+            partDone()
         }, loop: loop)
         for record in records {
             disk.save(record, durable: true) { [loop] in
                 loop.execute {
-                    remaining.value.count -= 1
-                    if remaining.value.count == 0 { onLoop.value() }
+                    saving.value.count -= 1
+                    if saving.value.count == 0 { saved.value() }
                 }
             }
         }

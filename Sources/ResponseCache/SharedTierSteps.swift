@@ -126,10 +126,13 @@ extension ResponseCache {
 
     /// Puts a stored answer in the shared tier (a list's sightings first, so that the details
     /// it supersedes are marked before it is announced), then ends the lease, if held.
-    /// `answer` nil: only the lease ends.
-    func share(_ key: CacheKey, _ answer: CachedAnswer?, releasingLease leased: Bool, written: Bool = false) {
-        guard let shared else { return }
+    /// `answer` nil: only the lease ends. `done` runs on the loop once Redis has it and the
+    /// announcement is sent, or has failed or timed out (at once with no Redis to use).
+    func share(_ key: CacheKey, _ answer: CachedAnswer?, releasingLease leased: Bool, written: Bool = false,
+               done: @escaping () -> Void = {}) {
+        guard let shared else { return done() }
         let release = {
+            defer { done() }
             guard leased else { return }
             shared.tier.releaseLease(diskKey: key.diskKey)
             // Requests of this instance that waited on its own lease (the channel does not

@@ -44,6 +44,10 @@ import Testing
             ((try? get(port, "/admin/stats"))?.json?["shared"] as? [String: Any])?["state"] as? String
         }
 
+        func writeThroughs(_ port: UInt16) -> Int {
+            ((try? get(port, "/admin/stats"))?.json?["invalidation"] as? [String: Any])?["write_throughs"] as? Int ?? -1
+        }
+
         /// The `updated_at` of each job the list shows through `port`.
         func listed(_ port: UInt16) -> [String: String] {
             let jobs = ((try? get(port, "/v0/workflows/w/jobs"))?.json?["jobs"] as? [[String: Any]]) ?? []
@@ -119,14 +123,15 @@ import Testing
         }
         #expect(eventually { pair.pixxel.calls("POST ") == 1 })
 
-        // Redis hangs: A writes the job through and its client hears back; the message waits.
+        // Redis hangs: A writes the job through; the message, and so the POST's answer, wait.
         pair.redis.pause()
         postGate.signal()
-        #expect(try created.value().status == 200)
+        #expect(eventually { pair.writeThroughs(pair.portA) == 1 })
         // B's list lands before the message.
         listGate.signal()
         #expect(try crossing.value().status == 200)
         pair.redis.resume()
+        #expect(try created.value().status == 200)
 
         #expect(eventually { pair.listed(pair.portB)["new"] != nil }, "B's list lacks the job A created")
         #expect(pair.pixxel.calls("GET /v0/workflows/w/jobs ") == 2, "without another list fetch")
