@@ -63,6 +63,12 @@ public final class AuditLog: @unchecked Sendable {
         }
     }
 
+    /// Makes the store refuse writes, as a read-only file does (fault injection in tests; never
+    /// called otherwise).
+    func refuseWrites(_ refuse: Bool) {
+        queue.sync { try? connection.execute("PRAGMA query_only = \(refuse ? "ON" : "OFF")") }
+    }
+
     /// Entries at or after `since`, optionally of one client, oldest first (blocking: for the CLI).
     public func entries(since: Double?, client: String?) throws -> [AuditEntry] {
         try queue.sync { try connection.auditEntries(since: since ?? 0, client: client) }

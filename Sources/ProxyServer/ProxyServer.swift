@@ -27,6 +27,8 @@ public final class ProxyServer: @unchecked Sendable {
     var authenticator: Authenticator
     /// Counts the clients file's reloads: a caller decided before the last one is decided again.
     var clientsGeneration = 0
+    /// Audit entries the store refused that went to the journal instead (`journalAudit`).
+    var auditJournalFallbacks = 0
     private let clientsReloads = DispatchQueue(label: "pixxel-proxy.clients-reload")
     /// The cache of the job routes: `serve` is a cached route's whole journey.
     let cache: ResponseCache

@@ -1,3 +1,4 @@
+import Foundation
 import EventHTTP
 import JobCache
 import ResponseCache
@@ -42,11 +43,24 @@ extension ProxyServer {
                                    rawQuery: target.rawQuery)
             audit.record(entry) { [self] error in
                 loop.execute { [self] in
-                    if let error { logger.error("audit entry not recorded", metadata: ["request_id": "\(entry.requestID)", "error": "\(error)"]) }
+                    if let error { journalAudit(entry, because: error) }
                     answer.value()
                 }
             }
         }
+    }
+
+    /// An audit entry the store could not take (disk full, read-only) goes to the journal with
+    /// every field the store has, and is counted: a job the upstream created is never left
+    /// without a record of who created it. The creation is not refused after the fact: the
+    /// upstream has already made the job, and the client must learn its id.
+    func journalAudit(_ entry: AuditEntry, because error: any Error) {
+        auditJournalFallbacks += 1
+        logger.critical("audit entry written to the journal: the audit store refused it", metadata: [
+            "audit_time": "\(Date(timeIntervalSince1970: entry.time).ISO8601Format(.iso8601.year().month().day().time(includingFractionalSeconds: true)))", "client": "\(entry.client)", "workflow_id": "\(entry.workflowID)",
+            "project_id": "\(entry.projectID)", "job_id": "\(entry.jobID ?? "-")", "upstream_status": "\(entry.upstreamStatus)",
+            "request_id": "\(entry.requestID)", "error": "\(error)",
+        ])
     }
 
     /// `decoded`: a job route's 2xx answer, decoded (nil otherwise).

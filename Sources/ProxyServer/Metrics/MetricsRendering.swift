@@ -23,6 +23,7 @@ extension ProxyServer {
                 ("pixxel_proxy_upstream_budget_refused_total", budget.refused),
                 ("pixxel_proxy_cache_disk_dropped_writes_total", tiers.diskDroppedWrites),
                 ("pixxel_proxy_cache_shared_hits_total", cache.counters.sharedHits),
+                ("pixxel_proxy_audit_journal_fallbacks_total", auditJournalFallbacks),
             ] + sharedMetricCounts(),
             gaugeValues: [
                 ("pixxel_proxy_cache_entries", [("tier", "memory")], Double(tiers.memoryEntries)),

@@ -1,6 +1,8 @@
 import Foundation
 import PixxelSim
 import Testing
+@testable import JobCache
+@testable import ProxyServer
 
 @Suite struct AuditTests {
     @Test func everyCreationIsRecordedDurablyAndListable() async throws {
@@ -51,5 +53,33 @@ import Testing
         let audit = try ProcessTests.run(["audit"], environment: ["PIXXEL_PROXY_CACHE_DIRECTORY": directory.path])
         let rows = audit.stdout.split(separator: "\n").dropFirst().map { $0.split(separator: "\t").map(String.init) }
         #expect(rows.map { [$0[4], $0[5]] } == [["job-bom", "201"]], "\(audit.stdout)")
+    }
+
+    /// Found by the disk-fault soak: 190 creations answered 200 while the store was full or
+    /// read-only had no audit entry anywhere ("audit entry not recorded" named only the request
+    /// id). The entry now goes to the journal with every field, and is counted.
+    @Test func aCreationTheAuditStoreRefusesIsRecordedInTheJournalWithEveryField() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let workflow = sim.workflowIDs[0]
+        proxy.server.audit.refuseWrites(true)
+        let created = try proxy.request("POST", "/v0/workflows/\(workflow)/jobs?project_id=proj%20one", token: proxy.writeToken,
+                                        headers: [("X-Request-Id", "audit-ro")])
+        #expect(created.status == 200, "the upstream created the job: the client learns its id")
+        let jobID = try #require(created.json?["id"] as? String)
+        let line = try #require(proxy.logs.all.first { $0.contains("audit entry written to the journal") }, "\(proxy.logs.all)")
+        #expect(line.hasPrefix("critical"))
+        for field in ["client=writer", "workflow_id=\(workflow)", "project_id=proj one", "job_id=\(jobID)", "upstream_status=200",
+                      "request_id=audit-ro", "audit_time="] {
+            #expect(line.contains(field), "\(field) missing: \(line)")
+        }
+        let metrics = try proxy.get("/metrics", token: proxy.adminToken).text
+        #expect(metrics.contains("pixxel_proxy_audit_journal_fallbacks_total 1"))
+        // The store takes entries again once it can.
+        proxy.server.audit.refuseWrites(false)
+        #expect(try proxy.request("POST", "/v0/workflows/\(workflow)/jobs?project_id=p", token: proxy.writeToken).status == 200)
+        #expect(proxy.logs.all.filter { $0.contains("audit entry written to the journal") }.count == 1)
+        await proxy.stop()
     }
 }
