@@ -43,7 +43,11 @@ public final class ProxyServer: @unchecked Sendable {
     let shared: SharedLink?
     let gateway: UpstreamGateway
     let notifier: SystemdNotifier
-    let audit: AuditLog
+    /// The audit of job creation; nil while the store cannot be opened (`StoreOpening`).
+    var audit: AuditLog?
+    /// Why the cache store could not be opened at start, until it can (nil: open).
+    var storeProblem: String?
+    var storeRetryTimer: LoopTimer?
     private var watchdogTimer: LoopTimer?
     /// Wall-clock seconds since 1970; injected so tests move time without sleeping.
     let clock: @Sendable () -> Double
@@ -69,22 +73,11 @@ public final class ProxyServer: @unchecked Sendable {
         // A wall clock stepped backwards (NTP, an operator) must not stall the token bucket.
         budgetClock = clock ?? MonotonicClock.seconds
         let clock = self.clock
-        let disk: DiskStore
-        do {
-            disk = try DiskStore(directory: settings.cacheDirectory, budgetBytes: settings.cacheDiskMB << 20,
-                                 maxPendingWrites: 10_000)
-            audit = try AuditLog(directory: settings.cacheDirectory)
-        } catch {
-            throw SettingsError(key: "cache.directory", "\(error)")
-        }
-        for note in disk.openNotes { logger.warning("\(note)") }
+        // A store that cannot be opened (a full or read-only disk, a mount not there yet) does
+        // not stop the start: the proxy serves from memory, says why in /readyz, and tries again.
+        let store = Result { try Self.openStore(settings) }
         if settings.upstreamMaxConnections == 1 {
             logger.warning("upstream.max_connections is 1: a streamed pass-through transfer (a download) holds the only upstream connection, and the cached routes wait for it to end")
-        }
-        let path = disk.path
-        disk.onCorruption { [logger] problem in
-            logger.error("the cache store is corrupt; /readyz now fails; the next start moves it aside",
-                         metadata: ["path": "\(path)", "error": "\(problem)"])
         }
         authenticator = Authenticator(clients: try Self.loadClients(settings), allowAnonymous: settings.allowAnonymous)
         let url = settings.upstreamURL
@@ -114,11 +107,15 @@ public final class ProxyServer: @unchecked Sendable {
         gateway = UpstreamGateway(loop: loop, client: upstream, budget: budget, clock: budgetClock, wallClock: clock,
                                   timeoutSeconds: settings.upstreamTimeoutSeconds, maxRetryAfterSeconds: settings.upstreamMaxRetryAfterSeconds)
         cache = ResponseCache(
-            loop: loop, memoryBudgetBytes: settings.cacheMemoryMB << 20, disk: disk,
+            loop: loop, memoryBudgetBytes: settings.cacheMemoryMB << 20, disk: nil,
             policy: FreshnessPolicy(activeJobSeconds: settings.activeJobTTLSeconds, terminalJobSeconds: settings.terminalJobTTLSeconds,
                                     jobListSeconds: settings.jobListTTLSeconds, terminalStatuses: settings.terminalStatuses),
             staleWindows: .init(whileRevalidate: settings.staleWhileRevalidateSeconds, ifError: settings.staleIfErrorSeconds),
             maxWaitersPerFlight: settings.upstreamMaxQueue, clock: clock, fetcher: GatewayFetcher(gateway: gateway, clock: budgetClock), shared: shared?.tier)
+        switch store {
+        case .success(let opened): attach(opened)
+        case .failure(let error): storeUnusable(error)
+        }
         gateway.onPause = { [logger] status, seconds in
             logger.warning("upstream asked to wait", metadata: ["status": "\(status)", "seconds": "\(seconds)"])
         }

@@ -13,7 +13,8 @@ import SharedTier
 /// disk tier works on its own queues and its completions come back here through the loop.
 public final class ResponseCache {
     let memory: MemoryTier<CacheKey, CachedAnswer>
-    let disk: DiskStore?
+    /// nil: no disk tier (none configured, or the store could not be opened yet).
+    private(set) var disk: DiskStore?
     let flights: Flights<FlightKey, FlightLanding>
     public let policy: FreshnessPolicy
     let staleWindows: StaleWindows
@@ -708,6 +709,12 @@ public final class ResponseCache {
 
     /// Whether the disk tier can be used (no disk tier: yes).
     public var isDiskHealthy: Bool { disk?.isHealthy ?? true }
+
+    /// Puts the disk tier in use: the store was opened after start (it could not be at first).
+    public func attachDisk(_ store: DiskStore) {
+        loop.assertOnLoop()
+        disk = store
+    }
 
     /// Writes what the disk tier has pending (at shutdown).
     public func flushDisk() { disk?.flush() }

@@ -41,9 +41,13 @@ extension ProxyServer {
             }
             let entry = auditEntry(for: result, createdJob: decoded?.job, exchange: exchangeBox.exchange, workflowID: workflowID,
                                    rawQuery: target.rawQuery)
+            guard let audit else {
+                journalAudit(entry, because: storeProblem ?? "the audit store is not open")
+                return answer.value()
+            }
             audit.record(entry) { [self] error in
                 loop.execute { [self] in
-                    if let error { journalAudit(entry, because: error) }
+                    if let error { journalAudit(entry, because: "\(error)") }
                     answer.value()
                 }
             }
@@ -54,7 +58,7 @@ extension ProxyServer {
     /// every field the store has, and is counted: a job the upstream created is never left
     /// without a record of who created it. The creation is not refused after the fact: the
     /// upstream has already made the job, and the client must learn its id.
-    func journalAudit(_ entry: AuditEntry, because error: any Error) {
+    func journalAudit(_ entry: AuditEntry, because error: String) {
         auditJournalFallbacks += 1
         logger.critical("audit entry written to the journal: the audit store refused it", metadata: [
             "audit_time": "\(Date(timeIntervalSince1970: entry.time).ISO8601Format(.iso8601.year().month().day().time(includingFractionalSeconds: true)))", "client": "\(entry.client)", "workflow_id": "\(entry.workflowID)",

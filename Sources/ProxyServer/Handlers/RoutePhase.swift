@@ -47,10 +47,11 @@ extension ProxyServer {
         case .health:
             finish(&exchange, status: 200, body: Array(#"{"status":"ok"}"#.utf8))
         case .ready:
-            if isReady, cache.isDiskHealthy {
+            if isReady, storeProblem == nil, cache.isDiskHealthy {
                 finish(&exchange, status: 200, body: Array(#"{"status":"ready"}"#.utf8))
             } else {
-                finish(&exchange, error: ProxyError(status: 503, code: "not_ready", message: isDraining ? "draining" : "the cache store is not usable"))
+                let reason = isDraining ? "draining" : storeProblem ?? "the cache store is not usable"
+                finish(&exchange, error: ProxyError(status: 503, code: "not_ready", message: reason))
             }
         case .adminPage:
             finish(&exchange, status: 200, headers: Self.statusPageHeaders, body: StatusPage.bytes)

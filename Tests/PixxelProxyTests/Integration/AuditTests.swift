@@ -63,7 +63,8 @@ import Testing
         defer { sim.stop() }
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
         let workflow = sim.workflowIDs[0]
-        proxy.server.audit.refuseWrites(true)
+        let audit = try #require(proxy.server.audit)
+        audit.refuseWrites(true)
         let created = try proxy.request("POST", "/v0/workflows/\(workflow)/jobs?project_id=proj%20one", token: proxy.writeToken,
                                         headers: [("X-Request-Id", "audit-ro")])
         #expect(created.status == 200, "the upstream created the job: the client learns its id")
@@ -77,7 +78,7 @@ import Testing
         let metrics = try proxy.get("/metrics", token: proxy.adminToken).text
         #expect(metrics.contains("pixxel_proxy_audit_journal_fallbacks_total 1"))
         // The store takes entries again once it can.
-        proxy.server.audit.refuseWrites(false)
+        audit.refuseWrites(false)
         #expect(try proxy.request("POST", "/v0/workflows/\(workflow)/jobs?project_id=p", token: proxy.writeToken).status == 200)
         #expect(proxy.logs.all.filter { $0.contains("audit entry written to the journal") }.count == 1)
         await proxy.stop()

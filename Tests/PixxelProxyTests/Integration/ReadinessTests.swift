@@ -27,6 +27,37 @@ import Glibc
         await proxy.stop()
     }
 
+    /// Found by the disk-fault soak: a proxy restarted while its store was read-only exited 78
+    /// ("attempt to write a readonly database") while the running one kept serving through the
+    /// same fault. Now it starts degraded and recovers by itself when the disk does.
+    @Test func aProxyStartedOnAnUnusableStoreServesFromMemoryAndRecoversWhenTheDiskDoes() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let directory = TemporaryDirectory()
+        // The cache directory's parent is a file: the store cannot be made (ENOTDIR), even as root.
+        let blocked = directory.path + "/store"
+        #expect(FileManager.default.createFile(atPath: blocked, contents: Array("not a directory".utf8).withUnsafeBytes { Data($0) }))
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.cacheDirectory = blocked + "/cache" }
+        let ready = try proxy.get("/readyz", token: nil)
+        #expect(ready.status == 503)
+        #expect(ready.errorCode == "not_ready")
+        #expect(ready.text.contains("cannot be opened"), "the reason: \(ready.text)")
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        #expect(try proxy.get(list, token: proxy.readToken).status == 200)
+        #expect(try proxy.get(list, token: proxy.readToken).header("Cache-Status")?.contains("hit") == true, "the memory tier serves")
+        #expect(try proxy.request("POST", list + "?project_id=p", token: proxy.writeToken).status == 200)
+        #expect(proxy.logs.all.contains { $0.contains("audit entry written to the journal") }, "audited in the journal")
+
+        // The disk comes back: the proxy takes it up on its next attempt.
+        try FileManager.default.removeItem(atPath: blocked)
+        try FileManager.default.createDirectory(atPath: blocked, withIntermediateDirectories: true)
+        #expect(try eventually { try proxy.get("/readyz", token: nil).status == 200 })
+        #expect(try proxy.request("POST", list + "?project_id=p", token: proxy.writeToken).status == 200)
+        #expect(proxy.logs.all.filter { $0.contains("audit entry written to the journal") }.count == 1, "the store audits again")
+        #expect(FileManager.default.fileExists(atPath: blocked + "/cache/" + DiskStore.fileName))
+        await proxy.stop()
+    }
+
     @Test func readinessFailsDuringDrainOnAnOpenConnection() async throws {
         // The slow request's 8 s upstream is the window in which the test starts the drain and
         // reads /readyz on its open connection (milliseconds each).
