@@ -176,6 +176,33 @@ public final class DiskStore: @unchecked Sendable {
         }
     }
 
+    /// Looks a list up with the details on disk that are newer than the list's entries for their
+    /// jobs (saved after the list, before a crash, say; at most `maxNewerDetails`): the cache
+    /// patches the list from them rather than serve a job older than it once showed.
+    public func loadList(_ key: String, workflowID: String,
+                         completion: @escaping @Sendable (DiskRecord?, _ newerDetails: [DiskRecord]) -> Void) {
+        readsAskedCount.add(1, ordering: .relaxed)
+        readQueue.async { [self] in
+            let record = readingOrMarking { try reader.record(key: key) } ?? nil
+            guard let record, let list = JobListDocument(body: record.body) else { return completion(record, []) }
+            var listed: [String: Double] = [:]
+            for job in list.jobs {
+                let id = PercentEncoding.segment(job.id)
+                listed[id] = max(listed[id] ?? -.infinity, job.updatedAt ?? -.infinity)
+            }
+            let rows = readingOrMarking { try reader.details(workflowID: workflowID) } ?? []
+            let newer = rows.filter { row in
+                guard let updatedAt = row.updatedAt, let entry = listed[row.jobID] else { return false }
+                return updatedAt > entry
+            }
+            let details = newer.prefix(Self.maxNewerDetails).compactMap { row in readingOrMarking { try reader.record(key: row.key) } ?? nil }
+            completion(record, details)
+        }
+    }
+
+    /// A list read from disk brings at most this many newer details with it.
+    public static let maxNewerDetails = 256
+
     /// Runs a read; a corrupt store is marked for the next start (and reads as a miss).
     private func readingOrMarking<T>(_ read: () throws -> T) -> T? {
         do {

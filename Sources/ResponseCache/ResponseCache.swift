@@ -164,6 +164,13 @@ public final class ResponseCache {
             if let listed { noteKnown(key, listed) }
             completion(record)
         }, loop: loop)
+        if case .list(let workflow) = key {
+            let onLoop = LoopBound({ [self] (record: DiskRecord?, newer: [DiskRecord]) in
+                takeInNewerDetails(newer, workflow: workflow)
+                completion(record)
+            }, loop: loop)
+            return disk.loadList(key.diskKey, workflowID: workflow) { [loop] record, newer in loop.execute { onLoop.value(record, newer) } }
+        }
         guard case .detail(let workflow, let job) = key else {
             return disk.load(key.diskKey) { [loop] record in loop.execute { onLoop.value(record, nil) } }
         }
@@ -172,7 +179,19 @@ public final class ResponseCache {
         }
     }
 
-    /// Remembers that a list showed `key`'s job at `updatedAt` (keeping the newest).
+    /// Details the disk holds newer than the entries of the list read with them (saved after
+    /// it, before a crash): known and held in memory, so that the list is patched from them
+    /// before it is served (`current`), not shown with those jobs older.
+    private func takeInNewerDetails(_ records: [DiskRecord], workflow: String) {
+        for record in records {
+            guard let job = record.jobID, let detail = CachedAnswer(record: record), let updatedAt = detail.updatedAt else { continue }
+            let key = CacheKey.detail(workflow: workflow, job: job)
+            if (memory.peek(key)?.updatedAt ?? -.infinity) < updatedAt, !detail.isSuperseded { memory.set(key, detail, cost: detail.cost) }
+            noteKnown(key, updatedAt)
+        }
+    }
+
+    /// Remembers that `key`'s job was shown or learned at `updatedAt` (keeping the newest).
     private func noteKnown(_ key: CacheKey, _ updatedAt: Double) {
         if let known = newestKnown.peek(key), known >= updatedAt { return }
         newestKnown.set(key, updatedAt, cost: Self.listedEntryCost)

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+@testable import JobCache
 
 /// "Never older": no answer shows a job older than a version the proxy has already shown or
 /// learned, whichever way it learned it and whichever path the answer takes.
@@ -79,6 +80,38 @@ import Testing
         let refetched = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
         #expect(refetched.json?["updated_at"] as? String == "2026-11-20T10:05:00Z")
         #expect(refetched.header("Cache-Status") == "pixxel-proxy; fwd=stale; fwd-status=200; detail=superseded; stored")
+        await proxy.stop()
+    }
+
+    /// Found by the kill -9 soak: a detail fetched 36 ms before the kill reached the disk, the
+    /// list it had patched in memory did not; after the restart, with the upstream failing, the
+    /// list from disk showed the job 6 s older than the detail had, for 10 s.
+    @Test func aListReadFromDiskIsPatchedFromANewerDetailTheDiskHolds() async throws {
+        let documents = try CacheCorrectnessTests.Documents()
+        defer { documents.recorder.stop() }
+        let directory = TemporaryDirectory()
+        documents.set("/v0/workflows/w/jobs", #"{"jobs":[\#(CacheCorrectnessTests.Documents.job("a", "2026-11-20T10:00:00Z")),\#(CacheCorrectnessTests.Documents.job("b", "2026-11-20T10:00:00Z"))]}"#)
+        var proxy = try CacheCorrectnessTests.proxy(documents, directory: directory.path) { $0.staleIfErrorSeconds = 86_400 }
+        #expect(try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken).status == 200)
+        await proxy.stop()
+
+        // What a crash leaves: the newer detail's row written, the list's patch not.
+        let newer = Array(CacheCorrectnessTests.Documents.job("a", "2026-11-20T10:00:07Z").utf8)
+        let now = Date().timeIntervalSince1970
+        let store = try DiskStore(directory: directory.path, budgetBytes: 64 << 20)
+        store.save(DiskRecord(key: "detail/w/a", kind: .detail, workflowID: "w", jobID: "a", body: newer,
+                              headers: ["Content-Type:application/json"], storedAt: now, lifetime: 10,
+                              updatedAt: Timestamp.parse("2026-11-20T10:00:07Z"), validatedAt: now))
+        store.flush()
+
+        documents.fail(true)
+        proxy = try CacheCorrectnessTests.proxy(documents, directory: directory.path) { $0.staleIfErrorSeconds = 86_400 }
+        let list = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        #expect(list.status == 200, "\(list.text)")
+        #expect(Self.updatedAt(of: "a", in: list) == "2026-11-20T10:00:07Z", "the list took a back to before its detail")
+        #expect(Self.updatedAt(of: "b", in: list) == "2026-11-20T10:00:00Z")
+        let detail = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(detail.json?["updated_at"] as? String == "2026-11-20T10:00:07Z")
         await proxy.stop()
     }
 }
