@@ -175,16 +175,18 @@ extension Invalidation {
 
     /// A list answer showing each job at `listed` (keyed as `newestKnown` is), against the
     /// newest `updated_at` this instance has shown or learned per job. A job shown older is
-    /// patched with the newer version held (`hasNewerCopy`); one that cannot be makes it a
-    /// lagging answer, and the cached list (if any) stays.
-    public static func planList(listed: [String: Double?], newestKnown: (String) -> Double?, hasNewerCopy: (String) -> Bool,
+    /// patched with the newer versions held (`canPatch`); when they are not all held, it is a
+    /// lagging answer, and the cached list (if any) stays. An entry without a usable
+    /// `updated_at` is not comparable: neither newer nor older.
+    public static func planList(listed: [String: Double?], newestKnown: (String) -> Double?, canPatch: ([String]) -> Bool,
                                 hasCached: Bool) -> ListPlan {
         let regressed = listed.compactMap { job, updatedAt -> String? in
-            guard let known = newestKnown(job) else { return nil }
-            return (updatedAt ?? -.infinity) < known ? job : nil
+            guard let updatedAt, let known = newestKnown(job) else { return nil }
+            return updatedAt < known ? job : nil
         }
         guard !regressed.isEmpty else { return .store }
-        if regressed.allSatisfy(hasNewerCopy) { return .patch(regressed.sorted()) }
+        let sorted = regressed.sorted()
+        if canPatch(sorted) { return .patch(sorted) }
         return hasCached ? .keepCached : .refuse
     }
 }

@@ -79,9 +79,17 @@ public struct JobListDocument: Sendable {
     /// field set). Only that job's bytes are re-encoded; every other byte stays as the upstream
     /// sent it.
     public func replacing(at index: Int, with job: [String: Any], fields: [String]) -> JobListDocument? {
-        guard let encoded = Self.projected(job, to: fields) else { return nil }
+        replacing([index: job], fields: { _ in fields })
+    }
+
+    /// A copy with the jobs at each index replaced (each projected to `fields(index)`), in one
+    /// rebuild: the list is parsed once however many jobs are replaced.
+    public func replacing(_ jobs: [Int: [String: Any]], fields: (Int) -> [String]?) -> JobListDocument? {
         var pieces = fragments.map { Array(body[$0]) }
-        pieces[index] = encoded
+        for (index, job) in jobs {
+            guard pieces.indices.contains(index), let names = fields(index), let encoded = Self.projected(job, to: names) else { return nil }
+            pieces[index] = encoded
+        }
         return rebuilt(pieces)
     }
 

@@ -111,7 +111,7 @@ extension ResponseCache {
             let before = diskSeenEmpty
             loadFromDisk(key) { [self] entry, fresh in
                 if entry == nil, let before, before == diskSeenEmpty { run.diskSeenEmpty = before }
-                guard fresh, !flight.revalidates, let entry, current(entry, key: key) != nil else { return runFlight(run, .lease) }
+                guard fresh, !flight.revalidates, let read = entry, let entry = current(read, key: key) else { return runFlight(run, .lease) }
                 counters.diskHits += 1
                 disk?.touch(key.diskKey)
                 runFlight(run, .land(FlightLanding(outcome: .fromDisk(entry), upstreamDuration: nil, foundInTier: true),

@@ -20,6 +20,10 @@ struct RecentWrites {
 
     /// Oldest first.
     private(set) var writes: [Write] = []
+    /// The bodies' bytes, bounded by `maxBytes` (a flood of announced jobs, forged or not,
+    /// must not hold memory outside the memory tier's budget).
+    private var bytes = 0
+    static let maxBytes = 8 << 20
     /// Longer than a list fetch across a creation takes to land (`upstream.timeout_seconds`),
     /// and than the upstream's lists lag behind its writes.
     static let keepSeconds = 60.0
@@ -30,9 +34,27 @@ struct RecentWrites {
     mutating func remember(_ detail: JobDetailDocument, workflow: String, at now: Double) {
         prune(now: now)
         // One write per job (the latest): the same creation announced again takes no more room.
-        writes.removeAll { $0.workflow == workflow && $0.jobID == detail.job.id }
-        if writes.count >= Self.maxWrites { writes.removeFirst(writes.count - Self.maxWrites + 1) }
+        // Ids compare as bytes: canonically equivalent ids are different jobs.
+        let id = PercentEncoding.segment(detail.job.id)
+        drop { $0.workflow == workflow && PercentEncoding.segment($0.jobID) == id }
         writes.append(Write(workflow: workflow, jobID: detail.job.id, detail: detail, at: now))
+        bytes += detail.body.count
+        while writes.count > Self.maxWrites || (bytes > Self.maxBytes && writes.count > 1) { dropFirst(1) }
+    }
+
+    /// Forgets a workflow's writes, or one job's: purged.
+    mutating func forget(workflow: String, job: String?) {
+        drop { $0.workflow == workflow && (job == nil || PercentEncoding.segment($0.jobID) == job) }
+    }
+
+    private mutating func drop(where predicate: (Write) -> Bool) {
+        for write in writes where predicate(write) { bytes -= write.detail.body.count }
+        writes.removeAll(where: predicate)
+    }
+
+    private mutating func dropFirst(_ count: Int) {
+        for write in writes.prefix(count) { bytes -= write.detail.body.count }
+        writes.removeFirst(count)
     }
 
     /// The writes to `workflow` that `list` does not show, one per job (the latest), oldest
@@ -44,19 +66,15 @@ struct RecentWrites {
         // Ids as bytes: canonically equivalent ids are different jobs. One set per list, not a
         // scan of the list per write (a 2000-job list and a thousand writes stalled the loop).
         let listed = Set(list.jobs.map { Array($0.id.utf8) })
-        var seen = Set<String>()
+        var seen = Set<[UInt8]>()
         var missing: [Write] = []
         for write in writes.reversed() where write.workflow == workflow && !listed.contains(Array(write.jobID.utf8)) {
-            if seen.insert(write.jobID).inserted { missing.append(write) }
+            if seen.insert(Array(write.jobID.utf8)).inserted { missing.append(write) }
         }
         return missing.reversed()
     }
 
     private mutating func prune(now: Double) {
-        if let keep = writes.firstIndex(where: { now - $0.at < Self.keepSeconds }) {
-            if keep > 0 { writes.removeFirst(keep) }
-        } else {
-            writes.removeAll()
-        }
+        dropFirst(writes.firstIndex { now - $0.at < Self.keepSeconds } ?? writes.count)
     }
 }

@@ -192,9 +192,13 @@ public final class ResponseCache {
     }
 
     /// Remembers that `key`'s job was shown or learned at `updatedAt` (keeping the newest).
+    /// A version from over a day ahead of this clock is not believed (found by review: one
+    /// detail dated 2999 would otherwise pin the job in every list for as long as the process runs).
     private func noteKnown(_ key: CacheKey, _ updatedAt: Double) {
+        guard updatedAt <= clock() + SharedTierState.upstreamClockTolerance else { return }
         if let known = newestKnown.peek(key), known >= updatedAt { return }
         newestKnown.set(key, updatedAt, cost: Self.listedEntryCost)
+        knownGeneration &+= 1
     }
 
     // MARK: Storing
@@ -270,7 +274,7 @@ public final class ResponseCache {
         let cached = memory.peek(key).flatMap { $0.isSuperseded ? nil : $0 }
         let known = { [self] (job: String) in newestKnown.peek(.detail(workflow: workflow, job: job)) }
         switch Invalidation.planList(listed: listed, newestKnown: known,
-                                     hasNewerCopy: { job in known(job).map { newerCopy(of: job, workflow: workflow, atLeast: $0) != nil } ?? false },
+                                     canPatch: { canPatch($0, workflow: workflow) },
                                      hasCached: cached != nil) {
         case .store:
             break
@@ -610,34 +614,65 @@ public final class ResponseCache {
     }
 
     /// The newest version of a job held here at `atLeast` or newer: its detail in memory, or
-    /// its entry in the workflow's cached list (`job` as keys hold it).
-    private func newerCopy(of job: String, workflow: String, atLeast known: Double) -> (updatedAt: Double?, object: [String: Any])? {
+    /// its newest entry in the workflow's cached list (`listed`, from `newestEntries`; `job` as
+    /// keys hold it).
+    private func newerCopy(of job: String, workflow: String, atLeast known: Double,
+                           listed: [String: (index: Int, updatedAt: Double)], cachedList: JobListDocument?)
+        -> (updatedAt: Double?, object: [String: Any])? {
         if case .detail(let detail)? = memory.peek(.detail(workflow: workflow, job: job))?.document,
            let updatedAt = detail.job.updatedAt, updatedAt >= known {
             return (updatedAt, detail.object)
         }
-        if let cached = memory.peek(.list(workflow: workflow)), !cached.isSuperseded, case .list(let list) = cached.document,
-           let index = list.jobs.firstIndex(where: { PercentEncoding.segment($0.id) == job }),
-           let updatedAt = list.jobs[index].updatedAt, updatedAt >= known, let object = list.object(at: index) {
-            return (updatedAt, object)
+        if let cachedList, let entry = listed[job], entry.updatedAt >= known, let object = cachedList.object(at: entry.index) {
+            return (entry.updatedAt, object)
         }
         return nil
     }
 
+    /// Each job's newest dated entry in `list`, by the job's id as keys hold it: one pass.
+    static func newestEntries(of list: JobListDocument) -> [String: (index: Int, updatedAt: Double)] {
+        var entries: [String: (index: Int, updatedAt: Double)] = [:]
+        for (index, job) in list.jobs.enumerated() {
+            guard let updatedAt = job.updatedAt else { continue }
+            let id = PercentEncoding.segment(job.id)
+            if let known = entries[id], known.updatedAt >= updatedAt { continue }
+            entries[id] = (index, updatedAt)
+        }
+        return entries
+    }
+
+    /// The workflow's cached list, when it may lend its entries (not superseded).
+    private func lendingList(_ workflow: String) -> JobListDocument? {
+        guard let cached = memory.peek(.list(workflow: workflow)), !cached.isSuperseded, case .list(let list) = cached.document else { return nil }
+        return list
+    }
+
+    /// Whether every job in `jobs` has a version held at least as new as known.
+    private func canPatch(_ jobs: [String], workflow: String) -> Bool {
+        let cachedList = lendingList(workflow)
+        let listed = cachedList.map(Self.newestEntries) ?? [:]
+        return jobs.allSatisfy { job in
+            guard let known = newestKnown.peek(.detail(workflow: workflow, job: job)) else { return true }
+            return newerCopy(of: job, workflow: workflow, atLeast: known, listed: listed, cachedList: cachedList) != nil
+        }
+    }
+
     /// `list` with the entries of `jobs` replaced by the newest versions held (projected to the
-    /// list's fields); nil when one is not held or cannot be projected.
+    /// list's fields), in one rebuild; nil when one is not held or cannot be projected.
     private func patching(_ list: JobListDocument, jobs: [String], workflow: String) -> JobListDocument? {
-        var patched = list
+        let cachedList = lendingList(workflow)
+        let listed = cachedList.map(Self.newestEntries) ?? [:]
+        var copies: [String: [String: Any]] = [:]
         for job in jobs {
             guard let known = newestKnown.peek(.detail(workflow: workflow, job: job)),
-                  let copy = newerCopy(of: job, workflow: workflow, atLeast: known) else { return nil }
-            for index in patched.jobs.indices where PercentEncoding.segment(patched.jobs[index].id) == job {
-                guard let fields = patched.fieldNames(at: index),
-                      let replaced = patched.replacing(at: index, with: copy.object, fields: fields) else { return nil }
-                patched = replaced
-            }
+                  let copy = newerCopy(of: job, workflow: workflow, atLeast: known, listed: listed, cachedList: cachedList) else { return nil }
+            copies[job] = copy.object
         }
-        return patched
+        var replacements: [Int: [String: Any]] = [:]
+        for (index, entry) in list.jobs.enumerated() {
+            if let copy = copies[PercentEncoding.segment(entry.id)] { replacements[index] = copy }
+        }
+        return list.replacing(replacements, fields: { list.fieldNames(at: $0) })
     }
 
     /// The one "never older" rule, applied where an answer leaves the cache (the lookup, a
@@ -662,7 +697,7 @@ public final class ResponseCache {
             var regressed: [String] = []
             for job in list.jobs {
                 let id = PercentEncoding.segment(job.id)
-                if let known = newestKnown.peek(.detail(workflow: workflow, job: id)), (job.updatedAt ?? -.infinity) < known {
+                if let updatedAt = job.updatedAt, let known = newestKnown.peek(.detail(workflow: workflow, job: id)), updatedAt < known {
                     regressed.append(id)
                 }
             }
@@ -765,10 +800,16 @@ public final class ResponseCache {
         loop.assertOnLoop()
         purgeEpoch += 1
         let fromMemory: Int
+        // What the cache learned of the purged jobs goes too: a purge is the operator's remedy
+        // for a bad version (found by review: a known version kept after the purge left the
+        // list with nothing to be patched from, and every read answered 502 until a restart).
+        recentWrites.forget(workflow: workflow, job: job)
         if let job {
             fromMemory = memory.remove(.detail(workflow: workflow, job: job)) == nil ? 0 : 1
+            _ = newestKnown.remove(.detail(workflow: workflow, job: job))
         } else {
             fromMemory = memory.removeAll { $0.workflow == workflow }
+            _ = newestKnown.removeAll { $0.workflow == workflow }
         }
         guard let disk else { return completion(fromMemory, 0) }
         let box = LoopBound(completion, loop: loop)

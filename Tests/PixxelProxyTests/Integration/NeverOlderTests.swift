@@ -1,12 +1,32 @@
 import Foundation
 import Synchronization
 import Testing
+import EventHTTP
+@testable import ResponseCache
+@testable import ProxyServer
 @testable import JobCache
 
 /// "Never older": no answer shows a job older than a version the proxy has already shown or
 /// learned, whichever way it learned it and whichever path the answer takes.
 @Suite struct NeverOlderTests {
     typealias ScriptedPixxel = InvalidationFlowTests.ScriptedPixxel
+    typealias Documents = CacheCorrectnessTests.Documents
+
+    /// Runs `work` on the proxy's loop and waits for it (what another instance's message does).
+    static func onLoop(_ proxy: ProxyHarness, _ work: @escaping @Sendable (ResponseCache) -> Void) {
+        let done = DispatchSemaphore(value: 0)
+        let cache = UncheckedBox(proxy.server.cache)
+        proxy.server.loop.execute {
+            work(cache.value)
+            done.signal()
+        }
+        done.wait()
+    }
+
+    final class UncheckedBox<T>: @unchecked Sendable {
+        let value: T
+        init(_ value: T) { self.value = value }
+    }
 
     static func updatedAt(of id: String, in response: RawResponse) -> String? {
         (response.json?["jobs"] as? [[String: Any]])?.first { $0["id"] as? String == id }?["updated_at"] as? String
@@ -112,6 +132,110 @@ import Testing
         #expect(Self.updatedAt(of: "b", in: list) == "2026-11-20T10:00:00Z")
         let detail = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
         #expect(detail.json?["updated_at"] as? String == "2026-11-20T10:00:07Z")
+        await proxy.stop()
+    }
+
+    /// Found by review: the rule's generation never rose, so a list checked once was never
+    /// checked again; a version learned without an answer to rebuild the list (another
+    /// instance's supersession mark from Redis) left the list serving the job older.
+    @Test func aListAlreadyServedIsCheckedAgainOnceANewerVersionIsLearned() async throws {
+        let pixxel = try ScriptedPixxel()
+        defer { pixxel.upstream.stop() }
+        pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:00:00Z")
+        let clock = ManualClock()
+        let proxy = try ScriptedHarness.start(pixxel, clock)
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        let hit = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)  // checked at generation 0
+        #expect(hit.header("Cache-Status")?.contains("hit") == true)
+
+        let t7 = try #require(Timestamp.parse("2026-11-20T10:00:07Z"))
+        Self.onLoop(proxy) { $0.noteSuperseded(.detail(workflow: "w", job: "a"), newestSeen: t7) }
+        pixxel.state.withLock { $0.detailUpdatedAt["a"] = "2026-11-20T10:00:07Z"; $0.listUpdatedAt["a"] = "2026-11-20T10:00:07Z" }
+
+        let after = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        #expect(Self.updatedAt(of: "a", in: after) != "2026-11-20T10:00:00Z",
+                "served a at 10:00:00 after 10:00:07 was learned: \(after.header("Cache-Status") ?? "")")
+        await proxy.stop()
+    }
+
+    /// Found by review: a list showing one job twice, the older entry first, looked for a newer
+    /// copy only at the first entry; the list was refused, and every read cost a call and a 502.
+    @Test func aListShowingAJobTwiceIsServedWithItsNewestVersion() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        documents.set("/v0/workflows/w/jobs",
+                      #"{"jobs":[\#(Documents.job("a", "2026-11-20T10:00:00Z")),\#(Documents.job("b", "2026-11-20T10:00:00Z")),\#(Documents.job("a", "2026-11-20T10:00:07Z"))]}"#)
+        let proxy = try CacheCorrectnessTests.proxy(documents)
+        var statuses: [Int] = []
+        for _ in 0..<3 { statuses.append(try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken).status) }
+        #expect(statuses == [200, 200, 200], "\(statuses)")
+        #expect(documents.calls("/v0/workflows/w/jobs") == 1, "one fresh list, one call: \(documents.calls("/v0/workflows/w/jobs"))")
+        await proxy.stop()
+    }
+
+    /// Found by review: an `updated_at` centuries ahead, learned once from a detail, was believed
+    /// for as long as the process ran, and every later list was patched with it.
+    @Test func aFarFutureUpdatedAtDoesNotPinTheJobInEveryList() async throws {
+        let pixxel = try ScriptedPixxel()
+        defer { pixxel.upstream.stop() }
+        pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:00:00Z")
+        pixxel.state.withLock { $0.detailUpdatedAt["a"] = "2999-01-01T00:00:00Z" }
+        let clock = ManualClock()
+        let proxy = try ScriptedHarness.start(pixxel, clock)
+        _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        // The upstream corrects itself; time passes.
+        pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:05:00Z")
+        clock.advance(3600)
+        let list = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken, headers: [("Cache-Control", "no-cache")])
+        #expect(Self.updatedAt(of: "a", in: list) == "2026-11-20T10:05:00Z", "list: \(Self.updatedAt(of: "a", in: list) ?? "nil")")
+        await proxy.stop()
+    }
+
+    /// Found by review: a purge kept the versions learned of the purged jobs; after a bad
+    /// version (the operator's reason to purge) the list had nothing to be patched from, and
+    /// list and detail answered 502 until a restart.
+    @Test func aPurgeForgetsWhatWasLearnedOfItsJobs() async throws {
+        let pixxel = try ScriptedPixxel()
+        defer { pixxel.upstream.stop() }
+        pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:00:00Z")
+        pixxel.state.withLock { $0.detailUpdatedAt["a"] = "2999-01-01T00:00:00Z" }
+        let clock = ManualClock()
+        let proxy = try ScriptedHarness.start(pixxel, clock)
+        _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:05:00Z")
+        #expect(try proxy.request("POST", "/admin/purge?workflow_id=w", token: proxy.adminToken).status == 200)
+        let list = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        #expect(list.status == 200, "after the purge: \(list.status) \(list.header("Cache-Status") ?? "")")
+        let detail = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(detail.status == 200, "after the purge: \(detail.status) \(detail.header("Cache-Status") ?? "")")
+        await proxy.stop()
+    }
+
+    /// Found by review: an entry without `updated_at` counted as older than any dated version;
+    /// once the detail left memory, the list was kept for ever (the upstream's news never
+    /// arrived) or refused.
+    @Test func aListWithoutUpdatedAtIsStoredOnceADetailWasSeen() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        let clock = ManualClock()
+        documents.set("/v0/workflows/w/jobs", #"{"jobs":[{"id":"a","status":"running"},{"id":"b","status":"running"}]}"#)
+        documents.set("/v0/workflows/w/jobs/a", Documents.job("a", "2026-11-20T10:00:00Z"))
+        let proxy = try CacheCorrectnessTests.proxy(documents, clock: clock)
+        #expect(try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken).status == 200)
+        #expect(try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken).status == 200)
+        // The detail leaves memory (an operator's purge of the job; LRU eviction does the same).
+        #expect(try proxy.request("POST", "/admin/purge?workflow_id=w&job_id=a", token: proxy.adminToken).status == 200)
+        // b finishes upstream; the list expires.
+        documents.set("/v0/workflows/w/jobs", #"{"jobs":[{"id":"a","status":"running"},{"id":"b","status":"completed"}]}"#)
+        clock.advance(6)
+        let list = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        #expect(list.status == 200, "\(list.status) \(list.header("Cache-Status") ?? "")")
+        let b = (list.json?["jobs"] as? [[String: Any]])?.first { $0["id"] as? String == "b" }?["status"] as? String
+        #expect(b == "completed", "b's news never reaches the list: \(b ?? "nil") \(list.header("Cache-Status") ?? "")")
+        // And with no list in memory either (a workflow purge, or eviction): refused.
+        _ = try proxy.request("POST", "/admin/purge?workflow_id=w", token: proxy.adminToken)
+        let refetched = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        #expect(refetched.status == 200, "\(refetched.status) \(refetched.header("Cache-Status") ?? "")")
         await proxy.stop()
     }
 }

@@ -45,20 +45,22 @@ import JobCache
     @Test func aListShowingAJobOlderThanKnownIsPatchedOrNotStored() {
         let t = Self.t
         let known: [String: Double] = ["a": t, "b": t + 10]
-        let none: (String) -> Bool = { _ in false }
-        #expect(Invalidation.planList(listed: ["a": t, "b": t + 10, "c": nil], newestKnown: { known[$0] }, hasNewerCopy: none,
+        let none: ([String]) -> Bool = { _ in false }
+        #expect(Invalidation.planList(listed: ["a": t, "b": t + 10, "c": nil], newestKnown: { known[$0] }, canPatch: none,
                                       hasCached: true) == .store)
-        #expect(Invalidation.planList(listed: ["a": t + 1, "b": t + 9], newestKnown: { known[$0] }, hasNewerCopy: none,
+        #expect(Invalidation.planList(listed: ["a": t + 1, "b": t + 9], newestKnown: { known[$0] }, canPatch: none,
                                       hasCached: true) == .keepCached)
-        #expect(Invalidation.planList(listed: ["a": t + 1, "b": t + 9], newestKnown: { known[$0] }, hasNewerCopy: none,
+        #expect(Invalidation.planList(listed: ["a": t + 1, "b": t + 9], newestKnown: { known[$0] }, canPatch: none,
                                       hasCached: false) == .refuse)
-        #expect(Invalidation.planList(listed: ["b": nil], newestKnown: { known[$0] }, hasNewerCopy: none, hasCached: false) == .refuse,
-                "undated where a dated version was shown")
+        // Found by review: an undated entry counted as older than any dated version, and a list
+        // from an upstream that sends none was refused or kept for ever once a detail was seen.
+        #expect(Invalidation.planList(listed: ["b": nil], newestKnown: { known[$0] }, canPatch: none, hasCached: false) == .store,
+                "undated: not comparable, neither newer nor older")
         // A job shown older whose newer version is held (a detail, the cached list's entry) is
         // patched; the rest of the answer, newer news among it, is stored.
-        #expect(Invalidation.planList(listed: ["a": t - 1, "b": t + 9, "c": t], newestKnown: { known[$0] }, hasNewerCopy: { _ in true },
+        #expect(Invalidation.planList(listed: ["a": t - 1, "b": t + 9, "c": t], newestKnown: { known[$0] }, canPatch: { _ in true },
                                       hasCached: true) == .patch(["a", "b"]))
-        #expect(Invalidation.planList(listed: ["a": t - 1, "b": t + 9], newestKnown: { known[$0] }, hasNewerCopy: { $0 == "a" },
+        #expect(Invalidation.planList(listed: ["a": t - 1, "b": t + 9], newestKnown: { known[$0] }, canPatch: { $0 == ["a"] },
                                       hasCached: true) == .keepCached, "one job that cannot be patched keeps the cached list")
     }
 
