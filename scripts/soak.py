@@ -12,6 +12,13 @@ SOAK_RATE / SOAK_BURST (the proxy's budget, default 20 / 20), SOAK_KEEP=1 keeps 
 SOAK_RESTARTS=0 (only a SIGHUP: one process for the whole run, to watch its memory),
 SOAK_WRITERS=0 (no job creation: the data stays the same size, so memory growth is the process's),
 SOAK_PROXY_WRAPPER (a command the proxy runs under, e.g. "heaptrack -o FILE").
+
+SOAK_INSTANCES=2: two instances sharing one redis-server of the soak's own; every client picks
+an instance per request; Redis is SIGSTOPped for 10 s, killed, and brought back empty; the
+instances take turns at the restarts. The cross-instance invariants (a job never older than
+another request's answer showed WINDOW before; no job created and acknowledged missing from a
+full list started WINDOW after) are counted with Redis settled (up, no Redis event in the 5 s
+before); what happens during Redis trouble is reported apart and does not fail the run.
 """
 import datetime
 import http.client
@@ -37,6 +44,12 @@ UPSTREAM_TIMEOUT = 3.0
 # its one retry) plus this much for the loop, the disk and the machine being busy.
 ANSWER_SLACK = 2.0
 
+# The cross-instance window the README promises: another instance's answer, or an acknowledged
+# job creation, is reflected everywhere this long after.
+WINDOW = 0.05
+# With Redis back, this long before the cross-instance invariants count again.
+REDIS_SETTLE = 5.0
+
 INVARIANTS = [
     ("right_resource", "a detail is the job asked for; a list holds only that workflow's jobs, matching the filters"),
     ("no_going_back", "no client sees a job's updated_at go back in time (across restarts too)"),
@@ -47,7 +60,11 @@ INVARIANTS = [
     ("no_unexpected_disconnect", "no connection error outside a restart window"),
     ("calls_per_second", "at the simulator, calls in any one-second window of one process <= rate + burst"),
     ("rss_flat", "the last process's RSS grows by at most 4 MB after warm-up, beyond what its memory tier grew"),
+    ("never_older_global", f"a request started {WINDOW * 1000:.0f} ms after any answer showed a job never shows it older (Redis settled)"),
+    ("no_lost_job", f"a full list started {WINDOW * 1000:.0f} ms after a job creation was acknowledged holds the job (Redis settled)"),
 ]
+# Counted apart: the same checks while Redis was in trouble (stopped, killed, just back).
+TROUBLE = ["no_going_back", "never_older_global", "no_lost_job"]
 
 
 def free_port():
@@ -74,12 +91,21 @@ class Ledger:
         self.violations = {name: [] for name, _ in INVARIANTS}
         self.statuses = {}
         self.requests = 0
+        self.trouble_checks, self.trouble_violations = {}, {}
 
     def check(self, name, ok, detail=""):
         with self.lock:
             self.checks[name] += 1
             if not ok:
                 self.violations[name].append(detail)
+        return ok
+
+    def check_trouble(self, name, ok, detail=""):
+        """The same check while Redis was in trouble: reported apart, never fails the run."""
+        with self.lock:
+            self.trouble_checks[name] = self.trouble_checks.get(name, 0) + 1
+            if not ok:
+                self.trouble_violations.setdefault(name, []).append(detail)
         return ok
 
     def count(self, status):
@@ -91,14 +117,14 @@ class Ledger:
 class Proxy:
     """The proxy process: started, signalled, restarted; restart windows recorded."""
 
-    def __init__(self, scratch, env):
-        self.scratch, self.env = scratch, env
+    def __init__(self, scratch, env, name="proxy"):
+        self.scratch, self.env, self.name = scratch, env, name
         self.process = None
         self.lock = threading.Lock()
         self.windows = []  # (start, end) monotonic: connection errors are expected inside
         self.lifetimes = []  # (pid, start) monotonic
         self.rss = {}  # pid -> [(t, kB)]
-        self.log = open(os.path.join(scratch, "proxy.log"), "ab")
+        self.log = open(os.path.join(scratch, f"{name}.log"), "ab")
 
     def start(self):
         wrapper = os.environ.get("SOAK_PROXY_WRAPPER", "").split()
@@ -116,7 +142,7 @@ class Proxy:
             except OSError:
                 pass
             if self.process.poll() is not None:
-                raise SystemExit(f"soak: the proxy exited with {self.process.returncode}; see {self.scratch}/proxy.log")
+                raise SystemExit(f"soak: the proxy exited with {self.process.returncode}; see {self.scratch}/{self.name}.log")
             time.sleep(0.05)
         raise SystemExit("soak: the proxy never became ready")
 
@@ -168,15 +194,84 @@ class Proxy:
                 self.process.kill()
 
 
-class Client:
-    """One keep-alive HTTP/1.1 connection; reconnects after an error."""
+class Redis:
+    """The instances' redis-server: stopped, killed, started again empty; trouble recorded."""
 
-    def __init__(self, port, token):
-        self.port, self.token = port, token
+    def __init__(self, scratch):
+        self.port = free_port()
+        self.log = open(os.path.join(scratch, "redis.log"), "ab")
+        self.process = None
+        self.lock = threading.Lock()
+        self.trouble = []  # [start, end] monotonic: Redis stopped, dead, or just back
+
+    def start(self):
+        self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
+                                         "--appendonly", "no", "--protected-mode", "yes"], stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("soak: redis-server did not start")
+
+    @property
+    def url(self):
+        return f"redis://{HOST}:{self.port}"
+
+    def event(self, how):
+        started = time.monotonic()
+        with self.lock:
+            self.trouble.append([started, float("inf")])
+        if how == "redis SIGSTOP 10 s":
+            self.process.send_signal(signal.SIGSTOP)
+            time.sleep(10)
+            self.process.send_signal(signal.SIGCONT)
+        else:  # killed, then started again empty 3 s later
+            self.process.kill()
+            self.process.wait()
+            time.sleep(3)
+            self.start()
+        with self.lock:
+            self.trouble[-1][1] = time.monotonic()
+
+    def settled(self, t):
+        """Up, with no trouble in the REDIS_SETTLE seconds before `t`."""
+        with self.lock:
+            return not any(start <= t and t - REDIS_SETTLE <= end for start, end in self.trouble)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection per instance; each request goes to one instance,
+    chosen at random when there are several; reconnects after an error."""
+
+    def __init__(self, port, token, rng=None):
+        self.ports = port if isinstance(port, list) else [port]
+        self.rng = rng or random.Random()
+        self.connections = {}
+        self.port = self.ports[0]
+        self.token = token
         self.conn = None
         self.opened_at = self.used_at = 0.0
 
-    def request(self, method, target, body=None, headers=None, token=True):
+    def pick(self, port=None):
+        """The instance of the next request (`port`, or one at random)."""
+        chosen = port if port is not None else self.rng.choice(self.ports)
+        if chosen != self.port:
+            self.connections[self.port] = (self.conn, self.opened_at, self.used_at)
+            self.port = chosen
+            self.conn, self.opened_at, self.used_at = self.connections.pop(chosen, (None, 0.0, 0.0))
+
+    def request(self, method, target, body=None, headers=None, token=True, port=None):
+        self.pick(port)
         all_headers = {"Accept": "application/json"}
         if token and self.token:
             all_headers["Authorization"] = f"Bearer {self.token}"
@@ -215,6 +310,13 @@ class Client:
             self.conn.close()
         self.conn = None
 
+    def close_all(self):
+        self.close()
+        for conn, _, _ in self.connections.values():
+            if conn:
+                conn.close()
+        self.connections = {}
+
 
 LEDGER = Ledger()
 
@@ -227,10 +329,16 @@ class Soak:
         self.stop_at = None
         self.newest_jobs = {}  # workflow -> [(id, status)] from the latest full list, for watchers
         self.jobs_lock = threading.Lock()
+        self.instances = int(os.environ.get("SOAK_INSTANCES", "1"))
+        self.redis = None
+        # Across clients: per job, the versions shown, each with when its first answer ended;
+        # per workflow, the jobs created and when their creation was acknowledged.
+        self.history, self.acked = {}, {}
+        self.history_lock = threading.Lock()
 
     # -- set-up ---------------------------------------------------------------------------
     def start(self):
-        self.sim_port, self.proxy_port = free_port(), free_port()
+        self.sim_port = free_port()
         sim_log = open(os.path.join(self.scratch, "sim.log"), "wb")
         self.sim = subprocess.Popen([os.path.join(BIN, "pixxel-sim"), "--host", HOST, "--port", str(self.sim_port),
                                      "--api-key", SIM_KEY, "--workflows", "4", "--jobs", "30", "--pending-seconds", "3",
@@ -252,16 +360,28 @@ class Soak:
             self.tokens[name] = out.stdout.strip()
         env = dict(os.environ)
         env.update({
-            "PIXXEL_PROXY_LISTEN_HOST": HOST, "PIXXEL_PROXY_LISTEN_PORT": str(self.proxy_port),
+            "PIXXEL_PROXY_LISTEN_HOST": HOST,
             "PIXXEL_PROXY_UPSTREAM_URL": f"http://{HOST}:{self.sim_port}", "PIXXEL_API_KEY": SIM_KEY,
-            "PIXXEL_PROXY_AUTH_CLIENTS_FILE": clients_file, "PIXXEL_PROXY_CACHE_DIRECTORY": os.path.join(self.scratch, "cache"),
+            "PIXXEL_PROXY_AUTH_CLIENTS_FILE": clients_file,
             "PIXXEL_PROXY_UPSTREAM_REQUESTS_PER_SECOND": str(self.rate), "PIXXEL_PROXY_UPSTREAM_BURST": str(self.burst),
             "PIXXEL_PROXY_UPSTREAM_TIMEOUT_SECONDS": str(int(UPSTREAM_TIMEOUT)),
             "PIXXEL_PROXY_CACHE_TTL_ACTIVE_JOB_SECONDS": "3", "PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS": "4",
             "PIXXEL_PROXY_CACHE_STALE_WHILE_REVALIDATE_SECONDS": "5", "PIXXEL_PROXY_LOG_LEVEL": "warning",
         })
-        self.proxy = Proxy(self.scratch, env)
-        self.proxy.start()
+        if self.instances > 1:
+            self.redis = Redis(self.scratch)
+            self.redis.start()
+            env.update({"PIXXEL_PROXY_SHARED_REDIS_URL": self.redis.url, "PIXXEL_PROXY_SHARED_INSTANCES": str(self.instances)})
+        self.proxies = []
+        for index in range(self.instances):
+            name = "proxy" if self.instances == 1 else f"proxy-{'AB'[index]}"
+            own = dict(env, PIXXEL_PROXY_LISTEN_PORT=str(free_port()),
+                       PIXXEL_PROXY_CACHE_DIRECTORY=os.path.join(self.scratch, "cache" if self.instances == 1 else f"cache-{'AB'[index]}"))
+            self.proxies.append(Proxy(self.scratch, own, name))
+            self.proxies[-1].start()
+        self.proxy = self.proxies[0]
+        self.ports = [int(p.env["PIXXEL_PROXY_LISTEN_PORT"]) for p in self.proxies]
+        self.proxy_port = self.ports[0]
         self.t0 = time.monotonic()
         self.stop_at = self.t0 + self.seconds
 
@@ -280,7 +400,7 @@ class Soak:
         LEDGER.count(status if status is not None else "conn-error")
         if status is None:
             # A connection opened before a restart may be dead when next used.
-            LEDGER.check("no_unexpected_disconnect", self.proxy.in_window(min(started, opened or started), ended),
+            LEDGER.check("no_unexpected_disconnect", any(p.in_window(min(started, opened or started), ended) for p in self.proxies),
                          f"{kind}: {body[:120]!r} at +{started - self.t0:.1f}s")
             return None
         LEDGER.check("answer_time", ended - started <= UPSTREAM_TIMEOUT + ANSWER_SLACK,
@@ -301,18 +421,62 @@ class Soak:
                 LEDGER.check("right_resource", False, f"{kind}: 200 with a body that is not JSON: {body[:80]!r}")
         return None
 
-    def see(self, seen, job, kind):
-        """A client saw this version of a job: never an older one after a newer one."""
+    def see(self, seen, job, kind, started=None, ended=None):
+        """A client saw this version of a job: never an older one after a newer one, and (with
+        `started` and `ended`) never older than any request's answer showed WINDOW before."""
         job_id, updated = job.get("id"), parse_time(job.get("updated_at"))
         if job_id is None or updated is None:
             return
         before = seen.get(job_id)
-        LEDGER.check("no_going_back", before is None or updated >= before[0],
-                     f"{kind}: job {job_id} updated_at {job.get('updated_at')} after {before[1] if before else ''}")
+        # The instance is the kind's suffix (`list3@PORT`): going back between two instances is a
+        # cross-instance failure, counted apart during Redis trouble; within one, it always counts.
+        instance = kind.rpartition("@")[2]
+        ok = before is None or updated >= before[0]
+        detail = f"{kind}: job {job_id} updated_at {job.get('updated_at')} after {before[1] if before else ''}"
+        if before is not None and before[2] != instance and started is not None:
+            self.check_across("no_going_back", ok, started, detail)
+        else:
+            LEDGER.check("no_going_back", ok, detail)
         if before is None or updated > before[0]:
-            seen[job_id] = (updated, job.get("updated_at"))
+            seen[job_id] = (updated, f"{job.get('updated_at')} via {instance}", instance)
+        if started is not None:
+            self.see_globally(job_id, updated, job.get("updated_at"), started, ended, kind)
 
-    def check_list(self, document, workflow, filters, seen, kind):
+    def see_globally(self, job_id, updated, text, started, ended, kind):
+        with self.history_lock:
+            versions = self.history.setdefault(job_id, [])  # (updated, first answer's end, text), ascending
+            newer = [v for v in versions if v[0] > updated and v[1] + WINDOW < started]
+            known = next((i for i, v in enumerate(versions) if v[0] == updated), None)
+            if known is None:
+                versions.append((updated, ended, text))
+                versions.sort()
+                del versions[:-8]
+            elif ended < versions[known][1]:
+                versions[known] = (updated, ended, text)
+        detail = ""
+        if newer:
+            shown = newer[-1]
+            detail = (f"{kind}: job {job_id} at {text}, started +{started - self.t0:.2f}s, after an answer showed {shown[2]} "
+                      f"at +{shown[1] - self.t0:.2f}s")
+        self.check_across("never_older_global", not newer, started, detail)
+
+    def check_across(self, name, ok, started, detail):
+        """A cross-instance check: counted when Redis was settled, reported apart otherwise."""
+        if self.redis is None or self.redis.settled(started):
+            LEDGER.check(name, ok, detail)
+        else:
+            LEDGER.check_trouble(name, ok, detail)
+
+    def check_no_lost_job(self, workflow, jobs, started, kind):
+        """A full list holds every job whose creation was acknowledged WINDOW before it started."""
+        ids = {j.get("id") for j in jobs}
+        with self.history_lock:
+            acked = [(job_id, at) for job_id, at in self.acked.get(workflow, []) if at + WINDOW < started]
+        for job_id, at in acked:
+            self.check_across("no_lost_job", job_id in ids,
+                              started, f"{kind}: list started +{started - self.t0:.2f}s lacks {job_id}, acknowledged at +{at - self.t0:.2f}s")
+
+    def check_list(self, document, workflow, filters, seen, kind, started=None, ended=None):
         jobs = document.get("jobs") if isinstance(document, dict) else None
         if not LEDGER.check("right_resource", isinstance(jobs, list), f"{kind}: list without jobs"):
             return []
@@ -326,7 +490,9 @@ class Soak:
                 created = parse_time(job.get("created_at"))
                 ok = ok and created is not None and datetime.datetime.fromtimestamp(created, datetime.timezone.utc).date().isoformat() == filters["created_on"]
             LEDGER.check("right_resource", ok, f"{kind}: job {job.get('id')} ({job.get('status')}, {job.get('created_by')}) in {workflow} {filters}")
-            self.see(seen, job, kind)
+            self.see(seen, job, kind, started, ended)
+        if not filters and started is not None:
+            self.check_no_lost_job(workflow, jobs, started, kind)
         return jobs
 
     # -- clients --------------------------------------------------------------------------
@@ -334,9 +500,9 @@ class Soak:
         time.sleep(random.uniform(low, high))
 
     def list_poller(self, index, filtered):
-        client = Client(self.proxy_port, self.tokens["reader"])
         seen = {}
         rng = random.Random(self.seed * 100 + index)
+        client = Client(self.ports, self.tokens["reader"], rng)
         while self.running():
             workflow = rng.choice(self.workflows)
             filters = {}
@@ -349,7 +515,7 @@ class Soak:
             status, h, body, t0, t1 = client.request("GET", f"/v0/workflows/{workflow}/jobs{query}", headers=headers)
             document = self.judge("list", status, h, body, t0, t1)
             if document is not None:
-                jobs = self.check_list(document, workflow, filters, seen, f"list{index}")
+                jobs = self.check_list(document, workflow, filters, seen, f"list{index}@{client.port}", t0, t1)
                 if not filters:
                     with self.jobs_lock:
                         self.newest_jobs[workflow] = [(j.get("id"), j.get("status")) for j in jobs]
@@ -357,9 +523,9 @@ class Soak:
         client.close()
 
     def detail_watcher(self, index):
-        client = Client(self.proxy_port, self.tokens["reader"])
         seen = {}
         rng = random.Random(self.seed * 100 + index)
+        client = Client(self.ports, self.tokens["reader"], rng)
         while self.running():
             workflow = rng.choice(self.workflows)
             with self.jobs_lock:
@@ -376,14 +542,14 @@ class Soak:
             if document is not None:
                 ok = document.get("id") == job_id and document.get("workflow_id", workflow) == workflow
                 LEDGER.check("right_resource", ok, f"detail {job_id} answered with {document.get('id')}")
-                self.see(seen, document, f"detail{index}")
+                self.see(seen, document, f"detail{index}@{client.port}", t0, t1)
             self.pace(0.05, 0.4)
         client.close()
 
     def writer(self, index):
-        client = Client(self.proxy_port, self.tokens["writer"])
         seen = {}
         rng = random.Random(self.seed * 100 + index)
+        client = Client(self.ports, self.tokens["writer"], rng)
         while self.running():
             workflow = rng.choice(self.workflows)
             status, h, body, t0, t1 = client.request("POST", f"/v0/workflows/{workflow}/jobs?project_id=proj-soak",
@@ -391,25 +557,34 @@ class Soak:
             created = self.judge("create", status, h, body, t0, t1, "POST", opened=client.opened_at)
             if created is not None and created.get("id"):
                 job_id = created["id"]
-                self.see(seen, created, f"writer{index}")
-                status, h, body, t0, t1 = client.request("GET", f"/v0/workflows/{workflow}/jobs/{job_id}")
+                with self.history_lock:
+                    self.acked.setdefault(workflow, []).append((job_id, t1))
+                here = client.port
+                self.see(seen, created, f"writer{index}@{here}", t0, t1)
+                status, h, body, t0, t1 = client.request("GET", f"/v0/workflows/{workflow}/jobs/{job_id}", port=here)
                 document = self.judge("read-your-write detail", status, h, body, t0, t1)
                 if status == 200 and document is not None:
                     LEDGER.check("read_your_writes", document.get("id") == job_id, f"detail of new {job_id}: {document.get('id')}")
-                    self.see(seen, document, f"writer{index}")
+                    self.see(seen, document, f"writer{index}@{here}", t0, t1)
                 elif status is not None and status < 500:
                     LEDGER.check("read_your_writes", False, f"detail of new {job_id}: {status} at +{t0 - self.t0:.1f}s")
-                status, h, body, t0, t1 = client.request("GET", f"/v0/workflows/{workflow}/jobs")
-                document = self.judge("read-your-write list", status, h, body, t0, t1)
-                if document is not None:
-                    jobs = self.check_list(document, workflow, {}, seen, f"writer{index}")
-                    LEDGER.check("read_your_writes", any(j.get("id") == job_id for j in jobs),
-                                 f"list after creating {job_id} lacks it ({h.get('cache-status')}, age {h.get('age')}) at +{t0 - self.t0:.1f}s")
+                # The next full list on each instance: the creator's own at once, the others
+                # once the window has passed (no_lost_job checks those).
+                for port in [here] + [p for p in self.ports if p != here]:
+                    if port != here:
+                        time.sleep(WINDOW)
+                    status, h, body, t0, t1 = client.request("GET", f"/v0/workflows/{workflow}/jobs", port=port)
+                    document = self.judge("read-your-write list", status, h, body, t0, t1)
+                    if document is not None:
+                        jobs = self.check_list(document, workflow, {}, seen, f"writer{index}@{port}", t0, t1)
+                        if port == here:
+                            LEDGER.check("read_your_writes", any(j.get("id") == job_id for j in jobs),
+                                         f"list after creating {job_id} lacks it ({h.get('cache-status')}, age {h.get('age')}) at +{t0 - self.t0:.1f}s")
             self.pace(3, 7)
         client.close()
 
     def pass_through(self, index):
-        client = Client(self.proxy_port, self.tokens["reader"])
+        client = Client(self.ports, self.tokens["reader"], random.Random(self.seed * 100 + index))
         while self.running():
             status, h, body, t0, t1 = client.request("GET", "/v0/workflows")
             # Pass-through: the upstream's bytes, garbage included, are not the proxy's to judge.
@@ -420,8 +595,8 @@ class Soak:
     def hostile(self, index):
         """Careless and hostile requests: each must get its 4xx, never a 2xx or a 5xx."""
         rng = random.Random(self.seed * 100 + index)
-        reader = Client(self.proxy_port, self.tokens["reader"])
-        anonymous = Client(self.proxy_port, None)
+        reader = Client(self.ports, self.tokens["reader"], rng)
+        anonymous = Client(self.ports, None, rng)
         while self.running():
             workflow = rng.choice(self.workflows)
             cases = [
@@ -461,9 +636,12 @@ class Soak:
         # Restarts in the first 45% of the run, so the last process lives long enough to show
         # whether its memory is flat after warm-up.
         events = sorted([(0.12, "SIGHUP"), (0.2, "kill -9"), (0.3, "SIGTERM"), (0.38, "kill -9"), (0.45, "SIGTERM")])
+        if self.redis is not None:
+            events += [(0.55, "redis SIGSTOP 10 s"), (0.75, "redis kill")]
         if os.environ.get("SOAK_RESTARTS") == "0":  # a steady run, for memory
             events = [] if os.environ.get("SOAK_PROXY_WRAPPER") else [(0.12, "SIGHUP")]
         self.events = []
+        self.restarts = 0
         next_phase = self.t0
         next_sample = self.t0
         while self.running():
@@ -475,8 +653,15 @@ class Soak:
                 next_phase = now + rng.uniform(8, 20)
             if events and now - self.t0 >= events[0][0] * self.seconds:
                 _, how = events.pop(0)
-                self.events.append((now - self.t0, how))
-                self.proxy.restart(how)
+                if how.startswith("redis"):
+                    self.events.append((now - self.t0, how))
+                    threading.Thread(target=self.redis.event, args=(how,), daemon=True).start()
+                else:
+                    # The instances take turns.
+                    proxy = self.proxies[self.restarts % len(self.proxies)]
+                    self.restarts += 1
+                    self.events.append((now - self.t0, how + ("" if len(self.proxies) == 1 else f" {proxy.name}")))
+                    proxy.restart(how)
             if now >= next_sample:
                 self.proxy.sample_rss(self.tokens["admin"])
                 next_sample = now + 2
@@ -488,7 +673,8 @@ class Soak:
         stats = self.sim_control("/_sim/stats?arrivals=1")
         offset = time.monotonic() - stats["now_monotonic"]  # sim's monotonic clock -> ours
         arrivals = sorted(t + offset for t in stats["arrivals"])
-        lifetimes = [start for _, start in self.proxy.lifetimes] + [float("inf")]
+        lifetimes = sorted(start for p in self.proxies for _, start in p.lifetimes[1:])
+        trouble = list(self.redis.trouble) if self.redis else []
         worst, worst_across = 0, 0
         j = 0
         for i, start in enumerate(arrivals):
@@ -496,7 +682,8 @@ class Soak:
                 j += 1
             count = j - i
             # A window that holds a restart counts two processes' budgets: reported apart.
-            crosses = any(start < boundary <= start + 1.05 for boundary in lifetimes[1:-1])
+            crosses = any(start < boundary <= start + 1.05 for boundary in lifetimes) or \
+                any(begin - 1.05 <= start <= end + 1.05 for begin, end in trouble)
             if crosses:
                 worst_across = max(worst_across, count)
             else:
@@ -555,18 +742,33 @@ class Soak:
                 t.join(timeout=UPSTREAM_TIMEOUT + 25)
             self.check_calls_per_second()
             self.check_rss()
-            self.proxy.stop()
+            self.fetches = [self.upstream_fetches(p) for p in self.proxies]
+            for p in self.proxies:
+                p.stop()
+            if self.redis:
+                self.redis.stop()
             self.sim.terminate()
             self.sim.wait()
 
+    def upstream_fetches(self, proxy):
+        try:
+            c = http.client.HTTPConnection(HOST, int(proxy.env["PIXXEL_PROXY_LISTEN_PORT"]), timeout=5)
+            c.request("GET", "/admin/stats", headers={"Authorization": f"Bearer {self.tokens['admin']}"})
+            return json.loads(c.getresponse().read()).get("upstream_fetches")
+        except (OSError, ValueError, http.client.HTTPException):
+            return None
+
     def report(self):
         total_violations = sum(len(v) for v in LEDGER.violations.values())
-        print(f"\nsoak: {self.seconds:.0f} s, {self.client_count} clients, seed {self.seed}, budget {self.rate:g}/s burst {self.burst:g}, "
+        print(f"\nsoak: {self.seconds:.0f} s, {len(self.proxies)} instance(s), {self.client_count} clients, seed {self.seed}, budget {self.rate:g}/s burst {self.burst:g}, "
               f"{LEDGER.requests} requests")
         print("events: " + "; ".join(f"+{t:.0f}s {what}" for t, what in self.events if not what.startswith("faults")))
         print("answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(LEDGER.statuses.items(), key=lambda kv: str(kv[0]))))
         calls, worst, across, limit = self.calls_summary
-        print(f"upstream: {calls} calls; busiest one-second window {worst} (limit {limit:g}); across a restart {across}")
+        print(f"upstream: {calls} calls; busiest one-second window {worst} (limit {limit:g}); across a restart or Redis trouble {across}")
+        if len(self.proxies) > 1:
+            print("instances: " + ", ".join(f"{p.name} on {p.env['PIXXEL_PROXY_LISTEN_PORT']}: {f} cache fetches upstream (last process)"
+                                              for p, f in zip(self.proxies, self.fetches)))
         if self.rss_summary:
             start, first, last, peak, warm, length, first_cached, last_cached = self.rss_summary
             print(f"RSS of the last process ({length:.0f} s): {start / 1024:.1f} MB at start, {first / 1024:.1f} MB after "
@@ -580,6 +782,13 @@ class Soak:
         for name, _ in INVARIANTS:
             for example in LEDGER.violations[name][:5]:
                 print(f"  {name}: {example}")
+        if self.redis is not None:
+            print("\nDuring Redis trouble (stopped, killed, or back less than "
+                  f"{REDIS_SETTLE:g} s), reported apart, not failing the run:")
+            for name in TROUBLE:
+                print(f"  {name}: {LEDGER.trouble_checks.get(name, 0)} checks, {len(LEDGER.trouble_violations.get(name, []))} violations")
+                for example in LEDGER.trouble_violations.get(name, [])[:3]:
+                    print(f"    {example}")
         print(f"\nscratch: {self.scratch}" if os.environ.get("SOAK_KEEP") or total_violations else "")
         return total_violations
 
@@ -591,8 +800,10 @@ def main():
     try:
         soak.run()
     finally:
-        if hasattr(soak, "proxy"):
-            soak.proxy.stop()
+        for proxy in getattr(soak, "proxies", []):
+            proxy.stop()
+        if soak.redis:
+            soak.redis.stop()
     violations = soak.report()
     if not violations and not os.environ.get("SOAK_KEEP"):
         shutil.rmtree(soak.scratch, ignore_errors=True)
