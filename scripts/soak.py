@@ -19,6 +19,11 @@ instances take turns at the restarts. The cross-instance invariants (a job never
 another request's answer showed WINDOW before; no job created and acknowledged missing from a
 full list started WINDOW after) are counted with Redis settled (up, no Redis event in the 5 s
 before); what happens during Redis trouble is reported apart and does not fail the run.
+
+SOAK_DISK_FAULTS=1 (root): the cache directory lives on a small loop-mounted ext4 filesystem,
+which is filled to the last block, emptied, then made read-only (with a SIGTERM restart while
+it is) and writable again. Invariant: every job creation answered 200 is in the audit store or,
+when the store refused it, in the journal with its job id.
 """
 import datetime
 import http.client
@@ -60,6 +65,7 @@ INVARIANTS = [
     ("no_unexpected_disconnect", "no connection error outside a restart window"),
     ("calls_per_second", "at the simulator, calls in any one-second window of one process <= rate + burst"),
     ("rss_flat", "the last process's RSS grows by at most 4 MB after warm-up, beyond what its memory tier grew"),
+    ("no_unaudited_creation", "every job creation answered 200 is in the audit or, when the store refused it, in the journal"),
     ("never_older_global", f"a request started {WINDOW * 1000:.0f} ms after any answer showed a job never shows it older (Redis settled)"),
     ("no_lost_job", f"a full list started {WINDOW * 1000:.0f} ms after a job creation was acknowledged holds the job (Redis settled)"),
 ]
@@ -134,7 +140,8 @@ class Proxy:
         while time.monotonic() < deadline:
             try:
                 c = http.client.HTTPConnection(HOST, int(self.env["PIXXEL_PROXY_LISTEN_PORT"]), timeout=1)
-                c.request("GET", "/readyz")
+                # Serving, not necessarily ready: a store that cannot be opened degrades the start.
+                c.request("GET", "/healthz")
                 if c.getresponse().status == 200:
                     c.close()
                     self.lifetimes.append((self.process.pid, time.monotonic()))
@@ -334,6 +341,8 @@ class Soak:
         # Across clients: per job, the versions shown, each with when its first answer ended;
         # per workflow, the jobs created and when their creation was acknowledged.
         self.history, self.acked = {}, {}
+        self.disk_faults = os.environ.get("SOAK_DISK_FAULTS") == "1"
+        self.created = []  # (job id, proxy name): creations answered 200
         self.history_lock = threading.Lock()
 
     # -- set-up ---------------------------------------------------------------------------
@@ -372,11 +381,14 @@ class Soak:
             self.redis = Redis(self.scratch)
             self.redis.start()
             env.update({"PIXXEL_PROXY_SHARED_REDIS_URL": self.redis.url, "PIXXEL_PROXY_SHARED_INSTANCES": str(self.instances)})
+        cache_root = self.scratch
+        if self.disk_faults:
+            cache_root = self.mount_small_disk()
         self.proxies = []
         for index in range(self.instances):
             name = "proxy" if self.instances == 1 else f"proxy-{'AB'[index]}"
             own = dict(env, PIXXEL_PROXY_LISTEN_PORT=str(free_port()),
-                       PIXXEL_PROXY_CACHE_DIRECTORY=os.path.join(self.scratch, "cache" if self.instances == 1 else f"cache-{'AB'[index]}"))
+                       PIXXEL_PROXY_CACHE_DIRECTORY=os.path.join(cache_root, "cache" if self.instances == 1 else f"cache-{'AB'[index]}"))
             self.proxies.append(Proxy(self.scratch, own, name))
             self.proxies[-1].start()
         self.proxy = self.proxies[0]
@@ -384,6 +396,56 @@ class Soak:
         self.proxy_port = self.ports[0]
         self.t0 = time.monotonic()
         self.stop_at = self.t0 + self.seconds
+
+    # -- the disk-fault mode -----------------------------------------------------------------
+    def mount_small_disk(self):
+        if os.geteuid() != 0:
+            raise SystemExit("soak: SOAK_DISK_FAULTS=1 needs root (it loop-mounts a small filesystem)")
+        image, self.mount_point = os.path.join(self.scratch, "disk.img"), os.path.join(self.scratch, "disk")
+        os.makedirs(self.mount_point)
+        subprocess.run(["truncate", "-s", "48M", image], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+        subprocess.run(["mount", "-o", "loop", image, self.mount_point], check=True)
+        return self.mount_point
+
+    def disk_event(self, how):
+        if how == "disk full":
+            # Filled to the last block, by a file the soak removes at "disk space back".
+            with open(os.path.join(self.mount_point, "filler"), "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * (1 << 20))
+                        f.flush()
+                except OSError:
+                    pass
+        elif how == "disk space back":
+            os.remove(os.path.join(self.mount_point, "filler"))
+        elif how == "disk read-only":
+            subprocess.run(["mount", "-o", "remount,ro", self.mount_point], check=True)
+        elif how == "disk writable":
+            subprocess.run(["mount", "-o", "remount,rw", self.mount_point], check=True)
+
+    def unmount_small_disk(self):
+        if self.disk_faults and getattr(self, "mount_point", None):
+            subprocess.run(["mount", "-o", "remount,rw", self.mount_point], capture_output=True)
+            subprocess.run(["umount", self.mount_point], capture_output=True)
+
+    def check_audit(self):
+        """After the proxies stopped: each creation answered 200 is in an audit store, or named
+        in its proxy's journal as written there instead."""
+        audited = set()
+        for proxy in self.proxies:
+            out = subprocess.run([os.path.join(BIN, "pixxel-proxy"), "audit"], env=proxy.env, capture_output=True, text=True)
+            for line in out.stdout.splitlines()[1:]:
+                fields = line.split("\t")
+                if len(fields) > 4:
+                    audited.add(fields[4])
+            with open(os.path.join(self.scratch, f"{proxy.name}.log"), errors="replace") as f:
+                for line in f:
+                    if "audit entry written to the journal" in line:
+                        audited.update(word.split("=", 1)[1] for word in line.split() if word.startswith("job_id="))
+        for job_id, name in self.created:
+            LEDGER.check("no_unaudited_creation", job_id in audited, f"job {job_id} created through {name}: no audit entry anywhere")
 
     def sim_control(self, path):
         c = http.client.HTTPConnection(HOST, self.sim_port, timeout=5)
@@ -559,6 +621,7 @@ class Soak:
                 job_id = created["id"]
                 with self.history_lock:
                     self.acked.setdefault(workflow, []).append((job_id, t1))
+                    self.created.append((job_id, next(p.name for p in self.proxies if int(p.env["PIXXEL_PROXY_LISTEN_PORT"]) == client.port)))
                 here = client.port
                 self.see(seen, created, f"writer{index}@{here}", t0, t1)
                 status, h, body, t0, t1 = client.request("GET", f"/v0/workflows/{workflow}/jobs/{job_id}", port=here)
@@ -638,6 +701,10 @@ class Soak:
         events = sorted([(0.12, "SIGHUP"), (0.2, "kill -9"), (0.3, "SIGTERM"), (0.38, "kill -9"), (0.45, "SIGTERM")])
         if self.redis is not None:
             events += [(0.55, "redis SIGSTOP 10 s"), (0.75, "redis kill")]
+        if self.disk_faults:
+            events += [(0.5, "disk full"), (0.58, "disk space back"), (0.66, "disk read-only"), (0.7, "SIGTERM"),
+                       (0.8, "disk writable")]
+            events.sort()
         if os.environ.get("SOAK_RESTARTS") == "0":  # a steady run, for memory
             events = [] if os.environ.get("SOAK_PROXY_WRAPPER") else [(0.12, "SIGHUP")]
         self.events = []
@@ -653,7 +720,10 @@ class Soak:
                 next_phase = now + rng.uniform(8, 20)
             if events and now - self.t0 >= events[0][0] * self.seconds:
                 _, how = events.pop(0)
-                if how.startswith("redis"):
+                if how.startswith("disk"):
+                    self.events.append((now - self.t0, how))
+                    self.disk_event(how)
+                elif how.startswith("redis"):
                     self.events.append((now - self.t0, how))
                     threading.Thread(target=self.redis.event, args=(how,), daemon=True).start()
                 else:
@@ -747,6 +817,8 @@ class Soak:
                 p.stop()
             if self.redis:
                 self.redis.stop()
+            self.check_audit()
+            self.unmount_small_disk()
             self.sim.terminate()
             self.sim.wait()
 
@@ -802,6 +874,7 @@ def main():
     finally:
         for proxy in getattr(soak, "proxies", []):
             proxy.stop()
+        soak.unmount_small_disk()
         if soak.redis:
             soak.redis.stop()
     violations = soak.report()
