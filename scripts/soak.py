@@ -21,8 +21,8 @@ full list started WINDOW after) are counted with Redis settled (up, no Redis eve
 before); what happens during Redis trouble is reported apart and does not fail the run.
 
 SOAK_DISK_FAULTS=1 (root): the cache directory lives on a small loop-mounted ext4 filesystem,
-which is filled to the last block, emptied, then made read-only (with a SIGTERM restart while
-it is) and writable again. Invariant: every job creation answered 200 is in the audit store or,
+which is filled to the last block, emptied, then made immutable (`chattr +i`, with a SIGTERM
+restart while it is) and writable again. Invariant: every job creation answered 200 is in the audit store or,
 when the store refused it, in the journal with its job id.
 """
 import datetime
@@ -421,13 +421,15 @@ class Soak:
         elif how == "disk space back":
             os.remove(os.path.join(self.mount_point, "filler"))
         elif how == "disk read-only":
-            subprocess.run(["mount", "-o", "remount,ro", self.mount_point], check=True)
+            # Immutable, as an operator's `chattr +i` makes it: a remount read-only is refused
+            # while the store is open for writing.
+            subprocess.run(["chattr", "-R", "+i", self.mount_point], check=True)
         elif how == "disk writable":
-            subprocess.run(["mount", "-o", "remount,rw", self.mount_point], check=True)
+            subprocess.run(["chattr", "-R", "-i", self.mount_point], check=True)
 
     def unmount_small_disk(self):
         if self.disk_faults and getattr(self, "mount_point", None):
-            subprocess.run(["mount", "-o", "remount,rw", self.mount_point], capture_output=True)
+            subprocess.run(["chattr", "-R", "-i", self.mount_point], capture_output=True)
             subprocess.run(["umount", self.mount_point], capture_output=True)
 
     def check_audit(self):
