@@ -5,8 +5,10 @@
 # connections, AB_ROUNDS rounds of AB_SECONDS each), so a drift of the machine hits both.
 # Prints req/s and CPU time per answered request (utime+stime of the proxy from /proc over the
 # counted wrk run: far steadier than req/s on a shared machine) per run, and the NEW/OLD ratio
-# of the medians of each. Bounded: about
-# 3 cases (AB_CASES, default "detail list filtered") x 2 builds x AB_ROUNDS x AB_SECONDS.
+# of the medians of each. AB_NGINX=1 measures nginx's proxy_cache too (bench/nginx.conf.in, one
+# worker, the same token check), in the same rounds, and adds nginx's CPU per request and the
+# nginx/new ratio (above 1: the new build spends less CPU per hit than nginx). Bounded: about
+# 3 cases (AB_CASES, default "detail list filtered") x 2 builds (3 with nginx) x AB_ROUNDS x AB_SECONDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +18,7 @@ ROUNDS=${AB_ROUNDS:-3}
 SECONDS_PER_RUN=${AB_SECONDS:-5}
 CONNECTIONS=${AB_CONNECTIONS:-64}
 HOST=127.0.0.1
-SIM_PORT=18811 OLD_PORT=18812 NEW_PORT=18813
+SIM_PORT=18811 OLD_PORT=18812 NEW_PORT=18813 NGINX_PORT=18814
 OUT=bench/out/ab
 API_KEY=bench-sim-key
 
@@ -63,15 +65,28 @@ fi
 start "$OLD" $OLD_PORT old
 start "$NEW" $NEW_PORT new
 TICKS=$(getconf CLK_TCK)
+if [ "${AB_NGINX:-0}" = 1 ]; then
+    mkdir -p "$OUT/nginx/temp" "$OUT/nginx/cache"
+    sed -e "s|@DIR@|$PWD/$OUT/nginx|g" -e "s|@WORKERS@|1|" -e "s|@SIM_PORT@|$SIM_PORT|" \
+        -e "s|@NGINX_PORT@|$NGINX_PORT|" -e "s|@TOKEN@|$TOKEN|" -e "s|@API_KEY@|$API_KEY|" \
+        bench/nginx.conf.in > "$OUT/nginx/nginx.conf"
+    $PIN_PROXY /usr/sbin/nginx -p "$PWD/$OUT/nginx" -c "$PWD/$OUT/nginx/nginx.conf" -e "$PWD/$OUT/nginx/error.log" &
+    PIDS+=($!)
+    wait_for "http://$HOST:$NGINX_PORT/v0/workflows" "Authorization: Bearer $TOKEN"
+    # The worker answers; its CPU is what is measured.
+    PROXY_PIDS[$NGINX_PORT]=$(pgrep -P "$!" | head -n 1)
+fi
 
 WORKFLOW=$(sed -n 's/^pixxel-sim: workflow //p' "$OUT/sim.log" | head -n 1)
 JOB=$(curl -s -H "Authorization: $TOKEN" "http://$HOST:$NEW_PORT/v0/workflows/$WORKFLOW/jobs" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p' | head -n 1)
 declare -A PATHS=([detail]="/v0/workflows/$WORKFLOW/jobs/$JOB" [list]="/v0/workflows/$WORKFLOW/jobs"
                   [filtered]="/v0/workflows/$WORKFLOW/jobs?status=completed")
-for port in $OLD_PORT $NEW_PORT; do
+# Every target is sent "Bearer TOKEN", the form nginx's check compares.
+AUTH="Authorization: Bearer $TOKEN"
+for port in $OLD_PORT $NEW_PORT ${PROXY_PIDS[$NGINX_PORT]:+$NGINX_PORT}; do
     for path in "${PATHS[@]}"; do
-        for _ in 1 2 3; do curl -s -o /dev/null -H "Authorization: $TOKEN" "http://$HOST:$port$path"; done
-        curl -s -D - -o /dev/null -H "Authorization: $TOKEN" "http://$HOST:$port$path" | grep -qi '^cache-status: pixxel-proxy; hit' \
+        for _ in 1 2 3; do curl -s -o /dev/null -H "$AUTH" "http://$HOST:$port$path"; done
+        curl -s -D - -o /dev/null -H "$AUTH" "http://$HOST:$port$path" | grep -qiE '^cache-status: (pixxel-proxy; hit|HIT)' \
             || { echo "ab: $path is not a hit on port $port" >&2; exit 1; }
     done
 done
@@ -81,7 +96,7 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # pid -> utime+stime
 run() {  # port path -> "req/s µs-per-request"
     local pid=${PROXY_PIDS[$1]} before after
     before=$(cpu_ticks "$pid")
-    $PIN_WRK wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -H "Authorization: $TOKEN" "http://$HOST:$1$2" >"$OUT/wrk.txt"
+    $PIN_WRK wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -H "$AUTH" "http://$HOST:$1$2" >"$OUT/wrk.txt"
     after=$(cpu_ticks "$pid")
     awk -v ticks=$((after - before)) -v hz="$TICKS" '
         / requests in / { requests = $1 }
@@ -90,16 +105,24 @@ run() {  # port path -> "req/s µs-per-request"
 }
 median() { tr ' ' '\n' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-printf '%-9s %-24s %-24s %-8s %-20s %-20s %s\n' case "old req/s" "new req/s" "new/old" "old µs/req (CPU)" "new µs/req (CPU)" "new/old"
+printf '%-9s %-24s %-24s %-8s %-20s %-20s %-8s' case "old req/s" "new req/s" "new/old" "old µs/req (CPU)" "new µs/req (CPU)" "new/old"
+[ -n "${PROXY_PIDS[$NGINX_PORT]:-}" ] && printf ' %-20s %s' "nginx µs/req (CPU)" "nginx/new"
+echo
 for name in ${AB_CASES:-detail list filtered}; do
-    old_rates="" new_rates="" old_cpu="" new_cpu=""
+    old_rates="" new_rates="" old_cpu="" new_cpu="" nginx_cpu=""
     for _ in $(seq 1 "$ROUNDS"); do
         read -r rate cpu <<<"$(run $OLD_PORT "${PATHS[$name]}")"
         old_rates+="$rate " old_cpu+="$cpu "
         read -r rate cpu <<<"$(run $NEW_PORT "${PATHS[$name]}")"
         new_rates+="$rate " new_cpu+="$cpu "
+        if [ -n "${PROXY_PIDS[$NGINX_PORT]:-}" ]; then
+            read -r rate cpu <<<"$(run $NGINX_PORT "${PATHS[$name]}")"
+            nginx_cpu+="$cpu "
+        fi
     done
     ratio() { awk -v n="$(echo $1 | median)" -v o="$(echo $2 | median)" 'BEGIN { printf "%.2f", o ? n / o : 0 }'; }
-    printf '%-9s %-24s %-24s %-8s %-20s %-20s %s\n' "$name" "$old_rates" "$new_rates" "$(ratio "$new_rates" "$old_rates")" \
+    printf '%-9s %-24s %-24s %-8s %-20s %-20s %-8s' "$name" "$old_rates" "$new_rates" "$(ratio "$new_rates" "$old_rates")" \
         "$old_cpu" "$new_cpu" "$(ratio "$new_cpu" "$old_cpu")"
+    [ -n "$nginx_cpu" ] && printf ' %-20s %s' "$nginx_cpu" "$(ratio "$nginx_cpu" "$new_cpu")"
+    echo
 done

@@ -59,7 +59,7 @@ enum FlightStep {
     case fetch(leased: Bool, deadline: Double?)
     /// Plan and apply: the upstream's 200 decoded once, planned by the pure `updated_at` rules
     /// (`Invalidation.planDetail`, `planList`), then applied to memory and disk (`store`).
-    case store(ClientResponse, duration: Duration, leaseHold: Int?, leased: Bool, superseded: Bool)
+    case store(ClientResponse, duration: Duration, leaseHold: Int?, leased: Bool)
     /// Every waiter gets the result; what was fetched goes to the shared tier, and the lease ends.
     case land(FlightLanding, leaseHold: Int?, leased: Bool)
 }
@@ -77,6 +77,8 @@ final class FlightRun {
     let memoryHeld: Bool
     /// The disk was read and had no row, as it stood then: `store` need not read it again.
     var diskSeenEmpty: ResponseCache.DiskSeenEmpty?
+    /// What the cache held when the upstream was asked was superseded (its landing says so).
+    var refetchesSuperseded = false
 
     init(_ flight: FlightKey, requestID: String, client: String, background: Bool, hasFallback: Bool?, deadline: Double?,
          memoryHeld: Bool = true) {
@@ -161,7 +163,7 @@ extension ResponseCache {
             counters.upstreamFetches += 1
             if run.background { counters.backgroundRefreshes += 1 }
             // What the cache holds (memory, or the disk row the flight read into it) is superseded.
-            let superseded = memory.peek(key)?.isSuperseded == true
+            run.refetchesSuperseded = memory.peek(key)?.isSuperseded == true
             // With a stale answer to give on failure, a request does not wait out an upstream pause.
             let hasFallback = run.hasFallback ?? memory.peek(key)?.isWithinStaleWindow(staleWindows.ifError, now: clock()) ?? false
             // A `cache.routes` answer is kept only up to a bound: past it the fetch fails as too large.
@@ -174,7 +176,7 @@ extension ResponseCache {
                 let duration = ContinuousClock.now - started
                 let land = { [self] (outcome: FetchOutcome) in
                     runFlight(run, .land(FlightLanding(outcome: outcome, upstreamDuration: duration, foundInTier: false,
-                                                       refetchedSuperseded: superseded),
+                                                       refetchedSuperseded: run.refetchesSuperseded),
                                          leaseHold: leaseHold, leased: leased))
                 }
                 switch result {
@@ -186,11 +188,11 @@ extension ResponseCache {
                     // The upstream says not to keep it: those waiting now get it, nobody later.
                     land(.passedOn(response))
                 case .success(let response):
-                    runFlight(run, .store(response, duration: duration, leaseHold: leaseHold, leased: leased, superseded: superseded))
+                    runFlight(run, .store(response, duration: duration, leaseHold: leaseHold, leased: leased))
                 }
             }
 
-        case .store(let response, let duration, let leaseHold, let leased, let superseded):
+        case .store(let response, let duration, let leaseHold, let leased):
             store(key, body: response.body, headers: response.headers, now: clock(),
                   diskEmpty: run.diskSeenEmpty) { [self] stored in
                 let outcome: FetchOutcome = switch stored {
@@ -199,7 +201,7 @@ extension ResponseCache {
                 case .unparseable: .failed(Self.garbage)
                 }
                 runFlight(run, .land(FlightLanding(outcome: outcome, upstreamDuration: duration, foundInTier: false,
-                                                   refetchedSuperseded: superseded),
+                                                   refetchedSuperseded: run.refetchesSuperseded),
                                      leaseHold: leaseHold, leased: leased))
             }
 

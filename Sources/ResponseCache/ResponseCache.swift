@@ -272,29 +272,18 @@ public final class ResponseCache {
         // the newer versions held; failing that, the cached list stays (or, with none current
         // to serve, the client gets an error).
         let cached = memory.peek(key).flatMap { $0.isSuperseded ? nil : $0 }
-        let known = { [self] (job: String) in newestKnown.peek(.detail(workflow: workflow, job: job)) }
-        switch Invalidation.planList(listed: listed, newestKnown: known,
-                                     canPatch: { canPatch($0, workflow: workflow) },
-                                     hasCached: cached != nil) {
-        case .store:
+        switch planPatch(list, workflow: workflow, hasCached: cached != nil) {
+        case (.store, _):
             break
-        case .patch(let jobs):
-            guard let patched = patching(list, jobs: jobs, workflow: workflow) else {
-                counters.rejectedOutOfOrder += 1
-                if let cached { return landed(.keptNewer(cached)) }
-                return landed(.olderThanListed)
-            }
+        case (.patch(let jobs), let patched?):
             list = patched
             counters.listEntryUpdates += jobs.count
             // What the upstream said of these jobs is older than what is held: no sighting of theirs
             // renews or invalidates a detail (listed, so not "no longer listed").
             for job in jobs { listed[job] = .some(nil) }
-        case .keepCached:
+        case (.keepCached, _), (.refuse, _), (.patch, nil):
             counters.rejectedOutOfOrder += 1
             if let cached { return landed(.keptNewer(cached)) }
-            return landed(.olderThanListed)
-        case .refuse:
-            counters.rejectedOutOfOrder += 1
             return landed(.olderThanListed)
         }
         // Jobs created through the proxy that the list lacks are not news from the
@@ -396,6 +385,13 @@ public final class ResponseCache {
         case .detail(_, let job): return .detail(workflow: known, job: job)
         case .route: return key
         }
+    }
+
+    /// The older of two `updated_at` values (a missing one loses: it is not comparable).
+    static func older(_ a: Double?, _ b: Double?) -> Double? {
+        guard let a else { return b }
+        guard let b else { return a }
+        return min(a, b)
     }
 
     /// The newer of two `updated_at` values (a missing one loses).
@@ -647,14 +643,18 @@ public final class ResponseCache {
         return list
     }
 
-    /// Whether every job in `jobs` has a version held at least as new as known.
-    private func canPatch(_ jobs: [String], workflow: String) -> Bool {
-        let cachedList = lendingList(workflow)
-        let listed = cachedList.map(Self.newestEntries) ?? [:]
-        return jobs.allSatisfy { job in
-            guard let known = newestKnown.peek(.detail(workflow: workflow, job: job)) else { return true }
-            return newerCopy(of: job, workflow: workflow, atLeast: known, listed: listed, cachedList: cachedList) != nil
-        }
+    /// The "never older" plan for `list` (`Invalidation.planList`, by each job's oldest entry:
+    /// a job listed twice is patched if either entry is behind), with the patched list when
+    /// the plan is to patch; made once, for storing and for delivering alike.
+    private func planPatch(_ list: JobListDocument, workflow: String, hasCached: Bool) -> (ListPlan, JobListDocument?) {
+        var patched: JobListDocument?
+        let oldest = Dictionary(list.jobs.map { (PercentEncoding.segment($0.id), $0.updatedAt) }, uniquingKeysWith: Self.older)
+        let plan = Invalidation.planList(listed: oldest, newestKnown: { [self] in newestKnown.peek(.detail(workflow: workflow, job: $0)) },
+                                         canPatch: { [self] jobs in
+                                             patched = patching(list, jobs: jobs, workflow: workflow)
+                                             return patched != nil
+                                         }, hasCached: hasCached)
+        return (plan, patched)
     }
 
     /// `list` with the entries of `jobs` replaced by the newest versions held (projected to the
@@ -693,21 +693,14 @@ public final class ResponseCache {
                 return nil
             }
         case .list(let list):
-            let workflow = key.workflow
-            var regressed: [String] = []
-            for job in list.jobs {
-                let id = PercentEncoding.segment(job.id)
-                if let updatedAt = job.updatedAt, let known = newestKnown.peek(.detail(workflow: workflow, job: id)), updatedAt < known {
-                    regressed.append(id)
-                }
-            }
-            guard !regressed.isEmpty else { break }
-            guard let patched = patching(list, jobs: regressed, workflow: workflow) else {
+            let (plan, patched) = planPatch(list, workflow: key.workflow, hasCached: false)
+            if plan == .store { break }
+            guard case .patch(let jobs) = plan, let patched else {
                 answer.freshness.invalidated = true
                 counters.invalidations += 1
                 return nil
             }
-            counters.listEntryUpdates += regressed.count
+            counters.listEntryUpdates += jobs.count
             let replacement = memory.peek(key) === answer ? replaceList(answer, with: patched, key: key).answer
                 : answer.replacingDocument(.list(patched))
             replacement.checkedGeneration = knownGeneration

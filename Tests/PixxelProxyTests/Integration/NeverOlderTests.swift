@@ -173,16 +173,22 @@ import EventHTTP
         await proxy.stop()
     }
 
-    /// Found by review: an `updated_at` centuries ahead, learned once from a detail, was believed
-    /// for as long as the process ran, and every later list was patched with it.
-    @Test func aFarFutureUpdatedAtDoesNotPinTheJobInEveryList() async throws {
+    /// A proxy that has served job a's detail dated 2999 (the list shows a and b at 10:00).
+    static func afterAFarFutureDetail() throws -> (ScriptedPixxel, ManualClock, ProxyHarness) {
         let pixxel = try ScriptedPixxel()
-        defer { pixxel.upstream.stop() }
         pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:00:00Z")
         pixxel.state.withLock { $0.detailUpdatedAt["a"] = "2999-01-01T00:00:00Z" }
         let clock = ManualClock()
         let proxy = try ScriptedHarness.start(pixxel, clock)
         _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        return (pixxel, clock, proxy)
+    }
+
+    /// Found by review: an `updated_at` centuries ahead, learned once from a detail, was believed
+    /// for as long as the process ran, and every later list was patched with it.
+    @Test func aFarFutureUpdatedAtDoesNotPinTheJobInEveryList() async throws {
+        let (pixxel, clock, proxy) = try Self.afterAFarFutureDetail()
+        defer { pixxel.upstream.stop() }
         // The upstream corrects itself; time passes.
         pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:05:00Z")
         clock.advance(3600)
@@ -195,13 +201,8 @@ import EventHTTP
     /// version (the operator's reason to purge) the list had nothing to be patched from, and
     /// list and detail answered 502 until a restart.
     @Test func aPurgeForgetsWhatWasLearnedOfItsJobs() async throws {
-        let pixxel = try ScriptedPixxel()
+        let (pixxel, _, proxy) = try Self.afterAFarFutureDetail()
         defer { pixxel.upstream.stop() }
-        pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:00:00Z")
-        pixxel.state.withLock { $0.detailUpdatedAt["a"] = "2999-01-01T00:00:00Z" }
-        let clock = ManualClock()
-        let proxy = try ScriptedHarness.start(pixxel, clock)
-        _ = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
         pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:05:00Z")
         #expect(try proxy.request("POST", "/admin/purge?workflow_id=w", token: proxy.adminToken).status == 200)
         let list = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
