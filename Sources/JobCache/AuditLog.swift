@@ -38,7 +38,7 @@ public final class AuditLog: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         connection = try SQLiteConnection(path: directory + "/" + DiskStore.fileName)
         try connection.execute("""
-            PRAGMA journal_mode=WAL;
+            PRAGMA journal_mode=\(DiskStore.journalMode);
             PRAGMA synchronous=FULL;
             CREATE TABLE IF NOT EXISTS audit (
                 id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, client TEXT NOT NULL, workflow_id TEXT NOT NULL,

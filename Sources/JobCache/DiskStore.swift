@@ -50,10 +50,13 @@ public struct DiskRecord: Sendable, Equatable {
     }
 }
 
-/// The disk tier: SQLite in WAL mode under `cache.directory`, bounded by bytes, least recently
-/// used evicted first. Writes run on a writer queue and reads on a reader queue (WAL lets them
-/// run at once), never on the event loop; completions run on those queues and the caller hops
-/// back to its loop. SQLite's journal keeps the file consistent across `kill -9`.
+/// The disk tier: SQLite under `cache.directory`, bounded by bytes, least recently used
+/// evicted first. Writes run on a writer queue and reads on a reader queue (a read waits only
+/// while a batch commits), never on the event loop; completions run on those queues and the
+/// caller hops back to its loop. SQLite's rollback journal keeps the file consistent across
+/// `kill -9`. Not WAL: its index is a shared memory map of a file, and a write to that map
+/// once the file cannot be written (made immutable, a file system shut down) kills the
+/// process with SIGBUS, where a journal's writes fail with an error the store reports.
 ///
 /// Unchecked Sendable: each SQLite connection is used from its own serial queue only, the
 /// counters and health flag are behind Mutexes, and everything else is constant after init.
@@ -117,7 +120,7 @@ public final class DiskStore: @unchecked Sendable {
             writer = try Self.openWriter(path: path, notes: &notes)
         } catch let failure as Failure where failure.isCorruption {
             let aside = path + ".corrupt-\(Int(Date().timeIntervalSince1970))"
-            for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+            for suffix in ["", "-wal", "-shm", "-journal"] where FileManager.default.fileExists(atPath: path + suffix) {
                 try FileManager.default.moveItem(atPath: path + suffix, toPath: aside + suffix)
             }
             notes.append("the cache store \(path) was not a usable SQLite database (\(failure.description)); moved to \(aside), starting empty")
@@ -128,9 +131,14 @@ public final class DiskStore: @unchecked Sendable {
         writeQueue.async { [self] in refreshByteTotal(writer) }
     }
 
+    /// The store's journal (see the type's comment): truncated rather than deleted after each
+    /// commit, which spares the directory an unlink and a create per batch. A store left in
+    /// WAL by an older build is switched at its first open (SQLite replays its WAL first).
+    public static let journalMode = "TRUNCATE"
+
     private static func openWriter(path: String, notes: inout [String]) throws -> SQLiteConnection {
         let connection = try SQLiteConnection(path: path)
-        try connection.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        try connection.execute("PRAGMA journal_mode=\(journalMode); PRAGMA synchronous=NORMAL;")
         let version = try connection.scalarInt("PRAGMA user_version")
         let hasEntries = try connection.scalarInt("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'entries'") > 0
         if hasEntries && version != schemaVersion {

@@ -143,7 +143,7 @@ import Testing
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.cacheDirectory = shared.path }
         _ = try proxy.get("/v0/workflows/\(workflow)/jobs", token: proxy.readToken)
         let environment = ["PIXXEL_PROXY_CACHE_DIRECTORY": shared.path]
-        // While the server has the store open (WAL: readers and a second writer are safe).
+        // While the server has the store open (SQLite locking makes readers and a second writer safe).
         #expect(try eventually { try ProcessTests.run(["cache", "stats"], environment: environment).stdout.contains("entries: 1") })
         _ = try proxy.get("/v0/workflows/\(sim.workflowIDs[1])/jobs", token: proxy.readToken)
         await proxy.stop()

@@ -136,10 +136,6 @@ import JobCache
             for index in 0..<400 { store.save(record("detail/w/j\(index)", job: "j\(index)", size: 2000)) }
             store.flush()
         }
-        var db: OpaquePointer?
-        #expect(sqlite3_open(path, &db) == SQLITE_OK)
-        #expect(sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", nil, nil, nil) == SQLITE_OK)
-        sqlite3_close(db)
         let handle = try #require(FileHandle(forWritingAtPath: path))
         try handle.seek(toOffset: 8192)
         try handle.write(contentsOf: Data((0..<(600 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 17) }))
