@@ -86,8 +86,10 @@ public final class HTTPServer {
     }
 
     /// Listens on `host:port` (port 0 picks a free one) and returns the bound port.
+    /// `accepting` false: the socket listens (connections wait in its backlog) but none is
+    /// taken until `startAccepting()`.
     @discardableResult
-    public func bind(host: String, port: UInt16) throws -> UInt16 {
+    public func bind(host: String, port: UInt16, accepting: Bool = true) throws -> UInt16 {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -98,7 +100,7 @@ public final class HTTPServer {
             throw EventHTTPError("cannot listen on \(host):\(port): \(String(cString: gai_strerror(status)))")
         }
         defer { freeaddrinfo(found) }
-        let flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC
+        let flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC | (accepting ? 0 : LEV_OPT_DISABLED)
         guard let listener = evconnlistener_new_bind(loop.base, { _, fd, address, length, context in
             Unmanaged<HTTPServer>.fromOpaque(context!).takeUnretainedValue().accept(fd, address, length)
         }, Unmanaged.passUnretained(self).toOpaque(), UInt32(flags), SOMAXCONN, address.pointee.ai_addr,
@@ -107,6 +109,14 @@ public final class HTTPServer {
         }
         listeners.append(listener)
         return Self.localPort(of: evconnlistener_get_fd(listener)) ?? port
+    }
+
+    /// Takes the connections waiting in the backlog of sockets bound with `accepting: false`,
+    /// and every later one.
+    public func startAccepting() {
+        loop.assertOnLoop()
+        guard !isDraining else { return }
+        for listener in listeners { evconnlistener_enable(listener) }
     }
 
     /// Closes the listening sockets; connections already open carry on.

@@ -160,18 +160,28 @@ public final class ProxyServer: @unchecked Sendable {
         // Writing to a socket whose peer left must give EPIPE, not kill the process.
         signal(SIGPIPE, SIG_IGN)
         guard let httpServer else { throw EventHTTPError("server already stopped") }
-        let port = try httpServer.bind(host: settings.listenHost, port: settings.listenPort)
+        // With a shared tier, connections wait in the backlog until this instance has joined
+        // Redis (or failed to, bounded): answered earlier, from a disk that missed what the
+        // others showed while it was down, a restarted instance would take jobs back in time.
+        let port = try httpServer.bind(host: settings.listenHost, port: settings.listenPort, accepting: shared == nil)
         isReady = true
         logger.info("listening", metadata: [
             "address": "\(settings.listenHost):\(port)", "upstream": "\(settings.upstreamURL)",
             "clients": "\(authenticator.clients.count)", "api_key": "\(settings.upstreamAPIKey == nil ? "none" : "set")",
+            "accepting": "\(shared == nil ? "now" : "once the shared tier is joined")",
         ])
-        // The store is open (init) and the socket listens: tell systemd, then keep its watchdog
-        // fed from the loop itself, so a stuck loop stops the pings and gets restarted.
-        notifier.notify("READY=1\nSTATUS=serving on \(settings.listenHost):\(port)\nMAINPID=\(getpid())")
+        // The store is open (init) and the socket takes connections: tell systemd, then keep
+        // its watchdog fed from the loop itself, so a stuck loop stops the pings and gets restarted.
+        let serving = { [self] in
+            notifier.notify("READY=1\nSTATUS=serving on \(settings.listenHost):\(port)\nMAINPID=\(getpid())")
+        }
+        if shared == nil { serving() }
         if let interval = notifier.watchdogInterval { scheduleWatchdog(every: interval) }
         // Connects in the background: until Redis is up the instance acts alone.
-        startShared()
+        startShared { [self] in
+            self.httpServer?.startAccepting()
+            serving()
+        }
         let thread = Thread { [self] in
             loop.run()
             shared?.redis.stop()

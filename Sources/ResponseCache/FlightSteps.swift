@@ -113,11 +113,15 @@ extension ResponseCache {
             let before = diskSeenEmpty
             loadFromDisk(key) { [self] entry, fresh in
                 if entry == nil, let before, before == diskSeenEmpty { run.diskSeenEmpty = before }
-                guard fresh, !flight.revalidates, let read = entry, let entry = current(read, key: key) else { return runFlight(run, .lease) }
-                counters.diskHits += 1
-                disk?.touch(key.diskKey)
-                runFlight(run, .land(FlightLanding(outcome: .fromDisk(entry), upstreamDuration: nil, foundInTier: true),
-                                     leaseHold: nil, leased: false))
+                guard fresh, !flight.revalidates, let read = entry else { return runFlight(run, .lease) }
+                // What the disk holds may predate what the other instances showed meanwhile.
+                learnNewerListed(read, key: key) { [self] in
+                    guard let entry = current(read, key: key) else { return runFlight(run, .lease) }
+                    counters.diskHits += 1
+                    disk?.touch(key.diskKey)
+                    runFlight(run, .land(FlightLanding(outcome: .fromDisk(entry), upstreamDuration: nil, foundInTier: true),
+                                         leaseHold: nil, leased: false))
+                }
             }
 
         case .lease:
@@ -181,9 +185,11 @@ extension ResponseCache {
                 }
                 switch result {
                 case .failure(let failure):
-                    land(.failed(failure))
+                    takeNewerFromShared(key) { land(.failed(failure)) }
                 case .success(let response) where response.status != 200:
-                    land(.passedOn(response))
+                    let outcome = FetchOutcome.passedOn(response)
+                    guard outcome.failedStatus != nil else { return land(outcome) }
+                    takeNewerFromShared(key) { land(outcome) }
                 case .success(let response) where key.isRoute && Self.forbidsStoring(response.headers):
                     // The upstream says not to keep it: those waiting now get it, nobody later.
                     land(.passedOn(response))
@@ -214,6 +220,25 @@ extension ResponseCache {
                 share(key, answer, releasingLease: leased)
             } else if leased {
                 share(key, nil, releasingLease: true)
+            }
+        }
+    }
+
+    /// Before a failed fetch's waiters get this instance's stale answer: a newer one another
+    /// instance put in Redis is taken in (by the `updated_at` rules), so that it is the one
+    /// served. `then` runs on the loop, at once when Redis is away or memory holds nothing
+    /// stale to stand in (the waiters get the failure either way).
+    func takeNewerFromShared(_ key: CacheKey, then: @escaping () -> Void) {
+        guard let shared, shared.tier.isUp, let held = memory.peek(key) else { return then() }
+        shared.tier.load(diskKey: key.diskKey, workflowID: key.workflow, jobID: key.job) { [self] read in
+            switch read {
+            case .found(let record) where record.validatedAt > held.validatedAt && SharedTierState.isPlausiblyConfirmed(record, now: clock()):
+                adopt(key, record: record) { _ in then() }
+            case .superseded(let newestSeen):
+                noteSupersededFromShared(key, newestSeen: newestSeen)
+                then()
+            default:
+                then()
             }
         }
     }

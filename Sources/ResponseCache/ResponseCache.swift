@@ -182,7 +182,7 @@ public final class ResponseCache {
     /// Details the disk holds newer than the entries of the list read with them (saved after
     /// it, before a crash): known and held in memory, so that the list is patched from them
     /// before it is served (`current`), not shown with those jobs older.
-    private func takeInNewerDetails(_ records: [DiskRecord], workflow: String) {
+    func takeInNewerDetails(_ records: [DiskRecord], workflow: String) {
         for record in records {
             guard let job = record.jobID, let detail = CachedAnswer(record: record), let updatedAt = detail.updatedAt else { continue }
             let key = CacheKey.detail(workflow: workflow, job: job)

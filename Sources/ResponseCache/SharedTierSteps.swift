@@ -79,7 +79,9 @@ extension ResponseCache {
                 adopt(key, record: record) { [self] result in
                     switch result {
                     case .stored(let answer), .keptNewer(let answer):
-                        completion(answer.remaining(now: clock()) > 0 ? current(answer, key: key) : nil)
+                        learnNewerListed(answer, key: key) { [self] in
+                            completion(answer.remaining(now: clock()) > 0 ? current(answer, key: key) : nil)
+                        }
                     case .olderThanListed, .unparseable:
                         completion(nil)
                     }
@@ -95,7 +97,7 @@ extension ResponseCache {
 
     /// A supersession mark from Redis, believed unless it is from over a day ahead: that would
     /// make every answer for the job look older than it, for as long as this process runs.
-    private func noteSupersededFromShared(_ key: CacheKey, newestSeen: Double) {
+    func noteSupersededFromShared(_ key: CacheKey, newestSeen: Double) {
         guard newestSeen <= clock() + SharedTierState.upstreamClockTolerance else { return }
         noteSuperseded(key, newestSeen: newestSeen)
     }
@@ -154,7 +156,48 @@ extension ResponseCache {
     /// one's copy expires).
     public func catchUpOnLists() {
         let lists = memory.keys { if case .list = $0 { true } else { false } }
-        for key in lists { takeIn(.stored(diskKey: key.diskKey)) }
+        for key in lists {
+            takeIn(.stored(diskKey: key.diskKey))
+            if let held = memory.peek(key) { learnNewerListed(held, key: key) {} }
+        }
+    }
+
+    /// Before a list taken from a tier (Redis, or the disk) is served, or after a time away:
+    /// whatever Redis knows of its jobs newer than the list shows is learned. An instance back
+    /// from a restart or a time away missed the messages that kept the others' lists current.
+    /// A newer detail in Redis is taken in (the list is then patched with it); a newer sighting
+    /// alone makes the list refetched. `done` runs on the loop (at once with no Redis to ask).
+    func learnNewerListed(_ answer: CachedAnswer, key: CacheKey, done: @escaping () -> Void) {
+        guard case .list(let workflow) = key, let shared, shared.tier.isUp, case .list(let list) = answer.document else { return done() }
+        var listed: [String: Double] = [:]
+        for job in list.jobs {
+            guard let updatedAt = job.updatedAt else { continue }
+            let diskKey = CacheKey.detail(workflow: workflow, job: PercentEncoding.segment(job.id)).diskKey
+            listed[diskKey] = min(listed[diskKey] ?? .infinity, updatedAt)
+        }
+        shared.tier.newestVersions(diskKeys: Array(listed.keys)) { [self] versions in
+            let newer = versions.filter { diskKey, version in version > listed[diskKey]! }.keys.sorted()
+            guard !newer.isEmpty else { return done() }
+            var pending = newer.count
+            let finished = {
+                pending -= 1
+                if pending == 0 { done() }
+            }
+            for diskKey in newer {
+                guard let detailKey = CacheKey(diskKey: diskKey), let job = detailKey.job else { finished(); continue }
+                shared.tier.load(diskKey: diskKey, workflowID: workflow, jobID: job) { [self] read in
+                    switch read {
+                    case .found(let record) where SharedTierState.isPlausiblyConfirmed(record, now: clock()):
+                        takeInNewerDetails([record], workflow: workflow)
+                    case .superseded(let newestSeen):
+                        noteSupersededFromShared(detailKey, newestSeen: newestSeen)
+                    default:
+                        break
+                    }
+                    finished()
+                }
+            }
+        }
     }
 
     /// Takes in another instance's message about an entry: a list always (it may renew or

@@ -81,6 +81,30 @@ public final class SharedCacheTier {
         }
     }
 
+    /// The newest version Redis knows of each entry: the larger of its `updated_at` and the
+    /// newest a list showed of it. One HMGET per key, pipelined on the command connection (one
+    /// round trip); entries Redis lacks, or with no plausible instant, are left out, and all
+    /// of them when Redis is away. At most `maxVersionsAsked` keys are asked.
+    public func newestVersions(diskKeys: [String], completion: @escaping ([String: Double]) -> Void) {
+        let keys = diskKeys.prefix(Self.maxVersionsAsked)
+        guard !keys.isEmpty else { return completion([:]) }
+        var versions: [String: Double] = [:]
+        var pending = keys.count
+        for diskKey in keys {
+            redis.send([Array("HMGET".utf8), Array(entryKey(diskKey).utf8), [UInt8(ascii: "u")], [UInt8(ascii: "s")]]) { result in
+                if case .success(let value) = result {
+                    let newest = value.elements.compactMap { $0.text.flatMap(Double.init) }.filter(SharedEntryCodec.isPlausibleInstant).max()
+                    if let newest { versions[diskKey] = newest }
+                }
+                pending -= 1
+                if pending == 0 { completion(versions) }
+            }
+        }
+    }
+
+    /// A bound on one `newestVersions` (a list of many thousand jobs asks for its first ones).
+    public static let maxVersionsAsked = 10_000
+
     /// Stores an entry for `keep` seconds unless Redis holds a newer one (`SharedScripts.store`),
     /// then tells the others. `completion` gets whether it was stored (false also when Redis is away).
     /// `written`: the entry changed without a newer confirmation from the upstream (a job

@@ -70,15 +70,31 @@ extension ProxyServer {
         }
     }
 
-    /// Connects the link's events to this server: messages, and one log line per change of health.
-    func startShared() {
+    /// Connects the link's events to this server: messages, and one log line per change of
+    /// health. `joined` runs once, on the loop: when the first connection attempt has ended
+    /// (up, or failed: then the instance acts alone, as when Redis goes away), or past
+    /// `joinBoundSeconds` with Redis still silent.
+    func startShared(joined: @escaping () -> Void) {
         guard let shared else { return }
+        var waiting = true
+        let joinedOnce = {
+            guard waiting else { return }
+            waiting = false
+            joined()
+        }
+        let bound = loop.schedule(after: Self.joinBoundSeconds(timeoutMilliseconds: settings.sharedTimeoutMilliseconds)) { [logger] in
+            guard waiting else { return }
+            logger.warning("shared tier: Redis has not answered; accepting connections and acting alone until it does")
+            joinedOnce()
+        }
         shared.redis.onMessage = { [weak self] text in
             guard let message = SharedMessage(text) else { return }
             self?.received(message)
         }
         let share = settings.upstreamRequestsPerSecond / Double(settings.sharedInstances)
         shared.redis.onHealthChange = { [weak self, logger, settings] up, problem in
+            bound.cancel()
+            joinedOnce()
             if up {
                 self?.replayPurges()
                 // After a time away (not the first connection), messages were missed.
@@ -94,5 +110,11 @@ extension ProxyServer {
             }
         }
         shared.redis.start()
+    }
+
+    /// How long a starting instance keeps connections waiting for Redis to answer: twice a
+    /// command's timeout, at least 2 s (a Redis that refuses ends the wait at once).
+    static func joinBoundSeconds(timeoutMilliseconds: Int) -> Double {
+        max(2, 2 * Double(timeoutMilliseconds) / 1000)
     }
 }

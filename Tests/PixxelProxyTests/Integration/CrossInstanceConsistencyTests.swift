@@ -13,19 +13,21 @@ import Testing
         let pixxel: ScriptedPixxel
         let token: String
         let a: ChildProcess, portA: UInt16
-        let b: ChildProcess, portB: UInt16
+        private(set) var b: ChildProcess, portB: UInt16
         let logA = LogSink(), logB = LogSink()
         private let directories = [TemporaryDirectory(), TemporaryDirectory()]
+        private let clients: String, sharedEnvironment: [String: String]
 
         init(environment: [String: String] = [:]) throws {
             redis = try RedisProcess()
             pixxel = try ScriptedPixxel()
-            let clients = directories[0].path + "/clients"
+            clients = directories[0].path + "/clients"
             token = try ProcessTests.run(["token", "add", "ci", "--scopes", "read,write,admin", "--clients-file", clients]).stdout
                 .trimmingCharacters(in: .whitespacesAndNewlines)
             let shared = ["PIXXEL_PROXY_SHARED_REDIS_URL": redis.url, "PIXXEL_PROXY_SHARED_TIMEOUT_MS": "500",
                           "PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS": "600", "PIXXEL_PROXY_CACHE_TTL_ACTIVE_JOB_SECONDS": "600"]
                 .merging(environment) { $1 }
+            sharedEnvironment = shared
             (a, portA) = try ProcessTests.startServe(simPort: pixxel.upstream.port, clients: clients, directory: directories[0],
                                                      extraEnvironment: shared, log: logA)
             (b, portB) = try ProcessTests.startServe(simPort: pixxel.upstream.port, clients: clients, directory: directories[1],
@@ -44,6 +46,8 @@ import Testing
             ((try? get(port, "/admin/stats"))?.json?["shared"] as? [String: Any])?["state"] as? String
         }
 
+        func eventuallyUp(_ port: UInt16) -> Bool { eventually { self.state(port) == "up" } }
+
         func writeThroughs(_ port: UInt16) -> Int {
             ((try? get(port, "/admin/stats"))?.json?["invalidation"] as? [String: Any])?["write_throughs"] as? Int ?? -1
         }
@@ -52,6 +56,15 @@ import Testing
         func listed(_ port: UInt16) -> [String: String] {
             let jobs = ((try? get(port, "/v0/workflows/w/jobs"))?.json?["jobs"] as? [[String: Any]]) ?? []
             return Dictionary(jobs.compactMap { job in (job["id"] as? String).map { ($0, job["updated_at"] as? String ?? "") } }) { $1 }
+        }
+
+        /// Stops B (SIGTERM: what it stored is on its disk) and starts it again on the same
+        /// store, once it has logged that it listens.
+        func restartB() throws {
+            b.terminate()
+            b.waitUntilExit()
+            (b, portB) = try ProcessTests.startServe(simPort: pixxel.upstream.port, clients: clients, directory: directories[1],
+                                                     extraEnvironment: sharedEnvironment, log: logB)
         }
 
         func stop() {
@@ -135,5 +148,68 @@ import Testing
 
         #expect(eventually { pair.listed(pair.portB)["new"] != nil }, "B's list lacks the job A created")
         #expect(pair.pixxel.calls("GET /v0/workflows/w/jobs ") == 2, "without another list fetch")
+    }
+
+    /// Found by the two-instance soak: B, restarted, answered from its disk before it had
+    /// joined Redis, and so showed a job older than A had shown it while B was down. An
+    /// instance now takes connections only once its first attempt to join Redis has ended,
+    /// and learns from Redis what is newer than a list it takes from a tier.
+    @Test(.needs(.redisServer)) func aRestartedInstanceJoinsRedisBeforeItAnswersFromItsDisk() throws {
+        // Redis is paused while B starts: a long timeout keeps B waiting for it.
+        let pair = try ScriptedPair(environment: ["PIXXEL_PROXY_SHARED_TIMEOUT_MS": "20000"])
+        defer { pair.stop() }
+        pair.pixxel.publish(["x", "y"], updatedAt: Self.t0)
+        #expect(pair.listed(pair.portB) == ["x": Self.t0, "y": Self.t0])
+
+        // B goes down with the list on its disk; meanwhile y moves on, and A shows it.
+        pair.b.terminate()
+        pair.b.waitUntilExit()
+        pair.pixxel.state.withLock { $0.detailUpdatedAt["y"] = Self.t7 }
+        #expect(try pair.get(pair.portA, "/v0/workflows/w/jobs/y").json?["updated_at"] as? String == Self.t7)
+
+        // B comes back while Redis does not answer, and a client asks it for the list.
+        pair.redis.pause()
+        try pair.restartB()
+        let fd = try RawHTTPClient.connect(port: pair.portB, timeoutSeconds: 60)
+        defer { close(fd) }
+        RawHTTPClient.send(Array("GET /v0/workflows/w/jobs HTTP/1.1\r\nHost: b\r\nAuthorization: \(pair.token)\r\nConnection: close\r\n\r\n".utf8), to: fd)
+        // While Redis stays silent (within the join bound, 40 s here) B answers nothing: a
+        // second is ample for a B that answers from its disk at once to show it.
+        var waiting = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&waiting, 1, 1000) == 0, "B answered before it had joined Redis")
+        pair.redis.resume()
+        let answer = try RawHTTPClient.parse(RawHTTPClient.readUntilClosed(fd, timeoutSeconds: 60))
+        let jobs = (answer.json?["jobs"] as? [[String: Any]]) ?? []
+        let shown = Dictionary(jobs.compactMap { job in (job["id"] as? String).map { ($0, job["updated_at"] as? String ?? "") } }) { $1 }
+        #expect(shown["y"] == Self.t7, "B showed y as its disk had it: \(shown), \(answer.header("Cache-Status") ?? "")")
+    }
+
+    /// Found by the two-instance soak (example 2): on an upstream failure B served its own
+    /// stale list, older than the one A had put in Redis. Here B's copy is the one its disk
+    /// kept over a restart, and the request a revalidation (which looks past Redis); A's newer
+    /// copy in Redis is as stale (lists are never fresh here).
+    @Test(.needs(.redisServer)) func onAnUpstreamFailureTheNewerStaleCopyInRedisIsServedNotTheInstancesOwn() throws {
+        let pair = try ScriptedPair(environment: ["PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS": "0"])
+        defer { pair.stop() }
+        pair.pixxel.publish(["x", "y"], updatedAt: Self.t0)
+        #expect(pair.listed(pair.portB) == ["x": Self.t0, "y": Self.t0])
+
+        // B goes down with the list on its disk; y moves on, and A's list shows it.
+        pair.b.terminate()
+        pair.b.waitUntilExit()
+        pair.pixxel.publish(["x", "y"], updatedAt: Self.t7)
+        let refetched = try pair.get(pair.portA, "/v0/workflows/w/jobs", headers: [("Cache-Control", "no-cache")])
+        #expect((refetched.json?["jobs"] as? [[String: Any]])?.map { $0["updated_at"] as? String } == [Self.t7, Self.t7])
+
+        // The upstream fails every list; B comes back and is asked for it.
+        pair.pixxel.state.withLock { $0.listStatus = 503 }
+        try pair.restartB()
+        #expect(pair.eventuallyUp(pair.portB))
+        // A revalidation: it goes past the shared tier to the upstream, which fails.
+        let answer = try pair.get(pair.portB, "/v0/workflows/w/jobs", headers: [("Cache-Control", "no-cache")])
+        #expect(answer.status == 200)
+        #expect(answer.header("Cache-Status")?.contains("fwd-status=503") == true, "\(answer.header("Cache-Status") ?? "")")
+        let jobs = (answer.json?["jobs"] as? [[String: Any]]) ?? []
+        #expect(jobs.map { $0["updated_at"] as? String } == [Self.t7, Self.t7], "B served its own older copy")
     }
 }

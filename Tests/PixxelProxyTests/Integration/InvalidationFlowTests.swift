@@ -7,7 +7,13 @@ import Testing
 @Suite struct InvalidationFlowTests {
     /// A fake Pixxel whose documents the test changes between requests.
     final class ScriptedPixxel: @unchecked Sendable {
-        struct State { var listUpdatedAt: [String: String] = [:]; var detailUpdatedAt: [String: String] = [:]; var postStatus = 200 }
+        struct State {
+            var listUpdatedAt: [String: String] = [:]
+            var detailUpdatedAt: [String: String] = [:]
+            var postStatus = 200
+            /// Not 200: every list request fails with it.
+            var listStatus = 200
+        }
         let state = Mutex(State())
         var upstream: FakeUpstream!
         /// When set, a list request is answered (with the jobs of the moment it arrived) only
@@ -27,6 +33,7 @@ import Testing
                     return FakeUpstream.json(200, Self.job("new", "2026-11-20T12:00:00Z", extra: #","tasks":[]"#))
                 }
                 if line.hasPrefix("GET /v0/workflows/w/jobs ") {
+                    if s.listStatus != 200 { return FakeUpstream.json(s.listStatus, #"{"error":{"code":"x","message":"no","details":null}}"#) }
                     let jobs = s.listUpdatedAt.keys.sorted().map { Self.job($0, s.listUpdatedAt[$0]!) }
                     listGate.withLock { $0 }?.wait()
                     return FakeUpstream.json(200, #"{"jobs":[\#(jobs.joined(separator: ","))]}"#)

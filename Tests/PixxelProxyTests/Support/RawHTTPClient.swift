@@ -42,12 +42,21 @@ enum RawHTTPClient {
     static func exchange(port: UInt16, bytes: [UInt8], timeoutSeconds: Int = 20) throws -> [UInt8] {
         let fd = try connect(port: port, timeoutSeconds: timeoutSeconds)
         defer { close(fd) }
+        send(bytes, to: fd)
+        return try readUntilClosed(fd, timeoutSeconds: timeoutSeconds)
+    }
+
+    static func send(_ bytes: [UInt8], to fd: Int32) {
         var sent = 0
         while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n <= 0 { break }  // the server may answer and close before reading everything
             sent += n
         }
+    }
+
+    /// Reads what the server sends on `fd` (connected with `connect`) until it closes.
+    static func readUntilClosed(_ fd: Int32, timeoutSeconds: Int) throws -> [UInt8] {
         var reply: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
