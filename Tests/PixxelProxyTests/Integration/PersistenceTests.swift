@@ -156,4 +156,25 @@ import Testing
         let empty = TemporaryDirectory()
         #expect(try ProcessTests.run(["cache", "stats"], environment: ["PIXXEL_PROXY_CACHE_DIRECTORY": empty.path]).stdout.contains("no cache yet"))
     }
+
+    /// Found by the soak's disk-fault mode: with the store made immutable (`chattr +i`) the
+    /// proxy died of SIGBUS, writing to the memory map of WAL's index file. The store maps no
+    /// file of its own (a rollback journal), so an unwritable disk gives errors, not a crash.
+    @Test func theStoreMapsNoFileIntoMemoryThatAnUnwritableDiskCouldTurnIntoSIGBUS() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let directory = TemporaryDirectory()
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.cacheDirectory = directory.path }
+        _ = try proxy.get("/v0/workflows/\(sim.workflowIDs[0])/jobs", token: proxy.readToken)
+        let created = try proxy.request("POST", "/v0/workflows/\(sim.workflowIDs[0])/jobs?project_id=p", token: proxy.writeToken)
+        #expect(created.status == 200)
+        #expect(try eventually { ((try proxy.get("/admin/stats", token: proxy.adminToken).json?["disk"] as? [String: Any])?["entries"] as? Int ?? 0) >= 1 })
+        // The harness serves in this process: its maps are this process's (read to the end:
+        // a file of /proc has no size to read by).
+        let maps = String(decoding: try #require(FileHandle(forReadingAtPath: "/proc/self/maps")).readToEnd() ?? Data(), as: UTF8.self)
+        #expect(maps.contains("pixxel-proxyPackageTests"), "the maps were read")
+        let mapped = maps.split(separator: "\n").filter { $0.contains(directory.path) }
+        #expect(mapped.isEmpty, "\(mapped)")
+        await proxy.stop()
+    }
 }
