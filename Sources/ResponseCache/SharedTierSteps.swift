@@ -150,15 +150,19 @@ extension ResponseCache {
         shared.tier.save(answer.record(for: key), keep: keep, written: written) { _ in release() }
     }
 
-    /// After a time away, messages were missed: every list held here is read again from Redis
-    /// and taken in, so the details the others learnt were superseded meanwhile stop being
-    /// served here too (a detail another instance refetched meanwhile is only found when this
-    /// one's copy expires).
+    /// After a time away, messages were missed both ways: every list held here is read again
+    /// from Redis and taken in (with the newer versions Redis knows of its jobs), so the
+    /// details the others learnt were superseded meanwhile stop being served here too; and
+    /// every list held here goes to Redis (kept there only if newer than what it holds), so
+    /// that what this instance showed while alone reaches the others, even when Redis came
+    /// back empty.
     public func catchUpOnLists() {
         let lists = memory.keys { if case .list = $0 { true } else { false } }
         for key in lists {
             takeIn(.stored(diskKey: key.diskKey))
-            if let held = memory.peek(key) { learnNewerListed(held, key: key) {} }
+            guard let held = memory.peek(key) else { continue }
+            learnNewerListed(held, key: key) {}
+            if !held.isSuperseded { share(key, held, releasingLease: false) }
         }
     }
 

@@ -97,8 +97,9 @@ extension ProxyServer {
             joinedOnce()
             if up {
                 self?.replayPurges()
-                // After a time away (not the first connection), messages were missed.
-                if let self, self.shared?.redis.counters.connects ?? 0 > 1 { cache.catchUpOnLists() }
+                // After a time away, or a start that did not wait for Redis, messages were
+                // missed (nothing to do when nothing is held).
+                self?.cache.catchUpOnLists()
             }
             if up {
                 logger.notice("shared tier: Redis is up; cache tier, budget and coalescing shared",

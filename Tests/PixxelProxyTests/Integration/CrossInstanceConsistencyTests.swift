@@ -212,4 +212,27 @@ import Testing
         let jobs = (answer.json?["jobs"] as? [[String: Any]]) ?? []
         #expect(jobs.map { $0["updated_at"] as? String } == [Self.t7, Self.t7], "B served its own older copy")
     }
+
+    /// Found by the two-instance soak: Redis was killed, A showed a job newer while both acted
+    /// alone, and Redis came back empty; B went on showing the job older, as nothing in Redis
+    /// told it otherwise. Back with Redis, an instance shares the lists it holds.
+    @Test(.needs(.redisServer)) func whatOneInstanceShowedWhileRedisWasAwayReachesTheOtherWhenItComesBackEmpty() throws {
+        let pair = try ScriptedPair()
+        defer { pair.stop() }
+        pair.pixxel.publish(["x"], updatedAt: Self.t0)
+        #expect(pair.listed(pair.portB) == ["x": Self.t0])
+        #expect(pair.listed(pair.portA) == ["x": Self.t0], "A holds the list too (from the shared tier)")
+
+        pair.redis.kill()
+        #expect(eventually { pair.state(pair.portA) != "up" && pair.state(pair.portB) != "up" })
+        // Alone, A refetches the list: x has moved on.
+        pair.pixxel.publish(["x"], updatedAt: Self.t5)
+        let refetched = try pair.get(pair.portA, "/v0/workflows/w/jobs", headers: [("Cache-Control", "no-cache")])
+        #expect((refetched.json?["jobs"] as? [[String: Any]])?.first?["updated_at"] as? String == Self.t5)
+
+        try pair.redis.start()
+        #expect(pair.eventuallyUp(pair.portA) && pair.eventuallyUp(pair.portB))
+        #expect(eventually { pair.listed(pair.portB) == ["x": Self.t5] }, "B still shows x as before: \(pair.listed(pair.portB))")
+        #expect(pair.pixxel.calls("GET /v0/workflows/w/jobs ") == 2, "B did not fetch the list itself")
+    }
 }
