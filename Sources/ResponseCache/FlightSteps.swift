@@ -230,10 +230,18 @@ extension ResponseCache {
     /// stale to stand in (the waiters get the failure either way).
     func takeNewerFromShared(_ key: CacheKey, then: @escaping () -> Void) {
         guard let shared, shared.tier.isUp, let held = memory.peek(key) else { return then() }
+        // A list also learns the newer versions of its jobs: Redis may hold no list at all
+        // (back empty, or evicted) and yet newer details.
+        let learn = { [self] in
+            guard let list = memory.peek(key) else { return then() }
+            learnNewerListed(list, key: key, done: then)
+        }
         shared.tier.load(diskKey: key.diskKey, workflowID: key.workflow, jobID: key.job) { [self] read in
             switch read {
             case .found(let record) where record.validatedAt > held.validatedAt && SharedTierState.isPlausiblyConfirmed(record, now: clock()):
-                adopt(key, record: record) { _ in then() }
+                adopt(key, record: record) { _ in learn() }
+            case _ where key.job == nil:
+                learn()
             case .superseded(let newestSeen):
                 noteSupersededFromShared(key, newestSeen: newestSeen)
                 then()

@@ -86,6 +86,9 @@ public final class ResponseCache {
         /// Expired details renewed by a list fetch instead of a call of their own.
         public var listRevalidations = 0
         public var writeThroughs = 0
+        /// Lists that learnt from Redis only part of what it knows of their jobs (Redis went
+        /// away or was slow midway): they are served by what was learnt.
+        public var learningsIncomplete = 0
     }
 
     /// How long past its TTL an answer may be served: while one refresh runs, and when the

@@ -20,10 +20,10 @@ public final class SharedTierState {
     /// How often a waiter looks again without a message (a lost message, a dead leader).
     static let pollSeconds = 0.25
     /// How far ahead of this instance's clock another instance's may be (an entry confirmed
-    /// later than that is not taken in).
+    /// later than that, or a supersession mark further ahead, is not taken in).
     static let clockTolerance = 60.0
     /// How far ahead the upstream's `updated_at` values may be (its clock is not ours): a
-    /// supersession mark from Redis beyond it is not believed.
+    /// version further ahead is not remembered as known.
     static let upstreamClockTolerance = 86_400.0
 
     public init(tier: SharedCacheTier) {
@@ -95,10 +95,12 @@ extension ResponseCache {
         }
     }
 
-    /// A supersession mark from Redis, believed unless it is from over a day ahead: that would
-    /// make every answer for the job look older than it, for as long as this process runs.
+    /// A supersession mark from Redis, believed unless it is ahead of this clock by more than
+    /// instances' clocks may differ: a mark from the future would make every answer for the job
+    /// look older than it (a whole list refused with it), for as long as this process runs.
+    /// Redis is untrusted; an upstream whose clock runs further ahead only loses this help.
     func noteSupersededFromShared(_ key: CacheKey, newestSeen: Double) {
-        guard newestSeen <= clock() + SharedTierState.upstreamClockTolerance else { return }
+        guard newestSeen <= clock() + SharedTierState.clockTolerance else { return }
         noteSuperseded(key, newestSeen: newestSeen)
     }
 
@@ -179,7 +181,9 @@ extension ResponseCache {
             let diskKey = CacheKey.detail(workflow: workflow, job: PercentEncoding.segment(job.id)).diskKey
             listed[diskKey] = min(listed[diskKey] ?? .infinity, updatedAt)
         }
-        shared.tier.newestVersions(diskKeys: Array(listed.keys)) { [self] versions in
+        let generation = purgeGeneration
+        shared.tier.newestVersions(diskKeys: Array(listed.keys)) { [self] versions, complete in
+            if !complete { counters.learningsIncomplete += 1 }
             let newer = versions.filter { diskKey, version in version > listed[diskKey]! }.keys.sorted()
             guard !newer.isEmpty else { return done() }
             var pending = newer.count
@@ -190,15 +194,19 @@ extension ResponseCache {
             for diskKey in newer {
                 guard let detailKey = CacheKey(diskKey: diskKey), let job = detailKey.job else { finished(); continue }
                 shared.tier.load(diskKey: diskKey, workflowID: workflow, jobID: job) { [self] read in
+                    // A purge since the learning began: what Redis said is not to come back.
+                    guard purgeGeneration == generation else { return finished() }
                     switch read {
                     case .found(let record) where SharedTierState.isPlausiblyConfirmed(record, now: clock()):
-                        takeInNewerDetails([record], workflow: workflow)
+                        // Through the store's rules, as any entry from Redis: the body must be
+                        // the job its key names, and only storable headers are kept.
+                        adopt(detailKey, record: record) { _ in finished() }
                     case .superseded(let newestSeen):
                         noteSupersededFromShared(detailKey, newestSeen: newestSeen)
+                        finished()
                     default:
-                        break
+                        finished()
                     }
-                    finished()
                 }
             }
         }

@@ -82,28 +82,34 @@ public final class SharedCacheTier {
     }
 
     /// The newest version Redis knows of each entry: the larger of its `updated_at` and the
-    /// newest a list showed of it. One HMGET per key, pipelined on the command connection (one
-    /// round trip); entries Redis lacks, or with no plausible instant, are left out, and all
-    /// of them when Redis is away. At most `maxVersionsAsked` keys are asked.
-    public func newestVersions(diskKeys: [String], completion: @escaping ([String: Double]) -> Void) {
-        let keys = diskKeys.prefix(Self.maxVersionsAsked)
-        guard !keys.isEmpty else { return completion([:]) }
+    /// newest a list showed of it. Asked in batches of `versionsBatch` keys, one script call
+    /// each, one after the other (so that no call waits behind thousands of others and times
+    /// out); entries Redis lacks, or with no plausible instant, are left out. `completion`
+    /// gets what was learned and whether every batch was answered (false: Redis went away or
+    /// a call timed out; what the answered batches said is still given).
+    public func newestVersions(diskKeys: [String], completion: @escaping (_ versions: [String: Double], _ complete: Bool) -> Void) {
         var versions: [String: Double] = [:]
-        var pending = keys.count
-        for diskKey in keys {
-            redis.send([Array("HMGET".utf8), Array(entryKey(diskKey).utf8), [UInt8(ascii: "u")], [UInt8(ascii: "s")]]) { result in
-                if case .success(let value) = result {
-                    let newest = value.elements.compactMap { $0.text.flatMap(Double.init) }.filter(SharedEntryCodec.isPlausibleInstant).max()
+        func ask(from start: Int) {
+            guard start < diskKeys.count else { return completion(versions, true) }
+            let batch = Array(diskKeys[start..<min(start + Self.versionsBatch, diskKeys.count)])
+            redis.run(SharedScripts.versions, keys: batch.map(entryKey), arguments: []) { result in
+                guard case .success(let value) = result, value.elements.count == 2 * batch.count else {
+                    return completion(versions, false)
+                }
+                let fields = value.elements
+                for (index, diskKey) in batch.enumerated() {
+                    let newest = [fields[2 * index], fields[2 * index + 1]].compactMap { $0.text.flatMap(Double.init) }
+                        .filter(SharedEntryCodec.isPlausibleInstant).max()
                     if let newest { versions[diskKey] = newest }
                 }
-                pending -= 1
-                if pending == 0 { completion(versions) }
+                ask(from: start + batch.count)
             }
         }
+        ask(from: 0)
     }
 
-    /// A bound on one `newestVersions` (a list of many thousand jobs asks for its first ones).
-    public static let maxVersionsAsked = 10_000
+    /// Keys per `newestVersions` call: a few hundred microseconds of Redis's time each.
+    public static let versionsBatch = 500
 
     /// Stores an entry for `keep` seconds unless Redis holds a newer one (`SharedScripts.store`),
     /// then tells the others. `completion` gets whether it was stored (false also when Redis is away).

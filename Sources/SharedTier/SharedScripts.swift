@@ -96,5 +96,17 @@ enum SharedScripts {
         return redis.call('PEXPIRE', KEYS[1], ARGV[2])
         """)
 
-    static let all = [store, sightings, token, pause, lease]
+    /// The newest version Redis knows of each entry: for each of KEYS, its `u` and its `s`
+    /// (false, a nil reply, when absent), in order. One call for a batch of a list's jobs.
+    static let versions = RedisScript(name: "versions", source: """
+        local out = {}
+        for i, key in ipairs(KEYS) do
+          local f = redis.call('HMGET', key, 'u', 's')
+          out[2 * i - 1] = f[1] or false
+          out[2 * i] = f[2] or false
+        end
+        return out
+        """)
+
+    static let all = [store, sightings, token, pause, lease, versions]
 }

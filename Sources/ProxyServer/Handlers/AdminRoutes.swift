@@ -112,6 +112,7 @@ extension ProxyServer {
         let invalidation = [
             "renewals": counters.renewals, "invalidations": counters.invalidations, "rejected_out_of_order": counters.rejectedOutOfOrder,
             "list_entry_updates": counters.listEntryUpdates, "list_revalidations": counters.listRevalidations, "write_throughs": counters.writeThroughs,
+            "learnings_incomplete": counters.learningsIncomplete,
         ]
         let respond: @Sendable (Int, Int) -> Void = { [self] diskEntries, diskBytes in
             loop.execute { [self] in

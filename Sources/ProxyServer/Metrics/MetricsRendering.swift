@@ -17,6 +17,7 @@ extension ProxyServer {
                 ("pixxel_proxy_invalidation_list_entry_updates_total", cache.counters.listEntryUpdates),
                 ("pixxel_proxy_cache_list_revalidations_total", cache.counters.listRevalidations),
                 ("pixxel_proxy_cache_write_throughs_total", cache.counters.writeThroughs),
+                ("pixxel_proxy_shared_learnings_incomplete_total", cache.counters.learningsIncomplete),
                 ("pixxel_proxy_cache_stale_served_total", cache.counters.staleServed),
                 ("pixxel_proxy_cache_background_refreshes_total", cache.counters.backgroundRefreshes),
                 ("pixxel_proxy_upstream_retry_after_pauses_total", budget.pauses),

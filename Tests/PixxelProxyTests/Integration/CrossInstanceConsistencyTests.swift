@@ -235,4 +235,96 @@ import Testing
         #expect(eventually { pair.listed(pair.portB) == ["x": Self.t5] }, "B still shows x as before: \(pair.listed(pair.portB))")
         #expect(pair.pixxel.calls("GET /v0/workflows/w/jobs ") == 2, "B did not fetch the list itself")
     }
+
+    /// Found by review: B's own stale list, from its disk, was served on an upstream failure
+    /// although Redis held a newer detail of one of its jobs; Redis held no list to compare
+    /// with (it had come back empty).
+    @Test(.needs(.redisServer)) func onAnUpstreamFailureAStaleListLearnsTheNewerDetailsRedisHolds() throws {
+        let pair = try ScriptedPair(environment: ["PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS": "0"])
+        defer { pair.stop() }
+        pair.pixxel.publish(["x", "y"], updatedAt: Self.t0)
+        #expect(pair.listed(pair.portB) == ["x": Self.t0, "y": Self.t0])
+        pair.b.terminate()
+        pair.b.waitUntilExit()
+
+        // Redis comes back empty; y moves on, and A shows its detail (Redis then holds it).
+        pair.redis.kill()
+        try pair.redis.start()
+        #expect(pair.eventuallyUp(pair.portA))
+        pair.pixxel.state.withLock { $0.detailUpdatedAt["y"] = Self.t7 }
+        #expect(try pair.get(pair.portA, "/v0/workflows/w/jobs/y").json?["updated_at"] as? String == Self.t7)
+
+        pair.pixxel.state.withLock { $0.listStatus = 503 }
+        try pair.restartB()
+        #expect(pair.eventuallyUp(pair.portB))
+        let answer = try pair.get(pair.portB, "/v0/workflows/w/jobs")
+        let shown = Dictionary(((answer.json?["jobs"] as? [[String: Any]]) ?? []).compactMap { job in
+            (job["id"] as? String).map { ($0, job["updated_at"] as? String ?? "") }
+        }) { $1 }
+        #expect(answer.status == 200 && shown == ["x": Self.t0, "y": Self.t7], "\(answer.status) \(shown) \(answer.header("Cache-Status") ?? "")")
+    }
+
+    /// Found by review: a list of more than 10,000 jobs learnt nothing of the jobs past the
+    /// first 10,000 asked (and, with one Redis command per job, its commands timed out).
+    @Test(.needs(.redisServer)) func aListOfManyThousandJobsLearnsANewerVersionOfAnyOfThem() throws {
+        let pair = try ScriptedPair()
+        defer { pair.stop() }
+        let ids = (0..<12_000).map { String(format: "j%05d", $0) }
+        pair.pixxel.publish(ids, updatedAt: Self.t0)
+        #expect(pair.listed(pair.portB).count == 12_000)
+        pair.b.terminate()
+        pair.b.waitUntilExit()
+        // Every job moves on, and A shows each detail: Redis holds them all newer.
+        pair.pixxel.state.withLock { state in for id in ids { state.detailUpdatedAt[id] = Self.t7 } }
+        // Thirty of them, spread over the list (the old bound left a random sixth unasked).
+        let sample = stride(from: 7, to: 12_000, by: 400).map { ids[$0] }
+        for id in sample {
+            #expect(try pair.get(pair.portA, "/v0/workflows/w/jobs/\(id)").json?["updated_at"] as? String == Self.t7)
+        }
+        try pair.restartB()
+        #expect(pair.eventuallyUp(pair.portB))
+        let shown = pair.listed(pair.portB)
+        #expect(sample.filter { shown[$0] != Self.t7 } == [])
+    }
+
+    /// Found by review: an entry forged in Redis under one job's key, holding another job's
+    /// newer document, was taken in by a list's learning step without the store's checks: the
+    /// list showed the other job twice, and the detail answered the wrong job.
+    @Test(.needs(.redisServer)) func aForgedRedisEntryHoldingAnotherJobIsNotLearntByAList() throws {
+        let pair = try ScriptedPair()
+        defer { pair.stop() }
+        pair.pixxel.publish(["x", "y"], updatedAt: Self.t0)
+        #expect(pair.listed(pair.portB) == ["x": Self.t0, "y": Self.t0])
+        pair.b.terminate()
+        pair.b.waitUntilExit()
+        pair.pixxel.state.withLock { $0.detailUpdatedAt["y"] = Self.t7 }
+        #expect(try pair.get(pair.portA, "/v0/workflows/w/jobs/y").json?["updated_at"] as? String == Self.t7)
+        // y's newer entry, copied under x's key.
+        #expect(try pair.redis.command(["COPY", "pixxel-proxy:entry:detail/w/y", "pixxel-proxy:entry:detail/w/x", "REPLACE"]) == ":1")
+
+        try pair.restartB()
+        #expect(pair.eventuallyUp(pair.portB))
+        let ids = ((try pair.get(pair.portB, "/v0/workflows/w/jobs").json?["jobs"] as? [[String: Any]]) ?? []).map { $0["id"] as? String }
+        #expect(ids.sorted { ($0 ?? "") < ($1 ?? "") } == ["x", "y"])
+        #expect(try pair.get(pair.portB, "/v0/workflows/w/jobs/x").json?["id"] as? String == "x")
+    }
+
+    /// Found by review: one supersession mark forged in Redis, a day ahead, made a whole list
+    /// answer 502 for as long as the process ran (the job, completed, never catches up).
+    @Test(.needs(.redisServer)) func aSupersessionMarkFromTheFutureInRedisIsNotBelieved() throws {
+        let pair = try ScriptedPair()
+        defer { pair.stop() }
+        pair.pixxel.publish(["x", "y"], updatedAt: Self.t0)
+        #expect(pair.listed(pair.portB) == ["x": Self.t0, "y": Self.t0])
+        pair.b.terminate()
+        pair.b.waitUntilExit()
+        #expect(try pair.get(pair.portA, "/v0/workflows/w/jobs/y").json?["updated_at"] as? String == Self.t0)
+        let ahead = String(Date().timeIntervalSince1970 + 20 * 3600)
+        #expect(try pair.redis.command(["HSET", "pixxel-proxy:entry:detail/w/y", "s", ahead]) == ":1")
+
+        try pair.restartB()
+        #expect(pair.eventuallyUp(pair.portB))
+        let list = try pair.get(pair.portB, "/v0/workflows/w/jobs")
+        #expect(list.status == 200, "\(list.status) \(list.header("Cache-Status") ?? "")")
+    }
 }
