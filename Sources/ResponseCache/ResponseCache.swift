@@ -36,6 +36,16 @@ public final class ResponseCache {
     /// Incremented whenever `newestKnown` rises: an answer checked at this generation needs no
     /// second look (`current` is one comparison on the hit path).
     private var knownGeneration = 0
+    /// The generation at which each workflow last learned a newer version: an answer checked
+    /// since needs no second look either. Without it, with many running jobs the generation
+    /// rises all the time, and every hit on a large list of a quiet workflow was planned again
+    /// (found by review: 1.2 ms became 22 ms for 10,000 jobs). Bounded: past
+    /// `maxWorkflowsTracked` it is cleared, and every workflow counts as having learned then.
+    private var workflowLearnedAt: [String: Int] = [:]
+    private var learnedAtFloor = 0
+    static let maxWorkflowsTracked = 100_000
+    /// "Never older" plans made for answers about to be served (a figure for tests).
+    private(set) var deliveryPlans = 0
     static let listedEntryCost = 128
     /// Incremented by every purge: a disk read that began before it must not put back in
     /// memory what the purge removed.
@@ -201,7 +211,12 @@ public final class ResponseCache {
         guard updatedAt <= clock() + SharedTierState.upstreamClockTolerance else { return }
         if let known = newestKnown.peek(key), known >= updatedAt { return }
         newestKnown.set(key, updatedAt, cost: Self.listedEntryCost)
-        knownGeneration &+= 1
+        knownGeneration += 1
+        if workflowLearnedAt.count >= Self.maxWorkflowsTracked, workflowLearnedAt[key.workflow] == nil {
+            workflowLearnedAt.removeAll(keepingCapacity: true)
+            learnedAtFloor = knownGeneration
+        }
+        workflowLearnedAt[key.workflow] = knownGeneration
     }
 
     // MARK: Storing
@@ -687,6 +702,11 @@ public final class ResponseCache {
     func current(_ answer: CachedAnswer, key: CacheKey) -> CachedAnswer? {
         guard !answer.isSuperseded else { return nil }
         if answer.checkedGeneration == knownGeneration { return answer }
+        if answer.checkedGeneration >= workflowLearnedAt[key.workflow] ?? learnedAtFloor {
+            answer.checkedGeneration = knownGeneration
+            return answer
+        }
+        deliveryPlans += 1
         switch answer.document {
         case .detail(let detail):
             if let known = newestKnown.peek(key), (detail.job.updatedAt ?? -.infinity) < known {

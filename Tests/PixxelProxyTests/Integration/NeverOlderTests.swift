@@ -239,4 +239,33 @@ import EventHTTP
         #expect(refetched.status == 200, "\(refetched.status) \(refetched.header("Cache-Status") ?? "")")
         await proxy.stop()
     }
+
+    /// Found by review: whatever was learned, of any workflow, made every list be planned again
+    /// at its next hit (22 ms instead of 1.2 ms for a list of 10,000 jobs, with many running
+    /// jobs elsewhere). A list is looked at again only when its own workflow learned something.
+    @Test func aListIsNotPlannedAgainWhenOnlyAnotherWorkflowLearnedSomething() async throws {
+        let pixxel = try ScriptedPixxel()
+        defer { pixxel.upstream.stop() }
+        pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:00:00Z")
+        let clock = ManualClock()
+        let proxy = try ScriptedHarness.start(pixxel, clock)
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        let plans = { () -> Int in
+            let count = Mutex(0)
+            Self.onLoop(proxy) { cache in count.withLock { $0 = cache.deliveryPlans } }
+            return count.withLock { $0 }
+        }
+        let settled = plans()
+        // Another workflow's job is learned newer; w's list is served again, unplanned.
+        let newer = 1_795_168_801.0  // 2026-11-20T10:00:01Z, a second after the list's versions
+        Self.onLoop(proxy) { cache in cache.noteSuperseded(.detail(workflow: "other", job: "z"), newestSeen: newer) }
+        #expect(try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken).status == 200)
+        #expect(plans() == settled)
+        // One of w's own jobs is: the list is looked at again.
+        Self.onLoop(proxy) { cache in cache.noteSuperseded(.detail(workflow: "w", job: "a"), newestSeen: newer) }
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        #expect(plans() > settled)
+        await proxy.stop()
+    }
 }
