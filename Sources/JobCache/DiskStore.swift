@@ -163,6 +163,11 @@ public final class DiskStore: @unchecked Sendable {
     /// Reads asked for since the store opened (any thread).
     public var readsAsked: Int { readsAskedCount.load(ordering: .relaxed) }
     private let readsAskedCount = Atomic<Int>(0)
+    /// Reads that failed (the store locked past the busy timeout by another process, an I/O
+    /// error): a read that found nothing proves the row absent only if this did not move
+    /// meanwhile (any thread).
+    public var readFailures: Int { readFailuresCount.load(ordering: .relaxed) }
+    private let readFailuresCount = Atomic<Int>(0)
 
     /// Looks `key` up on the reader queue.
     public func load(_ key: String, completion: @escaping @Sendable (DiskRecord?) -> Void) {
@@ -216,9 +221,11 @@ public final class DiskStore: @unchecked Sendable {
         do {
             return try read()
         } catch let failure as Failure {
+            readFailuresCount.add(1, ordering: .relaxed)
             if failure.isCorruption { markCorrupt(failure) }
             return nil
         } catch {
+            readFailuresCount.add(1, ordering: .relaxed)
             return nil
         }
     }

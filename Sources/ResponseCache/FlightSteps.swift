@@ -110,9 +110,10 @@ extension ResponseCache {
 
         case .lookupDisk:
             guard !run.memoryHeld, memory.peek(key) == nil, disk != nil else { return runFlight(run, .lease) }
-            let before = diskSeenEmpty
+            let before = diskSeenEmpty, failuresBefore = disk?.readFailures
             loadFromDisk(key) { [self] entry, fresh in
-                if entry == nil, let before, before == diskSeenEmpty { run.diskSeenEmpty = before }
+                // No row, and no read failed meanwhile: the disk is known empty for this key.
+                if entry == nil, let before, before == diskSeenEmpty, disk?.readFailures == failuresBefore { run.diskSeenEmpty = before }
                 guard fresh, !flight.revalidates, let read = entry else { return runFlight(run, .lease) }
                 // What the disk holds may predate what the other instances showed meanwhile.
                 learnNewerListed(read, key: key) { [self] in
@@ -205,6 +206,7 @@ extension ResponseCache {
                 case .stored(let answer), .keptNewer(let answer): .stored(answer)
                 case .olderThanListed: .failed(Self.olderThanListed)
                 case .unparseable: .failed(Self.garbage)
+                case .diskUnreadable: .failed(Self.diskUnreadable)
                 }
                 runFlight(run, .land(FlightLanding(outcome: outcome, upstreamDuration: duration, foundInTier: false,
                                                    refetchedSuperseded: run.refetchesSuperseded),
@@ -251,6 +253,8 @@ extension ResponseCache {
         }
     }
 
+    static let diskUnreadable = FetchFailure(
+        status: 503, code: "store_unavailable", message: "the cache store could not be read to check the answer against; retry")
     static let garbage = FetchFailure(status: 502, code: "bad_gateway", message: "the upstream answered something that is not a Pixxel job document")
     static let olderThanListed = FetchFailure(
         status: 502, code: "bad_gateway", message: "the upstream answered an older version of the job than it has already shown; retry")

@@ -146,7 +146,7 @@ public final class ResponseCache {
         loop.assertOnLoop()
         guard disk != nil else { return completion(nil, false) }
         let epoch = purgeEpoch
-        readDisk(key) { [self] record in
+        readDisk(key) { [self] record, _ in
             // A purge since the read began: what it read is gone.
             guard epoch == purgeEpoch, let record, var read = CachedAnswer(record: record) else { return completion(nil, false) }
             // A `cache.routes` entry is fresh for its rule's lifetime as configured now, not as
@@ -171,16 +171,18 @@ public final class ResponseCache {
 
     /// Reads a key's row on the disk's reader queue, and for a detail the newest `updated_at`
     /// its list showed (kept in `newestKnown`); `completion` runs on the loop.
-    private func readDisk(_ key: CacheKey, completion: @escaping (DiskRecord?) -> Void) {
-        guard let disk else { return completion(nil) }
+    private func readDisk(_ key: CacheKey, completion: @escaping (_ record: DiskRecord?, _ failed: Bool) -> Void) {
+        guard let disk else { return completion(nil, false) }
+        // Reads are serial: a failure counted meanwhile may be this one's.
+        let failuresBefore = disk.readFailures
         let onLoop = LoopBound({ [self] (record: DiskRecord?, listed: Double?) in
             if let listed { noteKnown(key, listed) }
-            completion(record)
+            completion(record, disk.readFailures != failuresBefore)
         }, loop: loop)
         if case .list(let workflow) = key {
             let onLoop = LoopBound({ [self] (record: DiskRecord?, newer: [DiskRecord]) in
                 takeInNewerDetails(newer, workflow: workflow)
-                completion(record)
+                completion(record, disk.readFailures != failuresBefore)
             }, loop: loop)
             return disk.loadList(key.diskKey, workflowID: workflow) { [loop] record, newer in loop.execute { onLoop.value(record, newer) } }
         }
@@ -231,6 +233,9 @@ public final class ResponseCache {
         case olderThanListed
         /// Not a Pixxel job document.
         case unparseable
+        /// The disk could not be read to compare with (locked by another process, an I/O
+        /// error): it may hold a newer version, which this answer must not replace.
+        case diskUnreadable
     }
 
     /// Stores an upstream 200 for `key` by the `updated_at` rules: a list renews or
@@ -267,7 +272,9 @@ public final class ResponseCache {
             // disk may hold a newer version, which an older answer must not replace (unless a
             // purge removed it meanwhile).
             let epoch = purgeEpoch
-            readDisk(key) { [self] record in
+            readDisk(key) { [self] record, failed in
+                // Nothing read because the read failed proves nothing: the answer is not stored.
+                if record == nil && failed { return landed(.diskUnreadable) }
                 storeDetail(key, detail, workflow: workflow, headers: storable, onDisk: epoch == purgeEpoch ? record : nil,
                             now: now, landed: landed)
             }
@@ -360,14 +367,27 @@ public final class ResponseCache {
         let answer = CachedAnswer(document: .detail(detail), headers: headers, storedAt: now,
                                   lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
         memory.set(key, answer, cost: answer.cost)
+        // A version newer than any shown is answered once its row is on disk: answered
+        // before, and the process killed with the save still queued behind a busy writer, the
+        // lists on disk would show the job older after the restart than it was shown before
+        // (found by review). A version already shown need not wait.
+        let newVersion = (detail.job.updatedAt ?? -.infinity) > max(newestSeen ?? -.infinity, cached?.updatedAt ?? -.infinity)
+        var saved: () -> Void = {}
         if let disk {
             detailSaves += 1
-            let committed = LoopBound({ [self] in detailSavesCommitted += 1 }, loop: loop)
+            let committed = LoopBound({ [self] in
+                detailSavesCommitted += 1
+                saved()
+            }, loop: loop)
             disk.save(answer.record(for: key)) { [loop] in loop.execute { committed.value() } }
         }
         if let updatedAt = detail.job.updatedAt { noteKnown(key, updatedAt) }
         updateListEntry(workflow: workflow, from: detail)
-        landed(.stored(answer))
+        if disk != nil && newVersion {
+            saved = { landed(.stored(answer)) }
+        } else {
+            landed(.stored(answer))
+        }
     }
 
     // MARK: Shared copies

@@ -82,7 +82,7 @@ extension ResponseCache {
                         learnNewerListed(answer, key: key) { [self] in
                             completion(answer.remaining(now: clock()) > 0 ? current(answer, key: key) : nil)
                         }
-                    case .olderThanListed, .unparseable:
+                    case .olderThanListed, .unparseable, .diskUnreadable:
                         completion(nil)
                     }
                 }

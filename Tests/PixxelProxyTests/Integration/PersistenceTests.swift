@@ -2,6 +2,8 @@ import Foundation
 import Synchronization
 import PixxelSim
 import Testing
+import CSQLite
+@testable import JobCache
 
 /// The disk tier through the real server: restarts, kill -9, purge and the offline CLI.
 @Suite struct PersistenceTests {
@@ -175,6 +177,72 @@ import Testing
         #expect(maps.contains("pixxel-proxyPackageTests"), "the maps were read")
         let mapped = maps.split(separator: "\n").filter { $0.contains(directory.path) }
         #expect(mapped.isEmpty, "\(mapped)")
+        await proxy.stop()
+    }
+
+    typealias ScriptedPixxel = InvalidationFlowTests.ScriptedPixxel
+    static let t0 = "2026-11-20T10:00:00Z", t7 = "2026-11-20T10:00:07Z"
+
+    /// Another process's transaction on the store, held until `end`.
+    final class OutsideTransaction {
+        private var db: OpaquePointer?
+        init(_ directory: String, _ begin: String) throws {
+            guard sqlite3_open(directory + "/" + DiskStore.fileName, &db) == SQLITE_OK, sqlite3_busy_timeout(db, 30_000) == SQLITE_OK,
+                  sqlite3_exec(db, begin, nil, nil, nil) == SQLITE_OK else { throw RawHTTPError(description: "cannot \(begin)") }
+        }
+        func end() {
+            sqlite3_exec(db, "ROLLBACK", nil, nil, nil)
+            sqlite3_close(db)
+        }
+    }
+
+    /// Found by review: a detail's new version was answered while its row still waited behind
+    /// a busy disk writer; killed then, the process came back with lists on disk showing the
+    /// job older than it had been shown. A new version is answered once its row is on disk.
+    @Test func aNewVersionOfAJobIsAnsweredOnlyOnceItsRowIsOnDisk() async throws {
+        let pixxel = try ScriptedPixxel()
+        defer { pixxel.upstream.stop() }
+        pixxel.publish(["a"], updatedAt: Self.t0)
+        let directory = TemporaryDirectory()
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(pixxel.upstream.port)") { $0.cacheDirectory = directory.path }
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        #expect(try eventually { ((try proxy.get("/admin/stats", token: proxy.adminToken).json?["disk"] as? [String: Any])?["entries"] as? Int) == 1 })
+        pixxel.state.withLock { $0.detailUpdatedAt["a"] = Self.t7 }
+
+        // Another process holds the store's write lock: the proxy's writer waits (up to 5 s).
+        let outside = try OutsideTransaction(directory.path, "BEGIN IMMEDIATE")
+        let port = proxy.port, token = proxy.readToken
+        let detail = BackgroundCall { try RawHTTPClient.request(port: port, target: "/v0/workflows/w/jobs/a", headers: [("Authorization", token)]) }
+        #expect(eventually { pixxel.calls("GET /v0/workflows/w/jobs/a") == 1 })
+        #expect(!detail.ends(within: 1), "answered before its row was on disk")
+        outside.end()
+        #expect(try detail.value().json?["updated_at"] as? String == Self.t7)
+        await proxy.stop()
+    }
+
+    /// Found by review: a disk read that failed (the store locked by another process past the
+    /// busy timeout) counted as "no row", so an older answer from a lagging replica replaced
+    /// the newer detail on disk and was served.
+    @Test func aFailedDiskReadIsNoProofThatTheDiskHoldsNothingNewer() async throws {
+        let pixxel = try ScriptedPixxel()
+        defer { pixxel.upstream.stop() }
+        pixxel.publish(["a"], updatedAt: Self.t7)
+        let directory = TemporaryDirectory()
+        let first = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(pixxel.upstream.port)") { $0.cacheDirectory = directory.path }
+        #expect(try first.get("/v0/workflows/w/jobs/a", token: first.readToken).json?["updated_at"] as? String == Self.t7)
+        await first.stop()
+
+        // A fresh process; the upstream's replica lags; the store is locked outright meanwhile.
+        pixxel.publish(["a"], updatedAt: Self.t0)
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(pixxel.upstream.port)") {
+            $0.cacheDirectory = directory.path
+            $0.upstreamTimeoutSeconds = 30
+        }
+        let outside = try OutsideTransaction(directory.path, "BEGIN EXCLUSIVE")
+        let answer = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        outside.end()
+        #expect(answer.json?["updated_at"] as? String != Self.t0, "\(answer.status) \(answer.text)")
+        #expect(answer.status == 503 || answer.json?["updated_at"] as? String == Self.t7)
         await proxy.stop()
     }
 }

@@ -103,4 +103,12 @@ final class BackgroundCall<T: Sendable>: @unchecked Sendable {
         done.signal()
         return try result!.get()
     }
+
+    /// Whether the call ends within `seconds` (for "not before X" checks: the call must still
+    /// be waiting after giving a wrong implementation ample time to answer).
+    func ends(within seconds: Double) -> Bool {
+        guard done.wait(timeout: .now() + seconds) == .success else { return false }
+        done.signal()
+        return true
+    }
 }
