@@ -135,6 +135,9 @@ public final class DiskStore: @unchecked Sendable {
     /// commit, which spares the directory an unlink and a create per batch. A store left in
     /// WAL by an older build is switched at its first open (SQLite replays its WAL first).
     public static let journalMode = "TRUNCATE"
+    /// How far ahead of this clock a stored `updated_at` may be and still keep an older
+    /// answer out (the upstream's clock is not ours, but not a day off).
+    public static let futureTolerance = 86_400.0
 
     private static func openWriter(path: String, notes: inout [String]) throws -> SQLiteConnection {
         let connection = try SQLiteConnection(path: path)
@@ -257,8 +260,12 @@ public final class DiskStore: @unchecked Sendable {
     public func save(_ record: DiskRecord, durable: Bool = false, completion: (@Sendable () -> Void)? = nil) {
         enqueueWrite(force: durable, always: completion) { connection in
             let before = try connection.scalarInt("SELECT COALESCE(SUM(size), 0) FROM entries WHERE key = ?1", .text(record.key))
+            // A stored version over a day ahead of this clock is not believed (one dated 2999
+            // would keep every later answer out).
+            let horizon = Date().timeIntervalSince1970 + Self.futureTolerance
+            let plausible = { (instant: Double?) in instant.flatMap { $0 <= horizon ? $0 : nil } }
             if before > 0, record.kind == .detail, let stored = try connection.datedState(key: record.key),
-               !Invalidation.answerMayReplace(cached: stored.updatedAt, newestSeen: stored.newestSeen, answer: record.updatedAt) {
+               !Invalidation.answerMayReplace(cached: plausible(stored.updatedAt), newestSeen: plausible(stored.newestSeen), answer: record.updatedAt) {
                 return
             }
             try connection.upsert(record, now: Date().timeIntervalSince1970)

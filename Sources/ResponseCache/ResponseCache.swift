@@ -344,11 +344,14 @@ public final class ResponseCache {
         let cached = memory.peek(key) ?? onDisk.flatMap { CachedAnswer(record: $0) }
         // The newest version any answer has shown: the cached detail's sightings, what lists
         // showed for the job (also from before a restart), and its entry in the cached list.
-        var newestSeen = Self.newer(cached?.freshness.newestSeen, newestKnown.peek(key))
+        // A version from over a day ahead of this clock counts as undated: believed, one
+        // answer dated 2999 would keep every later one out for good (found by review).
+        let plausible = { [self] (instant: Double?) in instant.flatMap { $0 <= clock() + SharedTierState.upstreamClockTolerance ? $0 : nil } }
+        var newestSeen = Self.newer(plausible(cached?.freshness.newestSeen), newestKnown.peek(key))
         if case .list(let list)? = memory.peek(.list(workflow: workflow))?.document, let index = list.index(of: detail.job.id) {
-            newestSeen = Self.newer(newestSeen, list.jobs[index].updatedAt)
+            newestSeen = Self.newer(newestSeen, plausible(list.jobs[index].updatedAt))
         }
-        switch Invalidation.planDetail(answer: detail.job.updatedAt, cached: cached.map { ($0.updatedAt, $0.isSuperseded) },
+        switch Invalidation.planDetail(answer: detail.job.updatedAt, cached: cached.map { (plausible($0.updatedAt), $0.isSuperseded) },
                                        newestSeen: newestSeen) {
         case .store:
             break
@@ -371,7 +374,7 @@ public final class ResponseCache {
         // before, and the process killed with the save still queued behind a busy writer, the
         // lists on disk would show the job older after the restart than it was shown before
         // (found by review). A version already shown need not wait.
-        let newVersion = (detail.job.updatedAt ?? -.infinity) > max(newestSeen ?? -.infinity, cached?.updatedAt ?? -.infinity)
+        let newVersion = (detail.job.updatedAt ?? -.infinity) > max(newestSeen ?? -.infinity, plausible(cached?.updatedAt) ?? -.infinity)
         var saved: () -> Void = {}
         if let disk {
             detailSaves += 1

@@ -197,6 +197,22 @@ import EventHTTP
         await proxy.stop()
     }
 
+    /// Found by review: a detail dated 2999, once stored, kept every later answer out (each
+    /// read past the stale window cost a call, and nothing was stored); the list meanwhile
+    /// showed the real version.
+    @Test func aFarFutureDetailIsReplacedByTheUpstreamsNextAnswer() async throws {
+        let (pixxel, clock, proxy) = try Self.afterAFarFutureDetail()
+        defer { pixxel.upstream.stop() }
+        pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:05:00Z")
+        clock.advance(3600)
+        let detail = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken, headers: [("Cache-Control", "no-cache")])
+        #expect(detail.json?["updated_at"] as? String == "2026-11-20T10:05:00Z", "\(detail.status) \(detail.text)")
+        let again = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
+        #expect(again.json?["updated_at"] as? String == "2026-11-20T10:05:00Z")
+        #expect(again.header("Cache-Status")?.contains("hit") == true, "kept: \(again.header("Cache-Status") ?? "")")
+        await proxy.stop()
+    }
+
     /// Found by review: a purge kept the versions learned of the purged jobs; after a bad
     /// version (the operator's reason to purge) the list had nothing to be patched from, and
     /// list and detail answered 502 until a restart.
