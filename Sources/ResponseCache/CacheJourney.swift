@@ -240,7 +240,10 @@ extension ResponseCache {
         let outcome: FetchOutcome
         switch landing.outcome {
         case .fromDisk(let answer), .fromShared(let answer), .stored(let answer):
-            outcome = current(answer, key: key).map { landing.outcome.carrying($0) } ?? .failed(Self.olderThanListed)
+            // Superseded while the flight landed (a newer copy stored meanwhile): the newer copy
+            // memory holds is the answer.
+            let newest = current(answer, key: key) ?? memory.peek(key).flatMap { $0 === answer ? nil : current($0, key: key) }
+            outcome = newest.map { landing.outcome.carrying($0) } ?? .failed(Self.olderThanListed)
         default:
             outcome = landing.outcome
         }

@@ -79,6 +79,9 @@ final class FlightRun {
     var diskSeenEmpty: ResponseCache.DiskSeenEmpty?
     /// What the cache held when the upstream was asked was superseded (its landing says so).
     var refetchesSuperseded = false
+    /// The cache's purge generation when the upstream was asked: a purge since, and what the
+    /// flight stored is not shared (it would put the purged entry back in the others).
+    var purgeAtFetch: Int?
 
     init(_ flight: FlightKey, requestID: String, client: String, background: Bool, hasFallback: Bool?, deadline: Double?,
          memoryHeld: Bool = true) {
@@ -166,6 +169,7 @@ extension ResponseCache {
 
         case .fetch(let leased, let deadline):
             counters.upstreamFetches += 1
+            run.purgeAtFetch = purgeGeneration
             if run.background { counters.backgroundRefreshes += 1 }
             // What the cache holds (memory, or the disk row the flight read into it) is superseded.
             run.refetchesSuperseded = memory.peek(key)?.isSuperseded == true
@@ -218,7 +222,7 @@ extension ResponseCache {
             if let leaseHold { releaseLeaseHold(leaseHold) }
             // What this call fetched goes to the other instances (and wakes their waiters);
             // a failure only ends the lease, and one of them takes it over.
-            if case .stored(let answer) = landing.outcome {
+            if case .stored(let answer) = landing.outcome, run.purgeAtFetch.map({ $0 == purgeGeneration }) ?? true {
                 share(key, answer, releasingLease: leased)
             } else if leased {
                 share(key, nil, releasingLease: true)

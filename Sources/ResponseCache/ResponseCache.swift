@@ -274,7 +274,9 @@ public final class ResponseCache {
             let epoch = purgeEpoch
             readDisk(key) { [self] record, failed in
                 // Nothing read because the read failed proves nothing: the answer is not stored.
-                if record == nil && failed { return landed(.diskUnreadable) }
+                // A store found corrupt is not waited for: it holds nothing to trust, and the
+                // proxy serves from memory until it is replaced at the next start.
+                if record == nil && failed && disk?.corruption == nil { return landed(.diskUnreadable) }
                 storeDetail(key, detail, workflow: workflow, headers: storable, onDisk: epoch == purgeEpoch ? record : nil,
                             now: now, landed: landed)
             }

@@ -184,33 +184,74 @@ extension ResponseCache {
         let generation = purgeGeneration
         shared.tier.newestVersions(diskKeys: Array(listed.keys)) { [self] versions, complete in
             if !complete { counters.learningsIncomplete += 1 }
-            let newer = versions.filter { diskKey, version in version > listed[diskKey]! }.keys.sorted()
+            var newer = versions.filter { diskKey, version in version > listed[diskKey]! }.keys.sorted()[...]
             guard !newer.isEmpty else { return done() }
-            var pending = newer.count
-            let finished = {
-                pending -= 1
-                if pending == 0 { done() }
-            }
-            for diskKey in newer {
-                guard let detailKey = CacheKey(diskKey: diskKey), let job = detailKey.job else { finished(); continue }
-                shared.tier.load(diskKey: diskKey, workflowID: workflow, jobID: job) { [self] read in
-                    // A purge since the learning began: what Redis said is not to come back.
-                    guard purgeGeneration == generation else { return finished() }
-                    switch read {
-                    case .found(let record) where SharedTierState.isPlausiblyConfirmed(record, now: clock()):
-                        // Through the store's rules, as any entry from Redis: the body must be
-                        // the job its key names, and only storable headers are kept.
-                        adopt(detailKey, record: record) { _ in finished() }
-                    case .superseded(let newestSeen):
-                        noteSupersededFromShared(detailKey, newestSeen: newestSeen)
-                        finished()
-                    default:
-                        finished()
+            // The newer entries are read a few at a time (each carries its payload): fired all
+            // at once, thousands of them would time out behind each other.
+            var reading = 0, ended = false
+            // Taken in once every read is back: taking each in (a list rebuilt per detail) while
+            // the others are in flight would make them wait on this loop past their timeout.
+            var found: [(CacheKey, DiskRecord)] = []
+            func adoptFound() {
+                guard !found.isEmpty else { return done() }
+                var left = found.count
+                for (detailKey, record) in found {
+                    adopt(detailKey, record: record) { _ in
+                        left -= 1
+                        if left == 0 { done() }
                     }
                 }
             }
+            // Once, whether the last read completes at once (Redis away) or later.
+            func endIfDone() {
+                guard newer.isEmpty, reading == 0, !ended else { return }
+                ended = true
+                adoptFound()
+            }
+            var looping = false
+            // Not reentered: a read that completes at once (Redis gone meanwhile) lets the loop
+            // go on, rather than nest one call deeper per key.
+            func readNext() {
+                guard !looping else { return }
+                looping = true
+                defer { looping = false }
+                while reading < Self.learningReads, let diskKey = newer.popFirst() {
+                    guard let detailKey = CacheKey(diskKey: diskKey), let job = detailKey.job else { continue }
+                    reading += 1
+                    let version = versions[diskKey]!
+                    shared.tier.load(diskKey: diskKey, workflowID: workflow, jobID: job) { [self] read in
+                        let finished = {
+                            reading -= 1
+                            readNext()
+                        }
+                        // A purge since the learning began: what Redis said is not to come back.
+                        guard purgeGeneration == generation else { return finished() }
+                        switch read {
+                        case .found(let record) where SharedTierState.isPlausiblyConfirmed(record, now: clock()):
+                            // Through the store's rules, as any entry from Redis: the body must be
+                            // the job its key names, and only storable headers are kept.
+                            found.append((detailKey, record))
+                            finished()
+                        case .superseded(let newestSeen):
+                            noteSupersededFromShared(detailKey, newestSeen: newestSeen)
+                            finished()
+                        default:
+                            // Gone, or not read in time: the version Redis just told of is
+                            // still known (the list is patched if a copy is held, else refetched).
+                            counters.learningsIncomplete += 1
+                            noteSupersededFromShared(detailKey, newestSeen: version)
+                            finished()
+                        }
+                    }
+                }
+                endIfDone()
+            }
+            readNext()
         }
     }
+
+    /// Newer entries a list's learning reads from Redis at once.
+    static let learningReads = 16
 
     /// Takes in another instance's message about an entry: a list always (it may renew or
     /// invalidate details held here), a detail when held here, a written job always; a landed

@@ -85,16 +85,18 @@ public final class SharedCacheTier {
     /// newest a list showed of it. Asked in batches of `versionsBatch` keys, one script call
     /// each, one after the other (so that no call waits behind thousands of others and times
     /// out); entries Redis lacks, or with no plausible instant, are left out. `completion`
-    /// gets what was learned and whether every batch was answered (false: Redis went away or
-    /// a call timed out; what the answered batches said is still given).
+    /// gets what was learned and whether every batch was answered (false: a call failed or
+    /// timed out, and the next batches were still asked; what the answered ones said is given).
     public func newestVersions(diskKeys: [String], completion: @escaping (_ versions: [String: Double], _ complete: Bool) -> Void) {
         var versions: [String: Double] = [:]
+        var complete = true
         func ask(from start: Int) {
-            guard start < diskKeys.count else { return completion(versions, true) }
+            guard start < diskKeys.count else { return completion(versions, complete) }
             let batch = Array(diskKeys[start..<min(start + Self.versionsBatch, diskKeys.count)])
             redis.run(SharedScripts.versions, keys: batch.map(entryKey), arguments: []) { result in
                 guard case .success(let value) = result, value.elements.count == 2 * batch.count else {
-                    return completion(versions, false)
+                    complete = false
+                    return ask(from: start + batch.count)
                 }
                 let fields = value.elements
                 for (index, diskKey) in batch.enumerated() {

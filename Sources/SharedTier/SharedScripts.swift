@@ -97,11 +97,14 @@ enum SharedScripts {
         """)
 
     /// The newest version Redis knows of each entry: for each of KEYS, its `u` and its `s`
-    /// (false, a nil reply, when absent), in order. One call for a batch of a list's jobs.
+    /// (false, a nil reply, when absent), in order. One call for a batch of a list's jobs. A
+    /// key that is not a hash (written by someone else) counts as absent rather than failing
+    /// the batch.
     static let versions = RedisScript(name: "versions", source: """
         local out = {}
         for i, key in ipairs(KEYS) do
-          local f = redis.call('HMGET', key, 'u', 's')
+          local f = redis.pcall('HMGET', key, 'u', 's')
+          if type(f) ~= 'table' or f.err then f = {false, false} end
           out[2 * i - 1] = f[1] or false
           out[2 * i] = f[2] or false
         end

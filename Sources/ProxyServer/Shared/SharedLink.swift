@@ -49,6 +49,11 @@ final class SharedLink {
 
     var pendingPurgeCount: Int { pendingPurges.count }
 
+    /// When the cache last caught up after Redis came back, and whether one is scheduled.
+    var lastCatchUp: ContinuousClock.Instant?
+    var catchUpScheduled = false
+    static let catchUpInterval = 10.0
+
     /// Sixteen random hex digits: this process's name on the channel and in leases.
     static func newInstanceID() -> String {
         var generator = SystemRandomNumberGenerator()

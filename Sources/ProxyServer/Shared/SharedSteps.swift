@@ -99,7 +99,7 @@ extension ProxyServer {
                 self?.replayPurges()
                 // After a time away, or a start that did not wait for Redis, messages were
                 // missed (nothing to do when nothing is held).
-                self?.cache.catchUpOnLists()
+                self?.scheduleCatchUp()
             }
             if up {
                 logger.notice("shared tier: Redis is up; cache tier, budget and coalescing shared",
@@ -117,5 +117,21 @@ extension ProxyServer {
     /// command's timeout, at least 2 s (a Redis that refuses ends the wait at once).
     static func joinBoundSeconds(timeoutMilliseconds: Int) -> Double {
         max(2, 2 * Double(timeoutMilliseconds) / 1000)
+    }
+
+    /// Runs the cache's catch-up now, or, within `catchUpInterval` of the last one, once that
+    /// has passed: a link that flaps (its heartbeat timing out behind a large catch-up, say)
+    /// must not rewrite every list into Redis at each return.
+    func scheduleCatchUp() {
+        guard let shared, !shared.catchUpScheduled else { return }
+        shared.catchUpScheduled = true
+        let since = shared.lastCatchUp.map { ContinuousClock.now - $0 } ?? .seconds(SharedLink.catchUpInterval)
+        let wait = max(0, SharedLink.catchUpInterval - Double(since.components.seconds) - Double(since.components.attoseconds) / 1e18)
+        _ = loop.schedule(after: wait) { [weak self] in
+            guard let self, let shared = self.shared else { return }
+            shared.catchUpScheduled = false
+            shared.lastCatchUp = ContinuousClock.now
+            if shared.tier.isUp { cache.catchUpOnLists() }
+        }
     }
 }

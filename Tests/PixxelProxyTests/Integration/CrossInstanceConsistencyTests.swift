@@ -327,4 +327,22 @@ import Testing
         let list = try pair.get(pair.portB, "/v0/workflows/w/jobs")
         #expect(list.status == 200, "\(list.status) \(list.header("Cache-Status") ?? "")")
     }
+
+    /// Found by the second review: one key of another type under the prefix (a string where an
+    /// entry's hash belongs) failed the whole batch of a list's learning, and every batch after.
+    @Test(.needs(.redisServer)) func aKeyOfTheWrongTypeInRedisDoesNotStopAListLearningTheRest() throws {
+        let pair = try ScriptedPair()
+        defer { pair.stop() }
+        pair.pixxel.publish(["x", "y"], updatedAt: Self.t0)
+        #expect(pair.listed(pair.portB) == ["x": Self.t0, "y": Self.t0])
+        pair.b.terminate()
+        pair.b.waitUntilExit()
+        pair.pixxel.state.withLock { $0.detailUpdatedAt["y"] = Self.t7 }
+        #expect(try pair.get(pair.portA, "/v0/workflows/w/jobs/y").json?["updated_at"] as? String == Self.t7)
+        #expect(try pair.redis.command(["SET", "pixxel-proxy:entry:detail/w/x", "junk"]) == "+OK")
+
+        try pair.restartB()
+        #expect(pair.eventuallyUp(pair.portB))
+        #expect(pair.listed(pair.portB)["y"] == Self.t7)
+    }
 }
