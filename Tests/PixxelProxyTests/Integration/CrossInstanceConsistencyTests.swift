@@ -58,13 +58,27 @@ import Testing
             return Dictionary(jobs.compactMap { job in (job["id"] as? String).map { ($0, job["updated_at"] as? String ?? "") } }) { $1 }
         }
 
-        /// Stops B (SIGTERM: what it stored is on its disk) and starts it again on the same
-        /// store, once it has logged that it listens.
-        func restartB() throws {
+        /// Stops B with SIGTERM: what it stored is on its disk.
+        func stopB() {
             b.terminate()
             b.waitUntilExit()
+        }
+
+        /// Jobs x and y at t0, listed through B (and so held by A too), then B stopped.
+        func showListThroughBThenStopB() {
+            let t0 = CrossInstanceConsistencyTests.t0
+            pixxel.publish(["x", "y"], updatedAt: t0)
+            #expect(listed(portB) == ["x": t0, "y": t0])
+            stopB()
+        }
+
+        /// Starts B again on the same store (stopping it first if it runs) and, unless told
+        /// not to, waits until it has joined Redis.
+        func restartB(awaitingRedis: Bool = true) throws {
+            stopB()
             (b, portB) = try ProcessTests.startServe(simPort: pixxel.upstream.port, clients: clients, directory: directories[1],
                                                      extraEnvironment: sharedEnvironment, log: logB)
+            if awaitingRedis && !eventuallyUp(portB) { throw RawHTTPError(description: "B did not join Redis again") }
         }
 
         func stop() {
@@ -158,18 +172,14 @@ import Testing
         // Redis is paused while B starts: a long timeout keeps B waiting for it.
         let pair = try ScriptedPair(environment: ["PIXXEL_PROXY_SHARED_TIMEOUT_MS": "20000"])
         defer { pair.stop() }
-        pair.pixxel.publish(["x", "y"], updatedAt: Self.t0)
-        #expect(pair.listed(pair.portB) == ["x": Self.t0, "y": Self.t0])
-
         // B goes down with the list on its disk; meanwhile y moves on, and A shows it.
-        pair.b.terminate()
-        pair.b.waitUntilExit()
+        pair.showListThroughBThenStopB()
         pair.pixxel.state.withLock { $0.detailUpdatedAt["y"] = Self.t7 }
         #expect(try pair.get(pair.portA, "/v0/workflows/w/jobs/y").json?["updated_at"] as? String == Self.t7)
 
         // B comes back while Redis does not answer, and a client asks it for the list.
         pair.redis.pause()
-        try pair.restartB()
+        try pair.restartB(awaitingRedis: false)
         let fd = try RawHTTPClient.connect(port: pair.portB, timeoutSeconds: 60)
         defer { close(fd) }
         RawHTTPClient.send(Array("GET /v0/workflows/w/jobs HTTP/1.1\r\nHost: b\r\nAuthorization: \(pair.token)\r\nConnection: close\r\n\r\n".utf8), to: fd)
@@ -195,8 +205,7 @@ import Testing
         #expect(pair.listed(pair.portB) == ["x": Self.t0, "y": Self.t0])
 
         // B goes down with the list on its disk; y moves on, and A's list shows it.
-        pair.b.terminate()
-        pair.b.waitUntilExit()
+        pair.stopB()
         pair.pixxel.publish(["x", "y"], updatedAt: Self.t7)
         let refetched = try pair.get(pair.portA, "/v0/workflows/w/jobs", headers: [("Cache-Control", "no-cache")])
         #expect((refetched.json?["jobs"] as? [[String: Any]])?.map { $0["updated_at"] as? String } == [Self.t7, Self.t7])
@@ -204,7 +213,6 @@ import Testing
         // The upstream fails every list; B comes back and is asked for it.
         pair.pixxel.state.withLock { $0.listStatus = 503 }
         try pair.restartB()
-        #expect(pair.eventuallyUp(pair.portB))
         // A revalidation: it goes past the shared tier to the upstream, which fails.
         let answer = try pair.get(pair.portB, "/v0/workflows/w/jobs", headers: [("Cache-Control", "no-cache")])
         #expect(answer.status == 200)
@@ -242,10 +250,7 @@ import Testing
     @Test(.needs(.redisServer)) func onAnUpstreamFailureAStaleListLearnsTheNewerDetailsRedisHolds() throws {
         let pair = try ScriptedPair(environment: ["PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS": "0"])
         defer { pair.stop() }
-        pair.pixxel.publish(["x", "y"], updatedAt: Self.t0)
-        #expect(pair.listed(pair.portB) == ["x": Self.t0, "y": Self.t0])
-        pair.b.terminate()
-        pair.b.waitUntilExit()
+        pair.showListThroughBThenStopB()
 
         // Redis comes back empty; y moves on, and A shows its detail (Redis then holds it).
         pair.redis.kill()
@@ -256,7 +261,6 @@ import Testing
 
         pair.pixxel.state.withLock { $0.listStatus = 503 }
         try pair.restartB()
-        #expect(pair.eventuallyUp(pair.portB))
         let answer = try pair.get(pair.portB, "/v0/workflows/w/jobs")
         let shown = Dictionary(((answer.json?["jobs"] as? [[String: Any]]) ?? []).compactMap { job in
             (job["id"] as? String).map { ($0, job["updated_at"] as? String ?? "") }
@@ -272,8 +276,7 @@ import Testing
         let ids = (0..<12_000).map { String(format: "j%05d", $0) }
         pair.pixxel.publish(ids, updatedAt: Self.t0)
         #expect(pair.listed(pair.portB).count == 12_000)
-        pair.b.terminate()
-        pair.b.waitUntilExit()
+        pair.stopB()
         // Every job moves on, and A shows each detail: Redis holds them all newer.
         pair.pixxel.state.withLock { state in for id in ids { state.detailUpdatedAt[id] = Self.t7 } }
         // Thirty of them, spread over the list (the old bound left a random sixth unasked).
@@ -282,7 +285,6 @@ import Testing
             #expect(try pair.get(pair.portA, "/v0/workflows/w/jobs/\(id)").json?["updated_at"] as? String == Self.t7)
         }
         try pair.restartB()
-        #expect(pair.eventuallyUp(pair.portB))
         let shown = pair.listed(pair.portB)
         #expect(sample.filter { shown[$0] != Self.t7 } == [])
     }
@@ -293,17 +295,13 @@ import Testing
     @Test(.needs(.redisServer)) func aForgedRedisEntryHoldingAnotherJobIsNotLearntByAList() throws {
         let pair = try ScriptedPair()
         defer { pair.stop() }
-        pair.pixxel.publish(["x", "y"], updatedAt: Self.t0)
-        #expect(pair.listed(pair.portB) == ["x": Self.t0, "y": Self.t0])
-        pair.b.terminate()
-        pair.b.waitUntilExit()
+        pair.showListThroughBThenStopB()
         pair.pixxel.state.withLock { $0.detailUpdatedAt["y"] = Self.t7 }
         #expect(try pair.get(pair.portA, "/v0/workflows/w/jobs/y").json?["updated_at"] as? String == Self.t7)
         // y's newer entry, copied under x's key.
         #expect(try pair.redis.command(["COPY", "pixxel-proxy:entry:detail/w/y", "pixxel-proxy:entry:detail/w/x", "REPLACE"]) == ":1")
 
         try pair.restartB()
-        #expect(pair.eventuallyUp(pair.portB))
         let ids = ((try pair.get(pair.portB, "/v0/workflows/w/jobs").json?["jobs"] as? [[String: Any]]) ?? []).map { $0["id"] as? String }
         #expect(ids.sorted { ($0 ?? "") < ($1 ?? "") } == ["x", "y"])
         #expect(try pair.get(pair.portB, "/v0/workflows/w/jobs/x").json?["id"] as? String == "x")
@@ -314,16 +312,12 @@ import Testing
     @Test(.needs(.redisServer)) func aSupersessionMarkFromTheFutureInRedisIsNotBelieved() throws {
         let pair = try ScriptedPair()
         defer { pair.stop() }
-        pair.pixxel.publish(["x", "y"], updatedAt: Self.t0)
-        #expect(pair.listed(pair.portB) == ["x": Self.t0, "y": Self.t0])
-        pair.b.terminate()
-        pair.b.waitUntilExit()
+        pair.showListThroughBThenStopB()
         #expect(try pair.get(pair.portA, "/v0/workflows/w/jobs/y").json?["updated_at"] as? String == Self.t0)
         let ahead = String(Date().timeIntervalSince1970 + 20 * 3600)
         #expect(try pair.redis.command(["HSET", "pixxel-proxy:entry:detail/w/y", "s", ahead]) == ":1")
 
         try pair.restartB()
-        #expect(pair.eventuallyUp(pair.portB))
         let list = try pair.get(pair.portB, "/v0/workflows/w/jobs")
         #expect(list.status == 200, "\(list.status) \(list.header("Cache-Status") ?? "")")
     }
@@ -333,16 +327,12 @@ import Testing
     @Test(.needs(.redisServer)) func aKeyOfTheWrongTypeInRedisDoesNotStopAListLearningTheRest() throws {
         let pair = try ScriptedPair()
         defer { pair.stop() }
-        pair.pixxel.publish(["x", "y"], updatedAt: Self.t0)
-        #expect(pair.listed(pair.portB) == ["x": Self.t0, "y": Self.t0])
-        pair.b.terminate()
-        pair.b.waitUntilExit()
+        pair.showListThroughBThenStopB()
         pair.pixxel.state.withLock { $0.detailUpdatedAt["y"] = Self.t7 }
         #expect(try pair.get(pair.portA, "/v0/workflows/w/jobs/y").json?["updated_at"] as? String == Self.t7)
         #expect(try pair.redis.command(["SET", "pixxel-proxy:entry:detail/w/x", "junk"]) == "+OK")
 
         try pair.restartB()
-        #expect(pair.eventuallyUp(pair.portB))
         #expect(pair.listed(pair.portB)["y"] == Self.t7)
     }
 }
