@@ -48,6 +48,15 @@ final class ServerConnection {
     private var bodyTimer: LoopTimer?
     private var bodyReadingSince: ContinuousClock.Instant?
     private var bodyReadingSpent: Duration = .zero
+    /// The connection's own read event on a plain socket (nil on TLS, where the bufferevent
+    /// reads). A bufferevent sizes every read with ioctl(FIONREAD): one system call per request
+    /// that a read into the input buffer's own space does without.
+    private var reader: OpaquePointer?
+    private var readerPending = false
+    /// Reading is wanted (off once the connection ends after its answer).
+    private var readingWanted = true
+    /// Input is read up to this (the bufferevent's read watermark, for TLS).
+    private var inputLimit: Int
 
     var isOpen: Bool { bufferEvent != nil }
 
@@ -63,6 +72,7 @@ final class ServerConnection {
         self.peer = peer
         limits = server.limits
         readHighWater = limits.maxHeaderBytes + 2 * limits.maxBodyBytes + 65_536
+        inputLimit = readHighWater
     }
 
     func start() {
@@ -81,13 +91,84 @@ final class ServerConnection {
         bufferevent_set_max_single_write(bufferEvent, Self.maxSingleWrite)
         var timeout = server.timeout
         bufferevent_set_timeouts(bufferEvent, &timeout, &timeout)
-        bufferevent_enable(bufferEvent, Int16(EV_READ | EV_WRITE))
+        let fd = bufferevent_getfd(bufferEvent)
+        if !server.isTLS, fd >= 0, let reader = event_new(server.loop.base, fd, Int16(EV_READ | EV_PERSIST), { _, what, context in
+            Unmanaged<ServerConnection>.fromOpaque(context!).takeUnretainedValue().readable(what)
+        }, context) {
+            self.reader = reader
+            bufferevent_enable(bufferEvent, Int16(EV_WRITE))
+            updateReading()
+        } else {
+            bufferevent_enable(bufferEvent, Int16(EV_READ | EV_WRITE))
+        }
+    }
+
+    /// The socket is readable (or the read timeout passed): one recv into the input buffer's
+    /// own space, up to `inputLimit`, then the requests it completes.
+    private func readable(_ what: Int16) {
+        guard let bufferEvent else { return }
+        if what & Int16(EV_TIMEOUT) != 0 {
+            // The client waits for an answer that takes a while (an upstream call): not idle.
+            if awaitingAnswer, bodyStream?.isReading != true { return }
+            return close()
+        }
+        let input = bufferevent_get_input(bufferEvent)!
+        let room = inputLimit - evbuffer_get_length(input)
+        guard room > 0 else { return updateReading() }
+        // The bufferevent keeps its input's end frozen except while it reads itself.
+        evbuffer_unfreeze(input, 0)
+        var vector = iovec()  // `evbuffer_iovec` is a macro for it
+        var received = -1
+        if evbuffer_reserve_space(input, min(room, Self.readSize), &vector, 1) >= 1 {
+            received = recv(bufferevent_getfd(bufferEvent), vector.iov_base, min(vector.iov_len, room), 0)
+            vector.iov_len = max(0, received)
+            _ = evbuffer_commit_space(input, &vector, received > 0 ? 1 : 0)
+        }
+        let failed = received < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
+        evbuffer_freeze(input, 0)
+        // The end of the stream, or a reset: the client is gone (as the bufferevent's EOF and
+        // error events said).
+        if received == 0 || failed { return close() }
+        guard received > 0 else { return }
+        processInput()
+    }
+
+    /// One read takes up to this much (libevent's own reads take 4 KiB).
+    private static let readSize = 64 << 10
+
+    /// Keeps the read event added while reading is wanted and the input has room, as the
+    /// bufferevent's read watermark did: a full input stops reading until requests are taken.
+    private func updateReading() {
+        guard let bufferEvent else { return }
+        guard let reader else {
+            bufferevent_setwatermark(bufferEvent, Int16(EV_READ), 0, inputLimit)
+            if !readingWanted { bufferevent_disable(bufferEvent, Int16(EV_READ)) }
+            return
+        }
+        let wanted = readingWanted && evbuffer_get_length(bufferevent_get_input(bufferEvent)) < inputLimit
+        guard wanted != readerPending else { return }
+        readerPending = wanted
+        if wanted {
+            var timeout = server?.timeout ?? timeval(tv_sec: 60, tv_usec: 0)
+            event_add(reader, &timeout)
+        } else {
+            event_del(reader)
+        }
+    }
+
+    private func stopReading() {
+        readingWanted = false
+        updateReading()
     }
 
     /// Closes the socket at once; an answer still pending is told its client is gone.
     func close() {
         guard let bufferEvent else { return }
         self.bufferEvent = nil
+        if let reader {
+            self.reader = nil
+            event_free(reader)
+        }
         bufferevent_free(bufferEvent)
         withExtendedLifetime(self) {
             let lost = unflushedAnswers
@@ -141,7 +222,11 @@ final class ServerConnection {
     func processInput() {
         guard !processing else { return }
         processing = true
-        defer { processing = false }
+        defer {
+            processing = false
+            // What was taken from the input may make room to read again.
+            updateReading()
+        }
         if let stream = bodyStream {
             feed(stream)
             // The next request's head comes after this body.
@@ -256,7 +341,8 @@ final class ServerConnection {
         sentContinue = false
         // A small read-ahead: a consumer that pauses slows the client down instead of
         // letting this connection buffer megabytes. The idle timeout still applies.
-        bufferevent_setwatermark(bufferEvent, Int16(EV_READ), 0, Self.streamedReadHighWater)
+        inputLimit = Self.streamedReadHighWater
+        updateReading()
         dispatch(head, body: [], bodyStream: stream)
     }
 
@@ -270,6 +356,7 @@ final class ServerConnection {
             processInput()
         } else {
             feed(stream)
+            updateReading()
         }
     }
 
@@ -347,7 +434,8 @@ final class ServerConnection {
             // What follows in the input is not a request: nothing more is read.
             closeAfterFlush = true
         }
-        bufferevent_setwatermark(bufferEvent, Int16(EV_READ), 0, readHighWater)
+        inputLimit = readHighWater
+        updateReading()
         stream.finish(result)
     }
 
@@ -398,7 +486,7 @@ final class ServerConnection {
             bodyTimer?.cancel()
             bodyTimer = nil
             closeAfterFlush = true
-            bufferevent_disable(bufferEvent, Int16(EV_READ))
+            stopReading()
         }
         server?.requestAnswered(awaitingFlush: true)
         // With nothing left to send, the write callback will not come: look at the input now.
@@ -429,7 +517,8 @@ final class ServerConnection {
 
     /// Writes an answer (head bytes, then the body) and reads on unless the exchange ends the
     /// connection. `counted`: the server counts the answer as awaiting its flush. Returns
-    /// whether the answer went into the output buffer.
+    /// whether the answer waits in the output buffer (false: sent already, or the connection
+    /// is closed).
     func write(head: [UInt8], body: ResponseBody?, close: Bool, counted: Bool = true) -> Bool {
         awaitingAnswer = false
         current = nil
@@ -445,18 +534,59 @@ final class ServerConnection {
             stream.finish(.failure(.clientGone))
         }
         let output = bufferevent_get_output(bufferEvent)!
-        head.withUnsafeBytes { _ = evbuffer_add(output, $0.baseAddress, $0.count) }
+        // With nothing queued before it, the answer goes out at once: one sendmsg, and no
+        // EV_WRITE turned on and off again (two epoll_ctl) for an answer the socket takes
+        // whole. What the socket does not take waits in the output buffer, as every answer
+        // did before, and the bufferevent writes it when the socket drains.
+        let sent = close || evbuffer_get_length(output) != 0 ? 0 : sendAtOnce(head: head, body: body, fd: bufferevent_getfd(bufferEvent))
+        let bodyCount = switch body {
+        case .bytes(let bytes)?: bytes.count
+        case .shared(let shared)?: shared.count
+        case nil: 0
+        }
+        if sent == head.count + bodyCount { return false }
+        if sent < head.count {
+            head.withUnsafeBytes { _ = evbuffer_add(output, $0.baseAddress! + sent, $0.count - sent) }
+        }
+        let bodySent = max(0, sent - head.count)
         switch body {
-        case .bytes(let bytes)?: bytes.withUnsafeBytes { _ = evbuffer_add(output, $0.baseAddress, $0.count) }
-        case .shared(let shared)?: shared.addReference(to: output)
+        case .bytes(let bytes)?: bytes.withUnsafeBytes { _ = evbuffer_add(output, $0.baseAddress! + bodySent, $0.count - bodySent) }
+        case .shared(let shared)?: shared.addReference(to: output, from: bodySent)
         case nil: break
         }
         if counted { unflushedAnswers += 1 }
         if close {
             closeAfterFlush = true
-            bufferevent_disable(bufferEvent, Int16(EV_READ))
+            stopReading()
         }
         return true
+    }
+
+    /// Sends what the socket takes of `head` and `body` in one call; the bytes sent (0 on
+    /// EAGAIN or an error, which the bufferevent's own write then meets). Not on TLS.
+    private func sendAtOnce(head: [UInt8], body: ResponseBody?, fd: Int32) -> Int {
+        guard fd >= 0, server?.isTLS == false, responseStream == nil else { return 0 }
+        return head.withUnsafeBytes { head in
+            let send = { (body: UnsafeRawBufferPointer) -> Int in
+                var vectors = (iovec(iov_base: UnsafeMutableRawPointer(mutating: head.baseAddress), iov_len: head.count),
+                               iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress), iov_len: body.count))
+                // sendmsg rather than writev: MSG_NOSIGNAL, so a peer gone gives EPIPE, not SIGPIPE.
+                let sent = withUnsafeMutablePointer(to: &vectors) {
+                    $0.withMemoryRebound(to: iovec.self, capacity: 2) { vector in
+                        var message = msghdr()
+                        message.msg_iov = vector
+                        message.msg_iovlen = body.isEmpty ? 1 : 2
+                        return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
+                    }
+                }
+                return max(0, sent)
+            }
+            switch body {
+            case .bytes(let bytes)?: return bytes.withUnsafeBytes(send)
+            case .shared(let shared)?: return shared.withUnsafeBytes(send)
+            case nil: return send(UnsafeRawBufferPointer(start: nil, count: 0))
+            }
+        }
     }
 
     /// Continues with pipelined requests once an answer given later (not from inside the

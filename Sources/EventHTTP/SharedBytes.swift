@@ -19,18 +19,23 @@ public final class SharedBytes: @unchecked Sendable {
 
     public var array: [UInt8] { storage }
 
-    /// Appends these bytes to `buffer` by reference; the buffer keeps them alive until sent.
-    func addReference(to buffer: OpaquePointer) {
-        guard !storage.isEmpty else { return }
+    func withUnsafeBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        try storage.withUnsafeBytes(body)
+    }
+
+    /// Appends these bytes from `offset` on to `buffer` by reference; the buffer keeps them
+    /// alive until sent.
+    func addReference(to buffer: OpaquePointer, from offset: Int = 0) {
+        guard offset < storage.count else { return }
         let retained = Unmanaged.passRetained(self).toOpaque()
         let added = storage.withUnsafeBytes { bytes in
-            evbuffer_add_reference(buffer, bytes.baseAddress, bytes.count, { _, _, context in
+            evbuffer_add_reference(buffer, bytes.baseAddress! + offset, bytes.count - offset, { _, _, context in
                 Unmanaged<SharedBytes>.fromOpaque(context!).release()
             }, retained)
         }
         if added != 0 {
             Unmanaged<SharedBytes>.fromOpaque(retained).release()
-            storage.withUnsafeBytes { _ = evbuffer_add(buffer, $0.baseAddress, $0.count) }
+            storage.withUnsafeBytes { _ = evbuffer_add(buffer, $0.baseAddress! + offset, $0.count - offset) }
         }
     }
 }
