@@ -110,6 +110,10 @@ final class ServerConnection {
         if what & Int16(EV_TIMEOUT) != 0 {
             // The client waits for an answer that takes a while (an upstream call): not idle.
             if awaitingAnswer, bodyStream?.isReading != true { return }
+            // Nor is one still being sent answers (pipelined requests wait for it to read them):
+            // the write timeout is what ends a client that stops reading. Found by review: a
+            // pipelining client reading steadily was cut off at the read timeout.
+            if pendingOutput > 0 { return }
             return close()
         }
         let input = bufferevent_get_input(bufferEvent)!
@@ -119,12 +123,13 @@ final class ServerConnection {
         evbuffer_unfreeze(input, 0)
         var vector = iovec()  // `evbuffer_iovec` is a macro for it
         var received = -1
+        var failed = false
         if evbuffer_reserve_space(input, min(room, Self.readSize), &vector, 1) >= 1 {
             received = recv(bufferevent_getfd(bufferEvent), vector.iov_base, min(vector.iov_len, room), 0)
+            failed = received < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
             vector.iov_len = max(0, received)
             _ = evbuffer_commit_space(input, &vector, received > 0 ? 1 : 0)
         }
-        let failed = received < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
         evbuffer_freeze(input, 0)
         // The end of the stream, or a reset: the client is gone (as the bufferevent's EOF and
         // error events said).
@@ -133,8 +138,10 @@ final class ServerConnection {
         processInput()
     }
 
-    /// One read takes up to this much (libevent's own reads take 4 KiB).
-    private static let readSize = 64 << 10
+    /// One read takes up to this much (libevent's own reads take 4 KiB): with libevent's chain
+    /// header, one 16 KiB allocation. Found by review: 64 KiB reserved 128 KiB of address
+    /// space for every connection with a byte of input waiting.
+    private static let readSize = (16 << 10) - 128
 
     /// Keeps the read event added while reading is wanted and the input has room, as the
     /// bufferevent's read watermark did: a full input stops reading until requests are taken.

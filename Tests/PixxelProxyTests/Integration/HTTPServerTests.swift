@@ -36,6 +36,40 @@ import Glibc
 
     static func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
 
+    /// Found by review of the server's own reads: a client that pipelined requests for large
+    /// answers and read them steadily, sending nothing more, was closed at the read timeout
+    /// (the bufferevent had restarted that timeout each time a request was taken from the
+    /// input). A client being sent answers is not idle; the write timeout ends one that stops
+    /// reading.
+    @Test func aPipeliningClientReadingSteadilyIsNotClosedAtTheReadTimeout() throws {
+        let running = RunningLoop(startNow: false)
+        let answer = [UInt8](repeating: UInt8(ascii: "x"), count: 1 << 20)
+        let server = HTTPServer(loop: running.loop, limits: ServerLimits(timeoutSeconds: 1)) { request in
+            request.respond(status: 200, headers: HTTPHeaders(), body: answer)
+        }
+        let port = try server.bind(host: "127.0.0.1", port: 0)
+        running.start()
+        defer { running.stop() }
+        let fd = try RawHTTPClient.connect(port: port, timeoutSeconds: 10)
+        defer { close(fd) }
+        var small: Int32 = 16 << 10
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        let requests = 8
+        RawHTTPClient.send(Array(String(repeating: "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", count: requests).utf8), to: fd)
+        // A slow reader, steady: 16 KiB every 5 ms, about 3 MiB/s, so 8 MiB take well past the
+        // 1 s timeout.
+        var received = 0
+        var buffer = [UInt8](repeating: 0, count: 16 << 10)
+        let expected = requests * (answer.count + 60)
+        while received < expected {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            received += n
+            usleep(5_000)
+        }
+        #expect(received >= requests * answer.count, "cut off after \(received) of \(requests * answer.count) bytes")
+    }
+
     @Test func pipelinedRequestsAreAnsweredInOrderOnOneConnection() throws {
         let echo = try EchoServer()
         defer { echo.stop() }
