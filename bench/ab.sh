@@ -9,6 +9,8 @@
 # worker, the same token check), in the same rounds, and adds nginx's CPU per request and the
 # nginx/new ratio (above 1: the new build spends less CPU per hit than nginx). Bounded: about
 # 3 cases (AB_CASES, default "detail list filtered") x 2 builds (3 with nginx) x AB_ROUNDS x AB_SECONDS.
+# AB_SYSCALLS=1 then counts the system calls of each server per keep-alive hit (strace -c -f over
+# AB_SYSCALL_HITS sequential hits on one connection, default 2000), by call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -126,3 +128,41 @@ for name in ${AB_CASES:-detail list filtered}; do
     [ -n "$nginx_cpu" ] && printf ' %-20s %s' "$nginx_cpu" "$(ratio "$nginx_cpu" "$new_cpu")"
     echo
 done
+
+# System calls per keep-alive hit: strace counts each server's calls (every thread: the log
+# writer's too) while one connection asks for the detail AB_SYSCALL_HITS times in sequence.
+if [ "${AB_SYSCALLS:-0}" = 1 ]; then
+    command -v strace >/dev/null || { echo "ab: strace is missing (apt-get install strace)" >&2; exit 1; }
+    HITS=${AB_SYSCALL_HITS:-2000}
+    echo
+    echo "system calls per keep-alive detail hit ($HITS hits on one connection; strace -c -f):"
+    for port in $OLD_PORT $NEW_PORT ${PROXY_PIDS[$NGINX_PORT]:+$NGINX_PORT}; do
+        name=$([ $port = $OLD_PORT ] && echo old || { [ $port = $NEW_PORT ] && echo new || echo nginx; })
+        strace -c -f -p "${PROXY_PIDS[$port]}" -o "$OUT/strace-$name.txt" 2>/dev/null &
+        tracer=$!
+        sleep 0.5  # strace attaches to every thread before the first hit is counted
+        python3 - "$port" "${PATHS[detail]}" "$AUTH" "$HITS" <<'PY'
+import socket, sys
+port, path, auth, hits = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+conn = socket.create_connection(("127.0.0.1", port))
+request = f"GET {path} HTTP/1.1\r\nHost: ab\r\n{auth}\r\n\r\n".encode()
+for _ in range(hits):
+    conn.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += conn.recv(65536)
+PY
+        kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+        awk -v hits="$HITS" -v name="$name" '
+            $NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" { calls[$NF] = $4 }
+            END {
+                line = ""; total = 0
+                for (call in calls) { per = calls[call] / hits; total += per; if (per >= 0.05) line = line sprintf(" %s %.2f", call, per) }
+                printf "%-6s %.2f per hit:%s\n", name, total, line
+            }' "$OUT/strace-$name.txt"
+    done
+fi
