@@ -6,6 +6,9 @@
 # Then: peak RSS of the proxy with 100k cached job details against their payload bytes, and
 # the time to ready (and to a first disk hit) with 1M entries in the disk store.
 #
+# The headline is CPU time per answered hit (utime + stime from /proc over counted wrk runs,
+# BENCH_CPU_ROUNDS alternated rounds, default 5) beside nginx's, as a ratio.
+#
 # Knobs: BENCH_SECONDS (per wrk run, default 5), BENCH_CONNECTIONS (default "1 64 256"),
 # BENCH_WORKERS (nginx worker_processes and the proxy's listen.workers, default 1),
 # BENCH_SKIP_EXTRAS=1 (only the wrk table), BENCH_SKIP_DOWNLOAD=1, DOWNLOAD_BYTES, DOWNLOAD_ROUNDS,
@@ -126,7 +129,7 @@ LIST_BYTES=$(curl -s -H "$AUTH" "http://$HOST:$PROXY_PORT$LIST" | wc -c)
 DETAIL_BYTES=$(curl -s -H "$AUTH" "http://$HOST:$PROXY_PORT$DETAIL" | wc -c)
 FILTERED_BYTES=$(curl -s -H "$AUTH" "http://$HOST:$PROXY_PORT$FILTERED" | wc -c)
 
-# One wrk run; prints "req/s p50_us p99_us socket_errors status_errors".
+# One wrk run; prints "req/s p50_us p99_us socket_errors status_errors requests".
 measure() {  # port, case, connections
     local miss=0
     [ "$2" = mix ] && miss=10
@@ -134,13 +137,46 @@ measure() {  # port, case, connections
         wrk -t1 -c"$3" -d"${DURATION}s" -s bench/wrk.lua "http://$HOST:$1" | sed -n 's/^RESULT //p'
 }
 
+# The headline: CPU time per answered hit, utime + stime of the serving process from /proc over
+# a counted wrk run (far steadier than req/s on a shared machine), pixxel-proxy's event loop
+# against nginx's one worker, alternated for BENCH_CPU_ROUNDS rounds (default 5) at 64
+# connections; medians, and nginx's CPU per hit over the proxy's.
+TICKS=$(getconf CLK_TCK)
+NGINX_WORKER=$(pgrep -P "$(cat "$OUT/nginx/nginx.pid")" | head -n 1)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+cpu_per_hit() {  # port pid case -> "µs_per_request req/s p50 p99"
+    local before after rps p50 p99 err status requests
+    before=$(cpu_ticks "$2")
+    read -r rps p50 p99 err status requests < <(measure "$1" "$3" 64)
+    after=$(cpu_ticks "$2")
+    awk -v t=$((after - before)) -v hz="$TICKS" -v n="$requests" -v r="$rps" -v a="$p50" -v b="$p99" \
+        'BEGIN { printf "%.1f %s %s %s\n", n ? t / hz * 1e6 / n : 0, r, a, b }'
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+CPU_ROWS=()
+echo
+echo "CPU per hit (µs, utime+stime / requests), ${BENCH_CPU_ROUNDS:-5} alternated rounds at 64 connections:"
+for case in detail list filtered; do
+    p_cpu="" n_cpu="" p_rps="" n_rps="" p_lat="" n_lat=""
+    for _ in $(seq 1 "${BENCH_CPU_ROUNDS:-5}"); do
+        read -r cpu rps p50 p99 < <(cpu_per_hit $PROXY_PORT "$PROXY_PID" $case)
+        p_cpu+="$cpu " p_rps+="$rps " p_lat="$p50 / $p99"
+        read -r cpu rps p50 p99 < <(cpu_per_hit $NGINX_PORT "$NGINX_WORKER" $case)
+        n_cpu+="$cpu " n_rps+="$rps " n_lat="$p50 / $p99"
+    done
+    pm=$(echo "$p_cpu" | median) nm=$(echo "$n_cpu" | median)
+    ratio=$(awk -v n="$nm" -v p="$pm" 'BEGIN { printf "%.2f", (p > 0 ? n / p : 0) }')
+    printf '%-9s proxy %6s (%s)  nginx %6s (%s)  nginx/proxy %s\n' $case "$pm" "$p_cpu" "$nm" "$n_cpu" "$ratio"
+    CPU_ROWS+=("| $case | $pm | $(echo "$p_rps" | median) | $p_lat | $nm | $(echo "$n_rps" | median) | $n_lat | **$ratio** |")
+done
+
 ROWS=()
 echo
 printf '%-9s %5s | %9s %8s %8s | %9s %8s %8s | %6s\n' case conns proxy p50us p99us nginx p50us p99us ratio
 for case in detail list filtered mix; do
     for connections in $CONNECTIONS; do
-        read -r p_rps p_p50 p_p99 p_err p_status < <(measure $PROXY_PORT $case "$connections")
-        read -r n_rps n_p50 n_p99 n_err n_status < <(measure $NGINX_PORT $case "$connections")
+        read -r p_rps p_p50 p_p99 p_err p_status _ < <(measure $PROXY_PORT $case "$connections")
+        read -r n_rps n_p50 n_p99 n_err n_status _ < <(measure $NGINX_PORT $case "$connections")
         ratio=$(awk -v a="$p_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
         note=""
         [ "$p_err$p_status$n_err$n_status" = "0000" ] || note=" errors: proxy $p_err/$p_status nginx $n_err/$n_status"
@@ -229,6 +265,18 @@ CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
     echo "$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2). Loopback only; wrk -t1, ${DURATION}s per run, proxy and nginx alternated;"
     echo "$WORKERS worker(s) each. Bodies: detail $DETAIL_BYTES B, list $LIST_BYTES B (50 jobs), filtered $FILTERED_BYTES B."
     echo "mix = 90% hits over the three paths, 10% misses (a list query with an unknown parameter)."
+    echo
+    echo "## CPU per cached hit (the headline)"
+    echo
+    echo "CPU time (utime + stime from \`/proc\`) per answered request over counted wrk runs at 64"
+    echo "connections, ${BENCH_CPU_ROUNDS:-5} rounds alternated; medians (latency of the last round)."
+    echo "Above 1 in the last column: nginx spends more CPU per hit than pixxel-proxy."
+    echo
+    echo "| case | pixxel-proxy µs/hit | req/s | p50 / p99 µs | nginx µs/hit | req/s | p50 / p99 µs | nginx / proxy (CPU) |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    printf '%s\n' "${CPU_ROWS[@]}"
+    echo
+    echo "## Throughput"
     echo
     echo "| case | connections | pixxel-proxy req/s | p50 / p99 µs | nginx req/s | p50 / p99 µs | proxy / nginx |"
     echo "| --- | --- | --- | --- | --- | --- | --- |"

@@ -40,6 +40,6 @@ end
 function done(summary, latency, requests)
     -- errors.status counts answers with a status of 400 or more.
     local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
-    io.write(string.format("RESULT %.0f %d %d %d %d\n", summary.requests / (summary.duration / 1e6),
-        latency:percentile(50), latency:percentile(99), errors, summary.errors.status))
+    io.write(string.format("RESULT %.0f %d %d %d %d %d\n", summary.requests / (summary.duration / 1e6),
+        latency:percentile(50), latency:percentile(99), errors, summary.errors.status, summary.requests))
 end
