@@ -113,10 +113,10 @@ extension ResponseCache {
 
         case .lookupDisk:
             guard !run.memoryHeld, memory.peek(key) == nil, disk != nil else { return runFlight(run, .lease) }
-            let before = diskSeenEmpty, failuresBefore = disk?.readFailures
-            loadFromDisk(key) { [self] entry, fresh in
-                // No row, and no read failed meanwhile: the disk is known empty for this key.
-                if entry == nil, let before, before == diskSeenEmpty, disk?.readFailures == failuresBefore { run.diskSeenEmpty = before }
+            let before = diskSeenEmpty
+            loadFromDisk(key) { [self] entry, fresh, readFailed in
+                // No row, and the read did not fail: the disk is known empty for this key.
+                if entry == nil, !readFailed, let before, before == diskSeenEmpty { run.diskSeenEmpty = before }
                 guard fresh, !flight.revalidates, let read = entry else { return runFlight(run, .lease) }
                 // What the disk holds may predate what the other instances showed meanwhile.
                 learnNewerListed(read, key: key) { [self] in

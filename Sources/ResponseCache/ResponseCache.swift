@@ -141,14 +141,15 @@ public final class ResponseCache {
 
     /// Reads `key` from the disk tier; `completion` runs on the loop with the entry, which is
     /// also put in memory when memory has none (so that a later answer is compared with it,
-    /// and it can be served stale), and whether it is fresh.
-    func loadFromDisk(_ key: CacheKey, completion: @escaping (_ entry: CachedAnswer?, _ fresh: Bool) -> Void) {
+    /// and it can be served stale), whether it is fresh, and whether the read failed (then a
+    /// missing entry proves nothing).
+    func loadFromDisk(_ key: CacheKey, completion: @escaping (_ entry: CachedAnswer?, _ fresh: Bool, _ readFailed: Bool) -> Void) {
         loop.assertOnLoop()
-        guard disk != nil else { return completion(nil, false) }
+        guard disk != nil else { return completion(nil, false, false) }
         let epoch = purgeEpoch
-        readDisk(key) { [self] record, _ in
+        readDisk(key) { [self] record, failed in
             // A purge since the read began: what it read is gone.
-            guard epoch == purgeEpoch, let record, var read = CachedAnswer(record: record) else { return completion(nil, false) }
+            guard epoch == purgeEpoch, let record, var read = CachedAnswer(record: record) else { return completion(nil, false, failed) }
             // A `cache.routes` entry is fresh for its rule's lifetime as configured now, not as
             // when it was written (a rule shortened since must not keep old answers fresh).
             if case .route(let resource) = key, read.lifetime != resource.lifetime {
@@ -165,7 +166,7 @@ public final class ResponseCache {
             }
             if memory.peek(key) == nil { memory.set(key, answer, cost: answer.cost) }
             let entry = memory.peek(key) ?? answer
-            completion(entry, entry.remaining(now: clock()) > 0)
+            completion(entry, entry.remaining(now: clock()) > 0, false)
         }
     }
 
@@ -210,7 +211,7 @@ public final class ResponseCache {
     /// A version from over a day ahead of this clock is not believed (found by review: one
     /// detail dated 2999 would otherwise pin the job in every list for as long as the process runs).
     private func noteKnown(_ key: CacheKey, _ updatedAt: Double) {
-        guard updatedAt <= clock() + SharedTierState.upstreamClockTolerance else { return }
+        guard plausible(updatedAt) != nil else { return }
         if let known = newestKnown.peek(key), known >= updatedAt { return }
         newestKnown.set(key, updatedAt, cost: Self.listedEntryCost)
         knownGeneration += 1
@@ -348,7 +349,6 @@ public final class ResponseCache {
         // showed for the job (also from before a restart), and its entry in the cached list.
         // A version from over a day ahead of this clock counts as undated: believed, one
         // answer dated 2999 would keep every later one out for good (found by review).
-        let plausible = { [self] (instant: Double?) in instant.flatMap { $0 <= clock() + SharedTierState.upstreamClockTolerance ? $0 : nil } }
         var newestSeen = Self.newer(plausible(cached?.freshness.newestSeen), newestKnown.peek(key))
         if case .list(let list)? = memory.peek(.list(workflow: workflow))?.document, let index = list.index(of: detail.job.id) {
             newestSeen = Self.newer(newestSeen, plausible(list.jobs[index].updatedAt))
@@ -428,6 +428,12 @@ public final class ResponseCache {
         case .detail(_, let job): return .detail(workflow: known, job: job)
         case .route: return key
         }
+    }
+
+    /// `instant` unless it is over a day ahead of this clock (the upstream's clock is not ours,
+    /// but not a day off): such a version is not believed, in memory as on disk.
+    private func plausible(_ instant: Double?) -> Double? {
+        instant.flatMap { $0 <= clock() + SharedTierState.upstreamClockTolerance ? $0 : nil }
     }
 
     /// The older of two `updated_at` values (a missing one loses: it is not comparable).

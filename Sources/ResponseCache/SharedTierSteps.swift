@@ -24,7 +24,7 @@ public final class SharedTierState {
     static let clockTolerance = 60.0
     /// How far ahead the upstream's `updated_at` values may be (its clock is not ours): a
     /// version further ahead is not remembered as known.
-    static let upstreamClockTolerance = 86_400.0
+    static let upstreamClockTolerance = DiskStore.futureTolerance
 
     public init(tier: SharedCacheTier) {
         self.tier = tier
