@@ -141,28 +141,8 @@ if [ "${AB_SYSCALLS:-0}" = 1 ]; then
         strace -c -f -p "${PROXY_PIDS[$port]}" -o "$OUT/strace-$name.txt" 2>/dev/null &
         tracer=$!
         sleep 0.5  # strace attaches to every thread before the first hit is counted
-        python3 - "$port" "${PATHS[detail]}" "$AUTH" "$HITS" <<'PY'
-import socket, sys
-port, path, auth, hits = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-conn = socket.create_connection(("127.0.0.1", port))
-request = f"GET {path} HTTP/1.1\r\nHost: ab\r\n{auth}\r\n\r\n".encode()
-for _ in range(hits):
-    conn.sendall(request)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += conn.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
-    while len(body) < length:
-        body += conn.recv(65536)
-PY
+        python3 bench/keepalive_hits.py "$port" "${PATHS[detail]}" "$AUTH" "$HITS"
         kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
-        awk -v hits="$HITS" -v name="$name" '
-            $NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" { calls[$NF] = $4 }
-            END {
-                line = ""; total = 0
-                for (call in calls) { per = calls[call] / hits; total += per; if (per >= 0.05) line = line sprintf(" %s %.2f", call, per) }
-                printf "%-6s %.2f per hit:%s\n", name, total, line
-            }' "$OUT/strace-$name.txt"
+        awk -v hits="$HITS" -v name="$name" -f bench/strace_per_hit.awk "$OUT/strace-$name.txt"
     done
 fi

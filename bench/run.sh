@@ -32,6 +32,8 @@ command -v wrk >/dev/null || need_packages+=(wrk)
 [ -x /usr/sbin/nginx ] || need_packages+=(nginx-light)
 command -v sqlite3 >/dev/null || need_packages+=(sqlite3)
 command -v python3 >/dev/null || need_packages+=(python3)
+command -v strace >/dev/null || need_packages+=(strace)
+command -v cc >/dev/null || need_packages+=(gcc)
 if [ ${#need_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "bench: missing ${need_packages[*]}; run as root or install them (apt-get install ${need_packages[*]})" >&2
@@ -170,6 +172,64 @@ for case in detail list filtered; do
     CPU_ROWS+=("| $case | $pm | $(echo "$p_rps" | median) | $p_lat | $nm | $(echo "$n_rps" | median) | $n_lat | **$ratio** |")
 done
 
+# Per hit, beside the CPU: system calls of each server (strace -c -f over BENCH_TRACE_HITS
+# sequential hits on one kept-alive connection, default 2000), and heap allocations of the proxy
+# (bench/alloc-count.c preloaded into a second proxy, warmed, over a counted wrk run at 64
+# connections: calls to malloc and friends per answered request).
+TRACE_HITS=${BENCH_TRACE_HITS:-2000}
+syscalls_per_hit() {  # port pid path name -> "TOTAL per hit: call n ..."
+    strace -c -f -p "$2" -o "$OUT/strace-$4.txt" 2>/dev/null &
+    local tracer=$!
+    sleep 0.5  # strace attaches to every thread before the first hit is counted
+    python3 bench/keepalive_hits.py "$1" "$3" "$AUTH" "$TRACE_HITS"
+    kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+    awk -v hits="$TRACE_HITS" -v name="$4" -f bench/strace_per_hit.awk "$OUT/strace-$4.txt" | sed 's/^[^ ]* *//'
+}
+cc -O2 -shared -fPIC -o "$OUT/alloc-count.so" bench/alloc-count.c
+COUNTED_PORT=$((PROXY_PORT + 10))
+env PIXXEL_PROXY_LISTEN_HOST=$HOST PIXXEL_PROXY_LISTEN_PORT=$COUNTED_PORT \
+    PIXXEL_PROXY_UPSTREAM_URL="http://$HOST:$SIM_PORT" PIXXEL_API_KEY=$API_KEY \
+    PIXXEL_PROXY_UPSTREAM_REQUESTS_PER_SECOND=0 PIXXEL_PROXY_CACHE_TTL_JOB_LIST_SECONDS=600 \
+    PIXXEL_PROXY_CACHE_DIRECTORY="$OUT/proxy-cache-counted" PIXXEL_PROXY_AUTH_CLIENTS_FILE="$OUT/clients" \
+    LD_PRELOAD="$PWD/$OUT/alloc-count.so" ALLOC_COUNT_FILE="$PWD/$OUT/alloc-counts" \
+    "$BIN/pixxel-proxy" serve 2> "$OUT/proxy-counted.log" &
+COUNTED_PID=$!
+PIDS+=($COUNTED_PID)
+wait_for "http://$HOST:$COUNTED_PORT/readyz" 200
+# Prints "allocations frees" so far; the preloaded counter appends them on signal RTMIN+7.
+count_lines() { if [ -f "$1" ]; then wc -l < "$1"; else echo 0; fi; }
+alloc_counts() {
+    local lines
+    lines=$(count_lines "$OUT/alloc-counts")
+    kill -s RTMIN+7 "$COUNTED_PID"
+    for _ in $(seq 1 100); do
+        [ "$(count_lines "$OUT/alloc-counts")" -gt "$lines" ] && break
+        sleep 0.01
+    done
+    tail -n 1 "$OUT/alloc-counts"
+}
+allocations_per_hit() {  # case -> "allocations_per_request frees_per_request"
+    local path a0 f0 a1 f1 requests
+    path=$(head -n 1 "$OUT/paths-$1")
+    for _ in 1 2 3; do curl -s -o /dev/null -H "$AUTH" "http://$HOST:$COUNTED_PORT$path"; done
+    read -r a0 f0 < <(alloc_counts)
+    requests=$(measure $COUNTED_PORT "$1" 64 | awk '{ print $6 }')
+    read -r a1 f1 < <(alloc_counts)
+    awk -v a=$((a1 - a0)) -v f=$((f1 - f0)) -v n="$requests" 'BEGIN { printf "%.2f %.2f\n", n ? a / n : 0, n ? f / n : 0 }'
+}
+PER_HIT_ROWS=()
+echo
+echo "per hit: system calls ($TRACE_HITS keep-alive hits, strace -c -f) and the proxy's heap allocations (counted wrk run):"
+for case in detail list filtered; do
+    path=$(head -n 1 "$OUT/paths-$case")
+    p_calls=$(syscalls_per_hit $PROXY_PORT "$PROXY_PID" "$path" "proxy-$case")
+    n_calls=$(syscalls_per_hit $NGINX_PORT "$NGINX_WORKER" "$path" "nginx-$case")
+    read -r allocations frees < <(allocations_per_hit $case)
+    printf '%-9s proxy %s | nginx %s | proxy allocations %s, frees %s\n' $case "$p_calls" "$n_calls" "$allocations" "$frees"
+    PER_HIT_ROWS+=("| $case | $p_calls | $n_calls | $allocations | $frees |")
+done
+stop $COUNTED_PID
+
 ROWS=()
 echo
 printf '%-9s %5s | %9s %8s %8s | %9s %8s %8s | %6s\n' case conns proxy p50us p99us nginx p50us p99us ratio
@@ -275,6 +335,18 @@ CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
     echo "| case | pixxel-proxy µs/hit | req/s | p50 / p99 µs | nginx µs/hit | req/s | p50 / p99 µs | nginx / proxy (CPU) |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
     printf '%s\n' "${CPU_ROWS[@]}"
+    echo
+    echo "## System calls and allocations per hit"
+    echo
+    echo "System calls: \`strace -c -f\` on each server over $TRACE_HITS hits asked in turn on one kept-alive"
+    echo "connection (\`bench/keepalive_hits.py\`), per hit, with the calls made at least once per 20 hits."
+    echo "Allocations: calls to malloc and friends (and to free) per answered request, counted by"
+    echo "\`bench/alloc-count.c\` preloaded into a second, warmed proxy over a wrk run at 64 connections"
+    echo "(the access-log line is formatted into a batch, not allocated per request)."
+    echo
+    echo "| case | pixxel-proxy system calls | nginx system calls | proxy allocations | proxy frees |"
+    echo "| --- | --- | --- | --- | --- |"
+    printf '%s\n' "${PER_HIT_ROWS[@]}"
     echo
     echo "## Throughput"
     echo
