@@ -6,7 +6,9 @@ public final class MemoryTier<Key: Hashable, Value> {
         var value: Value
         var cost: Int
         var newer: Node?
-        weak var older: Node?
+        /// Unowned: a weak reference would give every node a side-table allocation; the
+        /// dictionary owns each node until `remove` has unlinked it.
+        unowned(unsafe) var older: Node?
         init(key: Key, value: Value, cost: Int) {
             self.key = key
             self.value = value
@@ -16,9 +18,9 @@ public final class MemoryTier<Key: Hashable, Value> {
 
     public let budgetBytes: Int
     private var nodes: [Key: Node] = [:]
-    /// The dictionary owns every node; `newer` (strong) and `older` (weak) only order them.
+    /// The dictionary owns every node; `newer` (strong) and `older` (unowned) only order them.
     private var newest: Node?
-    private weak var oldest: Node?
+    private unowned(unsafe) var oldest: Node?
     public private(set) var totalBytes = 0
     public private(set) var evictions = 0
 

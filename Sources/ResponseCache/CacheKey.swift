@@ -8,8 +8,9 @@ import JobCache
 public enum CacheKey: Hashable, Sendable, CustomStringConvertible {
     case list(workflow: String)
     case detail(workflow: String, job: String)
-    /// A GET route of `cache.routes`: its path and query as they go upstream.
-    case route(CachedRouteResource)
+    /// A GET route of `cache.routes`: its path and query as they go upstream. Indirect, so a
+    /// key is two strings wide: every cached entry's key sits in two dictionaries.
+    indirect case route(CachedRouteResource)
 
     /// The key of a list, from the workflow's id as decoded from a request path.
     public static func list(workflowID: String) -> CacheKey { .list(workflow: PercentEncoding.segment(workflowID)) }
@@ -26,6 +27,14 @@ public enum CacheKey: Hashable, Sendable, CustomStringConvertible {
         case .list(let workflow), .detail(let workflow, _): workflow
         case .route(let resource): resource.path
         }
+    }
+
+    /// The same key, its job id held in `id`'s storage when the two hold the same bytes (the id
+    /// of nearly every job needs no percent-encoding): the document and both dictionaries then
+    /// share one copy of the id. Compared by bytes: a canonically equivalent id is another job.
+    func sharingJobID(with id: String) -> CacheKey {
+        guard case .detail(let workflow, let job) = self, job.utf8.elementsEqual(id.utf8) else { return self }
+        return .detail(workflow: workflow, job: id)
     }
 
     /// The job's id, encoded (details only).

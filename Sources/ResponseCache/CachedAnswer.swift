@@ -1,3 +1,4 @@
+import Synchronization
 import CacheInvalidation
 import EventHTTP
 import JobCache
@@ -134,10 +135,31 @@ public final class CachedAnswer {
     }
 
     /// Header lines of every answer from this entry (`Content-Type` and the upstream's
-    /// end-to-end headers), formatted once.
-    public struct PreparedHeaderLines {
+    /// end-to-end headers), formatted once. A class, so that the entries whose upstream sent the
+    /// same header set share one copy (`PreparedHeaderLines.shared`).
+    public final class PreparedHeaderLines: Sendable {
         public let lines: [UInt8]
         public let hasDate: Bool
+
+        init(lines: [UInt8], hasDate: Bool) {
+            self.lines = lines
+            self.hasDate = hasDate
+        }
+
+        /// One copy per distinct set of lines: 100k cached jobs from one upstream hold one.
+        /// Bounded: emptied when full (copies handed out stay valid with their entries).
+        private static let known = Mutex<[[UInt8]: PreparedHeaderLines]>([:])
+        private static let maxKnown = 1024
+
+        static func shared(lines: [UInt8], hasDate: Bool) -> PreparedHeaderLines {
+            known.withLock { known in
+                if let existing = known[lines] { return existing }
+                if known.count >= maxKnown { known.removeAll() }
+                let made = PreparedHeaderLines(lines: Array(lines), hasDate: hasDate)
+                known[made.lines] = made
+                return made
+            }
+        }
     }
 
     /// Header lines for the hit path, made at the first hit.
@@ -153,7 +175,7 @@ public final class CachedAnswer {
         var headers = headers
         if headers["Content-Type"] == nil { headers.add("Content-Type", "application/json") }
         let wire = headers.wireLines(omitting: perAnswerHeaderSet)
-        return PreparedHeaderLines(lines: wire.lines, hasDate: wire.hasDate)
+        return PreparedHeaderLines.shared(lines: wire.lines, hasDate: wire.hasDate)
     }
 
     /// Headers made for each answer (by the full path and the hit path), never kept with a document.

@@ -344,6 +344,7 @@ public final class ResponseCache {
 
     private func storeDetail(_ key: CacheKey, _ detail: JobDetailDocument, workflow: String, headers: HTTPHeaders, onDisk: DiskRecord?,
                              now: Double, landed: @escaping (StoreResult) -> Void) {
+        let key = key.sharingJobID(with: detail.job.id)
         let cached = memory.peek(key) ?? onDisk.flatMap { CachedAnswer(record: $0) }
         // The newest version any answer has shown: the cached detail's sightings, what lists
         // showed for the job (also from before a restart), and its entry in the cached list.
