@@ -64,6 +64,7 @@ public enum RequestParser {
         case .failure(let invalid): return .invalid(status: invalid.status, message: invalid.message)
         }
         var fields: [(name: String, value: String)] = []
+        fields.reserveCapacity(8)  // one allocation for a usual head, not one per doubling
         var connectionClose = false, connectionKeepAlive = false
         var hostCount = 0
         var sawEmptyLine = false
@@ -134,9 +135,9 @@ public enum RequestParser {
 
     /// `METHOD SP request-target SP HTTP/1.x`.
     static func parseRequestLine(_ bytes: UnsafeRawBufferPointer, _ line: Range<Int>) -> Result<Head, Invalid> {
-        let parts = line.split(bytes, on: space)
-        guard parts.count == 3 else { return .failure(Invalid(status: 400, message: "invalid request line")) }
-        let method = parts[0], target = parts[1], version = parts[2]
+        guard let (method, target, version) = line.threeParts(bytes, separatedBy: space) else {
+            return .failure(Invalid(status: 400, message: "invalid request line"))
+        }
         guard !method.isEmpty, method.count <= 32, bytes[method].allSatisfy(isTokenByte) else {
             return .failure(Invalid(status: 400, message: "invalid method"))
         }
@@ -146,13 +147,14 @@ public enum RequestParser {
         }
         // HTTP-version = "HTTP/" DIGIT "." DIGIT, the name case-sensitive (RFC 9112, 2.3):
         // anything else is not HTTP (400); another version is one this server does not speak (505).
-        let versionBytes = Array(bytes[version])
-        guard versionBytes.count == 8, versionBytes.starts(with: "HTTP/".utf8), isDigit(versionBytes[5]),
-              versionBytes[6] == UInt8(ascii: "."), isDigit(versionBytes[7]) else {
+        let versionBytes = bytes[version]
+        let at = version.lowerBound
+        guard versionBytes.count == 8, versionBytes.starts(with: "HTTP/".utf8), isDigit(bytes[at + 5]),
+              bytes[at + 6] == UInt8(ascii: "."), isDigit(bytes[at + 7]) else {
             return .failure(Invalid(status: 400, message: "invalid HTTP version"))
         }
-        let minor = versionBytes[7]
-        guard versionBytes[5] == UInt8(ascii: "1"), minor == UInt8(ascii: "0") || minor == UInt8(ascii: "1") else {
+        let minor = bytes[at + 7]
+        guard bytes[at + 5] == UInt8(ascii: "1"), minor == UInt8(ascii: "0") || minor == UInt8(ascii: "1") else {
             return .failure(Invalid(status: 505, message: "only HTTP/1.0 and HTTP/1.1 are supported"))
         }
         let methodName = String(decoding: bytes[method], as: UTF8.self)
@@ -544,16 +546,22 @@ enum TargetEscapes {
 }
 
 private extension Range<Int> {
-    /// Splits on single `separator` bytes (empty pieces kept, so a double space is an error).
-    func split(_ bytes: UnsafeRawBufferPointer, on separator: UInt8) -> [Range<Int>] {
-        var pieces: [Range<Int>] = []
-        var start = lowerBound
+    /// The three pieces between exactly two `separator` bytes (pieces may be empty, so a double
+    /// space is an error the caller sees); nil for any other count. No array: it runs per request.
+    func threeParts(_ bytes: UnsafeRawBufferPointer, separatedBy separator: UInt8) -> (Range<Int>, Range<Int>, Range<Int>)? {
+        var first: Int?
+        var second: Int?
         for index in self where bytes[index] == separator {
-            pieces.append(start..<index)
-            start = index + 1
+            if first == nil {
+                first = index
+            } else if second == nil {
+                second = index
+            } else {
+                return nil
+            }
         }
-        pieces.append(start..<upperBound)
-        return pieces
+        guard let first, let second else { return nil }
+        return (lowerBound..<first, (first + 1)..<second, (second + 1)..<upperBound)
     }
 }
 

@@ -9,12 +9,15 @@ enum AnswerFields {
 }
 
 extension ProxyServer {
-    /// Writes an answer whole: its head (`answerHead`), then its body.
+    /// Writes an answer whole: its head (`answerHead`, made in a buffer reused from answer to
+    /// answer), then its body.
     func writeAnswer(_ request: ServerRequest, status: Int, fields: AnswerFields, body: ResponseBody, requestID: String,
                      outcome: CacheOutcome?, age: Int, extra: HTTPHeaders?, close: Bool, headContentLength: HeadContentLength = .ofBody) {
-        let head = answerHead(fields: fields, requestID: requestID, outcome: outcome, age: age, extra: extra, close: close)
-        request.respond(status: status, headerLines: head.lines, addDate: head.addDate, body: body, close: head.close,
+        var lines = hitPath.takeLinesBuffer()
+        let made = appendAnswerHead(to: &lines, fields: fields, requestID: requestID, outcome: outcome, age: age, extra: extra, close: close)
+        request.respond(status: status, headerLines: lines, addDate: made.addDate, body: body, close: made.close,
                         headContentLength: headContentLength)
+        hitPath.returnLinesBuffer(lines)
     }
 
     /// The one function that makes an answer's head, for every answer (the hit path's, the
@@ -24,18 +27,26 @@ extension ProxyServer {
     /// `Cache-Status` and `Age` on a cached route, then `X-Request-Id`.
     func answerHead(fields: AnswerFields, requestID: String, outcome: CacheOutcome?, age: Int, extra: HTTPHeaders?, close: Bool,
                     defaultContentType: Bool = true) -> AnswerHead {
-        var lines: [UInt8]
+        var lines: [UInt8] = []
+        let made = appendAnswerHead(to: &lines, fields: fields, requestID: requestID, outcome: outcome, age: age, extra: extra,
+                                    close: close, defaultContentType: defaultContentType)
+        return AnswerHead(lines: lines, addDate: made.addDate, close: made.close)
+    }
+
+    /// `answerHead`'s lines appended to `lines`; whether `Date` is still to add and whether the
+    /// connection closes after the answer.
+    private func appendAnswerHead(to lines: inout [UInt8], fields: AnswerFields, requestID: String, outcome: CacheOutcome?, age: Int,
+                                  extra: HTTPHeaders?, close: Bool, defaultContentType: Bool = true) -> (addDate: Bool, close: Bool) {
         let addDate: Bool
         var close = close
         switch fields {
         case .prepared(let prepared):
-            lines = prepared.lines
-            lines.reserveCapacity(lines.count + 128)
+            lines += prepared.lines
             addDate = !prepared.hasDate
         case .headers(let headers):
             // What is made per answer replaces what the fields say of it.
             let wire = headers.wireLines(omitting: outcome == nil ? Self.madePerAnswer : Self.madePerCachedAnswer)
-            lines = wire.lines
+            lines += wire.lines
             addDate = !wire.hasDate
             if defaultContentType, headers["Content-Type"] == nil { lines += Self.jsonContentTypeLine }
             if headers.values("Connection").contains(where: { $0.caseInsensitiveEquals("close") }) { close = true }
@@ -51,7 +62,7 @@ extension ProxyServer {
         lines += Self.requestIDLinePrefix
         lines += requestID.utf8
         lines += Self.lineEnd
-        return AnswerHead(lines: lines, addDate: addDate, close: close)
+        return (addDate, close)
     }
 
     private static let madePerAnswer: Set<String> = ["x-request-id"]

@@ -13,6 +13,22 @@ final class HitPathState {
     /// is reloaded, so a revoked token stops working at once.
     var callers: [String: Caller] = [:]
     var requestIDs = RequestIDGenerator()
+    /// The header lines of the answer being written, kept from answer to answer so that making
+    /// them allocates nothing once it has grown (taken out while in use: a nested answer simply
+    /// starts a new one).
+    private var linesBuffer: [UInt8] = []
+
+    func takeLinesBuffer() -> [UInt8] {
+        var buffer: [UInt8] = []
+        swap(&buffer, &linesBuffer)
+        buffer.removeAll(keepingCapacity: true)
+        return buffer
+    }
+
+    func returnLinesBuffer(_ buffer: [UInt8]) {
+        // A head of many fields once does not keep its large buffer for good.
+        if buffer.capacity <= 4096 { linesBuffer = buffer }
+    }
 
     static let maxTargets = 4096
     static let maxCallers = 256
@@ -38,29 +54,31 @@ struct CachedTarget {
 }
 
 /// Request ids made without randomness per request: a random prefix drawn once per process,
-/// then a counter (unique within the process, and across restarts by the prefix).
+/// then a counter (unique within the process, and across restarts by the prefix). 15 bytes, so
+/// that each is a small string, made without an allocation: 6 random characters (36 bits),
+/// then the counter in 9 characters of 64 (54 bits, far beyond any process's lifetime of
+/// requests).
 struct RequestIDGenerator {
-    private let prefix = String(Token.generate().dropFirst(4).prefix(12))
+    private let prefix: [UInt8] = {
+        guard let bytes = OpenSSLCrypto.randomBytes(6) else { preconditionFailure("OpenSSL RAND_bytes failed") }
+        return bytes.map { RequestIDGenerator.digits[Int($0 & 63)] }
+    }()
     private var counter: UInt64 = 0
 
     mutating func next() -> String {
         counter &+= 1
         let count = counter
-        return String(unsafeUninitializedCapacity: 24) { buffer in
-            var index = 0
-            for byte in prefix.utf8.prefix(12) {
-                buffer[index] = byte
-                index += 1
+        return String(unsafeUninitializedCapacity: 15) { buffer in
+            for index in 0..<6 { buffer[index] = prefix[index] }
+            for place in 0..<9 {
+                buffer[14 - place] = Self.digits[Int((count >> UInt64(6 * place)) & 63)]
             }
-            for shift in stride(from: 44, through: 0, by: -4) {
-                buffer[index] = Self.hexDigits[Int((count >> UInt64(shift)) & 0xF)]
-                index += 1
-            }
-            return index
+            return 15
         }
     }
 
-    private static let hexDigits = Array("0123456789abcdef".utf8)
+    /// The characters a request id may hold (`isRequestIDByte`), 64 of them.
+    private static let digits = Array("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_".utf8)
 }
 
 extension ProxyServer {

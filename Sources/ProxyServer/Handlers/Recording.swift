@@ -52,20 +52,40 @@ extension ProxyServer {
     /// The access line: names and templates only, never a token, key or id.
     private func logAccess(_ answer: AnswerRecord) {
         guard logger.logLevel <= .info else { return }
-        let message = "\(answer.method) \(answer.route) \(answer.status)"
-        let fields: [(key: String, value: String)] = [
-            ("cache", answer.cache),
-            ("client", answer.client),
-            ("duration_ms", String(Self.milliseconds(answer.elapsed))),
-            ("peer", answer.peer),
-            ("request_id", answer.requestID),
-            ("upstream_ms", answer.upstreamDuration.map { String(Self.milliseconds($0)) } ?? "-"),
-            ("upstream_status", answer.upstreamStatus.map(String.init) ?? "-"),
-        ]
+        let upstreamMilliseconds = answer.upstreamDuration.map { Self.milliseconds($0) }
         if let accessLogOutput {
-            // Keys in order, as the handler sorts them; no log event or metadata dictionary.
-            return accessLogOutput.append(level: .info, label: logger.label, fields: fields, source: "ProxyServer", message: message)
+            // Keys in order, as the handler sorts them; written straight into the batch.
+            return accessLogOutput.appendLine(level: .info, label: logger.label) { line in
+                Self.field(&line, "cache", answer.cache)
+                Self.field(&line, "client", answer.client)
+                Self.field(&line, "duration_ms", String(Self.milliseconds(answer.elapsed)))
+                Self.field(&line, "peer", answer.peer)
+                Self.field(&line, "request_id", answer.requestID)
+                Self.field(&line, "upstream_ms", upstreamMilliseconds.map { String($0) } ?? "-")
+                Self.field(&line, "upstream_status", answer.upstreamStatus.map(String.init) ?? "-")
+                line += " [ProxyServer] ".utf8
+                line += answer.method.utf8
+                line.append(UInt8(ascii: " "))
+                line += answer.route.utf8
+                line.append(UInt8(ascii: " "))
+                line += String(answer.status).utf8
+            }
         }
-        logger.info("\(message)", metadata: Dictionary(uniqueKeysWithValues: fields.map { ($0.key, .string($0.value)) }))
+        logger.info("\(answer.method) \(answer.route) \(answer.status)", metadata: [
+            "cache": .string(answer.cache),
+            "client": .string(answer.client),
+            "duration_ms": .string(String(Self.milliseconds(answer.elapsed))),
+            "peer": .string(answer.peer),
+            "request_id": .string(answer.requestID),
+            "upstream_ms": .string(upstreamMilliseconds.map { String($0) } ?? "-"),
+            "upstream_status": .string(answer.upstreamStatus.map(String.init) ?? "-"),
+        ])
+    }
+
+    private static func field(_ line: inout [UInt8], _ key: StaticString, _ value: String) {
+        line.append(UInt8(ascii: " "))
+        key.withUTF8Buffer { line += $0 }
+        line.append(UInt8(ascii: "="))
+        line += value.utf8
     }
 }

@@ -92,6 +92,34 @@ public final class BufferedLogOutput: Sendable {
         append(line, urgent: level >= .warning)
     }
 
+    /// Appends one line in the same format, everything after `label:` written by `write`
+    /// straight into the buffer (` key=value` pairs, then ` [source] message`): the access line
+    /// makes no array, dictionary or string of its own per request.
+    public func appendLine(level: Logger.Level, label: String, _ write: (inout [UInt8]) -> Void) {
+        let accepted = state.withLock { state -> Bool in
+            let start = state.buffer.count
+            state.buffer += timestamp.bytes
+            state.buffer.append(UInt8(ascii: " "))
+            state.buffer += level.rawValue.utf8
+            state.buffer.append(UInt8(ascii: " "))
+            state.buffer += label.utf8
+            state.buffer.append(UInt8(ascii: ":"))
+            write(&state.buffer)
+            state.buffer.append(UInt8(ascii: "\n"))
+            guard state.buffer.count <= maxBufferedBytes else {
+                state.buffer.removeLast(state.buffer.count - start)
+                state.dropped += 1
+                return false
+            }
+            return true
+        }
+        if level >= .warning {
+            flush()
+        } else if !accepted {
+            wake.signal()
+        }
+    }
+
     /// Writes out what is buffered (from any thread; also at exit), after any batch another
     /// thread is writing.
     public func flush() {

@@ -14,7 +14,7 @@ import Testing
 
         let made = try proxy.get("/v0/workflows", token: proxy.readToken)
         let id = try #require(made.header("X-Request-Id"))
-        #expect(id.count == 24)
+        #expect(id.count == 15)
         #expect(sim.stats.lastHeaders["x-request-id"] == id)
 
         let hostile = try proxy.get("/v0/workflows", token: proxy.readToken, headers: [("X-Request-Id", "a b <script>")])
