@@ -42,6 +42,29 @@ import Glibc
         #expect(written.last?.hasSuffix(" warning pixxel-proxy: [Test] second") == true)
     }
 
+    /// A busy proxy's 50 ms batch was a megabyte, written in one go from under the load; a
+    /// batch is written once it holds 64 KiB, whatever the interval.
+    @Test func aBatchOf64KiBIsWrittenWithoutWaitingForTheInterval() throws {
+        let (readEnd, writeEnd) = Self.pipeEnds()
+        defer { close(readEnd); close(writeEnd) }
+        let output = BufferedLogOutput(fd: writeEnd, maxBufferedBytes: 1 << 20, flushMilliseconds: 3_600_000)
+        let padding = String(repeating: "x", count: 200)
+        var appended = 0
+        while appended < (64 << 10) + 1024 {
+            output.appendLine(level: .info, label: "pixxel-proxy") { line in
+                line += " pad=\(padding) [Test] access".utf8
+            }
+            appended += 260
+        }
+        var received = ""
+        let deadline = ContinuousClock.now + .seconds(10)
+        while received.isEmpty, ContinuousClock.now < deadline {
+            received = Self.drain(readEnd)
+            if received.isEmpty { usleep(5_000) }
+        }
+        #expect(received.contains(" info pixxel-proxy: pad=\(padding) [Test] access\n"), "the writer was woken by the size")
+    }
+
     @Test func aFullBufferDropsLinesAndSaysHowMany() {
         let (readEnd, writeEnd) = Self.pipeEnds()
         defer { close(readEnd); close(writeEnd) }
