@@ -55,6 +55,8 @@ final class ServerConnection {
     private var readerPending = false
     /// Reading is wanted (off once the connection ends after its answer).
     private var readingWanted = true
+    /// The client sent its FIN after a complete request (`inputEnded`): nothing more arrives.
+    private var clientFinished = false
     /// Input is read up to this (the bufferevent's read watermark, for TLS).
     private var inputLimit: Int
 
@@ -131,11 +133,44 @@ final class ServerConnection {
             _ = evbuffer_commit_space(input, &vector, received > 0 ? 1 : 0)
         }
         evbuffer_freeze(input, 0)
-        // The end of the stream, or a reset: the client is gone (as the bufferevent's EOF and
-        // error events said).
-        if received == 0 || failed { return close() }
+        // A reset or an error: the client is gone. The end of the stream may not be.
+        if failed { return close() }
+        if received == 0 { return inputEnded() }
         guard received > 0 else { return }
         processInput()
+    }
+
+    /// The client shut its sending side (a FIN on a plain socket). After a complete request that
+    /// is no departure (`nc -N`, scripts that shut down their write side once the request is
+    /// out): what it sent is answered, then the connection closes. Found by an outside test: a
+    /// job created that way was created upstream while its client heard nothing. Idle, or with a
+    /// head or body cut short, the client has left.
+    private func inputEnded() {
+        guard let bufferEvent else { return }
+        let buffered = evbuffer_get_length(bufferevent_get_input(bufferEvent))
+        guard awaitingAnswer || buffered > 0, pendingHead == nil, bodyStream?.isComplete ?? true else { return close() }
+        clientFinished = true
+        stopReading()
+        processInput()
+    }
+
+    /// Once the client has sent all it will (`inputEnded`) and nothing it sent waits for an
+    /// answer, the connection ends when its output is written.
+    private func endIfClientFinished() {
+        guard clientFinished, !processing, !awaitingAnswer, bodyStream == nil, responseStream == nil, !closeAfterFlush,
+              let bufferEvent else { return }
+        // Requests still in the input, held back by unsent output, are answered first.
+        let output = bufferevent_get_output(bufferEvent)!
+        if evbuffer_get_length(output) > Self.outputHighWater, evbuffer_get_length(bufferevent_get_input(bufferEvent)) > 0 { return }
+        if evbuffer_get_length(output) == 0 { return close() }
+        closeAfterFlush = true
+    }
+
+    /// Whether the answer being written is the last this connection carries: the client sent
+    /// its FIN and no request follows this one in the input.
+    var answersLastRequest: Bool {
+        guard clientFinished, let bufferEvent else { return false }
+        return evbuffer_get_length(bufferevent_get_input(bufferEvent)) == 0
     }
 
     /// One read takes up to this much (libevent's own reads take 4 KiB): with libevent's chain
@@ -233,6 +268,7 @@ final class ServerConnection {
             processing = false
             // What was taken from the input may make room to read again.
             updateReading()
+            if clientFinished { endIfClientFinished() }
         }
         if let stream = bodyStream {
             feed(stream)

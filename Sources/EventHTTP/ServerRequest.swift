@@ -142,7 +142,7 @@ public final class ServerRequest {
             server.requestAnswered(awaitingFlush: false)
             return
         }
-        let close = requestedClose || !keepAlive || server.isDraining || bodyStream?.isComplete == false
+        let close = requestedClose || !keepAlive || server.isDraining || bodyStream?.isComplete == false || connection.answersLastRequest
         let hasBody = !(100..<200).contains(status) && status != 204 && status != 304
         let sendsBody = hasBody && knownMethod != .head && body.count > 0
         // The head is assembled in the server's reusable buffer, then copied out once.

@@ -38,6 +38,19 @@ import Testing
         #expect(head.knownMethod == .post && head.contentLength == 3 && head.hasBody)
     }
 
+    /// Which of two credentials a server takes is anyone's guess: neither is (400, as for two
+    /// `Host` or `Content-Length` fields), whatever the case of the names.
+    @Test func twoAuthorizationFieldsAreRefused() {
+        for text in ["GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n",
+                     "GET / HTTP/1.1\r\nauthorization: Bearer a\r\nHost: h\r\nAUTHORIZATION: Bearer a\r\n\r\n"] {
+            guard case .invalid(let status, let message) = Self.parse(text) else {
+                Issue.record("accepted: \(text)")
+                continue
+            }
+            #expect(status == 400 && message.contains("Authorization"))
+        }
+    }
+
     @Test func anUnknownMethodIsParsedWithoutAKnownMethod() throws {
         let (head, _) = try Self.head("BREW /pot HTTP/1.1\r\nHost: h\r\n\r\n")
         #expect(head.knownMethod == nil && head.methodName == "BREW")

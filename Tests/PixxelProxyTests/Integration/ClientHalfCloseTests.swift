@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A client that shuts its sending side once its request is out (`nc -N`, scripts) has not left:
+/// it is answered, then the connection closes. One that sent nothing, or half a request, has.
+/// Loopback only.
+@Suite struct ClientHalfCloseTests {
+    /// Sends `bytes`, shuts the write side, and reads until the proxy closes.
+    static func sendThenShutWrite(port: UInt16, _ bytes: [UInt8]) throws -> [UInt8] {
+        let fd = try RawHTTPClient.connect(port: port, timeoutSeconds: 20)
+        defer { close(fd) }
+        RawHTTPClient.send(bytes, to: fd)
+        shutdown(fd, Int32(SHUT_WR))
+        return try RawHTTPClient.readUntilClosed(fd, timeoutSeconds: 20)
+    }
+
+    static func get(_ target: String, token: String) -> [UInt8] {
+        Array("GET \(target) HTTP/1.1\r\nHost: proxy\r\nAuthorization: \(token)\r\n\r\n".utf8)
+    }
+
+    @Test func aRequestFollowedByAFinIsAnsweredThenTheConnectionCloses() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        // A miss: the FIN arrives while the answer waits on the upstream.
+        let reply = try RawHTTPClient.parse(try Self.sendThenShutWrite(port: proxy.port, Self.get("/v0/workflows/\(sim.workflowIDs[0])/jobs", token: proxy.readToken)))
+        #expect(reply.status == 200)
+        #expect((reply.json?["jobs"] as? [Any])?.isEmpty == false, "\(reply.text)")
+        #expect(reply.header("Connection")?.lowercased() == "close", "the last answer says so")
+        await proxy.stop()
+    }
+
+    @Test func pipelinedRequestsBeforeAFinAreAllAnswered() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        let bytes = try Self.sendThenShutWrite(port: proxy.port, Self.get(list, token: proxy.readToken) + Self.get(list, token: proxy.readToken)
+                                                + Self.get("/v0/workflows", token: proxy.readToken))
+        let text = String(decoding: bytes, as: UTF8.self)
+        #expect(text.components(separatedBy: "HTTP/1.1 200 OK").count - 1 == 3, "\(text.prefix(400))")
+        await proxy.stop()
+    }
+
+    @Test func aJobCreatedByAClientThatShutsItsWriteSideIsAnswered() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let target = "/v0/workflows/\(sim.workflowIDs[0])/jobs?project_id=half-close"
+        let request = Array("POST \(target) HTTP/1.1\r\nHost: proxy\r\nAuthorization: \(proxy.writeToken)\r\nContent-Length: 0\r\n\r\n".utf8)
+        let reply = try RawHTTPClient.parse(try Self.sendThenShutWrite(port: proxy.port, request))
+        #expect((200..<300).contains(reply.status), "\(reply.text)")
+        let id = try #require(reply.json?["id"] as? String)
+        let listed = try proxy.get("/v0/workflows/\(sim.workflowIDs[0])/jobs", token: proxy.readToken)
+        #expect(((listed.json?["jobs"] as? [[String: Any]]) ?? []).contains { $0["id"] as? String == id })
+        await proxy.stop()
+    }
+
+    @Test func aJobCreationWhoseClientLeftIsStillWrittenThroughAndAudited() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let directory = TemporaryDirectory()
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.cacheDirectory = directory.path }
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        let before = try #require(try proxy.get(list, token: proxy.readToken).json?["jobs"] as? [Any]).count
+        let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 20)
+        RawHTTPClient.send(Array("POST \(list)?project_id=gone HTTP/1.1\r\nHost: proxy\r\nAuthorization: \(proxy.writeToken)\r\nContent-Length: 0\r\n\r\n".utf8), to: fd)
+        close(fd)
+        #expect(try eventually { (try proxy.get(list, token: proxy.readToken).json?["jobs"] as? [Any])?.count == before + 1 },
+                "the list (written through, not refetched within its TTL) shows the new job")
+        await proxy.stop()
+        let audit = try ProcessTests.run(["audit"], environment: ["PIXXEL_PROXY_CACHE_DIRECTORY": directory.path])
+        #expect(audit.stdout.split(separator: "\n").dropFirst().count == 1, "\(audit.stdout)")
+    }
+
+    @Test func aFinWithNothingSentOrAHeadCutShortClosesWithoutAnAnswer() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        #expect(try Self.sendThenShutWrite(port: proxy.port, []).isEmpty)
+        #expect(try Self.sendThenShutWrite(port: proxy.port, Array("GET /v0/workflows HTTP/1.1\r\nHost: pro".utf8)).isEmpty)
+        let post = Array("POST /v0/workflows/w/jobs HTTP/1.1\r\nHost: proxy\r\nAuthorization: \(proxy.writeToken)\r\nContent-Length: 10\r\n\r\n{\"a\"".utf8)
+        #expect(try Self.sendThenShutWrite(port: proxy.port, post).isEmpty, "a body cut short is not a request")
+        #expect(sim.stats.total == 0, "nothing reached the upstream")
+        await proxy.stop()
+    }
+}
