@@ -38,7 +38,7 @@ public struct EventHTTPError: Error, CustomStringConvertible, Sendable {
 /// an answer is one small copy of its header lines plus the body by reference.
 public final class HTTPServer {
     let loop: EventLoop
-    let limits: ServerLimits
+    public let limits: ServerLimits
     private let handler: (ServerRequest) -> Void
     private var listeners: [OpaquePointer] = []
     private var tls: TLSServerContext?
@@ -107,8 +107,58 @@ public final class HTTPServer {
             Int32(address.pointee.ai_addrlen)) else {
             throw EventHTTPError("cannot listen on \(host):\(port): \(String(cString: strerror(errno)))")
         }
+        // Without an error callback libevent warns on stderr for every failed accept, and a
+        // level-triggered listener out of descriptors fails at once again: a million lines in
+        // three seconds (found by an operator's test under `ulimit -n 64`).
+        evconnlistener_set_error_cb(listener) { _, context in
+            Unmanaged<HTTPServer>.fromOpaque(context!).takeUnretainedValue().acceptFailed(errno)
+        }
         listeners.append(listener)
         return Self.localPort(of: evconnlistener_get_fd(listener)) ?? port
+    }
+
+    /// What an accept that failed (out of descriptors, usually) is told to the server's owner:
+    /// once when an episode starts, once when accepting works again.
+    public enum AcceptTrouble: Sendable, Equatable {
+        /// Accepting paused; the OS's reason (`strerror`).
+        case paused(reason: String)
+        /// An accept worked again after `failures` failed ones over `seconds`.
+        case resumed(failures: Int, seconds: Double)
+    }
+    public var onAcceptTrouble: ((AcceptTrouble) -> Void)?
+    /// Accepts that failed since the server started.
+    public private(set) var acceptFailures = 0
+    private var acceptTroubleSince: ContinuousClock.Instant?
+    private var acceptFailuresInEpisode = 0
+    private var acceptPause: LoopTimer?
+    /// How long accepting pauses after a failed accept (nginx's accept_mutex_delay): connections
+    /// wait in the backlog meanwhile, and those already open are served.
+    public static let acceptPauseSeconds = 0.5
+
+    private func acceptFailed(_ error: Int32) {
+        acceptFailures += 1
+        acceptFailuresInEpisode += 1
+        if acceptTroubleSince == nil {
+            acceptTroubleSince = .now
+            onAcceptTrouble?(.paused(reason: String(cString: strerror(error))))
+        }
+        for listener in listeners { evconnlistener_disable(listener) }
+        acceptPause?.cancel()
+        acceptPause = loop.schedule(after: Self.acceptPauseSeconds) { [weak self] in
+            guard let self, !self.isDraining else { return }
+            self.acceptPause = nil
+            for listener in self.listeners { evconnlistener_enable(listener) }
+        }
+    }
+
+    /// An accept worked: an episode of failures, if any, is over.
+    private func acceptWorked() {
+        guard let since = acceptTroubleSince else { return }
+        let elapsed = ContinuousClock.now - since
+        let failures = acceptFailuresInEpisode
+        acceptTroubleSince = nil
+        acceptFailuresInEpisode = 0
+        onAcceptTrouble?(.resumed(failures: failures, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
     }
 
     /// Takes the connections waiting in the backlog of sockets bound with `accepting: false`,
@@ -124,6 +174,8 @@ public final class HTTPServer {
     /// `Connection: close` and its connection closes after it, so keep-alive clients stop
     /// sending here (whenever the request began).
     public func stopAccepting() {
+        acceptPause?.cancel()
+        acceptPause = nil
         for listener in listeners { evconnlistener_free(listener) }
         listeners.removeAll()
         isDraining = true
@@ -133,6 +185,7 @@ public final class HTTPServer {
     public private(set) var isDraining = false
 
     private func accept(_ fd: Int32, _ address: UnsafeMutablePointer<sockaddr>?, _ length: Int32) {
+        if acceptTroubleSince != nil { acceptWorked() }
         guard connections.count < limits.maxConnections else {
             Glibc.close(fd)
             return

@@ -54,6 +54,8 @@ public final class ProxyServer: @unchecked Sendable {
     /// The budget's clock: monotonic seconds, or the injected clock in tests.
     let budgetClock: @Sendable () -> Double
     var isDraining = false
+    /// The open-file limit in force (raised to the hard limit at start); nil if unknown.
+    var descriptorLimit: Int?
     var isReady = false
     private var signalHandlers: [SignalHandler] = []
     /// Runs on SIGHUP besides the clients reload (serve reloads the log level with it).
@@ -163,9 +165,31 @@ public final class ProxyServer: @unchecked Sendable {
         // With a shared tier, connections wait in the backlog until this instance has joined
         // Redis (or failed to, bounded): answered earlier, from a disk that missed what the
         // others showed while it was down, a restarted instance would take jobs back in time.
+        let descriptors = DescriptorLimit.raiseToHardLimit()
+        descriptorLimit = descriptors
+        httpServer.onAcceptTrouble = { [logger] trouble in
+            switch trouble {
+            case .paused(let reason):
+                logger.warning("cannot accept connections: accepting paused, connections already open are served", metadata: [
+                    "reason": "\(reason)", "descriptor_limit": "\(descriptors.map(String.init) ?? "unknown")",
+                    "retry_ms": "\(Int(HTTPServer.acceptPauseSeconds * 1000))",
+                ])
+            case .resumed(let failures, let seconds):
+                logger.notice("accepting connections again", metadata: [
+                    "failed_accepts": "\(failures)", "seconds": "\(String(format: "%.1f", seconds))",
+                ])
+            }
+        }
         let port = try httpServer.bind(host: settings.listenHost, port: settings.listenPort, accepting: shared == nil)
         isReady = true
+        if let descriptors, descriptors < httpServer.limits.maxConnections + 256 {
+            logger.warning("the descriptor limit is below the connections the proxy takes: raise LimitNOFILE (or ulimit -n)", metadata: [
+                "descriptor_limit": "\(descriptors)", "max_connections": "\(httpServer.limits.maxConnections)",
+            ])
+        }
         logger.info("listening", metadata: [
+            "version": "\(ProxyVersion.string)",
+            "descriptor_limit": "\(descriptors.map(String.init) ?? "unknown")",
             "address": "\(settings.listenHost):\(port)", "upstream": "\(settings.upstreamURL)",
             "clients": "\(authenticator.clients.count)", "api_key": "\(settings.upstreamAPIKey == nil ? "none" : "set")",
             "accepting": "\(shared == nil ? "now" : "once the shared tier is joined")",

@@ -10,6 +10,7 @@ struct PixxelProxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pixxel-proxy",
         abstract: "A caching gateway for the Pixxel Jobs API.",
+        version: ProxyVersion.string,
         subcommands: [Serve.self, CheckConfig.self, TokenCommand.self, CacheCommand.self, AuditCommand.self, StatusCommand.self])
 }
 

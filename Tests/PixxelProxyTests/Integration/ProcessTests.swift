@@ -21,6 +21,18 @@ import Testing
         return Run(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
     }
 
+    /// `--version` answers (it exited 64, unknown option) with the packaged version: the top
+    /// entry of deploy/debian/changelog, which names the .deb.
+    @Test func versionPrintsThePackagedVersion() throws {
+        let run = try Self.run(["--version"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().path
+        let changelog = try String(contentsOfFile: repository + "/deploy/debian/changelog", encoding: .utf8)
+        let packaged = try #require(changelog.firstMatch(of: #/^pixxel-proxy \(([^)]+)\)/#)?.output.1)
+        #expect(run.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == String(packaged))
+    }
+
     @Test func checkConfigPrintsEffectiveSettingsWithTheKeyRedacted() throws {
         let directory = TemporaryDirectory()
         let clients = directory.path + "/clients"
