@@ -83,6 +83,7 @@ extension ProxyServer {
         let series = operatorStats.series(before: second)
         let uptime = ContinuousClock.now - startedAt
         return [
+            "health": healthVerdict().json,
             "uptime_seconds": uptime.components.seconds,
             "shared": sharedFigures(),
             "budget": [

@@ -1,4 +1,5 @@
 import EventHTTP
+import Foundation
 import JobCache
 import ProxyConfig
 import ResponseCache
@@ -47,12 +48,15 @@ extension ProxyServer {
         case .health:
             finish(&exchange, status: 200, body: Array(#"{"status":"ok"}"#.utf8))
         case .ready:
-            if isReady, storeProblem == nil, cache.isDiskHealthy {
-                finish(&exchange, status: 200, body: Array(#"{"status":"ready"}"#.utf8))
-            } else {
-                let reason = isDraining ? "draining" : storeProblem ?? "the cache store is not usable"
-                finish(&exchange, error: ProxyError(status: 503, code: "not_ready", message: reason))
-            }
+            // The verdict rides along: ready is not the same as well (a degraded proxy serves).
+            let health = healthVerdict().json
+            let readiness = readiness
+            let answer: [String: Any] = readiness.ready ? ["status": "ready", "health": health] : [
+                "error": ["code": "not_ready", "message": readiness.reason ?? "not ready", "details": NSNull()] as [String: Any],
+                "health": health,
+            ]
+            let body = (try? JSONSerialization.data(withJSONObject: answer, options: [.sortedKeys])) ?? Data()
+            finish(&exchange, status: readiness.ready ? 200 : 503, body: Array(body))
         case .adminPage:
             finish(&exchange, status: 200, headers: Self.statusPageHeaders, body: StatusPage.bytes)
         case .notFound:

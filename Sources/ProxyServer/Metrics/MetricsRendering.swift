@@ -37,6 +37,7 @@ extension ProxyServer {
                 ("pixxel_proxy_cache_entries", [("tier", "disk")], Double(tiers.diskKnownEntries)),
                 ("pixxel_proxy_requests_in_flight", [], Double(httpServer?.inFlight ?? 0)),
                 ("pixxel_proxy_shared_up", [], sharedUpGauge),
+                ("pixxel_proxy_health", [], Double(healthVerdict().state.rawValue)),
             ])
     }
 }

@@ -85,6 +85,16 @@ struct OperatorStats {
         if recentErrors.count > Self.maxErrors { recentErrors.removeFirst(recentErrors.count - Self.maxErrors) }
     }
 
+    /// Upstream calls and errors over the 60 seconds up to and including `second` (the verdict
+    /// counts an outage of the second now filling).
+    mutating func upstreamLastMinute(at second: Int) -> (calls: Int, errors: Int) {
+        advance(to: second)
+        return ((second - 59)...second).reduce(into: (0, 0)) { sum, each in
+            sum.0 += ring[Self.slot(each)].upstreamCalls
+            sum.1 += ring[Self.slot(each)].upstreamErrors
+        }
+    }
+
     /// The last `count` whole seconds before `second`, oldest first (the current one is still
     /// filling, so it is left out).
     mutating func series(before second: Int, count: Int = window - 1) -> [Second] {

@@ -15,6 +15,11 @@ public enum StatusReport {
         func row(_ label: String, _ value: String) { lines.append(label.padding(toLength: 13, withPad: " ", startingAt: 0) + value) }
 
         lines.append("pixxel-proxy at \(url)   up \(duration(int(stats["uptime_seconds"])))")
+        // The verdict first, in the words the page and /readyz use.
+        if let health = stats["health"] as? [String: Any], let state = health["state"] as? String {
+            let reasons = (health["reasons"] as? [String] ?? []).map(printable)
+            row("health", state.uppercased() + (reasons.isEmpty ? "" : ": " + reasons.joined(separator: "; ")))
+        }
         row("requests/s", "\(number(average(requests, 10)))   \(sparkline(requests.suffix(60)))  (last minute)")
         // Over the cache's lookups only: a health check or a scrape is not a request the cache missed.
         let minuteLookups = lookups.suffix(60).reduce(0, +), minuteHits = hits.suffix(60).reduce(0, +)

@@ -1,0 +1,101 @@
+/// Whether the proxy is well, in one word and the reasons for it: the one rule behind the status
+/// page, `pixxel-proxy status`, `/readyz`'s body, `/admin/stats` and `pixxel_proxy_health`, so
+/// that none of them can look healthy while another says it is not. Pure: it reads figures, not
+/// the proxy.
+public struct HealthVerdict: Equatable, Sendable {
+    /// Ordered by severity; the raw value is the gauge's.
+    public enum State: Int, Comparable, Sendable {
+        case healthy = 0
+        case degraded = 1
+        case failing = 2
+
+        public var name: String {
+            switch self {
+            case .healthy: "healthy"
+            case .degraded: "degraded"
+            case .failing: "failing"
+            }
+        }
+
+        public static func < (a: State, b: State) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    public let state: State
+    /// In words an operator acts on, worst first; empty when healthy.
+    public let reasons: [String]
+
+    public init(state: State, reasons: [String]) {
+        self.state = state
+        self.reasons = reasons
+    }
+
+    /// What the verdict is decided from, as the proxy's parts report it.
+    public struct Figures: Sendable {
+        /// Ready to serve (`/readyz`), and why not.
+        public var ready = true
+        public var notReadyReason: String?
+        /// Upstream calls made over the last minute, and those that failed (an error status,
+        /// a timeout, no connection).
+        public var upstreamCallsLastMinute = 0
+        public var upstreamFailuresLastMinute = 0
+        /// Seconds left of a pause the upstream asked for (`Retry-After`).
+        public var pauseRemainingSeconds = 0.0
+        /// Callers waiting for an upstream token while none is left.
+        public var budgetWaiters = 0
+        public var budgetTokens = 1.0
+        /// A shared tier configured, and whether this instance is joined to it.
+        public var redisConfigured = false
+        public var redisUp = false
+        /// The cache store's last write failed (a full or read-only disk).
+        public var storeWritesFailing = false
+        /// Descriptors open and the process's limit (nil: unknown).
+        public var openDescriptors: Int?
+        public var descriptorLimit: Int?
+
+        public init() {}
+    }
+
+    /// At least this many calls in the last minute before their failure ratio decides anything:
+    /// one failed call out of one is bad luck, not an outage.
+    static let minimumCallsJudged = 3
+    /// Failures over calls in the last minute from which the upstream counts as failing.
+    static let failingRatio = 0.5
+    /// Open descriptors over the limit from which new connections are at risk.
+    static let descriptorWarningRatio = 0.9
+
+    public static func decide(_ figures: Figures) -> HealthVerdict {
+        var findings: [(State, String)] = []
+        if !figures.ready {
+            findings.append((.failing, "not ready: \(figures.notReadyReason ?? "the cache store is not usable")"))
+        }
+        let calls = figures.upstreamCallsLastMinute, failures = min(figures.upstreamFailuresLastMinute, calls)
+        if failures > 0 {
+            let ratio = Double(failures) / Double(calls)
+            let judged = calls >= minimumCallsJudged && ratio >= failingRatio
+            findings.append((judged ? .failing : .degraded, "\(failures) of \(calls) upstream calls failed in the last minute"))
+        }
+        if figures.pauseRemainingSeconds > 0 {
+            findings.append((.degraded, "the upstream asked to wait (Retry-After): \(Int(figures.pauseRemainingSeconds.rounded(.up))) s left"))
+        }
+        if figures.budgetWaiters > 0, figures.budgetTokens < 1 {
+            findings.append((.degraded, "the upstream budget is spent: \(figures.budgetWaiters) requests wait for it"))
+        }
+        if figures.redisConfigured, !figures.redisUp {
+            findings.append((.degraded, "Redis is configured but not reachable: this instance acts alone"))
+        }
+        if figures.storeWritesFailing {
+            findings.append((.degraded, "writes to the cache store fail (a full or read-only disk?): serving from memory"))
+        }
+        if let open = figures.openDescriptors, let limit = figures.descriptorLimit, limit > 0,
+           Double(open) >= Double(limit) * descriptorWarningRatio {
+            findings.append((open >= limit ? .failing : .degraded, "\(open) of \(limit) file descriptors open: new connections may be refused"))
+        }
+        let state = findings.map(\.0).max() ?? .healthy
+        // Worst first, in the order found within a severity.
+        let reasons = findings.enumerated().sorted { ($0.element.0, -$0.offset) > ($1.element.0, -$1.offset) }.map(\.element.1)
+        return HealthVerdict(state: state, reasons: reasons)
+    }
+
+    /// As `/admin/stats` and `/readyz` carry it.
+    public var json: [String: Any] { ["state": state.name, "reasons": reasons] }
+}
