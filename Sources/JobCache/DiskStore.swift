@@ -86,6 +86,18 @@ public final class DiskStore: @unchecked Sendable {
 
         /// The file is not a database, or a corrupt one.
         var isCorruption: Bool { code == SQLITE_NOTADB || code == SQLITE_CORRUPT }
+
+        /// What an operator looks into, as the `reason` label of failed writes.
+        public var reason: String {
+            switch code {
+            case SQLITE_FULL: "disk_full"
+            case SQLITE_READONLY, SQLITE_PERM, SQLITE_CANTOPEN: "read_only"
+            case SQLITE_IOERR: "io_error"
+            case SQLITE_BUSY, SQLITE_LOCKED: "busy"
+            case SQLITE_NOTADB, SQLITE_CORRUPT: "corrupt"
+            default: "other"
+            }
+        }
     }
 
     /// The layout of the cache table. A store of another version (an earlier build's, or a
@@ -242,6 +254,22 @@ public final class DiskStore: @unchecked Sendable {
         onCorruption.withLock { $0 }?(failure.description)
     }
 
+    /// Called on the writer queue each time writes start failing (with the failure) and each
+    /// time they work again (nil): for a log line per change of state, not per write.
+    public func onWriteStateChange(_ report: @escaping @Sendable (Failure?) -> Void) {
+        onWriteStateChange.withLock { $0 = report }
+    }
+    private let onWriteStateChange = Mutex<(@Sendable (Failure?) -> Void)?>(nil)
+
+    /// Failed writes since the store opened, by `Failure.reason`.
+    public var writeErrors: [String: Int] { writeErrorCounts.withLock { $0 } }
+    private let writeErrorCounts = Mutex<[String: Int]>([:])
+    /// When a write last failed (wall clock) and why: a nearly full disk fails the writes that
+    /// grow the file while those that rewrite a page still work, so one that worked since does
+    /// not mean the disk is well.
+    public var lastWriteFailure: (at: Double, reason: String)? { lastFailure.withLock { $0 } }
+    private let lastFailure = Mutex<(at: Double, reason: String)?>(nil)
+
     /// Called once (on a disk queue) when corruption is first found while running.
     public func onCorruption(_ report: @escaping @Sendable (String) -> Void) {
         onCorruption.withLock { $0 = report }
@@ -389,11 +417,15 @@ public final class DiskStore: @unchecked Sendable {
         writeQueue.async { [self] in
             do {
                 try work(writer)
-                healthy.withLock { $0 = true }
+                // Space back, the file writable again: the next write that works ends the episode.
+                if healthy.withLock({ was in defer { was = true }; return !was }) { onWriteStateChange.withLock { $0 }?(nil) }
             } catch {
+                let failure = error as? Failure ?? Failure(description: "\(error)")
                 counters.withLock { $0.failures += 1 }
-                healthy.withLock { $0 = false }
-                if let failure = error as? Failure, failure.isCorruption { markCorrupt(failure) }
+                writeErrorCounts.withLock { $0[failure.reason, default: 0] += 1 }
+                lastFailure.withLock { $0 = (Date().timeIntervalSince1970, failure.reason) }
+                if healthy.withLock({ was in defer { was = false }; return was }) { onWriteStateChange.withLock { $0 }?(failure) }
+                if failure.isCorruption { markCorrupt(failure) }
             }
             pending.withLock { $0 -= 1 }
             always?()

@@ -811,6 +811,10 @@ public final class ResponseCache {
 
     /// Whether the disk tier can be used (no disk tier: yes).
     public var isDiskHealthy: Bool { disk?.isHealthy ?? true }
+    /// Failed writes to the disk tier by reason (`DiskStore.Failure.reason`).
+    public var diskWriteErrors: [String: Int] { disk?.writeErrors ?? [:] }
+    /// When a write to the disk tier last failed, and why.
+    public var lastDiskWriteFailure: (at: Double, reason: String)? { disk?.lastWriteFailure }
 
     /// Puts the disk tier in use: the store was opened after start (it could not be at first).
     public func attachDisk(_ store: DiskStore) {

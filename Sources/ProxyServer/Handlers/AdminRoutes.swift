@@ -122,7 +122,7 @@ extension ProxyServer {
                     "memory": ["entries": tiers.memoryEntries, "bytes": tiers.memoryBytes, "budget_bytes": tiers.memoryBudgetBytes,
                                "evictions": tiers.evictions],
                     "disk": ["entries": diskEntries, "bytes": diskBytes, "budget_bytes": tiers.diskBudgetBytes,
-                             "dropped_writes": tiers.diskDroppedWrites],
+                             "dropped_writes": tiers.diskDroppedWrites, "write_errors": cache.diskWriteErrors],
                     "hits": hits, "disk_hits": counters.diskHits, "shared_hits": counters.sharedHits, "prepared_hits": counters.preparedHits, "misses": misses,
                     "hit_ratio": lookups == 0 ? 0 : Double(hits) / Double(lookups),
                     "collapsed": collapsed, "upstream_fetches": counters.upstreamFetches, "invalidation": invalidation,

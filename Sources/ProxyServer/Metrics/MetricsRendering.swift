@@ -26,6 +26,7 @@ extension ProxyServer {
                 ("pixxel_proxy_cache_shared_hits_total", cache.counters.sharedHits),
                 ("pixxel_proxy_audit_journal_fallbacks_total", auditJournalFallbacks),
             ] + sharedMetricCounts(),
+            labeledCounts: cache.diskWriteErrors.sorted { $0.key < $1.key }.map { ("pixxel_proxy_store_write_errors_total", [("reason", $0.key)], $0.value) },
             gaugeValues: [
                 ("pixxel_proxy_cache_entries", [("tier", "memory")], Double(tiers.memoryEntries)),
                 ("pixxel_proxy_cache_bytes", [("tier", "memory")], Double(tiers.memoryBytes)),

@@ -100,16 +100,18 @@ final class ProxyMetrics {
     }
 
     /// The Prometheus text, after bringing cache counters and gauges up to date.
-    func render(counts: [(name: String, value: Int)], gaugeValues: [(name: String, labels: [(String, String)], value: Double)]) -> [UInt8] {
-        for (name, value) in counts {
-            let counter = cacheCounters[name] ?? {
-                let made = CoreMetrics.Counter(label: name, factory: factory)
-                cacheCounters[name] = made
+    func render(counts: [(name: String, value: Int)], labeledCounts: [(name: String, labels: [(String, String)], value: Int)] = [],
+                gaugeValues: [(name: String, labels: [(String, String)], value: Double)]) -> [UInt8] {
+        for (name, labels, value) in counts.map({ ($0.name, [(String, String)](), $0.value) }) + labeledCounts {
+            let key = name + labels.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
+            let counter = cacheCounters[key] ?? {
+                let made = CoreMetrics.Counter(label: name, dimensions: labels, factory: factory)
+                cacheCounters[key] = made
                 return made
             }()
-            let delta = value - exported[name, default: 0]
+            let delta = value - exported[key, default: 0]
             if delta > 0 { counter.increment(by: delta) }
-            exported[name] = value
+            exported[key] = value
         }
         for (name, labels, value) in gaugeValues {
             let key = name + labels.map { "\($0.0)=\($0.1)" }.joined(separator: ",")

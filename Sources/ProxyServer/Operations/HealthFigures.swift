@@ -17,7 +17,9 @@ extension ProxyServer {
         figures.budgetTokens = budget.tokens
         figures.redisConfigured = shared != nil
         figures.redisUp = shared?.redis.isUp ?? false
-        figures.storeWritesFailing = !cache.isDiskHealthy
+        let lastFailure = cache.lastDiskWriteFailure
+        figures.storeWritesFailing = !cache.isDiskHealthy || lastFailure.map { clock() - $0.at < 60 } == true
+        figures.storeFailureReason = lastFailure?.reason
         figures.descriptorLimit = descriptorLimit
         figures.openDescriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd"))?.count
         return HealthVerdict.decide(figures)

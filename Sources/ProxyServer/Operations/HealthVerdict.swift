@@ -46,8 +46,10 @@ public struct HealthVerdict: Equatable, Sendable {
         /// A shared tier configured, and whether this instance is joined to it.
         public var redisConfigured = false
         public var redisUp = false
-        /// The cache store's last write failed (a full or read-only disk).
+        /// The cache store's last write failed, or one did in the last minute (a full or
+        /// read-only disk), and the reason of the last failure.
         public var storeWritesFailing = false
+        public var storeFailureReason: String?
         /// Descriptors open and the process's limit (nil: unknown).
         public var openDescriptors: Int?
         public var descriptorLimit: Int?
@@ -84,7 +86,8 @@ public struct HealthVerdict: Equatable, Sendable {
             findings.append((.degraded, "Redis is configured but not reachable: this instance acts alone"))
         }
         if figures.storeWritesFailing {
-            findings.append((.degraded, "writes to the cache store fail (a full or read-only disk?): serving from memory"))
+            let reason = figures.storeFailureReason.map { " (\($0.replacingOccurrences(of: "_", with: " ")))" } ?? ""
+            findings.append((.degraded, "writes to the cache store fail\(reason): new answers are kept in memory only"))
         }
         if let open = figures.openDescriptors, let limit = figures.descriptorLimit, limit > 0,
            Double(open) >= Double(limit) * descriptorWarningRatio {

@@ -28,6 +28,14 @@ extension ProxyServer {
             logger.error("the cache store is corrupt; /readyz now fails; the next start moves it aside",
                          metadata: ["path": "\(path)", "error": "\(problem)"])
         }
+        store.disk.onWriteStateChange { [logger] failure in
+            if let failure {
+                logger.warning("writes to the cache store fail; serving from memory, /readyz fails, each later write tries again",
+                               metadata: ["path": "\(path)", "reason": "\(failure.reason)", "error": "\(failure)"])
+            } else {
+                logger.notice("writes to the cache store work again", metadata: ["path": "\(path)"])
+            }
+        }
         cache.attachDisk(store.disk)
         audit = store.audit
         if storeProblem != nil {

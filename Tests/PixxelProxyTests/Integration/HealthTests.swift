@@ -1,4 +1,7 @@
 import Foundation
+@testable import JobCache
+@testable import ProxyServer
+@testable import ResponseCache
 import Testing
 
 /// One verdict, everywhere an operator looks: `/admin/stats`, `/readyz`'s body, the gauge.
@@ -33,6 +36,35 @@ import Testing
         let metrics = try proxy.get("/metrics", token: proxy.adminToken).text
         #expect(metrics.split(separator: "\n").contains("pixxel_proxy_health 2.0") || metrics.split(separator: "\n").contains("pixxel_proxy_health 2"),
                 "\(metrics.split(separator: "\n").filter { $0.contains("health") })")
+        await proxy.stop()
+    }
+
+    @Test func aFullDiskIsSaidOnceCountedByReasonAndShownInTheVerdict() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let directory = TemporaryDirectory()
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.cacheDirectory = directory.path }
+        let workflow = sim.workflowIDs[0]
+        let list = try #require(try proxy.get("/v0/workflows/\(workflow)/jobs", token: proxy.readToken).json?["jobs"] as? [[String: Any]])
+        let disk = try #require(proxy.server.cache.disk)
+        disk.flush()
+        disk.limitPages(1)
+        for job in list.prefix(5) {
+            #expect(try proxy.get("/v0/workflows/\(workflow)/jobs/\(job["id"] as? String ?? "")", token: proxy.readToken).status == 200,
+                    "served from memory meanwhile")
+        }
+        disk.flush()
+        let health = try #require(try Self.health(proxy))
+        #expect(health.state != "healthy" && health.reasons.contains { $0.contains("writes to the cache store fail (disk full)") }, "\(health)")
+        let metrics = try proxy.get("/metrics", token: proxy.adminToken).text
+        #expect(metrics.contains(#"pixxel_proxy_store_write_errors_total{reason="disk_full"}"#), "\(metrics.split(separator: "\n").filter { $0.contains("store") })")
+        #expect(proxy.logs.all.filter { $0.contains("writes to the cache store fail") }.count == 1, "once per change of state")
+
+        disk.limitPages(1 << 30)
+        #expect(try proxy.get("/v0/workflows/\(workflow)/jobs/\(list[6]["id"] as? String ?? "")", token: proxy.readToken).status == 200)
+        disk.flush()
+        #expect(proxy.server.cache.isDiskHealthy, "the store recovers by itself when space returns")
+        #expect(proxy.logs.all.contains { $0.contains("writes to the cache store work again") })
         await proxy.stop()
     }
 }

@@ -1,8 +1,9 @@
 import CacheInvalidation
 import CSQLite
 import Foundation
+import Synchronization
 import Testing
-import JobCache
+@testable import JobCache
 
 @Suite struct DiskStoreTests {
     func record(_ key: String, workflow: String = "w", job: String? = nil, size: Int = 100, storedAt: Double = 1000,
@@ -18,6 +19,29 @@ import JobCache
 
     func statistics(_ store: DiskStore) async -> (Int, Int) {
         await withCheckedContinuation { continuation in store.statistics { continuation.resume(returning: ($0, $1)) } }
+    }
+
+    /// A full disk was visible only as /readyz failing: now each failed write is counted by
+    /// reason, the owner is told once when writes start failing and once when they work again,
+    /// and the store recovers by itself when space returns.
+    @Test func aFullDiskIsCountedByReasonToldOncePerChangeAndRecovers() async throws {
+        let directory = TemporaryDirectory()
+        let store = try DiskStore(directory: directory.path, budgetBytes: 1 << 30)
+        let changes = Mutex<[String]>([])
+        store.onWriteStateChange { failure in changes.withLock { $0.append(failure?.reason ?? "working") } }
+        store.save(record("first", size: 100))
+        store.flush()
+        store.limitPages(1)  // no page beyond those the file has: SQLITE_FULL, as on a full disk
+        for index in 0..<3 { store.save(record("big \(index)", size: 256 << 10)) }
+        store.flush()
+        #expect(store.writeErrors == ["disk_full": 3])
+        #expect(!store.isHealthy)
+        store.limitPages(1 << 30)
+        store.save(record("after", size: 100))
+        store.flush()
+        #expect(store.isHealthy)
+        #expect(changes.withLock { $0 } == ["disk_full", "working"])
+        #expect(await load(store, "after") != nil)
     }
 
     @Test func savesAndLoadsRecordsAcrossReopening() async throws {
