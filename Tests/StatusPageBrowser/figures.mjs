@@ -30,6 +30,9 @@ export function figureMismatches(figures, stats, { admins = [] } = {}) {
 
   expect(figures.pageShown && !figures.loginShown, 'the figures are not shown (the page still asks for a token)');
   expect(text.err === '', `the page shows an error: "${text.err}"`);
+  const health = stats.health || {};
+  expect(typeof health.state === 'string' && text.health.startsWith(health.state.toUpperCase()),
+         `the verdict reads "${text.health}", stats say ${JSON.stringify(health)}`);
   expect(/^up \d+ (s|min|h \d+ min|d \d+ h), updated \d\d:\d\d:\d\d UTC/.test(text.uptime), `uptime reads "${text.uptime}"`);
   for (const id of ['rps', 'ups']) expect(Number.isFinite(shownNumber(text[id])), `${id} reads "${text[id]}", not a number`);
 

@@ -15,7 +15,10 @@ enum StatusPage {
     section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:10px 14px}
     h2{font-size:13px;text-transform:uppercase;letter-spacing:.04em;color:#5b6573;margin:0 0 6px}
     .big{font-size:28px;font-weight:600}.bad{color:#b42318}.ok{color:#067647}
-    table{border-collapse:collapse;width:100%}td{padding:2px 4px;border-top:1px solid #eef0f3;overflow-wrap:anywhere}td.n{text-align:right}
+    table{border-collapse:collapse;width:100%}td{padding:2px 4px;border-top:1px solid #eef0f3;overflow-wrap:anywhere}td.n{text-align:right;white-space:nowrap;overflow-wrap:normal}
+    .verdict{padding:8px 18px;font-weight:600}.verdict.healthy{background:#dcfae6;color:#067647}
+    .verdict.degraded{background:#fef0c7;color:#93370d}.verdict.failing{background:#fee4e2;color:#b42318}
+    body.stale main,body.stale .verdict{opacity:.45;filter:grayscale(1)}
     #t-errors td:first-child,#t-errors td:last-child{white-space:nowrap}
     .note{color:#5b6573;font-size:12px}
     .bar{height:10px;background:#eef0f3;border-radius:5px;overflow:hidden}.bar div{height:10px;background:#3e63dd}
@@ -43,12 +46,17 @@ enum StatusPage {
       for(const cells of items){const r=t.insertRow();cells.forEach((c,i)=>{const d=r.insertCell();d.textContent=c;if(i>0&&typeof c==='number')d.className='n'})}}
     function bar(id,used,budget){$(id).style.width=(budget>0?Math.min(100,100*used/budget):0)+'%'}
     function avg(a,n){const s=a.slice(-n);return s.length?s.reduce((x,y)=>x+y,0)/s.length:0}
+    let since=null;
+    function lost(why){since=since||new Date();document.body.classList.add('stale');
+      $('err').textContent=why+' since '+since.toISOString().slice(11,19)+' UTC: the figures below are from before then'}
     async function tick(){const token=sessionStorage.getItem(key);if(!token)return ask();
       if(!usable(token)){sessionStorage.removeItem(key);return ask('that token cannot be sent; type it again')}
-      let r;try{r=await fetch('/admin/stats',{headers:{Authorization:'Bearer '+token},cache:'no-store'})}catch(e){$('err').textContent='the proxy does not answer';return}
+      let r;try{r=await fetch('/admin/stats',{headers:{Authorization:'Bearer '+token},cache:'no-store'})}catch(e){return lost('the proxy does not answer')}
       if(r.status===401||r.status===403){sessionStorage.removeItem(key);return ask('that token is not an admin token')}
-      if(!r.ok){$('err').textContent='/admin/stats answered '+r.status;return}
-      $('err').textContent='';const s=await r.json();const se=s.series;
+      if(!r.ok)return lost('/admin/stats answered '+r.status);
+      $('err').textContent='';since=null;document.body.classList.remove('stale');const s=await r.json();const se=s.series;
+      const h=s.health||{state:'failing',reasons:['no verdict in /admin/stats']};const v=$('health');v.hidden=false;v.className='verdict '+h.state;
+      v.textContent=h.state.toUpperCase()+(h.reasons.length?': '+h.reasons.join('; '):'');
       text('uptime','up '+span(s.uptime_seconds)+', updated '+new Date().toISOString().slice(11,19)+' UTC, every 2 s');text('rps',fmt(avg(se.requests,10)));text('ups',fmt(avg(se.upstream_calls,10)));
       text('ratio',(100*s.hit_ratio).toFixed(1)+'%');text('saved',fmt(s.upstream_calls_saved));
       const minuteHits=se.hits.slice(-60).reduce((a,b)=>a+b,0),minuteLookups=se.lookups.slice(-60).reduce((a,b)=>a+b,0);
@@ -71,6 +79,7 @@ enum StatusPage {
     <!doctype html><html lang="en"><head><meta charset="utf-8"><title>pixxel-proxy status</title>
     <meta name="viewport" content="width=device-width"><style>\(style)</style></head><body>
     <header><h1>pixxel-proxy</h1><span id="uptime"></span></header>
+    <div id="health" class="verdict" hidden></div>
     <p id="err"></p>
     <form id="login" hidden><p>Admin token (kept in this tab only):</p><input id="token" type="password" autocomplete="off" autofocus> <button>Show</button></form>
     <main id="page">
