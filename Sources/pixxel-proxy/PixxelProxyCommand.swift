@@ -100,7 +100,51 @@ struct CheckConfig: AsyncParsableCommand {
 }
 
 struct TokenCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "token", abstract: "Manage client tokens.", subcommands: [Add.self])
+    static let configuration = CommandConfiguration(commandName: "token", abstract: "Manage client tokens.",
+                                                    subcommands: [Add.self, List.self, Revoke.self])
+
+    static func path(_ option: String?) -> String {
+        option ?? ProcessInfo.processInfo.environment["PIXXEL_PROXY_AUTH_CLIENTS_FILE"] ?? ProxySettings().clientsFile
+    }
+
+    static let reloadHint = "a running proxy takes it on reload (systemctl reload pixxel-proxy, or SIGHUP)"
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The clients and their scopes (never a token or its hash).")
+
+        @Option(name: .customLong("clients-file"), help: "Clients file (default: auth.clients_file's default, config/clients).")
+        var clientsFile: String?
+
+        func run() async throws {
+            do {
+                for client in try ClientsFileWriter.list(path: TokenCommand.path(clientsFile)) { print("\(client.name)\t\(client.scopes)") }
+            } catch {
+                FileHandle.standardError.write(Data("pixxel-proxy: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a client's token from the clients file.")
+
+        @Argument(help: "The client's name.")
+        var name: String
+
+        @Option(name: .customLong("clients-file"), help: "Clients file (default: auth.clients_file's default, config/clients).")
+        var clientsFile: String?
+
+        func run() async throws {
+            let path = TokenCommand.path(clientsFile)
+            do {
+                try ClientsFileWriter.revoke(name: name, path: path)
+                FileHandle.standardError.write(Data("pixxel-proxy: revoked client \(name) in \(path); \(TokenCommand.reloadHint)\n".utf8))
+            } catch {
+                FileHandle.standardError.write(Data("pixxel-proxy: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -116,11 +160,11 @@ struct TokenCommand: AsyncParsableCommand {
         var clientsFile: String?
 
         func run() async throws {
-            let path = clientsFile ?? ProcessInfo.processInfo.environment["PIXXEL_PROXY_AUTH_CLIENTS_FILE"] ?? ProxySettings().clientsFile
+            let path = TokenCommand.path(clientsFile)
             do {
                 let token = try ClientsFileWriter.add(name: name, scopesText: scopes, path: path)
                 print(token)
-                FileHandle.standardError.write(Data("pixxel-proxy: added client \(name) to \(path); the token above is shown only once\n".utf8))
+                FileHandle.standardError.write(Data("pixxel-proxy: added client \(name) to \(path); the token above is shown only once; \(TokenCommand.reloadHint)\n".utf8))
             } catch {
                 FileHandle.standardError.write(Data("pixxel-proxy: \(error)\n".utf8))
                 throw ExitCode(1)

@@ -107,6 +107,40 @@ import Testing
         return (process, port)
     }
 
+    /// Tokens could only be added: now listed (names and scopes, never a hash) and revoked, and a
+    /// running proxy drops a revoked one at its reload.
+    @Test func tokensAreListedAndRevokedAndARunningProxyDropsARevokedOneOnReload() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let directory = TemporaryDirectory()
+        let clients = directory.path + "/clients"
+        _ = directory.file("clients", "# the team's clients\n")
+        func add(_ name: String, _ scopes: String) throws -> String {
+            try Self.run(["token", "add", name, "--scopes", scopes, "--clients-file", clients]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let keep = try add("keep", "read"), gone = try add("gone", "read,write")
+        let listed = try Self.run(["token", "list", "--clients-file", clients])
+        #expect(listed.status == 0 && listed.stdout == "keep\tread\ngone\tread,write\n", "\(listed.stdout)")
+        #expect(!listed.stdout.contains("sha256"))
+
+        let (process, port) = try Self.startServe(simPort: simPort, clients: clients, directory: directory)
+        defer { process.interrupt(); process.waitUntilExit() }
+        let target = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        #expect(try RawHTTPClient.request(port: port, target: target, headers: [("Authorization", gone)]).status == 200)
+
+        let revoked = try Self.run(["token", "revoke", "gone", "--clients-file", clients])
+        #expect(revoked.status == 0, "\(revoked.stderr)")
+        #expect(revoked.stderr.contains("reload"), "it says how the running proxy takes it: \(revoked.stderr)")
+        let text = try String(contentsOfFile: clients, encoding: .utf8)
+        #expect(text.hasPrefix("# the team's clients\n") && text.contains("keep read sha256:") && !text.contains("gone"), "\(text)")
+        let again = try Self.run(["token", "revoke", "gone", "--clients-file", clients])
+        #expect(again.status == 1 && again.stderr.contains("no client gone"), "\(again.stderr)")
+
+        process.signal(SIGHUP)
+        #expect(try eventually { try RawHTTPClient.request(port: port, target: target, headers: [("Authorization", gone)]).status == 401 })
+        #expect(try RawHTTPClient.request(port: port, target: target, headers: [("Authorization", keep)]).status == 200)
+    }
+
     @Test func sighupReloadsTheClientsFileAndSigintStops() async throws {
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }
