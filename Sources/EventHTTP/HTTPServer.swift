@@ -239,20 +239,12 @@ public final class HTTPServer {
     /// `Date: ...\r\n`, formatted once a second.
     func currentDateLine() -> [UInt8] { dateLine.bytes }
 
-    /// One buffer for assembling answer heads, lent out and given back (taken, it is uniquely
-    /// held, so appending neither copies nor allocates once it has grown).
-    private var headBuffer: [UInt8] = []
+    /// One buffer for assembling answer heads, lent out and given back.
+    private var headBuffer = LentBuffer()
 
-    func takeHeadBuffer() -> [UInt8] {
-        var buffer: [UInt8] = []
-        swap(&buffer, &headBuffer)
-        buffer.removeAll(keepingCapacity: true)
-        return buffer
-    }
+    func takeHeadBuffer() -> [UInt8] { headBuffer.take() }
 
-    func returnHeadBuffer(_ buffer: [UInt8]) {
-        headBuffer = buffer
-    }
+    func returnHeadBuffer(_ buffer: [UInt8]) { headBuffer.giveBack(buffer) }
 
     static func localPort(of fd: Int32) -> UInt16? {
         var address = sockaddr_storage()

@@ -109,6 +109,16 @@ struct TokenCommand: AsyncParsableCommand {
 
     static let reloadHint = "a running proxy takes it on reload (systemctl reload pixxel-proxy, or SIGHUP)"
 
+    /// Runs a change to the clients file; its error is printed as the CLI's others are, exit 1.
+    static func reportingFailure(_ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch {
+            FileHandle.standardError.write(Data("pixxel-proxy: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The clients and their scopes (never a token or its hash).")
 
@@ -116,11 +126,8 @@ struct TokenCommand: AsyncParsableCommand {
         var clientsFile: String?
 
         func run() async throws {
-            do {
+            try TokenCommand.reportingFailure {
                 for client in try ClientsFileWriter.list(path: TokenCommand.path(clientsFile)) { print("\(client.name)\t\(client.scopes)") }
-            } catch {
-                FileHandle.standardError.write(Data("pixxel-proxy: \(error)\n".utf8))
-                throw ExitCode(1)
             }
         }
     }
@@ -136,12 +143,9 @@ struct TokenCommand: AsyncParsableCommand {
 
         func run() async throws {
             let path = TokenCommand.path(clientsFile)
-            do {
+            try TokenCommand.reportingFailure {
                 try ClientsFileWriter.revoke(name: name, path: path)
                 FileHandle.standardError.write(Data("pixxel-proxy: revoked client \(name) in \(path); \(TokenCommand.reloadHint)\n".utf8))
-            } catch {
-                FileHandle.standardError.write(Data("pixxel-proxy: \(error)\n".utf8))
-                throw ExitCode(1)
             }
         }
     }
@@ -161,13 +165,10 @@ struct TokenCommand: AsyncParsableCommand {
 
         func run() async throws {
             let path = TokenCommand.path(clientsFile)
-            do {
+            try TokenCommand.reportingFailure {
                 let token = try ClientsFileWriter.add(name: name, scopesText: scopes, path: path)
                 print(token)
                 FileHandle.standardError.write(Data("pixxel-proxy: added client \(name) to \(path); the token above is shown only once; \(TokenCommand.reloadHint)\n".utf8))
-            } catch {
-                FileHandle.standardError.write(Data("pixxel-proxy: \(error)\n".utf8))
-                throw ExitCode(1)
             }
         }
     }

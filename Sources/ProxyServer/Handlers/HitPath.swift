@@ -14,21 +14,12 @@ final class HitPathState {
     var callers: [String: Caller] = [:]
     var requestIDs = RequestIDGenerator()
     /// The header lines of the answer being written, kept from answer to answer so that making
-    /// them allocates nothing once it has grown (taken out while in use: a nested answer simply
-    /// starts a new one).
-    private var linesBuffer: [UInt8] = []
+    /// them allocates nothing once the buffer has grown.
+    private var linesBuffer = LentBuffer(maxKeptCapacity: 4096)
 
-    func takeLinesBuffer() -> [UInt8] {
-        var buffer: [UInt8] = []
-        swap(&buffer, &linesBuffer)
-        buffer.removeAll(keepingCapacity: true)
-        return buffer
-    }
+    func takeLinesBuffer() -> [UInt8] { linesBuffer.take() }
 
-    func returnLinesBuffer(_ buffer: [UInt8]) {
-        // A head of many fields once does not keep its large buffer for good.
-        if buffer.capacity <= 4096 { linesBuffer = buffer }
-    }
+    func returnLinesBuffer(_ buffer: [UInt8]) { linesBuffer.giveBack(buffer) }
 
     static let maxTargets = 4096
     static let maxCallers = 256
