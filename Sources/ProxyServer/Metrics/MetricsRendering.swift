@@ -39,6 +39,6 @@ extension ProxyServer {
                 ("pixxel_proxy_requests_in_flight", [], Double(httpServer?.inFlight ?? 0)),
                 ("pixxel_proxy_shared_up", [], sharedUpGauge),
                 ("pixxel_proxy_health", [], Double(healthVerdict().state.rawValue)),
-            ])
+            ]) + MetricsHelp.processText(version: ProxyVersion.string, commit: "unknown", descriptorLimit: descriptorLimit)
     }
 }

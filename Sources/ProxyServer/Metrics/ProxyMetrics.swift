@@ -124,7 +124,7 @@ final class ProxyMetrics {
         }
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
-        return buffer
+        return MetricsHelp.withHelp(buffer)
     }
 }
 

@@ -21,6 +21,31 @@ import Testing
         await proxy.stop()
     }
 
+    /// Every metric has a `# HELP` line in words (the page had none), and the conventional
+    /// build and process series are there.
+    @Test func everyMetricIsExplainedAndTheBuildAndProcessAreDescribed() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        _ = try proxy.get("/v0/workflows/\(sim.workflowIDs[0])/jobs", token: proxy.readToken)
+        let text = try proxy.get("/metrics", token: proxy.adminToken).text
+        let lines = text.split(separator: "\n").map(String.init)
+        let typed = lines.filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] }
+        #expect(typed.count > 40)
+        for name in typed {
+            let help = lines.first { $0.hasPrefix("# HELP \(name) ") }
+            #expect(help != nil && help!.count > "# HELP \(name) ".count + 15 && help!.hasSuffix("."), "\(name): \(help ?? "no HELP")")
+        }
+        #expect(Set(typed).count == typed.count, "one TYPE per metric")
+        #expect(lines.contains("pixxel_proxy_build_info{version=\"0.1.0\",commit=\"unknown\"} 1"))
+        let samples = Self.samples(text)
+        #expect((samples["process_cpu_seconds_total"] ?? 0) > 0)
+        #expect((samples["process_resident_memory_bytes"] ?? 0) > 1_000_000)
+        #expect((samples["process_open_fds"] ?? 0) > 3 && (samples["process_max_fds"] ?? 0) >= (samples["process_open_fds"] ?? 0))
+        #expect(abs((samples["process_start_time_seconds"] ?? 0) - Date().timeIntervalSince1970) < 3600)
+        await proxy.stop()
+    }
+
     @Test func countsMatchWhatWasSent() async throws {
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }
