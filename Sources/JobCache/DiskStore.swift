@@ -87,6 +87,9 @@ public final class DiskStore: @unchecked Sendable {
         /// The file is not a database, or a corrupt one.
         var isCorruption: Bool { code == SQLITE_NOTADB || code == SQLITE_CORRUPT }
 
+        /// Every `reason` there is.
+        public static let reasons = ["disk_full", "read_only", "io_error", "busy", "corrupt", "other"]
+
         /// What an operator looks into, as the `reason` label of failed writes.
         public var reason: String {
             switch code {

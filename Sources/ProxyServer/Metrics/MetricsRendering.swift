@@ -1,4 +1,5 @@
 import EventHTTP
+import JobCache
 import ResponseCache
 
 extension ProxyServer {
@@ -26,7 +27,10 @@ extension ProxyServer {
                 ("pixxel_proxy_cache_shared_hits_total", cache.counters.sharedHits),
                 ("pixxel_proxy_audit_journal_fallbacks_total", auditJournalFallbacks),
             ] + sharedMetricCounts(),
-            labeledCounts: cache.diskWriteErrors.sorted { $0.key < $1.key }.map { ("pixxel_proxy_store_write_errors_total", [("reason", $0.key)], $0.value) },
+            // Every reason from 0, so that the first failure is an increase Prometheus sees.
+            labeledCounts: DiskStore.Failure.reasons.map { reason in
+                ("pixxel_proxy_store_write_errors_total", [("reason", reason)], cache.diskWriteErrors[reason] ?? 0)
+            },
             gaugeValues: [
                 ("pixxel_proxy_cache_entries", [("tier", "memory")], Double(tiers.memoryEntries)),
                 ("pixxel_proxy_cache_bytes", [("tier", "memory")], Double(tiers.memoryBytes)),
@@ -37,8 +41,9 @@ extension ProxyServer {
                 ("pixxel_proxy_cache_bytes", [("tier", "disk")], Double(tiers.diskKnownBytes)),
                 ("pixxel_proxy_cache_entries", [("tier", "disk")], Double(tiers.diskKnownEntries)),
                 ("pixxel_proxy_requests_in_flight", [], Double(httpServer?.inFlight ?? 0)),
-                ("pixxel_proxy_shared_up", [], sharedUpGauge),
                 ("pixxel_proxy_health", [], Double(healthVerdict().state.rawValue)),
-            ]) + MetricsHelp.processText(version: ProxyVersion.string, commit: "unknown", descriptorLimit: descriptorLimit)
+                ("pixxel_proxy_ready", [], readiness.ready ? 1 : 0),
+            // Only with a shared tier: 0 on an instance without Redis would read as Redis down.
+            ] + (shared == nil ? [] : [("pixxel_proxy_shared_up", [], sharedUpGauge)])) + MetricsHelp.processText(version: ProxyVersion.string, commit: "unknown", descriptorLimit: descriptorLimit)
     }
 }
