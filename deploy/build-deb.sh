@@ -53,14 +53,15 @@ doc="$root/usr/share/doc/pixxel-proxy"
 install -D -m 0755 "$binary" "$root/usr/bin/pixxel-proxy"
 # What dh_strip does for an executable: no symbols, no .comment or .note sections.
 strip --remove-section=.comment --remove-section=.note "$root/usr/bin/pixxel-proxy"
-sed -e 's|/usr/local/bin/pixxel-proxy|/usr/bin/pixxel-proxy|' \
+sed -e 's|/usr/local/bin/pixxel-proxy|/usr/bin/pixxel-proxy|g' \
     -e 's|^Documentation=.*|Documentation=man:pixxel-proxy(1) file:///usr/share/doc/pixxel-proxy/README.md.gz|' \
     -e 's|Installed by deploy/install.sh.|Installed by the pixxel-proxy Debian package.|' \
     deploy/pixxel-proxy.service > "$work/pixxel-proxy.service"
 install -D -m 0644 "$work/pixxel-proxy.service" "$root/lib/systemd/system/pixxel-proxy.service"
 # The Redis drop-in is an example: only an instance with a Redis on its host wants it.
 install -D -m 0644 deploy/pixxel-proxy-redis.conf "$root/usr/share/doc/pixxel-proxy/examples/redis.conf"
-install -D -m 0644 config/pixxel-proxy.yaml "$root/etc/pixxel-proxy/pixxel-proxy.yaml"
+deploy/installed-config.sh > "$work/pixxel-proxy.yaml"
+install -D -m 0644 "$work/pixxel-proxy.yaml" "$root/etc/pixxel-proxy/pixxel-proxy.yaml"
 # The clients file starts with its format explained and no client (the examples stay in doc).
 sed '/^# Examples/,$d' config/clients.example > "$work/clients"
 install -D -m 0644 "$work/clients" "$root/etc/pixxel-proxy/clients"

@@ -8,6 +8,14 @@ cd "$(dirname "$0")/.."
 
 DESTDIR=${DESTDIR:-}
 PREFIX=${PREFIX:-/usr/local}
+# Beside the Debian package, this would put a second binary in /usr/local/bin and a unit in
+# /etc/systemd/system that shadows the package's: refuse, and say what to do instead.
+if command -v dpkg-query >/dev/null 2>&1 \
+    && [ "$(dpkg-query -W -f '${Status}' pixxel-proxy 2>/dev/null || true)" = "install ok installed" ]; then
+    echo "install.sh: the pixxel-proxy Debian package is installed; upgrade it with a newer .deb instead." >&2
+    echo "  For the Redis drop-in: cp /usr/share/doc/pixxel-proxy/examples/redis.conf /etc/systemd/system/pixxel-proxy.service.d/" >&2
+    exit 1
+fi
 BIN=${BIN:-}
 if [ -z "$BIN" ]; then
     scripts/install-deps.sh
@@ -17,7 +25,7 @@ fi
 
 etc="$DESTDIR/etc/pixxel-proxy"
 install -D -m 0755 "$BIN" "$DESTDIR$PREFIX/bin/pixxel-proxy"
-sed "s|/usr/local/bin/pixxel-proxy|$PREFIX/bin/pixxel-proxy|; s|/usr/local/share/doc|$PREFIX/share/doc|" \
+sed "s|/usr/local/bin/pixxel-proxy|$PREFIX/bin/pixxel-proxy|g; s|/usr/local/share/doc|$PREFIX/share/doc|" \
     deploy/pixxel-proxy.service > "$DESTDIR/tmp-pixxel-proxy.service.$$"
 install -D -m 0644 "$DESTDIR/tmp-pixxel-proxy.service.$$" "$DESTDIR/etc/systemd/system/pixxel-proxy.service"
 rm -f "$DESTDIR/tmp-pixxel-proxy.service.$$"
@@ -27,7 +35,11 @@ if [ "${WITH_REDIS:-0}" = 1 ]; then
     install -D -m 0644 deploy/pixxel-proxy-redis.conf "$DESTDIR/etc/systemd/system/pixxel-proxy.service.d/redis.conf"
 fi
 install -d -m 0755 "$etc"
-[ -e "$etc/pixxel-proxy.yaml" ] || install -m 0644 config/pixxel-proxy.yaml "$etc/pixxel-proxy.yaml"
+if [ ! -e "$etc/pixxel-proxy.yaml" ]; then
+    deploy/installed-config.sh > "$etc/pixxel-proxy.yaml.new"
+    chmod 0644 "$etc/pixxel-proxy.yaml.new"
+    mv "$etc/pixxel-proxy.yaml.new" "$etc/pixxel-proxy.yaml"
+fi
 install -m 0644 config/clients.example "$etc/clients.example"
 # Hashes only, no secret: readable by the service's dynamic user.
 [ -e "$etc/clients" ] || install -m 0644 /dev/null "$etc/clients"
@@ -42,9 +54,9 @@ Next steps:
   1. Put the Pixxel API key in the credential file (read only by systemd):
        install -m 0600 /dev/stdin /etc/pixxel-proxy/api_key <<< 'YOUR_API_KEY'
   2. Add a token per client (printed once):
-       pixxel-proxy token add dashboards --scopes read --clients-file /etc/pixxel-proxy/clients
+       pixxel-proxy token add dashboards --scopes read
   3. Review /etc/pixxel-proxy/pixxel-proxy.yaml (listen.host is 127.0.0.1 by default), then:
-       pixxel-proxy check-config --config /etc/pixxel-proxy/pixxel-proxy.yaml
+       pixxel-proxy check-config
        systemctl enable --now pixxel-proxy
   After adding tokens: systemctl reload pixxel-proxy (SIGHUP reloads the clients file).
 TXT

@@ -7,7 +7,13 @@ import Yams
 /// swift-configuration), finds the API key among its sources, and validates the lot.
 public enum SettingsLoader {
     /// The file read when no `--config` is given; it may be absent.
-    public static let defaultConfigFile = "config/pixxel-proxy.yaml"
+    /// The installed configuration (the package's and install.sh's), read by every subcommand
+    /// when no `--config` names another and it exists; else the checkout's.
+    public static let installedConfigFile = "/etc/pixxel-proxy/pixxel-proxy.yaml"
+    public static let checkoutConfigFile = "config/pixxel-proxy.yaml"
+    public static var defaultConfigFile: String {
+        FileManager.default.fileExists(atPath: installedConfigFile) ? installedConfigFile : checkoutConfigFile
+    }
     static let environmentPrefix = "PIXXEL_PROXY_"
 
     /// Loads and validates settings. `configFile` nil means the default file, if it exists.

@@ -30,7 +30,7 @@ func loadSettings(_ configFile: String?) async throws -> ProxySettings {
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the proxy in the foreground; logs go to stderr.")
 
-    @Option(help: "Configuration file (default \(SettingsLoader.defaultConfigFile), if present).")
+    @Option(help: "Configuration file (default \(SettingsLoader.installedConfigFile), else \(SettingsLoader.checkoutConfigFile), if present).")
     var config: String?
 
     func run() async throws {
@@ -80,7 +80,7 @@ struct CheckConfig: AsyncParsableCommand {
         commandName: "check-config",
         abstract: "Validate the configuration and print the effective settings, secrets redacted.")
 
-    @Option(help: "Configuration file (default \(SettingsLoader.defaultConfigFile), if present).")
+    @Option(help: "Configuration file (default \(SettingsLoader.installedConfigFile), else \(SettingsLoader.checkoutConfigFile), if present).")
     var config: String?
 
     func run() async throws {
@@ -96,6 +96,11 @@ struct CheckConfig: AsyncParsableCommand {
         if settings.upstreamAPIKey == nil {
             print("# warning: no API key configured; upstream calls will carry no Authorization")
         }
+        let problems = ConfigPathCheck.problems(settings)
+        for problem in problems { FileHandle.standardError.write(Data("pixxel-proxy: \(problem)\n".utf8)) }
+        guard problems.isEmpty else { throw configErrorExit }
+        // As `nginx -t` ends: one line a script or a person can look for.
+        print("configuration OK")
     }
 }
 
@@ -103,8 +108,13 @@ struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "token", abstract: "Manage client tokens.",
                                                     subcommands: [Add.self, List.self, Revoke.self])
 
-    static func path(_ option: String?) -> String {
-        option ?? ProcessInfo.processInfo.environment["PIXXEL_PROXY_AUTH_CLIENTS_FILE"] ?? ProxySettings().clientsFile
+    /// `--clients-file`, else the clients file the configuration names (the installed one's
+    /// when it exists), else the default.
+    /// A configuration that cannot be read is an error here, not a fall back to the default
+    /// file: a token written where the proxy does not look would silently not work.
+    static func path(_ option: String?, config: String?) async throws -> String {
+        if let option { return option }
+        return try await loadSettings(config).clientsFile
     }
 
     static let reloadHint = "a running proxy takes it on reload (systemctl reload pixxel-proxy, or SIGHUP)"
@@ -122,12 +132,16 @@ struct TokenCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The clients and their scopes (never a token or its hash).")
 
-        @Option(name: .customLong("clients-file"), help: "Clients file (default: auth.clients_file's default, config/clients).")
+        @Option(name: .customLong("clients-file"), help: "Clients file (default: auth.clients_file of the configuration).")
         var clientsFile: String?
 
+        @Option(help: "Configuration file naming the clients file (default \(SettingsLoader.installedConfigFile), else \(SettingsLoader.checkoutConfigFile)).")
+        var config: String?
+
         func run() async throws {
+            let path = try await TokenCommand.path(clientsFile, config: config)
             try TokenCommand.reportingFailure {
-                for client in try ClientsFileWriter.list(path: TokenCommand.path(clientsFile)) { print("\(client.name)\t\(client.scopes)") }
+                for client in try ClientsFileWriter.list(path: path) { print("\(client.name)\t\(client.scopes)") }
             }
         }
     }
@@ -138,11 +152,14 @@ struct TokenCommand: AsyncParsableCommand {
         @Argument(help: "The client's name.")
         var name: String
 
-        @Option(name: .customLong("clients-file"), help: "Clients file (default: auth.clients_file's default, config/clients).")
+        @Option(name: .customLong("clients-file"), help: "Clients file (default: auth.clients_file of the configuration).")
         var clientsFile: String?
 
+        @Option(help: "Configuration file naming the clients file (default \(SettingsLoader.installedConfigFile), else \(SettingsLoader.checkoutConfigFile)).")
+        var config: String?
+
         func run() async throws {
-            let path = TokenCommand.path(clientsFile)
+            let path = try await TokenCommand.path(clientsFile, config: config)
             try TokenCommand.reportingFailure {
                 try ClientsFileWriter.revoke(name: name, path: path)
                 FileHandle.standardError.write(Data("pixxel-proxy: revoked client \(name) in \(path); \(TokenCommand.reloadHint)\n".utf8))
@@ -160,11 +177,14 @@ struct TokenCommand: AsyncParsableCommand {
         @Option(help: "Comma-separated scopes: read, write, admin.")
         var scopes: String
 
-        @Option(name: .customLong("clients-file"), help: "Clients file (default: auth.clients_file's default, config/clients).")
+        @Option(name: .customLong("clients-file"), help: "Clients file (default: auth.clients_file of the configuration).")
         var clientsFile: String?
 
+        @Option(help: "Configuration file naming the clients file (default \(SettingsLoader.installedConfigFile), else \(SettingsLoader.checkoutConfigFile)).")
+        var config: String?
+
         func run() async throws {
-            let path = TokenCommand.path(clientsFile)
+            let path = try await TokenCommand.path(clientsFile, config: config)
             try TokenCommand.reportingFailure {
                 let token = try ClientsFileWriter.add(name: name, scopesText: scopes, path: path)
                 print(token)
@@ -230,7 +250,7 @@ struct CacheCommand: AsyncParsableCommand {
 
     struct Stats: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Entries and bytes in the disk tier.")
-        @Option(help: "Configuration file.") var config: String?
+        @Option(help: "Configuration file (default \(SettingsLoader.installedConfigFile), else \(SettingsLoader.checkoutConfigFile), if present).") var config: String?
         func run() async throws {
             let settings = try await loadSettings(config)
             let store = try CacheCommand.openStore(settings)
@@ -246,7 +266,7 @@ struct CacheCommand: AsyncParsableCommand {
     struct Purge: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Remove a workflow's entries, or one job's. A running server keeps what it holds in memory until it expires or is purged with POST /admin/purge.")
-        @Option(help: "Configuration file.") var config: String?
+        @Option(help: "Configuration file (default \(SettingsLoader.installedConfigFile), else \(SettingsLoader.checkoutConfigFile), if present).") var config: String?
         @Option(help: "Purge this workflow's entries.") var workflow: String?
         @Option(help: "Purge this job's entry (with --workflow).") var job: String?
         func run() async throws {
@@ -272,7 +292,7 @@ struct AuditCommand: AsyncParsableCommand {
     @Option(help: "Only entries since a date or time (2026-11-20, 2026-11-20T10:00:00Z) or a duration ago (30m, 24h, 7d).")
     var since: String?
     @Option(help: "Only entries of this client.") var client: String?
-    @Option(help: "Configuration file.") var config: String?
+    @Option(help: "Configuration file (default \(SettingsLoader.installedConfigFile), else \(SettingsLoader.checkoutConfigFile), if present).") var config: String?
 
     func run() async throws {
         let settings = try await loadSettings(config)

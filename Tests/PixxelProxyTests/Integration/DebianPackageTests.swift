@@ -107,8 +107,12 @@ import Glibc
         #expect(verify.status == 0, "\(verify.output)")
         // The shipped configuration and clients file are accepted as they are.
         let check = try run(root + "/usr/bin/pixxel-proxy", ["check-config", "--config", root + "/etc/pixxel-proxy/pixxel-proxy.yaml"],
-                            environment: ["PIXXEL_PROXY_AUTH_CLIENTS_FILE": root + "/etc/pixxel-proxy/clients"])
-        #expect(check.status == 0, "\(check.output)")
+                            environment: ["PIXXEL_PROXY_AUTH_CLIENTS_FILE": root + "/etc/pixxel-proxy/clients",
+                                          "PIXXEL_PROXY_CACHE_DIRECTORY": root + "/var/lib/pixxel-proxy"])
+        #expect(check.status == 0 && check.output.contains("configuration OK"), "\(check.output)")
+        #expect(unit.contains("ExecStartPre=/usr/bin/pixxel-proxy check-config --config /etc/pixxel-proxy/pixxel-proxy.yaml"))
+        let installedConfig = try String(contentsOfFile: root + "/etc/pixxel-proxy/pixxel-proxy.yaml", encoding: .utf8)
+        #expect(installedConfig.contains("\n  directory: /var/lib/pixxel-proxy\n") && installedConfig.contains("\n  clients_file: /etc/pixxel-proxy/clients\n"))
 
         // An upgrade keeps an edited clients file without asking; remove keeps the
         // configuration, the key and the store; purge deletes them.

@@ -5,9 +5,42 @@ import Testing
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent().path
 
-    func install(into root: String) throws -> (Int32, String) {
+    func install(into root: String, path: String = "/usr/bin:/bin") throws -> (Int32, String) {
         try runProcess("/bin/bash", [Self.repository + "/deploy/install.sh"],
-                       environment: ["PATH": "/usr/bin:/bin", "DESTDIR": root, "BIN": builtExecutable("pixxel-proxy")])
+                       environment: ["PATH": path, "DESTDIR": root, "BIN": builtExecutable("pixxel-proxy")])
+    }
+
+    /// The installed configuration names the paths the service uses, the unit passes only
+    /// `--config` and checks it first, and `check-config` accepts it as installed.
+    @Test func theInstalledConfigurationHoldsTheRealPathsAndTheUnitChecksItFirst() throws {
+        let root = TemporaryDirectory()
+        #expect(try install(into: root.path).0 == 0)
+        let config = try String(contentsOfFile: root.path + "/etc/pixxel-proxy/pixxel-proxy.yaml", encoding: .utf8)
+        #expect(config.contains("\ncache:\n") && config.contains("\n  directory: /var/lib/pixxel-proxy\n"))
+        #expect(config.contains("\nauth:\n") && config.contains("\n  clients_file: /etc/pixxel-proxy/clients\n"))
+        let unit = try String(contentsOfFile: root.path + "/etc/systemd/system/pixxel-proxy.service", encoding: .utf8)
+        #expect(unit.contains("ExecStartPre=/usr/local/bin/pixxel-proxy check-config --config /etc/pixxel-proxy/pixxel-proxy.yaml"))
+        #expect(unit.contains("RestartPreventExitStatus=78"))
+        #expect(!unit.contains("Environment=PIXXEL_PROXY"), "the paths are in the configuration, not the unit")
+        // As installed, pointed at this root: the configuration is accepted and says so.
+        let check = try ProcessTests.run(["check-config", "--config", root.path + "/etc/pixxel-proxy/pixxel-proxy.yaml"], environment: [
+            "PIXXEL_PROXY_AUTH_CLIENTS_FILE": root.path + "/etc/pixxel-proxy/clients", "PIXXEL_PROXY_CACHE_DIRECTORY": root.path + "/var/lib/pixxel-proxy",
+        ])
+        #expect(check.status == 0 && check.stdout.hasSuffix("configuration OK\n"), "\(check.stdout.suffix(200)) \(check.stderr)")
+    }
+
+    /// Beside the Debian package, install.sh would shadow the package's unit with its own and
+    /// put a second binary in /usr/local/bin: it refuses.
+    @Test func installRefusesWhenTheDebianPackageIsInstalled() throws {
+        let root = TemporaryDirectory()
+        let bin = root.path + "/fake-bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        let fake = bin + "/dpkg-query"
+        try "#!/bin/sh\nprintf 'install ok installed'\n".write(toFile: fake, atomically: true, encoding: .utf8)
+        chmod(fake, 0o755)
+        let (status, output) = try install(into: root.path + "/root", path: bin + ":/usr/bin:/bin")
+        #expect(status == 1 && output.contains("Debian package is installed"), "\(output)")
+        #expect(!FileManager.default.fileExists(atPath: root.path + "/root/usr/local/bin/pixxel-proxy"))
     }
 
     @Test func installsIntoARootIdempotentlyAndKeepsExistingConfiguration() throws {

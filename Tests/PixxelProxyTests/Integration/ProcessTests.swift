@@ -33,6 +33,31 @@ import Testing
         #expect(run.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == String(packaged))
     }
 
+    /// check-config ends as `nginx -t` does, and refuses paths the service could not use.
+    @Test func checkConfigEndsWithConfigurationOKAndRefusesUnusablePaths() throws {
+        let directory = TemporaryDirectory()
+        let clients = directory.file("clients", "")
+        let good = try Self.run(["check-config"], environment: ["PIXXEL_PROXY_AUTH_CLIENTS_FILE": clients,
+                                                                "PIXXEL_PROXY_CACHE_DIRECTORY": directory.path + "/cache"])
+        #expect(good.status == 0 && good.stdout.hasSuffix("configuration OK\n"), "\(good.stdout.suffix(200)) \(good.stderr)")
+        let file = directory.file("not-a-directory", "x")
+        let bad = try Self.run(["check-config"], environment: ["PIXXEL_PROXY_AUTH_CLIENTS_FILE": clients, "PIXXEL_PROXY_CACHE_DIRECTORY": file])
+        #expect(bad.status == 78 && bad.stderr.contains("cache.directory \(file): exists and is not a directory"), "\(bad.stderr)")
+        #expect(!bad.stdout.contains("configuration OK"))
+    }
+
+    /// `token` finds the clients file the configuration names (it wrote config/clients
+    /// whatever the configuration said).
+    @Test func tokenWritesTheClientsFileTheConfigurationNames() throws {
+        let directory = TemporaryDirectory()
+        let named = directory.path + "/named-clients"
+        let config = directory.file("proxy.yaml", "auth:\n  clients_file: \(named)\n")
+        let added = try Self.run(["token", "add", "tool", "--scopes", "read", "--config", config])
+        #expect(added.status == 0 && added.stderr.contains(named), "\(added.stderr)")
+        #expect(try String(contentsOfFile: named, encoding: .utf8).hasPrefix("tool read sha256:"))
+        #expect(try Self.run(["token", "list", "--config", config]).stdout == "tool\tread\n")
+    }
+
     @Test func checkConfigPrintsEffectiveSettingsWithTheKeyRedacted() throws {
         let directory = TemporaryDirectory()
         let clients = directory.path + "/clients"
