@@ -120,7 +120,7 @@ public final class DiskStore: @unchecked Sendable {
     /// nothing is loaded; the byte total is computed on the writer queue. A file that is not a
     /// SQLite database (or is corrupt) is moved aside and a new store made.
     public init(directory: String, budgetBytes: Int, maxPendingWrites: Int = 10_000) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try Self.makeDirectory(directory)
         path = directory + "/" + Self.fileName
         self.budgetBytes = budgetBytes
         self.maxPendingWrites = maxPendingWrites
@@ -186,6 +186,21 @@ public final class DiskStore: @unchecked Sendable {
     /// meanwhile (any thread).
     public var readFailures: Int { readFailuresCount.load(ordering: .relaxed) }
     private let readFailuresCount = Atomic<Int>(0)
+
+    /// `mkdir -p`, failing with the OS's reason in words ("permission denied"), which
+    /// FileManager gives only as a Foundation error domain and code.
+    static func makeDirectory(_ directory: String) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw Failure(description: "the cache directory \(directory) exists and is not a directory") }
+            return
+        }
+        let parent = (directory as NSString).deletingLastPathComponent
+        if !parent.isEmpty, parent != directory { try makeDirectory(parent) }
+        guard mkdir(directory, 0o755) == 0 || errno == EEXIST else {
+            throw Failure(description: "cannot create the cache directory \(directory): \(String(cString: strerror(errno)).lowercased())")
+        }
+    }
 
     /// Looks `key` up on the reader queue.
     public func load(_ key: String, completion: @escaping @Sendable (DiskRecord?) -> Void) {

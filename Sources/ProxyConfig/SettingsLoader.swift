@@ -1,5 +1,8 @@
 import Configuration
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import SystemPackage
 import Yams
 
@@ -19,9 +22,13 @@ public enum SettingsLoader {
     /// Loads and validates settings. `configFile` nil means the default file, if it exists.
     public static func load(configFile: String?, environment: [String: String]) async throws -> ProxySettings {
         let path = configFile ?? defaultConfigFile
-        let fileExists = FileManager.default.fileExists(atPath: path)
+        var isDirectory: ObjCBool = false
+        let fileExists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
         if configFile != nil && !fileExists {
             throw SettingsError(key: "", "config file \(path) does not exist")
+        }
+        if fileExists && isDirectory.boolValue {
+            throw SettingsError(key: "", "config file \(path) is a directory, not a YAML file")
         }
         var providers: [any ConfigProvider] = [
             EnvironmentVariablesProvider(
@@ -30,8 +37,11 @@ public enum SettingsLoader {
             ).prefixKeys(with: "pixxel_proxy")
         ]
         var fileKeys: [String] = []
+        var fileLines: [String: Int] = [:]
         if fileExists {
-            fileKeys = try yamlKeys(in: path)
+            let found = try yamlKeys(in: path)
+            fileKeys = found.map(\.key)
+            fileLines = Dictionary(found.map { ($0.key, $0.line) }) { first, _ in first }
         }
         // A file of comments only (like the shipped default) sets nothing; swift-configuration
         // would refuse it for having no top-level mapping.
@@ -41,14 +51,19 @@ public enum SettingsLoader {
                     parsingOptions: .init(secretsSpecifier: .specific(Set(secretKeys))),
                     filePath: FilePath(path)))
             } catch {
-                throw SettingsError(key: "", "cannot read \(path): \(error)")
+                throw SettingsError(key: "", "cannot read \(path): \(OSReason.of(error))")
             }
         }
         let reader = ConfigReader(providers: providers)
 
         let knownKeys = Set(SettingsParser.keys.map(\.name))
         if let unknown = fileKeys.first(where: { !knownKeys.contains($0) }) {
-            throw SettingsError(key: "", "\(path): unknown key \(unknown)")
+            let place = fileLines[unknown].map { "\(path):\($0)" } ?? path
+            let within = knownKeys.filter { $0.hasPrefix(unknown + ".") }.sorted()
+            if !within.isEmpty {
+                throw SettingsError(key: "", "\(place): \(unknown) is a section, not a value: give its keys under it (\(within.joined(separator: ", ")))")
+            }
+            throw SettingsError(key: "", "\(place): unknown key \(unknown)")
         }
         let knownVariables = Set(knownKeys.map(SettingsParser.environmentName(of:)))
         if let unknown = environment.keys.sorted().first(where: { $0.hasPrefix(environmentPrefix) && !knownVariables.contains($0) }) {
@@ -65,13 +80,22 @@ public enum SettingsLoader {
             }
         }
         let apiKey = try await resolveAPIKey(values: values, environment: environment, configFile: path)
-        var settings = try SettingsParser.parse(values, apiKey: apiKey)
+        var settings: ProxySettings
+        do {
+            settings = try SettingsParser.parse(values, apiKey: apiKey)
+        } catch {
+            // Said where the value came from: the variable overrides the file.
+            let variable = SettingsParser.environmentName(of: error.key)
+            if error.key.isEmpty || environment[variable] != nil { throw error }
+            if let line = fileLines[error.key] { throw error.placed("\(path):\(line)") }
+            throw error.placed(nil)
+        }
         if var url = settings.sharedRedisURL, url.password == nil {
             url.password = try await credential("redis_password", environment: environment)
             settings.sharedRedisURL = url
         }
-        if let caFile = settings.upstreamCAFile, !FileManager.default.isReadableFile(atPath: caFile) {
-            throw SettingsError(key: "upstream.ca_file", "cannot read \(caFile)")
+        if let caFile = settings.upstreamCAFile, access(caFile, R_OK) != 0 {
+            throw SettingsError(key: "upstream.ca_file", "cannot read \(caFile) (\(OSReason.text(errno)))").placed(fileLines["upstream.ca_file"].map { "\(path):\($0)" })
         }
         return settings
     }
@@ -128,10 +152,11 @@ public enum SettingsLoader {
 
     /// The dotted keys of every leaf in a YAML file, to catch misspelt keys that would
     /// otherwise be ignored in silence.
-    static func yamlKeys(in path: String) throws -> [String] {
+    /// The keys a YAML file sets, dotted, with the line each is on.
+    static func yamlKeys(in path: String) throws -> [(key: String, line: Int)] {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw SettingsError(key: "", "cannot read \(path): \(error.localizedDescription)")
+            throw SettingsError(key: "", "cannot read \(path): \(OSReason.of(error))")
         }
         let node: Node?
         do { node = try Yams.compose(yaml: text) } catch {
@@ -141,11 +166,11 @@ public enum SettingsLoader {
         guard case .mapping(let mapping) = node else {
             throw SettingsError(key: "", "\(path): the top level must be a mapping of keys")
         }
-        var keys: [String] = []
+        var keys: [(key: String, line: Int)] = []
         func walk(_ mapping: Node.Mapping, prefix: String) {
             for (key, value) in mapping {
                 let name = prefix.isEmpty ? (key.string ?? "?") : "\(prefix).\(key.string ?? "?")"
-                if case .mapping(let nested) = value { walk(nested, prefix: name) } else { keys.append(name) }
+                if case .mapping(let nested) = value { walk(nested, prefix: name) } else { keys.append((name, key.mark?.line ?? 0)) }
             }
         }
         walk(mapping, prefix: "")

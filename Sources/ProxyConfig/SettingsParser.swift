@@ -8,14 +8,28 @@ public enum RawSetting: Sendable, Equatable {
 public struct SettingsError: Error, Sendable, Equatable, CustomStringConvertible {
     public let key: String
     public let message: String
+    /// Where the value came from when that is not its environment variable: `FILE:LINE`, or
+    /// nil for a value given neither way (a default, a combination of keys).
+    public private(set) var place: String?
+    private var fromEnvironment = true
 
     public init(key: String, _ message: String) {
         self.key = key
         self.message = message
     }
 
+    /// The same error, said of a value from `place` (nil: not from the environment either).
+    public func placed(_ place: String?) -> SettingsError {
+        var copy = self
+        copy.place = place
+        copy.fromEnvironment = false
+        return copy
+    }
+
     public var description: String {
-        key.isEmpty ? "config: \(message)" : "config: \(key) (env \(SettingsParser.environmentName(of: key))): \(message)"
+        if key.isEmpty { return "config: \(message)" }
+        if fromEnvironment { return "config: \(key) (env \(SettingsParser.environmentName(of: key))): \(message)" }
+        return "config: " + (place.map { "\($0): " } ?? "") + "\(key): \(message)"
     }
 }
 

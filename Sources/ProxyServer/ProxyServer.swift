@@ -147,8 +147,14 @@ public final class ProxyServer: @unchecked Sendable {
     static func loadClients(_ settings: ProxySettings) throws -> [ClientRecord] {
         let path = settings.clientsFile
         guard let data = FileManager.default.contents(atPath: path) else {
-            if settings.allowAnonymous && !FileManager.default.fileExists(atPath: path) { return [] }
-            throw SettingsError(key: "auth.clients_file", "cannot read \(path); create it with `pixxel-proxy token add NAME --scopes read --clients-file \(path)`")
+            let exists = FileManager.default.fileExists(atPath: path)
+            if settings.allowAnonymous && !exists { return [] }
+            if exists {
+                // There, but not readable: creating it again is not the advice.
+                _ = access(path, R_OK)
+                throw SettingsError(key: "auth.clients_file", "cannot read \(path) (\(OSReason.text(errno)))").placed(nil)
+            }
+            throw SettingsError(key: "auth.clients_file", "\(path) does not exist; create it with `pixxel-proxy token add NAME --scopes read --clients-file \(path)`").placed(nil)
         }
         switch ClientsFile.parse(String(decoding: data, as: UTF8.self)) {
         case .success(let clients): return clients

@@ -27,7 +27,7 @@ extension StatusReport {
         }
         switch result {
         case .failure(let error):
-            throw StatusError(description: "cannot read \(url)/admin/stats: \(error)")
+            throw StatusError(description: "cannot read \(url)/admin/stats: \(Self.reason(error))")
         case .success(let response) where response.status == 401 || response.status == 403:
             throw StatusError(description: "\(url) refused the token (\(response.status)): an admin token is needed")
         case .success(let response) where response.status != 200:
@@ -42,5 +42,20 @@ extension StatusReport {
 
     public struct StatusError: Error, CustomStringConvertible {
         public let description: String
+    }
+}
+
+extension StatusReport {
+    /// A client failure in words (no enum case dumped on the terminal).
+    static func reason(_ error: ClientError) -> String {
+        switch error {
+        case .timedOut: "no answer in time"
+        case .unreachable(let detail): "\(detail) (is the proxy running, and is --url right?)"
+        case .tls(let detail): "TLS failed: \(detail)"
+        case .broken(let detail): "the connection broke: \(detail)"
+        case .responseTooLarge: "the answer was too large"
+        case .queueFull: "too many requests waiting"
+        case .invalidRequest(let detail): "the request could not be sent: \(detail)"
+        }
     }
 }
