@@ -24,6 +24,10 @@ const { values: options } = parseArgs({
     chromium: { type: 'string', default: 'chromium' },
     // Clients whose counts grow while the check runs (the page's polling, the check's reads).
     'polling-clients': { type: 'string', default: 'operator,checker' },
+    // The verdict the page must lead with (its first word, e.g. DEGRADED), and a phrase of its reasons.
+    'expect-verdict': { type: 'string' }, 'expect-reason': { type: 'string' },
+    // After the checks: stop the proxy (this pid, SIGKILL) and check the outage view, with a screenshot.
+    'outage-pid': { type: 'string' }, 'outage-screenshot': { type: 'string' },
   },
 });
 for (const required of ['url', 'token-file', 'check-token-file']) {
@@ -133,6 +137,27 @@ try {
     report.screenshot = options.screenshot;
   }
   report.figures = agreed.figures;
+  report.verdict = agreed.figures.text.health;
+  if (options['expect-verdict'] && !report.verdict.startsWith(options['expect-verdict'])) {
+    throw new Error(`the verdict reads "${report.verdict}", not ${options['expect-verdict']}`);
+  }
+  if (options['expect-reason'] && !report.verdict.includes(options['expect-reason'])) {
+    throw new Error(`the verdict "${report.verdict}" does not say "${options['expect-reason']}"`);
+  }
+  if (options['outage-pid']) {
+    process.kill(Number(options['outage-pid']), 'SIGKILL');
+    await until('the page says the proxy stopped answering, and since when', async () => {
+      const shown = await page.evaluate(`({ err: document.getElementById('err').textContent,
+                                           stale: document.body.classList.contains('stale') })`);
+      return shown.stale && /^the proxy does not answer since \d\d:\d\d:\d\d UTC/.test(shown.err);
+    });
+    step('with the proxy stopped, the page greyed its figures and said since when');
+    if (options['outage-screenshot']) {
+      mkdirSync(dirname(options['outage-screenshot']), { recursive: true });
+      writeFileSync(options['outage-screenshot'], await page.screenshot());
+      report.outageScreenshot = options['outage-screenshot'];
+    }
+  }
   report.ok = true;
 } catch (error) {
   report.ok = false;

@@ -10,6 +10,8 @@ import Testing
 /// a person to look at; its path is printed.
 @Suite(.needs(.chromium, .node)) struct StatusPageBrowserTests {
     static let screenshot = ShippedConfigTests.repository + "/.build/status-page/status-page.png"
+    static let outageScreenshot = ShippedConfigTests.repository + "/.build/status-page/status-page-outage.png"
+    static let redisDownScreenshot = ShippedConfigTests.repository + "/.build/status-page/status-page-redis-down.png"
 
     @Test func aPersonSignsInAndSeesWhatTheStatsSay() async throws {
         let (sim, simPort) = try startSimulator()
@@ -53,11 +55,14 @@ import Testing
             "--url", "http://127.0.0.1:\(port)", "--token-file", operatorToken, "--check-token-file", checker,
             "--wrong-token-file", bystander, "--screenshot", Self.screenshot, "--chromium", try RequiredTool.chromium.require(),
             "--polling-clients", "operator,checker", "--timeout", "90",
+            // Then the outage: the proxy killed, the page greys its figures and says since when.
+            "--outage-pid", String(proxy.processIdentifier), "--outage-screenshot", Self.outageScreenshot,
         ])
         let report = try #require(run.output.firstRange(of: "{\n").map { run.output[$0.lowerBound...] }
             .flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }, "no report: \(run.output)")
         #expect(run.status == 0 && report["ok"] as? Bool == true, "\(report["error"] ?? run.output)")
-        print("status page screenshot: \(Self.screenshot)")
+        print("status page screenshots: \(Self.screenshot), \(Self.outageScreenshot)")
+        #expect((report["steps"] as? [String])?.contains { $0.contains("greyed its figures") } == true, "\(report)")
 
         // What the person saw is the scripted traffic.
         let figures = try #require(report["figures"] as? [String: Any])
@@ -68,6 +73,38 @@ import Testing
         let errors = try #require(figures["errors"] as? [[String]])
         #expect(errors.count == 1 && errors.first?.dropFirst().elementsEqual(["/v0/workflows/{workflow_id}/jobs/{job_id}", "500"]) == true,
                 "\(errors)")
+    }
+
+    /// With Redis configured and not reachable, the page leads with a degraded verdict that says
+    /// so (the page showed nothing of Redis before).
+    @Test func withRedisDownThePageLeadsWithADegradedVerdictSayingSo() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let directory = TemporaryDirectory()
+        let clients = directory.path + "/clients"
+        func tokenFile(_ name: String) throws -> String {
+            let token = try ProcessTests.run(["token", "add", name, "--scopes", "admin", "--clients-file", clients]).stdout
+            return directory.file(name + ".token", token)
+        }
+        let operatorToken = try tokenFile("operator"), checker = try tokenFile("checker")
+        // Nothing listens on port 9: the join is refused at once and the instance acts alone.
+        let (proxy, port) = try ProcessTests.startServe(simPort: simPort, clients: clients, directory: directory,
+                                                        extraEnvironment: ["PIXXEL_PROXY_SHARED_REDIS_URL": "redis://127.0.0.1:9/0"])
+        defer {
+            proxy.terminate()
+            proxy.waitUntilExit()
+        }
+        let run = try runProcess(try RequiredTool.node.require(), [
+            ShippedConfigTests.repository + "/Tests/StatusPageBrowser/check-status-page.mjs",
+            "--url", "http://127.0.0.1:\(port)", "--token-file", operatorToken, "--check-token-file", checker,
+            "--screenshot", Self.redisDownScreenshot, "--chromium", try RequiredTool.chromium.require(),
+            "--polling-clients", "operator,checker", "--timeout", "90",
+            "--expect-verdict", "DEGRADED", "--expect-reason", "Redis is configured but not reachable",
+        ])
+        let report = try #require(run.output.firstRange(of: "{\n").map { run.output[$0.lowerBound...] }
+            .flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }, "no report: \(run.output)")
+        #expect(run.status == 0 && report["ok"] as? Bool == true, "\(report["error"] ?? run.output)")
+        print("status page screenshot: \(Self.redisDownScreenshot)")
     }
 
     /// A token pasted with a character a header cannot carry (a zero-width space, which rich
