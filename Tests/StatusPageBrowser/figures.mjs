@@ -68,7 +68,7 @@ export function figureMismatches(figures, stats, { admins = [] } = {}) {
   const shownClients = new Map(figures.clients.map(([name, count]) => [name, Number(count)]));
   // Requests without a token count under "-", which the page spells out.
   const clients = Object.entries(stats.clients).sort((a, b) => b[1] - a[1]).slice(0, 10)
-    .map(([name, count]) => [name === '-' ? 'no token' : name, count]);
+    .map(([name, count]) => [name === '-' ? 'no token' : name === '?' ? 'unknown token' : name, count]);
   for (const [name, count] of clients) {
     if (admins.includes(name)) expect(shownClients.has(name), `client ${name} is missing`);
     else expect(shownClients.get(name) === count, `client ${name} reads ${shownClients.get(name)}, stats say ${count}`);

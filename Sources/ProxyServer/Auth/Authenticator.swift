@@ -3,8 +3,14 @@ public enum Caller: Sendable, Equatable {
     case client(name: String, scopes: Scopes)
     /// No token, accepted because `auth.allow_anonymous` is on (loopback only).
     case anonymous
-    /// No token or an unknown one: 401.
+    /// No token: 401.
     case rejected
+    /// An Authorization field that names no client (a wrong, revoked or mangled token): 401,
+    /// told apart from no token in the log and on the status page.
+    case unknownToken
+
+    /// 401 either way.
+    public var isRejected: Bool { self == .rejected || self == .unknownToken }
 
     /// The name for logs; never the token.
     public var logName: String {
@@ -12,6 +18,7 @@ public enum Caller: Sendable, Equatable {
         case .client(let name, _): name
         case .anonymous: "anonymous"
         case .rejected: "-"
+        case .unknownToken: "?"
         }
     }
 
@@ -19,7 +26,7 @@ public enum Caller: Sendable, Equatable {
         switch self {
         case .client(_, let scopes): scopes
         case .anonymous: [.read, .write]
-        case .rejected: []
+        case .rejected, .unknownToken: []
         }
     }
 }
@@ -37,13 +44,13 @@ public struct Authenticator: Sendable {
 
     public func authenticate(authorization: String?) -> Caller {
         guard let authorization else { return allowAnonymous ? .anonymous : .rejected }
-        guard let token = Self.token(from: authorization) else { return .rejected }
+        guard let token = Self.token(from: authorization) else { return .unknownToken }
         let hash = Token.sha256(token)
         var match: ClientRecord?
         for client in clients where Token.hashesEqual(client.tokenHash, hash) {
             match = client
         }
-        guard let match else { return .rejected }
+        guard let match else { return .unknownToken }
         return .client(name: match.name, scopes: match.scopes)
     }
 

@@ -23,7 +23,7 @@ extension ProxyServer {
         let error: ProxyError
         if head.knownMethod?.isIdempotentRead == true {
             error = .badRequest("a \(head.methodName) request may not carry a body")
-        } else if caller == .rejected {
+        } else if caller.isRejected {
             error = .unauthorized
             extra.append(("WWW-Authenticate", #"Bearer realm="pixxel-proxy""#))
         } else if caller.scopes.isDisjoint(with: [.write, .admin]) {

@@ -21,7 +21,7 @@ extension ProxyServer {
             exchange.caller = authenticator.authenticate(authorization: authorization)
         }
         if let authorization { hitPath.remember(exchange.caller, for: authorization) }
-        if exchange.caller == .rejected {
+        if exchange.caller.isRejected {
             exchange.extraHeaders.add("WWW-Authenticate", #"Bearer realm="pixxel-proxy""#)
             finish(&exchange, error: .unauthorized)
             return false

@@ -69,7 +69,7 @@ enum StatusPage {
       text('mem',entries(s.memory.entries)+', '+fmt(s.memory.bytes)+'B of '+fmt(s.memory.budget_bytes)+'B');bar('b-mem',s.memory.bytes,s.memory.budget_bytes);
       text('disk',entries(s.disk.entries)+', '+fmt(s.disk.bytes)+'B of '+fmt(s.disk.budget_bytes)+'B');bar('b-disk',s.disk.bytes,s.disk.budget_bytes);
       text('streams',s.streams.running+' running, '+s.streams.queued+' waiting');
-      rows('t-clients',Object.entries(s.clients).sort((a,b)=>b[1]-a[1]).slice(0,10).map(([c,n])=>[c==='-'?'no token':c,n]));
+      rows('t-clients',Object.entries(s.clients).sort((a,b)=>b[1]-a[1]).slice(0,10).map(([c,n])=>[c==='-'?'no token':c==='?'?'unknown token':c,n]));
       rows('t-workflows',s.workflows.map(w=>[w.id,w.requests]));
       rows('t-errors',s.recent_upstream_errors.slice().reverse().map(e=>[e.at.slice(11,19),e.route,e.outcome]))}
     if(!sessionStorage.getItem(key))ask();tick();setInterval(tick,2000);

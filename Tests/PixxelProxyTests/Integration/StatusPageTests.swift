@@ -24,6 +24,19 @@ import Testing
         await proxy.stop()
     }
 
+    /// A wrong token's 401 was counted as "no token": the two are told apart.
+    @Test func aWrongTokenIsCountedApartFromNoToken() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        #expect(try proxy.get(list, token: nil).status == 401)
+        for _ in 0..<2 { #expect(try proxy.get(list, token: "Bearer pxp_not-a-token").status == 401) }
+        let clients = try #require(try proxy.get("/admin/stats", token: proxy.adminToken).json?["clients"] as? [String: Int])
+        #expect(clients["-"] == 1 && clients["?"] == 2, "\(clients)")
+        await proxy.stop()
+    }
+
     @Test func statsCarryTheSeriesClientsWorkflowsAndBudget() async throws {
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }

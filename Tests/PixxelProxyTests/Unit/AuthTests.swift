@@ -19,15 +19,16 @@ import Testing
     @Test func rejectsMissingAndUnknownTokens() {
         let auth = Authenticator(clients: clients, allowAnonymous: false)
         #expect(auth.authenticate(authorization: nil) == .rejected)
-        #expect(auth.authenticate(authorization: "nope") == .rejected)
-        #expect(auth.authenticate(authorization: "Bearer ") == .rejected)
-        #expect(auth.authenticate(authorization: token + "x") == .rejected)
+        #expect(auth.authenticate(authorization: "nope") == .unknownToken, "a token given, told apart from none")
+        #expect(auth.authenticate(authorization: "Bearer ") == .unknownToken)
+        #expect(auth.authenticate(authorization: token + "x") == .unknownToken)
+        #expect(Caller.unknownToken.isRejected && Caller.rejected.isRejected && Caller.unknownToken.logName != Caller.rejected.logName)
     }
 
     @Test func anonymousOnlyWithoutAToken() {
         let auth = Authenticator(clients: clients, allowAnonymous: true)
         #expect(auth.authenticate(authorization: nil) == .anonymous)
-        #expect(auth.authenticate(authorization: "wrong") == .rejected)
+        #expect(auth.authenticate(authorization: "wrong") == .unknownToken)
         #expect(!Caller.anonymous.scopes.contains(.admin))
     }
 
