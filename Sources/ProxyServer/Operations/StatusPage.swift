@@ -21,7 +21,7 @@ enum StatusPage {
     body.stale main,body.stale .verdict{opacity:.45;filter:grayscale(1)}
     #t-errors td:first-child,#t-errors td:last-child{white-space:nowrap}
     .note{color:#5b6573;font-size:12px}
-    .bar{height:10px;background:#eef0f3;border-radius:5px;overflow:hidden}.bar div{height:10px;background:#3e63dd}
+    .bar{height:10px;background:#eef0f3;border-radius:5px;overflow:hidden}.bar div{height:10px;width:0;background:#3e63dd}
     svg{width:100%;height:60px}form{padding:30px 18px}input{font:inherit;padding:4px;width:360px}
     #err{color:#b42318;padding:0 18px}
     """
