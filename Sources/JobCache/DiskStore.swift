@@ -72,6 +72,10 @@ public final class DiskStore: @unchecked Sendable {
     /// disk tier is a cache: losing a write costs one upstream call, never correctness).
     private let pending = Mutex(0)
     public let maxPendingWrites: Int
+    /// After a failed write, writes must have worked for this long before the store counts as
+    /// well again: on a nearly full disk the writes that grow the file fail while those that
+    /// rewrite a page work, and without it readiness and the log flapped with every write.
+    public let recoverySeconds: Double
     private let counters = Mutex<(bytes: Int?, entries: Int, dropped: Int, failures: Int)>((nil, 0, 0, 0))
 
     public struct Failure: Error, CustomStringConvertible {
@@ -119,11 +123,12 @@ public final class DiskStore: @unchecked Sendable {
     /// Opens (creating if needed) the store in `directory`. Fast whatever the store's size:
     /// nothing is loaded; the byte total is computed on the writer queue. A file that is not a
     /// SQLite database (or is corrupt) is moved aside and a new store made.
-    public init(directory: String, budgetBytes: Int, maxPendingWrites: Int = 10_000) throws {
+    public init(directory: String, budgetBytes: Int, maxPendingWrites: Int = 10_000, recoverySeconds: Double = 10) throws {
         try Self.makeDirectory(directory)
         path = directory + "/" + Self.fileName
         self.budgetBytes = budgetBytes
         self.maxPendingWrites = maxPendingWrites
+        self.recoverySeconds = recoverySeconds
         var notes: [String] = []
         do {
             // Corruption found while running (a read or write failed with SQLITE_CORRUPT) left
@@ -436,7 +441,10 @@ public final class DiskStore: @unchecked Sendable {
             do {
                 try work(writer)
                 // Space back, the file writable again: the next write that works ends the episode.
-                if healthy.withLock({ was in defer { was = true }; return !was }) { onWriteStateChange.withLock { $0 }?(nil) }
+                let quietSince = lastFailure.withLock { $0.map { Date().timeIntervalSince1970 - $0.at } } ?? .infinity
+                if quietSince >= recoverySeconds, healthy.withLock({ was in defer { was = true }; return !was }) {
+                    onWriteStateChange.withLock { $0 }?(nil)
+                }
             } catch {
                 let failure = error as? Failure ?? Failure(description: "\(error)")
                 counters.withLock { $0.failures += 1 }

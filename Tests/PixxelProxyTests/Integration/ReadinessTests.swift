@@ -22,8 +22,19 @@ import Glibc
         #expect(try proxy.get("/readyz", token: nil).errorCode == "not_ready")
         #expect(try proxy.get("/healthz", token: nil).status == 200, "alive, just not ready")
         disk.limitPages(1_000_000)
-        _ = try proxy.get("/v0/workflows/\(sim.workflowIDs[1])/jobs", token: proxy.readToken)
-        #expect(try eventually { try proxy.get("/readyz", token: nil).status == 200 })
+        // Ready again once writes have worked for the store's recovery time (10 s), not at the
+        // first write that works (on a nearly full disk, some do between failures).
+        let list = "/v0/workflows/\(sim.workflowIDs[1])/jobs"
+        var polls = 0
+        #expect(try eventually {
+            // A write every 200 ms or so: the list purged and fetched again is stored again.
+            polls += 1
+            if polls % 20 == 0 {
+                _ = try proxy.request("POST", "/admin/purge?workflow_id=\(sim.workflowIDs[1])", token: proxy.adminToken)
+                _ = try proxy.get(list, token: proxy.readToken)
+            }
+            return try proxy.get("/readyz", token: nil).status == 200
+        })
         await proxy.stop()
     }
 

@@ -26,7 +26,7 @@ import Testing
     /// and the store recovers by itself when space returns.
     @Test func aFullDiskIsCountedByReasonToldOncePerChangeAndRecovers() async throws {
         let directory = TemporaryDirectory()
-        let store = try DiskStore(directory: directory.path, budgetBytes: 1 << 30)
+        let store = try DiskStore(directory: directory.path, budgetBytes: 1 << 30, recoverySeconds: 0)
         let changes = Mutex<[String]>([])
         store.onWriteStateChange { failure in changes.withLock { $0.append(failure?.reason ?? "working") } }
         store.save(record("first", size: 100))
@@ -42,6 +42,26 @@ import Testing
         #expect(store.isHealthy)
         #expect(changes.withLock { $0 } == ["disk_full", "working"])
         #expect(await load(store, "after") != nil)
+    }
+
+    /// On a nearly full disk the writes that grow the file fail while page rewrites work: the
+    /// store stays unwell until writes have worked for its recovery time, so readiness and the
+    /// log do not flap with every write.
+    @Test func aWriteThatWorksBetweenFailuresDoesNotMakeTheStoreWellAgain() async throws {
+        let directory = TemporaryDirectory()
+        let store = try DiskStore(directory: directory.path, budgetBytes: 1 << 30, recoverySeconds: 3600)
+        let changes = Mutex<[String]>([])
+        store.onWriteStateChange { failure in changes.withLock { $0.append(failure?.reason ?? "working") } }
+        store.save(record("small", size: 100))
+        store.flush()
+        store.limitPages(1)
+        for round in 0..<3 {
+            store.save(record("big \(round)", size: 256 << 10))
+            store.save(record("small", size: 100))  // fits in the page it had: works
+            store.flush()
+        }
+        #expect(!store.isHealthy)
+        #expect(changes.withLock { $0 } == ["disk_full"], "told once, not once per flip")
     }
 
     @Test func savesAndLoadsRecordsAcrossReopening() async throws {
