@@ -33,7 +33,8 @@ export function figureMismatches(figures, stats, { admins = [] } = {}) {
   const health = stats.health || {};
   expect(typeof health.state === 'string' && text.health.startsWith(health.state.toUpperCase()),
          `the verdict reads "${text.health}", stats say ${JSON.stringify(health)}`);
-  expect(/^up \d+ (s|min|h \d+ min|d \d+ h), updated \d\d:\d\d:\d\d UTC/.test(text.uptime), `uptime reads "${text.uptime}"`);
+  expect(/^version \S+, up \d+ (s|min|h \d+ min|d \d+ h), updated \d\d:\d\d:\d\d UTC/.test(text.uptime), `uptime reads "${text.uptime}"`);
+  expect(text.uptime.startsWith(`version ${stats.version},`), `the page shows version "${text.uptime}", stats say ${stats.version}`);
   for (const id of ['rps', 'ups']) expect(Number.isFinite(shownNumber(text[id])), `${id} reads "${text[id]}", not a number`);
 
   const ratio = /^(\d+(?:\.\d)?)%$/.exec(text.ratio);

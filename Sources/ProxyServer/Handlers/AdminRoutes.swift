@@ -84,6 +84,7 @@ extension ProxyServer {
         let uptime = ContinuousClock.now - startedAt
         return [
             "health": healthVerdict().json,
+            "version": ProxyVersion.string,
             "uptime_seconds": uptime.components.seconds,
             "shared": sharedFigures(),
             "budget": [

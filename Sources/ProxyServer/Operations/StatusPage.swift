@@ -57,7 +57,7 @@ enum StatusPage {
       $('err').textContent='';since=null;document.body.classList.remove('stale');const s=await r.json();const se=s.series;
       const h=s.health||{state:'failing',reasons:['no verdict in /admin/stats']};const v=$('health');v.hidden=false;v.className='verdict '+h.state;
       v.textContent=h.state.toUpperCase()+(h.reasons.length?': '+h.reasons.join('; '):'');
-      text('uptime','up '+span(s.uptime_seconds)+', updated '+new Date().toISOString().slice(11,19)+' UTC, every 2 s');text('rps',fmt(avg(se.requests,10)));text('ups',fmt(avg(se.upstream_calls,10)));
+      text('uptime',(s.version?'version '+s.version+', ':'')+'up '+span(s.uptime_seconds)+', updated '+new Date().toISOString().slice(11,19)+' UTC, every 2 s');text('rps',fmt(avg(se.requests,10)));text('ups',fmt(avg(se.upstream_calls,10)));
       text('ratio',(100*s.hit_ratio).toFixed(1)+'%');text('saved',fmt(s.upstream_calls_saved));
       const minuteHits=se.hits.slice(-60).reduce((a,b)=>a+b,0),minuteLookups=se.lookups.slice(-60).reduce((a,b)=>a+b,0);
       text('ratio1m','since start; '+(minuteLookups?(100*minuteHits/minuteLookups).toFixed(1)+'% in the last minute':'no cache lookups in the last minute'));

@@ -14,7 +14,8 @@ public enum StatusReport {
         var lines: [String] = []
         func row(_ label: String, _ value: String) { lines.append(label.padding(toLength: 13, withPad: " ", startingAt: 0) + value) }
 
-        lines.append("pixxel-proxy at \(url)   up \(duration(int(stats["uptime_seconds"])))")
+        let version = (stats["version"] as? String).map { " \(printable($0))" } ?? ""
+        lines.append("pixxel-proxy\(version) at \(url)   up \(duration(int(stats["uptime_seconds"])))")
         // The verdict first, in the words the page and /readyz use.
         if let health = stats["health"] as? [String: Any], let state = health["state"] as? String {
             let reasons = (health["reasons"] as? [String] ?? []).map(printable)
