@@ -20,7 +20,6 @@ enum MetricsHelp {
         "pixxel_proxy_cache_hits_total": "Lookups answered from a cache tier (memory, disk or Redis).",
         "pixxel_proxy_cache_misses_total": "Lookups that went upstream.",
         "pixxel_proxy_cache_disk_hits_total": "Hits answered from the disk tier.",
-        "pixxel_proxy_cache_shared_hits_total": "Hits answered from the shared tier (Redis), counted by the cache.",
         "pixxel_proxy_cache_evictions_total": "Entries evicted from the memory tier to stay within its budget.",
         "pixxel_proxy_cache_collapsed_total": "Requests that waited on another's upstream call for the same resource instead of making one.",
         "pixxel_proxy_cache_stale_served_total": "Stale answers served by the cache (an upstream failure or a revalidation under way); requests_total{cache=\"stale\"} counts the answers a client got, which can differ when one stale entry answers several waiters.",

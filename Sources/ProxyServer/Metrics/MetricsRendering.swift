@@ -24,7 +24,6 @@ extension ProxyServer {
                 ("pixxel_proxy_upstream_retry_after_pauses_total", budget.pauses),
                 ("pixxel_proxy_upstream_budget_refused_total", budget.refused),
                 ("pixxel_proxy_cache_disk_dropped_writes_total", tiers.diskDroppedWrites),
-                ("pixxel_proxy_cache_shared_hits_total", cache.counters.sharedHits),
                 ("pixxel_proxy_audit_journal_fallbacks_total", auditJournalFallbacks),
             ] + sharedMetricCounts(),
             // Every reason from 0, so that the first failure is an increase Prometheus sees.
