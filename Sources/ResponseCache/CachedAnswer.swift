@@ -93,10 +93,14 @@ public final class CachedAnswer {
     /// Bytes held, for the memory budget: the body plus a fixed allowance per job and entry
     /// (a list also keeps filtered bodies of up to twice its own size).
     public var cost: Int {
+        // The upstream's header fields too: up to 64 KiB of them per answer, which a budget
+        // of bodies alone did not count (found by review: 1,000 entries with 48 KB of headers
+        // each in a 1 MiB tier, no eviction).
+        let headerBytes = headers.fields.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
         switch document {
-        case .list(let list): 3 * list.body.count + list.jobs.count * 160 + 512
-        case .detail(let detail): detail.body.count + 512
-        case .raw(let body): body.count + 512
+        case .list(let list): return 3 * list.body.count + list.jobs.count * 160 + 512 + headerBytes
+        case .detail(let detail): return detail.body.count + 512 + headerBytes
+        case .raw(let body): return body.count + 512 + headerBytes
         }
     }
 
@@ -146,17 +150,37 @@ public final class CachedAnswer {
             self.hasDate = hasDate
         }
 
-        /// One copy per distinct set of lines: 100k cached jobs from one upstream hold one.
-        /// Bounded: emptied when full (copies handed out stay valid with their entries).
-        private static let known = Mutex<[[UInt8]: PreparedHeaderLines]>([:])
+        /// One copy per distinct set of lines among the entries alive: 100k cached jobs from one
+        /// upstream hold one. The table holds the copies weakly and by a hash of their bytes, so
+        /// a set goes with the last entry that holds it (evicted, purged), bytes and all: found
+        /// by review, a table that held them kept a purged entry's headers for the process's
+        /// life. Bounded: dead references are swept when it is full, and it is emptied if that
+        /// is not enough.
+        private static let known = Mutex<[Int: [WeakLines]]>([:])
         private static let maxKnown = 1024
 
+        private final class WeakLines: @unchecked Sendable {
+            weak var lines: PreparedHeaderLines?
+            init(_ lines: PreparedHeaderLines) { self.lines = lines }
+        }
+
         static func shared(lines: [UInt8], hasDate: Bool) -> PreparedHeaderLines {
-            known.withLock { known in
-                if let existing = known[lines] { return existing }
-                if known.count >= maxKnown { known.removeAll() }
+            let hash = lines.hashValue
+            return known.withLock { known in
+                var bucket = (known[hash] ?? []).filter { $0.lines != nil }
+                if let existing = bucket.lazy.compactMap(\.lines).first(where: { $0.lines == lines && $0.hasDate == hasDate }) {
+                    return existing
+                }
+                if known[hash] == nil, known.count >= maxKnown {
+                    known = known.compactMapValues { entries in
+                        let alive = entries.filter { $0.lines != nil }
+                        return alive.isEmpty ? nil : alive
+                    }
+                    if known.count >= maxKnown { known.removeAll() }
+                }
                 let made = PreparedHeaderLines(lines: Array(lines), hasDate: hasDate)
-                known[made.lines] = made
+                bucket.append(WeakLines(made))
+                known[hash] = bucket
                 return made
             }
         }

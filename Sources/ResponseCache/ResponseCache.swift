@@ -401,15 +401,24 @@ public final class ResponseCache {
     /// One copy of what most entries hold alike: the upstream's header set and the workflow
     /// ids (Swift strings and arrays share storage when copied from one instance), so 100k
     /// entries do not hold 100k copies. Bounded: emptied when full (copies made since stay valid).
-    private var sharedHeaders: [String: HTTPHeaders] = [:]
+    private var sharedHeaders: [[UInt8]: HTTPHeaders] = [:]
     private var sharedWorkflows: [String: String] = [:]
     private static let maxShared = 1024
 
+    /// Keyed by the fields' bytes, not a `String`: String equality takes canonically
+    /// equivalent text as equal, and one entry's `café` (e + U+0301) was sent with another's
+    /// precomposed `é` (found by review: a cache passes bytes through as they came).
     private func shared(_ headers: HTTPHeaders) -> HTTPHeaders {
-        let text = headers.fields.map { "\($0.name)\u{0}\($0.value)" }.joined(separator: "\u{1}")
-        if let known = sharedHeaders[text] { return known }
+        var key: [UInt8] = []
+        for field in headers.fields {
+            key += field.name.utf8
+            key.append(0)
+            key += field.value.utf8
+            key.append(1)
+        }
+        if let known = sharedHeaders[key] { return known }
         if sharedHeaders.count >= Self.maxShared { sharedHeaders.removeAll() }
-        sharedHeaders[text] = headers
+        sharedHeaders[key] = headers
         return headers
     }
 

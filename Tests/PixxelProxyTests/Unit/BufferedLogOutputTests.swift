@@ -47,6 +47,10 @@ import Glibc
     @Test func aBatchOf64KiBIsWrittenWithoutWaitingForTheInterval() throws {
         let (readEnd, writeEnd) = Self.pipeEnds()
         defer { close(readEnd); close(writeEnd) }
+        // A pipe larger than the batch: the writer never blocks on it, and the test reads the
+        // whole batch before it closes the pipe (found by review: closing the read end while the
+        // writer blocked in a 64 KiB pipe raised SIGPIPE in the test process).
+        _ = fcntl(writeEnd, 1031 /* F_SETPIPE_SZ, not visible to Swift */, Int32(1 << 20))
         let output = BufferedLogOutput(fd: writeEnd, maxBufferedBytes: 1 << 20, flushMilliseconds: 3_600_000)
         let padding = String(repeating: "x", count: 200)
         var appended = 0
@@ -58,11 +62,14 @@ import Glibc
         }
         var received = ""
         let deadline = ContinuousClock.now + .seconds(10)
-        while received.isEmpty, ContinuousClock.now < deadline {
-            received = Self.drain(readEnd)
-            if received.isEmpty { usleep(5_000) }
+        while !received.contains(" info pixxel-proxy: pad=\(padding) [Test] access\n"), ContinuousClock.now < deadline {
+            let more = Self.drain(readEnd)
+            received += more
+            if more.isEmpty { usleep(5_000) }
         }
         #expect(received.contains(" info pixxel-proxy: pad=\(padding) [Test] access\n"), "the writer was woken by the size")
+        output.flush()  // whatever the writer still held is out before the pipe closes
+        received += Self.drain(readEnd)
     }
 
     @Test func aFullBufferDropsLinesAndSaysHowMany() {
