@@ -147,11 +147,63 @@ final class ServerConnection {
     /// head or body cut short, the client has left.
     private func inputEnded() {
         guard let bufferEvent else { return }
-        let buffered = evbuffer_get_length(bufferevent_get_input(bufferEvent))
-        guard awaitingAnswer || buffered > 0, pendingHead == nil, bodyStream?.isComplete ?? true else { return close() }
+        let input = bufferevent_get_input(bufferEvent)!
+        // A body cut short can never be whole: that request is not answered.
+        let bodyCutShort = pendingHead.map { !Self.bodyIsBuffered(for: $0, chunked: chunkedBody, in: input) } ?? false
+        guard !bodyCutShort, bodyStream.map({ Self.streamCanFinish($0, from: input) }) ?? true else { return close() }
         clientFinished = true
         stopReading()
+        // What is buffered is answered, then the connection ends once its output is written
+        // (`endIfClientFinished`, from `processInput`): closing here at once dropped the rest
+        // of an answer the socket had not taken yet (found by review).
         processInput()
+    }
+
+    /// Ends the connection once what is already in its output is written (answers to the
+    /// requests before a FIN), taking no further request from its input.
+    private func closeOnceWritten() {
+        guard bufferEvent != nil else { return }
+        if let stream = bodyStream {
+            bodyStream = nil
+            bodyStreamHead = nil
+            bodyTimer?.cancel()
+            bodyTimer = nil
+            stream.finish(.failure(.clientGone))
+        }
+        stopReading()
+        if pendingOutput == 0 { return close() }
+        closeAfterFlush = true
+    }
+
+    /// Whether the input holds the rest of a streamed body: its length, or the end of its
+    /// chunks (a copy of the decoder tried on what is buffered). Found by review: a complete
+    /// upload sat whole in the input while its stream waited for the upstream connection.
+    private static func streamCanFinish(_ stream: RequestBodyStream, from input: OpaquePointer) -> Bool {
+        if stream.isComplete { return true }
+        let available = evbuffer_get_length(input)
+        switch stream.framing {
+        case .length(let remaining):
+            return available >= remaining
+        case .chunked(let decoder):
+            guard available > 0, let start = evbuffer_pullup(input, -1) else { return false }
+            var probe = decoder
+            _ = probe.feed(UnsafeRawBufferPointer(start: start, count: available)) { _ in }
+            if case .done = probe.progress { return true }
+            return false
+        }
+    }
+
+    /// The same for a body read whole before the handler sees it.
+    private static func bodyIsBuffered(for head: RequestParser.Head, chunked: RequestParser.ChunkedDecoder?, in input: OpaquePointer) -> Bool {
+        let available = evbuffer_get_length(input)
+        if let chunked {
+            guard available > 0, let start = evbuffer_pullup(input, -1) else { return false }
+            var probe = chunked
+            _ = probe.feed(UnsafeRawBufferPointer(start: start, count: available)) { _ in }
+            if case .done = probe.progress { return true }
+            return false
+        }
+        return available >= head.contentLength ?? 0
     }
 
     /// Once the client has sent all it will (`inputEnded`) and nothing it sent waits for an
@@ -283,7 +335,11 @@ final class ServerConnection {
             let now = ContinuousClock.now
             if requestDeadline == nil { requestDeadline = now + .seconds(limits.timeoutSeconds) }
             if let head = pendingHead {
-                guard readBody(head, input: input, available: available) else { return overdue(now) }
+                guard readBody(head, input: input, available: available) else {
+                    // After the client's FIN the rest of this body never comes.
+                    if clientFinished { return closeOnceWritten() }
+                    return overdue(now)
+                }
                 continue
             }
             let length = min(available, limits.maxHeaderBytes + 1)
@@ -295,6 +351,13 @@ final class ServerConnection {
                 return refuse(status, message)
             case .complete(let head, let headLength):
                 evbuffer_drain(input, headLength)
+                // After the client's FIN, a request whose body is not all here is not one: it
+                // is neither admitted nor sent anywhere (found by review: a cut-short upload
+                // opened an upstream transfer and held the connection for its deadline).
+                if clientFinished, head.hasBody,
+                   !Self.bodyIsBuffered(for: head, chunked: head.isChunked ? RequestParser.ChunkedDecoder(maxBodyBytes: .max) : nil, in: input) {
+                    return closeOnceWritten()
+                }
                 let admission = head.hasBody ? server?.admitHead?(head, peer) : nil
                 let reading = admission?.reading ?? .whole
                 let limit = if case .streamed(let maxBytes) = reading { maxBytes } else { limits.maxBodyBytes }
@@ -415,7 +478,8 @@ final class ServerConnection {
             switch stream.framing {
             case .length(let remaining):
                 if remaining > 0 {
-                    guard available > 0 else { return }
+                    // After the client's FIN, a body the input cannot finish never will.
+                    guard available > 0 else { return clientFinished ? closeOnceWritten() : () }
                     let taken = min(remaining, available)
                     evbuffer_remove_buffer(input, stream.scratch, taken)
                     stream.framing = .length(remaining: remaining - taken)
@@ -423,7 +487,7 @@ final class ServerConnection {
                 }
                 if case .length(0) = stream.framing { endBodyStream(.success(())) }
             case .chunked(var decoder):
-                guard available > 0, let start = evbuffer_pullup(input, -1) else { return }
+                guard available > 0, let start = evbuffer_pullup(input, -1) else { return clientFinished ? closeOnceWritten() : () }
                 let scratch = stream.scratch
                 let consumed = decoder.feed(UnsafeRawBufferPointer(start: start, count: available)) { piece in
                     _ = evbuffer_add(scratch, piece.baseAddress, piece.count)
@@ -432,7 +496,7 @@ final class ServerConnection {
                 stream.framing = .chunked(decoder)
                 stream.deliver()
                 switch decoder.progress {
-                case .needMore: if consumed == 0 { return }
+                case .needMore: if consumed == 0 { return clientFinished ? closeOnceWritten() : () }
                 case .done: endBodyStream(.success(()))
                 case .tooLarge: endBodyStream(.failure(.tooLarge))
                 case .invalid: endBodyStream(.failure(.invalidFraming))

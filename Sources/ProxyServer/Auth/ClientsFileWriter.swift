@@ -9,6 +9,11 @@ public enum ClientsFileWriter {
 
     /// Makes a token for `name`, appends `NAME SCOPES sha256:HEX` durably, and returns the token.
     public static func add(name: String, scopesText: String, path: String) throws -> String {
+        let path = resolved(path)
+        return try withDirectoryLock(of: path) { try addLocked(name: name, scopesText: scopesText, path: path) }
+    }
+
+    private static func addLocked(name: String, scopesText: String, path: String) throws -> String {
         guard ClientsFile.isValidName(name) else {
             throw Failure(description: "invalid client name \"\(name)\": use letters, digits, '.', '_' and '-' (at most 64)")
         }
@@ -34,8 +39,13 @@ public enum ClientsFileWriter {
 
     /// The clients a clients file lists (for `pixxel-proxy token list`).
     public static func list(path: String) throws -> [ClientRecord] {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw Failure(description: "\(path) is a directory, not a clients file")
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw Failure(description: "cannot read \(path): \(String(cString: strerror(errno)))")
+            _ = access(path, R_OK)
+            throw Failure(description: "cannot read \(path) (\(OSReason.text(errno)))")
         }
         switch ClientsFile.parse(String(decoding: data, as: UTF8.self)) {
         case .success(let clients): return clients
@@ -45,37 +55,75 @@ public enum ClientsFileWriter {
 
     /// Removes `name`'s line, keeping every other line (comments too) as it was. The file is
     /// replaced whole (written beside it, synced, renamed over it), so a reload or a crash sees
-    /// either the old list or the new one, never half of it; its mode is kept.
+    /// either the old list or the new one, never half of it; its mode and owner are kept, a
+    /// symlink is followed (the file it names is the one replaced), and `add` and `revoke`
+    /// take turns (a lock on the directory), so neither loses the other's change (found by
+    /// review: 24 of 40 concurrent add and revoke pairs lost the added client).
     public static func revoke(name: String, path: String) throws {
-        let clients = try list(path: path)
-        guard clients.contains(where: { $0.name == name }) else {
-            throw Failure(description: "no client \(name) in \(path) (clients: \(clients.map(\.name).joined(separator: ", ")))")
+        let path = resolved(path)
+        try withDirectoryLock(of: path) {
+            let clients = try list(path: path)
+            guard clients.contains(where: { $0.name == name }) else {
+                throw Failure(description: "no client \(name) in \(path) (clients: \(clients.map(\.name).joined(separator: ", ")))")
+            }
+            let text = String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
+            let kept = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).filter { line in
+                let content = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+                return content.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).first.map(String.init) != name
+            }
+            try replaceDurably(kept.joined(separator: "\n"), at: path)
         }
-        let text = String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
-        let kept = text.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
-            let content = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-            return content.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).first.map(String.init) != name
+    }
+
+    /// `path` with its symlinks followed (itself when it does not exist yet).
+    static func resolved(_ path: String) -> String {
+        guard let real = realpath(path, nil) else { return path }
+        defer { free(real) }
+        return String(cString: real)
+    }
+
+    /// The directory part of `path` ("." for a bare name; Foundation's
+    /// `deletingLastPathComponent` trapped on a one-character name without a slash).
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        let directory = String(path[..<slash])
+        return directory.isEmpty ? "/" : directory
+    }
+
+    /// Runs `body` holding an exclusive lock on the clients file's directory (not on the file,
+    /// which `revoke` replaces: a waiter would then write to the old one).
+    static func withDirectoryLock<T>(of path: String, _ body: () throws -> T) throws -> T {
+        let directory = directory(of: path)
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw Failure(description: "cannot open \(directory) (\(OSReason.text(errno)))") }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw Failure(description: "cannot lock \(directory) (\(OSReason.text(errno)))") }
         }
-        try replaceDurably(kept.joined(separator: "\n"), at: path)
+        defer { _ = flock(fd, LOCK_UN) }
+        return try body()
     }
 
     static func replaceDurably(_ text: String, at path: String) throws {
         var status = stat()
-        let mode = stat(path, &status) == 0 ? status.st_mode & 0o7777 : 0o640
-        let temporary = path + ".new"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw Failure(description: "cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        let existing = stat(path, &status) == 0
+        let mode = existing ? status.st_mode & 0o7777 : 0o640
+        let temporary = path + ".new-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw Failure(description: "cannot write \(temporary) (\(OSReason.text(errno)))") }
         let bytes = Array(text.utf8)
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        // The owner too: a file the service reads as its own user must stay readable by it.
+        if existing { _ = fchown(fd, status.st_uid, status.st_gid) }
         let synced = written == bytes.count && fchmod(fd, mode) == 0 && fsync(fd) == 0
-        let problem = String(cString: strerror(errno))
+        let problem = OSReason.text(errno)
         close(fd)
         guard synced, rename(temporary, path) == 0 else {
             unlink(temporary)
-            throw Failure(description: "cannot write \(path): \(problem)")
+            throw Failure(description: "cannot write \(path) (\(problem))")
         }
-        let directory = (path as NSString).deletingLastPathComponent
-        let directoryFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let directoryFD = open(directory(of: path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if directoryFD >= 0 {
             fsync(directoryFD)
             close(directoryFD)
@@ -83,8 +131,8 @@ public enum ClientsFileWriter {
     }
 
     static func appendDurably(_ text: String, to path: String) throws {
-        let directory = (path as NSString).deletingLastPathComponent
-        if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        let directory = directory(of: path)
+        if directory != "." { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
         guard fd >= 0 else { throw Failure(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }

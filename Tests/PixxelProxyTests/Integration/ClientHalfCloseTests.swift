@@ -88,4 +88,65 @@ import Glibc
         #expect(sim.stats.total == 0, "nothing reached the upstream")
         await proxy.stop()
     }
+
+    /// A pass-through upload that is complete when the client shuts its write side (`nc -N`,
+    /// `curl -T` behind a script that half-closes) is a complete request: it must be answered.
+    /// (Found by review: it was closed unanswered, the body whole in the input while the relay
+    /// waited for its upstream connection.)
+    @Test(arguments: [false, true])
+    func aCompleteStreamedUploadFollowedByAFinIsAnswered(chunked: Bool) async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let framing = chunked ? "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" : "Content-Length: 5\r\n\r\nhello"
+        let request = Array("PUT /v0/uploads/half-close HTTP/1.1\r\nHost: proxy\r\nAuthorization: \(proxy.writeToken)\r\n\(framing)".utf8)
+        let bytes = try ClientHalfCloseTests.sendThenShutWrite(port: proxy.port, request)
+        #expect(!bytes.isEmpty, "a complete upload followed by a FIN got no answer")
+        if !bytes.isEmpty {
+            let reply = try RawHTTPClient.parse(bytes)
+            #expect(reply.status == 200, "\(reply.text)")
+        }
+        await proxy.stop()
+    }
+
+    /// A large cached answer (a workflow with many jobs: a 5 MB list) to a request followed by a
+    /// FIN. The answer is written at once (a hit), the socket takes ~4 MB and the rest waits in
+    /// the output buffer; the FIN must not drop it (found by review: 4.1 MB of 5.4 MB arrived).
+    @Test func aLargeAnswerToAHalfClosedClientArrivesWhole() async throws {
+        let (sim, simPort) = try startSimulator { $0.workflows = 1; $0.jobsPerWorkflow = 14_000 }
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.jobListTTLSeconds = 600 }
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        let whole = try proxy.get(list, token: proxy.readToken)
+        #expect(whole.body.count > 5_000_000)
+        // A client on a slower link than loopback: it reads a moment after its FIN went out.
+        let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 20)
+        defer { close(fd) }
+        RawHTTPClient.send(ClientHalfCloseTests.get(list, token: proxy.readToken), to: fd)
+        shutdown(fd, Int32(SHUT_WR))
+        try await Task.sleep(for: .milliseconds(500))
+        let bytes = try RawHTTPClient.readUntilClosed(fd, timeoutSeconds: 20)
+        let end = try #require(RawHTTPClient.find([13, 10, 13, 10], in: bytes))
+        let reply = try RawHTTPClient.parse(bytes)
+        let declared = try #require(reply.header("Content-Length").flatMap { Int($0) })
+        #expect(bytes.count - end - 4 == declared, "received \(bytes.count - end - 4) of \(declared) body bytes")
+        await proxy.stop()
+    }
+
+    /// After a FIN, a pipelined pass-through upload whose body was cut short is not a request:
+    /// the connection ends at once and nothing goes upstream (found by review: a transfer was
+    /// opened and the connection held for `listen.timeout_seconds`, then 408).
+    @Test func aPipelinedUploadCutShortByAFinEndsTheConnectionAtOnce() async throws {
+        let (sim, simPort) = try startSimulator { $0.faults.latencyMilliseconds = 200 }
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.listenTimeoutSeconds = 6 }
+        let first = Array("GET /v0/projects HTTP/1.1\r\nHost: proxy\r\nAuthorization: \(proxy.writeToken)\r\n\r\n".utf8)
+        let cut = Array("PUT /v0/uploads/cut HTTP/1.1\r\nHost: proxy\r\nAuthorization: \(proxy.writeToken)\r\nContent-Length: 100\r\n\r\n0123456789".utf8)
+        let bytes = try ClientHalfCloseTests.sendThenShutWrite(port: proxy.port, first + cut)
+        let text = String(decoding: bytes, as: UTF8.self)
+        #expect(text.hasPrefix("HTTP/1.1 200 OK"), "the GET before it is answered: \(text.prefix(200))")
+        #expect(!text.contains("408"), "a body cut short by the FIN was read for its deadline")
+        #expect(sim.stats.uploadBytes == 0, "a truncated upload went upstream: \(sim.stats.uploadBytes) bytes")
+        await proxy.stop()
+    }
 }
