@@ -129,14 +129,30 @@ public final class HTTPServer {
     /// Accepts that failed since the server started.
     public private(set) var acceptFailures = 0
     private var acceptTroubleSince: ContinuousClock.Instant?
+    private var lastAcceptFailure: ContinuousClock.Instant?
     private var acceptFailuresInEpisode = 0
+    /// Accepting is paused, or failed within the last `acceptCalmSeconds` (for the verdict).
+    public var isAcceptTroubled: Bool { acceptTroubleSince != nil }
+    /// Connections open now, and those closed at once because `maxConnections` were open.
+    public var openConnections: Int { connections.count }
+    public private(set) var refusedAtCapacity = 0
+    /// An episode ends once accepts have worked this long after the last failure: with clients
+    /// churning at the limit, one accept that worked between failures ended it and the next
+    /// failure began another, two log lines each time (found by review).
+    static let acceptCalmSeconds = 2.0
     private var acceptPause: LoopTimer?
+    private var acceptCalmCheck: LoopTimer?
+
+    private static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
     /// How long accepting pauses after a failed accept (nginx's accept_mutex_delay): connections
     /// wait in the backlog meanwhile, and those already open are served.
     public static let acceptPauseSeconds = 0.5
 
     private func acceptFailed(_ error: Int32) {
         acceptFailures += 1
+        lastAcceptFailure = .now
         acceptFailuresInEpisode += 1
         if acceptTroubleSince == nil {
             acceptTroubleSince = .now
@@ -154,6 +170,16 @@ public final class HTTPServer {
     /// An accept worked: an episode of failures, if any, is over.
     private func acceptWorked() {
         guard let since = acceptTroubleSince else { return }
+        if let last = lastAcceptFailure, ContinuousClock.now - last < .seconds(Self.acceptCalmSeconds) {
+            // Calm not long enough yet: look again when it would be (no later accept may come).
+            guard acceptCalmCheck == nil else { return }
+            let wait = Self.acceptCalmSeconds - Self.seconds(ContinuousClock.now - last)
+            acceptCalmCheck = loop.schedule(after: max(0.01, wait)) { [weak self] in
+                self?.acceptCalmCheck = nil
+                self?.acceptWorked()
+            }
+            return
+        }
         let elapsed = ContinuousClock.now - since
         let failures = acceptFailuresInEpisode
         acceptTroubleSince = nil
@@ -176,6 +202,8 @@ public final class HTTPServer {
     public func stopAccepting() {
         acceptPause?.cancel()
         acceptPause = nil
+        acceptCalmCheck?.cancel()
+        acceptCalmCheck = nil
         for listener in listeners { evconnlistener_free(listener) }
         listeners.removeAll()
         isDraining = true
@@ -187,6 +215,7 @@ public final class HTTPServer {
     private func accept(_ fd: Int32, _ address: UnsafeMutablePointer<sockaddr>?, _ length: Int32) {
         if acceptTroubleSince != nil { acceptWorked() }
         guard connections.count < limits.maxConnections else {
+            refusedAtCapacity += 1
             Glibc.close(fd)
             return
         }

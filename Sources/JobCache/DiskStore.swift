@@ -271,7 +271,8 @@ public final class DiskStore: @unchecked Sendable {
     private func markCorrupt(_ failure: Failure) {
         let first = !FileManager.default.fileExists(atPath: path + Self.corruptionMarker)
         FileManager.default.createFile(atPath: path + Self.corruptionMarker, contents: Data(failure.description.utf8))
-        healthy.withLock { $0 = false }
+        lastFailure.withLock { $0 = (Date().timeIntervalSince1970, failure.reason) }
+        if healthy.withLock({ was in defer { was = false }; return was }) { onWriteStateChange.withLock { $0 }?(failure) }
         guard first else { return }
         corruptionFound.withLock { $0 = failure.description }
         onCorruption.withLock { $0 }?(failure.description)

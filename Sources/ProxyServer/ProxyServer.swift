@@ -56,6 +56,8 @@ public final class ProxyServer: @unchecked Sendable {
     var isDraining = false
     /// The open-file limit in force (raised to the hard limit at start); nil if unknown.
     var descriptorLimit: Int?
+    /// `openDescriptorCount`'s last count and when it was made (loop only).
+    var descriptorCount: (at: ContinuousClock.Instant, count: Int)?
     var isReady = false
     private var signalHandlers: [SignalHandler] = []
     /// Runs on SIGHUP besides the clients reload (serve reloads the log level with it).

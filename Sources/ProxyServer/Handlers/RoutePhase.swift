@@ -49,7 +49,7 @@ extension ProxyServer {
             finish(&exchange, status: 200, body: Array(#"{"status":"ok"}"#.utf8))
         case .ready:
             // The verdict rides along: ready is not the same as well (a degraded proxy serves).
-            let health = healthVerdict().json
+            let health = healthVerdict().publicJSON
             let readiness = readiness
             let answer: [String: Any] = readiness.ready ? ["status": "ready", "health": health] : [
                 "error": ["code": "not_ready", "message": readiness.reason ?? "not ready", "details": NSNull()] as [String: Any],

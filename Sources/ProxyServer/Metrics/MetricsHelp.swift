@@ -35,6 +35,8 @@ enum MetricsHelp {
         "pixxel_proxy_invalidation_rejected_out_of_order_total": "Upstream answers older than a version already shown, not stored.",
         "pixxel_proxy_invalidation_list_entry_updates_total": "Entries of cached lists patched from a newer job detail.",
         "pixxel_proxy_audit_journal_fallbacks_total": "Audit entries of job creation written to the journal because the store refused them.",
+        "pixxel_proxy_accept_failures_total": "Failed accepts of new connections (out of file descriptors); accepting pauses 500 ms after each.",
+        "pixxel_proxy_connections_refused_total": "Connections closed at once because the server held its maximum of connections.",
         "pixxel_proxy_health": "The health verdict: 0 healthy, 1 degraded, 2 failing (reasons in /admin/stats and /readyz).",
         "pixxel_proxy_shared_up": "1 while this instance is joined to Redis, 0 while it acts alone (exported only with a shared tier).",
         "pixxel_proxy_ready": "1 while /readyz answers 200, 0 while it fails (draining, the cache store unusable).",

@@ -25,6 +25,8 @@ extension ProxyServer {
                 ("pixxel_proxy_upstream_budget_refused_total", budget.refused),
                 ("pixxel_proxy_cache_disk_dropped_writes_total", tiers.diskDroppedWrites),
                 ("pixxel_proxy_audit_journal_fallbacks_total", auditJournalFallbacks),
+                ("pixxel_proxy_accept_failures_total", httpServer?.acceptFailures ?? 0),
+                ("pixxel_proxy_connections_refused_total", httpServer?.refusedAtCapacity ?? 0),
             ] + sharedMetricCounts(),
             // Every reason from 0, so that the first failure is an increase Prometheus sees.
             labeledCounts: DiskStore.Failure.reasons.map { reason in

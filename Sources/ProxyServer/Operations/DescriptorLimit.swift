@@ -8,6 +8,13 @@ enum DescriptorLimit {
     /// Raises the soft limit to the hard one (as nginx's worker_rlimit_nofile lets an operator
     /// do, and as a server that takes 10,000 connections must: systemd's default soft limit is
     /// 1024); returns the limit in force afterwards, nil if it cannot be read.
+    /// The soft limit now (nil if it cannot be read).
+    static func current() -> Int? {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return nil }
+        return limit.rlim_cur > rlim_t(Int.max) ? Int.max : Int(limit.rlim_cur)
+    }
+
     static func raiseToHardLimit() -> Int? {
         var limit = rlimit()
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return nil }

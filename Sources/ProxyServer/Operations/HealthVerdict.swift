@@ -23,10 +23,15 @@ public struct HealthVerdict: Equatable, Sendable {
     public let state: State
     /// In words an operator acts on, worst first; empty when healthy.
     public let reasons: [String]
+    /// The same reasons without figures, paths or names (`upstream_failing`, `redis_down`):
+    /// what `/readyz`, open to anyone, says (found by review: its body told any caller how
+    /// close the proxy was to its descriptor limit, and a store error's paths).
+    public let categories: [String]
 
-    public init(state: State, reasons: [String]) {
+    public init(state: State, reasons: [String], categories: [String] = []) {
         self.state = state
         self.reasons = reasons
+        self.categories = categories
     }
 
     /// What the verdict is decided from, as the proxy's parts report it.
@@ -53,6 +58,11 @@ public struct HealthVerdict: Equatable, Sendable {
         /// Descriptors open and the process's limit (nil: unknown).
         public var openDescriptors: Int?
         public var descriptorLimit: Int?
+        /// Accepting is paused: accept(2) fails (out of descriptors).
+        public var acceptPaused = false
+        /// Client connections open, and how many the server takes.
+        public var openConnections = 0
+        public var maxConnections = Int.max
 
         public init() {}
     }
@@ -66,39 +76,47 @@ public struct HealthVerdict: Equatable, Sendable {
     static let descriptorWarningRatio = 0.9
 
     public static func decide(_ figures: Figures) -> HealthVerdict {
-        var findings: [(State, String)] = []
+        var findings: [(State, String, String)] = []
         if !figures.ready {
-            findings.append((.failing, "not ready: \(figures.notReadyReason ?? "the cache store is not usable")"))
+            findings.append((.failing, "not ready: \(figures.notReadyReason ?? "the cache store is not usable")", "not_ready"))
+        }
+        if figures.acceptPaused {
+            findings.append((.failing, "new connections cannot be accepted (out of file descriptors): accepting pauses and retries", "accept_failing"))
+        }
+        if figures.openConnections >= figures.maxConnections {
+            findings.append((.degraded, "\(figures.openConnections) of \(figures.maxConnections) connections open: new ones are refused", "connections_full"))
         }
         let calls = figures.upstreamCallsLastMinute, failures = min(figures.upstreamFailuresLastMinute, calls)
         if failures > 0 {
             let ratio = Double(failures) / Double(calls)
             let judged = calls >= minimumCallsJudged && ratio >= failingRatio
-            findings.append((judged ? .failing : .degraded, "\(failures) of \(calls) upstream calls failed in the last minute"))
+            findings.append((judged ? .failing : .degraded, "\(failures) of \(calls) upstream calls failed in the last minute", "upstream_failing"))
         }
         if figures.pauseRemainingSeconds > 0 {
-            findings.append((.degraded, "the upstream asked to wait (Retry-After): \(Int(figures.pauseRemainingSeconds.rounded(.up))) s left"))
+            findings.append((.degraded, "the upstream asked to wait (Retry-After): \(Int(figures.pauseRemainingSeconds.rounded(.up))) s left", "upstream_pause"))
         }
         if figures.budgetWaiters > 0, figures.budgetTokens < 1 {
-            findings.append((.degraded, "the upstream budget is spent: \(figures.budgetWaiters) requests wait for it"))
+            findings.append((.degraded, "the upstream budget is spent: \(figures.budgetWaiters) requests wait for it", "budget_spent"))
         }
         if figures.redisConfigured, !figures.redisUp {
-            findings.append((.degraded, "Redis is configured but not reachable: this instance acts alone"))
+            findings.append((.degraded, "Redis is configured but not reachable: this instance acts alone", "redis_down"))
         }
         if figures.storeWritesFailing {
             let reason = figures.storeFailureReason.map { " (\($0.replacingOccurrences(of: "_", with: " ")))" } ?? ""
-            findings.append((.degraded, "writes to the cache store fail\(reason): new answers are kept in memory only"))
+            findings.append((.degraded, "writes to the cache store fail\(reason): new answers are kept in memory only", "store_failing"))
         }
         if let open = figures.openDescriptors, let limit = figures.descriptorLimit, limit > 0,
            Double(open) >= Double(limit) * descriptorWarningRatio {
-            findings.append((open >= limit ? .failing : .degraded, "\(open) of \(limit) file descriptors open: new connections may be refused"))
+            findings.append((open >= limit ? .failing : .degraded, "\(open) of \(limit) file descriptors open: new connections may be refused", "descriptors_low"))
         }
         let state = findings.map(\.0).max() ?? .healthy
         // Worst first, in the order found within a severity.
-        let reasons = findings.enumerated().sorted { ($0.element.0, -$0.offset) > ($1.element.0, -$1.offset) }.map(\.element.1)
-        return HealthVerdict(state: state, reasons: reasons)
+        let ordered = findings.enumerated().sorted { ($0.element.0, -$0.offset) > ($1.element.0, -$1.offset) }.map(\.element)
+        return HealthVerdict(state: state, reasons: ordered.map(\.1), categories: ordered.map(\.2))
     }
 
-    /// As `/admin/stats` and `/readyz` carry it.
+    /// As `/admin/stats` carries it (for admins).
     public var json: [String: Any] { ["state": state.name, "reasons": reasons] }
+    /// As `/readyz` carries it (for anyone): the state and the categories, no figures.
+    public var publicJSON: [String: Any] { ["state": state.name, "reasons": categories] }
 }

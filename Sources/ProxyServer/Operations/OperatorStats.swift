@@ -85,11 +85,11 @@ struct OperatorStats {
         if recentErrors.count > Self.maxErrors { recentErrors.removeFirst(recentErrors.count - Self.maxErrors) }
     }
 
-    /// Upstream calls and errors over the 60 seconds up to and including `second` (the verdict
-    /// counts an outage of the second now filling).
+    /// Upstream calls and errors over the 60 whole seconds before `second`: the window the
+    /// page's figures show, so the verdict and the page never disagree (found by review).
     mutating func upstreamLastMinute(at second: Int) -> (calls: Int, errors: Int) {
         advance(to: second)
-        return ((second - 59)...second).reduce(into: (0, 0)) { sum, each in
+        return ((second - 60)..<second).reduce(into: (0, 0)) { sum, each in
             sum.0 += ring[Self.slot(each)].upstreamCalls
             sum.1 += ring[Self.slot(each)].upstreamErrors
         }

@@ -46,12 +46,14 @@ enum StatusPage {
       for(const cells of items){const r=t.insertRow();cells.forEach((c,i)=>{const d=r.insertCell();d.textContent=c;if(i>0&&typeof c==='number')d.className='n'})}}
     function bar(id,used,budget){$(id).style.width=(budget>0?Math.min(100,100*used/budget):0)+'%'}
     function avg(a,n){const s=a.slice(-n);return s.length?s.reduce((x,y)=>x+y,0)/s.length:0}
-    let since=null;
+    let since=null,busy=false;
     function lost(why){since=since||new Date();document.body.classList.add('stale');
       $('err').textContent=why+' since '+since.toISOString().slice(11,19)+' UTC: the figures below are from before then'}
     async function tick(){const token=sessionStorage.getItem(key);if(!token)return ask();
       if(!usable(token)){sessionStorage.removeItem(key);return ask('that token cannot be sent; type it again')}
-      let r;try{r=await fetch('/admin/stats',{headers:{Authorization:'Bearer '+token},cache:'no-store'})}catch(e){return lost('the proxy does not answer')}
+      if(busy)return;busy=true;
+      let r;try{r=await fetch('/admin/stats',{headers:{Authorization:'Bearer '+token},cache:'no-store',signal:AbortSignal.timeout(5000)})}catch(e){busy=false;return lost('the proxy does not answer')}
+      busy=false;
       if(r.status===401||r.status===403){sessionStorage.removeItem(key);return ask('that token is not an admin token')}
       if(!r.ok)return lost('/admin/stats answered '+r.status);
       $('err').textContent='';since=null;document.body.classList.remove('stale');const s=await r.json();const se=s.series;

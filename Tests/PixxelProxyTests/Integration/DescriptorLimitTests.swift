@@ -26,6 +26,9 @@ import Glibc
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count
     }
 
+    /// The last answer `status(asking:)` read, whole.
+    nonisolated(unsafe) static var lastAnswer: [UInt8] = []
+
     /// One answer on a kept-alive connection: its status.
     static func status(asking target: String, token: String, on fd: Int32) throws -> Int {
         RawHTTPClient.send(Array("GET \(target) HTTP/1.1\r\nHost: proxy\r\nAuthorization: \(token)\r\n\r\n".utf8), to: fd)
@@ -37,6 +40,7 @@ import Glibc
                 let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
                     .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
                 if received.count >= end + 4 + length {
+                    lastAnswer = Array(received[..<(end + 4 + length)])
                     return Int(head.split(separator: " ")[1]) ?? 0
                 }
             }
@@ -63,6 +67,11 @@ import Glibc
         for _ in 0..<40 { waiting.append(try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 20)) }
         #expect(eventually { proxy.log.all.joined().contains("cannot accept connections") }, "the operator is told")
         #expect(try Self.status(asking: list, token: proxy.readToken, on: held) == 200, "an open connection is still served")
+        #expect(try Self.status(asking: "/admin/stats", token: proxy.adminToken, on: held) == 200)
+        let stats = try RawHTTPClient.parse(Self.lastAnswer)
+        let health = stats.json?["health"] as? [String: Any]
+        #expect(health?["state"] as? String == "failing" && (health?["reasons"] as? [String])?.contains { $0.contains("cannot be accepted") } == true,
+                "the verdict sees it: \(health ?? [:])")
         #expect(try Self.status(asking: list, token: proxy.readToken, on: held) == 200)
 
         let lines = proxy.log.all.joined().split(separator: "\n")

@@ -27,12 +27,16 @@ import Testing
         for index in 0..<4 { _ = try proxy.get("/v0/workflows/\(sim.workflowIDs[0])/jobs/missing-\(index)", token: proxy.readToken) }
         // Hits keep the hit ratio high meanwhile: that must not read as healthy.
         for _ in 0..<20 { #expect(try proxy.get(list, token: proxy.readToken).status == 200) }
+        // Counted once their second has passed (the page's window: the 60 whole seconds before).
+        #expect(try eventually { try Self.health(proxy)?.state == "failing" })
         let health = try #require(try Self.health(proxy))
         #expect(health.state == "failing", "\(health)")
         #expect(health.reasons.contains { $0.contains("upstream calls failed in the last minute") }, "\(health)")
         let readyBody = try proxy.get("/readyz", token: nil)
         #expect(readyBody.status == 200, "failing upstream is not unready: the proxy still serves its cache")
         #expect((readyBody.json?["health"] as? [String: Any])?["state"] as? String == "failing", "\(readyBody.text)")
+        // Open to anyone: categories, no figures (the admin's /admin/stats has the words).
+        #expect((readyBody.json?["health"] as? [String: Any])?["reasons"] as? [String] == ["upstream_failing"], "\(readyBody.text)")
         let metrics = try proxy.get("/metrics", token: proxy.adminToken).text
         #expect(metrics.split(separator: "\n").contains("pixxel_proxy_health 2.0") || metrics.split(separator: "\n").contains("pixxel_proxy_health 2"),
                 "\(metrics.split(separator: "\n").filter { $0.contains("health") })")

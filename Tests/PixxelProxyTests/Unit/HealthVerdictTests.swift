@@ -42,6 +42,14 @@ import Testing
         #expect(verdict.reasons.count == 2)
     }
 
+    @Test func aPausedAcceptFailsAndFullConnectionsDegrade() {
+        let paused = Self.verdict { $0.acceptPaused = true }
+        #expect(paused.state == .failing && paused.categories == ["accept_failing"])
+        let full = Self.verdict { $0.openConnections = 10_000; $0.maxConnections = 10_000 }
+        #expect(full.state == .degraded && full.reasons == ["10000 of 10000 connections open: new ones are refused"])
+        #expect(Self.verdict { $0.openConnections = 9_999; $0.maxConnections = 10_000 }.state == .healthy)
+    }
+
     @Test func descriptorsNearTheLimitDegradeAndAtTheLimitFail() {
         #expect(Self.verdict { $0.openDescriptors = 900; $0.descriptorLimit = 1024 }.state == .healthy)
         #expect(Self.verdict { $0.openDescriptors = 950; $0.descriptorLimit = 1024 }.state == .degraded)
