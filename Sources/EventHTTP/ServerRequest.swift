@@ -104,6 +104,7 @@ public final class ServerRequest {
         let chunked = !bodiless && length == .unknown && minorVersion == 1
         // A body that ends with the connection, or a request body not all read yet, ends it.
         let close = answerHead.close || !keepAlive || server.isDraining || (!bodiless && length == .unknown && !chunked)
+            || connection.answersLastRequest
             || bodyStream?.isComplete == false
         var head = statusLine(status, reason)
         head += answerHead.lines

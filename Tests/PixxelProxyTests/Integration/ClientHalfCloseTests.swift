@@ -34,6 +34,18 @@ import Glibc
         await proxy.stop()
     }
 
+    /// A streamed answer (a pass-through route) to a half-closing client says it is the last,
+    /// as a buffered one does (found by review: it closed without saying so).
+    @Test func aStreamedAnswerAfterAFinSaysConnectionClose() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let reply = try RawHTTPClient.parse(try Self.sendThenShutWrite(port: proxy.port, Self.get("/v0/workflows", token: proxy.readToken)))
+        #expect(reply.status == 200, "\(reply.text)")
+        #expect(reply.header("Connection")?.lowercased() == "close", "\(reply.headers)")
+        await proxy.stop()
+    }
+
     @Test func pipelinedRequestsBeforeAFinAreAllAnswered() async throws {
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }
