@@ -184,7 +184,7 @@ public final class HTTPServer {
         let failures = acceptFailuresInEpisode
         acceptTroubleSince = nil
         acceptFailuresInEpisode = 0
-        onAcceptTrouble?(.resumed(failures: failures, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+        onAcceptTrouble?(.resumed(failures: failures, seconds: Self.seconds(elapsed)))
     }
 
     /// Takes the connections waiting in the backlog of sockets bound with `accepting: false`,

@@ -185,25 +185,25 @@ final class ServerConnection {
         case .length(let remaining):
             return available >= remaining
         case .chunked(let decoder):
-            guard available > 0, let start = evbuffer_pullup(input, -1) else { return false }
-            var probe = decoder
-            _ = probe.feed(UnsafeRawBufferPointer(start: start, count: available)) { _ in }
-            if case .done = probe.progress { return true }
-            return false
+            return chunksEnd(decoder, in: input)
         }
+    }
+
+    /// Whether the input holds the last chunk of a body `decoder` has read so far (a copy of
+    /// it is tried on what is buffered; the input is not consumed).
+    private static func chunksEnd(_ decoder: RequestParser.ChunkedDecoder, in input: OpaquePointer) -> Bool {
+        let available = evbuffer_get_length(input)
+        guard available > 0, let start = evbuffer_pullup(input, -1) else { return false }
+        var probe = decoder
+        _ = probe.feed(UnsafeRawBufferPointer(start: start, count: available)) { _ in }
+        if case .done = probe.progress { return true }
+        return false
     }
 
     /// The same for a body read whole before the handler sees it.
     private static func bodyIsBuffered(for head: RequestParser.Head, chunked: RequestParser.ChunkedDecoder?, in input: OpaquePointer) -> Bool {
-        let available = evbuffer_get_length(input)
-        if let chunked {
-            guard available > 0, let start = evbuffer_pullup(input, -1) else { return false }
-            var probe = chunked
-            _ = probe.feed(UnsafeRawBufferPointer(start: start, count: available)) { _ in }
-            if case .done = probe.progress { return true }
-            return false
-        }
-        return available >= head.contentLength ?? 0
+        if let chunked { return chunksEnd(chunked, in: input) }
+        return evbuffer_get_length(input) >= head.contentLength ?? 0
     }
 
     /// Once the client has sent all it will (`inputEnded`) and nothing it sent waits for an

@@ -108,14 +108,6 @@ struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "token", abstract: "Manage client tokens.",
                                                     subcommands: [Add.self, List.self, Revoke.self])
 
-    /// `--clients-file`, else the clients file the configuration names (the installed one's
-    /// when it exists), else the default.
-    /// A configuration that cannot be read is an error here, not a fall back to the default
-    /// file: a token written where the proxy does not look would silently not work.
-    static func path(_ option: String?, config: String?) async throws -> String {
-        if let option { return option }
-        return try await loadSettings(config).clientsFile
-    }
 
     static let reloadHint = "a running proxy takes it on reload (systemctl reload pixxel-proxy, or SIGHUP)"
 
@@ -132,14 +124,10 @@ struct TokenCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The clients and their scopes (never a token or its hash).")
 
-        @Option(name: .customLong("clients-file"), help: "Clients file (default: auth.clients_file of the configuration).")
-        var clientsFile: String?
-
-        @Option(help: "Configuration file naming the clients file (default \(SettingsLoader.installedConfigFile), else \(SettingsLoader.checkoutConfigFile)).")
-        var config: String?
+        @OptionGroup var file: ClientsFileOptions
 
         func run() async throws {
-            let path = try await TokenCommand.path(clientsFile, config: config)
+            let path = try await file.path()
             try TokenCommand.reportingFailure {
                 for client in try ClientsFileWriter.list(path: path) { print("\(client.name)\t\(client.scopes)") }
             }
@@ -152,14 +140,10 @@ struct TokenCommand: AsyncParsableCommand {
         @Argument(help: "The client's name.")
         var name: String
 
-        @Option(name: .customLong("clients-file"), help: "Clients file (default: auth.clients_file of the configuration).")
-        var clientsFile: String?
-
-        @Option(help: "Configuration file naming the clients file (default \(SettingsLoader.installedConfigFile), else \(SettingsLoader.checkoutConfigFile)).")
-        var config: String?
+        @OptionGroup var file: ClientsFileOptions
 
         func run() async throws {
-            let path = try await TokenCommand.path(clientsFile, config: config)
+            let path = try await file.path()
             try TokenCommand.reportingFailure {
                 try ClientsFileWriter.revoke(name: name, path: path)
                 FileHandle.standardError.write(Data("pixxel-proxy: revoked client \(name) in \(path); \(TokenCommand.reloadHint)\n".utf8))
@@ -177,20 +161,33 @@ struct TokenCommand: AsyncParsableCommand {
         @Option(help: "Comma-separated scopes: read, write, admin.")
         var scopes: String
 
-        @Option(name: .customLong("clients-file"), help: "Clients file (default: auth.clients_file of the configuration).")
-        var clientsFile: String?
-
-        @Option(help: "Configuration file naming the clients file (default \(SettingsLoader.installedConfigFile), else \(SettingsLoader.checkoutConfigFile)).")
-        var config: String?
+        @OptionGroup var file: ClientsFileOptions
 
         func run() async throws {
-            let path = try await TokenCommand.path(clientsFile, config: config)
+            let path = try await file.path()
             try TokenCommand.reportingFailure {
                 let token = try ClientsFileWriter.add(name: name, scopesText: scopes, path: path)
                 print(token)
                 FileHandle.standardError.write(Data("pixxel-proxy: added client \(name) to \(path); the token above is shown only once; \(TokenCommand.reloadHint)\n".utf8))
             }
         }
+    }
+}
+
+/// Which clients file a `token` subcommand works on.
+struct ClientsFileOptions: ParsableArguments {
+    @Option(name: .customLong("clients-file"), help: "Clients file (default: auth.clients_file of the configuration).")
+    var clientsFile: String?
+
+    @Option(help: "Configuration file naming the clients file (default \(SettingsLoader.installedConfigFile), else \(SettingsLoader.checkoutConfigFile)).")
+    var config: String?
+
+    /// `--clients-file`, else the clients file the configuration names (the installed one's
+    /// when it exists). A configuration that cannot be read is an error here, not a fall back
+    /// to the default file: a token written where the proxy does not look would silently not work.
+    func path() async throws -> String {
+        if let clientsFile { return clientsFile }
+        return try await loadSettings(config).clientsFile
     }
 }
 
