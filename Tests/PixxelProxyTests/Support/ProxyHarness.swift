@@ -69,6 +69,10 @@ final class ProxyHarness: @unchecked Sendable {
         settings.clientsFile = clientsFile
         settings.cacheDirectory = directory.path + "/cache"
         settings.upstreamTimeoutSeconds = 10
+        // A test's client can go unscheduled for longer than the 30 s default on two loaded
+        // cores (a starved test thread once left a 5 MB answer unread past it, and the write
+        // timeout rightly cut it off). A test about the timeout sets its own.
+        settings.listenTimeoutSeconds = 300
         // Unlimited unless a test is about the budget: many tests make hundreds of calls.
         settings.upstreamRequestsPerSecond = 0
         // No stale serving unless a test is about it: freshness tests expect a refetch.
