@@ -2,6 +2,9 @@
 # they install what is missing first (scripts/install-deps.sh).
 SHELL := /bin/bash
 SWIFT ?= swift
+# The commit the binaries record for pixxel_proxy_build_info (Package.swift reads it).
+PIXXEL_PROXY_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+export PIXXEL_PROXY_COMMIT
 
 .PHONY: deps build release run test bench soak fuzz install deb clean
 

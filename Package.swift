@@ -1,5 +1,12 @@
 // swift-tools-version: 6.2
 import PackageDescription
+import class Foundation.ProcessInfo
+
+// The commit a build records for `pixxel_proxy_build_info` (deploy/build-deb.sh and
+// deploy/install.sh set PIXXEL_PROXY_COMMIT from git); hex digits only, else none.
+let buildCommit = ProcessInfo.processInfo.environment["PIXXEL_PROXY_COMMIT"].flatMap { commit in
+    !commit.isEmpty && commit.count <= 40 && commit.allSatisfy(\.isHexDigit) ? commit.lowercased() : nil
+}
 
 // Module layout (dependencies point down; see ARCHITECTURE in README.md):
 //   pixxel-proxy (CLI) -> ProxyServer -> ResponseCache -> SharedTier (Redis through hiredis) -> Upstream -> EventHTTP -> CLibevent
@@ -31,6 +38,7 @@ let package = Package(
             providers: [.apt(["libevent-dev", "libssl-dev"])]
         ),
         .target(name: "EventHTTP", dependencies: ["CLibevent"]),
+        .target(name: "BuildStamp", cSettings: buildCommit.map { [.define("PIXXEL_PROXY_COMMIT", to: $0)] } ?? []),
         .target(name: "Upstream", dependencies: ["EventHTTP"]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CacheInvalidation"),
@@ -54,7 +62,7 @@ let package = Package(
         .target(
             name: "ProxyServer",
             dependencies: [
-                "EventHTTP", "Upstream", "ProxyConfig", "JobCache", "CacheInvalidation", "ResponseCache", "SharedTier",
+                "BuildStamp", "EventHTTP", "Upstream", "ProxyConfig", "JobCache", "CacheInvalidation", "ResponseCache", "SharedTier",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

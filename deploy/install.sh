@@ -19,6 +19,8 @@ fi
 BIN=${BIN:-}
 if [ -z "$BIN" ]; then
     scripts/install-deps.sh
+    # The commit the binary records for pixxel_proxy_build_info (Package.swift reads it).
+    export PIXXEL_PROXY_COMMIT=${PIXXEL_PROXY_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || true)}
     swift build -c release --product pixxel-proxy
     BIN=.build/release/pixxel-proxy
 fi

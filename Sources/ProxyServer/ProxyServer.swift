@@ -196,7 +196,7 @@ public final class ProxyServer: @unchecked Sendable {
             ])
         }
         logger.info("listening", metadata: [
-            "version": "\(ProxyVersion.string)",
+            "version": "\(ProxyVersion.string)", "commit": "\(ProxyVersion.commit)",
             "descriptor_limit": "\(descriptors.map(String.init) ?? "unknown")",
             "address": "\(settings.listenHost):\(port)", "upstream": "\(settings.upstreamURL)",
             "clients": "\(authenticator.clients.count)", "api_key": "\(settings.upstreamAPIKey == nil ? "none" : "set")",

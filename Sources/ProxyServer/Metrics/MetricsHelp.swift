@@ -51,7 +51,7 @@ enum MetricsHelp {
         "pixxel_proxy_shared_redis_errors_total": "Redis commands that failed.",
         "pixxel_proxy_shared_redis_disconnects_total": "Connections to Redis lost.",
         "pixxel_proxy_shared_learnings_incomplete_total": "Lists whose jobs' newer versions could not all be read from Redis.",
-        "pixxel_proxy_build_info": "The running build: its version (the commit label is unknown: the build does not record it yet).",
+        "pixxel_proxy_build_info": "The running build: its version and the commit it was built from (unknown when the build was not told: a build outside make, the package and the install script).",
         "process_cpu_seconds_total": "User and system CPU time spent, in seconds.",
         "process_resident_memory_bytes": "Resident memory size, in bytes.",
         "process_virtual_memory_bytes": "Virtual memory size, in bytes.",

@@ -45,6 +45,6 @@ extension ProxyServer {
                 ("pixxel_proxy_health", [], Double(healthVerdict().state.rawValue)),
                 ("pixxel_proxy_ready", [], readiness.ready ? 1 : 0),
             // Only with a shared tier: 0 on an instance without Redis would read as Redis down.
-            ] + (shared == nil ? [] : [("pixxel_proxy_shared_up", [], sharedUpGauge)])) + MetricsHelp.processText(version: ProxyVersion.string, commit: "unknown", descriptorLimit: DescriptorLimit.current() ?? descriptorLimit)
+            ] + (shared == nil ? [] : [("pixxel_proxy_shared_up", [], sharedUpGauge)])) + MetricsHelp.processText(version: ProxyVersion.string, commit: ProxyVersion.commit, descriptorLimit: DescriptorLimit.current() ?? descriptorLimit)
     }
 }

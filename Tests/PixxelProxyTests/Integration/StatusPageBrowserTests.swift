@@ -1,5 +1,8 @@
 import Foundation
+@testable import JobCache
 import PixxelSim
+@testable import ProxyServer
+@testable import ResponseCache
 import Testing
 
 /// The status page in a real browser. The real `pixxel-proxy` fronts the simulator, a scripted
@@ -12,6 +15,7 @@ import Testing
     static let screenshot = ShippedConfigTests.repository + "/.build/status-page/status-page.png"
     static let outageScreenshot = ShippedConfigTests.repository + "/.build/status-page/status-page-outage.png"
     static let redisDownScreenshot = ShippedConfigTests.repository + "/.build/status-page/status-page-redis-down.png"
+    static let diskFullScreenshot = ShippedConfigTests.repository + "/.build/status-page/status-page-disk-full.png"
 
     @Test func aPersonSignsInAndSeesWhatTheStatsSay() async throws {
         let (sim, simPort) = try startSimulator()
@@ -105,6 +109,40 @@ import Testing
             .flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }, "no report: \(run.output)")
         #expect(run.status == 0 && report["ok"] as? Bool == true, "\(report["error"] ?? run.output)")
         print("status page screenshot: \(Self.redisDownScreenshot)")
+    }
+
+    /// With the disk under the store full, the page leads with a failing verdict that names it
+    /// (it showed nothing of the store before). The store's page limit (SQLite's
+    /// max_page_count) makes its writes fail with SQLITE_FULL, the error a full filesystem
+    /// gives; `scripts/status-page-disk-full.sh` shows the same on a real 1 MB tmpfs as root.
+    @Test func withTheDiskFullThePageLeadsWithAFailingVerdictSayingSo() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let directory = TemporaryDirectory()
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.cacheDirectory = directory.path + "/cache" }
+        let workflow = sim.workflowIDs[0]
+        let list = try #require(try proxy.get("/v0/workflows/\(workflow)/jobs", token: proxy.readToken).json?["jobs"] as? [[String: Any]])
+        let disk = try #require(proxy.server.cache.disk)
+        disk.flush()
+        disk.limitPages(1)
+        for job in list.prefix(5) {
+            #expect(try proxy.get("/v0/workflows/\(workflow)/jobs/\(job["id"] as? String ?? "")", token: proxy.readToken).status == 200)
+        }
+        disk.flush()
+        // One admin token types into the page and checks its figures: both are the client "admin".
+        let adminToken = directory.file("admin.token", proxy.adminToken)
+        let run = try runProcess(try RequiredTool.node.require(), [
+            ShippedConfigTests.repository + "/Tests/StatusPageBrowser/check-status-page.mjs",
+            "--url", "http://127.0.0.1:\(proxy.port)", "--token-file", adminToken, "--check-token-file", adminToken,
+            "--screenshot", Self.diskFullScreenshot, "--chromium", try RequiredTool.chromium.require(),
+            "--polling-clients", "admin", "--timeout", "90",
+            "--expect-verdict", "FAILING", "--expect-reason", "writes to the cache store fail (disk full)",
+        ])
+        let report = try #require(run.output.firstRange(of: "{\n").map { run.output[$0.lowerBound...] }
+            .flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }, "no report: \(run.output)")
+        #expect(run.status == 0 && report["ok"] as? Bool == true, "\(report["error"] ?? run.output)")
+        print("status page screenshot: \(Self.diskFullScreenshot)")
+        await proxy.stop()
     }
 
     /// A token pasted with a character a header cannot carry (a zero-width space, which rich
