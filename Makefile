@@ -2,9 +2,10 @@
 # they install what is missing first (scripts/install-deps.sh).
 SHELL := /bin/bash
 SWIFT ?= swift
-# The commit the binaries record for pixxel_proxy_build_info (Package.swift reads it).
-PIXXEL_PROXY_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
-export PIXXEL_PROXY_COMMIT
+# The commit the binaries record for pixxel_proxy_build_info (Package.swift reads it). Not named
+# PIXXEL_PROXY_*: the proxy refuses unknown variables of its own prefix, and make run passes this on.
+PIXXEL_BUILD_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+export PIXXEL_BUILD_COMMIT
 
 .PHONY: deps build release run test bench soak fuzz install deb clean
 

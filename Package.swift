@@ -3,8 +3,8 @@ import PackageDescription
 import class Foundation.ProcessInfo
 
 // The commit a build records for `pixxel_proxy_build_info` (deploy/build-deb.sh and
-// deploy/install.sh set PIXXEL_PROXY_COMMIT from git); hex digits only, else none.
-let buildCommit = ProcessInfo.processInfo.environment["PIXXEL_PROXY_COMMIT"].flatMap { commit in
+// deploy/install.sh set PIXXEL_BUILD_COMMIT from git); hex digits only, else none.
+let buildCommit = ProcessInfo.processInfo.environment["PIXXEL_BUILD_COMMIT"].flatMap { commit in
     !commit.isEmpty && commit.count <= 40 && commit.allSatisfy(\.isHexDigit) ? commit.lowercased() : nil
 }
 
@@ -38,7 +38,7 @@ let package = Package(
             providers: [.apt(["libevent-dev", "libssl-dev"])]
         ),
         .target(name: "EventHTTP", dependencies: ["CLibevent"]),
-        .target(name: "BuildStamp", cSettings: buildCommit.map { [.define("PIXXEL_PROXY_COMMIT", to: $0)] } ?? []),
+        .target(name: "BuildStamp", cSettings: buildCommit.map { [.define("PIXXEL_BUILD_COMMIT", to: $0)] } ?? []),
         .target(name: "Upstream", dependencies: ["EventHTTP"]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CacheInvalidation"),

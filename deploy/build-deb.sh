@@ -28,7 +28,7 @@ done
 if [ -z "$binary" ]; then
     scripts/install-deps.sh
     # The commit the binary records for pixxel_proxy_build_info (Package.swift reads it).
-    export PIXXEL_PROXY_COMMIT=${PIXXEL_PROXY_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || true)}
+    export PIXXEL_BUILD_COMMIT=${PIXXEL_BUILD_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || true)}
     # Full RELRO and immediate binding, as Debian builds its own binaries (lintian: hardening).
     swift build -c release --static-swift-stdlib -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now --product pixxel-proxy >&2
     binary=.build/release/pixxel-proxy

@@ -20,7 +20,7 @@ BIN=${BIN:-}
 if [ -z "$BIN" ]; then
     scripts/install-deps.sh
     # The commit the binary records for pixxel_proxy_build_info (Package.swift reads it).
-    export PIXXEL_PROXY_COMMIT=${PIXXEL_PROXY_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || true)}
+    export PIXXEL_BUILD_COMMIT=${PIXXEL_BUILD_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || true)}
     swift build -c release --product pixxel-proxy
     BIN=.build/release/pixxel-proxy
 fi

@@ -39,7 +39,7 @@ import Testing
         #expect(Set(typed).count == typed.count, "one TYPE per metric")
         // The commit the build was told: make exports it from git (so under `make test` this is
         // HEAD's); a bare `swift build` is told nothing.
-        let told = ProcessInfo.processInfo.environment["PIXXEL_PROXY_COMMIT"].flatMap { $0.isEmpty ? nil : $0.lowercased() }
+        let told = ProcessInfo.processInfo.environment["PIXXEL_BUILD_COMMIT"].flatMap { $0.isEmpty ? nil : $0.lowercased() }
         #expect(lines.contains("pixxel_proxy_build_info{version=\"0.1.0\",commit=\"\(told ?? "unknown")\"} 1"),
                 "\(lines.filter { $0.hasPrefix("pixxel_proxy_build_info") }), told \(told ?? "nothing")")
         let samples = Self.samples(text)
