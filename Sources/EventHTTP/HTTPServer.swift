@@ -76,6 +76,7 @@ public final class HTTPServer {
     }
 
     deinit {
+        readScratch.deallocate()
         for listener in listeners { evconnlistener_free(listener) }
         for connection in connections.values { connection.close() }
     }
@@ -270,6 +271,11 @@ public final class HTTPServer {
 
     /// One buffer for assembling answer heads, lent out and given back.
     private var headBuffer = LentBuffer()
+    /// Where a connection with nothing buffered reads (`ServerConnection.readable`): requests
+    /// that arrive whole are parsed from here and only a remainder is copied into the
+    /// connection's input, so a kept-alive hit allocates no input buffer. One per server: the
+    /// loop reads one connection at a time.
+    let readScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: ServerConnection.readSize, alignment: 16)
 
     func takeHeadBuffer() -> [UInt8] { headBuffer.take() }
 

@@ -14,6 +14,10 @@ final class ServerConnection {
     private let limits: ServerLimits
     /// A head whose body is still arriving, and its chunked body decoded so far.
     private var pendingHead: RequestParser.Head?
+    /// The head parsed last, taken again when the client sends the same bytes (a poller).
+    private var lastHead = RepeatedHead()
+    /// The last request, answered and held by nobody else: the next one reuses it.
+    private var spareRequest: ServerRequest?
     /// What the admission of the pending request decided (`HTTPServer.admitHead`), for its handler.
     private var pendingDecision: AnyObject?
     private var chunkedBody: RequestParser.ChunkedDecoder?
@@ -119,6 +123,7 @@ final class ServerConnection {
             return close()
         }
         let input = bufferevent_get_input(bufferEvent)!
+        if evbuffer_get_length(input) == 0, readsDirectly, let server { return readDirectly(into: server.readScratch, input: input) }
         let room = inputLimit - evbuffer_get_length(input)
         guard room > 0 else { return updateReading() }
         // The bufferevent keeps its input's end frozen except while it reads itself.
@@ -138,6 +143,56 @@ final class ServerConnection {
         if received == 0 { return inputEnded() }
         guard received > 0 else { return }
         processInput()
+    }
+
+    /// Whether requests that arrive whole may be taken straight from the read (nothing is
+    /// buffered, waited on, or being answered).
+    private var readsDirectly: Bool {
+        guard !processing, !awaitingAnswer, !closeAfterFlush, pendingHead == nil, bodyStream == nil, responseStream == nil,
+              let bufferEvent else { return false }
+        return evbuffer_get_length(bufferevent_get_output(bufferEvent)) <= Self.outputHighWater
+    }
+
+    /// One recv into the server's scratch space; the bodiless requests it holds whole are
+    /// dispatched from there, the rest (a partial head, a body, requests after a miss) goes
+    /// into the input for `processInput`, as any read does.
+    private func readDirectly(into scratch: UnsafeMutableRawBufferPointer, input: OpaquePointer) {
+        guard let bufferEvent else { return }
+        let received = recv(bufferevent_getfd(bufferEvent), scratch.baseAddress, min(scratch.count, inputLimit), 0)
+        if received < 0 {
+            if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return }
+            return close()  // a reset or an error: the client is gone
+        }
+        if received == 0 { return inputEnded() }
+        var taken = 0
+        processing = true
+        while taken < received, self.bufferEvent != nil, readsDirectlyAgain {
+            guard case .complete(let head, let length) = parseHead(UnsafeRawBufferPointer(rebasing: scratch[taken..<received])),
+                  !head.hasBody else { break }
+            taken += length
+            dispatch(head, body: [])
+        }
+        processing = false
+        if taken < received, self.bufferEvent != nil {
+            evbuffer_unfreeze(input, 0)
+            _ = evbuffer_add(input, scratch.baseAddress! + taken, received - taken)
+            evbuffer_freeze(input, 0)
+        }
+        processInput()
+    }
+
+    /// `readsDirectly` between requests of one read (`processing` is set meanwhile).
+    private var readsDirectlyAgain: Bool {
+        guard !awaitingAnswer, !closeAfterFlush, let bufferEvent else { return false }
+        return evbuffer_get_length(bufferevent_get_output(bufferEvent)) <= Self.outputHighWater
+    }
+
+    /// A head from the start of `bytes`: the last one again when the client repeats its bytes.
+    private func parseHead(_ bytes: UnsafeRawBufferPointer) -> RequestParser.HeadResult {
+        if let repeated = lastHead.match(bytes) { return .complete(repeated.head, length: repeated.length) }
+        let parsed = RequestParser.parseHead(bytes, maxHeadBytes: limits.maxHeaderBytes)
+        if case .complete(let head, let length) = parsed { lastHead.remember(head, parsedFrom: bytes, length: length) }
+        return parsed
     }
 
     /// The client shut its sending side (a FIN on a plain socket). After a complete request that
@@ -264,6 +319,7 @@ final class ServerConnection {
             event_free(reader)
         }
         bufferevent_free(bufferEvent)
+        spareRequest = nil
         withExtendedLifetime(self) {
             let lost = unflushedAnswers
             unflushedAnswers = 0
@@ -344,7 +400,7 @@ final class ServerConnection {
             }
             let length = min(available, limits.maxHeaderBytes + 1)
             guard let start = evbuffer_pullup(input, length) else { return }
-            switch RequestParser.parseHead(UnsafeRawBufferPointer(start: start, count: length), maxHeadBytes: limits.maxHeaderBytes) {
+            switch parseHead(UnsafeRawBufferPointer(start: start, count: length)) {
             case .incomplete:
                 return overdue(now)
             case .invalid(let status, let message):
@@ -614,12 +670,22 @@ final class ServerConnection {
         requestDeadline = nil
         guard let server else { return }
         streamedAnswerCloses = false
-        let request = ServerRequest(head: head, body: body, bodyStream: bodyStream, peer: peer, admission: pendingDecision,
+        var request: ServerRequest
+        if let spare = spareRequest {
+            spareRequest = nil
+            spare.reuse(head: head, body: body, bodyStream: bodyStream, peer: peer, admission: pendingDecision, connection: self, server: server)
+            request = spare
+        } else {
+            request = ServerRequest(head: head, body: body, bodyStream: bodyStream, peer: peer, admission: pendingDecision,
                                     connection: self, server: server)
+        }
         pendingDecision = nil
         current = request
         awaitingAnswer = true
         server.dispatch(request)
+        // Answered at once (a hit) and kept by nobody: the next request takes this object. One
+        // that carried a body is let go rather than holding the body until then.
+        if request.isAnswered, body.isEmpty, bodyStream == nil, isKnownUniquelyReferenced(&request) { spareRequest = request }
     }
 
     /// Writes an answer (head bytes, then the body) and reads on unless the exchange ends the

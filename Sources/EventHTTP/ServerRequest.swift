@@ -9,32 +9,53 @@ public final class ServerRequest {
     private var answered = false
 
     /// The method; `nil` for one this server does not know (answer it 405).
-    public let knownMethod: HTTPMethod?
+    public private(set) var knownMethod: HTTPMethod?
     /// The method, or GET for an unknown one (check `knownMethod` first).
     public var method: HTTPMethod { knownMethod ?? .get }
     /// The request target as sent: path and query, percent-encoding untouched.
-    public let uri: String
-    public let headers: HTTPHeaders
+    public private(set) var uri: String
+    public private(set) var headers: HTTPHeaders
     /// The request body (bounded by `ServerLimits.maxBodyBytes`); empty when it is streamed.
-    public let body: [UInt8]
+    public private(set) var body: [UInt8]
     /// The body, when the server streams it (`HTTPServer.bodyReading`): read it from here.
-    public let bodyStream: RequestBodyStream?
+    public private(set) var bodyStream: RequestBodyStream?
     /// The HTTP minor version the client spoke.
     public var httpMinorVersion: Int { minorVersion }
     /// The client's address, for logs.
-    public let peer: String
-    private let minorVersion: Int
-    private let keepAlive: Bool
+    public private(set) var peer: String
+    private var minorVersion: Int
+    private var keepAlive: Bool
     /// Set when the client's connection closed before the answer.
     public private(set) var isClientGone = false
     /// Called once if the client's connection closes before the answer.
     public var onClientGone: (() -> Void)?
     /// What the server's admission decided from the head (`HTTPServer.admitHead`; nil for a
     /// request without a body, which is not admitted apart).
-    public let admission: AnyObject?
+    public private(set) var admission: AnyObject?
 
     init(head: RequestParser.Head, body: [UInt8], bodyStream: RequestBodyStream?, peer: String, admission: AnyObject?,
          connection: ServerConnection, server: HTTPServer) {
+        self.admission = admission
+        knownMethod = head.knownMethod
+        uri = head.target
+        headers = head.headers
+        self.body = body
+        self.bodyStream = bodyStream
+        self.peer = peer
+        minorVersion = head.minorVersion
+        keepAlive = head.keepAlive
+        self.connection = connection
+        self.server = server
+    }
+
+    /// Makes this answered request, which nothing else holds, the connection's next one: a
+    /// hit then allocates no request object (the connection checks it is answered and unshared).
+    func reuse(head: RequestParser.Head, body: [UInt8], bodyStream: RequestBodyStream?, peer: String, admission: AnyObject?,
+               connection: ServerConnection, server: HTTPServer) {
+        precondition(answered, "only an answered request is reused")
+        answered = false
+        isClientGone = false
+        onClientGone = nil
         self.admission = admission
         knownMethod = head.knownMethod
         uri = head.target
