@@ -9,9 +9,11 @@ cd "$(dirname "$0")/.."
 DESTDIR=${DESTDIR:-}
 PREFIX=${PREFIX:-/usr/local}
 # Beside the Debian package, this would put a second binary in /usr/local/bin and a unit in
-# /etc/systemd/system that shadows the package's: refuse, and say what to do instead.
-if command -v dpkg-query >/dev/null 2>&1 \
-    && [ "$(dpkg-query -W -f '${Status}' pixxel-proxy 2>/dev/null || true)" = "install ok installed" ]; then
+# /etc/systemd/system that shadows the package's: refuse, and say what to do instead. Any
+# state with files on disk counts (held, half-configured, unpacked), not "install ok installed"
+# alone; only none at all, or the configuration files a removal keeps, let it through.
+package_state=$(command -v dpkg-query >/dev/null 2>&1 && dpkg-query -W -f '${db:Status-Status}' pixxel-proxy 2>/dev/null || true)
+if [ -n "$package_state" ] && [ "$package_state" != "not-installed" ] && [ "$package_state" != "config-files" ]; then
     echo "install.sh: the pixxel-proxy Debian package is installed; upgrade it with a newer .deb instead." >&2
     echo "  For the Redis drop-in: cp /usr/share/doc/pixxel-proxy/examples/redis.conf /etc/systemd/system/pixxel-proxy.service.d/" >&2
     exit 1

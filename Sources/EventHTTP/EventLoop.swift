@@ -123,9 +123,12 @@ public final class LoopTimer {
     private var event: OpaquePointer?
     private var action: (() -> Void)?
     private var armedSelf: Unmanaged<LoopTimer>?
+    /// The event base outlives the event (as `SignalHandler`'s).
+    private let loop: EventLoop
 
     init(loop: EventLoop, action: @escaping () -> Void) {
         self.action = action
+        self.loop = loop
         event = event_new(loop.base, -1, 0, { _, _, context in
             Unmanaged<LoopTimer>.fromOpaque(context!).takeUnretainedValue().fire()
         }, Unmanaged.passUnretained(self).toOpaque())
@@ -164,9 +167,14 @@ public final class LoopTimer {
 public final class SignalHandler {
     private var event: OpaquePointer?
     private let action: () -> Void
+    /// Held so that the loop's event base outlives the event: an owner that released its loop
+    /// before its handlers (stored properties go in declaration order) had `event_del` lock
+    /// a freed base, and a stopping proxy hung in its deinit (found by a hung test run).
+    private let loop: EventLoop
 
     init(loop: EventLoop, signal: Int32, action: @escaping () -> Void) {
         self.action = action
+        self.loop = loop
         event = event_new(loop.base, signal, Int16(EV_SIGNAL | EV_PERSIST), { _, _, context in
             Unmanaged<SignalHandler>.fromOpaque(context!).takeUnretainedValue().action()
         }, Unmanaged.passUnretained(self).toOpaque())

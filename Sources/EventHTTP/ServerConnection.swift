@@ -277,13 +277,27 @@ final class ServerConnection {
     /// its FIN and no request follows this one in the input.
     var answersLastRequest: Bool {
         guard clientFinished, let bufferEvent else { return false }
-        return evbuffer_get_length(bufferevent_get_input(bufferEvent)) == 0
+        let input = bufferevent_get_input(bufferEvent)!
+        let available = evbuffer_get_length(input)
+        guard available > 0 else { return true }
+        // What follows in the input can never grow: a request cut short there is never
+        // answered, so this answer is the last (found by review: it went without
+        // `Connection: close` before a half-sent head, and the connection ended after it).
+        let length = min(available, limits.maxHeaderBytes + 1)
+        guard let start = evbuffer_pullup(input, length) else { return true }
+        switch RequestParser.parseHead(UnsafeRawBufferPointer(start: start, count: length), maxHeadBytes: limits.maxHeaderBytes) {
+        case .incomplete: return true
+        case .invalid: return false  // answered in turn, with its own refusal
+        case .complete(let head, let headLength):
+            guard let declared = head.contentLength, !head.isChunked else { return false }
+            return available - headLength < declared
+        }
     }
 
     /// One read takes up to this much (libevent's own reads take 4 KiB): with libevent's chain
     /// header, one 16 KiB allocation. Found by review: 64 KiB reserved 128 KiB of address
     /// space for every connection with a byte of input waiting.
-    private static let readSize = (16 << 10) - 128
+    static let readSize = (16 << 10) - 128
 
     /// Keeps the read event added while reading is wanted and the input has room, as the
     /// bufferevent's read watermark did: a full input stops reading until requests are taken.

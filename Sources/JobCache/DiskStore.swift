@@ -451,13 +451,49 @@ public final class DiskStore: @unchecked Sendable {
                 counters.withLock { $0.failures += 1 }
                 writeErrorCounts.withLock { $0[failure.reason, default: 0] += 1 }
                 lastFailure.withLock { $0 = (Date().timeIntervalSince1970, failure.reason) }
-                if healthy.withLock({ was in defer { was = false }; return was }) { onWriteStateChange.withLock { $0 }?(failure) }
+                if healthy.withLock({ was in defer { was = false }; return was }) {
+                    onWriteStateChange.withLock { $0 }?(failure)
+                    scheduleProbe()
+                }
                 if failure.isCorruption { markCorrupt(failure) }
             }
             pending.withLock { $0 -= 1 }
             always?()
         }
     }
+
+    /// While writes fail, a small write of its own every half recovery time (on the writer
+    /// queue, not counted as a write): a store nobody writes to (an instance out of its load
+    /// balancer's rotation for the 503 this causes, or one answering every hit from memory)
+    /// still sees space come back. A corrupt store is not probed: the next start moves it aside.
+    private func scheduleProbe() {
+        writeQueue.asyncAfter(deadline: .now() + max(0.05, recoverySeconds / 2)) { [weak self] in
+            guard let self, !isHealthy, corruptionFound.withLock({ $0 }) == nil else { return }
+            let worked = (try? probe(writer)) != nil
+            let quietSince = lastFailure.withLock { $0.map { Date().timeIntervalSince1970 - $0.at } } ?? .infinity
+            if worked, quietSince >= recoverySeconds, healthy.withLock({ was in defer { was = true }; return !was }) {
+                onWriteStateChange.withLock { $0 }?(nil)
+            } else {
+                scheduleProbe()
+            }
+        }
+    }
+
+    /// A write that needs new pages (64 KiB), undone at once, and room on the file system
+    /// beyond it: a rewrite of pages the file has can work on a disk that is still full.
+    private func probe(_ connection: SQLiteConnection) throws {
+        var space = statvfs()
+        if statvfs((path as NSString).deletingLastPathComponent, &space) == 0,
+           Int(space.f_bavail) * Int(space.f_frsize) < Self.probeFreeBytes {
+            throw Failure(description: "cache store: the file system is still full", code: SQLITE_FULL)
+        }
+        try connection.execute("CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, filler BLOB)")
+        try connection.execute("INSERT INTO store_probe (filler) VALUES (zeroblob(\(Self.probeFreeBytes / 4)))")
+        try connection.execute("DELETE FROM store_probe")
+    }
+
+    /// Room the probe wants free on the file system.
+    static let probeFreeBytes = 256 << 10
 
     /// Counts bytes and entries afresh (at open and after a purge; writes keep them current).
     private func refreshByteTotal(_ connection: SQLiteConnection) {

@@ -20,11 +20,27 @@ public enum OSReason {
             case NSFileReadNoPermissionError, NSFileWriteNoPermissionError: return text(EACCES)
             case NSFileWriteOutOfSpaceError: return text(ENOSPC)
             case NSFileWriteVolumeReadOnlyError: return text(EROFS)
-            case NSFileReadInapplicableStringEncodingError: return "not UTF-8 text"
+            // 259 is what a UTF-8 read of a file with a Latin-1 byte gives (found by review).
+            case NSFileReadInapplicableStringEncodingError, NSFileReadCorruptFileError: return "not UTF-8 text"
+            case NSFileReadTooLargeError: return "too large to read"
             default: break
             }
         }
-        return ns.localizedDescription
+        // Never a Foundation domain and code: the error's own words, else a plain "unreadable".
+        return ns.domain == NSCocoaErrorDomain ? "cannot be read (error \(ns.code))" : ns.localizedDescription
+    }
+
+    /// Why `path` cannot be read, asked of the OS afresh: FileManager's nil says nothing, and
+    /// errno after it may be stale (found by review: "cannot read DIR (success)").
+    public static func unreadable(_ path: String) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return text(errno) }
+        defer { close(fd) }
+        var info = stat()
+        if fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFDIR { return "is a directory" }
+        var byte: UInt8 = 0
+        if read(fd, &byte, 1) < 0 { return text(errno) }
+        return "cannot be read"
     }
 
     /// `strerror`, lower-cased as it reads mid-sentence.

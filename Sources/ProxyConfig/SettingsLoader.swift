@@ -127,8 +127,13 @@ public enum SettingsLoader {
             return try nonEmpty(key, origin: "PIXXEL_API_KEY", key: "upstream.api_key")
         }
         if case .scalar(let file)? = values["upstream.api_key_file"] {
-            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
-                throw SettingsError(key: "upstream.api_key_file", "cannot read \(file)")
+            guard let data = FileManager.default.contents(atPath: file) else {
+                let error = SettingsError(key: "upstream.api_key_file", "cannot read \(file) (\(OSReason.unreadable(file)))")
+                throw environment[SettingsParser.environmentName(of: "upstream.api_key_file")] != nil ? error : error.placed(configFile)
+            }
+            guard let text = String(data: data, encoding: .utf8) else {
+                let error = SettingsError(key: "upstream.api_key_file", "\(file) is not UTF-8 text")
+                throw environment[SettingsParser.environmentName(of: "upstream.api_key_file")] != nil ? error : error.placed(configFile)
             }
             return try nonEmpty(text, origin: file, key: "upstream.api_key_file")
         }

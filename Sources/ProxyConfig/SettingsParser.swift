@@ -270,7 +270,8 @@ public enum SettingsParser {
     static func seconds(_ raw: RawSetting, _ key: String, allowZero: Bool) throws(SettingsError) -> Double {
         let value = try text(raw, key, "a number of seconds")
         guard let number = Double(value), number.isFinite, number >= 0, allowZero || number > 0, number <= 315_360_000 else {
-            throw SettingsError(key: key, "expected \(allowZero ? "zero or more" : "more than zero") seconds, got \"\(value)\"")
+            // The upper bound is named too: "more than zero" for 1e300 read as a contradiction.
+            throw SettingsError(key: key, "expected \(allowZero ? "0" : "more than 0") to 315360000 seconds (ten years), got \"\(value)\"")
         }
         return number
     }

@@ -153,8 +153,7 @@ public final class ProxyServer: @unchecked Sendable {
             if settings.allowAnonymous && !exists { return [] }
             if exists {
                 // There, but not readable: creating it again is not the advice.
-                _ = access(path, R_OK)
-                throw SettingsError(key: "auth.clients_file", "cannot read \(path) (\(OSReason.text(errno)))").placed(nil)
+                throw SettingsError(key: "auth.clients_file", "cannot read \(path) (\(OSReason.unreadable(path)))").placed(nil)
             }
             throw SettingsError(key: "auth.clients_file", "\(path) does not exist; create it with `pixxel-proxy token add NAME --scopes read --clients-file \(path)`").placed(nil)
         }

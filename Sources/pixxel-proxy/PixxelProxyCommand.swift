@@ -207,7 +207,7 @@ struct StatusCommand: AsyncParsableCommand {
         let token: String
         if let tokenFile {
             guard let data = FileManager.default.contents(atPath: tokenFile) else {
-                FileHandle.standardError.write(Data("pixxel-proxy: cannot read \(tokenFile) (\(OSReason.text(errno)))\n".utf8))
+                FileHandle.standardError.write(Data("pixxel-proxy: cannot read \(tokenFile) (\(OSReason.unreadable(tokenFile)))\n".utf8))
                 throw ExitCode(66)
             }
             token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)

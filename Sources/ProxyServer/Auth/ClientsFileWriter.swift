@@ -21,6 +21,11 @@ public enum ClientsFileWriter {
             throw Failure(description: "invalid scopes \"\(scopesText)\": use a comma-separated list of read, write, admin")
         }
         var existing = ""
+        // A file there that cannot be read is not an empty one: appending to it blind wrote a
+        // second line for a name it held, and the next reload refused the file (found by review).
+        if FileManager.default.fileExists(atPath: path), FileManager.default.contents(atPath: path) == nil {
+            throw Failure(description: "cannot read \(path) (\(OSReason.unreadable(path))); a client is added only to a file that can be checked for the name")
+        }
         if let data = FileManager.default.contents(atPath: path) {
             existing = String(decoding: data, as: UTF8.self)
             switch ClientsFile.parse(existing) {
@@ -44,8 +49,7 @@ public enum ClientsFileWriter {
             throw Failure(description: "\(path) is a directory, not a clients file")
         }
         guard let data = FileManager.default.contents(atPath: path) else {
-            _ = access(path, R_OK)
-            throw Failure(description: "cannot read \(path) (\(OSReason.text(errno)))")
+            throw Failure(description: "cannot read \(path) (\(OSReason.unreadable(path)))")
         }
         switch ClientsFile.parse(String(decoding: data, as: UTF8.self)) {
         case .success(let clients): return clients
@@ -66,12 +70,13 @@ public enum ClientsFileWriter {
             guard clients.contains(where: { $0.name == name }) else {
                 throw Failure(description: "no client \(name) in \(path) (clients: \(clients.map(\.name).joined(separator: ", ")))")
             }
-            let text = String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
-            let kept = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).filter { line in
-                let content = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-                return content.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).first.map(String.init) != name
+            // Lines are kept byte for byte, line endings and all (found by review: CRLF became
+            // LF and a byte that is not UTF-8 became U+FFFD in the lines kept).
+            let bytes = [UInt8](FileManager.default.contents(atPath: path) ?? Data())
+            let kept = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).filter { line in
+                Self.clientName(onLine: line) != name
             }
-            try replaceDurably(kept.joined(separator: "\n"), at: path)
+            try replaceDurably(Array(kept.joined(separator: [UInt8(ascii: "\n")])), at: path)
         }
     }
 
@@ -105,14 +110,20 @@ public enum ClientsFileWriter {
         return try body()
     }
 
-    static func replaceDurably(_ text: String, at path: String) throws {
+    /// The name a clients-file line gives (its first field before any comment), if any.
+    static func clientName(onLine line: ArraySlice<UInt8>) -> String? {
+        let content = line.prefix { $0 != UInt8(ascii: "#") }
+        let field = content.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") || $0 == UInt8(ascii: "\r") }).first
+        return field.map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    static func replaceDurably(_ bytes: [UInt8], at path: String) throws {
         var status = stat()
         let existing = stat(path, &status) == 0
         let mode = existing ? status.st_mode & 0o7777 : 0o640
         let temporary = path + ".new-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { throw Failure(description: "cannot write \(temporary) (\(OSReason.text(errno)))") }
-        let bytes = Array(text.utf8)
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         // The owner too: a file the service reads as its own user must stay readable by it.
         if existing { _ = fchown(fd, status.st_uid, status.st_gid) }

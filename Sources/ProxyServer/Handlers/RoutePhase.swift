@@ -52,7 +52,7 @@ extension ProxyServer {
             let health = healthVerdict().publicJSON
             let readiness = readiness
             let answer: [String: Any] = readiness.ready ? ["status": "ready", "health": health] : [
-                "error": ["code": "not_ready", "message": readiness.reason ?? "not ready", "details": NSNull()] as [String: Any],
+                "error": ["code": "not_ready", "message": publicNotReadyReason, "details": NSNull()] as [String: Any],
                 "health": health,
             ]
             let body = (try? JSONSerialization.data(withJSONObject: answer, options: [.sortedKeys])) ?? Data()

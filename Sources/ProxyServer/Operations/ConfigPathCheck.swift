@@ -1,4 +1,6 @@
+import EventHTTP
 import Foundation
+import JobCache
 import ProxyConfig
 
 #if canImport(Glibc)
@@ -12,10 +14,52 @@ public enum ConfigPathCheck {
     public static func problems(_ settings: ProxySettings) -> [String] {
         var problems: [String] = []
         if let problem = directoryProblem(settings.cacheDirectory) { problems.append("cache.directory \(settings.cacheDirectory): \(problem)") }
-        if !(settings.allowAnonymous && !FileManager.default.fileExists(atPath: settings.clientsFile)), access(settings.clientsFile, R_OK) != 0 {
-            problems.append("auth.clients_file \(settings.clientsFile): cannot be read (\(String(cString: strerror(errno))))")
+        let store = settings.cacheDirectory + "/" + DiskStore.fileName
+        if isDirectory(store) { problems.append("cache.directory \(settings.cacheDirectory): its store \(DiskStore.fileName) is a directory") }
+        if !(settings.allowAnonymous && !FileManager.default.fileExists(atPath: settings.clientsFile)) {
+            if isDirectory(settings.clientsFile) {
+                problems.append("auth.clients_file \(settings.clientsFile): is a directory, not a file")
+            } else if access(settings.clientsFile, R_OK) != 0 {
+                problems.append("auth.clients_file \(settings.clientsFile): cannot be read (\(OSReason.text(errno)))")
+            }
         }
+        // Loaded as `serve` loads it: a readable file that holds no certificate passed before
+        // and stopped `serve` (found by review).
+        if let caFile = settings.upstreamCAFile, !isDirectory(caFile) {
+            do { _ = try TLSClientContext(caFile: caFile) } catch {
+                problems.append("upstream.ca_file \(caFile): OpenSSL loads no certificate from it (\(Self.openSSLReason(error)))")
+            }
+        } else if let caFile = settings.upstreamCAFile {
+            problems.append("upstream.ca_file \(caFile): is a directory, not a PEM file")
+        }
+        if let problem = listenHostProblem(settings.listenHost) { problems.append("listen.host \(settings.listenHost): \(problem)") }
         return problems
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+    }
+
+    /// OpenSSL's own words at the end of its error line ("no certificate or crl found").
+    static func openSSLReason(_ error: any Error) -> String {
+        let text = "\(error)"
+        return text.components(separatedBy: ":").last.map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : $0 } ?? text
+    }
+
+    /// Nil when `host` is a name, or an address this machine could listen on. A numeric host
+    /// is parsed as one (`999.1.1.1` passed the check and stopped `serve`); a name is left to
+    /// `serve`, as resolving it here may wait on DNS.
+    static func listenHostProblem(_ host: String) -> String? {
+        let looksNumeric = host.contains(":") || host.allSatisfy { $0.isNumber || $0 == "." }
+        guard looksNumeric else { return nil }
+        var hints = addrinfo()
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var found: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(host, nil, &hints, &found)
+        if let found { freeaddrinfo(found) }
+        return status == 0 ? nil : "not an IPv4 or IPv6 address"
     }
 
     /// Nil when `path` is a writable directory, or does not exist and its nearest existing
@@ -24,13 +68,14 @@ public enum ConfigPathCheck {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
             guard isDirectory.boolValue else { return "exists and is not a directory" }
-            return access(path, W_OK | X_OK) == 0 ? nil : "not writable (\(String(cString: strerror(errno))))"
+            return access(path, W_OK | X_OK) == 0 ? nil : "not writable (\(OSReason.text(errno)))"
         }
         var ancestor = (path as NSString).deletingLastPathComponent
         while !ancestor.isEmpty, !FileManager.default.fileExists(atPath: ancestor) {
             ancestor = (ancestor as NSString).deletingLastPathComponent
         }
         let existing = ancestor.isEmpty ? "." : ancestor
-        return access(existing, W_OK | X_OK) == 0 ? nil : "does not exist and cannot be created in \(existing) (\(String(cString: strerror(errno))))"
+        guard Self.isDirectory(existing) || existing == "." else { return "cannot be created: \(existing) is not a directory" }
+        return access(existing, W_OK | X_OK) == 0 ? nil : "does not exist and cannot be created in \(existing) (\(OSReason.text(errno)))"
     }
 }

@@ -11,6 +11,13 @@ extension ProxyServer {
         return (false, isDraining ? "draining" : storeProblem ?? "the cache store is not usable")
     }
 
+    /// Why not ready, in words anybody may read (`/readyz` is open): no path and no error text,
+    /// which `/admin/stats` and the log carry (found by review: a path reached /readyz).
+    var publicNotReadyReason: String {
+        if isDraining { return "draining" }
+        return storeProblem != nil ? "the cache store cannot be opened" : "the cache store is not usable"
+    }
+
     /// The verdict now (`HealthVerdict.decide` over what the proxy's parts report).
     func healthVerdict() -> HealthVerdict {
         var figures = HealthVerdict.Figures()

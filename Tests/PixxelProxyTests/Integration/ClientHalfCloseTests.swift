@@ -46,6 +46,22 @@ import Glibc
         await proxy.stop()
     }
 
+    /// After the FIN, a request cut short behind the one being answered never comes whole: the
+    /// answer is the last and says so (found by review: it went without `Connection: close`).
+    @Test func anAnswerBeforeAHeadCutShortByTheFinSaysConnectionClose() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        // A miss: the FIN is read while the answer waits on the upstream.
+        let bytes = try Self.sendThenShutWrite(port: proxy.port, Self.get(list, token: proxy.readToken) + Array("GET /healthz HTTP/1.1\r\nHo".utf8))
+        let reply = try RawHTTPClient.parse(bytes)
+        #expect(reply.status == 200, "\(reply.text.prefix(200))")
+        #expect(reply.header("Connection")?.lowercased() == "close", "\(reply.headers)")
+        #expect(String(decoding: bytes, as: UTF8.self).components(separatedBy: "HTTP/1.1 ").count - 1 == 1, "the cut-short request is not answered")
+        await proxy.stop()
+    }
+
     @Test func pipelinedRequestsBeforeAFinAreAllAnswered() async throws {
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }

@@ -90,4 +90,32 @@ import Glibc
         try ClientsFileWriter.revoke(name: "a", path: path)
         #expect(try ClientsFileWriter.list(path: path).map(\.name) == ["b"])
     }
+
+    /// The lines a revoke keeps are kept byte for byte: their CRLF, and a comment's byte that is
+    /// not UTF-8 (found by review: CRLF became LF and 0xFF became U+FFFD).
+    @Test func aRevokeKeepsTheOtherLinesByteForByte() throws {
+        let hash = String(repeating: "ab", count: 32)
+        let directory = TemporaryDirectory()
+        let path = directory.path + "/clients"
+        let kept = Array("# caf".utf8) + [0xFF] + Array(" comment\r\nadmin1 admin sha256:\(hash)\r\n".utf8)
+        let revoked = Array("reader read sha256:\(hash)\r\n".utf8)
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(kept + revoked)))
+        try ClientsFileWriter.revoke(name: "reader", path: path)
+        #expect(FileManager.default.contents(atPath: path).map { [UInt8]($0) } == kept)
+    }
+
+    /// A clients file that is there but cannot be read is not taken for an empty one: adding to
+    /// it blind wrote a second line for a name it held, and the next reload refused the file.
+    @Test func tokenAddRefusesAClientsFileItCannotRead() throws {
+        let directory = TemporaryDirectory()
+        // A directory: unreadable as a file even to root (a mode would not stop root).
+        let path = directory.path + "/clients"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        #expect(throws: (any Error).self) { try ClientsFileWriter.add(name: "s4", scopesText: "admin", path: path) }
+        do {
+            _ = try ClientsFileWriter.add(name: "s4", scopesText: "admin", path: path)
+        } catch {
+            #expect("\(error)".contains("cannot read \(path) (is a directory)"), "\(error)")
+        }
+    }
 }

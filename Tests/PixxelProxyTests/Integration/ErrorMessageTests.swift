@@ -16,7 +16,8 @@ import Glibc
         var description: String { name }
     }
 
-    static let foreign = ["NSCocoaErrorDomain", "Error Domain=", "unreachable(", "NSPOSIXErrorDomain", "Optional("]
+    static let foreign = ["NSCocoaErrorDomain", "Error Domain=", "unreachable(", "NSPOSIXErrorDomain", "Optional(", "(success)",
+                          "The operation could not be completed"]
 
     @Test func eachBrokenConfigurationOrPathGetsAMessageToActOn() throws {
         let directory = TemporaryDirectory()
@@ -28,6 +29,12 @@ import Glibc
         let port = directory.file("port.yaml", "listen:\n  host: 127.0.0.1\n  port: nope\n")
         let unknown = directory.file("unknown.yaml", "listen:\n  port: 8787\n  hots: 127.0.0.1\n")
         let notYAML = directory.file("broken.yaml", "listen: [\n")
+        let latin1 = directory.path + "/latin1.yaml"
+        FileManager.default.createFile(atPath: latin1, contents: Data(Array("# caf".utf8) + [0xE9] + Array("\nlisten:\n  port: 1234\n".utf8)))
+        let notACertificate = directory.file("ca.pem", "not a certificate\n")
+        let aDirectory = directory.path + "/a-directory"
+        try FileManager.default.createDirectory(atPath: aDirectory, withIntermediateDirectories: true)
+        let withClients = ["PIXXEL_PROXY_AUTH_CLIENTS_FILE": clients, "PIXXEL_PROXY_CACHE_DIRECTORY": directory.path + "/cache"]
         let cases: [Case] = [
             Case(name: "a config file that does not exist", arguments: ["check-config", "--config", "/nonexistent.yaml"], environment: [:],
                  expected: ["config file /nonexistent.yaml does not exist"]),
@@ -54,6 +61,27 @@ import Glibc
                  environment: [:], expected: ["cannot read http://127.0.0.1:9/admin/stats:", "is the proxy running"]),
             Case(name: "a token file that does not exist", arguments: ["status", "--token-file", "/nonexistent-token"], environment: [:],
                  expected: ["cannot read /nonexistent-token (no such file or directory)"]),
+            // Found by review: each of these passed check-config, or said "(success)", or a
+            // Foundation error's text, or named no bound.
+            Case(name: "a config file with a byte that is not UTF-8", arguments: ["check-config", "--config", latin1], environment: withClients,
+                 expected: ["cannot read \(latin1): not UTF-8 text"]),
+            Case(name: "a CA file that holds no certificate", arguments: ["check-config"],
+                 environment: withClients.merging(["PIXXEL_PROXY_UPSTREAM_URL": "https://127.0.0.1:9", "PIXXEL_PROXY_UPSTREAM_CA_FILE": notACertificate]) { $1 },
+                 expected: ["upstream.ca_file \(notACertificate): OpenSSL loads no certificate from it"]),
+            Case(name: "a listen host that is no address", arguments: ["check-config"],
+                 environment: withClients.merging(["PIXXEL_PROXY_LISTEN_HOST": "999.1.1.1"]) { $1 },
+                 expected: ["listen.host 999.1.1.1: not an IPv4 or IPv6 address"]),
+            Case(name: "a cache directory under a file", arguments: ["check-config"],
+                 environment: withClients.merging(["PIXXEL_PROXY_CACHE_DIRECTORY": clients + "/cache"]) { $1 },
+                 expected: ["cache.directory \(clients)/cache: cannot be created: \(clients) is not a directory"]),
+            Case(name: "a clients file that is a directory", arguments: ["check-config"],
+                 environment: withClients.merging(["PIXXEL_PROXY_AUTH_CLIENTS_FILE": aDirectory]) { $1 },
+                 expected: ["\(aDirectory) (is a directory)"]),
+            Case(name: "a token file that is a directory", arguments: ["status", "--token-file", aDirectory], environment: [:],
+                 expected: ["cannot read \(aDirectory) (is a directory)"]),
+            Case(name: "seconds past the bound", arguments: ["check-config"],
+                 environment: withClients.merging(["PIXXEL_PROXY_LISTEN_TIMEOUT_SECONDS": "1e300"]) { $1 },
+                 expected: ["expected more than 0 to 315360000 seconds (ten years), got \"1e300\""]),
         ] + (asRoot ? [] : [
             Case(name: "a clients file that cannot be read", arguments: ["check-config"], environment: ["PIXXEL_PROXY_AUTH_CLIENTS_FILE": unreadable],
                  expected: ["cannot read \(unreadable) (permission denied)"]),

@@ -21,6 +21,16 @@ import Testing
         let unit = try String(contentsOfFile: root.path + "/etc/systemd/system/pixxel-proxy.service", encoding: .utf8)
         #expect(unit.contains("ExecStartPre=/usr/local/bin/pixxel-proxy check-config --config /etc/pixxel-proxy/pixxel-proxy.yaml"))
         #expect(unit.contains("RestartPreventExitStatus=78"))
+        // RestartPreventExitStatus tests the main process only, never ExecStartPre (found by
+        // review in systemd's service.c): the start limit must be reachable at RestartSec.
+        func setting(_ name: String) -> Double? {
+            unit.split(separator: "\n").first { $0.hasPrefix(name + "=") }.flatMap { Double($0.dropFirst(name.count + 1)) }
+        }
+        let interval = try #require(setting("StartLimitIntervalSec")), burst = try #require(setting("StartLimitBurst"))
+        let restartSec = try #require(setting("RestartSec"))
+        #expect(burst * restartSec < interval, "failed starts every \(restartSec) s reach \(burst) within \(interval) s")
+        let unitSection = unit.components(separatedBy: "[Service]")[0]
+        #expect(unitSection.contains("StartLimitIntervalSec=") && unitSection.contains("StartLimitBurst="), "start limits belong in [Unit]")
         #expect(!unit.contains("Environment=PIXXEL_PROXY"), "the paths are in the configuration, not the unit")
         // As installed, pointed at this root: the configuration is accepted and says so.
         let check = try ProcessTests.run(["check-config", "--config", root.path + "/etc/pixxel-proxy/pixxel-proxy.yaml"], environment: [
@@ -30,17 +40,26 @@ import Testing
     }
 
     /// Beside the Debian package, install.sh would shadow the package's unit with its own and
-    /// put a second binary in /usr/local/bin: it refuses.
-    @Test func installRefusesWhenTheDebianPackageIsInstalled() throws {
+    /// put a second binary in /usr/local/bin: it refuses, whatever state the package's files
+    /// are in (found by review: a held or half-configured package got through); a package
+    /// removed but for its configuration files does not stand in the way.
+    @Test(arguments: [("installed", true), ("half-configured", true), ("unpacked", true), ("half-installed", true),
+                      ("config-files", false), ("not-installed", false)])
+    func installRefusesBesideTheDebianPackagesFiles(_ state: String, refused: Bool) throws {
         let root = TemporaryDirectory()
         let bin = root.path + "/fake-bin"
         try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
         let fake = bin + "/dpkg-query"
-        try "#!/bin/sh\nprintf 'install ok installed'\n".write(toFile: fake, atomically: true, encoding: .utf8)
+        // dpkg-query -W -f '${db:Status-Status}' pixxel-proxy
+        try "#!/bin/sh\nprintf '\(state)'\n".write(toFile: fake, atomically: true, encoding: .utf8)
         chmod(fake, 0o755)
         let (status, output) = try install(into: root.path + "/root", path: bin + ":/usr/bin:/bin")
-        #expect(status == 1 && output.contains("Debian package is installed"), "\(output)")
-        #expect(!FileManager.default.fileExists(atPath: root.path + "/root/usr/local/bin/pixxel-proxy"))
+        if refused {
+            #expect(status == 1 && output.contains("Debian package is installed"), "\(state): \(output)")
+            #expect(!FileManager.default.fileExists(atPath: root.path + "/root/usr/local/bin/pixxel-proxy"))
+        } else {
+            #expect(status == 0, "\(state): \(output)")
+        }
     }
 
     @Test func installsIntoARootIdempotentlyAndKeepsExistingConfiguration() throws {

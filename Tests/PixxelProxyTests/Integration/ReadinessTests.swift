@@ -53,6 +53,12 @@ import Glibc
         #expect(ready.status == 503)
         #expect(ready.errorCode == "not_ready")
         #expect(ready.text.contains("cannot be opened"), "the reason: \(ready.text)")
+        // Open to anyone: the reason in words, never the path or the OS's error (found by review).
+        let message = ((ready.json?["error"] as? [String: Any])?["message"] as? String) ?? ""
+        #expect(message == "the cache store cannot be opened", "\(ready.text)")
+        #expect(!ready.text.contains("store") || !ready.text.lowercased().contains("not a directory"), "\(ready.text)")
+        let stats = try proxy.get("/admin/stats", token: proxy.adminToken).text
+        #expect(stats.contains(directory.path) || stats.contains("not a directory"), "the admin's view keeps the detail")
         let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
         #expect(try proxy.get(list, token: proxy.readToken).status == 200)
         #expect(try proxy.get(list, token: proxy.readToken).header("Cache-Status")?.contains("hit") == true, "the memory tier serves")

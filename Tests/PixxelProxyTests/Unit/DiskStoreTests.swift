@@ -44,6 +44,26 @@ import Testing
         #expect(await load(store, "after") != nil)
     }
 
+    /// A store nobody writes to after its writes failed (an instance its load balancer took out
+    /// of rotation for the 503, one answering every hit from memory) still recovers when space
+    /// returns: found by review, /readyz stayed 503 for good once the traffic stopped.
+    @Test func aStoreNobodyWritesToRecoversByItselfWhenSpaceReturns() async throws {
+        let directory = TemporaryDirectory()
+        let store = try DiskStore(directory: directory.path, budgetBytes: 1 << 30, recoverySeconds: 0.2)
+        let changes = Mutex<[String]>([])
+        store.onWriteStateChange { failure in changes.withLock { $0.append(failure?.reason ?? "working") } }
+        store.save(record("first", size: 100))
+        store.flush()
+        store.limitPages(1)
+        store.save(record("big", size: 256 << 10))
+        store.flush()
+        #expect(!store.isHealthy)
+        store.limitPages(1 << 30)
+        #expect(eventually { store.isHealthy }, "no write asked for, and the store is well again")
+        #expect(changes.withLock { $0 } == ["disk_full", "working"])
+        #expect(store.writeErrors == ["disk_full": 1], "its own probes are not counted as writes")
+    }
+
     /// On a nearly full disk the writes that grow the file fail while page rewrites work: the
     /// store stays unwell until writes have worked for its recovery time, so readiness and the
     /// log do not flap with every write.
