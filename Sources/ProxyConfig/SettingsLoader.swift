@@ -105,9 +105,7 @@ public enum SettingsLoader {
 
     /// A systemd credential (`LoadCredential=`/`SetCredential=`), trimmed; nil when absent.
     static func credential(_ name: String, environment: [String: String]) async throws -> Secret? {
-        guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else { return nil }
-        let provider = try await DirectoryFilesProvider(directoryPath: FilePath(directory), allowMissing: true)
-        guard let value = ConfigReader(provider: provider).string(forKey: ConfigKey(name), isSecret: true) else { return nil }
+        guard let value = try credentialText(name, environment: environment) else { return nil }
         let trimmed = value.trimmingSpaces()
         guard !trimmed.isEmpty, !trimmed.contains(where: { $0.isNewline || $0 == "\0" }) else {
             throw SettingsError(key: "", "the credential \(name) is empty or holds a line break")
@@ -137,13 +135,27 @@ public enum SettingsLoader {
             }
             return try nonEmpty(text, origin: file, key: "upstream.api_key_file")
         }
-        if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty {
-            let provider = try await DirectoryFilesProvider(directoryPath: FilePath(directory), allowMissing: true)
-            if let key = ConfigReader(provider: provider).string(forKey: "api_key", isSecret: true) {
-                return try nonEmpty(key, origin: "credential api_key", key: "upstream.api_key")
-            }
+        if let key = try credentialText("api_key", environment: environment) {
+            return try nonEmpty(key, origin: "credential api_key", key: "upstream.api_key")
         }
         return nil
+    }
+
+    /// The systemd credential `name` ($CREDENTIALS_DIRECTORY/name): nil when there is none, an
+    /// error naming it and the OS's reason when it is there and cannot be read. Only that file
+    /// is read (found by review: reading the whole directory failed on an unrelated unreadable
+    /// file with a Foundation error, and an api_key that was a directory was skipped in silence).
+    static func credentialText(_ name: String, environment: [String: String]) throws -> String? {
+        guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else { return nil }
+        let path = directory + "/" + name
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SettingsError(key: "", "cannot read the credential \(name) at \(path) (\(OSReason.unreadable(path)))")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw SettingsError(key: "", "the credential \(name) at \(path) is not UTF-8 text")
+        }
+        return text
     }
 
     private static func nonEmpty(_ value: String, origin: String, key: String) throws(SettingsError) -> Secret {

@@ -159,7 +159,9 @@ public final class ProxyServer: @unchecked Sendable {
         }
         switch ClientsFile.parse(String(decoding: data, as: UTF8.self)) {
         case .success(let clients): return clients
-        case .failure(let invalid): throw SettingsError(key: "auth.clients_file", "\(path) \(invalid)")
+        // The path says which file; whether the variable or the YAML named it is not known here
+        // (found by review: it always said "(env PIXXEL_PROXY_AUTH_CLIENTS_FILE)").
+        case .failure(let invalid): throw SettingsError(key: "auth.clients_file", "\(path) \(invalid)").placed(nil)
         }
     }
 

@@ -194,12 +194,32 @@ struct ClientsFileOptions: ParsableArguments {
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status", abstract: "The status page's figures in the terminal (reads /admin/stats with an admin token).")
-    @Option(help: "The proxy's base URL.") var url = "http://127.0.0.1:8787"
+    @Option(help: "The proxy's base URL (default: the listen address the configuration names).") var url: String?
+    @Option(help: "Configuration file (default \(SettingsLoader.installedConfigFile), else \(SettingsLoader.checkoutConfigFile), if present).")
+    var config: String?
     @Option(name: .customLong("token-file"), help: "File holding an admin token (default: the PIXXEL_PROXY_ADMIN_TOKEN variable).")
     var tokenFile: String?
     @Flag(help: "Refresh every 2 seconds until interrupted.") var watch = false
 
+    /// The proxy's address as the configuration names it (found by review: status asked port
+    /// 8787 whatever `listen.port` the installed configuration set).
+    static func url(listeningOn host: String, port: UInt16) -> String {
+        let reachable = switch host {
+        case "0.0.0.0", "": "127.0.0.1"
+        case "::": "::1"
+        default: host
+        }
+        return "http://" + (reachable.contains(":") ? "[\(reachable)]" : reachable) + ":\(port)"
+    }
+
     func run() async throws {
+        let url: String
+        if let given = self.url {
+            url = given
+        } else {
+            let settings = try await loadSettings(config)
+            url = Self.url(listeningOn: settings.listenHost, port: settings.listenPort)
+        }
         guard let base = UpstreamURL(parsing: url) else {
             FileHandle.standardError.write(Data("pixxel-proxy: --url must be http://HOST[:PORT] or https://HOST[:PORT], got \(url)\n".utf8))
             throw ExitCode(64)

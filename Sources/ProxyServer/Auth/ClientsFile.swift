@@ -54,6 +54,9 @@ public enum ClientsFile {
 
     public static func parse(_ text: String) -> Result<[ClientRecord], Invalid> {
         var records: [ClientRecord] = []
+        // A byte order mark, as Windows editors write one, is no part of the first name (found
+        // by review: the file was refused for its first line's name).
+        let text = text.hasPrefix("\u{FEFF}") ? String(text.dropFirst()) : text
         // "\r\n" is one Character in Swift: a split on "\n" alone left a CRLF file one line.
         for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
             let lineNumber = index + 1

@@ -73,6 +73,11 @@ import Testing
         let readerFile = proxy.directory.file("read-token", proxy.readToken)
         let refused = try ProcessTests.run(["status", "--url", "http://127.0.0.1:\(proxy.port)", "--token-file", readerFile])
         #expect(refused.status == 1 && refused.stderr.contains("an admin token is needed"))
+        // Without --url, the listen address the configuration names (found by review: 8787
+        // whatever the installed configuration said).
+        let config = proxy.directory.file("p.yaml", "listen:\n  host: 127.0.0.1\n  port: \(proxy.port)\n")
+        let configured = try ProcessTests.run(["status", "--config", config, "--token-file", tokenFile])
+        #expect(configured.status == 0 && configured.stdout.contains("at http://127.0.0.1:\(proxy.port)"), "\(configured.stdout) \(configured.stderr)")
         await proxy.stop()
     }
 }

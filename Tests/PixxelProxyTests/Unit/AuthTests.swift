@@ -40,6 +40,13 @@ import Testing
         #expect(records[0].tokenHash == Array(repeating: 0xAB, count: 32))
     }
 
+    /// A clients file saved with a byte order mark (Windows editors) is read as without one.
+    @Test func aByteOrderMarkIsNoPartOfTheFirstName() throws {
+        let hash = String(repeating: "ab", count: 32)
+        let records = try ClientsFile.parse("\u{FEFF}ci read sha256:\(hash)\r\n").get()
+        #expect(records.map(\.name) == ["ci"])
+    }
+
     @Test(arguments: [
         "ci read", "ci read sha256:abc", "ci fly sha256:" + String(repeating: "0", count: 64),
         "c/i read sha256:" + String(repeating: "0", count: 64), "ci read md5:" + String(repeating: "0", count: 64),

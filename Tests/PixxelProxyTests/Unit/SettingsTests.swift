@@ -100,6 +100,27 @@ import ProxyServer
         }
     }
 
+    /// Only the credential asked for is read (found by review: an unrelated unreadable file in
+    /// the credentials directory stopped the start with a Foundation error, and an api_key that
+    /// was a directory was skipped in silence, leaving the proxy without a key).
+    @Test func aCredentialIsReadAloneAndOneThatCannotBeReadIsNamed() async throws {
+        let directory = TemporaryDirectory()
+        let credentials = directory.path + "/creds"
+        try FileManager.default.createDirectory(atPath: credentials + "/other-dir", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: credentials + "/api_key", contents: Data("the-key\n".utf8))
+        let loaded = try await SettingsLoader.load(configFile: nil, environment: ["CREDENTIALS_DIRECTORY": credentials])
+        #expect(loaded.upstreamAPIKey?.value == "the-key", "a neighbour that cannot be read as a file is not read at all")
+        try FileManager.default.removeItem(atPath: credentials + "/api_key")
+        try FileManager.default.createDirectory(atPath: credentials + "/api_key", withIntermediateDirectories: true)
+        do {
+            _ = try await SettingsLoader.load(configFile: nil, environment: ["CREDENTIALS_DIRECTORY": credentials])
+            Issue.record("an api_key that is a directory was accepted")
+        } catch {
+            #expect("\(error)".contains("cannot read the credential api_key at \(credentials)/api_key (is a directory)"), "\(error)")
+            #expect(!"\(error)".contains("Domain="), "\(error)")
+        }
+    }
+
     @Test func apiKeySourcesInOrder() async throws {
         let directory = TemporaryDirectory()
         let keyFile = directory.file("key", "from-file\n")
