@@ -96,6 +96,7 @@ struct CheckConfig: AsyncParsableCommand {
         if settings.upstreamAPIKey == nil {
             print("# warning: no API key configured; upstream calls will carry no Authorization")
         }
+        for warning in ConfigPathCheck.warningsAsRoot(settings, effectiveUser: geteuid()) { print("# warning: \(warning)") }
         let problems = ConfigPathCheck.problems(settings)
         for problem in problems { FileHandle.standardError.write(Data("pixxel-proxy: \(problem)\n".utf8)) }
         guard problems.isEmpty else { throw configErrorExit }

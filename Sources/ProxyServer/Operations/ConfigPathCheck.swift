@@ -36,6 +36,18 @@ public enum ConfigPathCheck {
         return problems
     }
 
+    /// Run as root, every path passes `access()`, while the packaged unit runs the service as a
+    /// dynamic user of no group: a file it reads must be readable by others. Said as a warning,
+    /// since root may be the service's user too (found by review: a clients file `token add`
+    /// created 0640 root:root passed `sudo pixxel-proxy check-config`).
+    public static func warningsAsRoot(_ settings: ProxySettings, effectiveUser: uid_t) -> [String] {
+        guard effectiveUser == 0 else { return [] }
+        var status = stat()
+        guard stat(settings.clientsFile, &status) == 0, status.st_mode & S_IFMT == S_IFREG, status.st_mode & S_IROTH == 0 else { return [] }
+        let mode = String(status.st_mode & 0o777, radix: 8)
+        return ["auth.clients_file \(settings.clientsFile) is mode 0\(mode): the packaged service (DynamicUser) cannot read it; chmod o+r \(settings.clientsFile)"]
+    }
+
     static func isDirectory(_ path: String) -> Bool {
         var isDirectory: ObjCBool = false
         return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue

@@ -1,4 +1,6 @@
 import Foundation
+import ProxyConfig
+import ProxyServer
 import Testing
 
 #if canImport(Glibc)
@@ -107,5 +109,20 @@ import Glibc
         #expect(text.contains("cannot create the cache directory \(file): not a directory") || text.contains("the cache directory \(file) exists and is not a directory"),
                 "\(text)")
         for foreign in Self.foreign { #expect(!text.contains(foreign), "\(text)") }
+    }
+
+    /// As root every path passes access(), while the packaged service runs as a dynamic user:
+    /// a clients file others cannot read is said (found by review: it passed in silence).
+    @Test func checkConfigAsRootWarnsOfAClientsFileTheServiceCannotRead() throws {
+        let directory = TemporaryDirectory()
+        let clients = directory.file("clients", "")
+        chmod(clients, 0o640)
+        var settings = ProxySettings()
+        settings.clientsFile = clients
+        let warnings = ConfigPathCheck.warningsAsRoot(settings, effectiveUser: 0)
+        #expect(warnings.count == 1 && warnings[0].contains("is mode 0640") && warnings[0].contains("chmod o+r \(clients)"), "\(warnings)")
+        #expect(ConfigPathCheck.warningsAsRoot(settings, effectiveUser: 1000).isEmpty, "another user's access() already checks")
+        chmod(clients, 0o644)
+        #expect(ConfigPathCheck.warningsAsRoot(settings, effectiveUser: 0).isEmpty)
     }
 }
