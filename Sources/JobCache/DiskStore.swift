@@ -487,9 +487,13 @@ public final class DiskStore: @unchecked Sendable {
            Int(space.f_bavail) * Int(space.f_frsize) < Self.probeFreeBytes {
             throw Failure(description: "cache store: the file system is still full", code: SQLITE_FULL)
         }
-        try connection.execute("CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, filler BLOB)")
-        try connection.execute("INSERT INTO store_probe (filler) VALUES (zeroblob(\(Self.probeFreeBytes / 4)))")
-        try connection.execute("DELETE FROM store_probe")
+        // No busy wait: a probe of a store another process holds locked fails at once rather
+        // than keep the writer queue (and the answers waiting on their rows) for seconds.
+        try connection.withBusyTimeout(0) {
+            try connection.execute("CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, filler BLOB)")
+            try connection.execute("INSERT INTO store_probe (filler) VALUES (zeroblob(\(Self.probeFreeBytes / 4)))")
+            try connection.execute("DELETE FROM store_probe")
+        }
     }
 
     /// Room the probe wants free on the file system.
@@ -537,7 +541,16 @@ final class SQLiteConnection: @unchecked Sendable {
             sqlite3_close(db)
             throw DiskStore.Failure(description: "cannot open the cache store \(path): \(message)")
         }
-        sqlite3_busy_timeout(db, 5000)
+        sqlite3_busy_timeout(db, Self.busyMilliseconds)
+    }
+
+    static let busyMilliseconds: Int32 = 5000
+
+    /// Runs `body` with SQLite's busy wait set to `milliseconds`, then the usual one again.
+    func withBusyTimeout<T>(_ milliseconds: Int32, _ body: () throws -> T) rethrows -> T {
+        sqlite3_busy_timeout(db, milliseconds)
+        defer { sqlite3_busy_timeout(db, Self.busyMilliseconds) }
+        return try body()
     }
 
     /// A failure carrying SQLite's primary result code.
