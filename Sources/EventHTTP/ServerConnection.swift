@@ -699,7 +699,10 @@ final class ServerConnection {
         server.dispatch(request)
         // Answered at once (a hit) and kept by nobody: the next request takes this object. One
         // that carried a body is let go rather than holding the body until then.
-        if request.isAnswered, body.isEmpty, bodyStream == nil, isKnownUniquelyReferenced(&request) { spareRequest = request }
+        if request.isAnswered, body.isEmpty, bodyStream == nil, isKnownUniquelyReferenced(&request) {
+            request.forgetContent()
+            spareRequest = request
+        }
     }
 
     /// Writes an answer (head bytes, then the body) and reads on unless the exchange ends the

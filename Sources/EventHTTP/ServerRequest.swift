@@ -69,6 +69,18 @@ public final class ServerRequest {
         self.server = server
     }
 
+    /// Lets go of what the answered request held (its target, fields, body), so that an idle
+    /// connection keeping this object for its next request holds none of it: with a 14 KiB head,
+    /// about 20 KiB per idle connection (found by review). Empty values allocate nothing.
+    func forgetContent() {
+        uri = ""
+        headers = HTTPHeaders()
+        body = []
+        bodyStream = nil
+        admission = nil
+        onClientGone = nil
+    }
+
     deinit {
         // A request dropped without an answer would leave its client waiting.
         if !answered { respond(status: 500, headers: HTTPHeaders(), body: []) }
