@@ -13,18 +13,18 @@ public final class ServerRequest {
     /// The method, or GET for an unknown one (check `knownMethod` first).
     public var method: HTTPMethod { knownMethod ?? .get }
     /// The request target as sent: path and query, percent-encoding untouched.
-    public private(set) var uri: String
-    public private(set) var headers: HTTPHeaders
+    public private(set) var uri = ""
+    public private(set) var headers = HTTPHeaders()
     /// The request body (bounded by `ServerLimits.maxBodyBytes`); empty when it is streamed.
-    public private(set) var body: [UInt8]
+    public private(set) var body: [UInt8] = []
     /// The body, when the server streams it (`HTTPServer.bodyReading`): read it from here.
     public private(set) var bodyStream: RequestBodyStream?
     /// The HTTP minor version the client spoke.
     public var httpMinorVersion: Int { minorVersion }
     /// The client's address, for logs.
-    public private(set) var peer: String
-    private var minorVersion: Int
-    private var keepAlive: Bool
+    public private(set) var peer = ""
+    private var minorVersion = 1
+    private var keepAlive = true
     /// Set when the client's connection closed before the answer.
     public private(set) var isClientGone = false
     /// Called once if the client's connection closes before the answer.
@@ -35,17 +35,7 @@ public final class ServerRequest {
 
     init(head: RequestParser.Head, body: [UInt8], bodyStream: RequestBodyStream?, peer: String, admission: AnyObject?,
          connection: ServerConnection, server: HTTPServer) {
-        self.admission = admission
-        knownMethod = head.knownMethod
-        uri = head.target
-        headers = head.headers
-        self.body = body
-        self.bodyStream = bodyStream
-        self.peer = peer
-        minorVersion = head.minorVersion
-        keepAlive = head.keepAlive
-        self.connection = connection
-        self.server = server
+        take(head: head, body: body, bodyStream: bodyStream, peer: peer, admission: admission, connection: connection, server: server)
     }
 
     /// Makes this answered request, which nothing else holds, the connection's next one: a
@@ -56,6 +46,11 @@ public final class ServerRequest {
         answered = false
         isClientGone = false
         onClientGone = nil
+        take(head: head, body: body, bodyStream: bodyStream, peer: peer, admission: admission, connection: connection, server: server)
+    }
+
+    private func take(head: RequestParser.Head, body: [UInt8], bodyStream: RequestBodyStream?, peer: String, admission: AnyObject?,
+                      connection: ServerConnection, server: HTTPServer) {
         self.admission = admission
         knownMethod = head.knownMethod
         uri = head.target

@@ -48,16 +48,7 @@ import Testing
         defer { sim.stop() }
         let directory = TemporaryDirectory()
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.cacheDirectory = directory.path }
-        let workflow = sim.workflowIDs[0]
-        let list = try #require(try proxy.get("/v0/workflows/\(workflow)/jobs", token: proxy.readToken).json?["jobs"] as? [[String: Any]])
-        let disk = try #require(proxy.server.cache.disk)
-        disk.flush()
-        disk.limitPages(1)
-        for job in list.prefix(5) {
-            #expect(try proxy.get("/v0/workflows/\(workflow)/jobs/\(job["id"] as? String ?? "")", token: proxy.readToken).status == 200,
-                    "served from memory meanwhile")
-        }
-        disk.flush()
+        try proxy.fillTheStoreAsAFullDiskWould(workflow: sim.workflowIDs[0])
         let health = try #require(try Self.health(proxy))
         #expect(health.state == "failing" && health.reasons.contains { $0.contains("writes to the cache store fail (disk full)") }, "\(health)")
         let metrics = try proxy.get("/metrics", token: proxy.adminToken).text

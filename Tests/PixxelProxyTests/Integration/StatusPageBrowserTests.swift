@@ -1,8 +1,5 @@
 import Foundation
-@testable import JobCache
 import PixxelSim
-@testable import ProxyServer
-@testable import ResponseCache
 import Testing
 
 /// The status page in a real browser. The real `pixxel-proxy` fronts the simulator, a scripted
@@ -98,17 +95,25 @@ import Testing
             proxy.terminate()
             proxy.waitUntilExit()
         }
+        try Self.checkPageLeadsWithVerdict("DEGRADED", reason: "Redis is configured but not reachable", port: port, tokenFile: operatorToken,
+                                           checkTokenFile: checker, pollingClients: "operator,checker", screenshot: Self.redisDownScreenshot)
+    }
+
+    /// Runs the browser check against the page on `port`, which must lead with `verdict` and
+    /// `reason`, and leaves a screenshot at `screenshot`.
+    static func checkPageLeadsWithVerdict(_ verdict: String, reason: String, port: UInt16, tokenFile: String, checkTokenFile: String,
+                                          pollingClients: String, screenshot: String) throws {
         let run = try runProcess(try RequiredTool.node.require(), [
             ShippedConfigTests.repository + "/Tests/StatusPageBrowser/check-status-page.mjs",
-            "--url", "http://127.0.0.1:\(port)", "--token-file", operatorToken, "--check-token-file", checker,
-            "--screenshot", Self.redisDownScreenshot, "--chromium", try RequiredTool.chromium.require(),
-            "--polling-clients", "operator,checker", "--timeout", "90",
-            "--expect-verdict", "DEGRADED", "--expect-reason", "Redis is configured but not reachable",
+            "--url", "http://127.0.0.1:\(port)", "--token-file", tokenFile, "--check-token-file", checkTokenFile,
+            "--screenshot", screenshot, "--chromium", try RequiredTool.chromium.require(),
+            "--polling-clients", pollingClients, "--timeout", "90",
+            "--expect-verdict", verdict, "--expect-reason", reason,
         ])
         let report = try #require(run.output.firstRange(of: "{\n").map { run.output[$0.lowerBound...] }
             .flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }, "no report: \(run.output)")
         #expect(run.status == 0 && report["ok"] as? Bool == true, "\(report["error"] ?? run.output)")
-        print("status page screenshot: \(Self.redisDownScreenshot)")
+        print("status page screenshot: \(screenshot)")
     }
 
     /// With the disk under the store full, the page leads with a failing verdict that names it
@@ -120,28 +125,11 @@ import Testing
         defer { sim.stop() }
         let directory = TemporaryDirectory()
         let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)") { $0.cacheDirectory = directory.path + "/cache" }
-        let workflow = sim.workflowIDs[0]
-        let list = try #require(try proxy.get("/v0/workflows/\(workflow)/jobs", token: proxy.readToken).json?["jobs"] as? [[String: Any]])
-        let disk = try #require(proxy.server.cache.disk)
-        disk.flush()
-        disk.limitPages(1)
-        for job in list.prefix(5) {
-            #expect(try proxy.get("/v0/workflows/\(workflow)/jobs/\(job["id"] as? String ?? "")", token: proxy.readToken).status == 200)
-        }
-        disk.flush()
+        try proxy.fillTheStoreAsAFullDiskWould(workflow: sim.workflowIDs[0])
         // One admin token types into the page and checks its figures: both are the client "admin".
         let adminToken = directory.file("admin.token", proxy.adminToken)
-        let run = try runProcess(try RequiredTool.node.require(), [
-            ShippedConfigTests.repository + "/Tests/StatusPageBrowser/check-status-page.mjs",
-            "--url", "http://127.0.0.1:\(proxy.port)", "--token-file", adminToken, "--check-token-file", adminToken,
-            "--screenshot", Self.diskFullScreenshot, "--chromium", try RequiredTool.chromium.require(),
-            "--polling-clients", "admin", "--timeout", "90",
-            "--expect-verdict", "FAILING", "--expect-reason", "writes to the cache store fail (disk full)",
-        ])
-        let report = try #require(run.output.firstRange(of: "{\n").map { run.output[$0.lowerBound...] }
-            .flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }, "no report: \(run.output)")
-        #expect(run.status == 0 && report["ok"] as? Bool == true, "\(report["error"] ?? run.output)")
-        print("status page screenshot: \(Self.diskFullScreenshot)")
+        try Self.checkPageLeadsWithVerdict("FAILING", reason: "writes to the cache store fail (disk full)", port: proxy.port, tokenFile: adminToken,
+                                           checkTokenFile: adminToken, pollingClients: "admin", screenshot: Self.diskFullScreenshot)
         await proxy.stop()
     }
 
