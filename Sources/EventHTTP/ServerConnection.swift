@@ -289,8 +289,16 @@ final class ServerConnection {
         case .incomplete: return true
         case .invalid: return false  // answered in turn, with its own refusal
         case .complete(let head, let headLength):
-            guard let declared = head.contentLength, !head.isChunked else { return false }
-            return available - headLength < declared
+            if head.isChunked {
+                // Whether its chunks end in what is here (found by review: a cut-short chunked
+                // body went without the close a cut-short Content-Length body got).
+                guard let whole = evbuffer_pullup(input, -1) else { return true }
+                var decoder = RequestParser.ChunkedDecoder(maxBodyBytes: .max)
+                _ = decoder.feed(UnsafeRawBufferPointer(start: whole + headLength, count: available - headLength)) { _ in }
+                if case .done = decoder.progress { return false }
+                return true
+            }
+            return available - headLength < (head.contentLength ?? 0)
         }
     }
 

@@ -467,17 +467,26 @@ public final class DiskStore: @unchecked Sendable {
     /// balancer's rotation for the 503 this causes, or one answering every hit from memory)
     /// still sees space come back. A corrupt store is not probed: the next start moves it aside.
     private func scheduleProbe() {
+        // One chain of probes at a time, however often the store flaps (found by review).
+        guard probing.withLock({ was in defer { was = true }; return !was }) else { return }
+        probeLater()
+    }
+
+    private func probeLater() {
         writeQueue.asyncAfter(deadline: .now() + max(0.05, recoverySeconds / 2)) { [weak self] in
-            guard let self, !isHealthy, corruptionFound.withLock({ $0 }) == nil else { return }
+            guard let self else { return }
+            guard !isHealthy, corruptionFound.withLock({ $0 }) == nil else { return probing.withLock { $0 = false } }
             let worked = (try? probe(writer)) != nil
             let quietSince = lastFailure.withLock { $0.map { Date().timeIntervalSince1970 - $0.at } } ?? .infinity
             if worked, quietSince >= recoverySeconds, healthy.withLock({ was in defer { was = true }; return !was }) {
+                probing.withLock { $0 = false }
                 onWriteStateChange.withLock { $0 }?(nil)
             } else {
-                scheduleProbe()
+                probeLater()
             }
         }
     }
+    private let probing = Mutex(false)
 
     /// A write that needs new pages (64 KiB), undone at once, and room on the file system
     /// beyond it: a rewrite of pages the file has can work on a disk that is still full.

@@ -148,7 +148,13 @@ public enum SettingsLoader {
     static func credentialText(_ name: String, environment: [String: String]) throws -> String? {
         guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else { return nil }
         let path = directory + "/" + name
-        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        guard FileManager.default.fileExists(atPath: path) else {
+            // A link to nothing is a mistake to say, not "no key" (found by review).
+            if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: path) {
+                throw SettingsError(key: "", "the credential \(name) at \(path) links to \(target), which does not exist")
+            }
+            return nil
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw SettingsError(key: "", "cannot read the credential \(name) at \(path) (\(OSReason.unreadable(path)))")
         }

@@ -218,8 +218,18 @@ struct StatusCommand: AsyncParsableCommand {
         if let given = self.url {
             url = given
         } else {
-            let settings = try await loadSettings(config)
-            url = Self.url(listeningOn: settings.listenHost, port: settings.listenPort)
+            // Only the listen address is wanted: the admin token's variable is no setting, and a
+            // setting this user cannot use (a root-only key file) is no reason to fail (found by
+            // review: both stopped status).
+            var environment = ProcessInfo.processInfo.environment
+            environment["PIXXEL_PROXY_ADMIN_TOKEN"] = nil
+            do {
+                let settings = try await SettingsLoader.load(configFile: config, environment: environment)
+                url = Self.url(listeningOn: settings.listenHost, port: settings.listenPort)
+            } catch {
+                url = "http://127.0.0.1:8787"
+                FileHandle.standardError.write(Data("pixxel-proxy: the configuration does not load (\(error)); asking \(url)\n".utf8))
+            }
         }
         guard let base = UpstreamURL(parsing: url) else {
             FileHandle.standardError.write(Data("pixxel-proxy: --url must be http://HOST[:PORT] or https://HOST[:PORT], got \(url)\n".utf8))

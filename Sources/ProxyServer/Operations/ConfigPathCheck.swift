@@ -25,12 +25,16 @@ public enum ConfigPathCheck {
         }
         // Loaded as `serve` loads it: a readable file that holds no certificate passed before
         // and stopped `serve` (found by review).
-        if let caFile = settings.upstreamCAFile, !isDirectory(caFile) {
-            do { _ = try TLSClientContext(caFile: caFile) } catch {
-                problems.append("upstream.ca_file \(caFile): OpenSSL loads no certificate from it (\(Self.openSSLReason(error)))")
+        // serve loads it only for an https upstream; neither does this check otherwise (found by
+        // review: an http deployment with a stale ca_file would stop at ExecStartPre).
+        if settings.upstreamURL.scheme == .https, let caFile = settings.upstreamCAFile {
+            if isDirectory(caFile) {
+                problems.append("upstream.ca_file \(caFile): is a directory, not a PEM file")
+            } else {
+                do { _ = try TLSClientContext(caFile: caFile) } catch {
+                    problems.append("upstream.ca_file \(caFile): OpenSSL loads no certificate from it (\(Self.openSSLReason(error)))")
+                }
             }
-        } else if let caFile = settings.upstreamCAFile {
-            problems.append("upstream.ca_file \(caFile): is a directory, not a PEM file")
         }
         if let problem = listenHostProblem(settings.listenHost) { problems.append("listen.host \(settings.listenHost): \(problem)") }
         return problems

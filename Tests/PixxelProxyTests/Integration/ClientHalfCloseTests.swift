@@ -62,6 +62,21 @@ import Glibc
         await proxy.stop()
     }
 
+    /// The same before a chunked body cut short by the FIN (found by review: only a cut-short
+    /// Content-Length body got the close).
+    @Test func anAnswerBeforeAChunkedBodyCutShortByTheFinSaysConnectionClose() async throws {
+        let (sim, simPort) = try startSimulator()
+        defer { sim.stop() }
+        let proxy = try ProxyHarness(upstreamURL: "http://127.0.0.1:\(simPort)")
+        let list = "/v0/workflows/\(sim.workflowIDs[0])/jobs"
+        let cut = Array("POST \(list)?project_id=p HTTP/1.1\r\nHost: proxy\r\nAuthorization: \(proxy.writeToken)\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab".utf8)
+        let bytes = try Self.sendThenShutWrite(port: proxy.port, Self.get(list, token: proxy.readToken) + cut)
+        let reply = try RawHTTPClient.parse(bytes)
+        #expect(reply.status == 200, "\(reply.text.prefix(200))")
+        #expect(reply.header("Connection")?.lowercased() == "close", "\(reply.headers)")
+        await proxy.stop()
+    }
+
     @Test func pipelinedRequestsBeforeAFinAreAllAnswered() async throws {
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }

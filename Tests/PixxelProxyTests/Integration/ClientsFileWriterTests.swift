@@ -118,4 +118,16 @@ import Glibc
             #expect("\(error)".contains("cannot read \(path) (is a directory)"), "\(error)")
         }
     }
+
+    /// A clients file that starts with a byte order mark: its first client is revoked too
+    /// (found by review: revoke said done, and the token kept working).
+    @Test func aRevokeFindsTheFirstClientBehindAByteOrderMark() throws {
+        let hash = String(repeating: "ab", count: 32)
+        let directory = TemporaryDirectory()
+        let path = directory.path + "/clients"
+        let bytes = [0xEF, 0xBB, 0xBF] + Array("alice admin sha256:\(hash)\nbob read sha256:\(hash)\n".utf8)
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        try ClientsFileWriter.revoke(name: "alice", path: path)
+        #expect(try ClientsFileWriter.list(path: path).map(\.name) == ["bob"])
+    }
 }

@@ -78,6 +78,9 @@ import Testing
         let config = proxy.directory.file("p.yaml", "listen:\n  host: 127.0.0.1\n  port: \(proxy.port)\n")
         let configured = try ProcessTests.run(["status", "--config", config, "--token-file", tokenFile])
         #expect(configured.status == 0 && configured.stdout.contains("at http://127.0.0.1:\(proxy.port)"), "\(configured.stdout) \(configured.stderr)")
+        // The token from its variable, which is no setting (found by review: "unknown environment variable").
+        let fromVariable = try ProcessTests.run(["status", "--config", config], environment: ["PIXXEL_PROXY_ADMIN_TOKEN": proxy.adminToken])
+        #expect(fromVariable.status == 0 && fromVariable.stdout.contains("at http://127.0.0.1:\(proxy.port)"), "\(fromVariable.stdout) \(fromVariable.stderr)")
         await proxy.stop()
     }
 }

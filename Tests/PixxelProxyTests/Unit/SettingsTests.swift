@@ -119,6 +119,15 @@ import ProxyServer
             #expect("\(error)".contains("cannot read the credential api_key at \(credentials)/api_key (is a directory)"), "\(error)")
             #expect(!"\(error)".contains("Domain="), "\(error)")
         }
+        // A link to nothing is said, not taken for "no key".
+        try FileManager.default.removeItem(atPath: credentials + "/api_key")
+        try FileManager.default.createSymbolicLink(atPath: credentials + "/api_key", withDestinationPath: credentials + "/gone")
+        do {
+            _ = try await SettingsLoader.load(configFile: nil, environment: ["CREDENTIALS_DIRECTORY": credentials])
+            Issue.record("a dangling api_key link was taken for no key")
+        } catch {
+            #expect("\(error)".contains("links to \(credentials)/gone, which does not exist"), "\(error)")
+        }
     }
 
     @Test func apiKeySourcesInOrder() async throws {
