@@ -148,9 +148,7 @@ final class ServerConnection {
     /// Whether requests that arrive whole may be taken straight from the read (nothing is
     /// buffered, waited on, or being answered).
     private var readsDirectly: Bool {
-        guard !processing, !awaitingAnswer, !closeAfterFlush, pendingHead == nil, bodyStream == nil, responseStream == nil,
-              let bufferEvent else { return false }
-        return evbuffer_get_length(bufferevent_get_output(bufferEvent)) <= Self.outputHighWater
+        !processing && pendingHead == nil && bodyStream == nil && responseStream == nil && readsDirectlyAgain
     }
 
     /// One recv into the server's scratch space; the bodiless requests it holds whole are
@@ -246,19 +244,26 @@ final class ServerConnection {
 
     /// Whether the input holds the last chunk of a body `decoder` has read so far (a copy of
     /// it is tried on what is buffered; the input is not consumed).
-    private static func chunksEnd(_ decoder: RequestParser.ChunkedDecoder, in input: OpaquePointer) -> Bool {
+    private static func chunksEnd(_ decoder: RequestParser.ChunkedDecoder, in input: OpaquePointer, after offset: Int = 0) -> Bool {
         let available = evbuffer_get_length(input)
-        guard available > 0, let start = evbuffer_pullup(input, -1) else { return false }
+        guard available > offset, let start = evbuffer_pullup(input, -1) else { return false }
         var probe = decoder
-        _ = probe.feed(UnsafeRawBufferPointer(start: start, count: available)) { _ in }
+        _ = probe.feed(UnsafeRawBufferPointer(start: start + offset, count: available - offset)) { _ in }
         if case .done = probe.progress { return true }
         return false
     }
 
     /// The same for a body read whole before the handler sees it.
-    private static func bodyIsBuffered(for head: RequestParser.Head, chunked: RequestParser.ChunkedDecoder?, in input: OpaquePointer) -> Bool {
-        if let chunked { return chunksEnd(chunked, in: input) }
-        return evbuffer_get_length(input) >= head.contentLength ?? 0
+    /// A decoder to probe `head`'s chunked body with (nil for a body framed by length).
+    private static func probeDecoder(_ head: RequestParser.Head) -> RequestParser.ChunkedDecoder? {
+        head.isChunked ? RequestParser.ChunkedDecoder(maxBodyBytes: .max) : nil
+    }
+
+    /// `offset`: where the body starts in the input (after its head, when that is still there).
+    private static func bodyIsBuffered(for head: RequestParser.Head, chunked: RequestParser.ChunkedDecoder?, in input: OpaquePointer,
+                                       after offset: Int = 0) -> Bool {
+        if let chunked { return chunksEnd(chunked, in: input, after: offset) }
+        return evbuffer_get_length(input) - offset >= head.contentLength ?? 0
     }
 
     /// Once the client has sent all it will (`inputEnded`) and nothing it sent waits for an
@@ -289,16 +294,8 @@ final class ServerConnection {
         case .incomplete: return true
         case .invalid: return false  // answered in turn, with its own refusal
         case .complete(let head, let headLength):
-            if head.isChunked {
-                // Whether its chunks end in what is here (found by review: a cut-short chunked
-                // body went without the close a cut-short Content-Length body got).
-                guard let whole = evbuffer_pullup(input, -1) else { return true }
-                var decoder = RequestParser.ChunkedDecoder(maxBodyBytes: .max)
-                _ = decoder.feed(UnsafeRawBufferPointer(start: whole + headLength, count: available - headLength)) { _ in }
-                if case .done = decoder.progress { return false }
-                return true
-            }
-            return available - headLength < (head.contentLength ?? 0)
+            // Its body, by length or chunks, as `processInput` checks it after the FIN.
+            return !Self.bodyIsBuffered(for: head, chunked: Self.probeDecoder(head), in: input, after: headLength)
         }
     }
 
@@ -433,7 +430,7 @@ final class ServerConnection {
                 // is neither admitted nor sent anywhere (found by review: a cut-short upload
                 // opened an upstream transfer and held the connection for its deadline).
                 if clientFinished, head.hasBody,
-                   !Self.bodyIsBuffered(for: head, chunked: head.isChunked ? RequestParser.ChunkedDecoder(maxBodyBytes: .max) : nil, in: input) {
+                   !Self.bodyIsBuffered(for: head, chunked: Self.probeDecoder(head), in: input) {
                     return closeOnceWritten()
                 }
                 let admission = head.hasBody ? server?.admitHead?(head, peer) : nil

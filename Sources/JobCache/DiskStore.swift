@@ -441,11 +441,7 @@ public final class DiskStore: @unchecked Sendable {
         writeQueue.async { [self] in
             do {
                 try work(writer)
-                // Space back, the file writable again: the next write that works ends the episode.
-                let quietSince = lastFailure.withLock { $0.map { Date().timeIntervalSince1970 - $0.at } } ?? .infinity
-                if quietSince >= recoverySeconds, healthy.withLock({ was in defer { was = true }; return !was }) {
-                    onWriteStateChange.withLock { $0 }?(nil)
-                }
+                _ = writeWorked()
             } catch {
                 let failure = error as? Failure ?? Failure(description: "\(error)")
                 counters.withLock { $0.failures += 1 }
@@ -466,6 +462,15 @@ public final class DiskStore: @unchecked Sendable {
     /// queue, not counted as a write): a store nobody writes to (an instance out of its load
     /// balancer's rotation for the 503 this causes, or one answering every hit from memory)
     /// still sees space come back. A corrupt store is not probed: the next start moves it aside.
+    /// A write worked: space back, the file writable again. The first that works once writes
+    /// have been quiet for `recoverySeconds` ends the episode; true when this one did.
+    private func writeWorked() -> Bool {
+        let quietSince = lastFailure.withLock { $0.map { Date().timeIntervalSince1970 - $0.at } } ?? .infinity
+        guard quietSince >= recoverySeconds, healthy.withLock({ was in defer { was = true }; return !was }) else { return false }
+        onWriteStateChange.withLock { $0 }?(nil)
+        return true
+    }
+
     private func scheduleProbe() {
         // One chain of probes at a time, however often the store flaps (found by review).
         guard probing.withLock({ was in defer { was = true }; return !was }) else { return }
@@ -476,11 +481,8 @@ public final class DiskStore: @unchecked Sendable {
         writeQueue.asyncAfter(deadline: .now() + max(0.05, recoverySeconds / 2)) { [weak self] in
             guard let self else { return }
             guard !isHealthy, corruptionFound.withLock({ $0 }) == nil else { return probing.withLock { $0 = false } }
-            let worked = (try? probe(writer)) != nil
-            let quietSince = lastFailure.withLock { $0.map { Date().timeIntervalSince1970 - $0.at } } ?? .infinity
-            if worked, quietSince >= recoverySeconds, healthy.withLock({ was in defer { was = true }; return !was }) {
+            if (try? probe(writer)) != nil, writeWorked() {
                 probing.withLock { $0 = false }
-                onWriteStateChange.withLock { $0 }?(nil)
             } else {
                 probeLater()
             }

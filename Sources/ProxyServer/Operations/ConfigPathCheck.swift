@@ -81,9 +81,8 @@ public enum ConfigPathCheck {
     /// Nil when `path` is a writable directory, or does not exist and its nearest existing
     /// ancestor is one (the proxy creates it).
     static func directoryProblem(_ path: String) -> String? {
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else { return "exists and is not a directory" }
+        if FileManager.default.fileExists(atPath: path) {
+            guard isDirectory(path) else { return "exists and is not a directory" }
             return access(path, W_OK | X_OK) == 0 ? nil : "not writable (\(OSReason.text(errno)))"
         }
         var ancestor = (path as NSString).deletingLastPathComponent
@@ -91,7 +90,7 @@ public enum ConfigPathCheck {
             ancestor = (ancestor as NSString).deletingLastPathComponent
         }
         let existing = ancestor.isEmpty ? "." : ancestor
-        guard Self.isDirectory(existing) || existing == "." else { return "cannot be created: \(existing) is not a directory" }
+        guard isDirectory(existing) || existing == "." else { return "cannot be created: \(existing) is not a directory" }
         return access(existing, W_OK | X_OK) == 0 ? nil : "does not exist and cannot be created in \(existing) (\(OSReason.text(errno)))"
     }
 }
