@@ -95,39 +95,46 @@ done
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # pid -> utime+stime in clock ticks
 
-run() {  # port path -> "req/s µs-per-request"
+run() {  # port path -> "req/s µs-per-request p99-µs"
     local pid=${PROXY_PIDS[$1]} before after
     before=$(cpu_ticks "$pid")
-    $PIN_WRK wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -H "$AUTH" "http://$HOST:$1$2" >"$OUT/wrk.txt"
+    $PIN_WRK wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "$AUTH" "http://$HOST:$1$2" >"$OUT/wrk.txt"
     after=$(cpu_ticks "$pid")
     awk -v ticks=$((after - before)) -v hz="$TICKS" '
+        function micros(v) { return v ~ /us$/ ? v + 0 : v ~ /ms$/ ? v * 1000 : v ~ /m$/ ? v * 6e7 : v ~ /h$/ ? v * 3.6e9 : v * 1e6 }
         / requests in / { requests = $1 }
         /Requests\/sec/ { rate = $2 }
-        END { printf "%d %.1f", rate, requests ? ticks / hz * 1e6 / requests : 0 }' "$OUT/wrk.txt"
+        $1 == "99%" { p99 = micros($2) }
+        END { printf "%d %.1f %d", rate, requests ? ticks / hz * 1e6 / requests : 0, p99 }' "$OUT/wrk.txt"
 }
 median() { tr ' ' '\n' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+P99_LINES=()
 
 printf '%-9s %-24s %-24s %-8s %-20s %-20s %-8s' case "old req/s" "new req/s" "new/old" "old µs/req (CPU)" "new µs/req (CPU)" "new/old"
 [ -n "${PROXY_PIDS[$NGINX_PORT]:-}" ] && printf ' %-20s %s' "nginx µs/req (CPU)" "nginx/new"
 echo
 for name in ${AB_CASES:-detail list filtered}; do
-    old_rates="" new_rates="" old_cpu="" new_cpu="" nginx_cpu=""
+    old_rates="" new_rates="" old_cpu="" new_cpu="" nginx_cpu="" old_p99="" new_p99="" nginx_p99=""
     for _ in $(seq 1 "$ROUNDS"); do
-        read -r rate cpu <<<"$(run $OLD_PORT "${PATHS[$name]}")"
-        old_rates+="$rate " old_cpu+="$cpu "
-        read -r rate cpu <<<"$(run $NEW_PORT "${PATHS[$name]}")"
-        new_rates+="$rate " new_cpu+="$cpu "
+        read -r rate cpu p99 <<<"$(run $OLD_PORT "${PATHS[$name]}")"
+        old_rates+="$rate " old_cpu+="$cpu " old_p99+="$p99 "
+        read -r rate cpu p99 <<<"$(run $NEW_PORT "${PATHS[$name]}")"
+        new_rates+="$rate " new_cpu+="$cpu " new_p99+="$p99 "
         if [ -n "${PROXY_PIDS[$NGINX_PORT]:-}" ]; then
-            read -r rate cpu <<<"$(run $NGINX_PORT "${PATHS[$name]}")"
-            nginx_cpu+="$cpu "
+            read -r rate cpu p99 <<<"$(run $NGINX_PORT "${PATHS[$name]}")"
+            nginx_cpu+="$cpu " nginx_p99+="$p99 "
         fi
     done
+    P99_LINES+=("$(printf '%-9s p99 µs, median of %s rounds: old %s, new %s%s' "$name" "$ROUNDS" "$(echo $old_p99 | median)" \
+        "$(echo $new_p99 | median)" "${nginx_p99:+, nginx $(echo $nginx_p99 | median)}")")
     ratio() { awk -v n="$(echo $1 | median)" -v o="$(echo $2 | median)" 'BEGIN { printf "%.2f", o ? n / o : 0 }'; }
     printf '%-9s %-24s %-24s %-8s %-20s %-20s %-8s' "$name" "$old_rates" "$new_rates" "$(ratio "$new_rates" "$old_rates")" \
         "$old_cpu" "$new_cpu" "$(ratio "$new_cpu" "$old_cpu")"
     [ -n "$nginx_cpu" ] && printf ' %-20s %s' "$nginx_cpu" "$(ratio "$nginx_cpu" "$new_cpu")"
     echo
 done
+echo
+printf '%s\n' "${P99_LINES[@]}"
 
 # System calls per keep-alive hit: strace counts each server's calls (every thread: the log
 # writer's too) while one connection asks for the detail AB_SYSCALL_HITS times in sequence.

@@ -55,12 +55,13 @@ public enum Invalidation {
 public struct DetailFreshness: Sendable, Equatable {
     /// When the upstream last confirmed the detail; its TTL counts from here.
     public var validatedAt: Double
-    /// Known to be stale whatever its TTL says: a newer `updated_at` was seen, or the job left
-    /// its list. A detail in this state is never served, not even stale.
-    public var invalidated: Bool
     /// The newest `updated_at` seen for the job in any answer, when newer than the detail's:
     /// an answer older than this is never stored (a lagging replica would take clients back).
     public var newestSeen: Double?
+    /// Known to be stale whatever its TTL says: a newer `updated_at` was seen, or the job left
+    /// its list. A detail in this state is never served, not even stale. (Declared last: after
+    /// the optional's tag byte it takes no padding, and every cached entry holds one of these.)
+    public var invalidated: Bool
 
     public init(validatedAt: Double, invalidated: Bool, newestSeen: Double? = nil) {
         self.validatedAt = validatedAt

@@ -858,7 +858,7 @@ public struct HeadRefusal: Sendable {
 /// The body of an answer: bytes to copy, or bytes to send by reference.
 public enum ResponseBody {
     case bytes([UInt8])
-    case shared(SharedBytes)
+    case shared(any HeldBytes)
 
     public var count: Int {
         switch self {

@@ -3,8 +3,10 @@ import CacheInvalidation
 import EventHTTP
 import JobCache
 
-/// One cached upstream answer on a job route, ready to send: the entry both tiers hold.
-public final class CachedAnswer {
+/// One cached upstream answer on a job route, ready to send: the entry both tiers hold. A
+/// detail's (or a route answer's) body goes out by reference to the entry itself (`HeldBytes`):
+/// no wrapper per entry.
+public final class CachedAnswer: HeldBytes {
     public enum Document {
         case list(JobListDocument)
         case detail(JobDetailDocument)
@@ -25,11 +27,21 @@ public final class CachedAnswer {
     /// The `ResponseCache.knownGeneration` it was last checked at by the "never older" rule.
     var checkedGeneration = -1
 
-    /// What the hit path sends, made on first use (see `sharedBody(for:)`).
-    private var wholeBody: SharedBytes?
-    private var filteredBodies: [JobListFilters: SharedBytes] = [:]
-    private var filteredBytes = 0
+    /// A list's bodies as sent, made on first use (see `sharedBody(for:)`).
+    private var listBodies: ListBodies?
+
     private var prepared: PreparedHeaderLines?
+
+    /// What a list sends: its whole body in a wrapper of its own, so that a slow reader keeps
+    /// the list's bytes alive and not the entry with its filtered bodies and job index (up to
+    /// three times as much), and its bodies for filter sets, kept with it. A
+    /// class made at the first read, so that the many details a cache holds carry one reference.
+    private final class ListBodies {
+        let whole: SharedBytes
+        var filtered: [JobListFilters: SharedBytes] = [:]
+        var filteredBytes = 0
+        init(whole: SharedBytes) { self.whole = whole }
+    }
 
     public init(document: Document, headers: HTTPHeaders, storedAt: Double, lifetime: Double, freshness: DetailFreshness? = nil) {
         self.document = document
@@ -43,6 +55,15 @@ public final class CachedAnswer {
     /// added or patched.
     func replacingDocument(_ document: Document) -> CachedAnswer {
         CachedAnswer(document: document, headers: headers, storedAt: storedAt, lifetime: lifetime, freshness: freshness)
+    }
+
+    /// The stored body, as the upstream sent it. A constant: `document` never changes.
+    public var heldBytes: [UInt8] {
+        switch document {
+        case .list(let list): list.body
+        case .detail(let detail): detail.body
+        case .raw(let body): body
+        }
     }
 
     /// The job's `updated_at` (details only).
@@ -105,35 +126,28 @@ public final class CachedAnswer {
     }
 
     public func body(for filters: JobListFilters) -> [UInt8] {
-        sharedBody(for: filters).array
+        sharedBody(for: filters).heldBytes
     }
 
-    /// The body for `filters`, ready to send by reference: the stored bytes themselves when
-    /// nothing is filtered, else assembled from the list's fragments once per filter set and
-    /// kept with the entry (a bounded number of them), so a repeated filtered read copies nothing.
-    public func sharedBody(for filters: JobListFilters) -> SharedBytes {
-        if filters.isEmpty {
-            if let wholeBody { return wholeBody }
-            let made: SharedBytes
-            switch document {
-            case .list(let list): made = SharedBytes(list.body)
-            case .detail(let detail): made = SharedBytes(detail.body)
-            case .raw(let body): made = SharedBytes(body)
-            }
-            wholeBody = made
-            return made
-        }
-        if let rendered = filteredBodies[filters] { return rendered }
-        guard case .list(let list) = document else { return sharedBody(for: JobListFilters()) }
+    /// The body for `filters`, ready to send by reference: a detail's entry itself (its stored
+    /// bytes, with no wrapper per entry), a list's whole body, or a list assembled from its
+    /// fragments once per filter set and kept with the entry (a bounded number of them), so a
+    /// repeated filtered read copies nothing.
+    public func sharedBody(for filters: JobListFilters) -> any HeldBytes {
+        guard case .list(let list) = document else { return self }
+        let bodies = listBodies ?? ListBodies(whole: SharedBytes(list.body))
+        listBodies = bodies
+        if filters.isEmpty { return bodies.whole }
+        if let rendered = bodies.filtered[filters] { return rendered }
         let made = SharedBytes(list.rendered(filters))
         // Kept within twice the list's own bytes, which `cost` counts.
-        if filteredBytes + made.count > 2 * list.body.count {
-            filteredBodies.removeAll()
-            filteredBytes = 0
+        if bodies.filteredBytes + made.count > 2 * list.body.count {
+            bodies.filtered.removeAll()
+            bodies.filteredBytes = 0
         }
         if made.count <= 2 * list.body.count {
-            filteredBodies[filters] = made
-            filteredBytes += made.count
+            bodies.filtered[filters] = made
+            bodies.filteredBytes += made.count
         }
         return made
     }

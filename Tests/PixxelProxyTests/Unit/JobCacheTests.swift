@@ -165,6 +165,92 @@ import Testing
         #expect(tier.removeAll { $0 == "a" } == 1)
         #expect(tier.totalBytes == 0)
     }
+
+    /// Keys whose hashes are equal exactly when their lengths are: the tier finds entries by
+    /// hash first, so keys that share one must still keep their own values.
+    struct CollidingKey: Hashable {
+        let name: String
+        static func == (lhs: Self, rhs: Self) -> Bool { lhs.name == rhs.name }
+        func hash(into hasher: inout Hasher) { hasher.combine(name.utf8.count) }
+    }
+
+    @Test func keysWhoseHashesCollideKeepTheirOwnValues() {
+        let tier = MemoryTier<CollidingKey, Int>(budgetBytes: 1000)
+        let (a, b, c) = (CollidingKey(name: "a"), CollidingKey(name: "b"), CollidingKey(name: "c"))
+        tier.set(a, 1, cost: 10)
+        tier.set(b, 2, cost: 10)
+        tier.set(c, 3, cost: 10)
+        #expect(tier.count == 3 && tier.peek(a) == 1 && tier.peek(b) == 2 && tier.peek(c) == 3)
+        #expect(tier.peek(CollidingKey(name: "d")) == nil)
+        // The key in the hash's bucket goes; the others are still found, and replace in place.
+        #expect(tier.remove(a) == 1)
+        #expect(tier.peek(a) == nil && tier.peek(b) == 2 && tier.peek(c) == 3)
+        tier.set(c, 30, cost: 10)
+        #expect(tier.peek(c) == 30 && tier.count == 2 && tier.totalBytes == 20)
+        #expect(Set(tier.keys { _ in true }.map(\.name)) == ["b", "c"])
+        // Eviction by the budget reaches collided keys too.
+        let small = MemoryTier<CollidingKey, Int>(budgetBytes: 20)
+        small.set(a, 1, cost: 10)
+        small.set(b, 2, cost: 10)
+        small.set(c, 3, cost: 10)
+        #expect(small.peek(a) == nil && small.peek(b) == 2 && small.peek(c) == 3 && small.evictions == 1)
+        #expect(small.removeAll { _ in true } == 2 && small.count == 0 && small.totalBytes == 0)
+    }
+
+    /// Random operations on keys of which most share a hash, each step checked against a plain
+    /// least-recently-used list: values, count, bytes, keys and eviction order.
+    @Test func behavesAsAPlainLeastRecentlyUsedListUnderRandomOperations() {
+        struct ThreeHashes: Hashable {
+            let number: Int
+            static func == (lhs: Self, rhs: Self) -> Bool { lhs.number == rhs.number }
+            func hash(into hasher: inout Hasher) { hasher.combine(number % 3) }
+        }
+        /// SplitMix64: the same sequence on every run, so a failure reproduces.
+        struct Sequence { var state: UInt64; mutating func next(_ bound: Int) -> Int {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return Int((z ^ (z >> 31)) % UInt64(bound))
+        } }
+        var random = Sequence(state: 2026)
+        for _ in 0..<300 {
+            let budget = 10 + random.next(51)
+            let tier = MemoryTier<ThreeHashes, Int>(budgetBytes: budget)
+            var model: [(key: ThreeHashes, value: Int, cost: Int)] = []  // oldest first
+            for _ in 0..<200 {
+                let key = ThreeHashes(number: random.next(8))
+                switch random.next(6) {
+                case 0, 1:
+                    let (value, cost) = (random.next(1000), 1 + random.next(15))
+                    tier.set(key, value, cost: cost)
+                    model.removeAll { $0.key == key }
+                    if cost <= budget {
+                        model.append((key, value, cost))
+                        while model.reduce(0, { $0 + $1.cost }) > budget { model.removeFirst() }
+                    }
+                case 2:
+                    let index = model.firstIndex { $0.key == key }
+                    #expect(tier.get(key) == index.map { model[$0].value })
+                    if let index { model.append(model.remove(at: index)) }
+                case 3:
+                    #expect(tier.peek(key) == model.first { $0.key == key }?.value)
+                case 4:
+                    let index = model.firstIndex { $0.key == key }
+                    #expect(tier.remove(key) == index.map { model[$0].value })
+                    if let index { model.remove(at: index) }
+                default:
+                    let remainder = random.next(4)
+                    let before = model.count
+                    model.removeAll { $0.key.number % 4 == remainder }
+                    #expect(tier.removeAll { $0.number % 4 == remainder } == before - model.count)
+                }
+                #expect(tier.count == model.count && tier.totalBytes == model.reduce(0) { $0 + $1.cost })
+                #expect(Set(tier.keys { _ in true }.map(\.number)) == Set(model.map(\.key.number)))
+                for entry in model { #expect(tier.peek(entry.key) == entry.value) }
+            }
+        }
+    }
 }
 
 @Suite struct FlightsTests {
