@@ -150,10 +150,26 @@ public struct JobListDocument: Sendable {
     }
 }
 
+/// What the cache needs of a job detail: its id, its status (for its lifetime) and its version.
+/// Not a `JobSummary`: the fields lists are filtered by are read from the body when a detail
+/// goes into a list, and a cached detail does not carry them (32 bytes and a string per job).
+public struct JobVersion: Sendable, Equatable {
+    public let id: String
+    public let status: String?
+    /// `updated_at` as an instant.
+    public let updatedAt: Double?
+
+    init(_ summary: JobSummary) {
+        id = summary.id
+        status = summary.status
+        updatedAt = summary.updatedAt
+    }
+}
+
 /// A job detail answer and what the cache needs of it.
 public struct JobDetailDocument: Sendable {
     public let body: [UInt8]
-    public let job: JobSummary
+    public let job: JobVersion
 
     public init?(body: [UInt8]) {
         guard let object = Self.parse(body) else { return nil }
@@ -164,7 +180,7 @@ public struct JobDetailDocument: Sendable {
     init?(body: [UInt8], object: [String: Any]) {
         guard let job = JobSummary(object) else { return nil }
         self.body = body
-        self.job = job
+        self.job = JobVersion(job)
     }
 
     /// The parsed document, for projecting it into a list. Parsed again on each use rather than

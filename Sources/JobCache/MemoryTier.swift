@@ -29,6 +29,9 @@ public final class MemoryTier<Key: Hashable, Value> {
     private unowned(unsafe) var oldest: Node?
     public private(set) var totalBytes = 0
     public private(set) var evictions = 0
+    /// Told of each value evicted for the budget (not of one replaced by `set` or removed:
+    /// the caller knows of those).
+    public var onEvicted: ((Key, Value) -> Void)?
 
     public init(budgetBytes: Int) {
         self.budgetBytes = budgetBytes
@@ -64,6 +67,7 @@ public final class MemoryTier<Key: Hashable, Value> {
         while totalBytes > budgetBytes, let victim = oldest {
             remove(victim.key)
             evictions += 1
+            onEvicted?(victim.key, victim.value)
         }
     }
 

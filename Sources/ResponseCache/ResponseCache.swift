@@ -27,11 +27,14 @@ public final class ResponseCache {
     /// `cache.routes` resources whose answer was over `maxCachedRouteBytes`, until when.
     var tooLargeToCache = ExpiringSet<CacheKey>(capacity: 4096)
     public internal(set) var counters = Counters()
-    /// The newest `updated_at` this instance has shown or learned per job (detail keys),
-    /// whether or not the detail is cached: from lists, details, jobs written through, another
-    /// instance's supersession marks and the disk's sightings. No answer leaves with a job older
-    /// than this (`current`), and a detail answer older than it is never stored. Bounded (least
-    /// recently noted forgotten); the disk keeps what lists showed per workflow, read on a miss.
+    /// The newest `updated_at` this instance has shown or learned per job (detail keys), beyond
+    /// what the details held in memory say themselves: from lists, details, jobs written
+    /// through, another instance's supersession marks and the disk's sightings. With those
+    /// details it makes `known`: no answer leaves with a job older than that (`current`), and a
+    /// detail answer older than it is never stored. A detail leaving memory leaves its version
+    /// here. Bounded (least recently noted forgotten); the disk keeps what lists showed per
+    /// workflow, read on a miss. Not repeating the held details' versions saves a node and a
+    /// bucket per cached job (8 MB at 100k).
     private let newestKnown: MemoryTier<CacheKey, Double>
     /// Incremented whenever `newestKnown` rises: an answer checked at this generation needs no
     /// second look (`current` is one comparison on the hit path).
@@ -125,6 +128,7 @@ public final class ResponseCache {
         self.clock = clock
         self.fetcher = fetcher
         self.shared = shared.map(SharedTierState.init)
+        memory.onEvicted = { [unowned self] key, answer in keepVersion(of: answer, leaving: key) }
     }
 
     // MARK: Lookups
@@ -161,10 +165,10 @@ public final class ResponseCache {
             // before a restart, say) gets the job, as a list fetched now would.
             let answer = withRecentWrites(read, key: key, now: now)
             // What lists have shown since the row was written (the disk may not have it yet).
-            if let listed = newestKnown.peek(key) {
+            if let listed = known(key) {
                 answer.freshness = ListSightings.superseding(answer.freshness, detailUpdatedAt: answer.updatedAt, listed: listed)
             }
-            if memory.peek(key) == nil { memory.set(key, answer, cost: answer.cost) }
+            if memory.peek(key) == nil { hold(key, answer) }
             let entry = memory.peek(key) ?? answer
             completion(entry, entry.remaining(now: clock()) > 0, false)
         }
@@ -202,17 +206,19 @@ public final class ResponseCache {
         for record in records {
             guard let job = record.jobID, let detail = CachedAnswer(record: record), let updatedAt = detail.updatedAt else { continue }
             let key = CacheKey.detail(workflow: workflow, job: job)
-            if (memory.peek(key)?.updatedAt ?? -.infinity) < updatedAt, !detail.isSuperseded { memory.set(key, detail, cost: detail.cost) }
+            let newer = (memory.peek(key)?.updatedAt ?? -.infinity) < updatedAt
             noteKnown(key, updatedAt)
+            if newer, !detail.isSuperseded { hold(key, detail) }
         }
     }
 
     /// Remembers that `key`'s job was shown or learned at `updatedAt` (keeping the newest).
     /// A version from over a day ahead of this clock is not believed (found by review: one
     /// detail dated 2999 would otherwise pin the job in every list for as long as the process runs).
+    /// Called before the answer of that version is held in memory, so that the rise is seen.
     private func noteKnown(_ key: CacheKey, _ updatedAt: Double) {
         guard plausible(updatedAt) != nil else { return }
-        if let known = newestKnown.peek(key), known >= updatedAt { return }
+        if let known = known(key), known >= updatedAt { return }
         newestKnown.set(key, updatedAt, cost: Self.listedEntryCost)
         knownGeneration += 1
         if workflowLearnedAt.count >= Self.maxWorkflowsTracked, workflowLearnedAt[key.workflow] == nil {
@@ -220,6 +226,39 @@ public final class ResponseCache {
             learnedAtFloor = knownGeneration
         }
         workflowLearnedAt[key.workflow] = knownGeneration
+    }
+
+    /// The newest `updated_at` shown or learned for a detail key: `newestKnown`'s, or the
+    /// version of the detail memory holds.
+    private func known(_ key: CacheKey) -> Double? {
+        Self.newer(newestKnown.peek(key), memory.peek(key).flatMap { plausible($0.updatedAt) })
+    }
+
+    /// Puts an answer in memory. A detail's version is noted first (a rise is then seen, and
+    /// `current` looks again at what was checked before), and is then not repeated in
+    /// `newestKnown` while memory holds it. A detail it replaces leaves its version there when
+    /// the new one is older or not held (over the budget).
+    private func hold(_ key: CacheKey, _ answer: CachedAnswer) {
+        guard case .detail = key else { return memory.set(key, answer, cost: answer.cost) }
+        if let updatedAt = answer.updatedAt { noteKnown(key, updatedAt) }
+        let replaced = memory.peek(key)
+        memory.set(key, answer, cost: answer.cost)
+        let held = memory.peek(key).flatMap { plausible($0.updatedAt) }
+        if let replaced { keepVersion(of: replaced, over: held, for: key) }
+        if let noted = newestKnown.peek(key), let held, held >= noted { newestKnown.remove(key) }
+    }
+
+    /// A detail evicted from memory leaves its version in `newestKnown`, which knew it through
+    /// the entry until now: no rise, so nothing is looked at again. (A purge removes an entry
+    /// itself, and what was known of it with it.)
+    private func keepVersion(of answer: CachedAnswer, leaving key: CacheKey) {
+        keepVersion(of: answer, over: nil, for: key)
+    }
+
+    private func keepVersion(of answer: CachedAnswer, over held: Double?, for key: CacheKey) {
+        guard case .detail = key, let version = plausible(answer.updatedAt), version > held ?? -.infinity else { return }
+        if let noted = newestKnown.peek(key), noted >= version { return }
+        newestKnown.set(key, version, cost: Self.listedEntryCost)
     }
 
     // MARK: Storing
@@ -284,7 +323,7 @@ public final class ResponseCache {
         case .route(let resource):
             // No document to read and no rule but time: the bytes as they came, for the rule's lifetime.
             let answer = CachedAnswer(document: .raw(body), headers: storable, storedAt: now, lifetime: resource.lifetime)
-            memory.set(key, answer, cost: answer.cost)
+            hold(key, answer)
             disk?.save(answer.record(for: key))
             landed(.stored(answer))
         }
@@ -331,7 +370,7 @@ public final class ResponseCache {
             // between is in the list too.
             let answer = withRecentWrites(CachedAnswer(document: .list(list), headers: headers, storedAt: now, lifetime: policy.jobListSeconds),
                                           key: key, now: now)
-            memory.set(key, answer, cost: answer.cost)
+            hold(key, answer)
             disk?.save(answer.record(for: key))
             landed(.stored(answer))
         }
@@ -350,7 +389,7 @@ public final class ResponseCache {
         // showed for the job (also from before a restart), and its entry in the cached list.
         // A version from over a day ahead of this clock counts as undated: believed, one
         // answer dated 2999 would keep every later one out for good (found by review).
-        var newestSeen = Self.newer(plausible(cached?.freshness.newestSeen), newestKnown.peek(key))
+        var newestSeen = Self.newer(plausible(cached?.freshness.newestSeen), known(key))
         if case .list(let list)? = memory.peek(.list(workflow: workflow))?.document, let index = list.index(of: detail.job.id) {
             newestSeen = Self.newer(newestSeen, plausible(list.jobs[index].updatedAt))
         }
@@ -362,7 +401,7 @@ public final class ResponseCache {
             // Older than a cached detail that is still current: that one stays and is served.
             counters.rejectedOutOfOrder += 1
             if let cached {
-                if memory.peek(key) == nil { memory.set(key, cached, cost: cached.cost) }
+                if memory.peek(key) == nil { hold(key, cached) }
                 return landed(.keptNewer(cached))
             }
             return landed(.olderThanListed)
@@ -372,7 +411,8 @@ public final class ResponseCache {
         }
         let answer = CachedAnswer(document: .detail(detail), headers: headers, storedAt: now,
                                   lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
-        memory.set(key, answer, cost: answer.cost)
+        if let updatedAt = detail.job.updatedAt { noteKnown(key, updatedAt) }
+        hold(key, answer)
         // A version newer than any shown is answered once its row is on disk: answered
         // before, and the process killed with the save still queued behind a busy writer, the
         // lists on disk would show the job older after the restart than it was shown before
@@ -387,7 +427,6 @@ public final class ResponseCache {
             }, loop: loop)
             disk.save(answer.record(for: key)) { [loop] in loop.execute { committed.value() } }
         }
-        if let updatedAt = detail.job.updatedAt { noteKnown(key, updatedAt) }
         updateListEntry(workflow: workflow, from: detail)
         if disk != nil && newVersion {
             saved = { landed(.stored(answer)) }
@@ -471,9 +510,9 @@ public final class ResponseCache {
         let key = CacheKey.detail(workflowID: workflowID, jobID: detail.job.id)
         let answer = CachedAnswer(document: .detail(detail), headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]),
                                   storedAt: now, lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
-        memory.set(key, answer, cost: answer.cost)
-        if disk != nil { detailSaves += 1 }
         if let updatedAt = detail.job.updatedAt { noteKnown(key, updatedAt) }
+        hold(key, answer)
+        if disk != nil { detailSaves += 1 }
         counters.writeThroughs += 1
         recentWrites.remember(detail, workflow: key.workflow, at: now)
 
@@ -588,7 +627,7 @@ public final class ResponseCache {
                Invalidation.detailUpdatesListEntry(listEntry: best.updatedAt, detail: current.jobs[index].updatedAt) {
                 best = (current.jobs[index].updatedAt, { current.object(at: index) ?? [:] })
             }
-            if let listed = newestKnown.peek(detailKey), (best.updatedAt ?? -.infinity) < listed { continue }
+            if let listed = known(detailKey), (best.updatedAt ?? -.infinity) < listed { continue }
             objects.append(best.object())
         }
         guard !objects.isEmpty, let merged = list.inserting(objects, fields: Self.listFields(of: list)) else { return answer }
@@ -708,7 +747,7 @@ public final class ResponseCache {
     private func planPatch(_ list: JobListDocument, workflow: String, hasCached: Bool) -> (ListPlan, JobListDocument?) {
         var patched: JobListDocument?
         let oldest = Dictionary(list.jobs.map { (PercentEncoding.segment($0.id), $0.updatedAt) }, uniquingKeysWith: Self.older)
-        let plan = Invalidation.planList(listed: oldest, newestKnown: { [self] in newestKnown.peek(.detail(workflow: workflow, job: $0)) },
+        let plan = Invalidation.planList(listed: oldest, newestKnown: { [self] in known(.detail(workflow: workflow, job: $0)) },
                                          canPatch: { [self] jobs in
                                              patched = patching(list, jobs: jobs, workflow: workflow)
                                              return patched != nil
@@ -723,7 +762,7 @@ public final class ResponseCache {
         let listed = cachedList.map(Self.newestEntries) ?? [:]
         var copies: [String: [String: Any]] = [:]
         for job in jobs {
-            guard let known = newestKnown.peek(.detail(workflow: workflow, job: job)),
+            guard let known = known(.detail(workflow: workflow, job: job)),
                   let copy = newerCopy(of: job, workflow: workflow, atLeast: known, listed: listed, cachedList: cachedList) else { return nil }
             copies[job] = copy.object
         }
@@ -750,7 +789,7 @@ public final class ResponseCache {
         deliveryPlans += 1
         switch answer.document {
         case .detail(let detail):
-            if let known = newestKnown.peek(key), (detail.job.updatedAt ?? -.infinity) < known {
+            if let known = known(key), (detail.job.updatedAt ?? -.infinity) < known {
                 answer.freshness.invalidated = true
                 answer.freshness.newestSeen = Self.newer(answer.freshness.newestSeen, known)
                 counters.invalidations += 1
@@ -780,7 +819,7 @@ public final class ResponseCache {
     private func replaceList(_ cached: CachedAnswer, with list: JobListDocument, key: CacheKey, save: Bool = true)
         -> (answer: CachedAnswer, record: DiskRecord) {
         let replacement = cached.replacingDocument(.list(list))
-        memory.set(key, replacement, cost: replacement.cost)
+        hold(key, replacement)
         let record = replacement.record(for: key)
         if save { disk?.save(record) }
         return (replacement, record)

@@ -235,6 +235,27 @@ import Testing
         await proxy.stop()
     }
 
+    /// A detail evicted from memory leaves its version known: a lagging list that shows the job
+    /// older afterwards is not served, as it is not while the detail is held.
+    @Test func aDetailEvictedFromMemoryStillKeepsALaggingListFromTakingItsJobBack() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        let padding = String(repeating: "x", count: 600_000)
+        documents.set("/v0/workflows/w/jobs/a", Documents.job("a", "2026-11-20T10:05:00Z"))
+        for job in ["b", "c"] {
+            documents.set("/v0/workflows/w/jobs/\(job)", #"{"id":"\#(job)","status":"completed","updated_at":"2026-11-20T10:00:00Z","pad":"\#(padding)"}"#)
+        }
+        documents.set("/v0/workflows/w/jobs", #"{"jobs":[\#(Documents.job("a", "2026-11-20T10:00:00Z"))]}"#)
+        let proxy = try Self.proxy(documents) { $0.cacheMemoryMB = 1 }
+        #expect(try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken).status == 200)
+        // Two details of 600 KB in a 1 MiB memory tier: the first job's detail is evicted.
+        for job in ["b", "c"] { #expect(try proxy.get("/v0/workflows/w/jobs/\(job)", token: proxy.readToken).status == 200) }
+        let list = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        let shown = (list.json?["jobs"] as? [[String: Any]])?.first?["updated_at"] as? String
+        #expect(shown != "2026-11-20T10:00:00Z", "the job went back in time: \(list.status) \(list.text.prefix(300))")
+        await proxy.stop()
+    }
+
     /// With no room in memory every entry lives on disk only: an older answer must still lose.
     @Test func anOlderAnswerLosesToADiskOnlyDetailWhenMemoryHoldsNothing() async throws {
         let documents = try Documents()

@@ -197,6 +197,23 @@ import Testing
         #expect(small.removeAll { _ in true } == 2 && small.count == 0 && small.totalBytes == 0)
     }
 
+    /// The cache keeps a detail's version when the budget evicts it; a value replaced or
+    /// removed by the caller is not reported (the caller knows, and a purge must not keep it).
+    @Test func onlyValuesEvictedForTheBudgetAreReported() {
+        let tier = MemoryTier<String, Int>(budgetBytes: 30)
+        var evicted: [String] = []
+        tier.onEvicted = { key, value in evicted.append("\(key)=\(value)") }
+        tier.set("a", 1, cost: 10)
+        tier.set("b", 2, cost: 10)
+        tier.set("a", 3, cost: 10)  // replaced: not reported
+        tier.set("c", 4, cost: 10)
+        tier.set("d", 5, cost: 10)  // evicts b, the least recently used
+        #expect(tier.remove("c") == 4)
+        #expect(tier.removeAll { $0 == "d" } == 1)
+        #expect(evicted == ["b=2"])
+        #expect(tier.peek("a") == 3 && tier.count == 1)
+    }
+
     /// Random operations on keys of which most share a hash, each step checked against a plain
     /// least-recently-used list: values, count, bytes, keys and eviction order.
     @Test func behavesAsAPlainLeastRecentlyUsedListUnderRandomOperations() {
