@@ -215,7 +215,8 @@ public final class ResponseCache {
     /// Remembers that `key`'s job was shown or learned at `updatedAt` (keeping the newest).
     /// A version from over a day ahead of this clock is not believed (found by review: one
     /// detail dated 2999 would otherwise pin the job in every list for as long as the process runs).
-    /// Called before the answer of that version is held in memory, so that the rise is seen.
+    /// `hold` calls it before memory has the detail, so that a rise is seen (`known` counts
+    /// what memory holds).
     private func noteKnown(_ key: CacheKey, _ updatedAt: Double) {
         guard plausible(updatedAt) != nil else { return }
         if let known = known(key), known >= updatedAt { return }
@@ -411,7 +412,6 @@ public final class ResponseCache {
         }
         let answer = CachedAnswer(document: .detail(detail), headers: headers, storedAt: now,
                                   lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
-        if let updatedAt = detail.job.updatedAt { noteKnown(key, updatedAt) }
         hold(key, answer)
         // A version newer than any shown is answered once its row is on disk: answered
         // before, and the process killed with the save still queued behind a busy writer, the
@@ -510,7 +510,6 @@ public final class ResponseCache {
         let key = CacheKey.detail(workflowID: workflowID, jobID: detail.job.id)
         let answer = CachedAnswer(document: .detail(detail), headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]),
                                   storedAt: now, lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
-        if let updatedAt = detail.job.updatedAt { noteKnown(key, updatedAt) }
         hold(key, answer)
         if disk != nil { detailSaves += 1 }
         counters.writeThroughs += 1
