@@ -778,7 +778,9 @@ final class ServerConnection {
             }
             switch body {
             case .bytes(let bytes)?: return bytes.withUnsafeBytes(send)
-            case .shared(let shared)?: return shared.withUnsafeBytes(send)
+            // The array itself, not a method of the protocol: through the existential, the
+            // closure's context was allocated on every answer.
+            case .shared(let shared)?: return shared.heldBytes.withUnsafeBytes(send)
             case nil: return send(UnsafeRawBufferPointer(start: nil, count: 0))
             }
         }

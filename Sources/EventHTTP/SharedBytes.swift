@@ -15,10 +15,6 @@ public protocol HeldBytes: AnyObject {
 extension HeldBytes {
     public var count: Int { heldBytes.count }
 
-    func withUnsafeBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try heldBytes.withUnsafeBytes(body)
-    }
-
     /// Appends these bytes from `offset` on to `buffer` by reference; the buffer keeps them
     /// alive until sent.
     func addReference(to buffer: OpaquePointer, from offset: Int = 0) {
