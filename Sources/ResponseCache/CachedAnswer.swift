@@ -23,6 +23,11 @@ public final class CachedAnswer: HeldBytes {
     /// When the upstream last confirmed it, whether it is known to be superseded, and the
     /// newest `updated_at` seen for the job (`CacheInvalidation.DetailFreshness`).
     public var freshness: DetailFreshness
+    /// Whether this detail's `updated_at` counts as a version shown while memory holds it:
+    /// decided when it is held (`ResponseCache.hold`), by whether the version was believable
+    /// then, so that a wall clock stepping back later does not make a shown version stop
+    /// counting. (Declared here, it takes the padding after `freshness`.)
+    var versionCounts = false
 
     /// The `ResponseCache.knownGeneration` it was last checked at by the "never older" rule.
     var checkedGeneration = -1

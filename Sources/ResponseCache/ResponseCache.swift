@@ -232,7 +232,12 @@ public final class ResponseCache {
     /// The newest `updated_at` shown or learned for a detail key: `newestKnown`'s, or the
     /// version of the detail memory holds.
     private func known(_ key: CacheKey) -> Double? {
-        Self.newer(newestKnown.peek(key), memory.peek(key).flatMap { plausible($0.updatedAt) })
+        Self.newer(newestKnown.peek(key), memory.peek(key).flatMap(Self.countedVersion))
+    }
+
+    /// The version a held detail stands for in `known` (`CachedAnswer.versionCounts`).
+    private static func countedVersion(_ answer: CachedAnswer) -> Double? {
+        answer.versionCounts ? answer.updatedAt : nil
     }
 
     /// Puts an answer in memory. A detail's version is noted first (a rise is then seen, and
@@ -242,9 +247,10 @@ public final class ResponseCache {
     private func hold(_ key: CacheKey, _ answer: CachedAnswer) {
         guard case .detail = key else { return memory.set(key, answer, cost: answer.cost) }
         if let updatedAt = answer.updatedAt { noteKnown(key, updatedAt) }
+        answer.versionCounts = plausible(answer.updatedAt) != nil
         let replaced = memory.peek(key)
         memory.set(key, answer, cost: answer.cost)
-        let held = memory.peek(key).flatMap { plausible($0.updatedAt) }
+        let held = memory.peek(key).flatMap(Self.countedVersion)
         if let replaced { keepVersion(of: replaced, over: held, for: key) }
         if let noted = newestKnown.peek(key), let held, held >= noted { newestKnown.remove(key) }
     }
@@ -257,7 +263,7 @@ public final class ResponseCache {
     }
 
     private func keepVersion(of answer: CachedAnswer, over held: Double?, for key: CacheKey) {
-        guard case .detail = key, let version = plausible(answer.updatedAt), version > held ?? -.infinity else { return }
+        guard case .detail = key, let version = Self.countedVersion(answer), version > held ?? -.infinity else { return }
         if let noted = newestKnown.peek(key), noted >= version { return }
         newestKnown.set(key, version, cost: Self.listedEntryCost)
     }

@@ -256,6 +256,24 @@ import Testing
         await proxy.stop()
     }
 
+    /// A held detail's version counts as known for as long as it is held, even when the wall
+    /// clock steps back far enough that a version of that date would no longer be believed if
+    /// it arrived now: it was believed when it was shown.
+    @Test func aHeldDetailStillCountsAfterTheClockStepsBackADay() async throws {
+        let documents = try Documents()
+        defer { documents.recorder.stop() }
+        let clock = ManualClock()
+        documents.set("/v0/workflows/w/jobs/a", Documents.job("a", "2026-11-20T10:05:00Z"))
+        documents.set("/v0/workflows/w/jobs", #"{"jobs":[\#(Documents.job("a", "2026-11-20T10:00:00Z"))]}"#)
+        let proxy = try Self.proxy(documents, clock: clock)
+        #expect(try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken).status == 200)
+        clock.advance(1_794_996_000 - clock.now)  // 2026-11-18T10:00:00Z: two days before the version
+        let list = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        let shown = (list.json?["jobs"] as? [[String: Any]])?.first?["updated_at"] as? String
+        #expect(shown != "2026-11-20T10:00:00Z", "the job went back in time: \(list.status) \(list.text.prefix(300))")
+        await proxy.stop()
+    }
+
     /// With no room in memory every entry lives on disk only: an older answer must still lose.
     @Test func anOlderAnswerLosesToADiskOnlyDetailWhenMemoryHoldsNothing() async throws {
         let documents = try Documents()
