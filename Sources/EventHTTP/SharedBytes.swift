@@ -42,6 +42,4 @@ public final class SharedBytes: HeldBytes, @unchecked Sendable {
     }
 
     public var heldBytes: [UInt8] { storage }
-
-    public var array: [UInt8] { storage }
 }

@@ -458,10 +458,6 @@ public final class DiskStore: @unchecked Sendable {
         }
     }
 
-    /// While writes fail, a small write of its own every half recovery time (on the writer
-    /// queue, not counted as a write): a store nobody writes to (an instance out of its load
-    /// balancer's rotation for the 503 this causes, or one answering every hit from memory)
-    /// still sees space come back. A corrupt store is not probed: the next start moves it aside.
     /// A write worked: space back, the file writable again. The first that works once writes
     /// have been quiet for `recoverySeconds` ends the episode; true when this one did.
     private func writeWorked() -> Bool {
@@ -471,6 +467,10 @@ public final class DiskStore: @unchecked Sendable {
         return true
     }
 
+    /// While writes fail, a small write of its own every half recovery time (on the writer
+    /// queue, not counted as a write): a store nobody writes to (an instance out of its load
+    /// balancer's rotation for the 503 this causes, or one answering every hit from memory)
+    /// still sees space come back. A corrupt store is not probed: the next start moves it aside.
     private func scheduleProbe() {
         // One chain of probes at a time, however often the store flaps (found by review).
         guard probing.withLock({ was in defer { was = true }; return !was }) else { return }

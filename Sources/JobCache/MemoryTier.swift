@@ -54,12 +54,13 @@ public final class MemoryTier<Key: Hashable, Value> {
         return collided.isEmpty ? nil : collided[key]
     }
 
-    /// Stores `value` costing `cost` bytes, then evicts least recently used entries over budget.
-    /// A value larger than the whole budget is not stored.
-    public func set(_ key: Key, _ value: Value, cost: Int) {
-        remove(key)
-        guard cost <= budgetBytes else { return }
+    /// Stores `value` costing `cost` bytes, then evicts least recently used entries over budget;
+    /// returns the value it replaced. A value larger than the whole budget is not stored.
+    @discardableResult
+    public func set(_ key: Key, _ value: Value, cost: Int) -> Value? {
         let hash = key.hashValue
+        let replaced = remove(key, hash: hash)
+        guard cost <= budgetBytes else { return replaced }
         let node = Node(key: key, value: value, cost: cost)
         if byHash[hash] == nil { byHash[hash] = node } else { collided[key] = node }
         totalBytes += cost
@@ -69,13 +70,16 @@ public final class MemoryTier<Key: Hashable, Value> {
             evictions += 1
             onEvicted?(victim.key, victim.value)
         }
+        return replaced
     }
 
     @discardableResult
-    public func remove(_ key: Key) -> Value? {
-        let hash = key.hashValue
-        guard let node = byHash[hash].flatMap({ $0.key == key ? $0 : nil }) ?? collided[key] else { return nil }
-        if byHash[hash] === node {
+    public func remove(_ key: Key) -> Value? { remove(key, hash: key.hashValue) }
+
+    private func remove(_ key: Key, hash: Int) -> Value? {
+        let holder = byHash[hash]
+        guard let node = holder?.key == key ? holder : collided[key] else { return nil }
+        if holder === node {
             byHash[hash] = nil
             // A collided key with this hash takes the freed bucket, so lookups stay one probe.
             if !collided.isEmpty, let heir = collided.values.first(where: { $0.key.hashValue == hash }) {

@@ -139,6 +139,7 @@ public final class CachedAnswer: HeldBytes {
     /// fragments once per filter set and kept with the entry (a bounded number of them), so a
     /// repeated filtered read copies nothing.
     public func sharedBody(for filters: JobListFilters) -> any HeldBytes {
+        if filters.isEmpty, let whole = listBodies?.whole { return whole }
         guard case .list(let list) = document else { return self }
         let bodies = listBodies ?? ListBodies(whole: SharedBytes(list.body))
         listBodies = bodies

@@ -128,7 +128,7 @@ public final class ResponseCache {
         self.clock = clock
         self.fetcher = fetcher
         self.shared = shared.map(SharedTierState.init)
-        memory.onEvicted = { [unowned self] key, answer in keepVersion(of: answer, leaving: key) }
+        memory.onEvicted = { [unowned self] key, answer in keepVersion(of: answer, for: key) }
     }
 
     // MARK: Lookups
@@ -245,24 +245,23 @@ public final class ResponseCache {
     /// `newestKnown` while memory holds it. A detail it replaces leaves its version there when
     /// the new one is older or not held (over the budget).
     private func hold(_ key: CacheKey, _ answer: CachedAnswer) {
-        guard case .detail = key else { return memory.set(key, answer, cost: answer.cost) }
+        guard case .detail = key else {
+            memory.set(key, answer, cost: answer.cost)
+            return
+        }
         if let updatedAt = answer.updatedAt { noteKnown(key, updatedAt) }
         answer.versionCounts = plausible(answer.updatedAt) != nil
-        let replaced = memory.peek(key)
-        memory.set(key, answer, cost: answer.cost)
+        let replaced = memory.set(key, answer, cost: answer.cost)
         let held = memory.peek(key).flatMap(Self.countedVersion)
         if let replaced { keepVersion(of: replaced, over: held, for: key) }
         if let noted = newestKnown.peek(key), let held, held >= noted { newestKnown.remove(key) }
     }
 
-    /// A detail evicted from memory leaves its version in `newestKnown`, which knew it through
-    /// the entry until now: no rise, so nothing is looked at again. (A purge removes an entry
-    /// itself, and what was known of it with it.)
-    private func keepVersion(of answer: CachedAnswer, leaving key: CacheKey) {
-        keepVersion(of: answer, over: nil, for: key)
-    }
-
-    private func keepVersion(of answer: CachedAnswer, over held: Double?, for key: CacheKey) {
+    /// A detail evicted from memory (or replaced by one whose version is older or not `held`)
+    /// leaves its version in `newestKnown`, which knew it through the entry until now: no rise,
+    /// so nothing is looked at again. (A purge removes an entry itself, and what was known of it
+    /// with it.)
+    private func keepVersion(of answer: CachedAnswer, over held: Double? = nil, for key: CacheKey) {
         guard case .detail = key, let version = Self.countedVersion(answer), version > held ?? -.infinity else { return }
         if let noted = newestKnown.peek(key), noted >= version { return }
         newestKnown.set(key, version, cost: Self.listedEntryCost)

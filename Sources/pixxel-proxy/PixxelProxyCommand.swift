@@ -227,7 +227,7 @@ struct StatusCommand: AsyncParsableCommand {
                 let settings = try await SettingsLoader.load(configFile: config, environment: environment)
                 url = Self.url(listeningOn: settings.listenHost, port: settings.listenPort)
             } catch {
-                url = "http://127.0.0.1:8787"
+                url = Self.url(listeningOn: ProxySettings().listenHost, port: ProxySettings().listenPort)
                 FileHandle.standardError.write(Data("pixxel-proxy: the configuration does not load (\(error)); asking \(url)\n".utf8))
             }
         }

@@ -23,10 +23,11 @@ public enum ClientsFileWriter {
         var existing = ""
         // A file there that cannot be read is not an empty one: appending to it blind wrote a
         // second line for a name it held, and the next reload refused the file (found by review).
-        if FileManager.default.fileExists(atPath: path), FileManager.default.contents(atPath: path) == nil {
+        let data = FileManager.default.contents(atPath: path)
+        if data == nil, FileManager.default.fileExists(atPath: path) {
             throw Failure(description: "cannot read \(path) (\(OSReason.unreadable(path))); a client is added only to a file that can be checked for the name")
         }
-        if let data = FileManager.default.contents(atPath: path) {
+        if let data {
             existing = String(decoding: data, as: UTF8.self)
             switch ClientsFile.parse(existing) {
             case .failure(let invalid): throw Failure(description: "\(path) \(invalid); fix it before adding clients")

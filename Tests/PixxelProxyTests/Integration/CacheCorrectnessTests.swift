@@ -42,6 +42,11 @@ import Testing
         }
     }
 
+    /// The `updated_at` of the first job a list answer shows.
+    static func firstVersion(in list: RawResponse) -> String? {
+        (list.json?["jobs"] as? [[String: Any]])?.first?["updated_at"] as? String
+    }
+
     static func proxy(_ documents: Documents, clock: ManualClock? = nil, directory: String? = nil,
                       configure: @escaping (inout ProxySettings) -> Void = { _ in }) throws -> ProxyHarness {
         try ProxyHarness(upstreamURL: "http://127.0.0.1:\(documents.recorder.port)", clock: clock) {
@@ -211,8 +216,7 @@ import Testing
         documents.set("/v0/workflows/w/jobs", #"{"jobs":[\#(Documents.job("a", "2026-11-20T10:00:00Z"))]}"#)
         documents.set("/v0/workflows/w/jobs/a", Documents.job("a", "2026-11-20T10:00:00Z"))
         let list = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
-        let shown = (list.json?["jobs"] as? [[String: Any]])?.first?["updated_at"] as? String
-        #expect(shown == "2026-11-20T10:05:00Z", "the newer list stays: \(list.text)")
+        #expect(Self.firstVersion(in: list) == "2026-11-20T10:05:00Z", "the newer list stays: \(list.text)")
         let detail = try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken)
         #expect(detail.status == 502 && detail.json?["updated_at"] == nil, "never the older job: \(detail.text)")
         await proxy.stop()
@@ -251,8 +255,7 @@ import Testing
         // Two details of 600 KB in a 1 MiB memory tier: the first job's detail is evicted.
         for job in ["b", "c"] { #expect(try proxy.get("/v0/workflows/w/jobs/\(job)", token: proxy.readToken).status == 200) }
         let list = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
-        let shown = (list.json?["jobs"] as? [[String: Any]])?.first?["updated_at"] as? String
-        #expect(shown != "2026-11-20T10:00:00Z", "the job went back in time: \(list.status) \(list.text.prefix(300))")
+        #expect(Self.firstVersion(in: list) != "2026-11-20T10:00:00Z", "the job went back in time: \(list.status) \(list.text.prefix(300))")
         await proxy.stop()
     }
 
@@ -269,8 +272,7 @@ import Testing
         #expect(try proxy.get("/v0/workflows/w/jobs/a", token: proxy.readToken).status == 200)
         clock.advance(1_794_996_000 - clock.now)  // 2026-11-18T10:00:00Z: two days before the version
         let list = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
-        let shown = (list.json?["jobs"] as? [[String: Any]])?.first?["updated_at"] as? String
-        #expect(shown != "2026-11-20T10:00:00Z", "the job went back in time: \(list.status) \(list.text.prefix(300))")
+        #expect(Self.firstVersion(in: list) != "2026-11-20T10:00:00Z", "the job went back in time: \(list.status) \(list.text.prefix(300))")
         await proxy.stop()
     }
 
