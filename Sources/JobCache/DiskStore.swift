@@ -238,7 +238,7 @@ public final class DiskStore: @unchecked Sendable {
             guard let record, let list = JobListDocument(body: record.body) else { return completion(record, []) }
             var listed: [String: Double] = [:]
             for job in list.jobs {
-                let id = PercentEncoding.segment(job.id)
+                let id = job.compactID.percentEncoded
                 listed[id] = max(listed[id] ?? -.infinity, job.updatedAt ?? -.infinity)
             }
             let rows = readingOrMarking { try reader.details(workflowID: workflowID) } ?? []

@@ -2,7 +2,8 @@ import Foundation
 
 /// What the cache needs to know of one job, read once when an upstream answer is stored.
 public struct JobSummary: Sendable, Equatable {
-    public let id: String
+    /// The id, 16 bytes for a UUID (`CompactID`): a list of 50 jobs held 50 strings of 80 bytes.
+    public let compactID: CompactID
     public let status: String?
     public let createdBy: String?
     /// `created_at` as an instant, when present and parseable.
@@ -12,17 +13,20 @@ public struct JobSummary: Sendable, Equatable {
 
     init?(_ object: [String: Any]) {
         guard let id = object["id"] as? String else { return nil }
-        self.id = id
+        compactID = CompactID(id)
         status = object["status"] as? String
         createdBy = object["created_by"] as? String
         createdAt = (object["created_at"] as? String).flatMap(Timestamp.parse)
         updatedAt = (object["updated_at"] as? String).flatMap(Timestamp.parse)
     }
 
+    /// The id's text (made anew for a UUID).
+    public var id: String { compactID.text }
+
     /// Whether this job passes `filters` (status case-insensitive, `created_on` as a UTC day).
     public func matches(_ filters: JobListFilters) -> Bool {
         // Ids compare by bytes: canonically equivalent ids are different jobs upstream.
-        if let id = filters.id, !JobListFilters.sameBytes(self.id, id) { return false }
+        if let id = filters.id, compactID != CompactID(id) { return false }
         if let status = filters.status, self.status?.lowercased() != status { return false }
         if let createdBy = filters.createdBy, !JobListFilters.sameBytes(self.createdBy, createdBy) { return false }
         if let day = filters.createdOn {
@@ -63,7 +67,9 @@ public struct JobListDocument: Sendable {
 
     /// Index of the job with `id`, if listed.
     /// The first job whose id has exactly these bytes.
-    public func index(of id: String) -> Int? { jobs.firstIndex { JobListFilters.sameBytes($0.id, id) } }
+    public func index(of id: String) -> Int? { index(of: CompactID(id)) }
+
+    public func index(of id: CompactID) -> Int? { jobs.firstIndex { $0.compactID == id } }
 
     /// The job at `index` as a JSON object.
     public func object(at index: Int) -> [String: Any]? {
@@ -154,13 +160,18 @@ public struct JobListDocument: Sendable {
 /// Not a `JobSummary`: the fields lists are filtered by are read from the body when a detail
 /// goes into a list, and a cached detail does not carry them (32 bytes and a string per job).
 public struct JobVersion: Sendable, Equatable {
-    public let id: String
+    /// The id, held as 16 bytes when it is a UUID (`CompactID`): the 80 bytes of a `String` for
+    /// every cached job were the largest cost of an entry after its body.
+    public let compactID: CompactID
     public let status: String?
     /// `updated_at` as an instant.
     public let updatedAt: Double?
 
+    /// The id's text (made anew for a UUID).
+    public var id: String { compactID.text }
+
     init(_ summary: JobSummary) {
-        id = summary.id
+        compactID = summary.compactID
         status = summary.status
         updatedAt = summary.updatedAt
     }

@@ -7,7 +7,9 @@ import JobCache
 /// memory, on disk, in a purge or in an invalidation.
 public enum CacheKey: Hashable, Sendable, CustomStringConvertible {
     case list(workflow: String)
-    case detail(workflow: String, job: String)
+    /// The job's id is a `CompactID`: 16 bytes for a UUID, where a `String` would be a heap
+    /// allocation per cached job.
+    case detail(workflow: String, job: CompactID)
     /// A GET route of `cache.routes`: its path and query as they go upstream. Indirect, so a
     /// key is two strings wide: every cached entry's key sits in two dictionaries.
     indirect case route(CachedRouteResource)
@@ -17,7 +19,23 @@ public enum CacheKey: Hashable, Sendable, CustomStringConvertible {
 
     /// The key of a detail, from ids as decoded from a request path or a document.
     public static func detail(workflowID: String, jobID: String) -> CacheKey {
-        .detail(workflow: PercentEncoding.segment(workflowID), job: PercentEncoding.segment(jobID))
+        .detail(workflow: PercentEncoding.segment(workflowID), job: CompactID(PercentEncoding.segment(jobID)))
+    }
+
+    /// The key of a detail, from the workflow's encoded id and the job's id as a document holds it.
+    public static func detail(workflow: String, jobID: CompactID) -> CacheKey {
+        .detail(workflow: workflow, job: encoded(jobID))
+    }
+
+    /// A job's id as a key holds it: percent-encoded (a UUID needs no encoding, and is not
+    /// made into text to find that out).
+    public static func encoded(_ id: CompactID) -> CompactID {
+        id.isInline ? id : CompactID(id.percentEncoded)
+    }
+
+    /// The key of a detail, from ids already encoded (`PercentEncoding.segment`).
+    public static func detail(workflow: String, encodedJob: String) -> CacheKey {
+        .detail(workflow: workflow, job: CompactID(encodedJob))
     }
 
     /// The workflow's id, encoded; for a `cache.routes` resource its path (which starts with
@@ -29,17 +47,9 @@ public enum CacheKey: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// The same key, its job id held in `id`'s storage when the two hold the same bytes (the id
-    /// of nearly every job needs no percent-encoding): the document and both dictionaries then
-    /// share one copy of the id. Compared by bytes: a canonically equivalent id is another job.
-    func sharingJobID(with id: String) -> CacheKey {
-        guard case .detail(let workflow, let job) = self, job.utf8.elementsEqual(id.utf8) else { return self }
-        return .detail(workflow: workflow, job: id)
-    }
-
-    /// The job's id, encoded (details only).
+    /// The job's id, encoded (details only; made anew for a UUID).
     public var job: String? {
-        if case .detail(_, let job) = self { return job }
+        if case .detail(_, let job) = self { return job.text }
         return nil
     }
 

@@ -35,7 +35,7 @@ struct RecentWrites {
         prune(now: now)
         // One write per job (the latest): the same creation announced again takes no more room.
         // Ids compare as bytes: canonically equivalent ids are different jobs.
-        let id = PercentEncoding.segment(detail.job.id)
+        let id = detail.job.compactID.percentEncoded
         drop { $0.workflow == workflow && PercentEncoding.segment($0.jobID) == id }
         writes.append(Write(workflow: workflow, jobID: detail.job.id, detail: detail, at: now))
         bytes += detail.body.count

@@ -138,7 +138,7 @@ public final class ResponseCache {
     public func revalidationRoute(for key: CacheKey, cached: CachedAnswer, now: Double) -> Revalidation.Route {
         guard case .detail(let workflow, _) = key, case .detail(let detail) = cached.document,
               let list = memory.peek(.list(workflow: workflow)), case .list(let document) = list.document else { return .detail }
-        let listed = document.index(of: detail.job.id).flatMap { document.jobs[$0].updatedAt }
+        let listed = document.index(of: detail.job.compactID).flatMap { document.jobs[$0].updatedAt }
         return Revalidation.route(detailSuperseded: cached.isSuperseded, detailUpdatedAt: cached.updatedAt, listedUpdatedAt: listed,
                                   listRemaining: list.remaining(now: now))
     }
@@ -194,7 +194,7 @@ public final class ResponseCache {
         guard case .detail(let workflow, let job) = key else {
             return disk.load(key.diskKey) { [loop] record in loop.execute { onLoop.value(record, nil) } }
         }
-        disk.loadDetail(key.diskKey, workflowID: workflow, jobID: job) { [loop] record, listed in
+        disk.loadDetail(key.diskKey, workflowID: workflow, jobID: job.text) { [loop] record, listed in
             loop.execute { onLoop.value(record, listed) }
         }
     }
@@ -205,7 +205,7 @@ public final class ResponseCache {
     func takeInNewerDetails(_ records: [DiskRecord], workflow: String) {
         for record in records {
             guard let job = record.jobID, let detail = CachedAnswer(record: record), let updatedAt = detail.updatedAt else { continue }
-            let key = CacheKey.detail(workflow: workflow, job: job)
+            let key = CacheKey.detail(workflow: workflow, encodedJob: job)
             let newer = (memory.peek(key)?.updatedAt ?? -.infinity) < updatedAt
             noteKnown(key, updatedAt)
             if newer, !detail.isSuperseded { hold(key, detail) }
@@ -307,7 +307,7 @@ public final class ResponseCache {
             storeList(key, list, workflow: workflow, headers: storable, now: now, landed: landed)
         case .detail(let workflow, let job):
             // A detail of another job than the one asked for is not this resource's answer.
-            guard let detail = JobDetailDocument(body: body), PercentEncoding.segment(detail.job.id) == job else {
+            guard let detail = JobDetailDocument(body: body), CacheKey.encoded(detail.job.compactID) == job else {
                 return landed(.unparseable)
             }
             let diskUnchangedSinceEmpty = diskEmpty != nil && diskEmpty == diskSeenEmpty
@@ -339,7 +339,7 @@ public final class ResponseCache {
                            landed: @escaping (StoreResult) -> Void) {
         var list = list
         // A job listed twice counts with its newest `updated_at`.
-        var listed = Dictionary(list.jobs.map { (PercentEncoding.segment($0.id), $0.updatedAt) }, uniquingKeysWith: Self.newer)
+        var listed = Dictionary(list.jobs.map { ($0.compactID.percentEncoded, $0.updatedAt) }, uniquingKeysWith: Self.newer)
         // A list that shows a job older than this instance has shown or learned it (a lagging
         // answer, or one fetched before a newer detail landed) has those entries patched from
         // the newer versions held; failing that, the cached list stays (or, with none current
@@ -366,7 +366,7 @@ public final class ResponseCache {
             listed[PercentEncoding.segment(write.jobID)] = .some(nil)
         }
         let sightings = ListSightings(updatedAt: listed, answeredAt: now)
-        for case (let job, let updatedAt?) in sightings.updatedAt { noteKnown(.detail(workflow: workflow, job: job), updatedAt) }
+        for case (let job, let updatedAt?) in sightings.updatedAt { noteKnown(.detail(workflow: workflow, encodedJob: job), updatedAt) }
         // Details it supersedes stop being served at once; the list itself is published (to
         // memory, so to the hit path, and to the waiting clients) once the disk has what it
         // showed, so that no client is shown a version that a crash could make it forget.
@@ -389,14 +389,13 @@ public final class ResponseCache {
 
     private func storeDetail(_ key: CacheKey, _ detail: JobDetailDocument, workflow: String, headers: HTTPHeaders, onDisk: DiskRecord?,
                              now: Double, landed: @escaping (StoreResult) -> Void) {
-        let key = key.sharingJobID(with: detail.job.id)
         let cached = memory.peek(key) ?? onDisk.flatMap { CachedAnswer(record: $0) }
         // The newest version any answer has shown: the cached detail's sightings, what lists
         // showed for the job (also from before a restart), and its entry in the cached list.
         // A version from over a day ahead of this clock counts as undated: believed, one
         // answer dated 2999 would keep every later one out for good (found by review).
         var newestSeen = Self.newer(plausible(cached?.freshness.newestSeen), known(key))
-        if case .list(let list)? = memory.peek(.list(workflow: workflow))?.document, let index = list.index(of: detail.job.id) {
+        if case .list(let list)? = memory.peek(.list(workflow: workflow))?.document, let index = list.index(of: detail.job.compactID) {
             newestSeen = Self.newer(newestSeen, plausible(list.jobs[index].updatedAt))
         }
         switch Invalidation.planDetail(answer: detail.job.updatedAt, cached: cached.map { (plausible($0.updatedAt), $0.isSuperseded) },
@@ -522,7 +521,7 @@ public final class ResponseCache {
 
         var records = [answer.record(for: key)]
         let listKey = CacheKey.list(workflow: key.workflow)
-        if let cached = memory.peek(listKey), case .list(let list) = cached.document, list.index(of: detail.job.id) == nil,
+        if let cached = memory.peek(listKey), case .list(let list) = cached.document, list.index(of: detail.job.compactID) == nil,
            let updated = list.inserting([object], fields: Self.listFields(of: list)) {
             records.append(replaceList(cached, with: updated, key: listKey, save: false).record)
         }
@@ -574,15 +573,15 @@ public final class ResponseCache {
     public func takeInWrittenJob(_ key: CacheKey, record: DiskRecord, now: Double, purgeGeneration generation: Int) {
         loop.assertOnLoop()
         guard case .detail(let workflow, let job) = key, PercentEncoding.isCanonicalSegment(workflow),
-              PercentEncoding.isCanonicalSegment(job), record.body.count <= Self.maxWrittenJobBytes,
+              PercentEncoding.isCanonicalSegment(job.text), record.body.count <= Self.maxWrittenJobBytes,
               now - record.validatedAt <= RecentWrites.keepSeconds, generation == purgeEpoch,
-              let detail = JobDetailDocument(body: record.body), PercentEncoding.segment(detail.job.id) == job,
+              let detail = JobDetailDocument(body: record.body), CacheKey.encoded(detail.job.compactID) == job,
               (detail.object["workflow_id"] as? String).map({ PercentEncoding.segment($0) == workflow }) ?? true else { return }
         adopt(key, record: record) { [self] result in
             guard case .stored = result, generation == purgeEpoch else { return }
             let listKey = CacheKey.list(workflow: workflow)
             if let cached = memory.peek(listKey), case .list(let list) = cached.document,
-               list.index(of: detail.job.id) == nil, let updated = Self.adding(detail, to: list) {
+               list.index(of: detail.job.compactID) == nil, let updated = Self.adding(detail, to: list) {
                 replaceList(cached, with: updated, key: listKey)
             }
             recentWrites.remember(detail, workflow: workflow, at: record.validatedAt)
@@ -621,7 +620,7 @@ public final class ResponseCache {
         if case .list(let published)? = memory.peek(key)?.document { current = published }
         var objects: [[String: Any]] = []
         for write in writes {
-            let detailKey = CacheKey.detail(workflow: workflow, job: PercentEncoding.segment(write.jobID))
+            let detailKey = CacheKey.detail(workflow: workflow, encodedJob: PercentEncoding.segment(write.jobID))
             var best = (updatedAt: write.detail.job.updatedAt, object: { write.detail.object })
             if case .detail(let cached)? = memory.peek(detailKey)?.document,
                Invalidation.detailUpdatesListEntry(listEntry: best.updatedAt, detail: cached.job.updatedAt) {
@@ -678,7 +677,7 @@ public final class ResponseCache {
     public func listedDetails(of answer: CachedAnswer, workflow: String) -> [(key: CacheKey, updatedAt: Double)] {
         guard case .list(let list) = answer.document else { return [] }
         return list.jobs.compactMap { job in
-            job.updatedAt.map { (CacheKey.detail(workflow: workflow, job: PercentEncoding.segment(job.id)), $0) }
+            job.updatedAt.map { (CacheKey.detail(workflow: workflow, jobID: job.compactID), $0) }
         }
     }
 
@@ -703,7 +702,7 @@ public final class ResponseCache {
     private func updateListEntry(workflow: String, from detail: JobDetailDocument) {
         let listKey = CacheKey.list(workflow: workflow)
         guard let cached = memory.peek(listKey), case .list(let list) = cached.document,
-              let index = list.index(of: detail.job.id),
+              let index = list.index(of: detail.job.compactID),
               Invalidation.detailUpdatesListEntry(listEntry: list.jobs[index].updatedAt, detail: detail.job.updatedAt),
               let fields = list.fieldNames(at: index),
               let updated = list.replacing(at: index, with: detail.object, fields: fields) else { return }
@@ -717,7 +716,7 @@ public final class ResponseCache {
     private func newerCopy(of job: String, workflow: String, atLeast known: Double,
                            listed: [String: (index: Int, updatedAt: Double)], cachedList: JobListDocument?)
         -> (updatedAt: Double?, object: [String: Any])? {
-        if case .detail(let detail)? = memory.peek(.detail(workflow: workflow, job: job))?.document,
+        if case .detail(let detail)? = memory.peek(.detail(workflow: workflow, encodedJob: job))?.document,
            let updatedAt = detail.job.updatedAt, updatedAt >= known {
             return (updatedAt, detail.object)
         }
@@ -732,7 +731,7 @@ public final class ResponseCache {
         var entries: [String: (index: Int, updatedAt: Double)] = [:]
         for (index, job) in list.jobs.enumerated() {
             guard let updatedAt = job.updatedAt else { continue }
-            let id = PercentEncoding.segment(job.id)
+            let id = job.compactID.percentEncoded
             if let known = entries[id], known.updatedAt >= updatedAt { continue }
             entries[id] = (index, updatedAt)
         }
@@ -750,8 +749,8 @@ public final class ResponseCache {
     /// the plan is to patch; made once, for storing and for delivering alike.
     private func planPatch(_ list: JobListDocument, workflow: String, hasCached: Bool) -> (ListPlan, JobListDocument?) {
         var patched: JobListDocument?
-        let oldest = Dictionary(list.jobs.map { (PercentEncoding.segment($0.id), $0.updatedAt) }, uniquingKeysWith: Self.older)
-        let plan = Invalidation.planList(listed: oldest, newestKnown: { [self] in known(.detail(workflow: workflow, job: $0)) },
+        let oldest = Dictionary(list.jobs.map { ($0.compactID.percentEncoded, $0.updatedAt) }, uniquingKeysWith: Self.older)
+        let plan = Invalidation.planList(listed: oldest, newestKnown: { [self] in known(.detail(workflow: workflow, encodedJob: $0)) },
                                          canPatch: { [self] jobs in
                                              patched = patching(list, jobs: jobs, workflow: workflow)
                                              return patched != nil
@@ -766,13 +765,13 @@ public final class ResponseCache {
         let listed = cachedList.map(Self.newestEntries) ?? [:]
         var copies: [String: [String: Any]] = [:]
         for job in jobs {
-            guard let known = known(.detail(workflow: workflow, job: job)),
+            guard let known = known(.detail(workflow: workflow, encodedJob: job)),
                   let copy = newerCopy(of: job, workflow: workflow, atLeast: known, listed: listed, cachedList: cachedList) else { return nil }
             copies[job] = copy.object
         }
         var replacements: [Int: [String: Any]] = [:]
         for (index, entry) in list.jobs.enumerated() {
-            if let copy = copies[PercentEncoding.segment(entry.id)] { replacements[index] = copy }
+            if let copy = copies[entry.compactID.percentEncoded] { replacements[index] = copy }
         }
         return list.replacing(replacements, fields: { list.fieldNames(at: $0) })
     }
@@ -909,8 +908,8 @@ public final class ResponseCache {
         // list with nothing to be patched from, and every read answered 502 until a restart).
         recentWrites.forget(workflow: workflow, job: job)
         if let job {
-            fromMemory = memory.remove(.detail(workflow: workflow, job: job)) == nil ? 0 : 1
-            _ = newestKnown.remove(.detail(workflow: workflow, job: job))
+            fromMemory = memory.remove(.detail(workflow: workflow, encodedJob: job)) == nil ? 0 : 1
+            _ = newestKnown.remove(.detail(workflow: workflow, encodedJob: job))
         } else {
             fromMemory = memory.removeAll { $0.workflow == workflow }
             _ = newestKnown.removeAll { $0.workflow == workflow }

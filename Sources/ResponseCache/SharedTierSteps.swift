@@ -178,7 +178,7 @@ extension ResponseCache {
         var listed: [String: Double] = [:]
         for job in list.jobs {
             guard let updatedAt = job.updatedAt else { continue }
-            let diskKey = CacheKey.detail(workflow: workflow, job: PercentEncoding.segment(job.id)).diskKey
+            let diskKey = CacheKey.detail(workflow: workflow, jobID: job.compactID).diskKey
             listed[diskKey] = min(listed[diskKey] ?? .infinity, updatedAt)
         }
         let generation = purgeGeneration
@@ -299,7 +299,7 @@ extension CacheKey {
         let parts = diskKey.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         switch (parts.first, parts.count) {
         case ("list", 2) where !parts[1].isEmpty: self = .list(workflow: parts[1])
-        case ("detail", 3) where !parts[1].isEmpty && !parts[2].isEmpty: self = .detail(workflow: parts[1], job: parts[2])
+        case ("detail", 3) where !parts[1].isEmpty && !parts[2].isEmpty: self = .detail(workflow: parts[1], encodedJob: parts[2])
         default: return nil
         }
     }

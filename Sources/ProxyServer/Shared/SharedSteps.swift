@@ -16,7 +16,7 @@ extension ProxyServer {
         let workflow = PercentEncoding.segment(workflowID)
         let job = jobID.map(PercentEncoding.segment)
         let purge = if let job {
-            SharedLink.PendingPurge(diskKey: CacheKey.detail(workflow: workflow, job: job).diskKey, diskKeyPrefix: nil,
+            SharedLink.PendingPurge(diskKey: CacheKey.detail(workflow: workflow, encodedJob: job).diskKey, diskKeyPrefix: nil,
                                     announcement: SharedMessage.purge(workflow: workflow, job: job).text)
         } else {
             SharedLink.PendingPurge(diskKey: CacheKey.list(workflow: workflow).diskKey, diskKeyPrefix: "detail/\(workflow)/",

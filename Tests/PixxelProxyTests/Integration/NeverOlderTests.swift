@@ -149,7 +149,7 @@ import EventHTTP
         #expect(hit.header("Cache-Status")?.contains("hit") == true)
 
         let t7 = try #require(Timestamp.parse("2026-11-20T10:00:07Z"))
-        Self.onLoop(proxy) { $0.noteSuperseded(.detail(workflow: "w", job: "a"), newestSeen: t7) }
+        Self.onLoop(proxy) { $0.noteSuperseded(.detail(workflow: "w", encodedJob: "a"), newestSeen: t7) }
         pixxel.state.withLock { $0.detailUpdatedAt["a"] = "2026-11-20T10:00:07Z"; $0.listUpdatedAt["a"] = "2026-11-20T10:00:07Z" }
 
         let after = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
@@ -275,11 +275,11 @@ import EventHTTP
         let settled = plans()
         // Another workflow's job is learned newer; w's list is served again, unplanned.
         let newer = 1_795_168_801.0  // 2026-11-20T10:00:01Z, a second after the list's versions
-        Self.onLoop(proxy) { cache in cache.noteSuperseded(.detail(workflow: "other", job: "z"), newestSeen: newer) }
+        Self.onLoop(proxy) { cache in cache.noteSuperseded(.detail(workflow: "other", encodedJob: "z"), newestSeen: newer) }
         #expect(try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken).status == 200)
         #expect(plans() == settled)
         // One of w's own jobs is: the list is looked at again.
-        Self.onLoop(proxy) { cache in cache.noteSuperseded(.detail(workflow: "w", job: "a"), newestSeen: newer) }
+        Self.onLoop(proxy) { cache in cache.noteSuperseded(.detail(workflow: "w", encodedJob: "a"), newestSeen: newer) }
         _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
         #expect(plans() > settled)
         await proxy.stop()
