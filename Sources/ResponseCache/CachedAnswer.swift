@@ -32,6 +32,9 @@ public final class CachedAnswer: HeldBytes {
     /// The `ResponseCache.knownGeneration` it was last checked at by the "never older" rule.
     var checkedGeneration = -1
 
+    /// The `ETag` of the stored body (a filtered list's bodies have their own, `served(for:)`).
+    public let entityTag: EntityTag
+
     /// A list's bodies as sent, made on first use (see `sharedBody(for:)`).
     private var listBodies: ListBodies?
 
@@ -43,9 +46,15 @@ public final class CachedAnswer: HeldBytes {
     /// class made at the first read, so that the many details a cache holds carry one reference.
     private final class ListBodies {
         let whole: SharedBytes
-        var filtered: [JobListFilters: SharedBytes] = [:]
+        var filtered: [JobListFilters: ServedBody] = [:]
         var filteredBytes = 0
         init(whole: SharedBytes) { self.whole = whole }
+    }
+
+    /// A body as an answer sends it: its bytes, held for sending by reference, and its `ETag`.
+    public struct ServedBody {
+        public let bytes: any HeldBytes
+        public let entityTag: EntityTag
     }
 
     public init(document: Document, headers: HTTPHeaders, storedAt: Double, lifetime: Double, freshness: DetailFreshness? = nil) {
@@ -54,6 +63,11 @@ public final class CachedAnswer: HeldBytes {
         self.storedAt = storedAt
         self.lifetime = lifetime
         self.freshness = freshness ?? DetailFreshness(validatedAt: storedAt, invalidated: false)
+        entityTag = switch document {
+        case .list(let list): EntityTag(of: list.body)
+        case .detail(let detail): EntityTag(of: detail.body)
+        case .raw(let body): EntityTag(of: body)
+        }
     }
 
     /// The same answer (times, freshness, headers) with another document: a list with entries
@@ -131,29 +145,31 @@ public final class CachedAnswer: HeldBytes {
     }
 
     public func body(for filters: JobListFilters) -> [UInt8] {
-        sharedBody(for: filters).heldBytes
+        served(for: filters).bytes.heldBytes
     }
 
-    /// The body for `filters`, ready to send by reference: a detail's entry itself (its stored
-    /// bytes, with no wrapper per entry), a list's whole body, or a list assembled from its
-    /// fragments once per filter set and kept with the entry (a bounded number of them), so a
-    /// repeated filtered read copies nothing.
-    public func sharedBody(for filters: JobListFilters) -> any HeldBytes {
-        if filters.isEmpty, let whole = listBodies?.whole { return whole }
-        guard case .list(let list) = document else { return self }
+    /// The body for `filters` and its `ETag`, ready to send by reference: a detail's entry
+    /// itself (its stored bytes, with no wrapper per entry), a list's whole body, or a list
+    /// assembled from its fragments once per filter set and kept with the entry (a bounded
+    /// number of them), so a repeated filtered read copies and hashes nothing.
+    public func served(for filters: JobListFilters) -> ServedBody {
+        if filters.isEmpty, let whole = listBodies?.whole { return ServedBody(bytes: whole, entityTag: entityTag) }
+        guard case .list(let list) = document else { return ServedBody(bytes: self, entityTag: entityTag) }
         let bodies = listBodies ?? ListBodies(whole: SharedBytes(list.body))
         listBodies = bodies
-        if filters.isEmpty { return bodies.whole }
+        if filters.isEmpty { return ServedBody(bytes: bodies.whole, entityTag: entityTag) }
         if let rendered = bodies.filtered[filters] { return rendered }
-        let made = SharedBytes(list.rendered(filters))
+        let bytes = list.rendered(filters)
+        // Only what is filtered out changes a filtered body, so its tag is its own bytes'.
+        let made = ServedBody(bytes: SharedBytes(bytes), entityTag: bytes == list.body ? entityTag : EntityTag(of: bytes))
         // Kept within twice the list's own bytes, which `cost` counts.
-        if bodies.filteredBytes + made.count > 2 * list.body.count {
+        if bodies.filteredBytes + bytes.count > 2 * list.body.count {
             bodies.filtered.removeAll()
             bodies.filteredBytes = 0
         }
-        if made.count <= 2 * list.body.count {
+        if bytes.count <= 2 * list.body.count {
             bodies.filtered[filters] = made
-            bodies.filteredBytes += made.count
+            bodies.filteredBytes += bytes.count
         }
         return made
     }

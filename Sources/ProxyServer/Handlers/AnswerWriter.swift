@@ -12,9 +12,11 @@ extension ProxyServer {
     /// Writes an answer whole: its head (`answerHead`, made in a buffer reused from answer to
     /// answer), then its body.
     func writeAnswer(_ request: ServerRequest, status: Int, fields: AnswerFields, body: ResponseBody, requestID: String,
-                     outcome: CacheOutcome?, age: Int, extra: HTTPHeaders?, close: Bool, headContentLength: HeadContentLength = .ofBody) {
+                     outcome: CacheOutcome?, age: Int, extra: HTTPHeaders?, close: Bool, headContentLength: HeadContentLength = .ofBody,
+                     entityTag: EntityTag? = nil) {
         var lines = hitPath.takeLinesBuffer()
-        let made = appendAnswerHead(to: &lines, fields: fields, requestID: requestID, outcome: outcome, age: age, extra: extra, close: close)
+        let made = appendAnswerHead(to: &lines, fields: fields, requestID: requestID, outcome: outcome, age: age, extra: extra, close: close,
+                                    entityTag: entityTag)
         request.respond(status: status, headerLines: lines, addDate: made.addDate, body: body, close: made.close,
                         headContentLength: headContentLength)
         hitPath.returnLinesBuffer(lines)
@@ -24,7 +26,7 @@ extension ProxyServer {
     /// cache's, the upstream's passed on or streamed through, the proxy's own errors): the
     /// answer's fields, `Content-Type` when they lack one (`defaultContentType`: not for a
     /// stream passed through as it is), the request's extra fields (`Allow`, `Retry-After`, ...),
-    /// `Cache-Status` and `Age` on a cached route, then `X-Request-Id`.
+    /// `ETag`, `Cache-Status` and `Age` on a cached route, then `X-Request-Id`.
     func answerHead(fields: AnswerFields, requestID: String, outcome: CacheOutcome?, age: Int, extra: HTTPHeaders?, close: Bool,
                     defaultContentType: Bool = true) -> AnswerHead {
         var lines: [UInt8] = []
@@ -36,7 +38,8 @@ extension ProxyServer {
     /// `answerHead`'s lines appended to `lines`; whether `Date` is still to add and whether the
     /// connection closes after the answer.
     private func appendAnswerHead(to lines: inout [UInt8], fields: AnswerFields, requestID: String, outcome: CacheOutcome?, age: Int,
-                                  extra: HTTPHeaders?, close: Bool, defaultContentType: Bool = true) -> (addDate: Bool, close: Bool) {
+                                  extra: HTTPHeaders?, close: Bool, defaultContentType: Bool = true,
+                                  entityTag: EntityTag? = nil) -> (addDate: Bool, close: Bool) {
         let addDate: Bool
         var close = close
         switch fields {
@@ -52,6 +55,11 @@ extension ProxyServer {
             if headers.values("Connection").contains(where: { $0.caseInsensitiveEquals("close") }) { close = true }
         }
         if let extra, !extra.fields.isEmpty { lines += extra.wireLines().lines }
+        if let entityTag {
+            lines += Self.entityTagLinePrefix
+            entityTag.append(to: &lines)
+            lines += Self.lineEnd
+        }
         if let outcome {
             lines += Self.cacheStatusLinePrefix
             outcome.appendCacheStatus(to: &lines)
@@ -66,8 +74,9 @@ extension ProxyServer {
     }
 
     private static let madePerAnswer: Set<String> = ["x-request-id"]
-    private static let madePerCachedAnswer: Set<String> = ["x-request-id", "cache-status", "age"]
+    private static let madePerCachedAnswer: Set<String> = ["x-request-id", "cache-status", "age", "etag"]
     private static let jsonContentTypeLine = Array("Content-Type: application/json\r\n".utf8)
+    private static let entityTagLinePrefix = Array("ETag: ".utf8)
     private static let cacheStatusLinePrefix = Array("Cache-Status: ".utf8)
     private static let ageLinePrefix = Array("\r\nAge: ".utf8)
     private static let requestIDLinePrefix = Array("X-Request-Id: ".utf8)

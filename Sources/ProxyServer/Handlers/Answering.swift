@@ -13,16 +13,27 @@ extension ProxyServer {
     }
 
     /// Answers with a cached entry: its prepared fields, and its body for `filters` by reference.
+    /// A cached answer, with its `ETag`; `304 Not Modified` (no body) when the request's
+    /// `If-None-Match` names the bytes it would get.
     func finish(_ exchange: inout Exchange, cached answer: CachedAnswer, age: Int, filters: JobListFilters) {
-        finish(&exchange, status: 200, fields: .prepared(answer.preparedHeaderLines), body: .shared(answer.sharedBody(for: filters)),
-               age: age, headContentLength: .ofBody)
+        let served = answer.served(for: filters)
+        let notModified = Self.isNotModified(exchange.request.headers, entityTag: served.entityTag)
+        finish(&exchange, status: notModified ? 304 : 200, fields: .prepared(answer.preparedHeaderLines),
+               body: notModified ? .bytes([]) : .shared(served.bytes), age: age, headContentLength: .ofBody, entityTag: served.entityTag)
+    }
+
+    /// Whether any `If-None-Match` field names `entityTag` (RFC 9110 13.1.2). `If-Modified-Since`
+    /// is not read: no answer carries `Last-Modified`, and If-None-Match takes precedence.
+    static func isNotModified(_ headers: HTTPHeaders, entityTag: EntityTag) -> Bool {
+        headers.fields.contains { $0.name.caseInsensitiveEquals("if-none-match") && entityTag.isMatched(byIfNoneMatch: $0.value) }
     }
 
     private func finish(_ exchange: inout Exchange, status: Int, fields: AnswerFields, body: ResponseBody, age: Int,
-                        headContentLength: HeadContentLength) {
+                        headContentLength: HeadContentLength, entityTag: EntityTag? = nil) {
         let outcome = exchange.finalCacheOutcome
         writeAnswer(exchange.request, status: status, fields: fields, body: body, requestID: exchange.requestID, outcome: outcome, age: age,
-                    extra: exchange.extraHeaders, close: exchange.closeConnection, headContentLength: headContentLength)
+                    extra: exchange.extraHeaders, close: exchange.closeConnection, headContentLength: headContentLength,
+                    entityTag: entityTag)
         record(exchange.answerRecord(status: status))
     }
 

@@ -84,12 +84,15 @@ extension ProxyServer {
         let headers = request.headers
         var authorization: String?
         var clientRequestID: String?
+        var conditional = false
         // The first of each, as the full path reads them (`HTTPHeaders` subscript).
         for field in headers {
             if field.name.caseInsensitiveEquals("authorization") {
                 if authorization == nil { authorization = field.value }
             } else if field.name.caseInsensitiveEquals("x-request-id") {
                 if clientRequestID == nil { clientRequestID = field.value }
+            } else if field.name.caseInsensitiveEquals("if-none-match") {
+                conditional = true
             } else if field.name.caseInsensitiveEquals("cache-control") || field.name.caseInsensitiveEquals("pragma") {
                 return false  // possibly a request to revalidate: the full path reads it
             } else if Self.isMethodOverride(field.name) {
@@ -100,12 +103,14 @@ extension ProxyServer {
               let delivery = cache.serveFromMemory(target.key), case .cached(let answer, let age) = delivery.content else { return false }
         let started = ContinuousClock.now
         let requestID = requestID(from: clientRequestID)
-        writeAnswer(request, status: 200, fields: .prepared(answer.preparedHeaderLines), body: .shared(answer.sharedBody(for: target.filters)),
-                    requestID: requestID, outcome: delivery.outcome, age: age, extra: nil, close: false)
-        record(AnswerRecord(method: method.rawValue, route: target.routeTemplate, status: 200, client: caller.logName, peer: request.peer,
+        let served = answer.served(for: target.filters)
+        let status = conditional && Self.isNotModified(headers, entityTag: served.entityTag) ? 304 : 200
+        writeAnswer(request, status: status, fields: .prepared(answer.preparedHeaderLines), body: status == 304 ? .bytes([]) : .shared(served.bytes),
+                    requestID: requestID, outcome: delivery.outcome, age: age, extra: nil, close: false, entityTag: served.entityTag)
+        record(AnswerRecord(method: method.rawValue, route: target.routeTemplate, status: status, client: caller.logName, peer: request.peer,
                             requestID: requestID, cache: delivery.outcome.label, elapsed: ContinuousClock.now - started,
                             upstreamDuration: nil, upstreamStatus: nil, workflow: target.key.isRoute ? nil : target.key.workflow),
-               hitRecorder: target.metrics)
+               hitRecorder: status == 200 ? target.metrics : nil)
         return true
     }
 }

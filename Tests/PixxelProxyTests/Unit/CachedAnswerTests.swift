@@ -15,21 +15,21 @@ import Testing
     /// A detail is sent by reference to the entry itself: no wrapper object per cached job.
     @Test func aDetailIsSentFromTheEntryItself() throws {
         let answer = Self.answer(.detail(try #require(JobDetailDocument(body: Self.detailBody))))
-        #expect(answer.sharedBody(for: JobListFilters()) === answer)
-        #expect(answer.sharedBody(for: JobListFilters()).heldBytes == Self.detailBody)
+        #expect(answer.served(for: JobListFilters()).bytes === answer)
+        #expect(answer.served(for: JobListFilters()).bytes.heldBytes == Self.detailBody)
     }
 
     /// A list's whole body goes out from a wrapper of its own, made once: a slow reader then
     /// keeps the list's bytes alive, not the entry with its filtered bodies and job index.
     @Test func aListIsSentFromAWrapperThatHoldsOnlyItsBytes() throws {
         let answer = Self.answer(.list(try #require(JobListDocument(body: Self.listBody))))
-        let whole = answer.sharedBody(for: JobListFilters())
+        let whole = answer.served(for: JobListFilters()).bytes
         #expect(whole !== answer)
-        #expect(whole === answer.sharedBody(for: JobListFilters()))
+        #expect(whole === answer.served(for: JobListFilters()).bytes)
         #expect(whole.heldBytes == Self.listBody)
         let filters = JobListFilters(status: "completed")
-        let filtered = answer.sharedBody(for: filters)
-        #expect(filtered !== answer && filtered === answer.sharedBody(for: filters))
+        let filtered = answer.served(for: filters).bytes
+        #expect(filtered !== answer && filtered === answer.served(for: filters).bytes)
         #expect(String(decoding: filtered.heldBytes, as: UTF8.self).contains(#""id":"j2""#))
         #expect(!String(decoding: filtered.heldBytes, as: UTF8.self).contains(#""id":"j1""#))
     }

@@ -1,0 +1,81 @@
+/// A strong entity tag (RFC 9110 8.8.3) made from a representation's bytes: the first 64 bits
+/// of their SHA-256. The same bytes get the same tag in every instance and after every
+/// restart, with nothing stored or shared to agree on; different bytes get different tags,
+/// short of a collision that takes about 2^32 bodies to find, and the bodies are the
+/// upstream's, not a client's to choose. Held as 8 bytes and written out per answer.
+public struct EntityTag: Hashable, Sendable {
+    public let value: UInt64
+
+    public init(value: UInt64) {
+        self.value = value
+    }
+
+    public init(of bytes: [UInt8]) {
+        let digest = OpenSSLCrypto.sha256(bytes)
+        value = digest.prefix(8).reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    /// The quoted form, `"0123456789abcdef"`, as `ETag` sends it.
+    public func append(to lines: inout [UInt8]) {
+        lines.append(UInt8(ascii: "\""))
+        for place in stride(from: 60, through: 0, by: -4) {
+            lines.append(Self.hexDigits[Int((value >> UInt64(place)) & 0xF)])
+        }
+        lines.append(UInt8(ascii: "\""))
+    }
+
+    public var quoted: String {
+        var lines: [UInt8] = []
+        append(to: &lines)
+        return String(decoding: lines, as: UTF8.self)
+    }
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    /// Whether an `If-None-Match` field value names this tag: `*`, or a list of entity tags one
+    /// of which is this one by the weak comparison that If-None-Match uses (RFC 9110 13.1.2:
+    /// `W/"x"` matches `"x"`). A value that does not parse matches from nothing after the
+    /// point where it stops parsing, so a malformed header never yields a 304 by accident.
+    public func isMatched(byIfNoneMatch value: String) -> Bool {
+        var value = value
+        return value.withUTF8 { matches(in: $0) }
+    }
+
+    private func matches(in bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var index = 0
+        func isSeparator(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: ",") }
+        func skipSeparators() {
+            while index < bytes.count, isSeparator(bytes[index]) { index += 1 }
+        }
+        while true {
+            skipSeparators()
+            guard index < bytes.count else { return false }
+            if bytes[index] == UInt8(ascii: "*") {
+                index += 1
+                skipSeparators()
+                return index == bytes.count
+            }
+            if bytes[index] == UInt8(ascii: "W"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "/") { index += 2 }
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { return false }
+            let start = index + 1
+            var end = start
+            // etagc: %x21 / %x23-7E / obs-text; anything else ends the parse.
+            while end < bytes.count, bytes[end] != UInt8(ascii: "\"") {
+                guard bytes[end] == 0x21 || bytes[end] >= 0x23 && bytes[end] != 0x7F else { return false }
+                end += 1
+            }
+            guard end < bytes.count else { return false }
+            if end - start == 16, isThisTag(bytes, from: start) { return true }
+            index = end + 1
+            guard index == bytes.count || isSeparator(bytes[index]) else { return false }
+        }
+    }
+
+    private func isThisTag(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> Bool {
+        for offset in 0..<16 {
+            let nibble = Int((value >> UInt64(60 - 4 * offset)) & 0xF)
+            guard bytes[start + offset] == Self.hexDigits[nibble] else { return false }
+        }
+        return true
+    }
+}
