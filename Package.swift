@@ -37,7 +37,9 @@ let package = Package(
             pkgConfig: "libevent",
             providers: [.apt(["libevent-dev", "libssl-dev"])]
         ),
-        .target(name: "EventHTTP", dependencies: ["CLibevent"]),
+        // gzip content coding for cached bodies (zlib; Debian's zlib1g is essential).
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "EventHTTP", dependencies: ["CLibevent", "CZlib"]),
         .target(name: "BuildStamp", cSettings: buildCommit.map { [.define("PIXXEL_BUILD_COMMIT", to: $0)] } ?? []),
         .target(name: "Upstream", dependencies: ["EventHTTP"]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),

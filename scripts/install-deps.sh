@@ -18,6 +18,7 @@ pkg-config --exists libevent libevent_openssl libevent_pthreads 2>/dev/null || m
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 pkg-config --exists sqlite3 2>/dev/null || missing+=(libsqlite3-dev)
 pkg-config --exists hiredis 2>/dev/null || missing+=(libhiredis-dev)
+pkg-config --exists zlib 2>/dev/null || missing+=(zlib1g-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # tests make their own CA with it
 command -v curl >/dev/null 2>&1 || missing+=(curl)         # make run checks the simulator with it

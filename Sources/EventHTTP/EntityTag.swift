@@ -3,24 +3,34 @@
 /// restart, with nothing stored or shared to agree on; different bytes get different tags,
 /// short of a collision that takes about 2^32 bodies to find, and the bodies are the
 /// upstream's, not a client's to choose. Held as 8 bytes and written out per answer.
+///
+/// The gzip form of a body is another representation, with a tag of its own (RFC 9110 8.8.3):
+/// the plain bytes' tag with `-gzip` appended, so that it too is the same everywhere.
 public struct EntityTag: Hashable, Sendable {
     public let value: UInt64
+    public let isGzip: Bool
 
-    public init(value: UInt64) {
+    public init(value: UInt64, gzip: Bool = false) {
         self.value = value
+        isGzip = gzip
     }
+
+    /// The tag of this representation's gzip form.
+    public var gzipped: EntityTag { EntityTag(value: value, gzip: true) }
 
     public init(of bytes: [UInt8]) {
         let digest = OpenSSLCrypto.sha256(bytes)
         value = digest.prefix(8).reduce(0) { $0 << 8 | UInt64($1) }
+        isGzip = false
     }
 
-    /// The quoted form, `"0123456789abcdef"`, as `ETag` sends it.
+    /// The quoted form, `"0123456789abcdef"` (`"0123456789abcdef-gzip"`), as `ETag` sends it.
     public func append(to lines: inout [UInt8]) {
         lines.append(UInt8(ascii: "\""))
         for place in stride(from: 60, through: 0, by: -4) {
             lines.append(Self.hexDigits[Int((value >> UInt64(place)) & 0xF)])
         }
+        if isGzip { lines += Self.gzipSuffix }
         lines.append(UInt8(ascii: "\""))
     }
 
@@ -31,6 +41,7 @@ public struct EntityTag: Hashable, Sendable {
     }
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+    private static let gzipSuffix: [UInt8] = Array("-gzip".utf8)
 
     /// Whether an `If-None-Match` field value names this tag: `*`, or a list of entity tags one
     /// of which is this one by the weak comparison that If-None-Match uses (RFC 9110 13.1.2:
@@ -65,7 +76,7 @@ public struct EntityTag: Hashable, Sendable {
                 end += 1
             }
             guard end < bytes.count else { return false }
-            if end - start == 16, isThisTag(bytes, from: start) { return true }
+            if end - start == (isGzip ? 21 : 16), isThisTag(bytes, from: start) { return true }
             index = end + 1
             guard index == bytes.count || isSeparator(bytes[index]) else { return false }
         }
@@ -76,6 +87,7 @@ public struct EntityTag: Hashable, Sendable {
             let nibble = Int((value >> UInt64(60 - 4 * offset)) & 0xF)
             guard bytes[start + offset] == Self.hexDigits[nibble] else { return false }
         }
-        return true
+        guard isGzip else { return true }
+        return (0..<5).allSatisfy { bytes[start + 16 + $0] == Self.gzipSuffix[$0] }
     }
 }

@@ -65,11 +65,7 @@ public final class MemoryTier<Key: Hashable, Value> {
         if byHash[hash] == nil { byHash[hash] = node } else { collided[key] = node }
         totalBytes += cost
         link(node)
-        while totalBytes > budgetBytes, let victim = oldest {
-            remove(victim.key)
-            evictions += 1
-            onEvicted?(victim.key, victim.value)
-        }
+        evictOverBudget()
         return replaced
     }
 
@@ -92,6 +88,23 @@ public final class MemoryTier<Key: Hashable, Value> {
         unlink(node)
         totalBytes -= node.cost
         return node.value
+    }
+
+    /// Adds `bytes` to the cost of `key`'s value when `isHeld` says the value is the one meant
+    /// (a value made bigger after it was stored), then evicts over budget as `set` does.
+    public func addCost(_ bytes: Int, to key: Key, ifHolding isHeld: (Value) -> Bool) {
+        guard bytes > 0, let node = node(for: key), isHeld(node.value) else { return }
+        node.cost += bytes
+        totalBytes += bytes
+        evictOverBudget()
+    }
+
+    private func evictOverBudget() {
+        while totalBytes > budgetBytes, let victim = oldest {
+            remove(victim.key)
+            evictions += 1
+            onEvicted?(victim.key, victim.value)
+        }
     }
 
     /// Keys for which `predicate` holds (a scan of the keys: for purges and list sightings, not hits).

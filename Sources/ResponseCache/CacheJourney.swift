@@ -98,6 +98,15 @@ extension ResponseCache {
         return CacheDelivery(.cached(answer, age: answer.ageSeconds(now: now)), .hit(ttl: answer.cacheStatusTTL(now: now)))
     }
 
+    /// The body an answer from `answer` sends for `filters`: in gzip form when `gzip` and worth
+    /// it, with its `ETag`. Bytes made for it (a filtered body, a gzip form: once each) count
+    /// against the memory budget while memory holds the entry.
+    public func served(_ answer: CachedAnswer, key: CacheKey, filters: JobListFilters, gzip: Bool) -> CachedAnswer.ServedBody {
+        let (body, added) = answer.served(for: filters, gzip: gzip)
+        if added > 0 { memory.addCost(added, to: key) { $0 === answer } }
+        return body
+    }
+
     /// What memory holds for a key, by freshness: the lookup step's decision, which the hit
     /// path takes too.
     enum MemoryLookup {

@@ -35,27 +35,42 @@ public final class CachedAnswer: HeldBytes {
     /// The `ETag` of the stored body (a filtered list's bodies have their own, `served(for:)`).
     public let entityTag: EntityTag
 
-    /// A list's bodies as sent, made on first use (see `sharedBody(for:)`).
-    private var listBodies: ListBodies?
+    /// Bodies made from the stored one on first use (see `served(for:gzip:)`).
+    private var derived: DerivedBodies?
 
     private var prepared: PreparedHeaderLines?
 
-    /// What a list sends: its whole body in a wrapper of its own, so that a slow reader keeps
-    /// the list's bytes alive and not the entry with its filtered bodies and job index (up to
-    /// three times as much), and its bodies for filter sets, kept with it. A
-    /// class made at the first read, so that the many details a cache holds carry one reference.
-    private final class ListBodies {
-        let whole: SharedBytes
-        var filtered: [JobListFilters: ServedBody] = [:]
+    /// What is made from the stored body and kept with the entry. A list's whole body in a
+    /// wrapper of its own, so that a slow reader keeps the list's bytes alive and not the entry
+    /// with its filtered bodies and job index (up to three times as much); a list's bodies for
+    /// filter sets; the gzip forms. A class made at the first need, so that the many details a
+    /// cache holds carry one reference.
+    private final class DerivedBodies {
+        var whole: SharedBytes?
+        /// The stored body's gzip form: nil until asked for, `.some(nil)` when not worth it.
+        var gzipped: SharedBytes??
+        var filtered: [JobListFilters: Representations] = [:]
         var filteredBytes = 0
-        init(whole: SharedBytes) { self.whole = whole }
     }
 
-    /// A body as an answer sends it: its bytes, held for sending by reference, and its `ETag`.
+    /// A filtered list's body and, once asked for, its gzip form.
+    private struct Representations {
+        let plain: ServedBody
+        var gzipped: ServedBody??
+    }
+
+    /// A body as an answer sends it: its bytes, held for sending by reference, and its `ETag`;
+    /// whether they are the gzip form, and whether the form depends on `Accept-Encoding` (then
+    /// both forms say `Vary: Accept-Encoding`).
     public struct ServedBody {
         public let bytes: any HeldBytes
         public let entityTag: EntityTag
+        public var varies = false
+        public var isGzip: Bool { entityTag.isGzip }
     }
+
+    /// Bytes a `DerivedBodies` costs beyond the bodies it holds, for the memory budget.
+    static let derivedOverhead = 64
 
     public init(document: Document, headers: HTTPHeaders, storedAt: Double, lifetime: Double, freshness: DetailFreshness? = nil) {
         self.document = document
@@ -145,33 +160,83 @@ public final class CachedAnswer: HeldBytes {
     }
 
     public func body(for filters: JobListFilters) -> [UInt8] {
-        served(for: filters).bytes.heldBytes
+        served(for: filters).body.bytes.heldBytes
     }
 
-    /// The body for `filters` and its `ETag`, ready to send by reference: a detail's entry
-    /// itself (its stored bytes, with no wrapper per entry), a list's whole body, or a list
-    /// assembled from its fragments once per filter set and kept with the entry (a bounded
-    /// number of them), so a repeated filtered read copies and hashes nothing.
-    public func served(for filters: JobListFilters) -> ServedBody {
-        if filters.isEmpty, let whole = listBodies?.whole { return ServedBody(bytes: whole, entityTag: entityTag) }
-        guard case .list(let list) = document else { return ServedBody(bytes: self, entityTag: entityTag) }
-        let bodies = listBodies ?? ListBodies(whole: SharedBytes(list.body))
-        listBodies = bodies
-        if filters.isEmpty { return ServedBody(bytes: bodies.whole, entityTag: entityTag) }
-        if let rendered = bodies.filtered[filters] { return rendered }
-        let bytes = list.rendered(filters)
-        // Only what is filtered out changes a filtered body, so its tag is its own bytes'.
-        let made = ServedBody(bytes: SharedBytes(bytes), entityTag: bytes == list.body ? entityTag : EntityTag(of: bytes))
-        // Kept within twice the list's own bytes, which `cost` counts.
-        if bodies.filteredBytes + bytes.count > 2 * list.body.count {
-            bodies.filtered.removeAll()
-            bodies.filteredBytes = 0
+    /// The body for `filters`, in gzip form when `gzip` and worth it (see `Gzip`), with its
+    /// `ETag`; and how many bytes this call added to what the entry holds (for the memory
+    /// budget). Ready to send by reference: a detail's entry itself (its stored bytes, with no
+    /// wrapper per entry), a list's whole body, or a list assembled from its fragments once per
+    /// filter set and kept with the entry (a bounded number of them); the gzip form of each made
+    /// once, at its first request. A repeated read copies, hashes and compresses nothing.
+    public func served(for filters: JobListFilters, gzip: Bool = false) -> (body: ServedBody, added: Int) {
+        var added = 0
+        let bodies: DerivedBodies
+        if let derived {
+            bodies = derived
+        } else {
+            bodies = DerivedBodies()
+            derived = bodies
+            added += Self.derivedOverhead
         }
-        if bytes.count <= 2 * list.body.count {
-            bodies.filtered[filters] = made
+        var plain: ServedBody
+        if case .list(let list) = document {
+            if !filters.isEmpty { return servedFiltered(list, filters, gzip: gzip, bodies: bodies, added: added) }
+            let whole = bodies.whole ?? SharedBytes(list.body)
+            bodies.whole = whole
+            plain = ServedBody(bytes: whole, entityTag: entityTag)
+        } else {
+            plain = ServedBody(bytes: self, entityTag: entityTag)
+        }
+        plain.varies = isCompressible(plain.bytes.count)
+        guard gzip, plain.varies else { return (plain, added) }
+        if bodies.gzipped == nil {
+            let made = Gzip.compress(heldBytes).map(SharedBytes.init)
+            bodies.gzipped = .some(made)
+            added += made?.count ?? 0
+        }
+        guard case .some(let compressed?) = bodies.gzipped else { return (plain, added) }
+        return (ServedBody(bytes: compressed, entityTag: entityTag.gzipped, varies: true), added)
+    }
+
+    private func servedFiltered(_ list: JobListDocument, _ filters: JobListFilters, gzip: Bool, bodies: DerivedBodies,
+                                added: Int) -> (body: ServedBody, added: Int) {
+        var added = added
+        var representations: Representations
+        if let kept = bodies.filtered[filters] {
+            representations = kept
+        } else {
+            let bytes = list.rendered(filters)
+            // Only what is filtered out changes a filtered body, so its tag is its own bytes'.
+            var plain = ServedBody(bytes: SharedBytes(bytes), entityTag: bytes == list.body ? entityTag : EntityTag(of: bytes))
+            plain.varies = isCompressible(bytes.count)
+            representations = Representations(plain: plain)
+            // Kept within twice the list's own bytes, which `cost` counts.
+            if bodies.filteredBytes + bytes.count > 2 * list.body.count {
+                bodies.filtered.removeAll()
+                bodies.filteredBytes = 0
+            }
+            guard bytes.count <= 2 * list.body.count else { return (plain, added) }
+            bodies.filtered[filters] = representations
             bodies.filteredBytes += bytes.count
         }
-        return made
+        guard gzip, representations.plain.varies else { return (representations.plain, added) }
+        if representations.gzipped == nil {
+            let made = Gzip.compress(representations.plain.bytes.heldBytes).map {
+                ServedBody(bytes: SharedBytes($0), entityTag: representations.plain.entityTag.gzipped, varies: true)
+            }
+            representations.gzipped = .some(made)
+            added += made?.bytes.count ?? 0
+            if bodies.filtered[filters] != nil { bodies.filtered[filters] = representations }
+        }
+        guard case .some(let compressed?) = representations.gzipped else { return (representations.plain, added) }
+        return (compressed, added)
+    }
+
+    /// Whether a body of `count` bytes has a gzip form to offer: big enough to gain from it,
+    /// and not already encoded by the upstream.
+    private func isCompressible(_ count: Int) -> Bool {
+        count >= Gzip.minimumBytes && !preparedHeaderLines.hasContentEncoding
     }
 
     /// Header lines of every answer from this entry (`Content-Type` and the upstream's
@@ -180,10 +245,19 @@ public final class CachedAnswer: HeldBytes {
     public final class PreparedHeaderLines: Sendable {
         public let lines: [UInt8]
         public let hasDate: Bool
+        /// Whether the upstream's fields say `Content-Encoding`: then the body is not plain, and
+        /// the proxy does not offer a gzip form of it.
+        public let hasContentEncoding: Bool
 
         init(lines: [UInt8], hasDate: Bool) {
             self.lines = lines
             self.hasDate = hasDate
+            let name = Array("content-encoding:".utf8)
+            hasContentEncoding = lines.split(separator: UInt8(ascii: "\n")).contains { line in
+                line.count >= name.count && zip(line, name).allSatisfy { byte, expected in
+                    ((UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte) == expected
+                }
+            }
         }
 
         /// One copy per distinct set of lines among the entries alive: 100k cached jobs from one

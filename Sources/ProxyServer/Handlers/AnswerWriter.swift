@@ -13,10 +13,10 @@ extension ProxyServer {
     /// answer), then its body.
     func writeAnswer(_ request: ServerRequest, status: Int, fields: AnswerFields, body: ResponseBody, requestID: String,
                      outcome: CacheOutcome?, age: Int, extra: HTTPHeaders?, close: Bool, headContentLength: HeadContentLength = .ofBody,
-                     entityTag: EntityTag? = nil) {
+                     representation: Representation? = nil) {
         var lines = hitPath.takeLinesBuffer()
         let made = appendAnswerHead(to: &lines, fields: fields, requestID: requestID, outcome: outcome, age: age, extra: extra, close: close,
-                                    entityTag: entityTag)
+                                    representation: representation)
         request.respond(status: status, headerLines: lines, addDate: made.addDate, body: body, close: made.close,
                         headContentLength: headContentLength)
         hitPath.returnLinesBuffer(lines)
@@ -26,7 +26,8 @@ extension ProxyServer {
     /// cache's, the upstream's passed on or streamed through, the proxy's own errors): the
     /// answer's fields, `Content-Type` when they lack one (`defaultContentType`: not for a
     /// stream passed through as it is), the request's extra fields (`Allow`, `Retry-After`, ...),
-    /// `ETag`, `Cache-Status` and `Age` on a cached route, then `X-Request-Id`.
+    /// the representation's fields (`Content-Encoding`, `Vary`, `ETag`), `Cache-Status` and
+    /// `Age` on a cached route, then `X-Request-Id`.
     func answerHead(fields: AnswerFields, requestID: String, outcome: CacheOutcome?, age: Int, extra: HTTPHeaders?, close: Bool,
                     defaultContentType: Bool = true) -> AnswerHead {
         var lines: [UInt8] = []
@@ -39,7 +40,7 @@ extension ProxyServer {
     /// connection closes after the answer.
     private func appendAnswerHead(to lines: inout [UInt8], fields: AnswerFields, requestID: String, outcome: CacheOutcome?, age: Int,
                                   extra: HTTPHeaders?, close: Bool, defaultContentType: Bool = true,
-                                  entityTag: EntityTag? = nil) -> (addDate: Bool, close: Bool) {
+                                  representation: Representation? = nil) -> (addDate: Bool, close: Bool) {
         let addDate: Bool
         var close = close
         switch fields {
@@ -55,9 +56,11 @@ extension ProxyServer {
             if headers.values("Connection").contains(where: { $0.caseInsensitiveEquals("close") }) { close = true }
         }
         if let extra, !extra.fields.isEmpty { lines += extra.wireLines().lines }
-        if let entityTag {
+        if let representation {
+            if representation.isGzip { lines += Self.gzipEncodingLine }
+            if representation.varies { lines += Self.varyLine }
             lines += Self.entityTagLinePrefix
-            entityTag.append(to: &lines)
+            representation.entityTag.append(to: &lines)
             lines += Self.lineEnd
         }
         if let outcome {
@@ -77,8 +80,24 @@ extension ProxyServer {
     private static let madePerCachedAnswer: Set<String> = ["x-request-id", "cache-status", "age", "etag"]
     private static let jsonContentTypeLine = Array("Content-Type: application/json\r\n".utf8)
     private static let entityTagLinePrefix = Array("ETag: ".utf8)
+    private static let gzipEncodingLine = Array("Content-Encoding: gzip\r\n".utf8)
+    private static let varyLine = Array("Vary: Accept-Encoding\r\n".utf8)
     private static let cacheStatusLinePrefix = Array("Cache-Status: ".utf8)
     private static let ageLinePrefix = Array("\r\nAge: ".utf8)
     private static let requestIDLinePrefix = Array("X-Request-Id: ".utf8)
     private static let lineEnd = Array("\r\n".utf8)
+}
+
+/// What an answer from the cache says of its body's form: its `ETag`, whether it is the gzip
+/// form, and whether the form depends on `Accept-Encoding`.
+struct Representation {
+    let entityTag: EntityTag
+    let isGzip: Bool
+    let varies: Bool
+
+    init(_ served: CachedAnswer.ServedBody) {
+        entityTag = served.entityTag
+        isGzip = served.isGzip
+        varies = served.varies
+    }
 }

@@ -15,11 +15,15 @@ extension ProxyServer {
     /// Answers with a cached entry: its prepared fields, and its body for `filters` by reference.
     /// A cached answer, with its `ETag`; `304 Not Modified` (no body) when the request's
     /// `If-None-Match` names the bytes it would get.
-    func finish(_ exchange: inout Exchange, cached answer: CachedAnswer, age: Int, filters: JobListFilters) {
-        let served = answer.served(for: filters)
-        let notModified = Self.isNotModified(exchange.request.headers, entityTag: served.entityTag)
+    func finish(_ exchange: inout Exchange, cached answer: CachedAnswer, age: Int, key: CacheKey, filters: JobListFilters) {
+        let headers = exchange.request.headers
+        var encodings = AcceptEncoding()
+        for field in headers where field.name.caseInsensitiveEquals("accept-encoding") { encodings.read(field.value) }
+        let served = cache.served(answer, key: key, filters: filters, gzip: encodings.acceptsGzip)
+        let notModified = Self.isNotModified(headers, entityTag: served.entityTag)
         finish(&exchange, status: notModified ? 304 : 200, fields: .prepared(answer.preparedHeaderLines),
-               body: notModified ? .bytes([]) : .shared(served.bytes), age: age, headContentLength: .ofBody, entityTag: served.entityTag)
+               body: notModified ? .bytes([]) : .shared(served.bytes), age: age, headContentLength: .ofBody,
+               representation: Representation(served))
     }
 
     /// Whether any `If-None-Match` field names `entityTag` (RFC 9110 13.1.2). `If-Modified-Since`
@@ -29,11 +33,11 @@ extension ProxyServer {
     }
 
     private func finish(_ exchange: inout Exchange, status: Int, fields: AnswerFields, body: ResponseBody, age: Int,
-                        headContentLength: HeadContentLength, entityTag: EntityTag? = nil) {
+                        headContentLength: HeadContentLength, representation: Representation? = nil) {
         let outcome = exchange.finalCacheOutcome
         writeAnswer(exchange.request, status: status, fields: fields, body: body, requestID: exchange.requestID, outcome: outcome, age: age,
                     extra: exchange.extraHeaders, close: exchange.closeConnection, headContentLength: headContentLength,
-                    entityTag: entityTag)
+                    representation: representation)
         record(exchange.answerRecord(status: status))
     }
 

@@ -9,19 +9,19 @@ extension ProxyServer {
         let box = ExchangeBox(exchange)
         cache.serve(request) { [self] delivery in
             var exchange = box.exchange
-            answer(&exchange, with: delivery, filters: request.filters)
+            answer(&exchange, with: delivery, key: request.key, filters: request.filters)
         }
     }
 
     /// Answers what the cache delivered, with what it did (`Cache-Status`) and the upstream
     /// call it came from.
-    func answer(_ exchange: inout Exchange, with delivery: CacheDelivery, filters: JobListFilters) {
+    func answer(_ exchange: inout Exchange, with delivery: CacheDelivery, key: CacheKey, filters: JobListFilters) {
         exchange.cacheOutcome = delivery.outcome
         exchange.upstreamStatus = delivery.upstreamStatus
         exchange.upstreamDuration = delivery.upstreamDuration
         switch delivery.content {
         case .cached(let answer, let age):
-            finish(&exchange, cached: answer, age: age, filters: filters)
+            finish(&exchange, cached: answer, age: age, key: key, filters: filters)
         case .passedOn(let response):
             finish(&exchange, status: response.status, headers: response.headers, body: response.body)
         case .failed(let failure):

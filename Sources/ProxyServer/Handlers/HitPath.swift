@@ -85,6 +85,7 @@ extension ProxyServer {
         var authorization: String?
         var clientRequestID: String?
         var conditional = false
+        var encodings = AcceptEncoding()
         // The first of each, as the full path reads them (`HTTPHeaders` subscript).
         for field in headers {
             if field.name.caseInsensitiveEquals("authorization") {
@@ -93,6 +94,8 @@ extension ProxyServer {
                 if clientRequestID == nil { clientRequestID = field.value }
             } else if field.name.caseInsensitiveEquals("if-none-match") {
                 conditional = true
+            } else if field.name.caseInsensitiveEquals("accept-encoding") {
+                encodings.read(field.value)
             } else if field.name.caseInsensitiveEquals("cache-control") || field.name.caseInsensitiveEquals("pragma") {
                 return false  // possibly a request to revalidate: the full path reads it
             } else if Self.isMethodOverride(field.name) {
@@ -103,10 +106,10 @@ extension ProxyServer {
               let delivery = cache.serveFromMemory(target.key), case .cached(let answer, let age) = delivery.content else { return false }
         let started = ContinuousClock.now
         let requestID = requestID(from: clientRequestID)
-        let served = answer.served(for: target.filters)
+        let served = cache.served(answer, key: target.key, filters: target.filters, gzip: encodings.acceptsGzip)
         let status = conditional && Self.isNotModified(headers, entityTag: served.entityTag) ? 304 : 200
         writeAnswer(request, status: status, fields: .prepared(answer.preparedHeaderLines), body: status == 304 ? .bytes([]) : .shared(served.bytes),
-                    requestID: requestID, outcome: delivery.outcome, age: age, extra: nil, close: false, entityTag: served.entityTag)
+                    requestID: requestID, outcome: delivery.outcome, age: age, extra: nil, close: false, representation: Representation(served))
         record(AnswerRecord(method: method.rawValue, route: target.routeTemplate, status: status, client: caller.logName, peer: request.peer,
                             requestID: requestID, cache: delivery.outcome.label, elapsed: ContinuousClock.now - started,
                             upstreamDuration: nil, upstreamStatus: nil, workflow: target.key.isRoute ? nil : target.key.workflow),

@@ -15,22 +15,92 @@ import Testing
     /// A detail is sent by reference to the entry itself: no wrapper object per cached job.
     @Test func aDetailIsSentFromTheEntryItself() throws {
         let answer = Self.answer(.detail(try #require(JobDetailDocument(body: Self.detailBody))))
-        #expect(answer.served(for: JobListFilters()).bytes === answer)
-        #expect(answer.served(for: JobListFilters()).bytes.heldBytes == Self.detailBody)
+        #expect(answer.served(for: JobListFilters()).body.bytes === answer)
+        #expect(answer.served(for: JobListFilters()).body.bytes.heldBytes == Self.detailBody)
     }
 
     /// A list's whole body goes out from a wrapper of its own, made once: a slow reader then
     /// keeps the list's bytes alive, not the entry with its filtered bodies and job index.
     @Test func aListIsSentFromAWrapperThatHoldsOnlyItsBytes() throws {
         let answer = Self.answer(.list(try #require(JobListDocument(body: Self.listBody))))
-        let whole = answer.served(for: JobListFilters()).bytes
+        let whole = answer.served(for: JobListFilters()).body.bytes
         #expect(whole !== answer)
-        #expect(whole === answer.served(for: JobListFilters()).bytes)
+        #expect(whole === answer.served(for: JobListFilters()).body.bytes)
         #expect(whole.heldBytes == Self.listBody)
         let filters = JobListFilters(status: "completed")
-        let filtered = answer.served(for: filters).bytes
-        #expect(filtered !== answer && filtered === answer.served(for: filters).bytes)
+        let filtered = answer.served(for: filters).body.bytes
+        #expect(filtered !== answer && filtered === answer.served(for: filters).body.bytes)
         #expect(String(decoding: filtered.heldBytes, as: UTF8.self).contains(#""id":"j2""#))
         #expect(!String(decoding: filtered.heldBytes, as: UTF8.self).contains(#""id":"j1""#))
+    }
+
+    /// The gzip form of a body is made once per stored answer (and per kept filtered body), at
+    /// its first request, and counted once; it decodes to the plain bytes, and has a tag of its own.
+    @Test func theGzipFormIsMadeOnceAndDecodesToThePlainBytes() throws {
+        let padding = String(repeating: "x", count: 2_000)
+        let detailBody = Array(#"{"id":"j1","status":"running","note":"\#(padding)"}"#.utf8)
+        let listBody = Array(#"{"jobs":[{"id":"j1","status":"running","note":"\#(padding)"},{"id":"j2","status":"completed","note":"\#(padding)"}]}"#.utf8)
+        for (answer, filters) in [(Self.answer(.detail(try #require(JobDetailDocument(body: detailBody)))), JobListFilters()),
+                                  (Self.answer(.list(try #require(JobListDocument(body: listBody)))), JobListFilters()),
+                                  (Self.answer(.list(try #require(JobListDocument(body: listBody)))), JobListFilters(status: "completed"))] {
+            let plain = answer.served(for: filters).body
+            let first = answer.served(for: filters, gzip: true)
+            let again = answer.served(for: filters, gzip: true)
+            #expect(first.body.isGzip && first.body.varies && plain.varies && !plain.isGzip)
+            #expect(first.added >= first.body.bytes.count && again.added == 0, "made and counted once")
+            #expect(again.body.bytes === first.body.bytes)
+            #expect(Gzip.decompress(first.body.bytes.heldBytes, limit: 1 << 20) == plain.bytes.heldBytes)
+            #expect(first.body.entityTag == plain.entityTag.gzipped && first.body.entityTag != plain.entityTag)
+        }
+    }
+
+    /// Under 1 KiB a body stays plain, whatever the client accepts, and does not vary.
+    @Test func aSmallBodyStaysPlain() throws {
+        let answer = Self.answer(.detail(try #require(JobDetailDocument(body: Self.detailBody))))
+        let served = answer.served(for: JobListFilters(), gzip: true).body
+        #expect(!served.isGzip && !served.varies && served.bytes === answer)
+    }
+
+    /// A body the upstream sent encoded is not encoded again.
+    @Test func aBodyTheUpstreamEncodedIsNotEncodedAgain() {
+        var headers = HTTPHeaders()
+        headers.add("Content-Encoding", "br")
+        let answer = CachedAnswer(document: .raw(Array(repeating: UInt8(ascii: "a"), count: 4_000)), headers: headers, storedAt: 1_000, lifetime: 10)
+        let served = answer.served(for: JobListFilters(), gzip: true).body
+        #expect(!served.isGzip && !served.varies)
+    }
+}
+
+@Suite struct AcceptEncodingTests {
+    @Test(arguments: ["gzip", "GZIP", "x-gzip", "deflate, gzip", "gzip;q=0.5", "gzip; q=1.000", "*", "br;q=1, *;q=0.1",
+                      " gzip , br", "gzip;level=9", "identity;q=0, gzip"])
+    func acceptsGzip(_ value: String) {
+        var encodings = AcceptEncoding()
+        encodings.read(value)
+        #expect(encodings.acceptsGzip, "\(value)")
+    }
+
+    @Test(arguments: ["", "identity", "br", "gzip;q=0", "gzip;q=0.000", "*;q=0", "gzip;q=0, *", "gzip;q=2", "gzip;q=0.5555",
+                      "gzip;q=", "gzipx", "g zip", "*, gzip;q=0", "x\rgzip"])
+    func doesNotAcceptGzip(_ value: String) {
+        var encodings = AcceptEncoding()
+        encodings.read(value)
+        #expect(!encodings.acceptsGzip, "\(value)")
+    }
+
+    @Test func fieldsAreReadTogether() {
+        var encodings = AcceptEncoding()
+        encodings.read("br")
+        encodings.read("gzip")
+        #expect(encodings.acceptsGzip)
+    }
+
+    @Test func gzipRoundTripsAndRefusesATruncatedStream() throws {
+        let plain = Array(String(repeating: "pixxel ", count: 500).utf8)
+        let compressed = try #require(Gzip.compress(plain))
+        #expect(compressed.count < plain.count && compressed.prefix(2) == [0x1F, 0x8B])
+        #expect(Gzip.decompress(compressed, limit: plain.count) == plain)
+        #expect(Gzip.decompress(Array(compressed.dropLast(4)), limit: plain.count) == nil)
+        #expect(Gzip.decompress(compressed, limit: plain.count - 1) == nil)
     }
 }
