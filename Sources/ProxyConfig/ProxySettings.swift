@@ -9,6 +9,8 @@ public struct ProxySettings: Sendable, Equatable {
     /// 0: no limit.
     public var listenMaxUploadBytes = 1 << 30
     public var listenDrainSeconds = 10.0
+    /// The longest `Prefer: wait` a request is held for; 0: never held.
+    public var watchMaxWaitSeconds = 60.0
 
     public var upstreamURL = UpstreamURL(scheme: .https, host: "api.pixxel.space", port: 443, basePath: "")
     public var upstreamAPIKey: Secret?

@@ -212,6 +212,7 @@ extension ProxySettings {
             "listen.max_body_bytes: \(listenMaxBodyBytes)",
             "listen.max_upload_bytes: \(listenMaxUploadBytes)",
             "listen.drain_seconds: \(listenDrainSeconds)",
+            "watch.max_wait_seconds: \(watchMaxWaitSeconds)",
             "upstream.url: \(upstreamURL)",
             "upstream.api_key: \(upstreamAPIKey.map { "<redacted> (from \($0.origin))" } ?? "(none: upstream calls carry no key)")",
             "upstream.ca_file: \(upstreamCAFile ?? "(system trust store only)")",

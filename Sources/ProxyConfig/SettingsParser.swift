@@ -220,6 +220,9 @@ public enum SettingsParser {
         Key(name: "shared.instances", summary: "instances sharing the budget; while Redis is unreachable each spends requests_per_second / instances (default 2)") { s, raw throws(SettingsError) in
             s.sharedInstances = try integer(raw, "shared.instances", in: 1...1024)
         },
+        Key(name: "watch.max_wait_seconds", summary: "longest Prefer: wait a request on a job or a list is held for, waiting for a change; 0 = never held (default 60 s)") { s, raw throws(SettingsError) in
+            s.watchMaxWaitSeconds = try seconds(raw, "watch.max_wait_seconds", allowZero: true)
+        },
         Key(name: "auth.clients_file", summary: "who may use the proxy: NAME SCOPES sha256:HEX lines (default config/clients)") { s, raw throws(SettingsError) in
             s.clientsFile = try text(raw, "auth.clients_file", "a file path")
         },

@@ -38,6 +38,8 @@ public final class ProxyServer: @unchecked Sendable {
     /// When the process started serving (monotonic), for the page's uptime.
     let startedAt = ContinuousClock.now
     let hitPath = HitPathState()
+    /// Requests waiting for their resource to change (`Prefer: wait`).
+    let heldRequests = HeldRequests()
     let budget: UpstreamBudget
     /// The tier several instances share through Redis (nil: `shared.redis_url` is empty).
     let shared: SharedLink?
@@ -120,6 +122,7 @@ public final class ProxyServer: @unchecked Sendable {
         case .success(let opened): attach(opened)
         case .failure(let error): storeUnusable(error)
         }
+        cache.onStored = { [unowned self] key, answer in entryStored(key, answer) }
         gateway.onPause = { [logger] status, seconds in
             logger.warning("upstream asked to wait", metadata: ["status": "\(status)", "seconds": "\(seconds)"])
         }
@@ -305,6 +308,7 @@ public final class ProxyServer: @unchecked Sendable {
         isReady = false
         notifier.notify("STOPPING=1\nSTATUS=draining (\(reason))")
         httpServer.stopAccepting()
+        answerHeldRequests()
         logger.notice("draining", metadata: ["reason": "\(reason)", "in_flight": "\(httpServer.inFlight)"])
         if httpServer.inFlight == 0 && httpServer.unflushed == 0 {
             loop.stop()

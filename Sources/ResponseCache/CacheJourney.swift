@@ -98,6 +98,13 @@ extension ResponseCache {
         return CacheDelivery(.cached(answer, age: answer.ageSeconds(now: now)), .hit(ttl: answer.cacheStatusTTL(now: now)))
     }
 
+    /// Whether memory holds `key` fresh, as the journey would judge it (not superseded, not
+    /// older than what this instance has shown).
+    public func holdsFresh(_ key: CacheKey) -> Bool {
+        guard let held = memory.peek(key), let cached = current(held, key: key) else { return false }
+        return cached.remaining(now: clock()) > 0
+    }
+
     /// The body an answer from `answer` sends for `filters`: in gzip form when `gzip` and worth
     /// it, with its `ETag`. Bytes made for it (a filtered body, a gzip form: once each) count
     /// against the memory budget while memory holds the entry.

@@ -36,6 +36,9 @@ public final class ResponseCache {
     /// workflow, read on a miss. Not repeating the held details' versions saves a node and a
     /// bucket per cached job (8 MB at 100k).
     private let newestKnown: MemoryTier<CacheKey, Double>
+    /// Told of every entry memory takes (from the upstream, the disk, the shared tier, a list
+    /// patched or a job written through): the server wakes requests waiting for it to change.
+    public var onStored: ((CacheKey, CachedAnswer) -> Void)?
     /// Incremented whenever `newestKnown` rises: an answer checked at this generation needs no
     /// second look (`current` is one comparison on the hit path).
     private var knownGeneration = 0
@@ -245,6 +248,7 @@ public final class ResponseCache {
     /// `newestKnown` while memory holds it. A detail it replaces leaves its version there when
     /// the new one is older or not held (over the budget).
     private func hold(_ key: CacheKey, _ answer: CachedAnswer) {
+        defer { onStored?(key, answer) }
         guard case .detail = key else {
             memory.set(key, answer, cost: answer.cost)
             return

@@ -98,6 +98,8 @@ extension ProxyServer {
                 encodings.read(field.value)
             } else if field.name.caseInsensitiveEquals("cache-control") || field.name.caseInsensitiveEquals("pragma") {
                 return false  // possibly a request to revalidate: the full path reads it
+            } else if field.name.caseInsensitiveEquals("prefer") {
+                return false  // possibly a wait (`Prefer: wait`), which the full path holds
             } else if Self.isMethodOverride(field.name) {
                 return false  // refused by the full path, as everywhere else
             }

@@ -67,6 +67,8 @@ struct Exchange {
     var cacheOutcome: CacheOutcome?
     var extraHeaders = HTTPHeaders()
     var closeConnection = false
+    /// Held by `Prefer: wait` once already: answered now, whatever its bytes.
+    var hasWaited = false
 
     /// The cache outcome the answer reports: nil off the cached routes; on them, what the cache
     /// decided, or `bypass` when the answer came before any decision.

@@ -1,0 +1,163 @@
+import EventHTTP
+import JobCache
+import ResponseCache
+
+/// Requests held by `Prefer: wait` (RFC 7240): each until the bytes its client would get differ
+/// from the ETag it sent (then 200), until its wait is over (then 304), or until the server
+/// drains (304, and the connection closes). Owned by the loop thread.
+final class HeldRequests {
+    struct Held {
+        let box: ExchangeBox
+        let key: CacheKey
+        let filters: JobListFilters
+        let gzip: Bool
+        let entityTag: EntityTag
+        let deadline: ContinuousClock.Instant
+    }
+
+    private var byKey: [CacheKey: [Int: Held]] = [:]
+    private var lastID = 0
+    private(set) var count = 0
+    /// Entries stored for keys with held requests since they were last looked at.
+    var changed: [CacheKey: CachedAnswer] = [:]
+    var wakeScheduled = false
+    /// The timer of the once-a-second look at deadlines and freshness, while any is held.
+    var sweep: LoopTimer?
+    /// When each held resource may be asked for again, and the pause after that: a resource that
+    /// stays expired (the upstream fails, or a refresh is still on its way) is asked for after
+    /// 1, 2, 4... up to 30 seconds, not every second.
+    var nextRefresh: [CacheKey: (at: ContinuousClock.Instant, pause: Double)] = [:]
+
+    var keys: [CacheKey] { Array(byKey.keys) }
+
+    func isWaiting(on key: CacheKey) -> Bool { byKey[key] != nil }
+
+    func add(_ held: Held) -> Int {
+        lastID += 1
+        byKey[held.key, default: [:]][lastID] = held
+        count += 1
+        return lastID
+    }
+
+    func remove(_ id: Int, key: CacheKey) -> Held? {
+        guard let held = byKey[key]?.removeValue(forKey: id) else { return nil }
+        if byKey[key]?.isEmpty == true {
+            byKey[key] = nil
+            nextRefresh[key] = nil
+        }
+        count -= 1
+        return held
+    }
+
+    func held(on key: CacheKey) -> [(id: Int, held: Held)] {
+        (byKey[key] ?? [:]).map { ($0.key, $0.value) }
+    }
+
+    func all() -> [(id: Int, held: Held)] {
+        byKey.values.flatMap { $0.map { ($0.key, $0.value) } }
+    }
+}
+
+extension ProxyServer {
+    /// Requests held by `Prefer: wait` now (read from any thread).
+    public var heldRequestCount: Int { valueFromLoop { [self] in heldRequests.count } }
+
+    /// Holds a request that would be answered 304 when it asks to wait (`Prefer: wait=N` on a
+    /// job or a list, not yet held, not while draining); false when it is to be answered now.
+    func holdsUntilChanged(_ exchange: Exchange, key: CacheKey, filters: JobListFilters, gzip: Bool, entityTag: EntityTag) -> Bool {
+        guard !exchange.hasWaited, !isDraining, !key.isRoute, settings.watchMaxWaitSeconds > 0,
+              let seconds = WaitPreference.seconds(in: exchange.request.headers), seconds > 0 else { return false }
+        let wait = min(Double(seconds), settings.watchMaxWaitSeconds)
+        let held = HeldRequests.Held(box: ExchangeBox(exchange), key: key, filters: filters, gzip: gzip, entityTag: entityTag,
+                                     deadline: .now + .milliseconds(Int(wait * 1000)))
+        let id = heldRequests.add(held)
+        // A client that leaves is answered at once (nothing reaches it; the request is done).
+        exchange.request.onClientGone = { [weak self] in
+            guard let self, let held = heldRequests.remove(id, key: key) else { return }
+            answerUnchanged(held)
+        }
+        if heldRequests.sweep == nil { scheduleHeldSweep() }
+        return true
+    }
+
+    /// Told by the cache of every entry it stores: held requests on that key are looked at once
+    /// the current event is done (not inside the cache's own step).
+    func entryStored(_ key: CacheKey, _ answer: CachedAnswer) {
+        guard heldRequests.count > 0, heldRequests.isWaiting(on: key) else { return }
+        heldRequests.changed[key] = answer
+        guard !heldRequests.wakeScheduled else { return }
+        heldRequests.wakeScheduled = true
+        loop.schedule(after: 0) { [weak self] in self?.wakeChanged() }
+    }
+
+    /// Answers the held requests whose bytes changed.
+    private func wakeChanged() {
+        heldRequests.wakeScheduled = false
+        let changed = heldRequests.changed
+        heldRequests.changed = [:]
+        for (key, answer) in changed where !answer.isSuperseded {
+            for (id, held) in heldRequests.held(on: key) {
+                let served = cache.served(answer, key: key, filters: held.filters, gzip: held.gzip)
+                guard served.entityTag != held.entityTag, let held = heldRequests.remove(id, key: key) else { continue }
+                answerHeld(held)
+            }
+        }
+    }
+
+    /// Once a second while any request is held: answers those whose wait is over, and keeps each
+    /// held resource fresh by asking the cache for it once it has expired, as a client would:
+    /// one revalidation per freshness window for all its held requests (coalesced, budgeted,
+    /// through the list where the economy rule says so), none while it is fresh.
+    private func scheduleHeldSweep() {
+        heldRequests.sweep = loop.schedule(after: 1) { [weak self] in
+            guard let self else { return }
+            heldRequests.sweep = nil
+            let now = ContinuousClock.now
+            for (id, held) in heldRequests.all() where held.deadline <= now {
+                if let held = heldRequests.remove(id, key: held.key) { answerHeld(held) }
+            }
+            for key in heldRequests.keys {
+                if cache.holdsFresh(key) {
+                    heldRequests.nextRefresh[key] = nil
+                    continue
+                }
+                let pause = heldRequests.nextRefresh[key]?.pause ?? 0
+                if let next = heldRequests.nextRefresh[key]?.at, next > now { continue }
+                let nextPause = min(30, max(1, pause * 2))
+                heldRequests.nextRefresh[key] = (now + .milliseconds(Int(nextPause * 1000)), nextPause)
+                cache.serve(CacheRequest(key: key, filters: JobListFilters(), revalidate: false, requestID: hitPath.requestIDs.next(),
+                                         client: "prefer-wait")) { _ in }
+            }
+            if heldRequests.count > 0 { scheduleHeldSweep() }
+        }
+    }
+
+    /// Answers a held request as the cache now has it: 200 if its bytes changed meanwhile, else 304.
+    private func answerHeld(_ held: HeldRequests.Held) {
+        var exchange = held.box.exchange
+        exchange.hasWaited = true
+        exchange.request.onClientGone = nil
+        exchange.extraHeaders.add("Preference-Applied", "wait")
+        serveCached(exchange, CacheRequest(key: held.key, filters: held.filters, revalidate: false, requestID: exchange.requestID,
+                                           client: exchange.caller.logName))
+    }
+
+    /// Answers a held request 304 at once, without looking in the cache (a drain, a client gone).
+    private func answerUnchanged(_ held: HeldRequests.Held) {
+        var exchange = held.box.exchange
+        exchange.hasWaited = true
+        exchange.extraHeaders.add("Preference-Applied", "wait")
+        exchange.extraHeaders.add("ETag", held.entityTag.quoted)
+        if held.entityTag.isGzip { exchange.extraHeaders.add("Vary", "Accept-Encoding") }
+        finish(&exchange, status: 304, headers: HTTPHeaders(), body: [])
+    }
+
+    /// On drain: every held request is answered 304 now (the drain closes each connection).
+    func answerHeldRequests() {
+        heldRequests.sweep?.cancel()
+        heldRequests.sweep = nil
+        for (id, held) in heldRequests.all() {
+            if let held = heldRequests.remove(id, key: held.key) { answerUnchanged(held) }
+        }
+    }
+}
