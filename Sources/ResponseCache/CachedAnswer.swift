@@ -171,16 +171,18 @@ public final class CachedAnswer: HeldBytes {
     /// once, at its first request. A repeated read copies, hashes and compresses nothing.
     public func served(for filters: JobListFilters, gzip: Bool = false) -> (body: ServedBody, added: Int) {
         var added = 0
-        let bodies: DerivedBodies
-        if let derived {
-            bodies = derived
-        } else {
-            bodies = DerivedBodies()
-            derived = bodies
+        // Made only when something is to be kept: a detail served plain needs none (it is
+        // sent from the entry itself), and most cached jobs are never asked for gzip.
+        func derivedBodies() -> DerivedBodies {
+            if let derived { return derived }
+            let made = DerivedBodies()
+            derived = made
             added += Self.derivedOverhead
+            return made
         }
         var plain: ServedBody
         if case .list(let list) = document {
+            let bodies = derivedBodies()
             if !filters.isEmpty { return servedFiltered(list, filters, gzip: gzip, bodies: bodies, added: added) }
             let whole = bodies.whole ?? SharedBytes(list.body)
             bodies.whole = whole
@@ -190,6 +192,7 @@ public final class CachedAnswer: HeldBytes {
         }
         plain.varies = isCompressible(plain.bytes.count)
         guard gzip, plain.varies else { return (plain, added) }
+        let bodies = derivedBodies()
         if bodies.gzipped == nil {
             let made = Gzip.compress(heldBytes).map(SharedBytes.init)
             bodies.gzipped = .some(made)

@@ -15,6 +15,8 @@ import Testing
     /// A detail is sent by reference to the entry itself: no wrapper object per cached job.
     @Test func aDetailIsSentFromTheEntryItself() throws {
         let answer = Self.answer(.detail(try #require(JobDetailDocument(body: Self.detailBody))))
+        // Nothing is made for it either (100k cached jobs would each carry it).
+        #expect(answer.served(for: JobListFilters(), gzip: true).added == 0)
         #expect(answer.served(for: JobListFilters()).body.bytes === answer)
         #expect(answer.served(for: JobListFilters()).body.bytes.heldBytes == Self.detailBody)
     }
