@@ -128,6 +128,8 @@ extension ProxyServer {
                     "hit_ratio": lookups == 0 ? 0 : Double(hits) / Double(lookups),
                     "collapsed": collapsed, "upstream_fetches": counters.upstreamFetches, "invalidation": invalidation,
                     "streams": streams,
+                    // Requests held by `Prefer: wait` now.
+                    "held_requests": heldRequests.count,
                     // Every hit and every collapsed waiter is an upstream call not made.
                     "upstream_calls_saved": hits + collapsed,
                 ].merging(operatorFigures()) { current, _ in current }

@@ -136,6 +136,8 @@ import Glibc
             RawHTTPClient.send(request, to: fd)
         }
         #expect(eventually { proxy.server.heldRequestCount == 1000 }, "all are held: \(proxy.server.heldRequestCount)")
+        let stats = try proxy.get("/admin/stats", token: proxy.adminToken)
+        #expect((stats.json?["held_requests"] as? Int) == 1000, "the operator sees them")
         let before = documents.recorder.requests.count
         // Two freshness windows with no change: one revalidation each, for all thousand.
         for window in 1...2 {
