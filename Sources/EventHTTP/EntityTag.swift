@@ -54,6 +54,7 @@ public struct EntityTag: Hashable, Sendable {
 
     private func matches(in bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         var index = 0
+        var sawTag = false
         func isSeparator(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: ",") }
         func skipSeparators() {
             while index < bytes.count, isSeparator(bytes[index]) { index += 1 }
@@ -62,9 +63,10 @@ public struct EntityTag: Hashable, Sendable {
             skipSeparators()
             guard index < bytes.count else { return false }
             if bytes[index] == UInt8(ascii: "*") {
+                // Only as the whole value (RFC 9110: `"*" / #entity-tag`).
                 index += 1
-                skipSeparators()
-                return index == bytes.count
+                while index < bytes.count, bytes[index] == UInt8(ascii: " ") || bytes[index] == UInt8(ascii: "\t") { index += 1 }
+                return index == bytes.count && !sawTag
             }
             if bytes[index] == UInt8(ascii: "W"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "/") { index += 2 }
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { return false }
@@ -76,9 +78,13 @@ public struct EntityTag: Hashable, Sendable {
                 end += 1
             }
             guard end < bytes.count else { return false }
-            if end - start == (isGzip ? 21 : 16), isThisTag(bytes, from: start) { return true }
             index = end + 1
-            guard index == bytes.count || isSeparator(bytes[index]) else { return false }
+            sawTag = true
+            // What follows a tag must be the end or a separator, then a comma before the next.
+            var afterTag = index
+            while afterTag < bytes.count, bytes[afterTag] == UInt8(ascii: " ") || bytes[afterTag] == UInt8(ascii: "\t") { afterTag += 1 }
+            guard afterTag == bytes.count || bytes[afterTag] == UInt8(ascii: ",") else { return false }
+            if end - start == (isGzip ? 21 : 16), isThisTag(bytes, from: start) { return true }
         }
     }
 

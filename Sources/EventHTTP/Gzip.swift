@@ -15,7 +15,8 @@ public enum Gzip {
             failed = written < 0
             count = max(0, written)
         }
-        return failed || out.count >= bytes.count ? nil : out
+        // Copied to its own size: the buffer was sized for the worst case, about the input's.
+        return failed || out.count >= bytes.count ? nil : Array(out[...])
     }
 
     /// The bytes a whole gzip stream decodes to, if they are at most `limit`; nil otherwise.

@@ -229,8 +229,12 @@ public final class CachedAnswer: HeldBytes {
                 ServedBody(bytes: SharedBytes($0), entityTag: representations.plain.entityTag.gzipped, varies: true)
             }
             representations.gzipped = .some(made)
-            added += made?.bytes.count ?? 0
-            if bodies.filtered[filters] != nil { bodies.filtered[filters] = representations }
+            // Within the filtered bodies' allowance (which `cost` counts), not added to it: a
+            // client cycling filter sets made the counted cost grow without bound (review).
+            if bodies.filtered[filters] != nil {
+                bodies.filtered[filters] = representations
+                bodies.filteredBytes += made?.bytes.count ?? 0
+            }
         }
         guard case .some(let compressed?) = representations.gzipped else { return (representations.plain, added) }
         return (compressed, added)
@@ -316,7 +320,8 @@ public final class CachedAnswer: HeldBytes {
     }
 
     /// Headers made for each answer (by the full path and the hit path), never kept with a document.
-    public static let perAnswerHeaderNames = ["Age", "Cache-Status", "X-Request-Id"]
+    /// `ETag` too: the proxy's own, of the bytes it serves, replaces the upstream's.
+    public static let perAnswerHeaderNames = ["Age", "Cache-Status", "X-Request-Id", "ETag"]
     private static let perAnswerHeaderSet = Set(perAnswerHeaderNames.map { $0.lowercased() })
 
     /// The upstream's headers as kept with a cached document: without cookies and without

@@ -21,7 +21,8 @@ extension ProxyServer {
         for field in headers where field.name.caseInsensitiveEquals("accept-encoding") { encodings.read(field.value) }
         let served = cache.served(answer, key: key, filters: filters, gzip: encodings.acceptsGzip)
         let notModified = Self.isNotModified(headers, entityTag: served.entityTag)
-        if notModified, holdsUntilChanged(exchange, key: key, filters: filters, gzip: encodings.acceptsGzip, entityTag: served.entityTag) {
+        if notModified, holdsUntilChanged(exchange, key: key, filters: filters, gzip: encodings.acceptsGzip, entityTag: served.entityTag,
+                                         varies: served.varies) {
             return
         }
         finish(&exchange, status: notModified ? 304 : 200, fields: .prepared(answer.preparedHeaderLines),

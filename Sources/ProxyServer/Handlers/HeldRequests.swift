@@ -12,6 +12,8 @@ final class HeldRequests {
         let filters: JobListFilters
         let gzip: Bool
         let entityTag: EntityTag
+        /// Whether the answer says `Vary: Accept-Encoding` (as a 304 must when a 200 would).
+        let varies: Bool
         let deadline: ContinuousClock.Instant
     }
 
@@ -64,11 +66,11 @@ extension ProxyServer {
 
     /// Holds a request that would be answered 304 when it asks to wait (`Prefer: wait=N` on a
     /// job or a list, not yet held, not while draining); false when it is to be answered now.
-    func holdsUntilChanged(_ exchange: Exchange, key: CacheKey, filters: JobListFilters, gzip: Bool, entityTag: EntityTag) -> Bool {
+    func holdsUntilChanged(_ exchange: Exchange, key: CacheKey, filters: JobListFilters, gzip: Bool, entityTag: EntityTag, varies: Bool) -> Bool {
         guard !exchange.hasWaited, !isDraining, !key.isRoute, settings.watchMaxWaitSeconds > 0,
               let seconds = WaitPreference.seconds(in: exchange.request.headers), seconds > 0 else { return false }
         let wait = min(Double(seconds), settings.watchMaxWaitSeconds)
-        let held = HeldRequests.Held(box: ExchangeBox(exchange), key: key, filters: filters, gzip: gzip, entityTag: entityTag,
+        let held = HeldRequests.Held(box: ExchangeBox(exchange), key: key, filters: filters, gzip: gzip, entityTag: entityTag, varies: varies,
                                      deadline: .now + .milliseconds(Int(wait * 1000)))
         let id = heldRequests.add(held)
         // A client that leaves is answered at once (nothing reaches it; the request is done).
@@ -148,7 +150,7 @@ extension ProxyServer {
         exchange.hasWaited = true
         exchange.extraHeaders.add("Preference-Applied", "wait")
         exchange.extraHeaders.add("ETag", held.entityTag.quoted)
-        if held.entityTag.isGzip { exchange.extraHeaders.add("Vary", "Accept-Encoding") }
+        if held.varies { exchange.extraHeaders.add("Vary", "Accept-Encoding") }
         finish(&exchange, status: 304, headers: HTTPHeaders(), body: [])
     }
 

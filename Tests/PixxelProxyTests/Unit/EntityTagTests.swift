@@ -28,6 +28,7 @@ import Testing
         "", "0123456789abcdef", #""0123456789ABCDEF""#, #""0123456789abcde""#, #""0123456789abcdef0""#,
         #"w/"0123456789abcdef""#, #""0123456789abcdef"#, #"junk, "0123456789abcdef""#, #""x"junk, "0123456789abcdef""#,
         #"*, "0123456789abcdef""#, "\"0123456789abcdef\u{7F}\"", "\"a b\", \"0123456789abcdef\"",
+        #""nope", *"#, #""nope" W/"0123456789abcdef""#, #""0123456789abcdef"x"#, "\"0123456789abcdef\"\"",
     ])
     func anythingElseDoesNot(_ value: String) {
         #expect(!Self.tag.isMatched(byIfNoneMatch: value))
