@@ -4,13 +4,18 @@
 #include <string.h>
 #include <zlib.h>
 
-// The gzip form of `length` bytes at `data` (level 6, zlib's default) into `out` of `capacity`
-// bytes; the bytes written, or -1 if it failed or did not fit.
+// A deflate stream for gzip at level 6 (zlib's default): 15 + 16 is a 32 KiB window with the
+// gzip header and trailer (RFC 1952) around the deflate data. Z_OK when it is ready.
+static inline int pp_gzip_stream(z_stream *stream) {
+    memset(stream, 0, sizeof *stream);
+    return deflateInit2(stream, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+}
+
+// The gzip form of `length` bytes at `data` into `out` of `capacity` bytes; the bytes written,
+// or -1 if it failed or did not fit.
 static inline long pp_gzip(const void *data, size_t length, unsigned char *out, size_t capacity) {
     z_stream stream;
-    memset(&stream, 0, sizeof stream);
-    // 15 + 16: a 32 KiB window, and the gzip header and trailer (RFC 1952) around the deflate stream.
-    if (deflateInit2(&stream, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return -1;
+    if (pp_gzip_stream(&stream) != Z_OK) return -1;
     stream.next_in = (Bytef *)data;
     stream.avail_in = (uInt)length;
     stream.next_out = out;
@@ -25,8 +30,7 @@ static inline long pp_gzip(const void *data, size_t length, unsigned char *out, 
 // wrapper's 18 bytes.
 static inline size_t pp_gzip_bound(size_t length) {
     z_stream stream;
-    memset(&stream, 0, sizeof stream);
-    if (deflateInit2(&stream, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return length + 1024;
+    if (pp_gzip_stream(&stream) != Z_OK) return length + 1024;
     size_t bound = deflateBound(&stream, (uLong)length) + 18;
     deflateEnd(&stream);
     return bound;

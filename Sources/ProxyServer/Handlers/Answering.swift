@@ -12,9 +12,9 @@ extension ProxyServer {
         finish(&exchange, status: status, fields: .headers(headers), body: .bytes(body), age: 0, headContentLength: headContentLength)
     }
 
-    /// Answers with a cached entry: its prepared fields, and its body for `filters` by reference.
-    /// A cached answer, with its `ETag`; `304 Not Modified` (no body) when the request's
-    /// `If-None-Match` names the bytes it would get.
+    /// Answers with a cached entry: its prepared fields, its body for `filters` by reference (in
+    /// gzip form when accepted) and its `ETag`; `304 Not Modified` (no body) when the request's
+    /// `If-None-Match` names those bytes, or held until they change (`Prefer: wait`).
     func finish(_ exchange: inout Exchange, cached answer: CachedAnswer, age: Int, key: CacheKey, filters: JobListFilters) {
         let headers = exchange.request.headers
         var encodings = AcceptEncoding()
@@ -31,7 +31,7 @@ extension ProxyServer {
     }
 
     /// Whether any `If-None-Match` field names `entityTag` (RFC 9110 13.1.2). `If-Modified-Since`
-    /// is not read: no answer carries `Last-Modified`, and If-None-Match takes precedence.
+    /// is not read: the proxy makes no `Last-Modified`, and If-None-Match takes precedence.
     static func isNotModified(_ headers: HTTPHeaders, entityTag: EntityTag) -> Bool {
         headers.fields.contains { $0.name.caseInsensitiveEquals("if-none-match") && entityTag.isMatched(byIfNoneMatch: $0.value) }
     }
