@@ -12,7 +12,8 @@
 # Knobs: BENCH_SECONDS (per wrk run, default 5), BENCH_CONNECTIONS (default "1 64 256"),
 # BENCH_WORKERS (nginx worker_processes and the proxy's listen.workers, default 1),
 # BENCH_SKIP_EXTRAS=1 (only the wrk table), BENCH_SKIP_DOWNLOAD=1, DOWNLOAD_BYTES, DOWNLOAD_ROUNDS,
-# BENCH_SKIP_ECONOMY=1, ECONOMY_SECONDS, BENCH_SKIP_SHARED=1 (SHARED_JOBS, SHARED_THREADS, SHARED_ROUNDS). Writes bench/out/ (scratch) and bench/RESULTS.md.
+# BENCH_SKIP_ECONOMY=1, ECONOMY_SECONDS, BENCH_SKIP_SHARED=1 (SHARED_JOBS, SHARED_THREADS, SHARED_ROUNDS),
+# BENCH_SKIP_WATCH=1 (WATCH_JOBS, WATCH_RUNNING_SECONDS). Writes bench/out/ (scratch) and bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -377,5 +378,12 @@ if [ -z "${BENCH_SKIP_SHARED:-}" ]; then
     command -v redis-server >/dev/null || { apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
     for cleanup_pid in "${PIDS[@]}"; do kill "$cleanup_pid" 2>/dev/null || true; done
     python3 bench/shared.py --out bench/RESULTS.md
+fi
+
+# Watching running jobs: a tool waiting for 50 jobs to finish by polling, by long-polling each
+# (Prefer: wait) and through one SSE watch of the list (bench/watch.py; a sim and a proxy of its own per way).
+if [ -z "${BENCH_SKIP_WATCH:-}" ]; then
+    for cleanup_pid in "${PIDS[@]}"; do kill "$cleanup_pid" 2>/dev/null || true; done
+    python3 bench/watch.py --bin "$BIN" --out bench/RESULTS.md
 fi
 echo "bench: wrote bench/RESULTS.md"
