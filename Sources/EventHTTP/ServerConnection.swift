@@ -210,6 +210,11 @@ final class ServerConnection {
         // (`endIfClientFinished`, from `processInput`): closing here at once dropped the rest
         // of an answer the socket had not taken yet (found by review).
         processInput()
+        // An answer that waits for something other than the request (a held request, a change
+        // stream) is told: its client may have gone for good, which a FIN cannot tell apart
+        // from a half-close, and it would otherwise learn so only from a failed write.
+        if awaitingAnswer, let current { current.clientFinished() }
+        responseStream?.clientFinished()
     }
 
     /// Ends the connection once what is already in its output is written (answers to the

@@ -29,6 +29,9 @@ public final class ServerRequest {
     public private(set) var isClientGone = false
     /// Called once if the client's connection closes before the answer.
     public var onClientGone: (() -> Void)?
+    /// Called once if the client shuts its sending side (a FIN) before the answer: it may wait
+    /// for the answer (a half-close) or have gone.
+    public var onClientFinished: (() -> Void)?
     /// What the server's admission decided from the head (`HTTPServer.admitHead`; nil for a
     /// request without a body, which is not admitted apart).
     public private(set) var admission: AnyObject?
@@ -46,6 +49,7 @@ public final class ServerRequest {
         answered = false
         isClientGone = false
         onClientGone = nil
+        onClientFinished = nil
         take(head: head, body: body, bodyStream: bodyStream, peer: peer, admission: admission, connection: connection, server: server)
     }
 
@@ -74,6 +78,7 @@ public final class ServerRequest {
         bodyStream = nil
         admission = nil
         onClientGone = nil
+        onClientFinished = nil
     }
 
     deinit {
@@ -121,6 +126,7 @@ public final class ServerRequest {
         guard !answered else { return nil }
         answered = true
         onClientGone = nil
+        onClientFinished = nil
         guard let server else { return nil }
         let connection = self.connection
         self.connection = nil
@@ -164,6 +170,7 @@ public final class ServerRequest {
         guard !answered else { return }
         answered = true
         onClientGone = nil
+        onClientFinished = nil
         guard let server else { return }
         let connection = self.connection
         self.connection = nil
@@ -202,6 +209,12 @@ public final class ServerRequest {
         server.returnHeadBuffer(head)
         server.requestAnswered(awaitingFlush: written)
         connection.answered()
+    }
+
+    func clientFinished() {
+        let callback = onClientFinished
+        onClientFinished = nil
+        callback?()
     }
 
     func clientGone() {

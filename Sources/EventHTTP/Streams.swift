@@ -128,6 +128,9 @@ public final class ResponseStream {
     public var onDrain: (() -> Void)?
     /// Called once if the client leaves before the end.
     public var onClientGone: (() -> Void)?
+    /// Called once if the client shuts its sending side (a FIN) before the end: gone, or
+    /// reading on after a half-close.
+    public var onClientFinished: (() -> Void)?
     public static let highWater = 1 << 20
     static let lowWater = 256 << 10
 
@@ -142,6 +145,9 @@ public final class ResponseStream {
     public var wantsMore: Bool { (connection?.pendingOutput ?? 0) < Self.highWater }
 
     public var isClientGone: Bool { connection?.isOpen != true }
+
+    /// Bytes written and not yet taken by the client's socket.
+    public var pendingBytes: Int { connection?.pendingOutput ?? 0 }
 
     /// Writes bytes of the body (copied).
     public func write(_ bytes: [UInt8]) {
@@ -188,7 +194,15 @@ public final class ResponseStream {
         isFinished = true
         let callback = onClientGone
         onClientGone = nil
+        onClientFinished = nil
         onDrain = nil
+        callback?()
+    }
+
+    func clientFinished() {
+        guard !isFinished else { return }
+        let callback = onClientFinished
+        onClientFinished = nil
         callback?()
     }
 

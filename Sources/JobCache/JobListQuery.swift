@@ -48,6 +48,8 @@ public struct JobListFilters: Sendable, Hashable {
 public enum JobListQuery: Sendable, Equatable {
     /// Only known filters (possibly none): answered from the workflow's full list.
     case filtered(JobListFilters)
+    /// `watch=1` (or `true`), with known filters only: a change stream of the jobs that match.
+    case watch(JobListFilters)
     /// Some other parameter is present: forwarded upstream as it is, never cached.
     case passThrough
 
@@ -68,7 +70,8 @@ public enum JobListQuery: Sendable, Equatable {
         guard let pairs = QueryDecoding.pairs(rawQuery) else {
             return .failure(Invalid(parameter: "query", message: "invalid percent-encoding"))
         }
-        if pairs.contains(where: { !filterNames.contains($0.name) }) { return .success(.passThrough) }
+        if pairs.contains(where: { !filterNames.contains($0.name) && $0.name != "watch" }) { return .success(.passThrough) }
+        var watch = false
         for (name, value) in pairs {
             guard seen.insert(name).inserted else {
                 return .failure(Invalid(parameter: name, message: "given more than once"))
@@ -78,6 +81,12 @@ public enum JobListQuery: Sendable, Equatable {
                 return .failure(Invalid(parameter: name, message: "control characters are not allowed"))
             }
             switch name {
+            case "watch":
+                switch value.lowercased() {
+                case "1", "true": watch = true
+                case "0", "false": watch = false
+                default: return .failure(Invalid(parameter: name, message: "expected 1 or 0, got \"\(value)\""))
+                }
             case "id": filters.id = value
             case "status": filters.status = value.lowercased()
             case "created_by": filters.createdBy = value
@@ -88,7 +97,7 @@ public enum JobListQuery: Sendable, Equatable {
                 filters.createdOn = date
             }
         }
-        return .success(.filtered(filters))
+        return .success(watch ? .watch(filters) : .filtered(filters))
     }
 }
 

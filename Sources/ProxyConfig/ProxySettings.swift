@@ -11,6 +11,12 @@ public struct ProxySettings: Sendable, Equatable {
     public var listenDrainSeconds = 10.0
     /// The longest `Prefer: wait` a request is held for; 0: never held.
     public var watchMaxWaitSeconds = 60.0
+    /// Change streams (`?watch=1`) open at once, in all and per client; 0: none.
+    public var watchMaxStreams = 1000
+    public var watchMaxStreamsPerClient = 16
+    /// How often a change stream with nothing to say sends a comment line (not a config key:
+    /// the contract says at least every 15 s; tests shorten it).
+    public var watchHeartbeatSeconds = 15.0
 
     public var upstreamURL = UpstreamURL(scheme: .https, host: "api.pixxel.space", port: 443, basePath: "")
     public var upstreamAPIKey: Secret?

@@ -213,6 +213,8 @@ extension ProxySettings {
             "listen.max_upload_bytes: \(listenMaxUploadBytes)",
             "listen.drain_seconds: \(listenDrainSeconds)",
             "watch.max_wait_seconds: \(watchMaxWaitSeconds)",
+            "watch.max_streams: \(watchMaxStreams)",
+            "watch.max_streams_per_client: \(watchMaxStreamsPerClient)",
             "upstream.url: \(upstreamURL)",
             "upstream.api_key: \(upstreamAPIKey.map { "<redacted> (from \($0.origin))" } ?? "(none: upstream calls carry no key)")",
             "upstream.ca_file: \(upstreamCAFile ?? "(system trust store only)")",

@@ -223,6 +223,12 @@ public enum SettingsParser {
         Key(name: "watch.max_wait_seconds", summary: "longest Prefer: wait a request on a job or a list is held for, waiting for a change; 0 = never held (default 60 s)") { s, raw throws(SettingsError) in
             s.watchMaxWaitSeconds = try seconds(raw, "watch.max_wait_seconds", allowZero: true)
         },
+        Key(name: "watch.max_streams", summary: "change streams (?watch=1) open at once, in all; 0 = none (default 1000)") { s, raw throws(SettingsError) in
+            s.watchMaxStreams = try integer(raw, "watch.max_streams", in: 0...1_000_000)
+        },
+        Key(name: "watch.max_streams_per_client", summary: "change streams one client (token) may have open at once (default 16)") { s, raw throws(SettingsError) in
+            s.watchMaxStreamsPerClient = try integer(raw, "watch.max_streams_per_client", in: 1...1_000_000)
+        },
         Key(name: "auth.clients_file", summary: "who may use the proxy: NAME SCOPES sha256:HEX lines (default config/clients)") { s, raw throws(SettingsError) in
             s.clientsFile = try text(raw, "auth.clients_file", "a file path")
         },

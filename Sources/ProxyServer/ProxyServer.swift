@@ -40,6 +40,8 @@ public final class ProxyServer: @unchecked Sendable {
     let hitPath = HitPathState()
     /// Requests waiting for their resource to change (`Prefer: wait`).
     let heldRequests = HeldRequests()
+    /// Change streams open (`?watch=1`).
+    let changeStreams = ChangeStreams()
     let budget: UpstreamBudget
     /// The tier several instances share through Redis (nil: `shared.redis_url` is empty).
     let shared: SharedLink?
@@ -122,7 +124,10 @@ public final class ProxyServer: @unchecked Sendable {
         case .success(let opened): attach(opened)
         case .failure(let error): storeUnusable(error)
         }
-        cache.onStored = { [unowned self] key, answer in entryStored(key, answer) }
+        cache.onStored = { [unowned self] key, answer in
+            entryStored(key, answer)
+            listStoredForStreams(key, answer)
+        }
         gateway.onPause = { [logger] status, seconds in
             logger.warning("upstream asked to wait", metadata: ["status": "\(status)", "seconds": "\(seconds)"])
         }
@@ -286,6 +291,8 @@ public final class ProxyServer: @unchecked Sendable {
                     authenticator = Authenticator(clients: clients, allowAnonymous: settings.allowAnonymous)
                     clientsGeneration += 1
                     hitPath.callers.removeAll()
+                    recheckHeldCallers()
+                    recheckStreamCallers()
                     logger.notice("clients file reloaded", metadata: ["clients": "\(clients.count)"])
                 case .failure(let error):
                     logger.error("clients file not reloaded, keeping the previous clients", metadata: ["error": "\(error)"])
@@ -309,6 +316,7 @@ public final class ProxyServer: @unchecked Sendable {
         notifier.notify("STOPPING=1\nSTATUS=draining (\(reason))")
         httpServer.stopAccepting()
         answerHeldRequests()
+        endChangeStreams()
         logger.notice("draining", metadata: ["reason": "\(reason)", "in_flight": "\(httpServer.inFlight)"])
         if httpServer.inFlight == 0 && httpServer.unflushed == 0 {
             loop.stop()

@@ -130,6 +130,8 @@ extension ProxyServer {
                     "streams": streams,
                     // Requests held by `Prefer: wait` now.
                     "held_requests": heldRequests.count,
+                    // Change streams open now, and those ended because their reader fell behind.
+                    "change_streams": ["open": changeStreams.open, "overflows": changeStreams.overflows],
                     // Every hit and every collapsed waiter is an upstream call not made.
                     "upstream_calls_saved": hits + collapsed,
                 ].merging(operatorFigures()) { current, _ in current }

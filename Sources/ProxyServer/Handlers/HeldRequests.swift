@@ -25,10 +25,7 @@ final class HeldRequests {
     var wakeScheduled = false
     /// The timer of the once-a-second look at deadlines and freshness, while any is held.
     var sweep: LoopTimer?
-    /// When each held resource may be asked for again, and the pause after that: a resource that
-    /// stays expired (the upstream fails, or a refresh is still on its way) is asked for after
-    /// 1, 2, 4... up to 30 seconds, not every second.
-    var nextRefresh: [CacheKey: (at: ContinuousClock.Instant, pause: Double)] = [:]
+    var refreshes = RefreshSchedule()
 
     var keys: [CacheKey] { Array(byKey.keys) }
 
@@ -45,7 +42,7 @@ final class HeldRequests {
         guard let held = byKey[key]?.removeValue(forKey: id) else { return nil }
         if byKey[key]?.isEmpty == true {
             byKey[key] = nil
-            nextRefresh[key] = nil
+            refreshes.forget(key)
         }
         count -= 1
         return held
@@ -73,10 +70,17 @@ extension ProxyServer {
         let held = HeldRequests.Held(box: ExchangeBox(exchange), key: key, filters: filters, gzip: gzip, entityTag: entityTag, varies: varies,
                                      deadline: .now + .milliseconds(Int(wait * 1000)))
         let id = heldRequests.add(held)
-        // A client that leaves is answered at once (nothing reaches it; the request is done).
+        // A client that leaves is answered at once (nothing reaches it; the request is done,
+        // and recorded as nginx's 499). One that sends its FIN may have left or may read on
+        // after a half-close: it is answered as it stands now, rather than holding the
+        // connection and the resource's refreshes until the deadline (found by review).
         exchange.request.onClientGone = { [weak self] in
             guard let self, let held = heldRequests.remove(id, key: key) else { return }
-            answerUnchanged(held)
+            answerUnchanged(held, recordedAs: 499)
+        }
+        exchange.request.onClientFinished = { [weak self] in
+            guard let self, let held = heldRequests.remove(id, key: key) else { return }
+            answerHeld(held)
         }
         if heldRequests.sweep == nil { scheduleHeldSweep() }
         return true
@@ -107,9 +111,7 @@ extension ProxyServer {
     }
 
     /// Once a second while any request is held: answers those whose wait is over, and keeps each
-    /// held resource fresh by asking the cache for it once it has expired, as a client would:
-    /// one revalidation per freshness window for all its held requests (coalesced, budgeted,
-    /// through the list where the economy rule says so), none while it is fresh.
+    /// held resource fresh (`refreshWatched`).
     private func scheduleHeldSweep() {
         heldRequests.sweep = loop.schedule(after: 1) { [weak self] in
             guard let self else { return }
@@ -118,18 +120,7 @@ extension ProxyServer {
             for (id, held) in heldRequests.all() where held.deadline <= now {
                 if let held = heldRequests.remove(id, key: held.key) { answerHeld(held) }
             }
-            for key in heldRequests.keys {
-                if cache.holdsFresh(key) {
-                    heldRequests.nextRefresh[key] = nil
-                    continue
-                }
-                let pause = heldRequests.nextRefresh[key]?.pause ?? 0
-                if let next = heldRequests.nextRefresh[key]?.at, next > now { continue }
-                let nextPause = min(30, max(1, pause * 2))
-                heldRequests.nextRefresh[key] = (now + .milliseconds(Int(nextPause * 1000)), nextPause)
-                cache.serve(CacheRequest(key: key, filters: JobListFilters(), revalidate: false, requestID: hitPath.requestIDs.next(),
-                                         client: "prefer-wait")) { _ in }
-            }
+            refreshWatched(heldRequests.keys, schedule: &heldRequests.refreshes, client: "prefer-wait")
             if heldRequests.count > 0 { scheduleHeldSweep() }
         }
     }
@@ -139,19 +130,41 @@ extension ProxyServer {
         var exchange = held.box.exchange
         exchange.hasWaited = true
         exchange.request.onClientGone = nil
+        exchange.request.onClientFinished = nil
         exchange.extraHeaders.add("Preference-Applied", "wait")
         serveCached(exchange, CacheRequest(key: held.key, filters: held.filters, revalidate: false, requestID: exchange.requestID,
                                            client: exchange.caller.logName))
     }
 
-    /// Answers a held request 304 at once, without looking in the cache (a drain, a client gone).
-    private func answerUnchanged(_ held: HeldRequests.Held) {
+    /// Answers a held request 304 at once, without looking in the cache (a drain, a client
+    /// gone: then it is recorded as `recordedAs`, though nothing reaches the client).
+    private func answerUnchanged(_ held: HeldRequests.Held, recordedAs recorded: Int? = nil) {
         var exchange = held.box.exchange
         exchange.hasWaited = true
+        exchange.request.onClientFinished = nil
         exchange.extraHeaders.add("Preference-Applied", "wait")
         exchange.extraHeaders.add("ETag", held.entityTag.quoted)
         if held.varies { exchange.extraHeaders.add("Vary", "Accept-Encoding") }
-        finish(&exchange, status: 304, headers: HTTPHeaders(), body: [])
+        guard let recorded else { return finish(&exchange, status: 304, headers: HTTPHeaders(), body: []) }
+        exchange.request.respond(status: 304, headers: HTTPHeaders(), body: [])
+        record(exchange.answerRecord(status: recorded))
+    }
+
+    /// After the clients file is reloaded: a held request whose token no longer reads is
+    /// answered as a new request with it would be (401 or 403), not with the resource.
+    func recheckHeldCallers() {
+        for (id, held) in heldRequests.all() {
+            var exchange = held.box.exchange
+            guard !isStillAllowed(exchange), heldRequests.remove(id, key: held.key) != nil else { continue }
+            exchange.request.onClientGone = nil
+            exchange.request.onClientFinished = nil
+            _ = authorize(&exchange)
+        }
+    }
+
+    /// Whether the caller of a request held or streamed since before a reload may still read.
+    func isStillAllowed(_ exchange: Exchange) -> Bool {
+        authenticator.authenticate(authorization: exchange.request.headers["Authorization"]).scopes.contains(.read)
     }
 
     /// On drain: every held request is answered 304 now (the drain closes each connection).

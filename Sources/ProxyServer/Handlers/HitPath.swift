@@ -100,6 +100,8 @@ extension ProxyServer {
                 return false  // possibly a request to revalidate: the full path reads it
             } else if field.name.caseInsensitiveEquals("prefer") {
                 return false  // possibly a wait (`Prefer: wait`), which the full path holds
+            } else if field.name.caseInsensitiveEquals("accept") {
+                if Self.namesEventStream(field.value) { return false }  // a change stream, which the full path opens
             } else if Self.isMethodOverride(field.name) {
                 return false  // refused by the full path, as everywhere else
             }

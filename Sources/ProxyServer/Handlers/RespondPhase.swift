@@ -22,6 +22,10 @@ extension ProxyServer {
             switch JobListQuery.parse(target.rawQuery) {
             case .failure(let invalid):
                 return finish(&exchange, error: .badRequest("invalid job list filter \(invalid)"))
+            case .success(.watch(let filters)):
+                return startChangeStream(exchange, workflow: workflowID, filters: filters)
+            case .success(.filtered(let filters)) where Self.asksForEventStream(exchange.request.headers):
+                return startChangeStream(exchange, workflow: workflowID, filters: filters)
             case .success(.filtered(let filters)):
                 return serveCached(exchange, key: .list(workflowID: workflowID), filters: filters)
             case .success(.passThrough):
@@ -55,6 +59,33 @@ extension ProxyServer {
             return forward(exchange, target: target, headers: headers)
         }
     }
+
+    /// `Accept: text/event-stream`: an EventSource asking for a change stream (a list's JSON is
+    /// not what it can read).
+    static func asksForEventStream(_ headers: HTTPHeaders) -> Bool {
+        headers.fields.contains { $0.name.caseInsensitiveEquals("accept") && namesEventStream($0.value) }
+    }
+
+    /// Whether an `Accept` value names `text/event-stream` (any case), read without allocating
+    /// (the hit path reads every `Accept`).
+    static func namesEventStream(_ value: String) -> Bool {
+        let wanted = eventStreamType
+        return value.utf8.withContiguousStorageIfAvailable { bytes in
+            guard bytes.count >= wanted.count else { return false }
+            for start in 0...(bytes.count - wanted.count) {
+                var index = 0
+                while index < wanted.count, lowerASCII(bytes[start + index]) == wanted[index] { index += 1 }
+                if index == wanted.count { return true }
+            }
+            return false
+        } ?? value.lowercased().contains("text/event-stream")
+    }
+
+    private static func lowerASCII(_ byte: UInt8) -> UInt8 {
+        (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte + 32 : byte
+    }
+
+    private static let eventStreamType = Array("text/event-stream".utf8)
 
     /// A cached route's request, as the cache takes it; the hit path remembers the target's
     /// resource, so that it is not parsed again.

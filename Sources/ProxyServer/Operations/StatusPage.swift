@@ -71,6 +71,7 @@ enum StatusPage {
       text('mem',entries(s.memory.entries)+', '+fmt(s.memory.bytes)+'B of '+fmt(s.memory.budget_bytes)+'B');bar('b-mem',s.memory.bytes,s.memory.budget_bytes);
       text('disk',entries(s.disk.entries)+', '+fmt(s.disk.bytes)+'B of '+fmt(s.disk.budget_bytes)+'B');bar('b-disk',s.disk.bytes,s.disk.budget_bytes);
       text('streams',s.streams.running+' running, '+s.streams.queued+' waiting');
+      const cs=s.change_streams||{open:0,overflows:0};text('watchers',cs.open+' change streams, '+(s.held_requests||0)+' held waits');
       rows('t-clients',Object.entries(s.clients).sort((a,b)=>b[1]-a[1]).slice(0,10).map(([c,n])=>[c==='-'?'no token':c==='?'?'unknown token':c,n]));
       rows('t-workflows',s.workflows.map(w=>[w.id,w.requests]));
       rows('t-errors',s.recent_upstream_errors.slice().reverse().map(e=>[e.at.slice(11,19),e.route,e.outcome]))}
@@ -90,7 +91,8 @@ enum StatusPage {
     <section><h2>Upstream calls/s</h2><div class="big" id="ups">-</div><div>average of the last 10 s; calls the cache saved since start: <b id="saved">-</b></div><svg id="c-ups"></svg><div class="note" id="n-ups"></div></section>
     <section><h2>Upstream budget</h2><table><tr><td>tokens left</td><td class="n" id="tokens"></td></tr><tr><td>waiting</td><td class="n" id="queued"></td></tr>
     <tr><td>pause</td><td class="n" id="pause"></td></tr><tr><td>refused since start</td><td class="n" id="refused"></td></tr>
-    <tr><td>upstream errors, last minute</td><td class="n" id="errs1m"></td></tr><tr><td>streamed transfers</td><td class="n" id="streams"></td></tr></table></section>
+    <tr><td>upstream errors, last minute</td><td class="n" id="errs1m"></td></tr><tr><td>streamed transfers</td><td class="n" id="streams"></td></tr>
+    <tr><td>watchers</td><td class="n" id="watchers"></td></tr></table></section>
     <section><h2>Cache</h2><div>memory: <span id="mem"></span></div><div class="bar"><div id="b-mem"></div></div>
     <div>disk: <span id="disk"></span></div><div class="bar"><div id="b-disk"></div></div></section>
     <section><h2>Requests per client</h2><div class="note">since start, the ten busiest</div><table id="t-clients"></table></section>

@@ -39,6 +39,9 @@ public enum StatusReport {
         }
         row("errors", "\(errors.suffix(60).reduce(0, +)) upstream errors in the last minute")
         row("streams", "\(int(streams["running"])) running, \(int(streams["queued"])) waiting")
+        let changeStreams = stats["change_streams"] as? [String: Any] ?? [:]
+        row("watchers", "\(int(changeStreams["open"])) change streams, \(int(stats["held_requests"])) held waits"
+            + "   cut off as too slow \(int(changeStreams["overflows"]))")
         row("memory", tier(memory))
         row("disk", tier(disk))
         let clients = (stats["clients"] as? [String: Any] ?? [:]).map { ($0.key, int($0.value)) }

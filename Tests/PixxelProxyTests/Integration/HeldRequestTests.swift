@@ -160,4 +160,50 @@ import Glibc
         #expect(documents.recorder.requests.count - before <= 3 * 2, "\(documents.recorder.requests.count - before) calls")
         await proxy.stop()
     }
+
+    /// A held request whose client sends its FIN is answered as things stand (a client that
+    /// half-closed reads it; one that left frees the connection and the refreshes at once).
+    @Test func aHeldRequestWhoseClientSendsItsFinIsAnsweredAtOnce() async throws {
+        let documents = try Self.documents()
+        defer { documents.recorder.stop() }
+        let proxy = try CacheCorrectnessTests.proxy(documents)
+        let tag = try #require(try proxy.get(Self.job, token: proxy.readToken).header("ETag"))
+        let request = Array("GET \(Self.job) HTTP/1.1\r\nHost: x\r\nAuthorization: \(proxy.readToken)\r\nIf-None-Match: \(tag)\r\nPrefer: wait=60\r\n\r\n".utf8)
+        let reply = try ClientHalfCloseTests.sendThenShutWrite(port: proxy.port, request)
+        let answer = try RawHTTPClient.parse(reply)
+        #expect(answer.status == 304 && answer.header("Preference-Applied") == "wait", "answered before the 60 s wait")
+        #expect(proxy.server.heldRequestCount == 0)
+        await proxy.stop()
+    }
+
+    @Test func aHeldRequestWhoseClientLeftIsRecordedAs499() async throws {
+        let documents = try Self.documents()
+        defer { documents.recorder.stop() }
+        let proxy = try CacheCorrectnessTests.proxy(documents)
+        let tag = try #require(try proxy.get(Self.job, token: proxy.readToken).header("ETag"))
+        let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 30)
+        RawHTTPClient.send(Array("GET \(Self.job) HTTP/1.1\r\nHost: x\r\nAuthorization: \(proxy.readToken)\r\nIf-None-Match: \(tag)\r\nPrefer: wait=60\r\n\r\n".utf8), to: fd)
+        #expect(eventually { proxy.server.heldRequestCount == 1 })
+        // Gone without a FIN first: a reset.
+        var linger = linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+        close(fd)
+        #expect(eventually { proxy.server.heldRequestCount == 0 })
+        #expect(eventually { proxy.logs.all.contains { $0.contains("GET /v0/workflows/{workflow_id}/jobs/{job_id} 499") } })
+        await proxy.stop()
+    }
+
+    @Test func aHeldRequestWhoseTokenIsRevokedIsRefusedOnReload() async throws {
+        let documents = try Self.documents()
+        defer { documents.recorder.stop() }
+        let proxy = try CacheCorrectnessTests.proxy(documents)
+        let tag = try #require(try proxy.get(Self.job, token: proxy.readToken).header("ETag"))
+        let held = Self.waiting(proxy, Self.job, tag: tag, seconds: 60)
+        #expect(eventually { proxy.server.heldRequestCount == 1 })
+        try ClientsFileWriter.revoke(name: "reader", path: proxy.server.settings.clientsFile)
+        proxy.server.reloadClients()
+        let answer = try held.value()
+        #expect(answer.status == 401, "not the resource, once the token is gone")
+        await proxy.stop()
+    }
 }
