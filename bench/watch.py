@@ -201,6 +201,9 @@ def sse(port, token, workflow, jobs, deadline, rec):
         conn = http.client.HTTPConnection(HOST, port, timeout=20)
         try:
             conn.request("GET", f"/v0/workflows/{workflow}/jobs?watch=1", headers=headers_for(token, extra))
+            # The stream ends with the connection (`Connection: close`), so http.client hands the
+            # socket to the response: keep it to set the read timeout.
+            sock = conn.sock
             r = conn.getresponse()
         except (OSError, http.client.HTTPException) as e:
             conn.close()
@@ -233,7 +236,7 @@ def sse(port, token, workflow, jobs, deadline, rec):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                conn.sock.settimeout(min(20.0, remaining))  # a heartbeat comes at least every 15 s
+                sock.settimeout(min(20.0, remaining))  # a heartbeat comes at least every 15 s
                 raw = r.readline()
                 if not raw:
                     rec.note("streams ended by the proxy")

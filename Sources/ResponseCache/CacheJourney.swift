@@ -101,8 +101,14 @@ extension ResponseCache {
     /// Whether memory holds `key` fresh, as the journey would judge it (not superseded, not
     /// older than what this instance has shown).
     public func holdsFresh(_ key: CacheKey) -> Bool {
-        guard let held = memory.peek(key), let cached = current(held, key: key) else { return false }
-        return cached.remaining(now: clock()) > 0
+        (remainingFreshness(key) ?? 0) > 0
+    }
+
+    /// How long memory's answer for `key` stays fresh, in seconds (0 or less: expired); nil when
+    /// memory holds none that is current.
+    public func remainingFreshness(_ key: CacheKey) -> Double? {
+        guard let held = memory.peek(key), let cached = current(held, key: key) else { return nil }
+        return cached.remaining(now: clock())
     }
 
     /// The body an answer from `answer` sends for `filters`: in gzip form when `gzip` and worth

@@ -285,7 +285,9 @@ extension ProxyServer {
         changeStreams.sweep = loop.schedule(after: 1) { [weak self] in
             guard let self else { return }
             changeStreams.sweep = nil
-            refreshWatched(changeStreams.byWorkflow.keys.map { .list(workflow: $0) }, schedule: &changeStreams.refreshes, client: "watch")
+            refreshWatched(changeStreams.byWorkflow.keys.map { .list(workflow: $0) }, schedule: &changeStreams.refreshes, client: "watch") {
+                [weak self] key in self?.changeStreams.refreshes.timed[key] = nil
+            }
             if changeStreams.open > 0 { scheduleChangeSweep() }
         }
     }
@@ -310,6 +312,7 @@ extension ProxyServer {
         changeStreams.heartbeat = nil
         changeStreams.sweep?.cancel()
         changeStreams.sweep = nil
+        changeStreams.refreshes.cancelAll()
         for stream in changeStreams.all { endChangeStream(stream, status: 200) }
     }
 }

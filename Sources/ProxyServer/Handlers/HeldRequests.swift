@@ -120,7 +120,9 @@ extension ProxyServer {
             for (id, held) in heldRequests.all() where held.deadline <= now {
                 if let held = heldRequests.remove(id, key: held.key) { answerHeld(held) }
             }
-            refreshWatched(heldRequests.keys, schedule: &heldRequests.refreshes, client: "prefer-wait")
+            refreshWatched(heldRequests.keys, schedule: &heldRequests.refreshes, client: "prefer-wait") {
+                [weak self] key in self?.heldRequests.refreshes.timed[key] = nil
+            }
             if heldRequests.count > 0 { scheduleHeldSweep() }
         }
     }
@@ -171,6 +173,7 @@ extension ProxyServer {
     func answerHeldRequests() {
         heldRequests.sweep?.cancel()
         heldRequests.sweep = nil
+        heldRequests.refreshes.cancelAll()
         for (id, held) in heldRequests.all() {
             if let held = heldRequests.remove(id, key: held.key) { answerUnchanged(held) }
         }
