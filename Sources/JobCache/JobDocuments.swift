@@ -142,14 +142,15 @@ public struct JobListDocument: Sendable {
     /// The answer for `filters`: the original body when nothing is filtered out.
     public func rendered(_ filters: JobListFilters) -> [UInt8] {
         if filters.isEmpty { return body }
+        let matching = jobs.indices.filter { jobs[$0].matches(filters) }
+        // Sized exactly: a body kept with the entry is counted by its bytes, and one job of a
+        // large list held the whole list's capacity (found by review).
         var out: [UInt8] = []
-        out.reserveCapacity(body.count)
+        out.reserveCapacity(prefix.count + suffix.count + max(0, matching.count - 1) + matching.reduce(0) { $0 + fragments[$1].count })
         out += body[prefix]
-        var first = true
-        for (index, job) in jobs.enumerated() where job.matches(filters) {
-            if !first { out.append(UInt8(ascii: ",")) }
+        for (position, index) in matching.enumerated() {
+            if position > 0 { out.append(UInt8(ascii: ",")) }
             out += body[fragments[index]]
-            first = false
         }
         out += body[suffix]
         return out

@@ -58,6 +58,33 @@ import Testing
         }
     }
 
+    /// A filter set's gzip form is made at its second request while its body is kept: a client
+    /// cycling through more filter sets than the entry keeps never has a list compressed on the
+    /// loop per request. A kept filtered body holds its own size, not the list's.
+    @Test func aFilteredBodyIsCompressedOnlyOnceKeptAndHoldsItsOwnSize() throws {
+        let padding = String(repeating: "x", count: 2_000)
+        let jobs = (0..<6).map { #"{"id":"j\#($0)","status":"s\#($0)","note":"\#(padding)"}"# }
+        let answer = Self.answer(.list(try #require(JobListDocument(body: Array(#"{"jobs":[\#(jobs.joined(separator: ","))]}"#.utf8)))))
+        let one = JobListFilters(status: "s1")
+        #expect(!answer.served(for: one, gzip: true).body.isGzip, "the first request for a filter set is plain")
+        #expect(answer.served(for: one, gzip: true).body.isGzip, "the second is compressed")
+        let body = answer.served(for: one).body.bytes.heldBytes
+        #expect(body.capacity < body.count + 64, "\(body.capacity) for \(body.count) bytes")
+        // Three filter sets of five jobs in six each, in turn: more than the allowance (twice the
+        // list) keeps, so each is gone by its next visit, and none is ever compressed.
+        let wide = (0..<6).map { index in
+            #"{"id":"w\#(index)","status":"\#(index == 0 ? "completed" : "running")","created_by":"\#(index == 5 ? "v" : "u")","created_at":"2026-11-\#(index == 1 ? 19 : 20)T10:00:00Z","note":"\#(padding)"}"#
+        }
+        let cycled = Self.answer(.list(try #require(JobListDocument(body: Array(#"{"jobs":[\#(wide.joined(separator: ","))]}"#.utf8)))))
+        let sets = [JobListFilters(createdBy: "u"), JobListFilters(status: "running"),
+                    JobListFilters(createdOn: CalendarDate(year: 2026, month: 11, day: 20))]
+        var compressed = 0
+        for _ in 0..<4 {
+            for filters in sets where cycled.served(for: filters, gzip: true).body.isGzip { compressed += 1 }
+        }
+        #expect(compressed == 0)
+    }
+
     /// Under 1 KiB a body stays plain, whatever the client accepts, and does not vary.
     @Test func aSmallBodyStaysPlain() throws {
         let answer = Self.answer(.detail(try #require(JobDetailDocument(body: Self.detailBody))))
