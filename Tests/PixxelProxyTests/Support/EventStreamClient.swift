@@ -35,25 +35,7 @@ final class EventStreamClient {
     /// Connects and sends the request; `receiveBuffer` shrinks the socket's receive buffer (a
     /// slow reader whose kernel takes little).
     init(port: UInt16, target: String, headers: [(String, String)], receiveBuffer: Int? = nil, timeoutSeconds: Int = Int(awaitedSeconds)) throws {
-        let socket = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { throw RawHTTPError(description: "socket failed") }
-        if var size = receiveBuffer.map(Int32.init) {
-            setsockopt(socket, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        }
-        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            Glibc.close(socket)
-            throw RawHTTPError(description: "connect to 127.0.0.1:\(port) failed")
-        }
-        fd = socket
+        fd = try RawHTTPClient.connect(port: port, timeoutSeconds: timeoutSeconds, receiveBuffer: receiveBuffer)
         self.timeoutSeconds = timeoutSeconds
         var head = "GET \(target) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }

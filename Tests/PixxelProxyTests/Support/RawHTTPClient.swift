@@ -72,9 +72,13 @@ enum RawHTTPClient {
         return reply
     }
 
-    static func connect(port: UInt16, timeoutSeconds: Int) throws -> Int32 {
+    /// `receiveBuffer`: the socket's receive buffer, shrunk (a slow reader whose kernel takes little).
+    static func connect(port: UInt16, timeoutSeconds: Int, receiveBuffer: Int? = nil) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw RawHTTPError(description: "socket failed") }
+        if var size = receiveBuffer.map(Int32.init) {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_in()
