@@ -167,6 +167,8 @@ extension ProxyServer {
             changeStreams.release(for: exchange.caller.logName)
             return record(exchange.answerRecord(status: 499))
         }
+        var exchange = exchange
+        exchange.waitingSince = .now
         let stream = ChangeStreams.Stream(id: changeStreams.nextID(), workflow: workflow, filters: filters, client: exchange.caller.logName,
                                           response: response, exchange: exchange)
         changeStreams.add(stream, list: list)

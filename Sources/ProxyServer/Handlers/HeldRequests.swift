@@ -64,6 +64,8 @@ extension ProxyServer {
     /// Holds a request that would be answered 304 when it asks to wait (`Prefer: wait=N` on a
     /// job or a list, not yet held, not while draining); false when it is to be answered now.
     func holdsUntilChanged(_ exchange: Exchange, key: CacheKey, filters: JobListFilters, gzip: Bool, entityTag: EntityTag, varies: Bool) -> Bool {
+        var exchange = exchange
+        exchange.waitingSince = .now
         guard !exchange.hasWaited, !isDraining, !key.isRoute, settings.watchMaxWaitSeconds > 0,
               let seconds = WaitPreference.seconds(in: exchange.request.headers), seconds > 0 else { return false }
         let wait = min(Double(seconds), settings.watchMaxWaitSeconds)

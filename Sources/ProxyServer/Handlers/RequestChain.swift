@@ -69,6 +69,8 @@ struct Exchange {
     var closeConnection = false
     /// Held by `Prefer: wait` once already: answered now, whatever its bytes.
     var hasWaited = false
+    /// Since when the answer waits by the client's own asking (held, or a change stream open).
+    var waitingSince: ContinuousClock.Instant?
 
     /// The cache outcome the answer reports: nil off the cached routes; on them, what the cache
     /// decided, or `bypass` when the answer came before any decision.

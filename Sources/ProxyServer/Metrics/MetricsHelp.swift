@@ -7,7 +7,7 @@ import Foundation
 enum MetricsHelp {
     static let texts: [String: String] = [
         "pixxel_proxy_requests_total": "Answers sent to clients, by route template, status and cache outcome.",
-        "pixxel_proxy_request_duration_seconds": "Time from a request's head to its answer handed to the socket, by route template.",
+        "pixxel_proxy_request_duration_seconds": "Time from a request's head to its answer handed to the socket, by route template; the wait a client asks for (Prefer: wait, a change stream) is left out.",
         "pixxel_proxy_requests_in_flight": "Requests received and not yet answered.",
         "pixxel_proxy_upstream_requests_total": "Calls to the upstream, by route template and outcome (status or failure).",
         "pixxel_proxy_upstream_duration_seconds": "Time of each upstream call, by route template.",

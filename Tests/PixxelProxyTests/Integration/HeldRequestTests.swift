@@ -206,4 +206,23 @@ import Glibc
         #expect(answer.status == 401, "not the resource, once the token is gone")
         await proxy.stop()
     }
+
+    /// The request-duration histogram measures the proxy, not the wait a client asked for: a
+    /// 3 s hold is not a 3 s request there (the access line still says how long it took).
+    @Test func aHeldRequestsWaitIsLeftOutOfTheDurationHistogram() async throws {
+        let documents = try Self.documents()
+        defer { documents.recorder.stop() }
+        let proxy = try CacheCorrectnessTests.proxy(documents)
+        let tag = try #require(try proxy.get(Self.job, token: proxy.readToken).header("ETag"))
+        #expect(try Self.waiting(proxy, Self.job, tag: tag, seconds: 3).value().status == 304)
+        let metrics = try proxy.get("/metrics", token: proxy.adminToken).text
+        func bucket(_ le: String) -> Int? {
+            metrics.split(separator: "\n").first { $0.hasPrefix("pixxel_proxy_request_duration_seconds_bucket")
+                && $0.contains("jobs/{job_id}") && $0.contains("le=\"\(le)\"") }
+                .flatMap { $0.split(separator: " ").last.flatMap { Int($0) } }
+        }
+        #expect(bucket("+Inf") == 2 && bucket("2.5") == 2, "both requests under 2.5 s: \(metrics.split(separator: "\n").filter { $0.contains("jobs/{job_id}") && $0.contains("bucket") })")
+        #expect(eventually { proxy.logs.all.contains { $0.contains("duration_ms=3") && $0.contains("304") } }, "the access line says 3 s")
+        await proxy.stop()
+    }
 }
