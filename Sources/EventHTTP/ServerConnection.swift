@@ -407,6 +407,11 @@ final class ServerConnection {
             // The next request's head comes after this body.
             if bodyStream != nil { return }
         }
+        if responseStream?.discardsInput == true, let bufferEvent {
+            let input = bufferevent_get_input(bufferEvent)!
+            evbuffer_drain(input, evbuffer_get_length(input))
+            return
+        }
         while let bufferEvent, !awaitingAnswer, !closeAfterFlush {
             if evbuffer_get_length(bufferevent_get_output(bufferEvent)) > Self.outputHighWater { return }
             let input = bufferevent_get_input(bufferEvent)!

@@ -32,6 +32,8 @@ public final class ServerRequest {
     /// Called once if the client shuts its sending side (a FIN) before the answer: it may wait
     /// for the answer (a half-close) or have gone.
     public var onClientFinished: (() -> Void)?
+    /// Set once the client has sent its FIN before the answer (whether or not anyone was told).
+    public private(set) var hasClientFinished = false
     /// What the server's admission decided from the head (`HTTPServer.admitHead`; nil for a
     /// request without a body, which is not admitted apart).
     public private(set) var admission: AnyObject?
@@ -48,6 +50,7 @@ public final class ServerRequest {
         precondition(answered, "only an answered request is reused")
         answered = false
         isClientGone = false
+        hasClientFinished = false
         onClientGone = nil
         onClientFinished = nil
         take(head: head, body: body, bodyStream: bodyStream, peer: peer, admission: admission, connection: connection, server: server)
@@ -212,6 +215,7 @@ public final class ServerRequest {
     }
 
     func clientFinished() {
+        hasClientFinished = true
         let callback = onClientFinished
         onClientFinished = nil
         callback?()

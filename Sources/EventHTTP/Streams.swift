@@ -131,6 +131,10 @@ public final class ResponseStream {
     /// Called once if the client shuts its sending side (a FIN) before the end: gone, or
     /// reading on after a half-close.
     public var onClientFinished: (() -> Void)?
+    /// Whatever the client sends while this answer is written is dropped, not kept for a next
+    /// request: for an answer that ends with its connection (a change stream), whose client
+    /// could otherwise park the connection's whole input limit for the stream's life.
+    public var discardsInput = false
     public static let highWater = 1 << 20
     static let lowWater = 256 << 10
 
@@ -180,6 +184,17 @@ public final class ResponseStream {
         if !bodiless, case .known(let total) = length, writtenBytes != total { return abort() }
         isFinished = true
         connection?.endStreamed(self, terminator: chunked && !bodiless)
+    }
+
+    /// Ends the answer and closes the connection now, dropping what the socket has not taken:
+    /// for a client known to have gone.
+    public func closeNow() {
+        guard !isFinished else { return }
+        isFinished = true
+        onClientGone = nil
+        onClientFinished = nil
+        onDrain = nil
+        connection?.close()
     }
 
     /// Ends the answer with an error the client can see: the connection closes short.

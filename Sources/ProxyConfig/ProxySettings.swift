@@ -16,7 +16,7 @@ public struct ProxySettings: Sendable, Equatable {
     public var watchMaxStreamsPerClient = 16
     /// How often a change stream with nothing to say sends a comment line (not a config key:
     /// the contract says at least every 15 s; tests shorten it).
-    public var watchHeartbeatSeconds = 15.0
+    public var watchHeartbeatSeconds = 14.0
 
     public var upstreamURL = UpstreamURL(scheme: .https, host: "api.pixxel.space", port: 443, basePath: "")
     public var upstreamAPIKey: Secret?

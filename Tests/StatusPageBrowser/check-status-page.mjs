@@ -48,7 +48,7 @@ const readFigures = `(() => {
   const rows = id => [...$(id).rows].map(row => [...row.cells].map(cell => cell.textContent));
   const text = {};
   for (const id of ['err', 'uptime', 'rps', 'ratio', 'ratio1m', 'ups', 'saved', 'tokens', 'queued', 'pause', 'refused',
-                    'errs1m', 'streams', 'mem', 'disk', 'health']) text[id] = $(id).textContent;
+                    'errs1m', 'streams', 'watchers', 'mem', 'disk', 'health']) text[id] = $(id).textContent;
   return { loginShown: !$('login').hidden, pageShown: !$('page').hidden, text,
            clients: rows('t-clients'), workflows: rows('t-workflows'), errors: rows('t-errors') };
 })()`;

@@ -56,6 +56,7 @@ export function figureMismatches(figures, stats, { admins = [] } = {}) {
   const errors = lastMinute(stats.series.upstream_errors);
   expect(Number(text.errs1m) === errors, `upstream errors in the last minute read "${text.errs1m}", stats say ${errors}`);
   expect(text.streams === `${stats.streams.running} running, ${stats.streams.queued} waiting`, `streams read "${text.streams}"`);
+  expect(text.watchers === `${stats.change_streams.open} change streams, ${stats.held_requests} held waits`, `watchers read "${text.watchers}"`);
 
   for (const tier of ['memory', 'disk']) {
     const id = tier === 'memory' ? 'mem' : 'disk';

@@ -20,6 +20,7 @@ extension ProxyServer {
         } else {
             exchange.caller = authenticator.authenticate(authorization: authorization)
         }
+        exchange.callerGeneration = clientsGeneration
         if let authorization { hitPath.remember(exchange.caller, for: authorization) }
         if exchange.caller.isRejected {
             exchange.extraHeaders.add("WWW-Authenticate", #"Bearer realm="pixxel-proxy""#)

@@ -18,6 +18,36 @@ final class ChangeStreams {
         let exchange: Exchange
         /// The newest token sent: each event's `id:`.
         var newest: ChangeToken?
+        /// Jobs to send, oldest change first, as ids: each is sent as the workflow's list has it
+        /// when the connection has room (`pumpChangeStream`), so that a reader that falls
+        /// behind costs the proxy ids, not bytes, and gets each job's latest version once.
+        private(set) var backlog: [CompactID] = []
+        private var backlogStart = 0
+        private var queued: Set<CompactID> = []
+        /// When the reader last took bytes (or the stream opened).
+        var lastProgress = ContinuousClock.now
+
+        var hasBacklog: Bool { backlogStart < backlog.count }
+
+        func enqueue(_ id: CompactID) {
+            guard queued.insert(id).inserted else { return }
+            backlog.append(id)
+        }
+
+        func dequeue() -> CompactID? {
+            guard hasBacklog else { return nil }
+            let id = backlog[backlogStart]
+            backlogStart += 1
+            queued.remove(id)
+            if backlogStart == backlog.count {
+                backlog.removeAll(keepingCapacity: backlog.count < 1024)
+                backlogStart = 0
+            } else if backlogStart >= 4096, backlogStart * 2 >= backlog.count {
+                backlog.removeFirst(backlogStart)
+                backlogStart = 0
+            }
+            return id
+        }
 
         init(id: Int, workflow: String, filters: JobListFilters, client: String, response: ResponseStream, exchange: Exchange) {
             self.id = id
@@ -33,14 +63,32 @@ final class ChangeStreams {
         var streams: [Int: Stream] = [:]
         var published: JobChanges.Published
         /// The list the versions were published from: a job that leaves a stream's filters (a
-        /// running job that completes, on `status=running`) is sent once more, as it is now.
+        /// running job that completes, on `status=running`) is sent once more, as it is now;
+        /// every event is rendered from it.
         var list: JobListDocument
+        /// Where each job is in `list`.
+        var index: [CompactID: Int]
+
+        init(list: JobListDocument) {
+            published = JobChanges.published(list)
+            self.list = list
+            index = Self.index(of: list)
+        }
+
+        static func index(of list: JobListDocument) -> [CompactID: Int] {
+            Dictionary(list.jobs.indices.map { (list.jobs[$0].compactID, $0) }) { first, _ in first }
+        }
     }
 
     private(set) var byWorkflow: [String: Watched] = [:]
-    /// Streams open or being opened, in all and per client (a slot is taken before the list is
-    /// fetched, so that many starts at once cannot pass the caps).
+    /// Streams open, being opened, or ended with bytes still on their way, in all and per
+    /// client: a slot is taken before the list is fetched (many starts at once cannot pass the
+    /// caps), and given back once the stream's connection has closed, so that the caps bound
+    /// what streams hold (found by review: a stream ended by an overflow kept its unsent bytes
+    /// until the write timeout while its slot went to a new stream).
     private(set) var count = 0
+    /// Streams ended whose connection still sends what they were given.
+    private var flushing: [Stream] = []
     private(set) var perClient: [String: Int] = [:]
     private var lastID = 0
     /// Lists stored for watched workflows since they were last looked at.
@@ -54,6 +102,8 @@ final class ChangeStreams {
 
     /// Takes a slot for `client`; false when a cap is reached.
     func reserve(for client: String, maxStreams: Int, maxPerClient: Int) -> Reservation {
+        // Ended streams whose connection has closed since the last sweep give their slots back.
+        _ = releaseClosed()
         if count >= maxStreams { return .full }
         if perClient[client, default: 0] >= maxPerClient { return .clientFull }
         count += 1
@@ -76,18 +126,29 @@ final class ChangeStreams {
 
     /// Adds an open stream; a workflow watched for the first time starts from `list`'s versions.
     func add(_ stream: Stream, list: JobListDocument) {
-        byWorkflow[stream.workflow, default: Watched(published: JobChanges.published(list), list: list)].streams[stream.id] = stream
+        byWorkflow[stream.workflow, default: Watched(list: list)].streams[stream.id] = stream
     }
 
-    /// Removes a stream (and its slot); nil when it was removed already.
+    /// Removes a stream from its workflow; nil when it was removed already. Its slot is given
+    /// back by `closed`, once its connection is.
     func remove(_ stream: Stream) -> Stream? {
         guard byWorkflow[stream.workflow]?.streams.removeValue(forKey: stream.id) != nil else { return nil }
         if byWorkflow[stream.workflow]?.streams.isEmpty == true {
             byWorkflow[stream.workflow] = nil
             refreshes.forget(.list(workflow: stream.workflow))
         }
-        release(for: stream.client)
+        flushing.append(stream)
         return stream
+    }
+
+    /// Gives back the slots of ended streams whose connection has closed; whether any remain.
+    func releaseClosed() -> Bool {
+        flushing.removeAll { stream in
+            guard stream.response.isClientGone else { return false }
+            release(for: stream.client)
+            return true
+        }
+        return !flushing.isEmpty
     }
 
     func noteOverflow() { overflows += 1 }
@@ -98,13 +159,17 @@ final class ChangeStreams {
 
     var open: Int { byWorkflow.values.reduce(0) { $0 + $1.streams.count } }
 
+    /// Slots taken now (streams open, opening, or ending).
+    var slots: Int { count }
+
     /// The events of a list stored for `workflow`, and the streams to send them to.
-    func takeChanges(in list: JobListDocument, workflow: String) -> (indices: [Int], streams: [Stream], previous: JobListDocument?) {
+    func takeChanges(in list: JobListDocument, workflow: String) -> (indices: [Int], streams: [Stream], previous: Watched?) {
         guard let watched = byWorkflow[workflow] else { return ([], [], nil) }
         let (indices, published) = JobChanges.changed(in: list, since: watched.published)
         byWorkflow[workflow]?.published = published
         byWorkflow[workflow]?.list = list
-        return (indices, Array(watched.streams.values), watched.list)
+        byWorkflow[workflow]?.index = Watched.index(of: list)
+        return (indices, Array(watched.streams.values), watched)
     }
 }
 
@@ -112,15 +177,15 @@ extension ProxyServer {
     /// Change streams open now (read from any thread).
     public var changeStreamCount: Int { valueFromLoop { [self] in changeStreams.open } }
 
-    /// A reader may lag this far behind (bytes the connection holds unsent) before its stream is
-    /// ended with `event: overflow`: a slow reader costs at most this plus one list.
-    static let changeStreamMaxPendingBytes = 1 << 20
+    /// Slots taken by change streams now: open, opening, or ended and still sending (read from
+    /// any thread).
+    public var changeStreamSlots: Int { valueFromLoop { [self] in changeStreams.slots } }
 
-    /// Opens a change stream on `workflow`'s jobs: the workflow's list from the cache (as a list
-    /// request would get it: an error is answered as such), then the first events (every job,
-    /// or those changed since `Last-Event-ID`, or `event: reset` and every job), then one event
-    /// per change the cache learns of, a comment every `watchHeartbeatSeconds`.
-    func startChangeStream(_ exchange: Exchange, workflow: String, filters: JobListFilters) {
+    /// Opens a change stream on `workflowID`'s jobs: the workflow's list from the cache (as a
+    /// list request would get it: an error is answered as such), then the first events (every
+    /// job, or those changed since `Last-Event-ID`, or `event: reset` and every job), then one
+    /// event per change the cache learns of, a comment every `watchHeartbeatSeconds`.
+    func startChangeStream(_ exchange: Exchange, workflowID: String, filters: JobListFilters) {
         var exchange = exchange
         let client = exchange.caller.logName
         if isDraining {
@@ -137,7 +202,9 @@ extension ProxyServer {
             break
         }
         let lastEventID = exchange.request.headers["Last-Event-ID"]
-        let key = CacheKey.list(workflow: workflow)
+        // The key a list request for this workflow uses (the id percent-encoded), so that the
+        // stream learns of what that list learns.
+        let key = CacheKey.list(workflowID: workflowID)
         let box = ExchangeBox(exchange)
         cache.serve(CacheRequest(key: key, filters: JobListFilters(), revalidate: false, requestID: exchange.requestID, client: client)) { [self] delivery in
             var exchange = box.exchange
@@ -146,16 +213,30 @@ extension ProxyServer {
             exchange.upstreamDuration = delivery.upstreamDuration
             guard case .cached(let answer, _) = delivery.content, case .list(let list) = answer.document, !isDraining else {
                 changeStreams.release(for: client)
-                return isDraining && !exchange.request.isAnswered
+                return isDraining
                     ? finish(&exchange, error: ProxyError(status: 503, code: "draining", message: "the proxy is shutting down"))
-                    : answer(&exchange, with: delivery, key: key, filters: filters)
+                    : self.answer(&exchange, with: delivery, key: key, filters: filters)
             }
-            openChangeStream(exchange, list: list, filters: filters, lastEventID: lastEventID)
+            openChangeStream(exchange, key: key, list: list, filters: filters, lastEventID: lastEventID)
         }
     }
 
-    private func openChangeStream(_ exchange: Exchange, list: JobListDocument, filters: JobListFilters, lastEventID: String?) {
-        guard case .listJobs(let workflow) = exchange.route else { return }
+    private func openChangeStream(_ exchange: Exchange, key: CacheKey, list: JobListDocument, filters: JobListFilters, lastEventID: String?) {
+        var exchange = exchange
+        // What happened while the list was on its way is not missed (found by review): a
+        // client that sent its FIN (or left) gets no stream, and a token revoked meanwhile is
+        // refused.
+        if exchange.request.isClientGone || exchange.request.hasClientFinished {
+            changeStreams.release(for: exchange.caller.logName)
+            exchange.closeConnection = true
+            exchange.request.respond(status: 204, headers: HTTPHeaders([("Connection", "close")]), body: [])
+            return record(exchange.answerRecord(status: 499))
+        }
+        if exchange.callerGeneration != clientsGeneration, !isStillAllowed(exchange) {
+            changeStreams.release(for: exchange.caller.logName)
+            _ = authorize(&exchange)
+            return
+        }
         var fields = HTTPHeaders()
         fields.add("Content-Type", "text/event-stream; charset=utf-8")
         fields.add("Cache-Control", "no-store")
@@ -167,35 +248,42 @@ extension ProxyServer {
             changeStreams.release(for: exchange.caller.logName)
             return record(exchange.answerRecord(status: 499))
         }
-        var exchange = exchange
+        response.discardsInput = true
         exchange.waitingSince = .now
-        let stream = ChangeStreams.Stream(id: changeStreams.nextID(), workflow: workflow, filters: filters, client: exchange.caller.logName,
+        let stream = ChangeStreams.Stream(id: changeStreams.nextID(), workflow: key.workflow, filters: filters, client: exchange.caller.logName,
                                           response: response, exchange: exchange)
         changeStreams.add(stream, list: list)
+        // A reader that leaves, or sends its FIN (gone, or half-closed, which a stream that
+        // never ends by itself cannot serve either), ends its stream at once, and its
+        // connection with it: nothing it was sent is kept for it.
         response.onClientGone = { [weak self, weak stream] in
             guard let self, let stream else { return }
-            endChangeStream(stream, status: 499)
+            endChangeStream(stream, status: 499, closeNow: true)
         }
-        // A FIN: the reader has gone (or half-closed, which a stream that never ends by itself
-        // cannot serve either); without this the stream learnt it at the next failed write.
         response.onClientFinished = { [weak self, weak stream] in
             guard let self, let stream else { return }
-            endChangeStream(stream, status: 499)
+            endChangeStream(stream, status: 499, closeNow: true)
         }
         if exchange.request.method == .head { return endChangeStream(stream, status: 200) }
-        var bytes: [UInt8] = []
+        response.onDrain = { [weak self, weak stream] in
+            guard let self, let stream else { return }
+            stream.lastProgress = .now
+            pumpChangeStream(stream)
+        }
+        var first: [UInt8] = []
         switch JobChanges.start(lastEventID: lastEventID, list: list, filters: filters, overlap: changeResumeOverlap, now: clock()) {
         case .everything(let indices), .resumed(let indices):
-            appendJobEvents(indices, of: list, for: stream, into: &bytes)
+            for index in indices { stream.enqueue(list.jobs[index].compactID) }
         case .reset(let indices):
-            EventStreamText.event("reset", id: nil, data: #"{"reason":"the Last-Event-ID cannot be resumed from: the current jobs follow"}"#.utf8,
-                                  into: &bytes)
-            appendJobEvents(indices, of: list, for: stream, into: &bytes)
+            EventStreamText.event("reset", id: nil, data: #"{"reason":"the Last-Event-ID cannot be resumed from: the current jobs follow"}"#,
+                                  into: &first)
+            for index in indices { stream.enqueue(list.jobs[index].compactID) }
         }
         // A stream with nothing to send yet says so at once: the head and a first line reach the
         // client now, not at the first change.
-        if bytes.isEmpty { EventStreamText.comment("watching", into: &bytes) }
-        stream.response.write(bytes)
+        if first.isEmpty && !stream.hasBacklog { EventStreamText.comment("watching", into: &first) }
+        if !first.isEmpty { stream.response.write(first) }
+        pumpChangeStream(stream)
         if changeStreams.heartbeat == nil { scheduleChangeHeartbeat() }
         if changeStreams.sweep == nil { scheduleChangeSweep() }
     }
@@ -205,20 +293,28 @@ extension ProxyServer {
     /// list showing it after a detail showed a later change of another job) is learnt.
     var changeResumeOverlap: Double { max(60, 2 * settings.jobListTTLSeconds) }
 
-    /// `job` events for `indices` of `list` that match the stream's filters (or matched them in
-    /// `previous`, the list the stream was told of before); the stream's newest token moves on
-    /// with each.
-    private func appendJobEvents(_ indices: [Int], of list: JobListDocument, for stream: ChangeStreams.Stream, into bytes: inout [UInt8],
-                                 previous: (list: JobListDocument, index: [CompactID: Int])? = nil) {
-        for index in indices {
-            let job = list.jobs[index]
-            guard job.matches(stream.filters)
-                    || previous.map({ previous in previous.index[job.compactID].map { previous.list.jobs[$0].matches(stream.filters) } ?? false }) == true
-            else { continue }
-            let token = ChangeToken(list.jobs[index])
-            if stream.newest.map({ token > $0 }) ?? true { stream.newest = token }
-            EventStreamText.event("job", id: stream.newest?.description, data: list.entryBytes(at: index), into: &bytes)
+    /// What a stream's connection is given at a time: the rest of its backlog waits until the
+    /// reader has taken it (`onDrain`), so that a stream holds at most about this much unsent
+    /// (plus one event), whatever the list's size or the reader's pace.
+    static let changeStreamBatchBytes = 256 << 10
+
+    /// Sends a stream's backlog while its connection has room, each job as the workflow's list
+    /// has it now, each event's `id:` the newest token so far (a job dated over a day ahead does
+    /// not move it: the proxy's own id would then be refused as from the future; found by review).
+    func pumpChangeStream(_ stream: ChangeStreams.Stream) {
+        guard let watched = changeStreams.byWorkflow[stream.workflow], stream.hasBacklog, !stream.response.isFinished else { return }
+        var bytes: [UInt8] = []
+        var newest = stream.newest
+        let latestBelievable = ChangeToken.microseconds(at: clock() + 86_400)
+        while stream.response.pendingBytes + bytes.count < Self.changeStreamBatchBytes, let id = stream.dequeue() {
+            guard let index = watched.index[id] else { continue }
+            let token = ChangeToken(watched.list.jobs[index])
+            if token.microseconds <= latestBelievable, newest.map({ token > $0 }) ?? true { newest = token }
+            EventStreamText.event("job", id: newest?.description, data: watched.list.entryBytes(at: index), into: &bytes)
         }
+        guard !bytes.isEmpty else { return }
+        stream.response.write(bytes)
+        stream.newest = newest
     }
 
     /// Told of every list stored for a watched workflow: its streams are looked at once the
@@ -239,50 +335,62 @@ extension ProxyServer {
             guard case .list(let list) = answer.document else { continue }
             let (indices, streams, previous) = changeStreams.takeChanges(in: list, workflow: workflow)
             guard !indices.isEmpty else { continue }
-            let anyFiltered = streams.contains { !$0.filters.isEmpty }
-            let before = previous.flatMap { previous in !anyFiltered ? nil :
-                (list: previous, index: Dictionary(previous.jobs.indices.map { (previous.jobs[$0].compactID, $0) }) { first, _ in first })
-            }
             for stream in streams {
-                var bytes: [UInt8] = []
-                appendJobEvents(indices, of: list, for: stream, into: &bytes, previous: stream.filters.isEmpty ? nil : before)
-                send(bytes, to: stream)
+                for index in indices {
+                    let job = list.jobs[index]
+                    // A job that matched the filters before (in the list the stream was told of)
+                    // and no longer does is sent once more, as it is now.
+                    let matchedBefore = { previous.flatMap { previous in previous.index[job.compactID].map { previous.list.jobs[$0] } }?
+                        .matches(stream.filters) ?? false }
+                    if job.matches(stream.filters) || (!stream.filters.isEmpty && matchedBefore()) { stream.enqueue(job.compactID) }
+                }
+                pumpChangeStream(stream)
             }
         }
     }
 
-    /// Writes to a stream, unless its reader has fallen too far behind: then the stream ends
-    /// with `event: overflow` (the reader may resume from its last id).
-    private func send(_ bytes: [UInt8], to stream: ChangeStreams.Stream) {
-        guard !bytes.isEmpty else { return }
-        guard stream.response.pendingBytes <= Self.changeStreamMaxPendingBytes else {
-            var last: [UInt8] = []
-            EventStreamText.event("overflow", id: stream.newest?.description,
-                                  data: #"{"reason":"the reader fell too far behind: resume with Last-Event-ID"}"#.utf8, into: &last)
-            stream.response.write(last)
-            changeStreams.noteOverflow()
-            logger.notice("a change stream's reader fell behind: stream ended", metadata: [
-                "request_id": "\(stream.exchange.requestID)", "client": "\(stream.client)", "pending_bytes": "\(stream.response.pendingBytes)",
-            ])
-            return endChangeStream(stream, status: 200)
-        }
-        stream.response.write(bytes)
+    /// A reader that has taken nothing for this long while jobs wait for it is too slow: its
+    /// stream ends with `event: overflow` (what it holds is bounded anyway; the stream's slot
+    /// goes to a reader that reads).
+    var changeStreamStallSeconds: Double { 2 * settings.watchHeartbeatSeconds }
+
+    /// Ends a stream whose reader fell behind, with `event: overflow` carrying the id of the
+    /// last event it was sent (where it resumes from).
+    private func overflow(_ stream: ChangeStreams.Stream) {
+        var last: [UInt8] = []
+        EventStreamText.event("overflow", id: stream.newest?.description,
+                              data: #"{"reason":"the reader fell too far behind: resume with Last-Event-ID"}"#, into: &last)
+        stream.response.write(last)
+        changeStreams.noteOverflow()
+        logger.notice("a change stream's reader fell behind: stream ended", metadata: [
+            "request_id": "\(stream.exchange.requestID)", "client": "\(stream.client)", "pending_bytes": "\(stream.response.pendingBytes)",
+        ])
+        endChangeStream(stream, status: 200)
     }
 
+    /// Every `watchHeartbeatSeconds`: a comment to each stream with nothing waiting, and the end
+    /// of each whose reader has stalled.
     private func scheduleChangeHeartbeat() {
         changeStreams.heartbeat = loop.schedule(after: settings.watchHeartbeatSeconds) { [weak self] in
             guard let self else { return }
             changeStreams.heartbeat = nil
             var beat: [UInt8] = []
             EventStreamText.comment("heartbeat", into: &beat)
-            for stream in changeStreams.all { send(beat, to: stream) }
+            let now = ContinuousClock.now
+            for stream in changeStreams.all {
+                if stream.hasBacklog {
+                    if now - stream.lastProgress > .milliseconds(Int(changeStreamStallSeconds * 1000)) { overflow(stream) }
+                } else if stream.response.pendingBytes < Self.changeStreamBatchBytes {
+                    stream.response.write(beat)
+                }
+            }
             if changeStreams.open > 0 { scheduleChangeHeartbeat() }
         }
     }
 
-    /// Once a second while any stream is open: each watched list is kept fresh
+    /// Once a second while any stream is open or ending: each watched list is kept fresh
     /// (`refreshWatched`), so that a stream learns of a change within the freshness bound even
-    /// when no client asks.
+    /// when no client asks, and the slots of ended streams whose connection closed are given back.
     private func scheduleChangeSweep() {
         changeStreams.sweep = loop.schedule(after: 1) { [weak self] in
             guard let self else { return }
@@ -290,17 +398,22 @@ extension ProxyServer {
             refreshWatched(changeStreams.byWorkflow.keys.map { .list(workflow: $0) }, schedule: &changeStreams.refreshes, client: "watch") {
                 [weak self] key in self?.changeStreams.refreshes.timed[key] = nil
             }
-            if changeStreams.open > 0 { scheduleChangeSweep() }
+            let ending = changeStreams.releaseClosed()
+            if changeStreams.open > 0 || ending { scheduleChangeSweep() }
         }
     }
 
-    /// Ends a stream (the connection closes once what was written is out) and records it.
-    private func endChangeStream(_ stream: ChangeStreams.Stream, status: Int) {
+    /// Ends a stream and records it: its connection closes once what was written is out, or at
+    /// once (`closeNow`: a reader gone).
+    private func endChangeStream(_ stream: ChangeStreams.Stream, status: Int, closeNow: Bool = false) {
         guard changeStreams.remove(stream) != nil else { return }
         stream.response.onClientGone = nil
         stream.response.onClientFinished = nil
-        stream.response.finish()
+        if closeNow { stream.response.closeNow() } else { stream.response.finish() }
         record(stream.exchange.answerRecord(status: status))
+        if changeStreams.sweep == nil, !isDraining { scheduleChangeSweep() }
+        // A stream closed at once has its slot back now.
+        if closeNow { _ = changeStreams.releaseClosed() }
     }
 
     /// After the clients file is reloaded: a stream whose token no longer reads ends.

@@ -68,6 +68,19 @@ extension ProxyServer {
         exchange.waitingSince = .now
         guard !exchange.hasWaited, !isDraining, !key.isRoute, settings.watchMaxWaitSeconds > 0,
               let seconds = WaitPreference.seconds(in: exchange.request.headers), seconds > 0 else { return false }
+        // What happened while the cache looked (a revalidation can take a while) is not missed:
+        // a client gone or finished is answered now; a token revoked meanwhile is refused
+        // (found by review: such requests were held to their deadline, or answered with data).
+        if exchange.request.isClientGone {
+            exchange.request.respond(status: 304, headers: HTTPHeaders(), body: [])
+            record(exchange.answerRecord(status: 499))
+            return true
+        }
+        if exchange.request.hasClientFinished { return false }
+        if exchange.callerGeneration != clientsGeneration, !isStillAllowed(exchange) {
+            _ = authorize(&exchange)
+            return true
+        }
         let wait = min(Double(seconds), settings.watchMaxWaitSeconds)
         let held = HeldRequests.Held(box: ExchangeBox(exchange), key: key, filters: filters, gzip: gzip, entityTag: entityTag, varies: varies,
                                      deadline: .now + .milliseconds(Int(wait * 1000)))

@@ -57,6 +57,9 @@ struct Exchange {
     /// The request target as parsed once, by the route phase (nil before it).
     var target: RequestTarget?
     var caller: Caller = .rejected
+    /// `ProxyServer.clientsGeneration` when the caller was decided: an answer that waits (held,
+    /// a stream opening) looks at the caller again if the clients file was reloaded since.
+    var callerGeneration = 0
     /// The method sent upstream when it is not the client's (a HEAD answered from a GET).
     var upstreamMethod: HTTPMethod?
     var upstreamStatus: Int?

@@ -1,3 +1,4 @@
+import Foundation
 import EventHTTP
 import JobCache
 import ResponseCache
@@ -23,9 +24,9 @@ extension ProxyServer {
             case .failure(let invalid):
                 return finish(&exchange, error: .badRequest("invalid job list filter \(invalid)"))
             case .success(.watch(let filters)):
-                return startChangeStream(exchange, workflow: workflowID, filters: filters)
+                return startChangeStream(exchange, workflowID: workflowID, filters: filters)
             case .success(.filtered(let filters)) where Self.asksForEventStream(exchange.request.headers):
-                return startChangeStream(exchange, workflow: workflowID, filters: filters)
+                return startChangeStream(exchange, workflowID: workflowID, filters: filters)
             case .success(.filtered(let filters)):
                 return serveCached(exchange, key: .list(workflowID: workflowID), filters: filters)
             case .success(.passThrough):
@@ -66,9 +67,20 @@ extension ProxyServer {
         headers.fields.contains { $0.name.caseInsensitiveEquals("accept") && namesEventStream($0.value) }
     }
 
-    /// Whether an `Accept` value names `text/event-stream` (any case), read without allocating
-    /// (the hit path reads every `Accept`).
+    /// Whether an `Accept` value asks for `text/event-stream` (any case): a media range naming
+    /// it, not with `q=0` (which refuses it; found by review). A value that does not contain
+    /// the name is told apart without allocating (the hit path reads every `Accept`).
     static func namesEventStream(_ value: String) -> Bool {
+        guard containsEventStreamName(value) else { return false }
+        return value.split(separator: ",").contains { range in
+            let parts = range.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            guard parts.first == "text/event-stream" else { return false }
+            let quality = parts.dropFirst().first { $0.hasPrefix("q=") }.flatMap { Double($0.dropFirst(2)) }
+            return quality.map { $0 > 0 } ?? true
+        }
+    }
+
+    private static func containsEventStreamName(_ value: String) -> Bool {
         let wanted = eventStreamType
         return value.utf8.withContiguousStorageIfAvailable { bytes in
             guard bytes.count >= wanted.count else { return false }

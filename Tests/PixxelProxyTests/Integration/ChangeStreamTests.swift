@@ -160,7 +160,8 @@ import Glibc
         let documents = try Self.documents(ids.map { big($0, "2026-11-20T10:00:00Z") })
         defer { documents.recorder.stop() }
         let clock = ManualClock()
-        let proxy = try CacheCorrectnessTests.proxy(documents, clock: clock)
+        // A reader that takes nothing for two heartbeats while jobs wait for it is too slow.
+        let proxy = try CacheCorrectnessTests.proxy(documents, clock: clock) { $0.watchHeartbeatSeconds = 0.2 }
         let stream = try Self.open(proxy, receiveBuffer: 4096)
         #expect(eventually { proxy.server.changeStreamCount == 1 })
         // Rounds of every job changing (about 5 MB each) while the reader reads nothing.

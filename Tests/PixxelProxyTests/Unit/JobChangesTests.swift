@@ -32,6 +32,17 @@ import Testing
         #expect(ChangeToken(text: text) == nil, "\(text.prefix(30))")
     }
 
+    @Test func jobsChangedAtOneInstantAreSentInTheOrderOfTheirIds() {
+        let list = Self.list(["3fa85f64-5717-4562-b3fc-00000000000b", "b", "3fa85f64-5717-4562-b3fc-00000000000a", "a"]
+            .map { Self.job($0, "2026-11-20T10:00:00Z") })
+        guard case .everything(let indices) = JobChanges.start(lastEventID: nil, list: list, filters: JobListFilters(), overlap: 60, now: 1.8e9)
+        else {
+            Issue.record("not everything")
+            return
+        }
+        #expect(Self.ids(indices, list) == ["3fa85f64-5717-4562-b3fc-00000000000a", "3fa85f64-5717-4562-b3fc-00000000000b", "a", "b"])
+    }
+
     @Test func tokensOrderByInstantThenByIdBytes() {
         let early = ChangeToken(microseconds: 1, job: CompactID("z"))
         let tieA = ChangeToken(microseconds: 2, job: CompactID("a")), tieB = ChangeToken(microseconds: 2, job: CompactID("b"))
@@ -60,7 +71,7 @@ import Testing
             return
         }
         #expect(Self.ids(all, list) == ["old", "near", "late"])
-        let token = ChangeToken(microseconds: ChangeToken.microseconds(Timestamp.parse("2026-11-20T10:00:00Z")), job: CompactID("x")).description
+        let token = ChangeToken(microseconds: ChangeToken.microseconds(at: Timestamp.parse("2026-11-20T10:00:00Z")), job: CompactID("x")).description
         #expect(JobChanges.start(lastEventID: token, list: list, filters: JobListFilters(), overlap: 60, now: now)
             .resumedIDs(list) == ["near", "late"], "within the overlap before the token, and after it")
         #expect(JobChanges.start(lastEventID: token, list: list, filters: JobListFilters(status: "running"), overlap: 60, now: now)
@@ -72,7 +83,7 @@ import Testing
         let list = Self.list([Self.job("a", "2026-11-20T10:00:00Z")])
         let now = try #require(Timestamp.parse("2026-11-20T12:00:00Z"))
         func start(_ instant: String) -> JobChanges.Start {
-            let token = ChangeToken(microseconds: ChangeToken.microseconds(Timestamp.parse(instant)), job: CompactID("a")).description
+            let token = ChangeToken(microseconds: ChangeToken.microseconds(at: Timestamp.parse(instant)), job: CompactID("a")).description
             return JobChanges.start(lastEventID: token, list: list, filters: JobListFilters(), overlap: 60, now: now)
         }
         #expect(start("2026-11-20T09:00:00Z") == .reset([0]))
@@ -109,7 +120,9 @@ import Testing
     }
 
     @Test(arguments: [("text/event-stream", true), ("Text/Event-Stream;q=1", true), ("application/json, text/event-stream", true),
-                      ("*/*", false), ("text/event", false), ("", false), ("text/event-streams", true)])
+                      ("*/*", false), ("text/event", false), ("", false), ("text/event-streams", false),
+                      ("text/event-stream;q=0", false), ("text/event-stream; q=0.0, application/json", false),
+                      ("application/json;q=0, text/event-stream;q=0.5", true)])
     func anAcceptValueNamesTheEventStream(_ value: String, _ names: Bool) {
         #expect(ProxyServer.namesEventStream(value) == names)
     }

@@ -46,6 +46,7 @@ import Testing
             "budget": ["requests_per_second": 5, "burst": 5, "tokens": 3.5, "queued": 2, "pause_remaining_seconds": 4.2, "refused": 7],
             "memory": ["entries": 10, "bytes": 1 << 20, "budget_bytes": 4 << 20], "disk": ["entries": 3, "bytes": 0, "budget_bytes": 0],
             "streams": ["running": 1, "queued": 0],
+            "change_streams": ["open": 4, "overflows": 2], "held_requests": 6,
             "clients": ["alice": 9, "evil\u{1B}[2J": 1],
             "workflows": [["id": "w-1", "requests": 9]],
             "recent_upstream_errors": [["at": "2026-12-01T05:00:01Z", "route": "/v0/*", "outcome": "503"]],
@@ -53,7 +54,8 @@ import Testing
         let text = StatusReport.render(stats, url: "http://127.0.0.1:8787")
         for expected in ["up 1h 2m", "hit ratio    50.0% since start, 50.0% in the last minute", "saved since start 42",
                          "tokens 3.5 of 5", "waiting 2", "pause 4.2 s", "refused 7", "1 running", "10 entries, 1.0 MiB of 4.0 MiB [#####",
-                         "alice 9", "w-1 9", "05:00:01 /v0/* 503"] {
+                         "alice 9", "w-1 9", "05:00:01 /v0/* 503",
+                         "watchers     4 change streams, 6 held waits   cut off as too slow 2"] {
             #expect(text.contains(expected), "\(expected) in:\n\(text)")
         }
         #expect(!text.unicodeScalars.contains { $0.value == 0x1B }, "a client's name cannot drive the terminal")
