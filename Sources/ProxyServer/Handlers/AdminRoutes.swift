@@ -131,7 +131,8 @@ extension ProxyServer {
                     // Requests held by `Prefer: wait` now.
                     "held_requests": heldRequests.count,
                     // Change streams open now, and those ended because their reader fell behind.
-                    "change_streams": ["open": changeStreams.open, "overflows": changeStreams.overflows],
+                    // Slots: open, opening, and ended with bytes still going out (what the caps count).
+                    "change_streams": ["open": changeStreams.open, "overflows": changeStreams.overflows, "slots": changeStreams.slots],
                     // Every hit and every collapsed waiter is an upstream call not made.
                     "upstream_calls_saved": hits + collapsed,
                 ].merging(operatorFigures()) { current, _ in current }

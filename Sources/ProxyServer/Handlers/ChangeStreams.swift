@@ -21,32 +21,48 @@ final class ChangeStreams {
         /// Jobs to send, oldest change first, as ids: each is sent as the workflow's list has it
         /// when the connection has room (`pumpChangeStream`), so that a reader that falls
         /// behind costs the proxy ids, not bytes, and gets each job's latest version once.
-        private(set) var backlog: [CompactID] = []
+        /// A job that changes again while queued moves to the end (nil where it was): sent at its
+        /// old place as it is now, its newer id covered the older jobs still queued behind it,
+        /// which a reader resuming from that id then never got (found by review).
+        private var backlog: [CompactID?] = []
         private var backlogStart = 0
-        private var queued: Set<CompactID> = []
+        private var queued: [CompactID: Int] = [:]
         /// When the reader last took bytes (or the stream opened).
         var lastProgress = ContinuousClock.now
 
-        var hasBacklog: Bool { backlogStart < backlog.count }
+        var hasBacklog: Bool { !queued.isEmpty }
 
         func enqueue(_ id: CompactID) {
-            guard queued.insert(id).inserted else { return }
+            if let place = queued[id] { backlog[place] = nil }
+            queued[id] = backlog.count
             backlog.append(id)
         }
 
         func dequeue() -> CompactID? {
-            guard hasBacklog else { return nil }
-            let id = backlog[backlogStart]
-            backlogStart += 1
-            queued.remove(id)
+            while backlogStart < backlog.count {
+                let id = backlog[backlogStart]
+                backlogStart += 1
+                if let id {
+                    queued[id] = nil
+                    compact()
+                    return id
+                }
+            }
+            compact()
+            return nil
+        }
+
+        /// Drops what was sent from the front once it is most of the backlog (places in `queued`
+        /// move with it).
+        private func compact() {
             if backlogStart == backlog.count {
                 backlog.removeAll(keepingCapacity: backlog.count < 1024)
                 backlogStart = 0
             } else if backlogStart >= 4096, backlogStart * 2 >= backlog.count {
                 backlog.removeFirst(backlogStart)
+                for (id, place) in queued { queued[id] = place - backlogStart }
                 backlogStart = 0
             }
-            return id
         }
 
         init(id: Int, workflow: String, filters: JobListFilters, client: String, response: ResponseStream, exchange: Exchange) {
@@ -140,6 +156,9 @@ final class ChangeStreams {
         flushing.append(stream)
         return stream
     }
+
+    /// A stream that ended without being added (a HEAD): its slot is given back with its connection.
+    func noteEnded(_ stream: Stream) { flushing.append(stream) }
 
     /// Gives back the slots of ended streams whose connection has closed; whether any remain.
     func releaseClosed() -> Bool {
@@ -252,6 +271,12 @@ extension ProxyServer {
         exchange.waitingSince = .now
         let stream = ChangeStreams.Stream(id: changeStreams.nextID(), workflow: key.workflow, filters: filters, client: exchange.caller.logName,
                                           response: response, exchange: exchange)
+        if exchange.request.method == .head {
+            // Nothing to watch for: the head is all (the workflow's versions are not indexed for it).
+            response.finish()
+            changeStreams.noteEnded(stream)
+            return record(exchange.answerRecord(status: 200))
+        }
         changeStreams.add(stream, list: list)
         // A reader that leaves, or sends its FIN (gone, or half-closed, which a stream that
         // never ends by itself cannot serve either), ends its stream at once, and its
@@ -264,7 +289,6 @@ extension ProxyServer {
             guard let self, let stream else { return }
             endChangeStream(stream, status: 499, closeNow: true)
         }
-        if exchange.request.method == .head { return endChangeStream(stream, status: 200) }
         response.onDrain = { [weak self, weak stream] in
             guard let self, let stream else { return }
             stream.lastProgress = .now
@@ -309,7 +333,7 @@ extension ProxyServer {
         while stream.response.pendingBytes + bytes.count < Self.changeStreamBatchBytes, let id = stream.dequeue() {
             guard let index = watched.index[id] else { continue }
             let token = ChangeToken(watched.list.jobs[index])
-            if token.microseconds <= latestBelievable, newest.map({ token > $0 }) ?? true { newest = token }
+            if token.microseconds != .min, token.microseconds <= latestBelievable, newest.map({ token > $0 }) ?? true { newest = token }
             EventStreamText.event("job", id: newest?.description, data: watched.list.entryBytes(at: index), into: &bytes)
         }
         guard !bytes.isEmpty else { return }
@@ -335,16 +359,20 @@ extension ProxyServer {
             guard case .list(let list) = answer.document else { continue }
             let (indices, streams, previous) = changeStreams.takeChanges(in: list, workflow: workflow)
             guard !indices.isEmpty else { continue }
-            for stream in streams {
-                for index in indices {
+            // Which jobs each filter set is told of is decided once per set, not per stream.
+            for (filters, group) in Dictionary(grouping: streams, by: \.filters) {
+                let told = indices.compactMap { index -> CompactID? in
                     let job = list.jobs[index]
-                    // A job that matched the filters before (in the list the stream was told of)
-                    // and no longer does is sent once more, as it is now.
+                    // A job that matched the filters before (in the list the streams were told
+                    // of) and no longer does is sent once more, as it is now.
                     let matchedBefore = { previous.flatMap { previous in previous.index[job.compactID].map { previous.list.jobs[$0] } }?
-                        .matches(stream.filters) ?? false }
-                    if job.matches(stream.filters) || (!stream.filters.isEmpty && matchedBefore()) { stream.enqueue(job.compactID) }
+                        .matches(filters) ?? false }
+                    return job.matches(filters) || (!filters.isEmpty && matchedBefore()) ? job.compactID : nil
                 }
-                pumpChangeStream(stream)
+                for stream in group {
+                    for id in told { stream.enqueue(id) }
+                    pumpChangeStream(stream)
+                }
             }
         }
     }
