@@ -38,4 +38,17 @@ extension ProxyServer {
         }
         return true
     }
+
+    /// Whether the caller of a request held or streamed since before a reload may still read.
+    func isStillAllowed(_ exchange: Exchange) -> Bool {
+        authenticator.authenticate(authorization: exchange.request.headers["Authorization"]).scopes.contains(.read)
+    }
+
+    /// A request that waited (a revalidation, a list on its way) across a reload that revoked its
+    /// token is answered as a new request with that token would be (401 or 403); true then.
+    func answeredAsRevoked(_ exchange: inout Exchange) -> Bool {
+        guard exchange.callerGeneration != clientsGeneration, !isStillAllowed(exchange) else { return false }
+        _ = authorize(&exchange)
+        return true
+    }
 }

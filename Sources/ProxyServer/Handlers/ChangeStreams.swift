@@ -77,16 +77,14 @@ final class ChangeStreams {
 
     struct Watched {
         var streams: [Int: Stream] = [:]
-        var published: JobChanges.Published
-        /// The list the versions were published from: a job that leaves a stream's filters (a
-        /// running job that completes, on `status=running`) is sent once more, as it is now;
-        /// every event is rendered from it.
+        /// The list the streams were last told of (its versions are what was published): a job
+        /// that leaves a stream's filters (a running job that completes, on `status=running`) is
+        /// sent once more, as it is now; every event is rendered from it.
         var list: JobListDocument
         /// Where each job is in `list`.
         var index: [CompactID: Int]
 
         init(list: JobListDocument) {
-            published = JobChanges.published(list)
             self.list = list
             index = Self.index(of: list)
         }
@@ -107,9 +105,7 @@ final class ChangeStreams {
     private var flushing: [Stream] = []
     private(set) var perClient: [String: Int] = [:]
     private var lastID = 0
-    /// Lists stored for watched workflows since they were last looked at.
-    var changed: [String: CachedAnswer] = [:]
-    var wakeScheduled = false
+    var stored = StoredSinceLook<String>()
     var heartbeat: LoopTimer?
     var sweep: LoopTimer?
     var refreshes = RefreshSchedule()
@@ -184,8 +180,7 @@ final class ChangeStreams {
     /// The events of a list stored for `workflow`, and the streams to send them to.
     func takeChanges(in list: JobListDocument, workflow: String) -> (indices: [Int], streams: [Stream], previous: Watched?) {
         guard let watched = byWorkflow[workflow] else { return ([], [], nil) }
-        let (indices, published) = JobChanges.changed(in: list, since: watched.published)
-        byWorkflow[workflow]?.published = published
+        let indices = JobChanges.changed(in: list, since: JobChanges.published(watched.list)).indices
         byWorkflow[workflow]?.list = list
         byWorkflow[workflow]?.index = Watched.index(of: list)
         return (indices, Array(watched.streams.values), watched)
@@ -247,15 +242,9 @@ extension ProxyServer {
         // refused.
         if exchange.request.isClientGone || exchange.request.hasClientFinished {
             changeStreams.release(for: exchange.caller.logName)
-            exchange.closeConnection = true
-            exchange.request.respond(status: 204, headers: HTTPHeaders([("Connection", "close")]), body: [])
-            return record(exchange.answerRecord(status: 499))
+            return answerDeparted(exchange, status: 204, headers: HTTPHeaders([("Connection", "close")]))
         }
-        if exchange.callerGeneration != clientsGeneration, !isStillAllowed(exchange) {
-            changeStreams.release(for: exchange.caller.logName)
-            _ = authorize(&exchange)
-            return
-        }
+        if answeredAsRevoked(&exchange) { return changeStreams.release(for: exchange.caller.logName) }
         var fields = HTTPHeaders()
         fields.add("Content-Type", "text/event-stream; charset=utf-8")
         fields.add("Cache-Control", "no-store")
@@ -345,17 +334,12 @@ extension ProxyServer {
     /// current event is done (not inside the cache's own step).
     func listStoredForStreams(_ key: CacheKey, _ answer: CachedAnswer) {
         guard case .list(let workflow) = key, changeStreams.isWatched(workflow) else { return }
-        changeStreams.changed[workflow] = answer
-        guard !changeStreams.wakeScheduled else { return }
-        changeStreams.wakeScheduled = true
+        guard changeStreams.stored.note(workflow, answer) else { return }
         loop.schedule(after: 0) { [weak self] in self?.sendChanges() }
     }
 
     private func sendChanges() {
-        changeStreams.wakeScheduled = false
-        let changed = changeStreams.changed
-        changeStreams.changed = [:]
-        for (workflow, answer) in changed where !answer.isSuperseded {
+        for (workflow, answer) in changeStreams.stored.take() {
             guard case .list(let list) = answer.document else { continue }
             let (indices, streams, previous) = changeStreams.takeChanges(in: list, workflow: workflow)
             guard !indices.isEmpty else { continue }

@@ -20,9 +20,7 @@ final class HeldRequests {
     private var byKey: [CacheKey: [Int: Held]] = [:]
     private var lastID = 0
     private(set) var count = 0
-    /// Entries stored for keys with held requests since they were last looked at.
-    var changed: [CacheKey: CachedAnswer] = [:]
-    var wakeScheduled = false
+    var stored = StoredSinceLook<CacheKey>()
     /// The timer of the once-a-second look at deadlines and freshness, while any is held.
     var sweep: LoopTimer?
     var refreshes = RefreshSchedule()
@@ -72,15 +70,11 @@ extension ProxyServer {
         // a client gone or finished is answered now; a token revoked meanwhile is refused
         // (found by review: such requests were held to their deadline, or answered with data).
         if exchange.request.isClientGone {
-            exchange.request.respond(status: 304, headers: HTTPHeaders(), body: [])
-            record(exchange.answerRecord(status: 499))
+            answerDeparted(exchange, status: 304)
             return true
         }
         if exchange.request.hasClientFinished { return false }
-        if exchange.callerGeneration != clientsGeneration, !isStillAllowed(exchange) {
-            _ = authorize(&exchange)
-            return true
-        }
+        if answeredAsRevoked(&exchange) { return true }
         let wait = min(Double(seconds), settings.watchMaxWaitSeconds)
         let held = HeldRequests.Held(box: ExchangeBox(exchange), key: key, filters: filters, gzip: gzip, entityTag: entityTag, varies: varies,
                                      deadline: .now + .milliseconds(Int(wait * 1000)))
@@ -105,18 +99,13 @@ extension ProxyServer {
     /// the current event is done (not inside the cache's own step).
     func entryStored(_ key: CacheKey, _ answer: CachedAnswer) {
         guard heldRequests.count > 0, heldRequests.isWaiting(on: key) else { return }
-        heldRequests.changed[key] = answer
-        guard !heldRequests.wakeScheduled else { return }
-        heldRequests.wakeScheduled = true
+        guard heldRequests.stored.note(key, answer) else { return }
         loop.schedule(after: 0) { [weak self] in self?.wakeChanged() }
     }
 
     /// Answers the held requests whose bytes changed.
     private func wakeChanged() {
-        heldRequests.wakeScheduled = false
-        let changed = heldRequests.changed
-        heldRequests.changed = [:]
-        for (key, answer) in changed where !answer.isSuperseded {
+        for (key, answer) in heldRequests.stored.take() {
             for (id, held) in heldRequests.held(on: key) {
                 let served = cache.served(answer, key: key, filters: held.filters, gzip: held.gzip)
                 guard served.entityTag != held.entityTag, let held = heldRequests.remove(id, key: key) else { continue }
@@ -163,8 +152,7 @@ extension ProxyServer {
         exchange.extraHeaders.add("ETag", held.entityTag.quoted)
         if held.varies { exchange.extraHeaders.add("Vary", "Accept-Encoding") }
         guard let recorded else { return finish(&exchange, status: 304, headers: HTTPHeaders(), body: []) }
-        exchange.request.respond(status: 304, headers: HTTPHeaders(), body: [])
-        record(exchange.answerRecord(status: recorded))
+        answerDeparted(exchange, status: 304, recordedAs: recorded)
     }
 
     /// After the clients file is reloaded: a held request whose token no longer reads is
@@ -179,10 +167,6 @@ extension ProxyServer {
         }
     }
 
-    /// Whether the caller of a request held or streamed since before a reload may still read.
-    func isStillAllowed(_ exchange: Exchange) -> Bool {
-        authenticator.authenticate(authorization: exchange.request.headers["Authorization"]).scopes.contains(.read)
-    }
 
     /// On drain: every held request is answered 304 now (the drain closes each connection).
     func answerHeldRequests() {

@@ -55,6 +55,14 @@ extension ProxyServer {
         logAccess(answer)
     }
 
+    /// Answers a request whose client has left or finished sending (a gone client is written
+    /// nothing; the server still counts the request answered) and records it as `recorded`
+    /// (nginx's 499, "client closed request", unless told otherwise).
+    func answerDeparted(_ exchange: Exchange, status: Int, headers: HTTPHeaders = HTTPHeaders(), recordedAs recorded: Int = 499) {
+        exchange.request.respond(status: status, headers: headers, body: [])
+        record(exchange.answerRecord(status: recorded))
+    }
+
     /// The access line: names and templates only, never a token, key or id.
     private func logAccess(_ answer: AnswerRecord) {
         guard logger.logLevel <= .info else { return }

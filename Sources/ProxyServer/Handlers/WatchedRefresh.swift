@@ -39,6 +39,29 @@ struct RefreshSchedule {
     }
 }
 
+/// Entries memory took for watched resources since they were last looked at: the watchers are
+/// looked at once the current event is done, not inside the cache's own step.
+struct StoredSinceLook<Key: Hashable> {
+    private var stored: [Key: CachedAnswer] = [:]
+    private var scheduled = false
+
+    /// Notes an entry; true when a look is to be scheduled (none is yet).
+    mutating func note(_ key: Key, _ answer: CachedAnswer) -> Bool {
+        stored[key] = answer
+        defer { scheduled = true }
+        return !scheduled
+    }
+
+    /// What was stored since, superseded entries left out; the next note schedules a new look.
+    mutating func take() -> [(key: Key, answer: CachedAnswer)] {
+        defer {
+            stored = [:]
+            scheduled = false
+        }
+        return stored.filter { !$0.value.isSuperseded }.map { ($0.key, $0.value) }
+    }
+}
+
 extension ProxyServer {
     /// Keeps watched resources fresh, as one poller would at the cost of one revalidation per
     /// freshness window for all who watch each (coalesced, budgeted, through the list where the
