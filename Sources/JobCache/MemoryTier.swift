@@ -1,32 +1,43 @@
 /// A least-recently-used map bounded by the bytes of what it holds. Owned by one thread (the
 /// event loop): no locks. Lookups, inserts and removals are O(1).
+///
+/// Laid out for 100k entries and more: the entries live in slots of fixed-size chunks (no
+/// allocation per entry, and no large copy when it grows), linked in recency order by slot
+/// number, and found through an open-addressing table of 4-byte slot numbers. An entry costs a
+/// slot (72 bytes for a `CacheKey` and a class value) and about 10 bytes of table, where a node
+/// object per entry in a dictionary of nodes cost about 140.
 public final class MemoryTier<Key: Hashable, Value> {
-    private final class Node {
-        let key: Key
-        var value: Value
+    private struct Slot {
+        /// nil while the slot is free.
+        var key: Key?
+        var value: Value?
+        /// `key.hashValue`: compared before the key on lookup, and the entry's home in the table.
+        var hash: Int
         var cost: Int
-        var newer: Node?
-        /// Unowned: a weak reference would give every node a side-table allocation; the
-        /// dictionaries own each node until `remove` has unlinked it.
-        unowned(unsafe) var older: Node?
-        init(key: Key, value: Value, cost: Int) {
-            self.key = key
-            self.value = value
-            self.cost = cost
-        }
+        /// Slot numbers in recency order (`none` at either end); a free slot's `older` links
+        /// the free list.
+        var newer: Int32
+        var older: Int32
     }
 
+    private static var none: Int32 { -1 }
+    private static var chunkShift: Int { 10 }
+    private static var chunkSize: Int { 1 << chunkShift }
+    /// Slots come in chunks of `chunkSize`; slots below `madeSlots` are initialized (free or not).
+    private var chunks: [UnsafeMutablePointer<Slot>] = []
+    private var madeSlots = 0
+    private var freeSlots = MemoryTier.none
+    /// Open addressing with linear probing: slot number + 1 per position, 0 for none; a power of
+    /// two long, at most three quarters full. Removal shifts the run after the hole back, so no
+    /// tombstones accumulate. The hash is `hashValue`, seeded per process, so no client can
+    /// choose keys that share a run.
+    private var table: UnsafeMutablePointer<Int32>
+    private var tableMask: Int
+    private var newest = MemoryTier.none
+    private var oldest = MemoryTier.none
+
     public let budgetBytes: Int
-    /// The nodes by their key's hash, each checked against its key on lookup. A bucket is 16
-    /// bytes where one keyed by the key itself holds the key again (40 bytes for a `CacheKey`),
-    /// and a table of 100k entries has 262,144 buckets: 8 MB less at 100k cached details.
-    /// The hash is `hashValue`, seeded per process, so no client can choose keys that collide.
-    private var byHash: [Int: Node] = [:]
-    /// The few nodes whose key's hash another key already holds in `byHash`.
-    private var collided: [Key: Node] = [:]
-    /// `byHash` and `collided` own every node; `newer` (strong) and `older` (unowned) only order them.
-    private var newest: Node?
-    private unowned(unsafe) var oldest: Node?
+    public private(set) var count = 0
     public private(set) var totalBytes = 0
     public private(set) var evictions = 0
     /// Told of each value evicted for the budget (not of one replaced by `set` or removed:
@@ -35,23 +46,29 @@ public final class MemoryTier<Key: Hashable, Value> {
 
     public init(budgetBytes: Int) {
         self.budgetBytes = budgetBytes
+        tableMask = 15
+        table = .allocate(capacity: tableMask + 1)
+        table.initialize(repeating: 0, count: tableMask + 1)
     }
 
-    public var count: Int { byHash.count + collided.count }
+    deinit {
+        for (number, chunk) in chunks.enumerated() {
+            chunk.deinitialize(count: min(Self.chunkSize, madeSlots - number * Self.chunkSize))
+            chunk.deallocate()
+        }
+        table.deallocate()
+    }
 
     /// The value for `key`, marked as just used.
     public func get(_ key: Key) -> Value? {
-        guard let node = node(for: key) else { return nil }
-        moveToNewest(node)
-        return node.value
+        guard let (_, number) = find(key, hash: key.hashValue) else { return nil }
+        moveToNewest(number)
+        return slot(number).pointee.value
     }
 
     /// The value without changing its recency (for statistics and purges).
-    public func peek(_ key: Key) -> Value? { node(for: key)?.value }
-
-    private func node(for key: Key) -> Node? {
-        if let node = byHash[key.hashValue], node.key == key { return node }
-        return collided.isEmpty ? nil : collided[key]
+    public func peek(_ key: Key) -> Value? {
+        find(key, hash: key.hashValue).flatMap { slot($0.number).pointee.value }
     }
 
     /// Stores `value` costing `cost` bytes, then evicts least recently used entries over budget;
@@ -59,86 +76,166 @@ public final class MemoryTier<Key: Hashable, Value> {
     @discardableResult
     public func set(_ key: Key, _ value: Value, cost: Int) -> Value? {
         let hash = key.hashValue
-        let replaced = remove(key, hash: hash)
+        let replaced = find(key, hash: hash).flatMap { removeEntry(at: $0.position, number: $0.number) }
         guard cost <= budgetBytes else { return replaced }
-        let node = Node(key: key, value: value, cost: cost)
-        if byHash[hash] == nil { byHash[hash] = node } else { collided[key] = node }
+        if (count + 1) * 4 > (tableMask + 1) * 3 { growTable() }
+        let number = takeSlot()
+        slot(number).pointee = Slot(key: key, value: value, hash: hash, cost: cost, newer: Self.none, older: Self.none)
+        var position = hash & tableMask
+        while table[position] != 0 { position = (position + 1) & tableMask }
+        table[position] = number + 1
+        count += 1
         totalBytes += cost
-        link(node)
+        link(number)
         evictOverBudget()
         return replaced
     }
 
     @discardableResult
-    public func remove(_ key: Key) -> Value? { remove(key, hash: key.hashValue) }
-
-    private func remove(_ key: Key, hash: Int) -> Value? {
-        let holder = byHash[hash]
-        guard let node = holder?.key == key ? holder : collided[key] else { return nil }
-        if holder === node {
-            byHash[hash] = nil
-            // A collided key with this hash takes the freed bucket, so lookups stay one probe.
-            if !collided.isEmpty, let heir = collided.values.first(where: { $0.key.hashValue == hash }) {
-                collided[heir.key] = nil
-                byHash[hash] = heir
-            }
-        } else {
-            collided[key] = nil
-        }
-        unlink(node)
-        totalBytes -= node.cost
-        return node.value
+    public func remove(_ key: Key) -> Value? {
+        find(key, hash: key.hashValue).flatMap { removeEntry(at: $0.position, number: $0.number) }
     }
 
     /// Adds `bytes` to the cost of `key`'s value when `isHeld` says the value is the one meant
     /// (a value made bigger after it was stored), then evicts over budget as `set` does.
     public func addCost(_ bytes: Int, to key: Key, ifHolding isHeld: (Value) -> Bool) {
-        guard bytes > 0, let node = node(for: key), isHeld(node.value) else { return }
-        node.cost += bytes
+        guard bytes > 0, let (_, number) = find(key, hash: key.hashValue), let value = slot(number).pointee.value,
+              isHeld(value) else { return }
+        slot(number).pointee.cost += bytes
         totalBytes += bytes
         evictOverBudget()
     }
 
-    private func evictOverBudget() {
-        while totalBytes > budgetBytes, let victim = oldest {
-            remove(victim.key)
-            evictions += 1
-            onEvicted?(victim.key, victim.value)
-        }
-    }
-
     /// Keys for which `predicate` holds (a scan of the keys: for purges and list sightings, not hits).
     public func keys(where predicate: (Key) -> Bool) -> [Key] {
-        allKeys.filter(predicate)
+        var keys: [Key] = []
+        var number = newest
+        while number != Self.none {
+            let entry = slot(number)
+            if let key = entry.pointee.key, predicate(key) { keys.append(key) }
+            number = entry.pointee.older
+        }
+        return keys
     }
 
     /// Removes every entry whose key satisfies `predicate`; returns how many.
     @discardableResult
     public func removeAll(where predicate: (Key) -> Bool) -> Int {
-        let doomed = allKeys.filter(predicate)
+        let doomed = keys(where: predicate)
         for key in doomed { remove(key) }
         return doomed.count
     }
 
-    private var allKeys: [Key] { byHash.values.map(\.key) + collided.values.map(\.key) }
+    // MARK: Slots
 
-    private func link(_ node: Node) {
-        node.older = newest
-        newest?.newer = node
-        newest = node
-        if oldest == nil { oldest = node }
+    private func slot(_ number: Int32) -> UnsafeMutablePointer<Slot> {
+        let number = Int(number)
+        return chunks[number >> Self.chunkShift] + (number & (Self.chunkSize - 1))
     }
 
-    private func unlink(_ node: Node) {
-        if let older = node.older { older.newer = node.newer } else { oldest = node.newer }
-        if let newer = node.newer { newer.older = node.older } else { newest = node.older }
-        node.newer = nil
-        node.older = nil
+    private func takeSlot() -> Int32 {
+        if freeSlots != Self.none {
+            let number = freeSlots
+            freeSlots = slot(number).pointee.older
+            return number
+        }
+        if madeSlots == chunks.count * Self.chunkSize { chunks.append(.allocate(capacity: Self.chunkSize)) }
+        let number = Int32(madeSlots)
+        let fresh = chunks[madeSlots >> Self.chunkShift] + (madeSlots & (Self.chunkSize - 1))
+        fresh.initialize(to: Slot(key: nil, value: nil, hash: 0, cost: 0, newer: Self.none, older: Self.none))
+        madeSlots += 1
+        return number
     }
 
-    private func moveToNewest(_ node: Node) {
-        guard newest !== node else { return }
-        unlink(node)
-        link(node)
+    // MARK: Table
+
+    /// Where `key` is in the table, and its slot.
+    private func find(_ key: Key, hash: Int) -> (position: Int, number: Int32)? {
+        var position = hash & tableMask
+        while true {
+            let entry = table[position]
+            if entry == 0 { return nil }
+            let candidate = slot(entry - 1)
+            if candidate.pointee.hash == hash, candidate.pointee.key == key { return (position, entry - 1) }
+            position = (position + 1) & tableMask
+        }
+    }
+
+    /// Takes the entry out of the table, the recency order and the accounts; frees its slot.
+    private func removeEntry(at position: Int, number: Int32) -> Value? {
+        vacate(position)
+        unlink(number)
+        let entry = slot(number)
+        totalBytes -= entry.pointee.cost
+        count -= 1
+        let value = entry.pointee.value
+        entry.pointee = Slot(key: nil, value: nil, hash: 0, cost: 0, newer: Self.none, older: freeSlots)
+        freeSlots = number
+        return value
+    }
+
+    /// Empties a table position, moving back each later entry of the run that may not sit
+    /// past the hole (its home is at or before it), so every entry stays reachable from its home.
+    private func vacate(_ position: Int) {
+        var hole = position
+        var next = (hole + 1) & tableMask
+        while table[next] != 0 {
+            let home = slot(table[next] - 1).pointee.hash & tableMask
+            if (next - home) & tableMask >= (next - hole) & tableMask {
+                table[hole] = table[next]
+                hole = next
+            }
+            next = (next + 1) & tableMask
+        }
+        table[hole] = 0
+    }
+
+    private func growTable() {
+        let oldTable = table, oldSize = tableMask + 1
+        tableMask = oldSize * 2 - 1
+        table = .allocate(capacity: tableMask + 1)
+        table.initialize(repeating: 0, count: tableMask + 1)
+        for position in 0..<oldSize where oldTable[position] != 0 {
+            var target = slot(oldTable[position] - 1).pointee.hash & tableMask
+            while table[target] != 0 { target = (target + 1) & tableMask }
+            table[target] = oldTable[position]
+        }
+        oldTable.deallocate()
+    }
+
+    // MARK: Recency
+
+    private func evictOverBudget() {
+        while totalBytes > budgetBytes, oldest != Self.none {
+            let victim = slot(oldest).pointee
+            guard let key = victim.key, let (position, number) = find(key, hash: victim.hash) else { preconditionFailure("an unlisted slot") }
+            let value = removeEntry(at: position, number: number)
+            evictions += 1
+            if let value { onEvicted?(key, value) }
+        }
+    }
+
+    private func link(_ number: Int32) {
+        let entry = slot(number)
+        entry.pointee.older = newest
+        entry.pointee.newer = Self.none
+        if newest != Self.none { slot(newest).pointee.newer = number }
+        newest = number
+        if oldest == Self.none { oldest = number }
+    }
+
+    private func unlink(_ number: Int32) {
+        let entry = slot(number)
+        let (newer, older) = (entry.pointee.newer, entry.pointee.older)
+        if older != Self.none { slot(older).pointee.newer = newer } else { oldest = newer }
+        if newer != Self.none { slot(newer).pointee.older = older } else { newest = older }
+        entry.pointee.newer = Self.none
+        entry.pointee.older = Self.none
+    }
+
+    private func moveToNewest(_ number: Int32) {
+        guard newest != number else { return }
+        unlink(number)
+        link(number)
     }
 }

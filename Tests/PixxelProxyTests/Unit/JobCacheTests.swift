@@ -197,6 +197,52 @@ import Testing
         #expect(small.removeAll { _ in true } == 2 && small.count == 0 && small.totalBytes == 0)
     }
 
+    /// Thousands of entries, a third of them on seven hashes: the table grows past several
+    /// sizes, removals in the middle of long runs move the rest of the run back, and the freed
+    /// slots are taken again. Every entry stays found with its own value, and no removed one is.
+    @Test func thousandsOfEntriesStayFoundThroughGrowthRemovalAndSlotReuse() {
+        struct MostlyDistinct: Hashable {
+            let number: Int
+            static func == (lhs: Self, rhs: Self) -> Bool { lhs.number == rhs.number }
+            func hash(into hasher: inout Hasher) { hasher.combine(number % 3 == 0 ? number % 7 : number) }
+        }
+        let tier = MemoryTier<MostlyDistinct, Int>(budgetBytes: 1 << 20)
+        let keys = (0..<3000).map(MostlyDistinct.init)
+        for key in keys { tier.set(key, key.number, cost: 1) }
+        #expect(tier.count == 3000 && keys.allSatisfy { tier.peek($0) == $0.number })
+        for key in keys where key.number % 2 == 0 { #expect(tier.remove(key) == key.number) }
+        #expect(tier.count == 1500 && tier.totalBytes == 1500)
+        #expect(keys.allSatisfy { tier.peek($0) == ($0.number % 2 == 0 ? nil : $0.number) })
+        for key in keys where key.number % 2 == 0 { tier.set(key, -key.number, cost: 2) }
+        #expect(tier.count == 3000 && tier.totalBytes == 4500)
+        #expect(keys.allSatisfy { tier.peek($0) == ($0.number % 2 == 0 ? -$0.number : $0.number) })
+        #expect(tier.removeAll { $0.number % 3 == 0 } == 1000)
+        #expect(keys.allSatisfy { tier.peek($0) == ($0.number % 3 == 0 ? nil : $0.number % 2 == 0 ? -$0.number : $0.number) })
+        #expect(tier.removeAll { _ in true } == 2000 && tier.count == 0 && tier.totalBytes == 0 && tier.evictions == 0)
+    }
+
+    /// Values the tier holds are released when they leave it (removed, replaced, evicted) and
+    /// when the tier itself goes: slots are reused storage, and must not keep what they held.
+    @Test func valuesAreReleasedWhenTheyLeaveTheTier() {
+        final class Tracked { let id: Int; init(_ id: Int) { self.id = id } }
+        weak var removed: Tracked?, replaced: Tracked?, evicted: Tracked?, heldToTheEnd: Tracked?
+        var tier: MemoryTier<Int, Tracked>? = MemoryTier(budgetBytes: 30)
+        do {
+            let values = (0..<5).map(Tracked.init)
+            (removed, replaced, evicted, heldToTheEnd) = (values[0], values[1], values[2], values[4])
+            tier?.set(0, values[0], cost: 10)
+            tier?.set(1, values[1], cost: 10)
+            tier?.set(2, values[2], cost: 10)
+            tier?.remove(0)
+            tier?.set(1, values[3], cost: 10)
+            tier?.set(4, values[4], cost: 10)
+            tier?.set(5, Tracked(5), cost: 10)  // over budget: 2, the oldest, goes
+        }
+        #expect(removed == nil && replaced == nil && evicted == nil && heldToTheEnd != nil)
+        tier = nil
+        #expect(heldToTheEnd == nil)
+    }
+
     /// The cache keeps a detail's version when the budget evicts it; a value replaced or
     /// removed by the caller is not reported (the caller knows, and a purge must not keep it).
     @Test func onlyValuesEvictedForTheBudgetAreReported() {
