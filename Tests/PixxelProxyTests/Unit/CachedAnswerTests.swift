@@ -1,3 +1,4 @@
+import CacheInvalidation
 import EventHTTP
 import Testing
 @testable import JobCache
@@ -19,6 +20,30 @@ import Testing
         #expect(answer.served(for: JobListFilters(), gzip: true).added == 0)
         #expect(answer.served(for: JobListFilters()).body.bytes === answer)
         #expect(answer.served(for: JobListFilters()).body.bytes.heldBytes == Self.detailBody)
+    }
+
+    /// An entry's fields fit a 160-byte allocation (malloc's usable size of the object): every
+    /// cached job holds one, and a field added or declared out of packing order shows here.
+    @Test func anEntryObjectFitsItsAllocationClass() throws {
+        let answer = Self.answer(.detail(try #require(JobDetailDocument(body: Self.detailBody))))
+        #expect(Self.mallocUsableSize(Unmanaged.passUnretained(answer).toOpaque()) <= 152)
+    }
+
+    /// glibc's, declared in <malloc.h>, which no imported module exports.
+    @_silgen_name("malloc_usable_size")
+    private static func mallocUsableSize(_ pointer: UnsafeMutableRawPointer) -> Int
+
+    /// Freshness survives being held as parts: no `newest_seen`, one, and supersession.
+    @Test func freshnessReadsBackAsWritten() throws {
+        let answer = Self.answer(.detail(try #require(JobDetailDocument(body: Self.detailBody))))
+        #expect(answer.freshness == DetailFreshness(validatedAt: 1_000, invalidated: false))
+        answer.freshness.newestSeen = 1_234.5
+        answer.freshness.invalidated = true
+        answer.freshness.validatedAt = 1_100
+        #expect(answer.freshness == DetailFreshness(validatedAt: 1_100, invalidated: true, newestSeen: 1_234.5))
+        #expect(answer.isSuperseded && answer.validatedAt == 1_100)
+        answer.freshness.newestSeen = nil
+        #expect(answer.freshness.newestSeen == nil)
     }
 
     /// A list's whole body goes out from a wrapper of its own, made once: a slow reader then

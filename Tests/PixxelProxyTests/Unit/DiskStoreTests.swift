@@ -21,6 +21,15 @@ import Testing
         await withCheckedContinuation { continuation in store.statistics { continuation.resume(returning: ($0, $1)) } }
     }
 
+    /// Each connection's page cache is kept small (SQLite's default is 2 MB per connection,
+    /// resident once a large store has been read and written): the memory tier is the cache.
+    @Test func connectionsKeepASmallPageCache() throws {
+        let directory = TemporaryDirectory()
+        let connection = try SQLiteConnection(path: directory.path + "/store.sqlite")
+        #expect(try connection.scalarInt("PRAGMA cache_size") == -SQLiteConnection.pageCacheKiB)
+        #expect(SQLiteConnection.pageCacheKiB <= 1024)
+    }
+
     /// A full disk was visible only as /readyz failing: now each failed write is counted by
     /// reason, the owner is told once when writes start failing and once when they work again,
     /// and the store recovers by itself when space returns.
