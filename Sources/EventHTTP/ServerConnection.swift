@@ -788,9 +788,9 @@ final class ServerConnection {
             }
             switch body {
             case .bytes(let bytes)?: return bytes.withUnsafeBytes(send)
-            // The array itself, not a method of the protocol: through the existential, the
-            // closure's context was allocated on every answer.
-            case .shared(let shared)?: return shared.heldBytes.withUnsafeBytes(send)
+            // The holder's address, not a method taking the closure: through the existential,
+            // the closure's context was allocated on every answer.
+            case .shared(let shared)?: return withExtendedLifetime(shared) { send(shared.heldBuffer) }
             case nil: return send(UnsafeRawBufferPointer(start: nil, count: 0))
             }
         }

@@ -4,31 +4,35 @@ import CLibevent
 /// reference: each answer holds a retain of the object until its bytes are written, so a cached
 /// body goes out with no copy and stays valid even if the cache drops it meanwhile.
 ///
-/// The array's buffer is handed to libevent outside `withUnsafeBytes`, which is sound because
-/// the buffer cannot move or change while its holder lives: `heldBytes` must be a constant of
-/// the object (a `let`, or computed from `let`s), which keeps the buffer alive, and any other
-/// holder of the same array that mutates it copies first (copy on write sees this reference).
+/// The bytes are handed out as an address, valid for as long as their holder lives, which is
+/// sound because they cannot move or change meanwhile: they must be a constant of the object (an
+/// array in a `let`, whose buffer the object keeps alive, or the object's own tail storage,
+/// written once when it is made), and any other holder of the same array that mutates it copies
+/// first (copy on write sees this reference). An address and not a method taking a closure:
+/// through the existential, a closure's context was allocated on every answer.
 public protocol HeldBytes: AnyObject {
-    var heldBytes: [UInt8] { get }
+    /// The bytes, valid while this object lives.
+    var heldBuffer: UnsafeRawBufferPointer { get }
 }
 
 extension HeldBytes {
-    public var count: Int { heldBytes.count }
+    public var count: Int { heldBuffer.count }
+
+    /// A copy of the bytes (for tests, compression and storage; answers send them by reference).
+    public var heldBytes: [UInt8] { withExtendedLifetime(self) { Array(heldBuffer) } }
 
     /// Appends these bytes from `offset` on to `buffer` by reference; the buffer keeps them
     /// alive until sent.
     func addReference(to buffer: OpaquePointer, from offset: Int = 0) {
-        let storage = heldBytes
-        guard offset < storage.count else { return }
+        let bytes = heldBuffer
+        guard offset < bytes.count, let base = bytes.baseAddress else { return }
         let retained = Unmanaged.passRetained(self as AnyObject).toOpaque()
-        let added = storage.withUnsafeBytes { bytes in
-            evbuffer_add_reference(buffer, bytes.baseAddress! + offset, bytes.count - offset, { _, _, context in
-                Unmanaged<AnyObject>.fromOpaque(context!).release()
-            }, retained)
-        }
+        let added = evbuffer_add_reference(buffer, base + offset, bytes.count - offset, { _, _, context in
+            Unmanaged<AnyObject>.fromOpaque(context!).release()
+        }, retained)
         if added != 0 {
             Unmanaged<AnyObject>.fromOpaque(retained).release()
-            storage.withUnsafeBytes { _ = evbuffer_add(buffer, $0.baseAddress! + offset, $0.count - offset) }
+            _ = withExtendedLifetime(self) { evbuffer_add(buffer, base + offset, bytes.count - offset) }
         }
     }
 }
@@ -41,5 +45,5 @@ public final class SharedBytes: HeldBytes, @unchecked Sendable {
         storage = bytes
     }
 
-    public var heldBytes: [UInt8] { storage }
+    public var heldBuffer: UnsafeRawBufferPointer { storage.withUnsafeBytes { $0 } }
 }

@@ -195,6 +195,13 @@ public struct JobDetailDocument: Sendable {
         self.job = JobVersion(job)
     }
 
+    /// The document of `body`, whose job was decoded from it before (an entry that keeps the
+    /// job's version beside the bytes, and rebuilds the document from both).
+    public init(body: [UInt8], decodedJob job: JobVersion) {
+        self.body = body
+        self.job = job
+    }
+
     /// The parsed document, for projecting it into a list. Parsed again on each use rather than
     /// kept: a Foundation dictionary costs several times the body's bytes for every cached job,
     /// and it is needed only on the rare list update.

@@ -3,10 +3,12 @@ import CacheInvalidation
 import EventHTTP
 import JobCache
 
-/// One cached upstream answer on a job route, ready to send: the entry both tiers hold. A
-/// detail's (or a route answer's) body goes out by reference to the entry itself (`HeldBytes`):
-/// no wrapper per entry.
-public final class CachedAnswer: HeldBytes {
+/// One cached upstream answer on a job route, ready to send: the entry both tiers hold. One
+/// allocation per cached detail: the fields, then the body's bytes in the same object
+/// (`ManagedBuffer`'s tail), which go out by reference to the entry itself (`HeldBytes`), with
+/// no wrapper per entry. A separate body array cost its own header and malloc's rounding, about
+/// 48 bytes for every cached job.
+public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, HeldBytes {
     public enum Document {
         case list(JobListDocument)
         case detail(JobDetailDocument)
@@ -14,53 +16,153 @@ public final class CachedAnswer: HeldBytes {
         case raw([UInt8])
     }
 
-    // The stored properties are declared in the order that packs them tightest (a class lays
-    // them out as declared): 100k cached details hold 100k of these, and 152 bytes of fields
-    // make a 160-byte allocation where the same fields in another order made 176.
+    /// The document as the entry holds it: a detail's body is in the entry's tail, not here.
+    enum HeldDocument {
+        case list(JobListDocument)
+        case detail(JobVersion)
+        case raw([UInt8])
+    }
 
-    public let document: Document
-    /// Whether this detail's `updated_at` counts as a version shown while memory holds it:
-    /// decided when it is held (`ResponseCache.hold`), by whether the version was believable
-    /// then, so that a wall clock stepping back later does not make a shown version stop
-    /// counting.
-    var versionCounts = false
-    /// `freshness`, held as its parts (its optional as NaN for none) so that they pack.
-    private var isInvalidated: Bool
-    private var validatedAtValue: Double
-    private var newestSeenValue: Double
-    /// The upstream's end-to-end headers (Content-Type and whatever else it sent).
-    public let headers: HTTPHeaders
+    /// Everything but a detail's body. Declared in the order that packs tightest (a struct
+    /// lays its fields out as declared), in an object every cached job has.
+    public struct Fields {
+        let document: HeldDocument
+        /// Whether this detail's `updated_at` counts as a version shown while memory holds it:
+        /// decided when it is held (`ResponseCache.hold`), by whether the version was believable
+        /// then, so that a wall clock stepping back later does not make a shown version stop
+        /// counting.
+        var versionCounts = false
+        /// `freshness`, held as its parts (its optional as NaN for none) so that they pack.
+        var isInvalidated: Bool
+        /// How many bytes of the tail are the body (details only; the tail may be longer).
+        let bodyCount: UInt32
+        var validatedAt: Double
+        var newestSeen: Double
+        let headers: HTTPHeaders
+        let storedAt: Double
+        let lifetime: Double
+        /// The `ResponseCache.knownGeneration` it was last checked at by the "never older" rule.
+        var checkedGeneration = -1
+        /// The `ETag`'s value: a stored body's tag is never the gzip form's.
+        let entityTagValue: UInt64
+        /// Bodies made from the stored body on first use (see `served(for:gzip:)`).
+        fileprivate var derived: DerivedBodies?
+        var prepared: PreparedHeaderLines?
+    }
+
+    /// A new entry. (A `ManagedBuffer` has no initializer of its own to call.)
+    public static func make(document: Document, headers: HTTPHeaders, storedAt: Double, lifetime: Double,
+                            freshness: DetailFreshness? = nil) -> CachedAnswer {
+        let held: HeldDocument, tail: [UInt8], tag: EntityTag
+        switch document {
+        case .list(let list): (held, tail, tag) = (.list(list), [], EntityTag(of: list.body))
+        case .detail(let detail): (held, tail, tag) = (.detail(detail.job), detail.body, EntityTag(of: detail.body))
+        case .raw(let body): (held, tail, tag) = (.raw(body), [], EntityTag(of: body))
+        }
+        precondition(tail.count <= Int(UInt32.max), "a body over 4 GiB")
+        let freshness = freshness ?? DetailFreshness(validatedAt: storedAt, invalidated: false)
+        let made = unsafeDowncast(create(minimumCapacity: tail.count) { _ in
+            Fields(document: held, isInvalidated: freshness.invalidated, bodyCount: UInt32(tail.count),
+                   validatedAt: freshness.validatedAt, newestSeen: freshness.newestSeen ?? .nan, headers: headers,
+                   storedAt: storedAt, lifetime: lifetime, entityTagValue: tag.value)
+        }, to: CachedAnswer.self)
+        made.withUnsafeMutablePointerToElements { elements in
+            tail.withUnsafeBufferPointer { bytes in
+                if let base = bytes.baseAddress { elements.initialize(from: base, count: bytes.count) }
+            }
+        }
+        return made
+    }
+
+    /// The document. A detail's is made with a copy of its body: for the rare paths that parse
+    /// or store it, not for serving (`heldBuffer`, `detailJob`).
+    public var document: Document {
+        switch header.document {
+        case .list(let list): .list(list)
+        case .raw(let body): .raw(body)
+        case .detail(let job): .detail(JobDetailDocument(body: heldBytes, decodedJob: job))
+        }
+    }
+
+    /// The detail's job: id, status, `updated_at` (details only).
+    public var detailJob: JobVersion? {
+        if case .detail(let job) = header.document { return job }
+        return nil
+    }
+
+    public var headers: HTTPHeaders { header.headers }
     /// When the upstream answered (wall clock, so it holds across restarts).
-    public let storedAt: Double
-    public let lifetime: Double
-    /// The `ResponseCache.knownGeneration` it was last checked at by the "never older" rule.
-    var checkedGeneration = -1
-    /// The `ETag`'s value: a stored body's tag is never the gzip form's.
-    private let entityTagValue: UInt64
-    /// Bodies made from the stored body on first use (see `served(for:gzip:)`).
-    private var derived: DerivedBodies?
-    private var prepared: PreparedHeaderLines?
+    public var storedAt: Double { header.storedAt }
+    public var lifetime: Double { header.lifetime }
+
+    var versionCounts: Bool {
+        get { header.versionCounts }
+        set { header.versionCounts = newValue }
+    }
+
+    var checkedGeneration: Int {
+        get { header.checkedGeneration }
+        set { header.checkedGeneration = newValue }
+    }
 
     /// When the upstream last confirmed it, whether it is known to be superseded, and the
     /// newest `updated_at` seen for the job (`CacheInvalidation.DetailFreshness`).
     public var freshness: DetailFreshness {
-        get { DetailFreshness(validatedAt: validatedAtValue, invalidated: isInvalidated, newestSeen: newestSeenValue.isNaN ? nil : newestSeenValue) }
+        get {
+            DetailFreshness(validatedAt: header.validatedAt, invalidated: header.isInvalidated,
+                            newestSeen: header.newestSeen.isNaN ? nil : header.newestSeen)
+        }
         set {
-            validatedAtValue = newValue.validatedAt
-            isInvalidated = newValue.invalidated
-            newestSeenValue = newValue.newestSeen ?? .nan
+            header.validatedAt = newValue.validatedAt
+            header.isInvalidated = newValue.invalidated
+            header.newestSeen = newValue.newestSeen ?? .nan
         }
     }
 
     /// The `ETag` of the stored body (a filtered list's bodies have their own, `served(for:)`).
-    public var entityTag: EntityTag { EntityTag(value: entityTagValue) }
+    public var entityTag: EntityTag { EntityTag(value: header.entityTagValue) }
+
+    private var derived: DerivedBodies? {
+        get { header.derived }
+        set { header.derived = newValue }
+    }
+
+    private var prepared: PreparedHeaderLines? {
+        get { header.prepared }
+        set { header.prepared = newValue }
+    }
+
+    /// The same answer (times, freshness, headers) with another document: a list with entries
+    /// added or patched.
+    func replacingDocument(_ document: Document) -> CachedAnswer {
+        Self.make(document: document, headers: headers, storedAt: storedAt, lifetime: lifetime, freshness: freshness)
+    }
+
+    /// The stored body, as the upstream sent it: a detail's in the entry's tail, which never
+    /// changes or moves while the entry lives.
+    public var heldBuffer: UnsafeRawBufferPointer {
+        switch header.document {
+        case .list(let list): list.body.withUnsafeBytes { $0 }
+        case .raw(let raw): raw.withUnsafeBytes { $0 }
+        case .detail: withUnsafeMutablePointerToElements { UnsafeRawBufferPointer(start: $0, count: Int(header.bodyCount)) }
+        }
+    }
+
+    /// The job's `updated_at` (details only).
+    public var updatedAt: Double? { detailJob?.updatedAt }
+
+    public var validatedAt: Double { header.validatedAt }
+    public var isSuperseded: Bool { header.isInvalidated }
+
+    /// Bytes a `DerivedBodies` costs beyond the bodies it holds, for the memory budget.
+    static let derivedOverhead = 64
 
     /// What is made from the stored body and kept with the entry. A list's whole body in a
     /// wrapper of its own, so that a slow reader keeps the list's bytes alive and not the entry
     /// with its filtered bodies and job index (up to three times as much); a list's bodies for
     /// filter sets; the gzip forms. A class made at the first need, so that the many details a
     /// cache holds carry one reference.
-    private final class DerivedBodies {
+    fileprivate final class DerivedBodies {
         var whole: SharedBytes?
         /// The stored body's gzip form: nil until asked for, `.some(nil)` when not worth it.
         var gzipped: SharedBytes??
@@ -69,7 +171,7 @@ public final class CachedAnswer: HeldBytes {
     }
 
     /// A filtered list's body and, once asked for, its gzip form.
-    private struct Representations {
+    fileprivate struct Representations {
         let plain: ServedBody
         var gzipped: ServedBody??
     }
@@ -84,48 +186,7 @@ public final class CachedAnswer: HeldBytes {
         public var isGzip: Bool { entityTag.isGzip }
     }
 
-    /// Bytes a `DerivedBodies` costs beyond the bodies it holds, for the memory budget.
-    static let derivedOverhead = 64
 
-    public init(document: Document, headers: HTTPHeaders, storedAt: Double, lifetime: Double, freshness: DetailFreshness? = nil) {
-        self.document = document
-        self.headers = headers
-        self.storedAt = storedAt
-        self.lifetime = lifetime
-        let freshness = freshness ?? DetailFreshness(validatedAt: storedAt, invalidated: false)
-        validatedAtValue = freshness.validatedAt
-        isInvalidated = freshness.invalidated
-        newestSeenValue = freshness.newestSeen ?? .nan
-        entityTagValue = switch document {
-        case .list(let list): EntityTag(of: list.body).value
-        case .detail(let detail): EntityTag(of: detail.body).value
-        case .raw(let body): EntityTag(of: body).value
-        }
-    }
-
-    /// The same answer (times, freshness, headers) with another document: a list with entries
-    /// added or patched.
-    func replacingDocument(_ document: Document) -> CachedAnswer {
-        CachedAnswer(document: document, headers: headers, storedAt: storedAt, lifetime: lifetime, freshness: freshness)
-    }
-
-    /// The stored body, as the upstream sent it. A constant: `document` never changes.
-    public var heldBytes: [UInt8] {
-        switch document {
-        case .list(let list): list.body
-        case .detail(let detail): detail.body
-        case .raw(let body): body
-        }
-    }
-
-    /// The job's `updated_at` (details only).
-    public var updatedAt: Double? {
-        if case .detail(let detail) = document { return detail.job.updatedAt }
-        return nil
-    }
-
-    public var validatedAt: Double { validatedAtValue }
-    public var isSuperseded: Bool { isInvalidated }
 
     /// Seconds of freshness left; negative once expired or superseded.
     public func remaining(now: Double) -> Double {
@@ -170,9 +231,9 @@ public final class CachedAnswer: HeldBytes {
         // of bodies alone did not count (found by review: 1,000 entries with 48 KB of headers
         // each in a 1 MiB tier, no eviction).
         let headerBytes = headers.fields.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
-        switch document {
+        switch header.document {
         case .list(let list): return 3 * list.body.count + list.jobs.count * 160 + 512 + headerBytes
-        case .detail(let detail): return detail.body.count + 512 + headerBytes
+        case .detail: return Int(header.bodyCount) + 512 + headerBytes
         case .raw(let body): return body.count + 512 + headerBytes
         }
     }
@@ -199,7 +260,7 @@ public final class CachedAnswer: HeldBytes {
             return made
         }
         var plain: ServedBody
-        if case .list(let list) = document {
+        if case .list(let list) = header.document {
             let bodies = derivedBodies()
             if !filters.isEmpty { return servedFiltered(list, filters, gzip: gzip, bodies: bodies, added: added) }
             let whole = bodies.whole ?? SharedBytes(list.body)
@@ -356,7 +417,7 @@ public final class CachedAnswer: HeldBytes {
 
     /// Rebuilds an answer read from the disk tier; nil if the stored body no longer parses or
     /// its times are not plausible (the file is outside the process: anything may be in it).
-    convenience init?(record: DiskRecord) {
+    static func restored(from record: DiskRecord) -> CachedAnswer? {
         let instants = [record.storedAt, record.validatedAt] + [record.updatedAt, record.newestSeen].compactMap { $0 }
         guard instants.allSatisfy({ $0.isFinite && abs($0) < Self.plausibleInstant }),
               record.lifetime.isFinite, (0...Self.plausibleInstant).contains(record.lifetime) else { return nil }
@@ -371,8 +432,8 @@ public final class CachedAnswer: HeldBytes {
         case .route:
             document = .raw(record.body)
         }
-        self.init(document: document, headers: Self.headers(fromLines: record.headers), storedAt: record.storedAt,
-                  lifetime: record.lifetime, freshness: record.freshness)
+        return make(document: document, headers: Self.headers(fromLines: record.headers), storedAt: record.storedAt,
+                    lifetime: record.lifetime, freshness: record.freshness)
     }
 
     /// Headers from the `Name:value` lines a record keeps (the disk tier's and the shared tier's).

@@ -139,9 +139,9 @@ public final class ResponseCache {
     /// How an expired detail in memory is to be revalidated (`Revalidation.route`), from the
     /// workflow's cached list. Lists and superseded details go their own way.
     public func revalidationRoute(for key: CacheKey, cached: CachedAnswer, now: Double) -> Revalidation.Route {
-        guard case .detail(let workflow, _) = key, case .detail(let detail) = cached.document,
+        guard case .detail(let workflow, _) = key, let job = cached.detailJob,
               let list = memory.peek(.list(workflow: workflow)), case .list(let document) = list.document else { return .detail }
-        let listed = document.index(of: detail.job.compactID).flatMap { document.jobs[$0].updatedAt }
+        let listed = document.index(of: job.compactID).flatMap { document.jobs[$0].updatedAt }
         return Revalidation.route(detailSuperseded: cached.isSuperseded, detailUpdatedAt: cached.updatedAt, listedUpdatedAt: listed,
                                   listRemaining: list.remaining(now: now))
     }
@@ -156,11 +156,11 @@ public final class ResponseCache {
         let epoch = purgeEpoch
         readDisk(key) { [self] record, failed in
             // A purge since the read began: what it read is gone.
-            guard epoch == purgeEpoch, let record, var read = CachedAnswer(record: record) else { return completion(nil, false, failed) }
+            guard epoch == purgeEpoch, let record, var read = CachedAnswer.restored(from: record) else { return completion(nil, false, failed) }
             // A `cache.routes` entry is fresh for its rule's lifetime as configured now, not as
             // when it was written (a rule shortened since must not keep old answers fresh).
             if case .route(let resource) = key, read.lifetime != resource.lifetime {
-                read = CachedAnswer(document: read.document, headers: read.headers, storedAt: read.storedAt, lifetime: resource.lifetime,
+                read = CachedAnswer.make(document: read.document, headers: read.headers, storedAt: read.storedAt, lifetime: resource.lifetime,
                                     freshness: read.freshness)
             }
             let now = clock()
@@ -207,7 +207,7 @@ public final class ResponseCache {
     /// before it is served (`current`), not shown with those jobs older.
     func takeInNewerDetails(_ records: [DiskRecord], workflow: String) {
         for record in records {
-            guard let job = record.jobID, let detail = CachedAnswer(record: record), let updatedAt = detail.updatedAt else { continue }
+            guard let job = record.jobID, let detail = CachedAnswer.restored(from: record), let updatedAt = detail.updatedAt else { continue }
             let key = CacheKey.detail(workflow: workflow, encodedJob: job)
             let newer = (memory.peek(key)?.updatedAt ?? -.infinity) < updatedAt
             noteKnown(key, updatedAt)
@@ -332,7 +332,7 @@ public final class ResponseCache {
             }
         case .route(let resource):
             // No document to read and no rule but time: the bytes as they came, for the rule's lifetime.
-            let answer = CachedAnswer(document: .raw(body), headers: storable, storedAt: now, lifetime: resource.lifetime)
+            let answer = CachedAnswer.make(document: .raw(body), headers: storable, storedAt: now, lifetime: resource.lifetime)
             hold(key, answer)
             disk?.save(answer.record(for: key))
             landed(.stored(answer))
@@ -378,7 +378,7 @@ public final class ResponseCache {
         let publish = { [self] in
             // Merged when published, not before the disk transaction, so that a POST answered in
             // between is in the list too.
-            let answer = withRecentWrites(CachedAnswer(document: .list(list), headers: headers, storedAt: now, lifetime: policy.jobListSeconds),
+            let answer = withRecentWrites(CachedAnswer.make(document: .list(list), headers: headers, storedAt: now, lifetime: policy.jobListSeconds),
                                           key: key, now: now)
             hold(key, answer)
             disk?.save(answer.record(for: key))
@@ -393,7 +393,7 @@ public final class ResponseCache {
 
     private func storeDetail(_ key: CacheKey, _ detail: JobDetailDocument, workflow: String, headers: HTTPHeaders, onDisk: DiskRecord?,
                              now: Double, landed: @escaping (StoreResult) -> Void) {
-        let cached = memory.peek(key) ?? onDisk.flatMap { CachedAnswer(record: $0) }
+        let cached = memory.peek(key) ?? onDisk.flatMap { CachedAnswer.restored(from: $0) }
         // The newest version any answer has shown: the cached detail's sightings, what lists
         // showed for the job (also from before a restart), and its entry in the cached list.
         // A version from over a day ahead of this clock counts as undated: believed, one
@@ -418,7 +418,7 @@ public final class ResponseCache {
             counters.rejectedOutOfOrder += 1
             return landed(.olderThanListed)
         }
-        let answer = CachedAnswer(document: .detail(detail), headers: headers, storedAt: now,
+        let answer = CachedAnswer.make(document: .detail(detail), headers: headers, storedAt: now,
                                   lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
         hold(key, answer)
         // A version newer than any shown is answered once its row is on disk: answered
@@ -516,7 +516,7 @@ public final class ResponseCache {
         loop.assertOnLoop()
         guard created.isJSONObject, let detail = created.job, let object = created.object else { return landed() }
         let key = CacheKey.detail(workflowID: workflowID, jobID: detail.job.id)
-        let answer = CachedAnswer(document: .detail(detail), headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]),
+        let answer = CachedAnswer.make(document: .detail(detail), headers: CachedAnswer.storableHeaders(headers, alsoRemoving: ["Location"]),
                                   storedAt: now, lifetime: policy.lifetime(ofJobWithStatus: detail.job.status))
         hold(key, answer)
         if disk != nil { detailSaves += 1 }
@@ -794,9 +794,9 @@ public final class ResponseCache {
             return answer
         }
         deliveryPlans += 1
-        switch answer.document {
-        case .detail(let detail):
-            if let known = known(key), (detail.job.updatedAt ?? -.infinity) < known {
+        switch answer.header.document {
+        case .detail(let job):
+            if let known = known(key), (job.updatedAt ?? -.infinity) < known {
                 answer.freshness.invalidated = true
                 answer.freshness.newestSeen = Self.newer(answer.freshness.newestSeen, known)
                 counters.invalidations += 1

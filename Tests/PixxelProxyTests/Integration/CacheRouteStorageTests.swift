@@ -17,7 +17,7 @@ import Testing
     /// restarts: entries the disk tier holds keep the lifetime they were stored with, so the
     /// proxy keeps serving an answer up to an hour old as a fresh hit, well past the 5 s the
     /// configuration now says. (The key's lifetime takes no part in equality, and
-    /// `CachedAnswer(record:)` takes the stored one.)
+    /// `CachedAnswer.restored(from:)` takes the stored one.)
     @Test func aShortenedRuleAppliesToEntriesAlreadyOnDisk() async throws {
         let (sim, simPort) = try startSimulator()
         defer { sim.stop() }

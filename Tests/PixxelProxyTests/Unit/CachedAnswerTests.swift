@@ -10,7 +10,7 @@ import Testing
     static let listBody = Array(#"{"jobs":[{"id":"j1","status":"running"},{"id":"j2","status":"completed"}],"total":2}"#.utf8)
 
     static func answer(_ document: CachedAnswer.Document) -> CachedAnswer {
-        CachedAnswer(document: document, headers: HTTPHeaders(), storedAt: 1_000, lifetime: 10)
+        CachedAnswer.make(document: document, headers: HTTPHeaders(), storedAt: 1_000, lifetime: 10)
     }
 
     /// A detail is sent by reference to the entry itself: no wrapper object per cached job.
@@ -22,11 +22,20 @@ import Testing
         #expect(answer.served(for: JobListFilters()).body.bytes.heldBytes == Self.detailBody)
     }
 
-    /// An entry's fields fit a 160-byte allocation (malloc's usable size of the object): every
-    /// cached job holds one, and a field added or declared out of packing order shows here.
-    @Test func anEntryObjectFitsItsAllocationClass() throws {
+    /// A cached detail is one allocation, its fields (136 bytes after the object's header) and
+    /// then its body: every cached job holds one, and a second allocation for the body, or a
+    /// field added or declared out of packing order, shows here.
+    @Test func aDetailEntryIsOneAllocationOfFieldsThenBody() throws {
         let answer = Self.answer(.detail(try #require(JobDetailDocument(body: Self.detailBody))))
-        #expect(Self.mallocUsableSize(Unmanaged.passUnretained(answer).toOpaque()) <= 152)
+        let object = Unmanaged.passUnretained(answer).toOpaque()
+        let usable = Self.mallocUsableSize(object)
+        #expect(usable >= 152 + Self.detailBody.count && usable < 152 + Self.detailBody.count + 16)
+        let body = answer.heldBuffer
+        #expect(body.baseAddress == UnsafeRawPointer(object) + 152 && body.count == Self.detailBody.count)
+        #expect(Array(body) == Self.detailBody)
+        // The document a rare path asks for is the same bytes and job.
+        guard case .detail(let document) = answer.document else { Issue.record("not a detail"); return }
+        #expect(document.body == Self.detailBody && document.job == answer.detailJob)
     }
 
     /// glibc's, declared in <malloc.h>, which no imported module exports.
@@ -130,7 +139,7 @@ import Testing
     @Test func aBodyTheUpstreamEncodedIsNotEncodedAgain() {
         var headers = HTTPHeaders()
         headers.add("Content-Encoding", "br")
-        let answer = CachedAnswer(document: .raw(Array(repeating: UInt8(ascii: "a"), count: 4_000)), headers: headers, storedAt: 1_000, lifetime: 10)
+        let answer = CachedAnswer.make(document: .raw(Array(repeating: UInt8(ascii: "a"), count: 4_000)), headers: headers, storedAt: 1_000, lifetime: 10)
         let served = answer.served(for: JobListFilters(), gzip: true).body
         #expect(!served.isGzip && !served.varies)
     }
