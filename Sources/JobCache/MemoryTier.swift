@@ -53,7 +53,7 @@ public final class MemoryTier<Key: Hashable, Value> {
 
     deinit {
         for (number, chunk) in chunks.enumerated() {
-            chunk.deinitialize(count: min(Self.chunkSize, madeSlots - number * Self.chunkSize))
+            chunk.deinitialize(count: max(0, min(Self.chunkSize, madeSlots - number * Self.chunkSize)))
             chunk.deallocate()
         }
         table.deallocate()
@@ -106,16 +106,19 @@ public final class MemoryTier<Key: Hashable, Value> {
         evictOverBudget()
     }
 
-    /// Keys for which `predicate` holds (a scan of the keys: for purges and list sightings, not hits).
+    /// Keys for which `predicate` holds (a scan of the keys: for purges and list sightings, not
+    /// hits). All keys are taken first: a predicate that changes the tier cannot lead the walk
+    /// into freed slots.
     public func keys(where predicate: (Key) -> Bool) -> [Key] {
         var keys: [Key] = []
+        keys.reserveCapacity(count)
         var number = newest
         while number != Self.none {
             let entry = slot(number)
-            if let key = entry.pointee.key, predicate(key) { keys.append(key) }
+            if let key = entry.pointee.key { keys.append(key) }
             number = entry.pointee.older
         }
-        return keys
+        return keys.filter(predicate)
     }
 
     /// Removes every entry whose key satisfies `predicate`; returns how many.
@@ -171,8 +174,31 @@ public final class MemoryTier<Key: Hashable, Value> {
         let value = entry.pointee.value
         entry.pointee = Slot(key: nil, value: nil, hash: 0, cost: 0, newer: Self.none, older: freeSlots)
         freeSlots = number
+        if count == 0 { releaseStorage() }
         return value
     }
+
+    /// Gives back the slots and the table once nothing is held (a purge, a tier emptied by its
+    /// budget): they would otherwise stay at their high-water mark. The first chunk is kept.
+    private func releaseStorage() {
+        guard madeSlots > 0 else { return }
+        for (number, chunk) in chunks.enumerated() {
+            chunk.deinitialize(count: max(0, min(Self.chunkSize, madeSlots - number * Self.chunkSize)))
+            if number > 0 { chunk.deallocate() }
+        }
+        chunks.removeLast(chunks.count - 1)
+        madeSlots = 0
+        freeSlots = Self.none
+        if tableMask > 15 {
+            table.deallocate()
+            tableMask = 15
+            table = .allocate(capacity: tableMask + 1)
+        }
+        table.initialize(repeating: 0, count: tableMask + 1)
+    }
+
+    /// Chunks of slots held (for tests).
+    var chunkCount: Int { chunks.count }
 
     /// Empties a table position, moving back each later entry of the run that may not sit
     /// past the hole (its home is at or before it), so every entry stays reachable from its home.

@@ -16,15 +16,17 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         case raw([UInt8])
     }
 
-    /// The document as the entry holds it: a detail's body is in the entry's tail, not here.
+    /// The document as the entry holds it: a detail's body, and a route answer's, are in the
+    /// entry's tail, not here. (A list's whole body is sent from a wrapper of its own.)
     enum HeldDocument {
         case list(JobListDocument)
         case detail(JobVersion)
-        case raw([UInt8])
+        case raw
     }
 
-    /// Everything but a detail's body. Declared in the order that packs tightest (a struct
-    /// lays its fields out as declared), in an object every cached job has.
+    /// Everything but the body in the tail. Declared in the order that packs tightest (a
+    /// struct lays its fields out as declared), in an object every cached job has. Never
+    /// assigned whole (`ManagedBuffer.header` would allow it): the tail's bytes are constant.
     public struct Fields {
         let document: HeldDocument
         /// Whether this detail's `updated_at` counts as a version shown while memory holds it:
@@ -57,7 +59,7 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         switch document {
         case .list(let list): (held, tail, tag) = (.list(list), [], EntityTag(of: list.body))
         case .detail(let detail): (held, tail, tag) = (.detail(detail.job), detail.body, EntityTag(of: detail.body))
-        case .raw(let body): (held, tail, tag) = (.raw(body), [], EntityTag(of: body))
+        case .raw(let body): (held, tail, tag) = (.raw, body, EntityTag(of: body))
         }
         precondition(tail.count <= Int(UInt32.max), "a body over 4 GiB")
         let freshness = freshness ?? DetailFreshness(validatedAt: storedAt, invalidated: false)
@@ -79,7 +81,7 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
     public var document: Document {
         switch header.document {
         case .list(let list): .list(list)
-        case .raw(let body): .raw(body)
+        case .raw: .raw(heldBytes)
         case .detail(let job): .detail(JobDetailDocument(body: heldBytes, decodedJob: job))
         }
     }
@@ -138,14 +140,13 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         Self.make(document: document, headers: headers, storedAt: storedAt, lifetime: lifetime, freshness: freshness)
     }
 
-    /// The stored body, as the upstream sent it: a detail's in the entry's tail, which never
-    /// changes or moves while the entry lives.
+    /// The stored body, as the upstream sent it: a detail's or a route answer's in the entry's
+    /// tail, which never changes or moves while the entry lives. Never past the tail, whatever
+    /// the header says.
     public var heldBuffer: UnsafeRawBufferPointer {
-        switch header.document {
-        case .list(let list): list.body.withUnsafeBytes { $0 }
-        case .raw(let raw): raw.withUnsafeBytes { $0 }
-        case .detail: withUnsafeMutablePointerToElements { UnsafeRawBufferPointer(start: $0, count: Int(header.bodyCount)) }
-        }
+        if case .list(let list) = header.document { return list.body.withUnsafeBytes { $0 } }
+        let count = min(Int(header.bodyCount), capacity)
+        return withUnsafeMutablePointerToElements { UnsafeRawBufferPointer(start: $0, count: count) }
     }
 
     /// The job's `updated_at` (details only).
@@ -234,7 +235,7 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         switch header.document {
         case .list(let list): return 3 * list.body.count + list.jobs.count * 160 + 512 + headerBytes
         case .detail: return Int(header.bodyCount) + 512 + headerBytes
-        case .raw(let body): return body.count + 512 + headerBytes
+        case .raw: return Int(header.bodyCount) + 512 + headerBytes
         }
     }
 

@@ -626,9 +626,9 @@ public final class ResponseCache {
         for write in writes {
             let detailKey = CacheKey.detail(workflow: workflow, encodedJob: PercentEncoding.segment(write.jobID))
             var best = (updatedAt: write.detail.job.updatedAt, object: { write.detail.object })
-            if case .detail(let cached)? = memory.peek(detailKey)?.document,
-               Invalidation.detailUpdatesListEntry(listEntry: best.updatedAt, detail: cached.job.updatedAt) {
-                best = (cached.job.updatedAt, { cached.object })
+            if let cached = memory.peek(detailKey), let job = cached.detailJob,
+               Invalidation.detailUpdatesListEntry(listEntry: best.updatedAt, detail: job.updatedAt) {
+                best = (job.updatedAt, { Self.parsedDetail(cached) })
             }
             if let current, let index = current.index(of: write.jobID),
                Invalidation.detailUpdatesListEntry(listEntry: best.updatedAt, detail: current.jobs[index].updatedAt) {
@@ -714,15 +714,22 @@ public final class ResponseCache {
         counters.listEntryUpdates += 1
     }
 
+    /// A cached detail's document parsed, to project into a list (its job's version is read
+    /// from `detailJob` first: the document is a copy of the body, made only when it is used).
+    private static func parsedDetail(_ answer: CachedAnswer) -> [String: Any] {
+        if case .detail(let detail) = answer.document { return detail.object }
+        return [:]
+    }
+
     /// The newest version of a job held here at `atLeast` or newer: its detail in memory, or
     /// its newest entry in the workflow's cached list (`listed`, from `newestEntries`; `job` as
     /// keys hold it).
     private func newerCopy(of job: String, workflow: String, atLeast known: Double,
                            listed: [String: (index: Int, updatedAt: Double)], cachedList: JobListDocument?)
         -> (updatedAt: Double?, object: [String: Any])? {
-        if case .detail(let detail)? = memory.peek(.detail(workflow: workflow, encodedJob: job))?.document,
-           let updatedAt = detail.job.updatedAt, updatedAt >= known {
-            return (updatedAt, detail.object)
+        if let cached = memory.peek(.detail(workflow: workflow, encodedJob: job)),
+           let updatedAt = cached.detailJob?.updatedAt, updatedAt >= known {
+            return (updatedAt, Self.parsedDetail(cached))
         }
         if let cachedList, let entry = listed[job], entry.updatedAt >= known, let object = cachedList.object(at: entry.index) {
             return (entry.updatedAt, object)

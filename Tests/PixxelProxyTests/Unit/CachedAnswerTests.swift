@@ -38,6 +38,27 @@ import Testing
         #expect(document.body == Self.detailBody && document.job == answer.detailJob)
     }
 
+    /// A `cache.routes` answer's bytes are in the entry's tail too: every body an entry sends by
+    /// reference to itself is part of its own allocation.
+    @Test func aRouteAnswerIsOneAllocationToo() {
+        let body = Array("[1,2,3] not even JSON".utf8)
+        let answer = Self.answer(.raw(body))
+        let object = Unmanaged.passUnretained(answer).toOpaque()
+        #expect(answer.heldBuffer.baseAddress == UnsafeRawPointer(object) + 152 && Array(answer.heldBuffer) == body)
+        guard case .raw(let document) = answer.document else { Issue.record("not raw"); return }
+        #expect(document == body && answer.cost == body.count + 512)
+    }
+
+    /// Whatever an entry's header says (one assigned whole from a larger entry, which nothing
+    /// should do), its bytes never reach past its own allocation.
+    @Test func anEntrysBytesNeverReachPastItsAllocation() throws {
+        let small = Self.answer(.detail(try #require(JobDetailDocument(body: Array(#"{"id":"j"}"#.utf8)))))
+        let large = Self.answer(.detail(try #require(JobDetailDocument(body: Array((#"{"id":"j","pad":""# + String(repeating: "x", count: 4000) + #""}"#).utf8)))))
+        small.header = large.header
+        #expect(small.heldBuffer.count <= small.capacity)
+        #expect(Self.mallocUsableSize(Unmanaged.passUnretained(small).toOpaque()) >= 152 + small.heldBuffer.count)
+    }
+
     /// glibc's, declared in <malloc.h>, which no imported module exports.
     @_silgen_name("malloc_usable_size")
     private static func mallocUsableSize(_ pointer: UnsafeMutableRawPointer) -> Int

@@ -221,6 +221,32 @@ import Testing
         #expect(tier.removeAll { _ in true } == 2000 && tier.count == 0 && tier.totalBytes == 0 && tier.evictions == 0)
     }
 
+    /// A predicate that removes entries while the keys are listed (a purge deciding as it goes)
+    /// still sees every key: the walk does not wander into the slots it freed.
+    @Test func listingKeysSeesEveryKeyEvenWhenThePredicateRemovesEntries() {
+        let tier = MemoryTier<Int, Int>(budgetBytes: 1 << 20)
+        for key in 0..<50 { tier.set(key, key, cost: 1) }
+        var seen: [Int] = []
+        let chosen = tier.keys { key in
+            seen.append(key)
+            tier.remove(key)
+            return key % 2 == 0
+        }
+        #expect(Set(seen) == Set(0..<50) && Set(chosen) == Set(stride(from: 0, to: 50, by: 2)) && tier.count == 0)
+    }
+
+    /// A tier emptied (a purge of everything) gives back its slots beyond the first chunk, and
+    /// works as before afterwards.
+    @Test func anEmptiedTierGivesBackItsSlots() {
+        let tier = MemoryTier<Int, Int>(budgetBytes: 1 << 20)
+        for key in 0..<5000 { tier.set(key, key, cost: 1) }
+        #expect(tier.chunkCount >= 5)
+        #expect(tier.removeAll { _ in true } == 5000)
+        #expect(tier.chunkCount == 1 && tier.count == 0 && tier.totalBytes == 0)
+        for key in 0..<3000 { tier.set(key, -key, cost: 1) }
+        #expect(tier.count == 3000 && (0..<3000).allSatisfy { tier.peek($0) == -$0 } && tier.peek(4000) == nil)
+    }
+
     /// Values the tier holds are released when they leave it (removed, replaced, evicted) and
     /// when the tier itself goes: slots are reused storage, and must not keep what they held.
     @Test func valuesAreReleasedWhenTheyLeaveTheTier() {
