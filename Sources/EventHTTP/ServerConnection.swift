@@ -772,28 +772,30 @@ final class ServerConnection {
     private func sendAtOnce(head: [UInt8], body: ResponseBody?, fd: Int32) -> Int {
         guard fd >= 0, server?.isTLS == false, responseStream == nil else { return 0 }
         return head.withUnsafeBytes { head in
-            let send = { (body: UnsafeRawBufferPointer) -> Int in
-                var vectors = (iovec(iov_base: UnsafeMutableRawPointer(mutating: head.baseAddress), iov_len: head.count),
-                               iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress), iov_len: body.count))
-                // sendmsg rather than writev: MSG_NOSIGNAL, so a peer gone gives EPIPE, not SIGPIPE.
-                let sent = withUnsafeMutablePointer(to: &vectors) {
-                    $0.withMemoryRebound(to: iovec.self, capacity: 2) { vector in
-                        var message = msghdr()
-                        message.msg_iov = vector
-                        message.msg_iovlen = body.isEmpty ? 1 : 2
-                        return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
-                    }
-                }
-                return max(0, sent)
-            }
             switch body {
-            case .bytes(let bytes)?: return bytes.withUnsafeBytes(send)
-            // The holder's address, not a method taking the closure: through the existential,
-            // the closure's context was allocated on every answer.
-            case .shared(let shared)?: return withExtendedLifetime(shared) { send(shared.heldBuffer) }
-            case nil: return send(UnsafeRawBufferPointer(start: nil, count: 0))
+            case .bytes(let bytes)?: return bytes.withUnsafeBytes { Self.sendMessage(fd, head, $0) }
+            // The holder's address, valid while the holder lives. No closure value is made here
+            // to be called from another closure: its context was allocated on every answer.
+            case .shared(let shared)?: return withExtendedLifetime(shared) { Self.sendMessage(fd, head, shared.heldBuffer) }
+            case nil: return Self.sendMessage(fd, head, UnsafeRawBufferPointer(start: nil, count: 0))
             }
         }
+    }
+
+    /// One sendmsg of `head` and `body`; the bytes sent, 0 on an error.
+    private static func sendMessage(_ fd: Int32, _ head: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer) -> Int {
+        var vectors = (iovec(iov_base: UnsafeMutableRawPointer(mutating: head.baseAddress), iov_len: head.count),
+                       iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress), iov_len: body.count))
+        // sendmsg rather than writev: MSG_NOSIGNAL, so a peer gone gives EPIPE, not SIGPIPE.
+        let sent = withUnsafeMutablePointer(to: &vectors) {
+            $0.withMemoryRebound(to: iovec.self, capacity: 2) { vector in
+                var message = msghdr()
+                message.msg_iov = vector
+                message.msg_iovlen = body.isEmpty ? 1 : 2
+                return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
+            }
+        }
+        return max(0, sent)
     }
 
     /// Continues with pipelined requests once an answer given later (not from inside the
