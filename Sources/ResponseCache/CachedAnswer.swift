@@ -4,9 +4,9 @@ import EventHTTP
 import JobCache
 
 /// One cached upstream answer on a job route, ready to send: the entry both tiers hold. One
-/// allocation per cached detail: the fields, then the body's bytes in the same object
-/// (`ManagedBuffer`'s tail), which go out by reference to the entry itself (`HeldBytes`), with
-/// no wrapper per entry. A separate body array cost its own header and malloc's rounding, about
+/// allocation per cached detail (or route answer): the fields, then the body's bytes in the same
+/// object (`ManagedBuffer`'s tail), which go out by reference to the entry itself (`HeldBytes`),
+/// with no wrapper per entry. A separate body array cost its own header and malloc's rounding, about
 /// 48 bytes for every cached job.
 public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, HeldBytes {
     public enum Document {
@@ -36,7 +36,8 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         var versionCounts = false
         /// `freshness`, held as its parts (its optional as NaN for none) so that they pack.
         var isInvalidated: Bool
-        /// How many bytes of the tail are the body (details only; the tail may be longer).
+        /// How many bytes of the tail are the body (a detail's or a route answer's; the tail may
+        /// be longer).
         let bodyCount: UInt32
         var validatedAt: Double
         var newestSeen: Double
@@ -186,8 +187,6 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         public var varies = false
         public var isGzip: Bool { entityTag.isGzip }
     }
-
-
 
     /// Seconds of freshness left; negative once expired or superseded.
     public func remaining(now: Double) -> Double {
