@@ -8,10 +8,19 @@ public enum Gzip {
 
     /// `bytes` in gzip form; nil if zlib failed or the result is no smaller (not worth sending).
     public static func compress(_ bytes: [UInt8]) -> [UInt8]? {
+        bytes.withUnsafeBytes(compress)
+    }
+
+    /// A held body in gzip form, compressed where it lies (a cached body is not copied first).
+    public static func compress(_ held: some HeldBytes) -> [UInt8]? {
+        withExtendedLifetime(held) { compress(held.heldBuffer) }
+    }
+
+    private static func compress(_ bytes: UnsafeRawBufferPointer) -> [UInt8]? {
         let capacity = pp_gzip_bound(bytes.count)
         var failed = false
         let out = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
-            let written = bytes.withUnsafeBytes { pp_gzip($0.baseAddress, $0.count, buffer.baseAddress, capacity) }
+            let written = pp_gzip(bytes.baseAddress, bytes.count, buffer.baseAddress, capacity)
             failed = written < 0
             count = max(0, written)
         }
