@@ -4,7 +4,7 @@
 /// Laid out for 100k entries and more: the entries live in slots of fixed-size chunks (no
 /// allocation per entry, and no large copy when it grows), linked in recency order by slot
 /// number, and found through an open-addressing table of 4-byte slot numbers. An entry costs a
-/// slot (72 bytes for a `CacheKey` and a class value) and about 10 bytes of table, where a node
+/// slot (64 bytes for a `CacheKey` and a class value) and about 10 bytes of table, where a node
 /// object per entry in a dictionary of nodes cost about 140.
 public final class MemoryTier<Key: Hashable, Value> {
     // What a lookup touches is inlinable, so that the cache's module specializes it for its own
@@ -14,9 +14,13 @@ public final class MemoryTier<Key: Hashable, Value> {
         /// nil while the slot is free.
         @usableFromInline var key: Key?
         @usableFromInline var value: Value?
-        /// `key.hashValue`: compared before the key on lookup, and the entry's home in the table.
-        @usableFromInline var hash: Int
-        var cost: Int
+        /// `key.hashValue`'s low 32 bits: compared before the key on lookup, and the entry's
+        /// home in the table (never larger than 2^31 positions). 32 bits each for it and the
+        /// cost make a slot 64 bytes instead of 72, for every cached entry.
+        @usableFromInline var hash: UInt32
+        /// The value's bytes as the caller counted them, at most `UInt32.max` (a value that
+        /// costs more than that is not held: see `set`).
+        var cost: UInt32
         /// Slot numbers in recency order (`none` at either end); a free slot's `older` links
         /// the free list.
         @usableFromInline var newer: Int32
@@ -64,31 +68,31 @@ public final class MemoryTier<Key: Hashable, Value> {
 
     /// The value for `key`, marked as just used.
     @inlinable public func get(_ key: Key) -> Value? {
-        guard let (_, number) = find(key, hash: key.hashValue) else { return nil }
+        guard let (_, number) = find(key, hash: Self.hash(of: key)) else { return nil }
         moveToNewest(number)
         return slot(number).pointee.value
     }
 
     /// The value without changing its recency (for statistics and purges).
     @inlinable public func peek(_ key: Key) -> Value? {
-        find(key, hash: key.hashValue).flatMap { slot($0.number).pointee.value }
+        find(key, hash: Self.hash(of: key)).flatMap { slot($0.number).pointee.value }
     }
 
     /// Stores `value` costing `cost` bytes, then evicts least recently used entries over budget;
     /// returns the value it replaced. A value larger than the whole budget is not stored.
     @discardableResult
     public func set(_ key: Key, _ value: Value, cost: Int) -> Value? {
-        let hash = key.hashValue
+        let hash = Self.hash(of: key)
         let replaced = find(key, hash: hash).flatMap { removeEntry(at: $0.position, number: $0.number) }
-        guard cost <= budgetBytes else { return replaced }
+        guard cost <= budgetBytes, let cost = UInt32(exactly: cost) else { return replaced }
         if (count + 1) * 4 > (tableMask + 1) * 3 { growTable() }
         let number = takeSlot()
         slot(number).pointee = Slot(key: key, value: value, hash: hash, cost: cost, newer: Self.none, older: Self.none)
-        var position = hash & tableMask
+        var position = Int(hash) & tableMask
         while table[position] != 0 { position = (position + 1) & tableMask }
         table[position] = number + 1
         count += 1
-        totalBytes += cost
+        totalBytes += Int(cost)
         link(number)
         evictOverBudget()
         return replaced
@@ -96,16 +100,20 @@ public final class MemoryTier<Key: Hashable, Value> {
 
     @discardableResult
     public func remove(_ key: Key) -> Value? {
-        find(key, hash: key.hashValue).flatMap { removeEntry(at: $0.position, number: $0.number) }
+        find(key, hash: Self.hash(of: key)).flatMap { removeEntry(at: $0.position, number: $0.number) }
     }
 
     /// Adds `bytes` to the cost of `key`'s value when `isHeld` says the value is the one meant
     /// (a value made bigger after it was stored), then evicts over budget as `set` does.
     public func addCost(_ bytes: Int, to key: Key, ifHolding isHeld: (Value) -> Bool) {
-        guard bytes > 0, let (_, number) = find(key, hash: key.hashValue), let value = slot(number).pointee.value,
+        guard bytes > 0, let (_, number) = find(key, hash: Self.hash(of: key)), let value = slot(number).pointee.value,
               isHeld(value) else { return }
-        slot(number).pointee.cost += bytes
-        totalBytes += bytes
+        // Saturates: an entry grown past 4 GiB is counted at that (the tier's total stays the
+        // sum of its slots' costs).
+        let before = slot(number).pointee.cost
+        let after = UInt32(clamping: Int(before) + bytes)
+        slot(number).pointee.cost = after
+        totalBytes += Int(after - before)
         evictOverBudget()
     }
 
@@ -155,9 +163,12 @@ public final class MemoryTier<Key: Hashable, Value> {
 
     // MARK: Table
 
+    /// The 32 bits of `hashValue` a slot keeps.
+    @inlinable static func hash(of key: Key) -> UInt32 { UInt32(truncatingIfNeeded: key.hashValue) }
+
     /// Where `key` is in the table, and its slot.
-    @inlinable func find(_ key: Key, hash: Int) -> (position: Int, number: Int32)? {
-        var position = hash & tableMask
+    @inlinable func find(_ key: Key, hash: UInt32) -> (position: Int, number: Int32)? {
+        var position = Int(hash) & tableMask
         while true {
             let entry = table[position]
             if entry == 0 { return nil }
@@ -172,7 +183,7 @@ public final class MemoryTier<Key: Hashable, Value> {
         vacate(position)
         unlink(number)
         let entry = slot(number)
-        totalBytes -= entry.pointee.cost
+        totalBytes -= Int(entry.pointee.cost)
         count -= 1
         let value = entry.pointee.value
         entry.pointee = Slot(key: nil, value: nil, hash: 0, cost: 0, newer: Self.none, older: freeSlots)
@@ -209,7 +220,7 @@ public final class MemoryTier<Key: Hashable, Value> {
         var hole = position
         var next = (hole + 1) & tableMask
         while table[next] != 0 {
-            let home = slot(table[next] - 1).pointee.hash & tableMask
+            let home = Int(slot(table[next] - 1).pointee.hash) & tableMask
             if (next - home) & tableMask >= (next - hole) & tableMask {
                 table[hole] = table[next]
                 hole = next
@@ -225,7 +236,7 @@ public final class MemoryTier<Key: Hashable, Value> {
         table = .allocate(capacity: tableMask + 1)
         table.initialize(repeating: 0, count: tableMask + 1)
         for position in 0..<oldSize where oldTable[position] != 0 {
-            var target = slot(oldTable[position] - 1).pointee.hash & tableMask
+            var target = Int(slot(oldTable[position] - 1).pointee.hash) & tableMask
             while table[target] != 0 { target = (target + 1) & tableMask }
             table[target] = oldTable[position]
         }

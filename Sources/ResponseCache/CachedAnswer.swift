@@ -19,7 +19,9 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
     /// The document as the entry holds it: a detail's body, and a route answer's, are in the
     /// entry's tail, not here. (A list's whole body is sent from a wrapper of its own.)
     enum HeldDocument {
-        case list(JobListDocument)
+        /// Boxed: a list's document is 56 bytes inline, and would make every detail's entry
+        /// that wide too (8 bytes more for each cached job; lists are few).
+        indirect case list(JobListDocument)
         case detail(JobVersion)
         case raw
     }

@@ -22,20 +22,29 @@ import Testing
         #expect(answer.served(for: JobListFilters()).body.bytes.heldBytes == Self.detailBody)
     }
 
-    /// A cached detail is one allocation, its fields (136 bytes after the object's header) and
+    /// Where an entry's body starts: the object's header (16 bytes), then its fields (128).
+    static let tailOffset = 144
+
+    /// A cached detail is one allocation, its fields (128 bytes after the object's header) and
     /// then its body: every cached job holds one, and a second allocation for the body, or a
     /// field added or declared out of packing order, shows here.
     @Test func aDetailEntryIsOneAllocationOfFieldsThenBody() throws {
         let answer = Self.answer(.detail(try #require(JobDetailDocument(body: Self.detailBody))))
         let object = Unmanaged.passUnretained(answer).toOpaque()
         let usable = Self.mallocUsableSize(object)
-        #expect(usable >= 152 + Self.detailBody.count && usable < 152 + Self.detailBody.count + 16)
+        #expect(usable >= Self.tailOffset + Self.detailBody.count && usable < Self.tailOffset + Self.detailBody.count + 16)
         let body = answer.heldBuffer
-        #expect(body.baseAddress == UnsafeRawPointer(object) + 152 && body.count == Self.detailBody.count)
+        #expect(body.baseAddress == UnsafeRawPointer(object) + Self.tailOffset && body.count == Self.detailBody.count)
         #expect(Array(body) == Self.detailBody)
         // The document a rare path asks for is the same bytes and job.
         guard case .detail(let document) = answer.document else { Issue.record("not a detail"); return }
         #expect(document.body == Self.detailBody && document.job == answer.detailJob)
+    }
+
+    /// Besides its entry, a cached job costs its slot in the memory tier: 64 bytes (its key,
+    /// the entry, 32 bits each of hash and cost, the recency links). A wider field shows here.
+    @Test func aCachedEntrysSlotInTheMemoryTierIs64Bytes() {
+        #expect(MemoryLayout<MemoryTier<CacheKey, CachedAnswer>.Slot>.stride == 64)
     }
 
     /// A `cache.routes` answer's bytes are in the entry's tail too: every body an entry sends by
@@ -44,7 +53,7 @@ import Testing
         let body = Array("[1,2,3] not even JSON".utf8)
         let answer = Self.answer(.raw(body))
         let object = Unmanaged.passUnretained(answer).toOpaque()
-        #expect(answer.heldBuffer.baseAddress == UnsafeRawPointer(object) + 152 && Array(answer.heldBuffer) == body)
+        #expect(answer.heldBuffer.baseAddress == UnsafeRawPointer(object) + Self.tailOffset && Array(answer.heldBuffer) == body)
         guard case .raw(let document) = answer.document else { Issue.record("not raw"); return }
         #expect(document == body && answer.cost == body.count + 512)
     }
@@ -56,7 +65,7 @@ import Testing
         let large = Self.answer(.detail(try #require(JobDetailDocument(body: Array((#"{"id":"j","pad":""# + String(repeating: "x", count: 4000) + #""}"#).utf8)))))
         small.header = large.header
         #expect(small.heldBuffer.count <= small.capacity)
-        #expect(Self.mallocUsableSize(Unmanaged.passUnretained(small).toOpaque()) >= 152 + small.heldBuffer.count)
+        #expect(Self.mallocUsableSize(Unmanaged.passUnretained(small).toOpaque()) >= Self.tailOffset + small.heldBuffer.count)
     }
 
     /// glibc's, declared in <malloc.h>, which no imported module exports.

@@ -166,6 +166,22 @@ import Testing
         #expect(tier.totalBytes == 0)
     }
 
+    /// A slot counts a value's cost in 32 bits: a value costing more than 4 GiB is not held,
+    /// however large the budget, and one grown past that by `addCost` is counted at 4 GiB, so
+    /// the tier's total stays the sum of what its slots count and goes back to 0.
+    @Test func costsBeyondThirtyTwoBitsAreRefusedOrSaturatedWithTheAccountsExact() {
+        let tier = MemoryTier<String, Int>(budgetBytes: Int.max)
+        tier.set("huge", 1, cost: 5 << 30)
+        #expect(tier.peek("huge") == nil && tier.count == 0 && tier.totalBytes == 0)
+        let largest = Int(UInt32.max)
+        tier.set("large", 2, cost: largest - 10)
+        tier.addCost(100, to: "large") { _ in true }
+        #expect(tier.peek("large") == 2 && tier.totalBytes == largest)
+        tier.set("small", 3, cost: 7)
+        #expect(tier.totalBytes == largest + 7)
+        #expect(tier.remove("large") == 2 && tier.totalBytes == 7)
+    }
+
     /// Keys whose hashes are equal exactly when their lengths are: the tier finds entries by
     /// hash first, so keys that share one must still keep their own values.
     struct CollidingKey: Hashable {
