@@ -134,8 +134,10 @@ public final class HTTPServer {
     private var acceptFailuresInEpisode = 0
     /// Accepting is paused, or failed within the last `acceptCalmSeconds` (for the verdict).
     public var isAcceptTroubled: Bool { acceptTroubleSince != nil }
-    /// Connections open now, and those closed at once because `maxConnections` were open.
+    /// Connections open now, those accepted since the server started (every one the kernel
+    /// handed over), and those closed at once because `maxConnections` were open.
     public var openConnections: Int { connections.count }
+    public private(set) var acceptedConnections = 0
     public private(set) var refusedAtCapacity = 0
     /// An episode ends once accepts have worked this long after the last failure: with clients
     /// churning at the limit, one accept that worked between failures ended it and the next
@@ -215,6 +217,7 @@ public final class HTTPServer {
 
     private func accept(_ fd: Int32, _ address: UnsafeMutablePointer<sockaddr>?, _ length: Int32) {
         if acceptTroubleSince != nil { acceptWorked() }
+        acceptedConnections += 1
         guard connections.count < limits.maxConnections else {
             refusedAtCapacity += 1
             Glibc.close(fd)

@@ -352,6 +352,12 @@ extension ProxyServer {
         valueFromLoop { [self] in httpServer?.inFlight ?? 0 }
     }
 
+    /// Client connections accepted since the start, and open now (read from any thread): a
+    /// test knows the server has seen its connections, and is done with them, by both.
+    public var clientConnections: (accepted: Int, open: Int) {
+        valueFromLoop { [self] in (httpServer?.acceptedConnections ?? 0, httpServer?.openConnections ?? 0) }
+    }
+
     /// When the budget let the latest upstream calls go, on its own clock, oldest first (read
     /// from any thread): what the rate promise is checked on through the real server.
     public var upstreamGrantInstants: [Double] {

@@ -96,7 +96,7 @@ final class AttackUpstream: @unchecked Sendable {
         stream.finishSending()
         #expect(eventually { upstream.calls(Self.list) == 1 })
         try stream.readHead()
-        #expect(eventually(seconds: 10) { proxy.server.changeStreamCount == 0 }, "the stream of a client that sent its FIN is still open")
+        #expect(eventually { proxy.server.changeStreamCount == 0 }, "the stream of a client that sent its FIN is still open")
         await proxy.stop()
     }
 
@@ -158,7 +158,7 @@ final class AttackUpstream: @unchecked Sendable {
         proxy.server.reloadClients()
         try stream.readHead()
         #expect(stream.status == 401, "a revoked token got \(stream.status)")
-        #expect(eventually(seconds: 5) { proxy.server.changeStreamCount == 0 }, "a stream runs on a revoked token")
+        #expect(eventually { proxy.server.changeStreamCount == 0 }, "a stream runs on a revoked token")
         await proxy.stop()
     }
 
@@ -295,6 +295,11 @@ final class AttackUpstream: @unchecked Sendable {
         }
         upstream.set(Self.list, Self.listBody([Self.job("a", "2026-11-20T10:00:00Z")]))
         upstream.delay(Self.list, 1)
+        // The departures below are awaited until the server has accepted them and closed
+        // them: slots and requests at 0 alone also hold before it has read them (a loaded
+        // machine), and a departure read afterwards took the slot the last stream needed.
+        #expect(eventually { proxy.server.clientConnections.open == 0 })
+        let acceptedBefore = proxy.server.clientConnections.accepted
         for _ in 0..<3 {
             let fd = try RawHTTPClient.connect(port: proxy.port, timeoutSeconds: 30)
             RawHTTPClient.send(Array("GET \(Self.watch) HTTP/1.1\r\nHost: x\r\nAuthorization: \(proxy.readToken)\r\nCache-Control: no-cache\r\n\r\n".utf8), to: fd)
@@ -302,7 +307,11 @@ final class AttackUpstream: @unchecked Sendable {
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
             close(fd)
         }
-        #expect(eventually { proxy.server.inFlightRequests == 0 && proxy.server.changeStreamSlots == 0 })
+        #expect(eventually {
+            let connections = proxy.server.clientConnections
+            return connections.accepted >= acceptedBefore + 3 && connections.open == 0
+                && proxy.server.inFlightRequests == 0 && proxy.server.changeStreamSlots == 0
+        })
         let head = try proxy.request("HEAD", Self.watch, token: proxy.readToken)
         #expect(head.status == 200 && head.body.isEmpty)
         let last = try ChangeStreamTests.open(proxy)

@@ -149,21 +149,21 @@ import Glibc
                 var linger = linger(l_onoff: 1, l_linger: 0)
                 setsockopt(reset.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
             }
-            #expect(eventually(seconds: 10) { proxy.server.changeStreamSlots == 0 }, "round \(round): \(proxy.server.changeStreamSlots) slots after FIN and reset")
+            #expect(eventually { proxy.server.changeStreamSlots == 0 }, "round \(round): \(proxy.server.changeStreamSlots) slots after FIN and reset")
             // HEAD.
             let head = try proxy.request("HEAD", Self.watch, token: proxy.readToken)
             #expect(head.status == 200)
             // Overflow: a reader that reads nothing, then leaves.
             do {
                 let stalled = try ChangeStreamTests.open(proxy, receiveBuffer: 4096)
-                #expect(eventually(seconds: 10) { proxy.server.changeStreamCount == 0 }, "round \(round): never overflowed")
+                #expect(eventually { proxy.server.changeStreamCount == 0 }, "round \(round): never overflowed")
                 _ = stalled
             }
             // An upstream error.
             upstream.set("/v0/workflows/e/jobs", #"{"error":{"code":"x","message":"x","details":null}}"#, status: 500)
             let failed = try ChangeStreamTests.open(proxy, "/v0/workflows/e/jobs?watch=1")
             #expect(failed.status != 200)
-            #expect(eventually(seconds: 10) { proxy.server.changeStreamSlots == 0 }, "round \(round): \(proxy.server.changeStreamSlots) slots held")
+            #expect(eventually { proxy.server.changeStreamSlots == 0 }, "round \(round): \(proxy.server.changeStreamSlots) slots held")
         }
         let a = try ChangeStreamTests.open(proxy), b = try ChangeStreamTests.open(proxy)
         #expect(a.status == 200 && b.status == 200, "\(a.status) \(b.status)")
