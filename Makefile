@@ -17,7 +17,7 @@ build: deps
 
 # Linked as the Debian package links it (deploy/build-deb.sh): the Swift runtime and Foundation
 # inside the binary, full RELRO, immediate binding. What run, bench and install start is then
-# what the package ships, and the process maps about 6 MB less than with the toolchain's shared
+# what the package ships, and the process maps about 5 MiB less than with the toolchain's shared
 # runtime (whose relocations and symbol lookups touch most of its pages, few of them used).
 RELEASE_LINK = --static-swift-stdlib -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now
 release: deps

@@ -15,12 +15,11 @@ public final class MemoryTier<Key: Hashable, Value> {
         @usableFromInline var key: Key?
         @usableFromInline var value: Value?
         /// `key.hashValue`'s low 32 bits: compared before the key on lookup, and the entry's
-        /// home in the table (never larger than 2^31 positions). 32 bits each for it and the
-        /// cost make a slot 64 bytes instead of 72, for every cached entry.
+        /// home in the table (at most 2^32 positions, as slot numbers are 31 bits). 32 bits
+        /// each for it and the cost make a slot 64 bytes instead of 72, for every cached entry.
         @usableFromInline var hash: UInt32
-        /// The value's bytes as the caller counted them, at most `UInt32.max` (a value that
-        /// costs more than that is not held: see `set`).
-        var cost: UInt32
+        /// The value's cost in `StoredCost`'s 32 bits.
+        var cost: StoredCost
         /// Slot numbers in recency order (`none` at either end); a free slot's `older` links
         /// the free list.
         @usableFromInline var newer: Int32
@@ -84,7 +83,7 @@ public final class MemoryTier<Key: Hashable, Value> {
     public func set(_ key: Key, _ value: Value, cost: Int) -> Value? {
         let hash = Self.hash(of: key)
         let replaced = find(key, hash: hash).flatMap { removeEntry(at: $0.position, number: $0.number) }
-        guard cost <= budgetBytes, let cost = UInt32(exactly: cost) else { return replaced }
+        guard let cost = StoredCost(cost), cost.bytes <= budgetBytes else { return replaced }
         if (count + 1) * 4 > (tableMask + 1) * 3 { growTable() }
         let number = takeSlot()
         slot(number).pointee = Slot(key: key, value: value, hash: hash, cost: cost, newer: Self.none, older: Self.none)
@@ -92,7 +91,7 @@ public final class MemoryTier<Key: Hashable, Value> {
         while table[position] != 0 { position = (position + 1) & tableMask }
         table[position] = number + 1
         count += 1
-        totalBytes += Int(cost)
+        totalBytes += cost.bytes
         link(number)
         evictOverBudget()
         return replaced
@@ -106,14 +105,16 @@ public final class MemoryTier<Key: Hashable, Value> {
     /// Adds `bytes` to the cost of `key`'s value when `isHeld` says the value is the one meant
     /// (a value made bigger after it was stored), then evicts over budget as `set` does.
     public func addCost(_ bytes: Int, to key: Key, ifHolding isHeld: (Value) -> Bool) {
-        guard bytes > 0, let (_, number) = find(key, hash: Self.hash(of: key)), let value = slot(number).pointee.value,
+        guard bytes > 0, let (position, number) = find(key, hash: Self.hash(of: key)), let value = slot(number).pointee.value,
               isHeld(value) else { return }
-        // Saturates: an entry grown past 4 GiB is counted at that (the tier's total stays the
-        // sum of its slots' costs).
-        let before = slot(number).pointee.cost
-        let after = UInt32(clamping: Int(before) + bytes)
+        let before = slot(number).pointee.cost.bytes
+        // A value grown past what a slot can count (128 TiB) is let go, not undercounted.
+        guard let after = StoredCost(before + bytes) else {
+            _ = removeEntry(at: position, number: number)
+            return
+        }
         slot(number).pointee.cost = after
-        totalBytes += Int(after - before)
+        totalBytes += after.bytes - before
         evictOverBudget()
     }
 
@@ -156,7 +157,7 @@ public final class MemoryTier<Key: Hashable, Value> {
         if madeSlots == chunks.count * Self.chunkSize { chunks.append(.allocate(capacity: Self.chunkSize)) }
         let number = Int32(madeSlots)
         let fresh = chunks[madeSlots >> Self.chunkShift] + (madeSlots & (Self.chunkSize - 1))
-        fresh.initialize(to: Slot(key: nil, value: nil, hash: 0, cost: 0, newer: Self.none, older: Self.none))
+        fresh.initialize(to: Slot(key: nil, value: nil, hash: 0, cost: .zero, newer: Self.none, older: Self.none))
         madeSlots += 1
         return number
     }
@@ -183,10 +184,10 @@ public final class MemoryTier<Key: Hashable, Value> {
         vacate(position)
         unlink(number)
         let entry = slot(number)
-        totalBytes -= Int(entry.pointee.cost)
+        totalBytes -= entry.pointee.cost.bytes
         count -= 1
         let value = entry.pointee.value
-        entry.pointee = Slot(key: nil, value: nil, hash: 0, cost: 0, newer: Self.none, older: freeSlots)
+        entry.pointee = Slot(key: nil, value: nil, hash: 0, cost: .zero, newer: Self.none, older: freeSlots)
         freeSlots = number
         if count == 0 { releaseStorage() }
         return value
@@ -277,5 +278,35 @@ public final class MemoryTier<Key: Hashable, Value> {
         guard newest != number else { return }
         unlink(number)
         link(number)
+    }
+}
+
+/// A value's cost in 32 bits: exact below 2 GiB (every cached detail and route answer, nearly
+/// every list), in 64 KiB units rounded up above that, up to 128 TiB. The tier counts the
+/// rounded figure, so its total is always what its slots say and never less than what they hold.
+@usableFromInline struct StoredCost: Sendable {
+    private let raw: UInt32
+    static let exactLimit = 1 << 31
+    static let unitShift = 16
+    static let zero = StoredCost(raw: 0)
+
+    private init(raw: UInt32) { self.raw = raw }
+
+    /// nil for a negative cost or one past 128 TiB.
+    init?(_ bytes: Int) {
+        if bytes < 0 { return nil }
+        if bytes < Self.exactLimit {
+            raw = UInt32(bytes)
+            return
+        }
+        let units = (bytes - Self.exactLimit + (1 << Self.unitShift) - 1) >> Self.unitShift
+        guard units < Self.exactLimit else { return nil }
+        raw = UInt32(Self.exactLimit + units)
+    }
+
+    /// The bytes counted for it.
+    var bytes: Int {
+        let raw = Int(self.raw)
+        return raw < Self.exactLimit ? raw : Self.exactLimit + (raw - Self.exactLimit) << Self.unitShift
     }
 }
