@@ -235,8 +235,7 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         let headerBytes = headers.fields.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
         switch header.document {
         case .list(let list): return 3 * list.body.count + list.jobs.count * 160 + 512 + headerBytes
-        case .detail: return Int(header.bodyCount) + 512 + headerBytes
-        case .raw: return Int(header.bodyCount) + 512 + headerBytes
+        case .detail, .raw: return Int(header.bodyCount) + 512 + headerBytes
         }
     }
 
@@ -285,7 +284,6 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
 
     private func servedFiltered(_ list: JobListDocument, _ filters: JobListFilters, gzip: Bool, bodies: DerivedBodies,
                                 added: Int) -> (body: ServedBody, added: Int) {
-        var added = added
         var representations: Representations
         let wasKept = bodies.filtered[filters] != nil
         if let kept = bodies.filtered[filters] {
@@ -419,7 +417,8 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
 
     /// Rebuilds an answer read from the disk tier; nil if the stored body no longer parses or
     /// its times are not plausible (the file is outside the process: anything may be in it).
-    static func restored(from record: DiskRecord) -> CachedAnswer? {
+    /// `lifetime`, when given, is held instead of the stored one.
+    static func restored(from record: DiskRecord, lifetime: Double? = nil) -> CachedAnswer? {
         let instants = [record.storedAt, record.validatedAt] + [record.updatedAt, record.newestSeen].compactMap { $0 }
         guard instants.allSatisfy({ $0.isFinite && abs($0) < Self.plausibleInstant }),
               record.lifetime.isFinite, (0...Self.plausibleInstant).contains(record.lifetime) else { return nil }
@@ -435,7 +434,7 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
             document = .raw(record.body)
         }
         return make(document: document, headers: Self.headers(fromLines: record.headers), storedAt: record.storedAt,
-                    lifetime: record.lifetime, freshness: record.freshness)
+                    lifetime: lifetime ?? record.lifetime, freshness: record.freshness)
     }
 
     /// Headers from the `Name:value` lines a record keeps (the disk tier's and the shared tier's).

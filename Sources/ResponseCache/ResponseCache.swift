@@ -156,12 +156,12 @@ public final class ResponseCache {
         let epoch = purgeEpoch
         readDisk(key) { [self] record, failed in
             // A purge since the read began: what it read is gone.
-            guard epoch == purgeEpoch, let record, var read = CachedAnswer.restored(from: record) else { return completion(nil, false, failed) }
             // A `cache.routes` entry is fresh for its rule's lifetime as configured now, not as
             // when it was written (a rule shortened since must not keep old answers fresh).
-            if case .route(let resource) = key, read.lifetime != resource.lifetime {
-                read = CachedAnswer.make(document: read.document, headers: read.headers, storedAt: read.storedAt, lifetime: resource.lifetime,
-                                    freshness: read.freshness)
+            var ruleLifetime: Double?
+            if case .route(let resource) = key { ruleLifetime = resource.lifetime }
+            guard epoch == purgeEpoch, let record, let read = CachedAnswer.restored(from: record, lifetime: ruleLifetime) else {
+                return completion(nil, false, failed)
             }
             let now = clock()
             // A list written before a job was created through this process (by the process
