@@ -39,7 +39,9 @@ let package = Package(
         ),
         // gzip content coding for cached bodies (zlib; Debian's zlib1g is essential).
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "EventHTTP", dependencies: ["CLibevent", "CZlib"]),
+        // libevent's buffer memory, pooled (see its source for why).
+        .target(name: "EventBufferPool", dependencies: ["CLibevent"]),
+        .target(name: "EventHTTP", dependencies: ["CLibevent", "CZlib", "EventBufferPool"]),
         .target(name: "BuildStamp", cSettings: buildCommit.map { [.define("PIXXEL_BUILD_COMMIT", to: $0)] } ?? []),
         .target(name: "Upstream", dependencies: ["EventHTTP"]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
@@ -94,7 +96,7 @@ let package = Package(
             name: "PixxelProxyTests",
             dependencies: [
                 "ProxyServer", "ProxyConfig", "PixxelSim", "EventHTTP", "Upstream", "JobCache", "CacheInvalidation", "FuzzTargets",
-                "ResponseCache", "CSQLite", "SharedTier",
+                "ResponseCache", "CSQLite", "SharedTier", "EventBufferPool", "CLibevent",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
