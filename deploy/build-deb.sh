@@ -29,8 +29,9 @@ if [ -z "$binary" ]; then
     scripts/install-deps.sh
     # The commit the binary records for pixxel_proxy_build_info (Package.swift reads it).
     export PIXXEL_BUILD_COMMIT=${PIXXEL_BUILD_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || true)}
-    # Full RELRO and immediate binding, as Debian builds its own binaries (lintian: hardening).
-    swift build -c release --static-swift-stdlib -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now --product pixxel-proxy >&2
+    # Full RELRO and immediate binding, as Debian builds its own binaries (lintian: hardening);
+    # the flags are make release's too.
+    swift build -c release $(cat deploy/release-link-flags) --product pixxel-proxy >&2
     binary=.build/release/pixxel-proxy
 fi
 for tool in dpkg-deb dpkg-shlibdeps dpkg-parsechangelog; do
@@ -87,6 +88,14 @@ shlibdeps_options=()
 $fast && shlibdeps_options+=(--ignore-missing-info)
 depends=$(cd "$work" && dpkg-shlibdeps "${shlibdeps_options[@]}" -O root/usr/bin/pixxel-proxy 2>"$work/shlibdeps.log" \
     | sed -n 's/^shlibs:Depends=//p') || { cat "$work/shlibdeps.log" >&2; exit 1; }
+# Packed relative relocations (DT_RELR, deploy/release-link-flags) need glibc 2.36's loader: an
+# older one ignores them and the binary crashes at start. lld records no symbol version for
+# them here, so dpkg-shlibdeps cannot know.
+libc_minimum=$(printf '%s' "$depends" | sed -nE 's/.*libc6 \(>= ([^)]*)\).*/\1/p')
+if readelf -d "$root/usr/bin/pixxel-proxy" | grep -q '(RELR)' && [ -n "$libc_minimum" ] \
+    && dpkg --compare-versions "$libc_minimum" lt 2.36; then
+    depends=$(printf '%s' "$depends" | sed -E 's/libc6 \(>= [^)]*\)/libc6 (>= 2.36)/')
+fi
 
 install -d -m 0755 "$root/DEBIAN"
 for script in postinst prerm postrm; do

@@ -23,7 +23,7 @@ if [ -z "$BIN" ]; then
     scripts/install-deps.sh
     # The commit the binary records for pixxel_proxy_build_info (Package.swift reads it).
     export PIXXEL_BUILD_COMMIT=${PIXXEL_BUILD_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || true)}
-    swift build -c release --static-swift-stdlib -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now --product pixxel-proxy
+    swift build -c release $(cat deploy/release-link-flags) --product pixxel-proxy
     BIN=.build/release/pixxel-proxy
 fi
 
