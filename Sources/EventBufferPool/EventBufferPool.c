@@ -46,9 +46,11 @@ static int size_class(size_t bytes) {
     return -1;
 }
 
-// A thread's kept blocks go with it (the key's destructor runs at its exit).
+// A thread's kept blocks go with it (the key's destructor runs at its exit). Registered again by
+// a block freed after this (by another destructor), so that it runs again for that one.
 static void release_thread_pool(void *unused) {
     (void)unused;
+    pool_registered = 0;
     for (int class = 0; class < size_classes; class++) {
         while (pool.kept[class]) {
             block_header *block = pool.kept[class];
