@@ -22,8 +22,10 @@ build: deps
 # symbol lookups touch most of its pages, few of them used). Linked by the toolchain's lld, whose
 # packed relative relocations (DT_RELR, glibc 2.36) take 35 KB where gold's took 2 MB, all read
 # at start: 0.7 MiB less resident.
-RELEASE_LINK = $(shell cat deploy/release-link-flags)
+RELEASE_LINK_FLAGS := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))deploy/release-link-flags
+RELEASE_LINK = $(shell cat $(RELEASE_LINK_FLAGS))
 release: deps
+	@test -s $(RELEASE_LINK_FLAGS) || { echo "make: $(RELEASE_LINK_FLAGS) is missing" >&2; exit 1; }
 	$(SWIFT) build -c release $(RELEASE_LINK)
 
 # Builds, starts pixxel-sim when no API key is configured, prints a working curl line, and

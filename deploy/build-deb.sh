@@ -88,9 +88,9 @@ shlibdeps_options=()
 $fast && shlibdeps_options+=(--ignore-missing-info)
 depends=$(cd "$work" && dpkg-shlibdeps "${shlibdeps_options[@]}" -O root/usr/bin/pixxel-proxy 2>"$work/shlibdeps.log" \
     | sed -n 's/^shlibs:Depends=//p') || { cat "$work/shlibdeps.log" >&2; exit 1; }
-# Packed relative relocations (DT_RELR, deploy/release-link-flags) need glibc 2.36's loader: an
-# older one ignores them and the binary crashes at start. lld records no symbol version for
-# them here, so dpkg-shlibdeps cannot know.
+# Packed relative relocations (DT_RELR, deploy/release-link-flags) need glibc 2.36's loader:
+# the binary asks for the version GLIBC_ABI_DT_RELR, which an older glibc refuses at start, but
+# dpkg-shlibdeps knows symbols only and says 2.35.
 libc_minimum=$(printf '%s' "$depends" | sed -nE 's/.*libc6 \(>= ([^)]*)\).*/\1/p')
 if readelf -d "$root/usr/bin/pixxel-proxy" | grep -q '(RELR)' && [ -n "$libc_minimum" ] \
     && dpkg --compare-versions "$libc_minimum" lt 2.36; then
