@@ -9,7 +9,7 @@ let buildCommit = ProcessInfo.processInfo.environment["PIXXEL_BUILD_COMMIT"].fla
 }
 
 // Module layout (dependencies point down; see ARCHITECTURE in README.md):
-//   pixxel-proxy (CLI) -> ProxyServer -> ResponseCache -> SharedTier (Redis through hiredis) -> Upstream -> EventHTTP -> CLibevent
+//   pixxel-proxy (CLI) -> ProxyServer -> ResponseCache -> SharedTier (Redis through hiredis) -> Upstream -> EventHTTP -> EventBufferPool -> CLibevent
 //                                      (ResponseCache -> JobCache -> CacheInvalidation)
 //                                    -> Upstream (the cache fetches through a protocol of its own, which the server fills)
 //                      -> ProxyConfig (swift-configuration)
