@@ -49,10 +49,8 @@ static size_t class_bytes(int class) { return (size_t)1 << (smallest_shift + cla
 
 // The pool's size class of a block of exactly `bytes`; -1 for a size it does not keep.
 static int size_class(size_t bytes) {
-    for (int class = 0; class < size_classes; class++) {
-        if (class_bytes(class) == bytes) return class;
-    }
-    return -1;
+    if (bytes < class_bytes(0) || bytes > class_bytes(size_classes - 1) || (bytes & (bytes - 1)) != 0) return -1;
+    return __builtin_ctzl(bytes) - smallest_shift;
 }
 
 // A thread's kept blocks go with it (the key's destructor runs at its exit). Registered again by

@@ -155,11 +155,10 @@ public final class ResponseCache {
         guard disk != nil else { return completion(nil, false, false) }
         let epoch = purgeEpoch
         readDisk(key) { [self] record, failed in
-            // A purge since the read began: what it read is gone.
             // A `cache.routes` entry is fresh for its rule's lifetime as configured now, not as
             // when it was written (a rule shortened since must not keep old answers fresh).
-            var ruleLifetime: Double?
-            if case .route(let resource) = key { ruleLifetime = resource.lifetime }
+            let ruleLifetime: Double? = if case .route(let resource) = key { resource.lifetime } else { nil }
+            // A purge since the read began: what it read is gone.
             guard epoch == purgeEpoch, let record, let read = CachedAnswer.restored(from: record, lifetime: ruleLifetime) else {
                 return completion(nil, false, failed)
             }
