@@ -157,9 +157,10 @@ public struct JobListDocument: Sendable {
     }
 }
 
-/// What the cache needs of a job detail: its id, its status (for its lifetime) and its version.
-/// Not a `JobSummary`: the fields lists are filtered by are read from the body when a detail
-/// goes into a list, and a cached detail does not carry them (32 bytes and a string per job).
+/// What the cache needs of a job detail as it stores it: its id, its status (for its lifetime)
+/// and its version. Not a `JobSummary`: the fields lists are filtered by are read from the body
+/// when a detail goes into a list. A cached detail keeps only the version
+/// (`CachedAnswer.Fields.updatedAt`).
 public struct JobVersion: Sendable, Equatable {
     /// The id, held as 16 bytes when it is a UUID (`CompactID`): the 80 bytes of a `String` for
     /// every cached job were the largest cost of an entry after its body.
@@ -193,13 +194,6 @@ public struct JobDetailDocument: Sendable {
         guard let job = JobSummary(object) else { return nil }
         self.body = body
         self.job = JobVersion(job)
-    }
-
-    /// The document of `body`, whose job was decoded from it before (an entry that keeps the
-    /// job's version beside the bytes, and rebuilds the document from both).
-    public init(body: [UInt8], decodedJob job: JobVersion) {
-        self.body = body
-        self.job = job
     }
 
     /// The parsed document, for projecting it into a list. Parsed again on each use rather than

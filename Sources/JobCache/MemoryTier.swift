@@ -133,6 +133,16 @@ public final class MemoryTier<Key: Hashable, Value> {
         return keys.filter(predicate)
     }
 
+    /// Calls `body` with each value, most recently used first. `body` must not change the tier.
+    public func forEachValue(_ body: (Value) -> Void) {
+        var number = newest
+        while number != Self.none {
+            let entry = slot(number)
+            if let value = entry.pointee.value { body(value) }
+            number = entry.pointee.older
+        }
+    }
+
     /// Removes every entry whose key satisfies `predicate`; returns how many.
     @discardableResult
     public func removeAll(where predicate: (Key) -> Bool) -> Int {

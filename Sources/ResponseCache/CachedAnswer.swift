@@ -16,13 +16,15 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         case raw([UInt8])
     }
 
-    /// The document as the entry holds it: a detail's body, and a route answer's, are in the
-    /// entry's tail, not here. (A list's whole body is sent from a wrapper of its own.)
+    /// The document as the entry holds it (`heldDocument`): a detail's body, and a route
+    /// answer's, are in the entry's tail; a list's document is with the bodies made from it
+    /// (`DerivedBodies.list`), which every list has. A detail keeps only its `updated_at`
+    /// (`Fields.updatedAt`): its job's id is its key's, and its status set its lifetime when
+    /// it was stored. A `JobVersion` here made every cached job's entry 32 bytes wider, and a
+    /// case holding the list 8.
     enum HeldDocument {
-        /// Boxed: a list's document is 56 bytes inline, and would make every detail's entry
-        /// that wide too (8 bytes more for each cached job; lists are few).
-        indirect case list(JobListDocument)
-        case detail(JobVersion)
+        case list(JobListDocument)
+        case detail
         case raw
     }
 
@@ -30,7 +32,8 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
     /// struct lays its fields out as declared), in an object every cached job has. Never
     /// assigned whole (`ManagedBuffer.header` would allow it): the tail's bytes are constant.
     public struct Fields {
-        let document: HeldDocument
+        /// A detail, or else a route answer (when its companion holds no list).
+        let isDetail: Bool
         /// Whether this detail's `updated_at` counts as a version shown while memory holds it:
         /// decided when it is held (`ResponseCache.hold`), by whether the version was believable
         /// then, so that a wall clock stepping back later does not make a shown version stop
@@ -41,35 +44,59 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         /// How many bytes of the tail are the body (a detail's or a route answer's; the tail may
         /// be longer).
         let bodyCount: UInt32
+        /// Seconds it stays fresh, in 32 bits: exact for every whole second up to 194 days
+        /// (and every half, quarter...), within a second per 194 days beyond. With the
+        /// generation, 8 bytes less in every cached job's entry.
+        let lifetime: Float
+        /// The `ResponseCache.knownGeneration` it was last checked at by the "never older"
+        /// rule, in 32 bits: the cache starts its generations again before they pass them
+        /// (`ResponseCache.restartGenerations`).
+        var checkedGeneration: Int32 = -1
+        /// A detail's `updated_at`, NaN for none (and for lists and route answers): a
+        /// `Double?` is 9 bytes, and its tag would break the packing after it.
+        let updatedAt: Double
+        /// When the upstream last confirmed it (wall clock, so it holds across restarts). Not
+        /// also when it first answered: nothing decides by that, and its 8 bytes were in every
+        /// cached job's entry.
         var validatedAt: Double
         var newestSeen: Double
-        let headers: HTTPHeaders
-        let storedAt: Double
-        let lifetime: Double
-        /// The `ResponseCache.knownGeneration` it was last checked at by the "never older" rule.
-        var checkedGeneration = -1
         /// The `ETag`'s value: a stored body's tag is never the gzip form's.
         let entityTagValue: UInt64
-        /// Bodies made from the stored body on first use (see `served(for:gzip:)`).
-        fileprivate var derived: DerivedBodies?
-        var prepared: PreparedHeaderLines?
+        fileprivate var companion: Companion
     }
 
-    /// A new entry. (A `ManagedBuffer` has no initializer of its own to call.)
+    /// The upstream's header fields with their lines as the hit path sends them, or the bodies
+    /// made from the stored document, which hold them too: one reference in every cached job's
+    /// entry, where the fields, the lines and the bodies took 24 bytes. Most details never make
+    /// bodies (`served(for:gzip:)`); a list has them from the start.
+    fileprivate enum Companion {
+        case headerLines(PreparedHeaderLines)
+        case derived(DerivedBodies)
+    }
+
+    /// A new entry, answered by the upstream at `storedAt` (or last confirmed at `freshness`'s
+    /// time). (A `ManagedBuffer` has no initializer of its own to call.)
     public static func make(document: Document, headers: HTTPHeaders, storedAt: Double, lifetime: Double,
                             freshness: DetailFreshness? = nil) -> CachedAnswer {
-        let held: HeldDocument, tail: [UInt8], tag: EntityTag
+        let tail: [UInt8], tag: EntityTag
+        let headerLines = prepareHeaderLines(headers)
+        var companion = Companion.headerLines(headerLines), isDetail = false, updatedAt = Double.nan
         switch document {
-        case .list(let list): (held, tail, tag) = (.list(list), [], EntityTag(of: list.body))
-        case .detail(let detail): (held, tail, tag) = (.detail(detail.job), detail.body, EntityTag(of: detail.body))
-        case .raw(let body): (held, tail, tag) = (.raw, body, EntityTag(of: body))
+        case .list(let list):
+            (tail, tag) = ([], EntityTag(of: list.body))
+            companion = .derived(DerivedBodies(headerLines: headerLines, list: list))
+        case .detail(let detail):
+            (tail, tag, isDetail) = (detail.body, EntityTag(of: detail.body), true)
+            // A parsed instant is finite (`Timestamp.parse`), so NaN stands for none.
+            updatedAt = detail.job.updatedAt ?? .nan
+        case .raw(let body): (tail, tag) = (body, EntityTag(of: body))
         }
         precondition(tail.count <= Int(UInt32.max), "a body over 4 GiB")
         let freshness = freshness ?? DetailFreshness(validatedAt: storedAt, invalidated: false)
         let made = unsafeDowncast(create(minimumCapacity: tail.count) { _ in
-            Fields(document: held, isInvalidated: freshness.invalidated, bodyCount: UInt32(tail.count),
-                   validatedAt: freshness.validatedAt, newestSeen: freshness.newestSeen ?? .nan, headers: headers,
-                   storedAt: storedAt, lifetime: lifetime, entityTagValue: tag.value)
+            Fields(isDetail: isDetail, isInvalidated: freshness.invalidated, bodyCount: UInt32(tail.count), lifetime: Float(lifetime),
+                   updatedAt: updatedAt, validatedAt: freshness.validatedAt, newestSeen: freshness.newestSeen ?? .nan,
+                   entityTagValue: tag.value, companion: companion)
         }, to: CachedAnswer.self)
         made.withUnsafeMutablePointerToElements { elements in
             tail.withUnsafeBufferPointer { bytes in
@@ -79,35 +106,39 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         return made
     }
 
-    /// The document. A detail's is made with a copy of its body: for the rare paths that parse
-    /// or store it, not for serving (`heldBuffer`, `detailJob`).
+    /// The document. A detail's is parsed again from a copy of its body: for the rare paths
+    /// that project it into a list, not for serving or storing (`heldBuffer`, `updatedAt`,
+    /// `record(for:)`). Its bytes parsed when it was made; should they not now, they come
+    /// back as they are.
     public var document: Document {
-        switch header.document {
+        switch heldDocument {
         case .list(let list): .list(list)
         case .raw: .raw(heldBytes)
-        case .detail(let job): .detail(JobDetailDocument(body: heldBytes, decodedJob: job))
+        case .detail: JobDetailDocument(body: heldBytes).map(Document.detail) ?? .raw(heldBytes)
         }
     }
 
-    /// The detail's job: id, status, `updated_at` (details only).
-    public var detailJob: JobVersion? {
-        if case .detail(let job) = header.document { return job }
-        return nil
+    /// Whether it is a job's detail.
+    public var isDetail: Bool { header.isDetail }
+
+    /// What it holds.
+    var heldDocument: HeldDocument {
+        if case .derived(let bodies) = header.companion, let list = bodies.list { return .list(list) }
+        return header.isDetail ? .detail : .raw
     }
 
-    public var headers: HTTPHeaders { header.headers }
-    /// When the upstream answered (wall clock, so it holds across restarts).
-    public var storedAt: Double { header.storedAt }
-    public var lifetime: Double { header.lifetime }
+    public var headers: HTTPHeaders { preparedHeaderLines.headers }
+    public var lifetime: Double { Double(header.lifetime) }
 
     var versionCounts: Bool {
         get { header.versionCounts }
         set { header.versionCounts = newValue }
     }
 
+    /// Any generation the cache has (`ResponseCache.lastGeneration` at most).
     var checkedGeneration: Int {
-        get { header.checkedGeneration }
-        set { header.checkedGeneration = newValue }
+        get { Int(header.checkedGeneration) }
+        set { header.checkedGeneration = Int32(newValue) }
     }
 
     /// When the upstream last confirmed it, whether it is known to be superseded, and the
@@ -128,32 +159,27 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
     public var entityTag: EntityTag { EntityTag(value: header.entityTagValue) }
 
     private var derived: DerivedBodies? {
-        get { header.derived }
-        set { header.derived = newValue }
-    }
-
-    private var prepared: PreparedHeaderLines? {
-        get { header.prepared }
-        set { header.prepared = newValue }
+        if case .derived(let bodies) = header.companion { return bodies }
+        return nil
     }
 
     /// The same answer (times, freshness, headers) with another document: a list with entries
     /// added or patched.
     func replacingDocument(_ document: Document) -> CachedAnswer {
-        Self.make(document: document, headers: headers, storedAt: storedAt, lifetime: lifetime, freshness: freshness)
+        Self.make(document: document, headers: headers, storedAt: validatedAt, lifetime: lifetime, freshness: freshness)
     }
 
     /// The stored body, as the upstream sent it: a detail's or a route answer's in the entry's
     /// tail, which never changes or moves while the entry lives. Never past the tail, whatever
     /// the header says.
     public var heldBuffer: UnsafeRawBufferPointer {
-        if case .list(let list) = header.document { return list.body.withUnsafeBytes { $0 } }
+        if case .list(let list) = heldDocument { return list.body.withUnsafeBytes { $0 } }
         let count = min(Int(header.bodyCount), capacity)
         return withUnsafeMutablePointerToElements { UnsafeRawBufferPointer(start: $0, count: count) }
     }
 
     /// The job's `updated_at` (details only).
-    public var updatedAt: Double? { detailJob?.updatedAt }
+    public var updatedAt: Double? { header.updatedAt.isNaN ? nil : header.updatedAt }
 
     public var validatedAt: Double { header.validatedAt }
     public var isSuperseded: Bool { header.isInvalidated }
@@ -167,11 +193,19 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
     /// filter sets; the gzip forms. A class made at the first need, so that the many details a
     /// cache holds carry one reference.
     fileprivate final class DerivedBodies {
+        let headerLines: PreparedHeaderLines
+        /// A list's document (nil for a detail's or a route answer's bodies).
+        let list: JobListDocument?
         var whole: SharedBytes?
         /// The stored body's gzip form: nil until asked for, `.some(nil)` when not worth it.
         var gzipped: SharedBytes??
         var filtered: [JobListFilters: Representations] = [:]
         var filteredBytes = 0
+
+        init(headerLines: PreparedHeaderLines, list: JobListDocument? = nil) {
+            self.headerLines = headerLines
+            self.list = list
+        }
     }
 
     /// A filtered list's body and, once asked for, its gzip form.
@@ -233,7 +267,7 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         // of bodies alone did not count (found by review: 1,000 entries with 48 KB of headers
         // each in a 1 MiB tier, no eviction).
         let headerBytes = headers.fields.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
-        switch header.document {
+        switch heldDocument {
         case .list(let list): return 3 * list.body.count + list.jobs.count * 160 + 512 + headerBytes
         case .detail, .raw: return Int(header.bodyCount) + 512 + headerBytes
         }
@@ -255,13 +289,13 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         // sent from the entry itself), and most cached jobs are never asked for gzip.
         func derivedBodies() -> DerivedBodies {
             if let derived { return derived }
-            let made = DerivedBodies()
-            derived = made
+            let made = DerivedBodies(headerLines: preparedHeaderLines)
+            header.companion = .derived(made)
             added += Self.derivedOverhead
             return made
         }
         var plain: ServedBody
-        if case .list(let list) = header.document {
+        if case .list(let list) = heldDocument {
             let bodies = derivedBodies()
             if !filters.isEmpty { return servedFiltered(list, filters, gzip: gzip, bodies: bodies, added: added) }
             let whole = bodies.whole ?? SharedBytes(list.body)
@@ -329,17 +363,20 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         count >= Gzip.minimumBytes && !preparedHeaderLines.hasContentEncoding
     }
 
-    /// Header lines of every answer from this entry (`Content-Type` and the upstream's
-    /// end-to-end headers), formatted once. A class, so that the entries whose upstream sent the
-    /// same header set share one copy (`PreparedHeaderLines.shared`).
+    /// The upstream's header fields kept with this entry, and the header lines every answer
+    /// from it sends (`Content-Type` and the upstream's end-to-end headers), formatted once. A
+    /// class, so that the entries whose upstream sent the same fields share one copy
+    /// (`PreparedHeaderLines.shared`).
     public final class PreparedHeaderLines: Sendable {
+        public let headers: HTTPHeaders
         public let lines: [UInt8]
         public let hasDate: Bool
         /// Whether the upstream's fields say `Content-Encoding`: then the body is not plain, and
         /// the proxy does not offer a gzip form of it.
         public let hasContentEncoding: Bool
 
-        init(lines: [UInt8], hasDate: Bool) {
+        init(headers: HTTPHeaders, lines: [UInt8], hasDate: Bool) {
+            self.headers = headers
             self.lines = lines
             self.hasDate = hasDate
             let name = Array("content-encoding:".utf8)
@@ -350,8 +387,8 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
             }
         }
 
-        /// One copy per distinct set of lines among the entries alive: 100k cached jobs from one
-        /// upstream hold one. The table holds the copies weakly and by a hash of their bytes, so
+        /// One copy per distinct set of fields among the entries alive: 100k cached jobs from one
+        /// upstream hold one. The table holds the copies weakly and by a hash of their lines, so
         /// a set goes with the last entry that holds it (evicted, purged), bytes and all: found
         /// by review, a table that held them kept a purged entry's headers for the process's
         /// life. Bounded: dead references are swept when it is full, and it is emptied if that
@@ -364,11 +401,15 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
             init(_ lines: PreparedHeaderLines) { self.lines = lines }
         }
 
-        static func shared(lines: [UInt8], hasDate: Bool) -> PreparedHeaderLines {
+        /// Equal fields make equal lines, so the lines' hash finds them; the fields decide, by
+        /// their bytes. Not by `String`'s equality, which takes canonically equivalent text as
+        /// equal: one entry's `café` (e + U+0301) would be kept as another's precomposed `é`
+        /// (found by review of the table this replaces: a cache passes bytes through as they came).
+        static func shared(headers: HTTPHeaders, lines: [UInt8], hasDate: Bool) -> PreparedHeaderLines {
             let hash = lines.hashValue
             return known.withLock { known in
                 var bucket = (known[hash] ?? []).filter { $0.lines != nil }
-                if let existing = bucket.lazy.compactMap(\.lines).first(where: { $0.lines == lines && $0.hasDate == hasDate }) {
+                if let existing = bucket.lazy.compactMap(\.lines).first(where: { $0.lines == lines && sameBytes($0.headers, headers) }) {
                     return existing
                 }
                 if known[hash] == nil, known.count >= maxKnown {
@@ -378,28 +419,35 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
                     }
                     if known.count >= maxKnown { known.removeAll() }
                 }
-                let made = PreparedHeaderLines(lines: Array(lines), hasDate: hasDate)
+                let made = PreparedHeaderLines(headers: headers, lines: Array(lines), hasDate: hasDate)
                 bucket.append(WeakLines(made))
                 known[hash] = bucket
                 return made
             }
         }
+
+        private static func sameBytes(_ a: HTTPHeaders, _ b: HTTPHeaders) -> Bool {
+            a.fields.count == b.fields.count && zip(a.fields, b.fields).allSatisfy { a, b in
+                a.name.utf8.elementsEqual(b.name.utf8) && a.value.utf8.elementsEqual(b.value.utf8)
+            }
+        }
     }
 
-    /// Header lines for the hit path, made at the first hit.
+    /// Header lines for the hit path, made with the entry.
     public var preparedHeaderLines: PreparedHeaderLines {
-        if let prepared { return prepared }
-        let made = Self.prepareHeaderLines(headers)
-        prepared = made
-        return made
+        switch header.companion {
+        case .headerLines(let lines): lines
+        case .derived(let bodies): bodies.headerLines
+        }
     }
 
-    /// The same header set a full answer sends, less what is made per answer.
+    /// The fields `headers` as an entry keeps them, with the header set a full answer sends,
+    /// less what is made per answer.
     static func prepareHeaderLines(_ headers: HTTPHeaders) -> PreparedHeaderLines {
-        var headers = headers
-        if headers["Content-Type"] == nil { headers.add("Content-Type", "application/json") }
-        let wire = headers.wireLines(omitting: perAnswerHeaderSet)
-        return PreparedHeaderLines.shared(lines: wire.lines, hasDate: wire.hasDate)
+        var sent = headers
+        if sent["Content-Type"] == nil { sent.add("Content-Type", "application/json") }
+        let wire = sent.wireLines(omitting: perAnswerHeaderSet)
+        return PreparedHeaderLines.shared(headers: headers, lines: wire.lines, hasDate: wire.hasDate)
     }
 
     /// Headers made for each answer (by the full path and the hit path), never kept with a document.
@@ -464,13 +512,14 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
     public func record(for key: CacheKey) -> DiskRecord {
         let body: [UInt8]
         let kind: DiskRecord.Kind
-        switch document {
+        switch heldDocument {
         case .list(let list): body = list.body; kind = .list
-        case .detail(let detail): body = detail.body; kind = .detail
-        case .raw(let raw): body = raw; kind = .route
+        case .detail: body = heldBytes; kind = .detail
+        case .raw: body = heldBytes; kind = .route
         }
+        // Its stored_at is when it was last confirmed: the entry keeps no earlier time.
         return DiskRecord(key: key.diskKey, kind: kind, workflowID: key.workflow, jobID: key.job, body: body,
-                          headers: headers.fields.map { "\($0.name):\($0.value)" }, storedAt: storedAt, lifetime: lifetime,
+                          headers: headers.fields.map { "\($0.name):\($0.value)" }, storedAt: validatedAt, lifetime: lifetime,
                           updatedAt: updatedAt, validatedAt: freshness.validatedAt, invalidated: freshness.invalidated,
                           newestSeen: freshness.newestSeen)
     }

@@ -40,8 +40,11 @@ public final class ResponseCache {
     /// patched or a job written through): the server wakes requests waiting for it to change.
     public var onStored: ((CacheKey, CachedAnswer) -> Void)?
     /// Incremented whenever `newestKnown` rises: an answer checked at this generation needs no
-    /// second look (`current` is one comparison on the hit path).
-    private var knownGeneration = 0
+    /// second look (`current` is one comparison on the hit path). Every entry holds one in 32
+    /// bits (`CachedAnswer.checkedGeneration`): after `lastGeneration` they start again
+    /// (`restartGenerations`). Settable here for the tests, which start near the last.
+    var knownGeneration = 0
+    static let lastGeneration = Int(Int32.max)
     /// The generation at which each workflow last learned a newer version: an answer checked
     /// since needs no second look either. Without it, with many running jobs the generation
     /// rises all the time, and every hit on a large list of a quiet workflow was planned again
@@ -139,9 +142,9 @@ public final class ResponseCache {
     /// How an expired detail in memory is to be revalidated (`Revalidation.route`), from the
     /// workflow's cached list. Lists and superseded details go their own way.
     public func revalidationRoute(for key: CacheKey, cached: CachedAnswer, now: Double) -> Revalidation.Route {
-        guard case .detail(let workflow, _) = key, let job = cached.detailJob,
+        guard case .detail(let workflow, let job) = key, cached.isDetail,
               let list = memory.peek(.list(workflow: workflow)), case .list(let document) = list.document else { return .detail }
-        let listed = document.index(of: job.compactID).flatMap { document.jobs[$0].updatedAt }
+        let listed = Self.listedIndex(of: job, in: document).flatMap { document.jobs[$0].updatedAt }
         return Revalidation.route(detailSuperseded: cached.isSuperseded, detailUpdatedAt: cached.updatedAt, listedUpdatedAt: listed,
                                   listRemaining: list.remaining(now: now))
     }
@@ -223,12 +226,25 @@ public final class ResponseCache {
         guard plausible(updatedAt) != nil else { return }
         if let known = known(key), known >= updatedAt { return }
         newestKnown.set(key, updatedAt, cost: Self.listedEntryCost)
+        if knownGeneration >= Self.lastGeneration { restartGenerations() }
         knownGeneration += 1
         if workflowLearnedAt.count >= Self.maxWorkflowsTracked, workflowLearnedAt[key.workflow] == nil {
             workflowLearnedAt.removeAll(keepingCapacity: true)
             learnedAtFloor = knownGeneration
         }
         workflowLearnedAt[key.workflow] = knownGeneration
+    }
+
+    /// Starts the generations again from 0: every answer memory holds, and every workflow, is
+    /// looked at afresh by `current` (a full look is always right, only slower). An answer
+    /// outside memory checked before the restart (a flight's, for a moment) holds a generation
+    /// past the new ones, which `current` does not trust either; it would have to outlive 2^31
+    /// newer versions learned to be trusted again.
+    private func restartGenerations() {
+        memory.forEachValue { $0.checkedGeneration = -1 }
+        workflowLearnedAt.removeAll(keepingCapacity: true)
+        learnedAtFloor = 0
+        knownGeneration = 0
     }
 
     /// The newest `updated_at` shown or learned for a detail key: `newestKnown`'s, or the
@@ -302,7 +318,7 @@ public final class ResponseCache {
     func store(_ key: CacheKey, body: [UInt8], headers: HTTPHeaders, now: Double, diskEmpty: DiskSeenEmpty?,
                landed: @escaping (StoreResult) -> Void) {
         loop.assertOnLoop()
-        let storable = shared(CachedAnswer.storableHeaders(headers))
+        let storable = CachedAnswer.storableHeaders(headers)
         let key = shared(key)
         switch key {
         case .list(let workflow):
@@ -444,29 +460,12 @@ public final class ResponseCache {
 
     // MARK: Shared copies
 
-    /// One copy of what most entries hold alike: the upstream's header set and the workflow
-    /// ids (Swift strings and arrays share storage when copied from one instance), so 100k
-    /// entries do not hold 100k copies. Bounded: emptied when full (copies made since stay valid).
-    private var sharedHeaders: [[UInt8]: HTTPHeaders] = [:]
+    /// One copy of the workflow ids most entries' keys hold alike (Swift strings share storage
+    /// when copied from one instance), so 100k entries do not hold 100k copies. Bounded:
+    /// emptied when full (copies made since stay valid). The upstream's header sets are shared
+    /// by the entries themselves (`CachedAnswer.PreparedHeaderLines`).
     private var sharedWorkflows: [String: String] = [:]
     private static let maxShared = 1024
-
-    /// Keyed by the fields' bytes, not a `String`: String equality takes canonically
-    /// equivalent text as equal, and one entry's `café` (e + U+0301) was sent with another's
-    /// precomposed `é` (found by review: a cache passes bytes through as they came).
-    private func shared(_ headers: HTTPHeaders) -> HTTPHeaders {
-        var key: [UInt8] = []
-        for field in headers.fields {
-            key += field.name.utf8
-            key.append(0)
-            key += field.value.utf8
-            key.append(1)
-        }
-        if let known = sharedHeaders[key] { return known }
-        if sharedHeaders.count >= Self.maxShared { sharedHeaders.removeAll() }
-        sharedHeaders[key] = headers
-        return headers
-    }
 
     private func shared(_ key: CacheKey) -> CacheKey {
         if case .route = key { return key }
@@ -625,9 +624,9 @@ public final class ResponseCache {
         for write in writes {
             let detailKey = CacheKey.detail(workflow: workflow, encodedJob: PercentEncoding.segment(write.jobID))
             var best = (updatedAt: write.detail.job.updatedAt, object: { write.detail.object })
-            if let cached = memory.peek(detailKey), let job = cached.detailJob,
-               Invalidation.detailUpdatesListEntry(listEntry: best.updatedAt, detail: job.updatedAt) {
-                best = (job.updatedAt, { Self.parsedDetail(cached) })
+            if let cached = memory.peek(detailKey), cached.isDetail,
+               Invalidation.detailUpdatesListEntry(listEntry: best.updatedAt, detail: cached.updatedAt) {
+                best = (cached.updatedAt, { Self.parsedDetail(cached) })
             }
             if let current, let index = current.index(of: write.jobID),
                Invalidation.detailUpdatesListEntry(listEntry: best.updatedAt, detail: current.jobs[index].updatedAt) {
@@ -713,11 +712,16 @@ public final class ResponseCache {
         counters.listEntryUpdates += 1
     }
 
-    /// A cached detail's document parsed, to project into a list (its job's version is read
-    /// from `detailJob` first: the document is a copy of the body, made only when it is used).
+    /// A cached detail's body parsed, to project into a list (its `updated_at` is read from
+    /// the entry first: the parse copies the body, and is made only when it is used).
     private static func parsedDetail(_ answer: CachedAnswer) -> [String: Any] {
-        if case .detail(let detail) = answer.document { return detail.object }
-        return [:]
+        answer.isDetail ? DecodedAnswerBody(answer.heldBytes).object ?? [:] : [:]
+    }
+
+    /// Where a detail key's job (`job` as keys hold it, percent-encoded) is in `list`, whose
+    /// jobs hold their ids as sent. A UUID needs no encoding, and is compared as it is.
+    static func listedIndex(of job: CompactID, in list: JobListDocument) -> Int? {
+        job.isInline ? list.index(of: job) : list.jobs.firstIndex { CacheKey.encoded($0.compactID) == job }
     }
 
     /// The newest version of a job held here at `atLeast` or newer: its detail in memory, or
@@ -727,7 +731,7 @@ public final class ResponseCache {
                            listed: [String: (index: Int, updatedAt: Double)], cachedList: JobListDocument?)
         -> (updatedAt: Double?, object: [String: Any])? {
         if let cached = memory.peek(.detail(workflow: workflow, encodedJob: job)),
-           let updatedAt = cached.detailJob?.updatedAt, updatedAt >= known {
+           let updatedAt = cached.updatedAt, updatedAt >= known {
             return (updatedAt, Self.parsedDetail(cached))
         }
         if let cachedList, let entry = listed[job], entry.updatedAt >= known, let object = cachedList.object(at: entry.index) {
@@ -795,14 +799,16 @@ public final class ResponseCache {
     func current(_ answer: CachedAnswer, key: CacheKey) -> CachedAnswer? {
         guard !answer.isSuperseded else { return nil }
         if answer.checkedGeneration == knownGeneration { return answer }
-        if answer.checkedGeneration >= workflowLearnedAt[key.workflow] ?? learnedAtFloor {
+        // A generation past the current one was given before they started again
+        // (`restartGenerations`): it says nothing now.
+        if answer.checkedGeneration >= workflowLearnedAt[key.workflow] ?? learnedAtFloor, answer.checkedGeneration < knownGeneration {
             answer.checkedGeneration = knownGeneration
             return answer
         }
         deliveryPlans += 1
-        switch answer.header.document {
-        case .detail(let job):
-            if let known = known(key), (job.updatedAt ?? -.infinity) < known {
+        switch answer.heldDocument {
+        case .detail:
+            if let known = known(key), (answer.updatedAt ?? -.infinity) < known {
                 answer.freshness.invalidated = true
                 answer.freshness.newestSeen = Self.newer(answer.freshness.newestSeen, known)
                 counters.invalidations += 1

@@ -158,6 +158,46 @@ import EventHTTP
         await proxy.stop()
     }
 
+    /// Entries hold the generation they were last checked at in 32 bits. Past the last one,
+    /// the generations start again, and nothing checked before is trusted after: not a list
+    /// memory holds, once later generations pass its old one, and not an answer outside
+    /// memory (a flight's). Either would show a job older than a version learned since.
+    @Test func generationsStartAgainAndNothingCheckedBeforeIsTrustedAfter() async throws {
+        let pixxel = try ScriptedPixxel()
+        defer { pixxel.upstream.stop() }
+        pixxel.publish(["a", "b"], updatedAt: "2026-11-20T10:00:00Z")
+        let clock = ManualClock()
+        let proxy = try ScriptedHarness.start(pixxel, clock)
+        Self.onLoop(proxy) { $0.knownGeneration = 10 }
+        _ = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        let hit = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        #expect(hit.header("Cache-Status")?.contains("hit") == true)
+
+        let t0 = try #require(Timestamp.parse("2026-11-20T10:00:00Z")), t7 = try #require(Timestamp.parse("2026-11-20T10:00:07Z"))
+        let outsideIsTrusted = Mutex<Bool?>(nil)
+        Self.onLoop(proxy) { cache in
+            // An answer outside memory, checked now (the generation is still a low one).
+            let key = CacheKey.detail(workflow: "w", encodedJob: "b")
+            let body = Array(#"{"id":"b","status":"running","updated_at":"2026-11-20T10:00:00Z"}"#.utf8)
+            guard let document = JobDetailDocument(body: body) else { return }
+            let outside = CachedAnswer.make(document: .detail(document), headers: HTTPHeaders(), storedAt: t0, lifetime: 10)
+            _ = cache.current(outside, key: key)
+            // 2^31 versions learned elsewhere, then newer versions of a and b: the generations start again.
+            cache.knownGeneration = ResponseCache.lastGeneration
+            cache.noteSuperseded(.detail(workflow: "w", encodedJob: "a"), newestSeen: t7)
+            cache.noteSuperseded(key, newestSeen: t7)
+            outsideIsTrusted.withLock { $0 = cache.knownGeneration < 10 ? cache.current(outside, key: key) != nil : nil }
+            // Versions learned in other workflows take the generation past the list's old one.
+            cache.knownGeneration = 20
+        }
+        #expect(outsideIsTrusted.withLock { $0 } == false, "b at 10:00:00 was served after 10:00:07 was learned")
+        pixxel.state.withLock { $0.detailUpdatedAt["a"] = "2026-11-20T10:00:07Z"; $0.listUpdatedAt["a"] = "2026-11-20T10:00:07Z" }
+        let after = try proxy.get("/v0/workflows/w/jobs", token: proxy.readToken)
+        #expect(Self.updatedAt(of: "a", in: after) != "2026-11-20T10:00:00Z",
+                "served a at 10:00:00 after 10:00:07 was learned: \(after.header("Cache-Status") ?? "")")
+        await proxy.stop()
+    }
+
     /// Found by review: a list showing one job twice, the older entry first, looked for a newer
     /// copy only at the first entry; the list was refused, and every read cost a call and a 502.
     @Test func aListShowingAJobTwiceIsServedWithItsNewestVersion() async throws {

@@ -22,10 +22,10 @@ import Testing
         #expect(answer.served(for: JobListFilters()).body.bytes.heldBytes == Self.detailBody)
     }
 
-    /// Where an entry's body starts: the object's header (16 bytes), then its fields (128).
-    static let tailOffset = 144
+    /// Where an entry's body starts: the object's header (16 bytes), then its fields (56).
+    static let tailOffset = 72
 
-    /// A cached detail is one allocation, its fields (128 bytes after the object's header) and
+    /// A cached detail is one allocation, its fields (56 bytes after the object's header) and
     /// then its body: every cached job holds one, and a second allocation for the body, or a
     /// field added or declared out of packing order, shows here.
     @Test func aDetailEntryIsOneAllocationOfFieldsThenBody() throws {
@@ -38,13 +38,26 @@ import Testing
         #expect(Array(body) == Self.detailBody)
         // The document a rare path asks for is the same bytes and job.
         guard case .detail(let document) = answer.document else { Issue.record("not a detail"); return }
-        #expect(document.body == Self.detailBody && document.job == answer.detailJob)
+        #expect(document.body == Self.detailBody && document.job.id == "j1" && document.job.status == "running")
+        #expect(document.job.updatedAt == answer.updatedAt && answer.updatedAt == Timestamp.parse("2026-12-03T10:00:00Z"))
     }
 
     /// Besides its entry, a cached job costs its slot in the memory tier: 56 bytes (its key,
     /// 32 bits of cost, the entry, the recency links). A wider field shows here.
     @Test func aCachedEntrysSlotInTheMemoryTierIs56Bytes() {
         #expect(MemoryLayout<MemoryTier<CacheKey, CachedAnswer>.Slot>.stride == 56)
+    }
+
+    /// An entry holds its lifetime in 32 bits: every whole second up to 194 days (and halves,
+    /// quarters) reads back exactly, anything else within a millionth of itself.
+    @Test(arguments: [0, 0.5, 2.5, 10, 600, 86_400, 16_777_216, 0.1, 1e7 + 0.3, 1e11])
+    func aLifetimeReadsBackAsGiven(_ lifetime: Double) {
+        let answer = CachedAnswer.make(document: .raw([1]), headers: HTTPHeaders(), storedAt: 1_000, lifetime: lifetime)
+        if lifetime == lifetime.rounded(), lifetime <= 16_777_216 || lifetime == 0.5 || lifetime == 2.5 {
+            #expect(answer.lifetime == lifetime)
+        }
+        #expect(abs(answer.lifetime - lifetime) <= lifetime * 1e-6)
+        #expect(answer.remaining(now: 1_000) == answer.lifetime)
     }
 
     /// A `cache.routes` answer's bytes are in the entry's tail too: every body an entry sends by
@@ -163,6 +176,26 @@ import Testing
         headers.add("X-Other", "kept")
         let lines = String(decoding: CachedAnswer.prepareHeaderLines(CachedAnswer.storableHeaders(headers)).lines, as: UTF8.self)
         #expect(!lines.lowercased().contains("etag") && lines.contains("X-Other: kept"))
+    }
+
+    /// Entries with the same upstream fields share one copy of them and of their lines. Fields
+    /// whose bytes differ do not, even where `String` calls them equal (canonically equivalent
+    /// text) or where they make the same lines (a field no answer sends, a `Content-Type` the
+    /// proxy would add): an entry's fields go to disk and to the other instances as they came.
+    @Test func entriesShareHeaderLinesOnlyWhenTheirFieldsHaveTheSameBytes() {
+        func answer(_ fields: [(name: String, value: String)]) -> CachedAnswer {
+            CachedAnswer.make(document: .raw([1]), headers: HTTPHeaders(fields), storedAt: 1_000, lifetime: 10)
+        }
+        let precomposed = answer([("X-Trace", "t1"), ("Connection", "caf\u{E9}")])
+        let same = answer([("X-Trace", "t1"), ("Connection", "caf\u{E9}")])
+        let decomposed = answer([("X-Trace", "t1"), ("Connection", "cafe\u{301}")])
+        #expect(precomposed.preparedHeaderLines === same.preparedHeaderLines)
+        #expect(precomposed.preparedHeaderLines.lines == decomposed.preparedHeaderLines.lines)
+        #expect(precomposed.preparedHeaderLines !== decomposed.preparedHeaderLines)
+        #expect(decomposed.headers.fields.last.map { Array($0.value.utf8) } == Array("cafe\u{301}".utf8))
+        let implicit = answer([]), explicit = answer([("Content-Type", "application/json")])
+        #expect(implicit.preparedHeaderLines.lines == explicit.preparedHeaderLines.lines)
+        #expect(implicit.headers.fields.isEmpty && explicit.headers.fields.count == 1)
     }
 
     /// A body the upstream sent encoded is not encoded again.
