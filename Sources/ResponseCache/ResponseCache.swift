@@ -467,6 +467,10 @@ public final class ResponseCache {
     private var sharedWorkflows: [String: String] = [:]
     private static let maxShared = 1024
 
+    /// `key` with the copy of its workflow id that memory's keys hold (for keys kept elsewhere:
+    /// the hit path's targets).
+    public func sharingWorkflow(_ key: CacheKey) -> CacheKey { shared(key) }
+
     private func shared(_ key: CacheKey) -> CacheKey {
         if case .route = key { return key }
         let workflow = key.workflow

@@ -104,7 +104,7 @@ extension ProxyServer {
     private func serveCached(_ exchange: Exchange, key: CacheKey, filters: JobListFilters) {
         let uri = exchange.request.uri
         if hitPath.targets[uri] == nil {
-            hitPath.remember(CachedTarget(key: key, filters: filters, routeTemplate: exchange.route.template,
+            hitPath.remember(CachedTarget(key: cache.sharingWorkflow(key), filters: filters, routeTemplate: exchange.route.template,
                                           metrics: metrics.hitRecorder(route: exchange.route.template)), for: uri)
         }
         serveCached(exchange, CacheRequest(key: key, filters: filters, revalidate: Self.asksForRevalidation(exchange.request.headers),
