@@ -12,7 +12,10 @@ public enum PercentEncoding {
     /// are, every other byte as `%XX` in upper-case hex, and the bytes UTF-8. An id read from
     /// outside in encoded form (a key in Redis) that is not canonical names nothing a request
     /// or a purge could reach.
-    public static func isCanonicalSegment(_ text: String) -> Bool {
+    public static func isCanonicalSegment(_ text: String) -> Bool { decodedSegment(text) != nil }
+
+    /// The id `segment` made `text` of; nil when `text` is not canonical (`isCanonicalSegment`).
+    public static func decodedSegment(_ text: String) -> String? {
         var decoded: [UInt8] = []
         var bytes = text.utf8.makeIterator()
         while let byte = bytes.next() {
@@ -21,12 +24,12 @@ public enum PercentEncoding {
                 continue
             }
             guard byte == UInt8(ascii: "%"), let high = bytes.next().flatMap(upperHexValue),
-                  let low = bytes.next().flatMap(upperHexValue) else { return false }
+                  let low = bytes.next().flatMap(upperHexValue) else { return nil }
             let value = high << 4 | low
-            guard !isUnreserved(value) else { return false }
+            guard !isUnreserved(value) else { return nil }
             decoded.append(value)
         }
-        return !decoded.isEmpty && String(validating: decoded, as: UTF8.self) != nil
+        return decoded.isEmpty ? nil : String(validating: decoded, as: UTF8.self)
     }
 
     private static func upperHexValue(_ byte: UInt8) -> UInt8? {

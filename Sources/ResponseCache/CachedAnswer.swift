@@ -44,10 +44,9 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         /// How many bytes of the tail are the body (a detail's or a route answer's; the tail may
         /// be longer).
         let bodyCount: UInt32
-        /// Seconds it stays fresh, in 32 bits: exact for every whole second up to 194 days
-        /// (and every half, quarter...), within a second per 194 days beyond. With the
-        /// generation, 8 bytes less in every cached job's entry.
-        let lifetime: Float
+        /// Seconds it stays fresh, in 32 bits (`HeldLifetime`). With the generation, 8 bytes
+        /// less in every cached job's entry.
+        let lifetime: HeldLifetime
         /// The `ResponseCache.knownGeneration` it was last checked at by the "never older"
         /// rule, in 32 bits: the cache starts its generations again before they pass them
         /// (`ResponseCache.restartGenerations`).
@@ -74,6 +73,29 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         case derived(DerivedBodies)
     }
 
+    /// A lifetime in 32 bits: a whole number of seconds exactly (up to 68 years: every
+    /// configured TTL), in the low 31 bits; anything else as a `Float` (its sign bit dropped: a
+    /// lifetime is not negative), within a ten-millionth of itself. A `Float` alone moved a
+    /// whole-second TTL past 194 days by up to 16 s (found by review).
+    struct HeldLifetime {
+        private let raw: UInt32
+        private static let isFloat: UInt32 = 1 << 31
+
+        init(_ seconds: Double) {
+            if seconds >= 0, seconds < Double(Self.isFloat), seconds == seconds.rounded() {
+                raw = UInt32(seconds)
+            } else {
+                // A lifetime too small for a Float stays more than 0, as its rule said.
+                let held = Float(seconds.isNaN ? 0 : max(0, seconds))
+                raw = Self.isFloat | ((held == 0 && seconds > 0 ? .leastNonzeroMagnitude : held).bitPattern & ~Self.isFloat)
+            }
+        }
+
+        var seconds: Double {
+            raw & Self.isFloat == 0 ? Double(raw) : Double(Float(bitPattern: raw & ~Self.isFloat))
+        }
+    }
+
     /// A new entry, answered by the upstream at `storedAt` (or last confirmed at `freshness`'s
     /// time). (A `ManagedBuffer` has no initializer of its own to call.)
     public static func make(document: Document, headers: HTTPHeaders, storedAt: Double, lifetime: Double,
@@ -94,7 +116,7 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         precondition(tail.count <= Int(UInt32.max), "a body over 4 GiB")
         let freshness = freshness ?? DetailFreshness(validatedAt: storedAt, invalidated: false)
         let made = unsafeDowncast(create(minimumCapacity: tail.count) { _ in
-            Fields(isDetail: isDetail, isInvalidated: freshness.invalidated, bodyCount: UInt32(tail.count), lifetime: Float(lifetime),
+            Fields(isDetail: isDetail, isInvalidated: freshness.invalidated, bodyCount: UInt32(tail.count), lifetime: HeldLifetime(lifetime),
                    updatedAt: updatedAt, validatedAt: freshness.validatedAt, newestSeen: freshness.newestSeen ?? .nan,
                    entityTagValue: tag.value, companion: companion)
         }, to: CachedAnswer.self)
@@ -128,7 +150,7 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
     }
 
     public var headers: HTTPHeaders { preparedHeaderLines.headers }
-    public var lifetime: Double { Double(header.lifetime) }
+    public var lifetime: Double { header.lifetime.seconds }
 
     var versionCounts: Bool {
         get { header.versionCounts }
@@ -268,7 +290,8 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
         // each in a 1 MiB tier, no eviction).
         let headerBytes = headers.fields.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
         switch heldDocument {
-        case .list(let list): return 3 * list.body.count + list.jobs.count * 160 + 512 + headerBytes
+        // A list's derived bodies are made with it (`Companion`).
+        case .list(let list): return 3 * list.body.count + list.jobs.count * 160 + 512 + Self.derivedOverhead + headerBytes
         case .detail, .raw: return Int(header.bodyCount) + 512 + headerBytes
         }
     }

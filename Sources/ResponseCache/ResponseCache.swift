@@ -723,9 +723,11 @@ public final class ResponseCache {
     }
 
     /// Where a detail key's job (`job` as keys hold it, percent-encoded) is in `list`, whose
-    /// jobs hold their ids as sent. A UUID needs no encoding, and is compared as it is.
+    /// jobs hold their ids as sent. A UUID needs no encoding, and is compared as it is; any
+    /// other id is decoded once, not each listed id encoded (an allocation per job, on every
+    /// request for an expired detail: found by review).
     static func listedIndex(of job: CompactID, in list: JobListDocument) -> Int? {
-        job.isInline ? list.index(of: job) : list.jobs.firstIndex { CacheKey.encoded($0.compactID) == job }
+        job.isInline ? list.index(of: job) : PercentEncoding.decodedSegment(job.text).flatMap { list.index(of: $0) }
     }
 
     /// The newest version of a job held here at `atLeast` or newer: its detail in memory, or

@@ -48,16 +48,25 @@ import Testing
         #expect(MemoryLayout<MemoryTier<CacheKey, CachedAnswer>.Slot>.stride == 56)
     }
 
-    /// An entry holds its lifetime in 32 bits: every whole second up to 194 days (and halves,
-    /// quarters) reads back exactly, anything else within a millionth of itself.
-    @Test(arguments: [0, 0.5, 2.5, 10, 600, 86_400, 16_777_216, 0.1, 1e7 + 0.3, 1e11])
+    /// An entry holds its lifetime in 32 bits: every whole number of seconds up to 68 years
+    /// reads back exactly (a Float moved 31,536,001 to 31,536,000, found by review), anything
+    /// else within a ten-millionth of itself, and more than 0 stays more than 0.
+    @Test(arguments: [0, 1, 10, 600, 86_400, 16_777_217, 31_536_001, 100_000_001, 200_000_003, 315_359_999, 2_147_483_647,
+                      0.5, 2.5, 0.1, 1e-46, 1e7 + 0.3, 4e9, 1e11])
     func aLifetimeReadsBackAsGiven(_ lifetime: Double) {
         let answer = CachedAnswer.make(document: .raw([1]), headers: HTTPHeaders(), storedAt: 1_000, lifetime: lifetime)
-        if lifetime == lifetime.rounded(), lifetime <= 16_777_216 || lifetime == 0.5 || lifetime == 2.5 {
+        if lifetime == lifetime.rounded(), lifetime < 2_147_483_648 {
             #expect(answer.lifetime == lifetime)
+            #expect(answer.cacheStatusTTL(now: 1_000) == Int(lifetime))
+            #expect(answer.remaining(now: 1_000 + lifetime - 1) > 0 && answer.remaining(now: 1_000 + lifetime + 1) < 0)
         }
-        #expect(abs(answer.lifetime - lifetime) <= lifetime * 1e-6)
-        #expect(answer.remaining(now: 1_000) == answer.lifetime)
+        if lifetime < 1e-30 {
+            #expect((answer.lifetime > 0) == (lifetime > 0), "a lifetime of more than 0 stays more than 0")
+        } else {
+            #expect(abs(answer.lifetime - lifetime) <= lifetime * 1e-7)
+        }
+        #expect(answer.record(for: .route(CachedRouteResource(path: "/v0/x", query: nil, template: "/v0/x", lifetime: lifetime))).lifetime
+                == answer.lifetime)
     }
 
     /// A `cache.routes` answer's bytes are in the entry's tail too: every body an entry sends by
