@@ -75,8 +75,9 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
 
     /// A lifetime in 32 bits: a whole number of seconds exactly (up to 68 years: every
     /// configured TTL), in the low 31 bits; anything else as a `Float` (its sign bit dropped: a
-    /// lifetime is not negative), within a ten-millionth of itself. A `Float` alone moved a
-    /// whole-second TTL past 194 days by up to 16 s (found by review).
+    /// lifetime is not negative), within a ten-millionth of itself and never above it, so that
+    /// nothing is fresh for longer than its rule says (86399.999 held as 86400 showed `ttl=86400`).
+    /// A `Float` alone moved a whole-second TTL past 194 days by up to 16 s (found by review).
     struct HeldLifetime {
         private let raw: UInt32
         private static let isFloat: UInt32 = 1 << 31
@@ -86,7 +87,8 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
                 raw = UInt32(seconds)
             } else {
                 // A lifetime too small for a Float stays more than 0, as its rule said.
-                let held = Float(seconds.isNaN ? 0 : max(0, seconds))
+                var held = Float(seconds.isNaN ? 0 : max(0, seconds))
+                if held.isFinite, Double(held) > seconds { held = held.nextDown }
                 raw = Self.isFloat | ((held == 0 && seconds > 0 ? .leastNonzeroMagnitude : held).bitPattern & ~Self.isFloat)
             }
         }
