@@ -11,9 +11,9 @@ public final class MemoryTier<Key: Hashable, Value> {
     // key and value: unspecialized, each lookup asked the runtime for the metadata of `Slot`
     // and its optionals, about a microsecond per hit (perf, against the dictionary before).
     /// Declared in the order that packs tightest: the cost fills what a `CacheKey` (33 bytes)
-    /// leaves before the value's alignment. No hash is kept: a lookup compares keys (cheap
-    /// beside hashing one), and a removal or a growth hashes the keys it moves again. Its 32
-    /// bits would make every cached entry's slot 64 bytes.
+    /// leaves before the value's alignment. No hash is kept: a lookup compares keys at each
+    /// probe, and a removal or a growth hashes the keys it moves again. Its 32 bits would make
+    /// every cached entry's slot 64 bytes.
     @usableFromInline struct Slot {
         /// nil while the slot is free.
         @usableFromInline var key: Key?

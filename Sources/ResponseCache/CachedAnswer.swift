@@ -102,8 +102,12 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
     /// time). (A `ManagedBuffer` has no initializer of its own to call.)
     public static func make(document: Document, headers: HTTPHeaders, storedAt: Double, lifetime: Double,
                             freshness: DetailFreshness? = nil) -> CachedAnswer {
+        make(document: document, headerLines: prepareHeaderLines(headers), storedAt: storedAt, lifetime: lifetime, freshness: freshness)
+    }
+
+    private static func make(document: Document, headerLines: PreparedHeaderLines, storedAt: Double, lifetime: Double,
+                             freshness: DetailFreshness?) -> CachedAnswer {
         let tail: [UInt8], tag: EntityTag
-        let headerLines = prepareHeaderLines(headers)
         var companion = Companion.headerLines(headerLines), isDetail = false, updatedAt = Double.nan
         switch document {
         case .list(let list):
@@ -190,7 +194,7 @@ public final class CachedAnswer: ManagedBuffer<CachedAnswer.Fields, UInt8>, Held
     /// The same answer (times, freshness, headers) with another document: a list with entries
     /// added or patched.
     func replacingDocument(_ document: Document) -> CachedAnswer {
-        Self.make(document: document, headers: headers, storedAt: validatedAt, lifetime: lifetime, freshness: freshness)
+        Self.make(document: document, headerLines: preparedHeaderLines, storedAt: validatedAt, lifetime: lifetime, freshness: freshness)
     }
 
     /// The stored body, as the upstream sent it: a detail's or a route answer's in the entry's
