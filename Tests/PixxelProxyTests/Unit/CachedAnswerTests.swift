@@ -124,6 +124,20 @@ import Testing
         #expect(!String(decoding: filtered.heldBytes, as: UTF8.self).contains(#""id":"j1""#))
     }
 
+    /// A list's derived bodies are made with it: its cost counts them from the start, and its
+    /// first answer adds nothing more (found by review: made with the list, they were no longer
+    /// counted at all). A detail's are counted when its first gzip form makes them.
+    @Test func aListsDerivedBodiesAreCountedOnce() throws {
+        let list = try #require(JobListDocument(body: Self.listBody))
+        let answer = Self.answer(.list(list))
+        #expect(answer.cost == 3 * Self.listBody.count + list.jobs.count * 160 + 512 + CachedAnswer.derivedOverhead)
+        #expect(answer.served(for: JobListFilters()).added == 0)
+        let big = Array((#"{"id":"j","pad":""# + String(repeating: "x", count: 4000) + #""}"#).utf8)
+        let detail = Self.answer(.detail(try #require(JobDetailDocument(body: big))))
+        #expect(detail.cost == big.count + 512)
+        #expect(detail.served(for: JobListFilters(), gzip: true).added > CachedAnswer.derivedOverhead)
+    }
+
     /// The gzip form of a body is made once per stored answer (and per kept filtered body), at
     /// its first request, and counted once; it decodes to the plain bytes, and has a tag of its own.
     @Test func theGzipFormIsMadeOnceAndDecodesToThePlainBytes() throws {
